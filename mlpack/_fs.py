@@ -1,0 +1,99 @@
+"""Crash-safe file output shared by every part of mlpack.
+
+Nothing mlpack writes may be left half-written: a file is written to a temporary
+sibling, flushed, fsync'd and renamed over its target; a folder is assembled in a
+temporary sibling and renamed into place. A reader sees the old state or the new
+one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_directory",
+    "canonical_json",
+    "fsync_directory",
+]
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and a trailing newline: the same object gives the same bytes."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` sets permissions."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_directory(target.parent)
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> Path:
+    """Text flavour of :func:`atomic_write_bytes` (UTF-8)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike[str], replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``target`` only if the block succeeds.
+
+    On any exception the temporary folder is removed and ``target`` is untouched.
+    With ``replace`` an existing ``target`` is swapped out; without it an existing
+    ``target`` raises ``FileExistsError`` before anything is written.
+    """
+    final = Path(target)
+    if final.exists() and not replace:
+        raise FileExistsError(str(final))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        fsync_directory(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

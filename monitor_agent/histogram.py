@@ -1,0 +1,95 @@
+"""A mergeable latency histogram with a bounded relative error (DDSketch-style buckets).
+
+Bucket ``i`` holds values in ``(GAMMA**(i-1), GAMMA**i]`` seconds with
+``GAMMA = (1 + ALPHA) / (1 - ALPHA)``; reporting a bucket by ``2 * GAMMA**i / (GAMMA + 1)``
+keeps every quantile within ``ALPHA`` (1 %) relative error of the true value. Two
+histograms merge by adding counts per bucket, so a fleet-wide p99 is as exact as a
+single device's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["ALPHA", "GAMMA", "LatencyHistogram"]
+
+ALPHA = 0.01
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+_LOG_GAMMA = math.log(GAMMA)
+_MIN_VALUE = 1e-7  # 0.1 µs: anything faster is reported as this
+_MIN_INDEX = math.ceil(math.log(_MIN_VALUE) / _LOG_GAMMA)
+
+
+class LatencyHistogram:
+    """Sparse bucket counts; ``add`` costs one ``log`` and a dict update."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self, buckets: Mapping[int, int] | None = None) -> None:
+        self.buckets: dict[int, int] = dict(buckets or {})
+
+    @staticmethod
+    def index(seconds: float) -> int:
+        if seconds <= _MIN_VALUE:
+            return _MIN_INDEX
+        return math.ceil(math.log(seconds) / _LOG_GAMMA)
+
+    def add(self, seconds: float, count: int = 1) -> None:
+        i = self.index(seconds)
+        self.buckets[i] = self.buckets.get(i, 0) + count
+
+    def add_many(self, values: Iterable[float]) -> None:
+        b = self.buckets
+        for v in values:
+            i = _MIN_INDEX if v <= _MIN_VALUE else math.ceil(math.log(v) / _LOG_GAMMA)
+            b[i] = b.get(i, 0) + 1
+
+    def merge(self, other: LatencyHistogram) -> None:
+        b = self.buckets
+        for i, c in other.buckets.items():
+            b[i] = b.get(i, 0) + c
+
+    @property
+    def count(self) -> int:
+        return sum(self.buckets.values())
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q``-quantile in seconds (``None`` when empty), within ``ALPHA`` relative error."""
+        total = self.count
+        if total == 0:
+            return None
+        rank = q * (total - 1)
+        seen = 0
+        for i in sorted(self.buckets):
+            seen += self.buckets[i]
+            if seen > rank:
+                return 2 * GAMMA**i / (GAMMA + 1)
+        return 2 * GAMMA ** max(self.buckets) / (GAMMA + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = sorted(self.buckets)
+        return {"alpha": ALPHA, "index": keys, "counts": [self.buckets[k] for k in keys]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyHistogram:
+        if float(d.get("alpha", ALPHA)) != ALPHA:
+            raise ValueError(f"latency.alpha must be {ALPHA}")
+        idx, counts = d["index"], d["counts"]
+        if len(idx) != len(counts):
+            raise ValueError("latency.index and latency.counts differ in length")
+        out: dict[int, int] = {}
+        for i, c in zip(idx, counts):
+            if not isinstance(i, int) or not isinstance(c, int) or isinstance(c, bool) or c < 0:
+                raise ValueError("latency buckets must be integers with non-negative counts")
+            out[i] = out.get(i, 0) + c
+        return cls(out)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LatencyHistogram) and {
+            k: v for k, v in self.buckets.items() if v
+        } == {k: v for k, v in other.buckets.items() if v}
+
+    def __repr__(self) -> str:
+        return f"LatencyHistogram(count={self.count})"

@@ -1,0 +1,362 @@
+"""The telemetry wire format shared by the device agent and the collector (schema 1).
+
+A *window* is everything one device learned about one model over a time span, kept
+as counts so that windows merge by addition: merging windows across time or devices
+gives exactly the window of the combined traffic (sequence numbers and time bounds
+become ranges).
+
+A *batch* is what one upload carries (``POST /api/v1/ingest``, gzip JSON)::
+
+    {
+      "schema": 1,
+      "device": "press-07",
+      "models": {"<content hash>": {"name": "iris", "version": "1.2.0",
+                                     "profile": {... mlpack.profile/1 ...}}},
+      "windows": [Window.to_dict(), ...],
+      "audit": [{"seq": 3, "time": 1764..., "event": "install", "detail": {...}}, ...],
+      "outbox": {"produced": 120, "merged": 10, "dropped": 0, "dropped_rows": 0}
+    }
+
+Window (``Window.to_dict``)::
+
+    {
+      "model": "<content hash>",            # sha256 of the bundle's manifest.json
+      "seq": 17, "seq_last": 17,            # per-device sequence range; (device, seq) is the
+                                            # idempotency key, seq_last > seq after merging
+      "start": 1764000000.0, "end": 1764000060.0,   # epoch seconds
+      "requests": 12, "rows": 340,
+      "errors": {"validation": 2, "runtime": 0},
+      "latency": {"alpha": 0.01, "index": [...], "counts": [...]},   # per request, seconds
+      "features": {"age": {"bins": [..], "missing": 0, "below": 1, "above": 0, "unseen": 0}},
+      "predictions": {"bins": [..], "missing": 0, "below": 0, "above": 0, "unseen": 0},
+      "system": {"samples": 6, "proc_cpu": 31.0, "proc_rss_max": 5.1e7, "proc_rss_sum": 3.0e8,
+                 "cpu": 120.5, "mem": 300.0, "disk_free_min": 1.2e10}
+    }
+
+``features.*.bins`` has one count per bin of the model's reference profile (numeric:
+``len(edges) + 1``; categorical: one per category), and ``predictions.bins`` one per
+class (classification) or per bin of the prediction profile (regression). ``system``
+holds sums over ``samples`` (CPU percentages, memory percentage, RSS bytes) plus
+``proc_rss_max`` and ``disk_free_min``, so averages are ``sum / samples``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlpack.monitor_agent.histogram import LatencyHistogram
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MAX_WINDOWS_PER_BATCH",
+    "WireError",
+    "BinCounts",
+    "SystemStats",
+    "Window",
+    "merge_windows",
+    "validate_batch",
+]
+
+SCHEMA_VERSION = 1
+MAX_WINDOWS_PER_BATCH = 500
+_ERROR_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class WireError(ValueError):
+    """A payload does not follow the wire schema; the message names the field."""
+
+
+def _count(v: Any, where: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise WireError(f"{where}: expected an integer count, got {type(v).__name__}")
+    if v < 0:
+        raise WireError(f"{where}: counts must be non-negative, got {v}")
+    return v
+
+
+def _number(v: Any, where: str, minimum: float | None = 0.0) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise WireError(f"{where}: expected a finite number")
+    if minimum is not None and v < minimum:
+        raise WireError(f"{where}: must be >= {minimum}, got {v}")
+    return float(v)
+
+
+@dataclass
+class BinCounts:
+    bins: list[int]
+    missing: int = 0
+    below: int = 0
+    above: int = 0
+    unseen: int = 0
+
+    def add(self, other: BinCounts, where: str = "bins") -> None:
+        if len(self.bins) != len(other.bins):
+            raise WireError(f"{where}: cannot merge {len(other.bins)} bins into {len(self.bins)}")
+        self.bins = [a + b for a, b in zip(self.bins, other.bins)]
+        self.missing += other.missing
+        self.below += other.below
+        self.above += other.above
+        self.unseen += other.unseen
+
+    @property
+    def total(self) -> int:
+        return sum(self.bins)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bins": list(self.bins),
+            "missing": self.missing,
+            "below": self.below,
+            "above": self.above,
+            "unseen": self.unseen,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> BinCounts:
+        if not isinstance(d, Mapping):
+            raise WireError(f"{where}: expected an object")
+        bins = d.get("bins")
+        if not isinstance(bins, list):
+            raise WireError(f"{where}.bins: expected a list of counts")
+        return cls(
+            bins=[_count(b, f"{where}.bins[{i}]") for i, b in enumerate(bins)],
+            missing=_count(d.get("missing", 0), f"{where}.missing"),
+            below=_count(d.get("below", 0), f"{where}.below"),
+            above=_count(d.get("above", 0), f"{where}.above"),
+            unseen=_count(d.get("unseen", 0), f"{where}.unseen"),
+        )
+
+
+@dataclass
+class SystemStats:
+    samples: int = 0
+    proc_cpu: float = 0.0
+    proc_rss_sum: float = 0.0
+    proc_rss_max: float = 0.0
+    cpu: float = 0.0
+    mem: float = 0.0
+    disk_free_min: float | None = None
+
+    def add(self, other: SystemStats) -> None:
+        self.samples += other.samples
+        self.proc_cpu += other.proc_cpu
+        self.proc_rss_sum += other.proc_rss_sum
+        self.proc_rss_max = max(self.proc_rss_max, other.proc_rss_max)
+        self.cpu += other.cpu
+        self.mem += other.mem
+        if other.disk_free_min is not None:
+            self.disk_free_min = (
+                other.disk_free_min
+                if self.disk_free_min is None
+                else min(self.disk_free_min, other.disk_free_min)
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "proc_cpu": self.proc_cpu,
+            "proc_rss_sum": self.proc_rss_sum,
+            "proc_rss_max": self.proc_rss_max,
+            "cpu": self.cpu,
+            "mem": self.mem,
+            "disk_free_min": self.disk_free_min,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> SystemStats:
+        if not isinstance(d, Mapping):
+            raise WireError(f"{where}: expected an object")
+        dfm = d.get("disk_free_min")
+        return cls(
+            samples=_count(d.get("samples", 0), f"{where}.samples"),
+            proc_cpu=_number(d.get("proc_cpu", 0.0), f"{where}.proc_cpu"),
+            proc_rss_sum=_number(d.get("proc_rss_sum", 0.0), f"{where}.proc_rss_sum"),
+            proc_rss_max=_number(d.get("proc_rss_max", 0.0), f"{where}.proc_rss_max"),
+            cpu=_number(d.get("cpu", 0.0), f"{where}.cpu"),
+            mem=_number(d.get("mem", 0.0), f"{where}.mem"),
+            disk_free_min=None if dfm is None else _number(dfm, f"{where}.disk_free_min"),
+        )
+
+
+@dataclass
+class Window:
+    model: str
+    seq: int
+    start: float
+    end: float
+    seq_last: int | None = None
+    requests: int = 0
+    rows: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    features: dict[str, BinCounts] = field(default_factory=dict)
+    predictions: BinCounts | None = None
+    system: SystemStats = field(default_factory=SystemStats)
+
+    def __post_init__(self) -> None:
+        if self.seq_last is None:
+            self.seq_last = self.seq
+
+    @property
+    def merged_count(self) -> int:
+        """How many original windows this one stands for (1 unless merged)."""
+        assert self.seq_last is not None
+        return self.seq_last - self.seq + 1
+
+    def merge(self, other: Window) -> None:
+        """Add ``other`` into this window (same model; bins must match)."""
+        if other.model != self.model:
+            raise WireError(f"cannot merge windows of models {self.model} and {other.model}")
+        assert self.seq_last is not None and other.seq_last is not None
+        self.seq = min(self.seq, other.seq)
+        self.seq_last = max(self.seq_last, other.seq_last)
+        self.start = min(self.start, other.start)
+        self.end = max(self.end, other.end)
+        self.requests += other.requests
+        self.rows += other.rows
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+        self.latency.merge(other.latency)
+        for name, counts in other.features.items():
+            mine = self.features.get(name)
+            if mine is None:
+                self.features[name] = BinCounts(**counts.to_dict())
+            else:
+                mine.add(counts, f"features.{name}")
+        if other.predictions is not None:
+            if self.predictions is None:
+                self.predictions = BinCounts(**other.predictions.to_dict())
+            else:
+                self.predictions.add(other.predictions, "predictions")
+        self.system.add(other.system)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "seq": self.seq,
+            "seq_last": self.seq_last,
+            "start": self.start,
+            "end": self.end,
+            "requests": self.requests,
+            "rows": self.rows,
+            "errors": dict(sorted(self.errors.items())),
+            "latency": self.latency.to_dict(),
+            "features": {k: v.to_dict() for k, v in sorted(self.features.items())},
+            "predictions": self.predictions.to_dict() if self.predictions is not None else None,
+            "system": self.system.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "window") -> Window:
+        """Strict parse: every defect is a ``WireError`` naming the field."""
+        if not isinstance(d, Mapping):
+            raise WireError(f"{where}: expected an object")
+        model = d.get("model")
+        if not isinstance(model, str) or not re.fullmatch(r"[0-9a-f]{64}", model):
+            raise WireError(f"{where}.model: expected a sha256 hex content hash")
+        seq = _count(d.get("seq"), f"{where}.seq")
+        seq_last = _count(d.get("seq_last", seq), f"{where}.seq_last")
+        if seq_last < seq:
+            raise WireError(f"{where}.seq_last: must be >= seq ({seq}), got {seq_last}")
+        start = _number(d.get("start"), f"{where}.start")
+        end = _number(d.get("end"), f"{where}.end")
+        if end < start:
+            raise WireError(f"{where}.end: must be >= start")
+        errors_raw = d.get("errors", {})
+        if not isinstance(errors_raw, Mapping):
+            raise WireError(f"{where}.errors: expected an object")
+        errors: dict[str, int] = {}
+        for k, v in errors_raw.items():
+            if not isinstance(k, str) or not _ERROR_KIND.match(k):
+                raise WireError(f"{where}.errors: invalid error kind {k!r}")
+            errors[k] = _count(v, f"{where}.errors.{k}")
+        try:
+            latency = LatencyHistogram.from_dict(d.get("latency") or {"index": [], "counts": []})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireError(f"{where}.latency: {exc}") from None
+        feats_raw = d.get("features", {})
+        if not isinstance(feats_raw, Mapping):
+            raise WireError(f"{where}.features: expected an object")
+        features = {
+            str(k): BinCounts.from_dict(v, f"{where}.features.{k}") for k, v in feats_raw.items()
+        }
+        pred_raw = d.get("predictions")
+        predictions = None if pred_raw is None else BinCounts.from_dict(pred_raw, f"{where}.predictions")
+        system = SystemStats.from_dict(d.get("system", {}), f"{where}.system")
+        requests = _count(d.get("requests", 0), f"{where}.requests")
+        rows = _count(d.get("rows", 0), f"{where}.rows")
+        return cls(
+            model=model,
+            seq=seq,
+            seq_last=seq_last,
+            start=start,
+            end=end,
+            requests=requests,
+            rows=rows,
+            errors=errors,
+            latency=latency,
+            features=features,
+            predictions=predictions,
+            system=system,
+        )
+
+
+def merge_windows(windows: Iterable[Window]) -> Window:
+    """One window holding the sum of ``windows`` (all of the same model)."""
+    it = iter(windows)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise WireError("nothing to merge") from None
+    out = copy.deepcopy(first)
+    for w in it:
+        out.merge(w)
+    return out
+
+
+def validate_batch(payload: Any) -> tuple[str, dict[str, dict[str, Any]], list[Window], list[dict[str, Any]], dict[str, int]]:
+    """Check a batch's shape; returns ``(device, models, windows, audit, outbox)``.
+
+    Checks that need the collector's knowledge (that a model's bins match its profile)
+    are left to the collector; everything that can be judged from the payload is here.
+    """
+    if not isinstance(payload, Mapping):
+        raise WireError("batch: expected a JSON object")
+    schema = payload.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise WireError(f"schema: unsupported version {schema!r}, expected {SCHEMA_VERSION}")
+    device = payload.get("device")
+    if not isinstance(device, str) or not device:
+        raise WireError("device: expected a non-empty string")
+    models_raw = payload.get("models", {})
+    if not isinstance(models_raw, Mapping):
+        raise WireError("models: expected an object keyed by content hash")
+    models: dict[str, dict[str, Any]] = {}
+    for h, m in models_raw.items():
+        if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{64}", h):
+            raise WireError(f"models: key {h!r} is not a sha256 hex content hash")
+        if not isinstance(m, Mapping) or not isinstance(m.get("name"), str) or not isinstance(
+            m.get("version"), str
+        ):
+            raise WireError(f"models.{h[:12]}: expected name and version strings")
+        models[h] = dict(m)
+    windows_raw = payload.get("windows", [])
+    if not isinstance(windows_raw, list):
+        raise WireError("windows: expected a list")
+    if len(windows_raw) > MAX_WINDOWS_PER_BATCH:
+        raise WireError(f"windows: at most {MAX_WINDOWS_PER_BATCH} per batch, got {len(windows_raw)}")
+    windows = [Window.from_dict(w, f"windows[{i}]") for i, w in enumerate(windows_raw)]
+    audit = payload.get("audit", [])
+    if not isinstance(audit, list) or not all(isinstance(a, Mapping) for a in audit):
+        raise WireError("audit: expected a list of objects")
+    outbox_raw = payload.get("outbox", {})
+    if not isinstance(outbox_raw, Mapping):
+        raise WireError("outbox: expected an object")
+    outbox = {str(k): _count(v, f"outbox.{k}") for k, v in outbox_raw.items()}
+    return device, models, windows, [dict(a) for a in audit], outbox

@@ -1,0 +1,225 @@
+"""The bundle manifest: what a model is, what it accepts, how it was proven, what files it has.
+
+The builder writes it with :func:`write_bundle`; the device reads it with
+:func:`read_manifest` and proves the bundle intact with :func:`verify_files` — the one
+place integrity is checked, so signatures (``manifest.sig``) plug in here too.
+
+Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock time)::
+
+    {
+      "format": "mlpack.manifest/1",
+      "name": "breast-cancer", "version": "1.0.0",
+      "description": "...", "owner": "...", "intended_use": "...",
+      "task": "binary" | "multiclass" | "regression",
+      "input": {
+        "layout": "matrix" | "columns",      # one float32 [N, F] tensor, or one [N, 1] per feature
+        "features": [
+          {"name": "age", "kind": "numeric", "nullable": false},
+          {"name": "colour", "kind": "categorical", "nullable": true,
+           "categories": ["blue", "red"], "unseen": "error" | "missing"}
+        ]
+      },
+      "output": {"classes": [0, 1],           # classification only; JSON ints or strings
+                 "label": "label", "probabilities": "probabilities"}   # ONNX output names
+              | {"value": "variable"},                                 # regression
+      "onnx": {"file": "model.onnx", "opset": {"": 18, "ai.onnx.ml": 3},
+               "inputs": [{"name": "X", "dtype": "float32", "width": 30}]},
+      "metrics": {"accuracy": 0.97, ...},
+      "gates": [{"gate": "precision >= 0.9", "metric": "precision", "op": ">=",
+                 "threshold": 0.9, "value": 0.95, "passed": true}],
+      "parity": {"rows": 114, "probe_rows": 40, "label_agreement": 1.0,
+                 "max_abs_diff": 1.2e-07, "tolerance": 0.0001, "passed": true},
+      "drift": {"psi_warn": 0.1, "psi_drift": 0.2},
+      "lineage": {"spec_sha256": "...", "data_sha256": "...", "seed": 0, "estimator": "...",
+                  "python": "3.11.7", "sklearn": "...", "skl2onnx": "...", "onnx": "...",
+                  "onnxruntime": "...", "numpy": "...", "mlpack": "..."},
+      "files": {"model.onnx": "<sha256>", "profile.json": "<sha256>", ...}
+    }
+
+The *content hash* of a bundle is the sha256 of ``manifest.json``'s bytes: it covers
+every file through ``files``, and is what telemetry uses to name the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mlpack._fs import atomic_directory, canonical_json
+from mlpack.errors import BundleError, IntegrityError
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "SIGNATURE_NAME",
+    "Feature",
+    "Manifest",
+    "sha256_bytes",
+    "write_bundle",
+    "read_manifest",
+    "verify_files",
+]
+
+MANIFEST_FORMAT = "mlpack.manifest/1"
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+_TASKS = ("binary", "multiclass", "regression")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: Literal["numeric", "categorical"]
+    nullable: bool
+    categories: tuple[str, ...] = ()
+    unseen: Literal["error", "missing"] = "error"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind, "nullable": self.nullable}
+        if self.kind == "categorical":
+            d["categories"] = list(self.categories)
+            d["unseen"] = self.unseen
+        return d
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked, typed view of ``manifest.json``; ``data`` keeps every field as written."""
+
+    data: dict[str, Any]
+    raw: bytes
+    features: tuple[Feature, ...]
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.data["version"])
+
+    @property
+    def task(self) -> str:
+        return str(self.data["task"])
+
+    @property
+    def layout(self) -> str:
+        return str(self.data["input"]["layout"])
+
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.data["output"].get("classes", []))
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.data["files"])
+
+    @property
+    def content_hash(self) -> str:
+        return sha256_bytes(self.raw)
+
+    @classmethod
+    def parse(cls, raw: bytes, source: str = MANIFEST_NAME) -> Manifest:
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{source}: not valid JSON ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(data, dict):
+            raise BundleError(f"{source}: expected a JSON object")
+        if data.get("format") != MANIFEST_FORMAT:
+            raise BundleError(
+                f"{source}: unsupported format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}"
+            )
+        for key in ("name", "version", "task", "input", "output", "onnx", "files"):
+            if key not in data:
+                raise BundleError(f"{source}: missing field {key!r}")
+        if data["task"] not in _TASKS:
+            raise BundleError(f"{source}: task must be one of {', '.join(_TASKS)}, got {data['task']!r}")
+        inp = data["input"]
+        if not isinstance(inp, dict) or inp.get("layout") not in ("matrix", "columns"):
+            raise BundleError(f"{source}: input.layout must be 'matrix' or 'columns'")
+        feats = []
+        for i, f in enumerate(inp.get("features") or []):
+            try:
+                kind = f["kind"]
+                if kind not in ("numeric", "categorical"):
+                    raise ValueError(f"kind {kind!r}")
+                unseen = f.get("unseen", "error")
+                if unseen not in ("error", "missing"):
+                    raise ValueError(f"unseen {unseen!r}")
+                feats.append(
+                    Feature(
+                        name=str(f["name"]),
+                        kind=kind,
+                        nullable=bool(f["nullable"]),
+                        categories=tuple(str(c) for c in f.get("categories", ())),
+                        unseen=unseen,
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BundleError(f"{source}: input.features[{i}] is malformed ({exc})") from None
+        if not feats:
+            raise BundleError(f"{source}: input.features is empty")
+        files = data["files"]
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and _SAFE_NAME.match(k) and isinstance(v, str) for k, v in files.items()
+        ):
+            raise BundleError(f"{source}: 'files' must map plain file names to sha256 digests")
+        return cls(data=data, raw=raw, features=tuple(feats))
+
+
+def write_bundle(target: str | Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> Path:
+    """Write ``files`` plus ``manifest.json`` (with their digests) into ``target`` atomically.
+
+    ``manifest`` holds every field but ``format`` and ``files``, which are filled in here.
+    Raises ``FileExistsError`` if ``target`` exists (the caller decides about replacing).
+    """
+    for name in files:
+        if not _SAFE_NAME.match(name) or name in (MANIFEST_NAME, SIGNATURE_NAME):
+            raise BundleError(f"bundle file name {name!r} is not allowed")
+    body = dict(manifest)
+    body["format"] = MANIFEST_FORMAT
+    body["files"] = {name: sha256_bytes(data) for name, data in sorted(files.items())}
+    raw = canonical_json(body).encode("utf-8")
+    Manifest.parse(raw, "manifest being written")  # never write what we could not read back
+    with atomic_directory(target) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        (tmp / MANIFEST_NAME).write_bytes(raw)
+    return Path(target)
+
+
+def read_manifest(bundle_dir: str | Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no manifest.json here; is {bundle_dir} a bundle?") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read ({exc.strerror})") from None
+    return Manifest.parse(raw, str(path))
+
+
+def verify_files(manifest: Manifest, read: Any, where: str) -> None:
+    """Check every file listed in ``manifest`` against its digest.
+
+    ``read(name) -> bytes`` fetches a file (raising ``FileNotFoundError`` when absent), so
+    the same check serves a folder and an archive. Errors name the file at fault.
+    """
+    for name, digest in sorted(manifest.files.items()):
+        try:
+            data = read(name)
+        except FileNotFoundError:
+            raise IntegrityError(f"{where}: file {name} listed in the manifest is missing") from None
+        if sha256_bytes(data) != digest:
+            raise IntegrityError(f"{where}: file {name} does not match its sha256 in the manifest (tampered or corrupt)")

@@ -1,0 +1,54 @@
+"""The device side must import and run without the training stack.
+
+Runs in a subprocess whose import system refuses scikit-learn, skl2onnx, onnx, pandas
+and scipy, the way a device without them would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+BLOCKED = ("sklearn", "skl2onnx", "onnx", "pandas", "scipy", "mlpack.builder", "mlpack.collector")
+
+_PROBE = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    BLOCKED = {blocked!r}
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                raise ImportError("blocked on a device: " + name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import pkgutil, mlpack
+    import mlpack.runtime, mlpack.monitor_agent
+    for pkg in (mlpack.runtime, mlpack.monitor_agent):
+        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            importlib.import_module(info.name)
+    leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
+    print("LEAKED", leaked)
+    """
+)
+
+
+def test_runtime_and_agent_import_without_training_stack() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(blocked=BLOCKED)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "LEAKED []" in proc.stdout
+
+
+def test_block_really_blocks() -> None:
+    """Guard against a probe that passes because the block does nothing."""
+    probe = _PROBE.format(blocked=BLOCKED) + "\nimport sklearn\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "blocked on a device: sklearn" in proc.stderr
