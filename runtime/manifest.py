@@ -178,11 +178,17 @@ class Manifest:
         return cls(data=data, raw=raw, features=tuple(feats))
 
 
-def write_bundle(target: str | Path, files: Mapping[str, bytes], manifest: Mapping[str, Any]) -> Path:
+def write_bundle(
+    target: str | Path,
+    files: Mapping[str, bytes],
+    manifest: Mapping[str, Any],
+    replace: bool = False,
+) -> Path:
     """Write ``files`` plus ``manifest.json`` (with their digests) into ``target`` atomically.
 
     ``manifest`` holds every field but ``format`` and ``files``, which are filled in here.
-    Raises ``FileExistsError`` if ``target`` exists (the caller decides about replacing).
+    Raises ``FileExistsError`` if ``target`` exists, unless ``replace`` is set: then the old
+    folder is swapped for the new one in one rename (a reader never sees a mixture).
     """
     for name in files:
         if not _SAFE_NAME.match(name) or name in (MANIFEST_NAME, SIGNATURE_NAME):
@@ -192,7 +198,7 @@ def write_bundle(target: str | Path, files: Mapping[str, bytes], manifest: Mappi
     body["files"] = {name: sha256_bytes(data) for name, data in sorted(files.items())}
     raw = canonical_json(body).encode("utf-8")
     Manifest.parse(raw, "manifest being written")  # never write what we could not read back
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, replace=replace) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST_NAME).write_bytes(raw)
