@@ -1,0 +1,81 @@
+"""Administration the CLI exposes: devices and their tokens, models from bundles."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from mlpack.collector.auth import check_device_name, hash_token, new_token
+from mlpack.collector.models import ModelInfo, model_from_upload
+from mlpack.collector.storage import DeviceRow, open_storage
+from mlpack.errors import BundleError, CollectorError
+from mlpack.monitor_agent.wire import WireError
+from mlpack.runtime.manifest import read_manifest, verify_files
+
+__all__ = ["add_device", "revoke_device", "list_devices", "add_model", "model_from_bundle"]
+
+
+def add_device(db_url: str, name: str) -> str:
+    """Register ``name`` and return its token (shown once: only its hash is stored)."""
+    try:
+        check_device_name(name)
+    except ValueError as exc:
+        raise CollectorError(str(exc)) from None
+    token = new_token()
+    storage = open_storage(db_url)
+    try:
+        storage.add_device(name, hash_token(token), time.time())
+    finally:
+        storage.close()
+    return token
+
+
+def revoke_device(db_url: str, name: str) -> None:
+    """Refuse every later upload with ``name``'s token (its data stays)."""
+    storage = open_storage(db_url)
+    try:
+        storage.revoke_device(name, time.time())
+    finally:
+        storage.close()
+
+
+def list_devices(db_url: str) -> list[DeviceRow]:
+    storage = open_storage(db_url)
+    try:
+        return storage.devices()
+    finally:
+        storage.close()
+
+
+def model_from_bundle(bundle_dir: str | Path) -> ModelInfo:
+    """Name, version, content hash, profile and drift thresholds of a verified bundle folder."""
+    folder = Path(bundle_dir)
+    manifest = read_manifest(folder)
+
+    def read(name: str) -> bytes:
+        return (folder / name).read_bytes()
+
+    verify_files(manifest, read, str(folder))
+    profile_path = folder / "profile.json"
+    try:
+        profile = json.loads(profile_path.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{profile_path}: missing; the collector needs the reference profile") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{profile_path}: not valid JSON ({exc})") from None
+    entry = {"name": manifest.name, "version": manifest.version, "profile": profile, "drift": manifest.data.get("drift")}
+    try:
+        return model_from_upload(manifest.content_hash, entry, str(profile_path), source="bundle")
+    except WireError as exc:
+        raise BundleError(str(exc)) from None
+
+
+def add_model(db_url: str, bundle_dir: str | Path) -> tuple[ModelInfo, bool]:
+    """Teach the collector a model before any device uploads it; ``(model, newly_added)``."""
+    model = model_from_bundle(bundle_dir)
+    storage = open_storage(db_url)
+    try:
+        return model, storage.add_model(model, time.time())
+    finally:
+        storage.close()

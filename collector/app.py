@@ -1,0 +1,287 @@
+"""The collector's HTTP routes: ingest, JSON API, web page, Prometheus metrics.
+
+Routes stay thin: they parse parameters, call :mod:`.ingest` or :mod:`.queries`, and
+shape the reply. Expected failures are JSON ``{"error": "..."}`` with a 4xx (or 503
+with ``Retry-After``); nothing a client sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlpack import __version__
+from mlpack.collector import metrics as prom
+from mlpack.collector import page, queries
+from mlpack.collector._openapi import INGEST_OPENAPI
+from mlpack.collector.auth import bearer_token, hash_token
+from mlpack.collector.config import CollectorConfig
+from mlpack.collector.ingest import Ack, Rejected, Writer, decode_body, parse_batch
+from mlpack.collector.storage import Storage
+from mlpack.errors import StorageError
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("mlpack.collector")
+_INLINE_DECODE = 64 * 1024  # bigger bodies are decoded off the event loop
+_TOKEN_TTL = 2.0  # seconds a token lookup is trusted before the write re-checks it anyway
+
+
+def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _parse_time(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected(422, f"{name}: expected epoch seconds or an ISO 8601 time, got {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+class _TokenCache:
+    """Recently seen token hashes -> device; only a pre-filter (the write transaction decides)."""
+
+    def __init__(self, storage: Storage, clock: Any) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._hits: dict[str, tuple[str, float]] = {}
+
+    def device(self, token_hash: str) -> str | None:
+        now = time.monotonic()
+        hit = self._hits.get(token_hash)
+        if hit is not None and now - hit[1] < _TOKEN_TTL:
+            return hit[0]
+        name = self._storage.device_for_token(token_hash)
+        if name is None:
+            self._hits.pop(token_hash, None)
+        else:
+            if len(self._hits) > 100_000:
+                self._hits.clear()
+            self._hits[token_hash] = (name, now)
+        return name
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise Rejected(413, f"body: {declared} bytes is more than the {limit} allowed")
+        except ValueError:
+            raise Rejected(400, "Content-Length: not an integer") from None
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise Rejected(413, f"body: more than the {limit} bytes allowed")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
+    """The ASGI app over an open, migrated ``storage``; the writer thread lives with the app."""
+    counters = prom.IngestCounters()
+    writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, counters.group)
+    tokens = _TokenCache(storage, config.clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        writer.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(writer.stop)
+
+    app = FastAPI(
+        title="mlpack collector",
+        version=__version__,
+        description="Fleet telemetry ingest for mlpack devices, fleet statistics, drift and alerts.",
+        lifespan=lifespan,
+    )
+    app.state.storage = storage
+    app.state.config = config
+    app.state.counters = counters
+    app.state.writer = writer
+
+    @app.exception_handler(Rejected)
+    async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        return _error(422, f"{where or 'request'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(StorageError)
+    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
+        log.warning("storage: %s", exc)
+        return _error(503, "collector: storage unavailable, retry later", retry_after=5)
+
+    def rng(from_: str | None, to: str | None, hours: float | None) -> queries.TimeRange:
+        try:
+            return queries.time_range(
+                _parse_time(from_, "from"), _parse_time(to, "to"), config.clock(), hours if hours else 24.0
+            )
+        except ValueError as exc:
+            raise Rejected(422, str(exc)) from None
+
+    # ------------------------------------------------------------------ ingest
+
+    @app.post(
+        "/api/v1/ingest",
+        summary="Upload a telemetry batch",
+        description="Authenticated by `Authorization: Bearer <device token>`. Idempotent on (device, seq): the "
+        "reply is sent only after the batch is committed.",
+        openapi_extra=INGEST_OPENAPI,
+        response_model=None,
+        tags=["ingest"],
+    )
+    async def ingest(request: Request) -> Response:
+        size = 0
+        try:
+            token = bearer_token(request.headers.get("authorization"))
+            if token is None:
+                raise Rejected(401, "Authorization: expected 'Bearer <device token>'")
+            token_hash = hash_token(token)
+            device = tokens.device(token_hash)
+            if device is None:
+                raise Rejected(401, "Authorization: unknown, wrong or revoked device token")
+            body = await _read_limited(request, config.max_body_bytes)
+            size = len(body)
+            encoding = request.headers.get("content-encoding")
+
+            def decode() -> Any:
+                return parse_batch(decode_body(body, encoding, config.max_decompressed_bytes), device, token_hash)
+
+            batch = decode() if size <= _INLINE_DECODE else await run_in_threadpool(decode)
+            outcome = await asyncio.wrap_future(writer.submit(batch))
+            if isinstance(outcome, Rejected):
+                raise outcome
+            assert isinstance(outcome, Ack)
+        except Rejected as exc:
+            counters.request(exc.status, size)
+            if exc.status >= 500:
+                log.warning("ingest: %s", exc.message)
+            return _error(exc.status, exc.message, exc.retry_after)
+        counters.request(200, size)
+        counters.stored(len(outcome.stored), len(outcome.duplicates))
+        return JSONResponse(outcome.to_dict())
+
+    # ------------------------------------------------------------------ JSON API
+
+    @app.get("/api/v1/devices", tags=["fleet"], summary="Devices: last seen, model version, status")
+    def api_devices(
+        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> dict[str, Any]:
+        r = rng(from_, to, hours)
+        return {"range": r.to_dict(), "devices": queries.device_table(storage, r, config.clock(), config.silent_after)}
+
+    @app.get("/api/v1/devices/{name}", tags=["fleet"], summary="One device: series per model, drift, audit")
+    def api_device(
+        name: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> dict[str, Any]:
+        data = queries.device_detail(storage, name, rng(from_, to, hours), config.clock(), config.silent_after)
+        if data is None:
+            raise Rejected(404, f"device {name!r} is not registered")
+        return data
+
+    @app.get("/api/v1/models", tags=["fleet"], summary="Known models (name, version, content hash)")
+    def api_models() -> dict[str, Any]:
+        return {
+            "models": [
+                {"hash": m.hash, "name": m.name, "version": m.version, "source": m.source, "thresholds": m.thresholds.to_dict()}
+                for m in storage.models()
+            ]
+        }
+
+    @app.get("/api/v1/models/{content_hash}", tags=["fleet"], summary="One model version: series, drift, devices")
+    def api_model(
+        content_hash: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> dict[str, Any]:
+        data = queries.model_detail(storage, content_hash, rng(from_, to, hours), config.clock(), config.silent_after)
+        if data is None:
+            raise Rejected(404, f"model {content_hash[:64]!r} is not known")
+        return data
+
+    def overview(r: queries.TimeRange) -> dict[str, Any]:
+        return queries.fleet_overview(
+            storage, r, config.clock(), config.silent_after,
+            config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests,
+        )
+
+    @app.get("/api/v1/fleet", tags=["fleet"], summary="Everything on the fleet page")
+    def api_fleet(
+        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> dict[str, Any]:
+        return overview(rng(from_, to, hours))
+
+    @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows")
+    def api_alerts(
+        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> dict[str, Any]:
+        data = overview(rng(from_, to, hours))
+        return {"range": data["range"], "alerts": data["alerts"]}
+
+    # ------------------------------------------------------------------ page, metrics, health
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def fleet_html(
+        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> str:
+        return page.fleet_page(overview(rng(from_, to, hours)), hours or (None if from_ or to else 24))
+
+    @app.get("/devices/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def device_html(
+        name: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> HTMLResponse:
+        data = queries.device_detail(storage, name, rng(from_, to, hours), config.clock(), config.silent_after)
+        if data is None:
+            return HTMLResponse(page.not_found_page(f"No device named {name!r}."), status_code=404)
+        return HTMLResponse(page.device_page(data, hours or 24))
+
+    @app.get("/models/{content_hash}", response_class=HTMLResponse, include_in_schema=False)
+    def model_html(
+        content_hash: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+    ) -> HTMLResponse:
+        data = queries.model_detail(storage, content_hash, rng(from_, to, hours), config.clock(), config.silent_after)
+        if data is None:
+            return HTMLResponse(page.not_found_page(f"No model with hash {content_hash!r}."), status_code=404)
+        return HTMLResponse(page.model_page(data, hours or 24))
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"], summary="Prometheus text format")
+    def metrics() -> PlainTextResponse:
+        fleet = overview(queries.time_range(None, None, config.clock(), 24.0))
+        return PlainTextResponse(prom.render(counters, writer.pending, fleet), media_type="text/plain; version=0.0.4")
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and schema version")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "schema_version": storage.schema_version(), "pending": writer.pending}
+
+    return app

@@ -1,0 +1,97 @@
+"""``mlpack collector …``: serve, and administer devices and models."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mlpack._cli import MlpackGroup
+from mlpack.collector import admin
+from mlpack.collector.config import DEFAULT_DATA_DIR, CollectorConfig, resolve_db_url
+
+__all__ = ["collector"]
+
+
+def _db_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("--db", "db", metavar="URL", envvar="MLPACK_COLLECTOR_DB",
+                  help="postgresql://… or sqlite:///path (default: a SQLite file in --data-dir).")
+    @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                  help=f"Folder of the embedded SQLite database [default: {DEFAULT_DATA_DIR}].")
+    @functools.wraps(fn)
+    def wrapper(db: str | None, data_dir: str | None, **kw: Any) -> Any:
+        return fn(db_url=resolve_db_url(db, data_dir), **kw)
+
+    return wrapper
+
+
+@click.group(cls=MlpackGroup)
+def collector() -> None:
+    """Run and administer the fleet collector."""
+
+
+@collector.command()
+@_db_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 exposes it).")
+@click.option("--port", default=8470, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one.")
+@click.option("--silent-after", default=3600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds without an upload before a device is shown as silent.")
+@click.option("--max-body", default=4 * 1024 * 1024, show_default=True, type=click.IntRange(min=1024),
+              help="Largest request body accepted, in bytes (as sent, before gunzip).")
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request (never tokens).")
+def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool) -> None:
+    """Serve ingest, the JSON API, the fleet page and /metrics."""
+    from mlpack.collector.server import serve as run
+
+    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body)
+    run(config, host, port, log_level=log_level, access_log=access_log,
+        announce=lambda line: click.echo(line) or sys.stdout.flush())
+
+
+@collector.command("add-device")
+@_db_options
+@click.argument("name")
+def add_device(db_url: str, name: str) -> None:
+    """Register a device and print its upload token (shown only this once)."""
+    token = admin.add_device(db_url, name)
+    click.echo(token)
+    click.echo(f"device {name} registered; store this token now, it is not shown again", err=True)
+
+
+@collector.command("revoke-device")
+@_db_options
+@click.argument("name")
+def revoke_device(db_url: str, name: str) -> None:
+    """Refuse all further uploads from a device (its data stays)."""
+    admin.revoke_device(db_url, name)
+    click.echo(f"device {name} revoked")
+
+
+@collector.command("list-devices")
+@_db_options
+def list_devices(db_url: str) -> None:
+    """List registered devices with their state and last upload."""
+    rows = admin.list_devices(db_url)
+    if not rows:
+        click.echo("no devices registered (add one with: mlpack collector add-device NAME)")
+        return
+    click.echo(f"{'DEVICE':<24} {'STATE':<8} {'LAST SEEN (UTC)':<20} MODEL")
+    for d in rows:
+        seen = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.last_seen)) if d.last_seen else "never"
+        click.echo(f"{d.name:<24} {'revoked' if d.revoked else 'active':<8} {seen:<20} {(d.last_model or '-')[:12]}")
+
+
+@collector.command("add-model")
+@_db_options
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+def add_model(db_url: str, bundle: str) -> None:
+    """Teach the collector a model (and its reference profile) from a bundle folder."""
+    model, added = admin.add_model(db_url, bundle)
+    state = "added" if added else "already known"
+    click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")

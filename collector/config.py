@@ -1,0 +1,59 @@
+"""Where the collector keeps its data and the limits it enforces, in one place.
+
+The CLI builds a :class:`CollectorConfig`; the app, the ingest path and the queries
+read it, so a test can shrink a limit or move the clock without patching internals.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlpack.errors import CollectorError
+
+__all__ = ["DEFAULT_DATA_DIR", "CollectorConfig", "resolve_db_url"]
+
+DEFAULT_DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "mlpack-collector"
+
+
+def resolve_db_url(db: str | None, data_dir: str | os.PathLike[str] | None) -> str:
+    """``--db`` wins; otherwise a SQLite file ``collector.db`` in ``data_dir`` (created on demand).
+
+    Accepted: ``postgresql://…`` / ``postgres://…``, ``sqlite:///abs/path.db`` or a plain file path.
+    """
+    if db:
+        if db.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            return db
+        if "://" in db:
+            raise CollectorError(f"--db: unsupported URL scheme in {db.split('://')[0]!r}, expected postgresql:// or sqlite:///")
+        return "sqlite:///" + str(Path(db).expanduser().resolve())
+    folder = Path(data_dir).expanduser() if data_dir else DEFAULT_DATA_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CollectorError(f"--data-dir {folder}: cannot create ({exc.strerror})") from None
+    return "sqlite:///" + str((folder / "collector.db").resolve())
+
+
+@dataclass
+class CollectorConfig:
+    """Everything the running service needs besides its storage."""
+
+    db_url: str
+    # Request size bounds: what crosses the wire, and what it may inflate to (gzip bombs).
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_decompressed_bytes: int = 32 * 1024 * 1024
+    # Back-pressure: batches waiting for the writer before new uploads get 503 + Retry-After.
+    max_pending_batches: int = 2000
+    # Batches committed together in one transaction (group commit).
+    max_group: int = 128
+    # A device that has not uploaded for this long is shown as silent.
+    silent_after: float = 3600.0
+    # Error-rate jump alert: the last hour's rate against the rest of the range.
+    error_jump_factor: float = 2.0
+    error_jump_min_rate: float = 0.05
+    error_jump_min_requests: int = 20
+    clock: Callable[[], float] = field(default=time.time)

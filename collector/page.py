@@ -1,0 +1,234 @@
+"""The fleet web page: server-rendered HTML with inline SVG charts, nothing fetched from elsewhere.
+
+Three views over the same query results the JSON API returns: the fleet (alerts,
+charts per model version, the device table), one device, one model version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from html import escape
+from importlib import resources
+from string import Template
+from typing import Any
+from urllib.parse import quote
+
+from mlpack.collector._svg import line_chart
+
+__all__ = ["fleet_page", "device_page", "model_page", "not_found_page"]
+
+_TEMPLATE = Template(resources.files("mlpack.collector").joinpath("templates/page.html").read_text("utf-8"))
+_RANGES = (("6 h", 6), ("24 h", 24), ("7 days", 168))
+
+
+def _render(title: str, body: str, hours: float | None) -> str:
+    links = " ".join(
+        f'<a href="?hours={h}">{label}</a>' if hours != h else f"<strong>{label}</strong>" for label, h in _RANGES
+    )
+    nav = f'<a href="/">Fleet</a> <span>Range: {links}</span> <a href="/docs">API</a> <a href="/metrics">Metrics</a>'
+    return _TEMPLATE.substitute(title=escape(title), heading=escape(title), nav=nav, body=body)
+
+
+def _when(t: float | None) -> str:
+    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def _ago(s: float | None) -> str:
+    if s is None:
+        return "never"
+    if s < 120:
+        return f"{s:.0f} s ago"
+    if s < 7200:
+        return f"{s / 60:.0f} min ago"
+    if s < 172800:
+        return f"{s / 3600:.1f} h ago"
+    return f"{s / 86400:.1f} days ago"
+
+
+def _status(s: str) -> str:
+    return f'<span class="status status-{escape(s)}">{escape(s)}</span>'
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:.2f} %"
+
+
+def _num(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _model_label(m: dict[str, Any] | None) -> str:
+    if not m:
+        return '<span class="muted">–</span>'
+    return f'<a href="/models/{m["hash"]}">{escape(m["name"])} {escape(m["version"])}</a>'
+
+
+def _device_link(name: str) -> str:
+    return f'<a href="/devices/{quote(name)}">{escape(name)}</a>'
+
+
+def _alerts(alerts: Sequence[dict[str, Any]]) -> str:
+    if not alerts:
+        return '<section id="alerts"><h2>Alerts</h2><p class="muted">No alerts in this range.</p></section>'
+    items = "".join(
+        f'<li class="alert alert-{a["severity"]}" data-kind="{a["kind"]}" data-feature="{escape(a["feature"] or "")}">'
+        f'<strong>{escape(a["kind"])}</strong> — {escape(a["message"])}</li>'
+        for a in alerts
+    )
+    return f'<section id="alerts"><h2>Alerts ({len(alerts)})</h2><ul class="alerts">{items}</ul></section>'
+
+
+def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: str, per_feature: bool) -> str:
+    """Latency, throughput, error rate and drift charts; one line per model version, or per
+    feature (``per_feature``) when the page is about one model."""
+    xr = (float(rng["from"]), float(rng["to"]))
+    step = rng["bucket"]
+
+    def pts(s: dict[str, Any], key: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
+        return [(p["t"] + step / 2, None if p.get(key) is None else p[key] * scale) for p in s["points"]]
+
+    def label(s: dict[str, Any]) -> str:
+        return f'{s["model"]["name"]} {s["model"]["version"]}'
+
+    per_hour = "per hour" if step == 3600 else "per day"
+    if per_feature and series_list:
+        s = series_list[0]
+        lat = [("p50", pts(s, "p50_ms")), ("p95", pts(s, "p95_ms")), ("p99", pts(s, "p99_ms"))]
+        worst = sorted(s["total"]["drift"].items(), key=lambda kv: -kv[1]["psi"])[:8]
+        drift = [(name, [(p["t"] + step / 2, p.get("psi", {}).get(name)) for p in s["points"]]) for name, _ in worst]
+        t = s["model"]["thresholds"]
+    else:
+        lat = [(label(s), pts(s, "p95_ms")) for s in series_list]
+        drift = [(label(s), pts(s, "max_psi")) for s in series_list]
+        t = series_list[0]["model"]["thresholds"] if series_list else {"psi_warn": 0.1, "psi_drift": 0.2}
+    charts = [
+        line_chart(f"{prefix}latency", "Latency p95 (ms)" if not per_feature else "Latency (ms)", lat, xr, " ms"),
+        line_chart(f"{prefix}throughput", f"Throughput (requests {per_hour})", [(label(s), pts(s, "requests")) for s in series_list], xr),
+        line_chart(f"{prefix}errors", "Error rate (%)", [(label(s), pts(s, "error_rate", 100.0)) for s in series_list], xr, " %"),
+        line_chart(
+            f"{prefix}drift",
+            "Drift: PSI per feature" if per_feature else "Drift: worst feature PSI",
+            drift,
+            xr,
+            thresholds=[(t["psi_warn"], f"warn {t['psi_warn']}"), (t["psi_drift"], f"drift {t['psi_drift']}")],
+        ),
+    ]
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str:
+    out = []
+    for d in rows:
+        w = d["worst"]
+        worst = "–" if not w else f'<span class="feature">{escape(w["feature"])}</span> {w["psi"]:.3f} {_status(w["status"])}'
+        dropped = (d["outbox"] or {}).get("dropped", 0)
+        out.append(
+            f'<tr class="row-{d["status"]}" data-device="{escape(d["name"])}" data-status="{d["status"]}">'
+            f"<td>{_device_link(d['name'])}</td><td>{_status(d['status'])}</td>"
+            + (f"<td>{_model_label(d['model'])}</td>" if with_model else "")
+            + f'<td title="{_when(d["last_seen"])}">{_ago(d["silent_for"])}</td>'
+            f'<td class="num">{d["requests"]:,}</td><td class="num">{d["rows"]:,}</td>'
+            f'<td class="num">{_pct(d["error_rate"])}</td><td>{worst}</td><td class="num">{dropped}</td></tr>'
+        )
+    head = (
+        "<tr><th>Device</th><th>Status</th>"
+        + ("<th>Model</th>" if with_model else "")
+        + '<th>Last seen</th><th class="num">Requests</th><th class="num">Rows</th>'
+        '<th class="num">Error rate</th><th>Worst feature (PSI)</th><th class="num">Dropped</th></tr>'
+    )
+    return f'<table class="devices">{head}{"".join(out)}</table>'
+
+
+def _drift_table(drift: dict[str, dict[str, Any]]) -> str:
+    rows = "".join(
+        f'<tr data-feature="{escape(name)}" data-status="{d["status"]}"><td>{escape(name)}</td>'
+        f'<td class="num">{d["psi"]:.4f}</td><td class="num">{d["js"]:.4f}</td><td>{_status(d["status"])}</td>'
+        f'<td class="num">{d["observed"]:,}</td><td class="num">{d.get("missing", 0):,}</td>'
+        f'<td class="num">{d.get("below", 0):,}</td><td class="num">{d.get("above", 0):,}</td>'
+        f'<td class="num">{d.get("unseen", 0):,}</td></tr>'
+        for name, d in sorted(drift.items(), key=lambda kv: -kv[1]["psi"])
+    )
+    return (
+        '<table class="drift"><tr><th>Feature</th><th class="num">PSI</th><th class="num">JS</th><th>Status</th>'
+        '<th class="num">Observed</th><th class="num">Missing</th><th class="num">Below</th><th class="num">Above</th>'
+        f'<th class="num">Unseen</th></tr>{rows}</table>'
+    )
+
+
+def _stats_line(t: dict[str, Any]) -> str:
+    return (
+        f'<p class="chips"><span>{t["requests"]:,} requests</span><span>{t["rows"]:,} rows</span>'
+        f'<span>error rate {_pct(t["error_rate"])}</span><span>p50 {_num(t["p50_ms"], 3)} ms</span>'
+        f'<span>p95 {_num(t["p95_ms"], 3)} ms</span><span>p99 {_num(t["p99_ms"], 3)} ms</span></p>'
+    )
+
+
+def fleet_page(data: dict[str, Any], hours: float | None) -> str:
+    counts = " ".join(f"{_status(s)} {n}" for s, n in data["status_counts"].items() if n)
+    rng = data["range"]
+    models = "".join(
+        f"<tr><td>{_model_label(s['model'])}</td><td><code>{s['model']['hash'][:12]}</code></td>"
+        f'<td class="num">{s["total"]["requests"]:,}</td><td class="num">{s["total"]["rows"]:,}</td>'
+        f'<td class="num">{_pct(s["total"]["error_rate"])}</td><td class="num">{_num(s["total"]["p50_ms"], 3)}</td>'
+        f'<td class="num">{_num(s["total"]["p95_ms"], 3)}</td><td class="num">{_num(s["total"]["p99_ms"], 3)}</td>'
+        + (
+            f'<td>{escape(s["total"]["worst"]["feature"])} {s["total"]["worst"]["psi"]:.3f} {_status(s["total"]["worst"]["status"])}</td>'
+            if s["total"]["worst"]
+            else "<td>–</td>"
+        )
+        + "</tr>"
+        for s in data["models"]
+    )
+    body = (
+        f'<p class="muted">{_when(rng["from"])} – {_when(rng["to"])} · {len(data["devices"])} devices · {counts}</p>'
+        + _alerts(data["alerts"])
+        + f'<section id="charts"><h2>Fleet over time</h2>{_charts(data["models"], rng, "fleet-", False)}</section>'
+        + '<section id="models"><h2>Model versions</h2><table class="models"><tr><th>Model</th><th>Hash</th>'
+        '<th class="num">Requests</th><th class="num">Rows</th><th class="num">Error rate</th><th class="num">p50 ms</th>'
+        f'<th class="num">p95 ms</th><th class="num">p99 ms</th><th>Worst feature (PSI)</th></tr>{models}</table></section>'
+        + f'<section id="fleet"><h2>Devices</h2>{_device_rows(data["devices"])}</section>'
+    )
+    return _render("mlpack fleet", body, hours)
+
+
+def device_page(data: dict[str, Any], hours: float | None) -> str:
+    d = data["device"]
+    parts = [
+        f'<p>{_status(d["status"])} · model {_model_label(d["model"])} · last seen {_ago(d["silent_for"])} '
+        f'({_when(d["last_seen"])})</p>'
+    ]
+    if d["outbox"]:
+        ob = ", ".join(f"{escape(k)} {v}" for k, v in sorted(d["outbox"].items()))
+        parts.append(f'<p class="muted">Outbox on the device: {ob}</p>')
+    for i, s in enumerate(data["models"]):
+        m = s["model"]
+        parts.append(
+            f'<section class="model-series"><h2>{_model_label(m)} on this device</h2>{_stats_line(s["total"])}'
+            f'{_charts([s], data["range"], f"m{i}-", True)}{_drift_table(s["total"]["drift"])}</section>'
+        )
+    if not data["models"]:
+        parts.append('<section><p class="muted">No windows from this device in the range.</p></section>')
+    audit = "".join(
+        f'<tr><td class="num">{a["seq"]}</td><td>{_when(a.get("time"))}</td><td>{escape(str(a["event"]))}</td></tr>'
+        for a in data["audit"]
+    )
+    parts.append(f'<section><h2>Audit events</h2><table><tr><th class="num">Seq</th><th>Time</th><th>Event</th></tr>{audit}</table></section>')
+    return _render(f"Device {d['name']}", "".join(parts), hours)
+
+
+def model_page(data: dict[str, Any], hours: float | None) -> str:
+    s = data["series"]
+    m = s["model"]
+    body = (
+        f'<p><code>{m["hash"]}</code> · drift thresholds PSI warn {m["thresholds"]["psi_warn"]}, '
+        f'drift {m["thresholds"]["psi_drift"]}</p>'
+        f'<section><h2>Fleet</h2>{_stats_line(s["total"])}{_charts([s], s["range"], "model-", True)}</section>'
+        f'<section><h2>Drift per feature</h2>{_drift_table(s["total"]["drift"])}</section>'
+        f'<section><h2>Devices on this model</h2>{_device_rows(data["devices"], with_model=False)}</section>'
+    )
+    return _render(f"Model {m['name']} {m['version']}", body, hours)
+
+
+def not_found_page(what: str) -> str:
+    return _render("Not found", f"<section><p>{escape(what)}</p></section>", None)

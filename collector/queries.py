@@ -1,0 +1,440 @@
+"""Fleet statistics from the roll-ups: series over time, per-device drift, alerts.
+
+Everything here reads roll-ups only (never raw windows), so its cost depends on the
+number of devices and hours in the range, not on traffic. Ranges are widened to whole
+hours. Drift uses :mod:`mlpack.monitor_agent.drift` — the same numbers the device shows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlpack.collector.models import ModelInfo, Section
+from mlpack.collector.rollup import DAY, HOUR, Rollup, plan_range
+from mlpack.collector.storage import DeviceRow, Storage
+from mlpack.monitor_agent.drift import Thresholds, classify, js_rows, psi_rows
+
+__all__ = [
+    "TimeRange",
+    "time_range",
+    "rollup_stats",
+    "drift_of",
+    "model_series",
+    "device_table",
+    "fleet_overview",
+    "device_detail",
+    "model_detail",
+    "STATUS_ORDER",
+]
+
+STATUS_ORDER = ("revoked", "never", "silent", "drift", "warn", "ok", "idle")
+_MAX_HOURLY_SPAN = 14 * DAY
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    start: int
+    end: int
+
+    @property
+    def bucket(self) -> int:
+        """Chart resolution: hours up to two weeks, days beyond."""
+        return HOUR if self.end - self.start <= _MAX_HOURLY_SPAN else DAY
+
+    def to_dict(self) -> dict[str, int]:
+        return {"from": self.start, "to": self.end, "bucket": self.bucket}
+
+
+def time_range(start: float | None, end: float | None, now: float, hours: float = 24.0) -> TimeRange:
+    """``[start, end)`` widened to whole hours; defaults to the last ``hours`` up to ``now``."""
+    hi = now if end is None else end
+    lo = hi - hours * HOUR if start is None else start
+    if not lo < hi or hi - lo > 400 * DAY:
+        raise ValueError("range: 'from' must be before 'to' and span at most 400 days")
+    s = int(math.floor(lo / HOUR)) * HOUR
+    e = max(int(math.ceil(hi / HOUR)) * HOUR, s + HOUR)
+    return TimeRange(s, e)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def rollup_stats(r: Rollup) -> dict[str, Any]:
+    """Counts, error rate, latency quantiles (ms) and average system load of a roll-up."""
+    h = r.histogram()
+    sysd = r.system
+    n = sysd.samples
+    return {
+        "windows": r.windows,
+        "requests": r.requests,
+        "rows": r.rows,
+        "errors": r.errors,
+        "error_kinds": dict(sorted(r.error_kinds.items())),
+        "error_rate": (r.errors / r.requests) if r.requests else 0.0,
+        "p50_ms": _ms(h.quantile(0.5)),
+        "p95_ms": _ms(h.quantile(0.95)),
+        "p99_ms": _ms(h.quantile(0.99)),
+        "system": {
+            "samples": n,
+            "cpu": sysd.cpu / n if n else None,
+            "proc_cpu": sysd.proc_cpu / n if n else None,
+            "mem": sysd.mem / n if n else None,
+            "proc_rss_max": sysd.proc_rss_max or None,
+            "disk_free_min": sysd.disk_free_min,
+        },
+    }
+
+
+def drift_of(model: ModelInfo, counts: np.ndarray | None) -> dict[str, dict[str, Any]]:
+    """Per feature (and ``prediction``): PSI, JS, status and the observed extras."""
+    out: dict[str, dict[str, Any]] = {}
+    for sec in model.sections:
+        if counts is None or counts.size < sec.stop:
+            out[sec.name] = {"psi": 0.0, "js": 0.0, "status": "no-data", "observed": 0}
+            continue
+        bins = counts[sec.start : sec.start + sec.n_bins]
+        score = classify(list(sec.shares), bins.tolist(), model.thresholds)
+        extras = counts[sec.start + sec.n_bins : sec.stop].tolist()
+        out[sec.name] = {
+            "psi": round(score.psi, 6),
+            "js": round(score.js, 6),
+            "status": score.status,
+            "observed": int(bins.sum()),
+            "missing": extras[0],
+            "below": extras[1],
+            "above": extras[2],
+            "unseen": extras[3],
+        }
+    return out
+
+
+def _worst(drift: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    scored = [(v["psi"], k) for k, v in drift.items() if v["status"] != "no-data"]
+    if not scored:
+        return None
+    psi, name = max(scored)
+    return {"feature": name, "psi": psi, "status": drift[name]["status"]}
+
+
+def _section_scores(sections: Iterable[Section], matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Row-wise PSI and JS of each section of a ``[rows, vector]`` count matrix."""
+    out = {}
+    for sec in sections:
+        block = matrix[:, sec.start : sec.start + sec.n_bins]
+        out[sec.name] = (psi_rows(sec.shares, block), js_rows(sec.shares, block))
+    return out
+
+
+def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str | None = None) -> dict[str, Any]:
+    """Stats and drift per time bucket of one model (the fleet's, or one device's)."""
+    level = "h" if rng.bucket == HOUR else "d"
+    rows = storage.rollups(level, rng.start, rng.end, model=model.hash, device=device)
+    total = Rollup()
+    points: list[dict[str, Any]] = []
+    vectors: list[np.ndarray] = []
+    for row in rows:
+        r = Rollup.from_row(row[3:])
+        total.merge(r)
+        points.append({"t": int(row[2]), **rollup_stats(r)})
+        vectors.append(r.counts if r.counts is not None and r.counts.size == model.size else np.zeros(model.size, np.int64))
+    if points and model.size:
+        scores = _section_scores(model.sections, np.vstack(vectors))
+        for i, p in enumerate(points):
+            p["psi"] = {name: round(float(s[0][i]), 6) for name, s in scores.items()}
+            p["js"] = {name: round(float(s[1][i]), 6) for name, s in scores.items()}
+            feats = [v for k, v in p["psi"].items() if k != "prediction" or model.prediction is None]
+            p["max_psi"] = max(feats) if feats else 0.0
+    drift = drift_of(model, total.counts)
+    return {
+        "model": _model_ref(model),
+        "device": device,
+        "range": rng.to_dict(),
+        "points": points,
+        "total": {**rollup_stats(total), "drift": drift, "worst": _worst(drift)},
+    }
+
+
+def _model_ref(m: ModelInfo) -> dict[str, Any]:
+    return {"hash": m.hash, "name": m.name, "version": m.version, "thresholds": m.thresholds.to_dict()}
+
+
+@dataclass
+class _Agg:
+    requests: int = 0
+    rows: int = 0
+    errors: int = 0
+    windows: int = 0
+    counts: np.ndarray | None = None
+
+
+def _device_aggregates(storage: Storage, rng: TimeRange, model: str | None = None) -> dict[tuple[str, str], _Agg]:
+    """Per (device, model): summed scalars and count vectors over the range (days + edge hours)."""
+    aggs: dict[tuple[str, str], _Agg] = defaultdict(_Agg)
+    blobs: dict[str, list[tuple[tuple[str, str], bytes]]] = defaultdict(list)
+    for level, a, b in plan_range(rng.start, rng.end):
+        for dev, mdl, _bucket, windows, requests, rows, errors, counts in storage.rollups(
+            level, a, b, model=model, per_device=True, columns="windows, requests, rows, errors, counts"
+        ):
+            agg = aggs[(dev, mdl)]
+            agg.windows += windows
+            agg.requests += requests
+            agg.rows += rows
+            agg.errors += errors
+            if counts:
+                blobs[mdl].append(((dev, mdl), bytes(counts)))
+    for items in blobs.values():
+        width = len(items[0][1])
+        same = [(k, b) for k, b in items if len(b) == width]
+        keys = [k for k, _ in same]
+        matrix = np.frombuffer(b"".join(b for _, b in same), dtype="<i8").reshape(len(same), width // 8)
+        uniq, inverse = np.unique(np.array([f"{d}\x00{m}" for d, m in keys]), return_inverse=True)
+        sums = np.zeros((len(uniq), matrix.shape[1]), dtype=np.int64)
+        np.add.at(sums, inverse, matrix)
+        for i, key in enumerate(uniq):
+            d, m = str(key).split("\x00")
+            aggs[(d, m)].counts = sums[i]
+    return aggs
+
+
+def device_table(
+    storage: Storage,
+    rng: TimeRange,
+    now: float,
+    silent_after: float,
+    models: dict[str, ModelInfo] | None = None,
+    devices: list[DeviceRow] | None = None,
+    only_model: str | None = None,
+) -> list[dict[str, Any]]:
+    """One row per device: status, model, counts and the worst drifting feature in the range.
+
+    A device's drift is scored for its current model (the one of its last window), or
+    for ``only_model`` when given; all devices of a model are scored in one numpy call
+    per feature.
+    """
+    models = models if models is not None else {m.hash: m for m in storage.models()}
+    devices = devices if devices is not None else storage.devices()
+    aggs = _device_aggregates(storage, rng, only_model)
+    chosen: dict[str, str | None] = {}
+    for d in devices:
+        if only_model is not None:
+            chosen[d.name] = only_model if (d.name, only_model) in aggs else None
+        elif d.last_model and (d.name, d.last_model) in aggs:
+            chosen[d.name] = d.last_model
+        else:
+            mine = [(a.requests, m) for (dev, m), a in aggs.items() if dev == d.name]
+            chosen[d.name] = max(mine)[1] if mine else d.last_model
+    worst: dict[str, dict[str, Any] | None] = {}
+    by_model: dict[str, list[str]] = defaultdict(list)
+    for name, h in chosen.items():
+        if h is not None and h in models and aggs.get((name, h)) is not None and aggs[(name, h)].counts is not None:
+            by_model[h].append(name)
+    for h, names in by_model.items():
+        m = models[h]
+        matrix = np.vstack([aggs[(n, h)].counts for n in names])  # type: ignore[misc]
+        feats = [s for s in m.sections if s.name in m.features]
+        if not feats:
+            continue
+        scores = _section_scores(feats, matrix)
+        observed = np.stack([matrix[:, s.start : s.start + s.n_bins].sum(axis=1) for s in feats], axis=1)
+        psis = np.stack([scores[s.name][0] for s in feats], axis=1)
+        psis = np.where(observed > 0, psis, -1.0)
+        best = psis.argmax(axis=1)
+        for i, n in enumerate(names):
+            p = float(psis[i, best[i]])
+            worst[n] = None if p < 0 else {
+                "feature": feats[best[i]].name,
+                "psi": round(p, 6),
+                "status": _psi_status(p, m.thresholds),
+            }
+    out = []
+    for d in devices:
+        h = chosen.get(d.name)
+        agg = aggs.get((d.name, h)) if h else None
+        m = models.get(h) if h else None
+        w = worst.get(d.name)
+        out.append(
+            {
+                "name": d.name,
+                "status": _device_status(d, w, now, silent_after),
+                "last_seen": d.last_seen,
+                "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
+                "model": _model_ref(m) if m else None,
+                "requests": agg.requests if agg else 0,
+                "rows": agg.rows if agg else 0,
+                "errors": agg.errors if agg else 0,
+                "error_rate": (agg.errors / agg.requests) if agg and agg.requests else 0.0,
+                "worst": w,
+                "outbox": d.outbox,
+                "revoked": d.revoked,
+            }
+        )
+    return out
+
+
+def _psi_status(p: float, t: Thresholds) -> str:
+    return "drift" if p >= t.psi_drift else "warn" if p >= t.psi_warn else "ok"
+
+
+def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silent_after: float) -> str:
+    if d.revoked:
+        return "revoked"
+    if d.last_seen is None:
+        return "never"
+    if now - d.last_seen > silent_after:
+        return "silent"
+    if worst is not None and worst["status"] in ("drift", "warn"):
+        return str(worst["status"])
+    if d.outbox and d.outbox.get("dropped", 0) > 0:
+        return "warn"
+    return "ok" if worst is not None else "idle"
+
+
+def _alerts(
+    table: list[dict[str, Any]],
+    series: list[dict[str, Any]],
+    silent_after: float,
+    jump_factor: float,
+    jump_min_rate: float,
+    jump_min_requests: int,
+) -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = []
+    fleet_rate = {s["model"]["hash"]: s["total"]["error_rate"] for s in series}
+    for s in series:
+        m = s["model"]
+        label = f"{m['name']} {m['version']}"
+        for feat, d in s["total"]["drift"].items():
+            if d["status"] == "drift":
+                alerts.append({
+                    "severity": "critical", "kind": "drift", "model": m["hash"], "device": None, "feature": feat,
+                    "message": f"{label}: {feat} drifted fleet-wide (PSI {d['psi']:.3f} >= {m['thresholds']['psi_drift']})",
+                })
+        pts = [p for p in s["points"] if p["requests"] >= jump_min_requests]
+        if len(pts) >= 2:
+            last = pts[-1]
+            base_req = sum(p["requests"] for p in pts[:-1])
+            base_err = sum(p["errors"] for p in pts[:-1])
+            base = base_err / base_req if base_req else 0.0
+            if last["error_rate"] >= jump_min_rate and last["error_rate"] >= jump_factor * base:
+                alerts.append({
+                    "severity": "critical", "kind": "error_rate", "model": m["hash"], "device": None, "feature": None,
+                    "message": f"{label}: error rate jumped to {last['error_rate']:.1%} in the hour from "
+                    f"{_hhmm(last['t'])} (earlier in range {base:.1%})",
+                })
+    for row in table:
+        name, m = row["name"], row["model"]
+        if row["status"] == "silent":
+            alerts.append({
+                "severity": "warning", "kind": "silent", "model": m["hash"] if m else None, "device": name, "feature": None,
+                "message": f"{name}: silent for {_duration(row['silent_for'])} (threshold {_duration(silent_after)})",
+            })
+        w = row["worst"]
+        if w and w["status"] == "drift" and not row["revoked"]:
+            alerts.append({
+                "severity": "critical", "kind": "drift", "model": m["hash"] if m else None, "device": name,
+                "feature": w["feature"],
+                "message": f"{name}: {w['feature']} drifted (PSI {w['psi']:.3f}) on {m['name']} {m['version']}" if m else "",
+            })
+        if m and row["requests"] >= jump_min_requests:
+            base = fleet_rate.get(m["hash"], 0.0)
+            if row["error_rate"] >= jump_min_rate and row["error_rate"] >= jump_factor * base:
+                alerts.append({
+                    "severity": "warning", "kind": "error_rate", "model": m["hash"], "device": name, "feature": None,
+                    "message": f"{name}: error rate {row['error_rate']:.1%} against {base:.1%} fleet-wide",
+                })
+        dropped = (row["outbox"] or {}).get("dropped", 0)
+        if dropped:
+            alerts.append({
+                "severity": "warning", "kind": "dropped", "model": m["hash"] if m else None, "device": name, "feature": None,
+                "message": f"{name}: outbox full, {dropped} windows dropped on the device",
+            })
+    order = {"critical": 0, "warning": 1}
+    alerts.sort(key=lambda a: (order[a["severity"]], a["kind"], a["device"] or "", a["feature"] or ""))
+    return alerts
+
+
+def _hhmm(t: float) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M UTC", _time.gmtime(t))
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "ever"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def _active_models(storage: Storage, rng: TimeRange, models: dict[str, ModelInfo]) -> list[ModelInfo]:
+    level = "h" if rng.bucket == HOUR else "d"
+    seen = {row[1] for row in storage.rollups(level, rng.start, rng.end, columns="windows")}
+    return sorted((models[h] for h in seen if h in models), key=lambda m: (m.name, m.version, m.hash))
+
+
+def fleet_overview(
+    storage: Storage,
+    rng: TimeRange,
+    now: float,
+    silent_after: float = 3600.0,
+    jump_factor: float = 2.0,
+    jump_min_rate: float = 0.05,
+    jump_min_requests: int = 20,
+) -> dict[str, Any]:
+    """Everything the fleet page shows: model series, the device table, alerts."""
+    models = {m.hash: m for m in storage.models()}
+    series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
+    table = device_table(storage, rng, now, silent_after, models=models)
+    by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
+    for row in table:
+        by_status[row["status"]] += 1
+    return {
+        "range": rng.to_dict(),
+        "generated_at": now,
+        "silent_after": silent_after,
+        "models": series,
+        "devices": table,
+        "status_counts": by_status,
+        "alerts": _alerts(table, series, silent_after, jump_factor, jump_min_rate, jump_min_requests),
+    }
+
+
+def device_detail(storage: Storage, name: str, rng: TimeRange, now: float, silent_after: float) -> dict[str, Any] | None:
+    """One device: its table row, a series per model it ran in the range, recent audit events."""
+    devices = [d for d in storage.devices() if d.name == name]
+    if not devices:
+        return None
+    models = {m.hash: m for m in storage.models()}
+    row = device_table(storage, rng, now, silent_after, models=models, devices=devices)[0]
+    level = "h" if rng.bucket == HOUR else "d"
+    used = sorted({r[1] for r in storage.rollups(level, rng.start, rng.end, device=name, columns="windows")})
+    return {
+        "device": row,
+        "range": rng.to_dict(),
+        "models": [model_series(storage, models[h], rng, device=name) for h in used if h in models],
+        "audit": storage.audit(name, limit=50),
+    }
+
+
+def model_detail(storage: Storage, content_hash: str, rng: TimeRange, now: float, silent_after: float) -> dict[str, Any] | None:
+    """One model version: its fleet series and every device's drift on it."""
+    m = storage.get_model(content_hash)
+    if m is None:
+        return None
+    table = device_table(storage, rng, now, silent_after, models={m.hash: m}, only_model=m.hash)
+    return {
+        "series": model_series(storage, m, rng),
+        "devices": [r for r in table if r["model"] is not None],
+        "profile": m.profile,
+    }

@@ -1,0 +1,137 @@
+"""Roll-ups: windows summed per (model, device, hour) and per (model, device, UTC day).
+
+Windows merge by addition, so the collector keeps, next to every stored window, running
+sums at two resolutions for each device and for the whole fleet (device ``"*"``). A
+query for any hour-aligned range reads whole days where it can and hours at the edges;
+the fleet page for 1,000 devices over a week stays a few thousand rows.
+
+A window counts towards the hour and day in which it *starts* (a merged window that
+spans several hours is not split: its counts cannot be apportioned honestly).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlpack.monitor_agent.histogram import LatencyHistogram
+from mlpack.monitor_agent.wire import SystemStats, Window
+
+__all__ = ["HOUR", "DAY", "FLEET", "LEVELS", "Rollup", "RollupKey", "bucket_of", "plan_range"]
+
+HOUR = 3600
+DAY = 86400
+FLEET = "*"
+LEVELS = {"h": HOUR, "d": DAY}
+
+# (level, model, device, bucket start)
+RollupKey = tuple[str, str, str, int]
+
+
+def bucket_of(ts: float, level: str) -> int:
+    size = LEVELS[level]
+    return int(ts // size) * size
+
+
+@dataclass
+class Rollup:
+    """The sum of some windows of one model; merges by addition like the windows themselves."""
+
+    windows: int = 0
+    requests: int = 0
+    rows: int = 0
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    latency: dict[int, int] = field(default_factory=dict)
+    counts: np.ndarray | None = None
+    system: SystemStats = field(default_factory=SystemStats)
+
+    def add_window(self, w: Window, vector: np.ndarray) -> None:
+        assert w.seq_last is not None
+        self.windows += w.seq_last - w.seq + 1
+        self.requests += w.requests
+        self.rows += w.rows
+        for k, v in w.errors.items():
+            self.errors += v
+            self.error_kinds[k] = self.error_kinds.get(k, 0) + v
+        lat = self.latency
+        for i, c in w.latency.buckets.items():
+            lat[i] = lat.get(i, 0) + c
+        self._add_counts(vector)
+        self.system.add(w.system)
+
+    def merge(self, other: Rollup) -> None:
+        self.windows += other.windows
+        self.requests += other.requests
+        self.rows += other.rows
+        self.errors += other.errors
+        for k, v in other.error_kinds.items():
+            self.error_kinds[k] = self.error_kinds.get(k, 0) + v
+        lat = self.latency
+        for i, c in other.latency.items():
+            lat[i] = lat.get(i, 0) + c
+        if other.counts is not None:
+            self._add_counts(other.counts)
+        self.system.add(other.system)
+
+    def _add_counts(self, vector: np.ndarray) -> None:
+        if self.counts is None or self.counts.size == 0:
+            self.counts = vector.astype(np.int64, copy=True)
+        elif vector.size:
+            self.counts = self.counts + vector
+
+    def histogram(self) -> LatencyHistogram:
+        return LatencyHistogram(self.latency)
+
+    # ------------------------------------------------------------------ storage form
+
+    def to_row(self) -> tuple[int, int, int, int, str, str, bytes, str]:
+        """Columns ``windows, requests, rows, errors, error_kinds, latency, counts, system``."""
+        counts = b"" if self.counts is None else self.counts.astype("<i8").tobytes()
+        lat = sorted(self.latency.items())
+        return (
+            self.windows,
+            self.requests,
+            self.rows,
+            self.errors,
+            json.dumps(self.error_kinds, sort_keys=True, separators=(",", ":")),
+            json.dumps([[i for i, _ in lat], [c for _, c in lat]], separators=(",", ":")),
+            counts,
+            json.dumps(self.system.to_dict(), separators=(",", ":")),
+        )
+
+    @classmethod
+    def from_row(cls, row: Iterable[Any]) -> Rollup:
+        windows, requests, rows, errors, kinds, latency, counts, system = row
+        idx, cnt = json.loads(latency)
+        return cls(
+            windows=int(windows),
+            requests=int(requests),
+            rows=int(rows),
+            errors=int(errors),
+            error_kinds=json.loads(kinds),
+            latency=dict(zip(idx, cnt)),
+            counts=np.frombuffer(bytes(counts), dtype="<i8").astype(np.int64) if counts else None,
+            system=SystemStats(**json.loads(system)),
+        )
+
+
+def plan_range(start: int, end: int) -> Iterator[tuple[str, int, int]]:
+    """Cover the hour-aligned ``[start, end)`` with ``(level, from, to)`` bucket ranges.
+
+    Whole UTC days inside the range come from day roll-ups, the ragged edges from hours.
+    """
+    first_day = -(-start // DAY) * DAY
+    last_day = end // DAY * DAY
+    if first_day >= last_day:
+        yield ("h", start, end)
+        return
+    if start < first_day:
+        yield ("h", start, first_day)
+    yield ("d", first_day, last_day)
+    if last_day < end:
+        yield ("h", last_day, end)

@@ -1,0 +1,61 @@
+"""Where the collector keeps devices, models, windows and roll-ups.
+
+:func:`open_storage` picks the back-end from the URL (``sqlite:///…`` or
+``postgresql://…``) and migrates the schema. Both back-ends share their SQL
+(:mod:`._sql`); :class:`Storage` is the surface the rest of the collector uses.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from mlpack.collector.models import ModelInfo
+from mlpack.collector.storage._sql import DeviceRow, SqlStorage, WriteTx
+from mlpack.collector.storage.migrations import LATEST
+from mlpack.errors import CollectorError
+
+__all__ = ["Storage", "DeviceRow", "WriteTx", "open_storage", "LATEST"]
+
+
+class Storage(Protocol):
+    url: str
+    dialect: str
+
+    def migrate(self) -> int: ...
+    def schema_version(self) -> int: ...
+    def write(self) -> AbstractContextManager[WriteTx]: ...
+    def close(self) -> None: ...
+    def describe(self) -> str: ...
+    def add_device(self, name: str, token_hash: str, now: float) -> None: ...
+    def revoke_device(self, name: str, now: float) -> None: ...
+    def device_for_token(self, token_hash: str) -> str | None: ...
+    def devices(self) -> list[DeviceRow]: ...
+    def get_model(self, content_hash: str) -> ModelInfo | None: ...
+    def models(self) -> list[ModelInfo]: ...
+    def add_model(self, m: ModelInfo, now: float) -> bool: ...
+    def rollups(self, level: str, start: int, end: int, **kw: Any) -> list[tuple[Any, ...]]: ...
+    def window_count(self, device: str | None = None) -> int: ...
+    def audit(self, device: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+def open_storage(url: str, migrate: bool = True, readers: int = 4) -> SqlStorage:
+    """Open the database at ``url`` and (by default) bring its schema up to date."""
+    storage: SqlStorage
+    if url.startswith("sqlite:///"):
+        from mlpack.collector.storage.sqlite import SqliteStorage
+
+        storage = SqliteStorage(url, readers)
+    elif url.startswith(("postgresql://", "postgres://")):
+        from mlpack.collector.storage.postgres import PostgresStorage
+
+        storage = PostgresStorage(url, readers)
+    else:
+        raise CollectorError(f"database URL {url!r}: expected sqlite:///path or postgresql://…")
+    if migrate:
+        try:
+            storage.migrate()
+        except BaseException:
+            storage.close()
+            raise
+    return storage

@@ -1,0 +1,437 @@
+"""The SQL both back-ends share; :mod:`.sqlite` and :mod:`.postgres` add connections and locking.
+
+Statements are written with ``?`` placeholders and translated once per back-end. Every
+database exception leaving this module is a one-line :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlpack.collector.models import ModelInfo
+from mlpack.collector.rollup import Rollup, RollupKey
+from mlpack.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
+from mlpack.errors import CollectorError, StorageError
+from mlpack.monitor_agent.drift import Thresholds
+
+__all__ = ["DeviceRow", "SqlStorage", "WriteTx"]
+
+_ROLLUP_COLS = "windows, requests, rows, errors, error_kinds, latency, counts, system"
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    name: str
+    created_at: float
+    revoked_at: float | None
+    last_seen: float | None
+    last_model: str | None
+    last_seq: int | None
+    outbox: dict[str, int] | None
+    outbox_at: float | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class _Pool:
+    """A small LIFO pool of connections, at most ``size`` checked out at once."""
+
+    def __init__(self, connect: Callable[[], Any], size: int) -> None:
+        self._connect = connect
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        self._slots.acquire()
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+            healthy = False
+            try:
+                yield conn
+                healthy = True
+            finally:
+                if healthy:
+                    self._idle.put(conn)
+                else:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class WriteTx:
+    """The primitives the ingest path composes inside one write transaction."""
+
+    def __init__(self, storage: SqlStorage, conn: Any) -> None:
+        self._s = storage
+        self._c = conn
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._c.execute(self._s.sql(sql), params)
+
+    def device(self, name: str) -> tuple[str, float | None] | None:
+        """``(token_hash, revoked_at)``, locking the row until commit (serialises a device)."""
+        row = self._exec(
+            "SELECT token_hash, revoked_at FROM devices WHERE name = ?" + self._s.lock_clause, (name,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def overlapping(self, device: str, seq: int, seq_last: int) -> tuple[int, int] | None:
+        """The stored window of ``device`` whose range meets ``[seq, seq_last]``, if any.
+
+        Stored ranges never overlap, so only the last one starting at or before
+        ``seq_last`` can meet the new range.
+        """
+        row = self._exec(
+            "SELECT seq, seq_last FROM windows WHERE device = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+            (device, seq_last),
+        ).fetchone()
+        if row is not None and row[1] >= seq:
+            return int(row[0]), int(row[1])
+        return None
+
+    def model(self, content_hash: str) -> ModelInfo | None:
+        row = self._exec(
+            "SELECT hash, name, version, profile, thresholds, source FROM models WHERE hash = ?", (content_hash,)
+        ).fetchone()
+        return None if row is None else _model(row)
+
+    def insert_model(self, m: ModelInfo, now: float) -> None:
+        self._exec(
+            "INSERT INTO models (hash, name, version, profile, thresholds, source, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+            (m.hash, m.name, m.version, m.profile_json, json.dumps(m.thresholds.to_dict()), m.source, now),
+        )
+
+    def insert_windows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(device, seq, seq_last, model, start, end, received_at, body)``."""
+        self._s.executemany(
+            self._c,
+            "INSERT INTO windows (device, seq, seq_last, model, start_ts, end_ts, received_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, seq) DO NOTHING",
+            rows,
+        )
+
+    def insert_audit(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(device, seq, time, event, body, received_at)``; replays are ignored."""
+        self._s.executemany(
+            self._c,
+            "INSERT INTO audit (device, seq, time, event, body, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, seq) DO NOTHING",
+            rows,
+        )
+
+    def touch_device(
+        self, name: str, seen: float, model: str | None, seq: int | None, outbox: dict[str, int] | None
+    ) -> None:
+        """Record an upload; the device's model is the one of its highest sequence number."""
+        if seq is None or model is None:
+            self._exec("UPDATE devices SET last_seen = ? WHERE name = ?", (seen, name))
+        else:
+            self._exec(
+                "UPDATE devices SET last_seen = ?, "
+                "last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END, "
+                "last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END "
+                "WHERE name = ?",
+                (seen, seq, model, seq, seq, name),
+            )
+        if outbox is not None:
+            self._exec(
+                "UPDATE devices SET outbox = ?, outbox_at = ? WHERE name = ?",
+                (json.dumps(outbox, sort_keys=True), seen, name),
+            )
+
+    def add_to_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
+        """Merge ``deltas`` into the stored roll-ups, locking rows in one global order.
+
+        Every writer (in every process) touches keys in sorted order, so two writers
+        that share a fleet row wait for each other instead of deadlocking.
+        """
+        zero = Rollup().to_row()
+        for key in sorted(deltas):
+            self._exec(
+                f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (*_key_params(key), *zero),
+            )
+            row = self._exec(
+                f"SELECT {_ROLLUP_COLS} FROM rollups WHERE level = ? AND device = ? AND model = ? AND bucket = ?"
+                + self._s.lock_clause,
+                _key_params(key),
+            ).fetchone()
+            total = Rollup.from_row(row)
+            total.merge(deltas[key])
+            self._exec(
+                "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
+                "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
+                (*total.to_row(), *_key_params(key)),
+            )
+
+
+def _key_params(key: RollupKey) -> tuple[str, str, str, int]:
+    level, model, device, bucket = key
+    return (level, device, model, bucket)
+
+
+class SqlStorage:
+    """Shared implementation; subclasses set ``dialect`` and implement the connection hooks."""
+
+    dialect = "sqlite"
+    lock_clause = ""
+    _db_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, url: str, readers: int = 4) -> None:
+        self.url = url
+        self._readers = _Pool(self._connect, readers)
+        self._write_lock = threading.Lock()
+        self._writer: Any = None
+
+    # ---------------------------------------------------------------- back-end hooks
+
+    def _connect(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _begin_write(self, conn: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _lock_schema(self, conn: Any) -> None:
+        """Keep two processes from migrating at once (the write transaction does on SQLite)."""
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def executemany(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            conn.executemany(self.sql(statement), rows)
+
+    def describe(self) -> str:
+        return self.url
+
+    # ---------------------------------------------------------------- plumbing
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Any]:
+        try:
+            with self._readers.connection() as conn:
+                yield conn
+                self._end_read(conn)
+        except self._db_errors as exc:
+            raise StorageError(f"{self.describe()}: {_one_line(exc)}") from None
+
+    def _end_read(self, conn: Any) -> None:
+        """Readers never hold a snapshot between requests."""
+
+    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._read() as conn:
+            return list(conn.execute(self.sql(statement), params).fetchall())
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[WriteTx]:
+        """One write transaction on the process's writer connection; commits on success."""
+        with self._write_lock:
+            try:
+                if self._writer is None:
+                    self._writer = self._connect()
+                conn = self._writer
+                self._begin_write(conn)
+                try:
+                    yield WriteTx(self, conn)
+                except BaseException:
+                    with contextlib.suppress(*self._db_errors):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except self._db_errors as exc:
+                self._drop_writer()
+                raise StorageError(f"{self.describe()}: {_one_line(exc)}") from None
+
+    def _drop_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        self._writer = None
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._drop_writer()
+        self._readers.close()
+
+    # ---------------------------------------------------------------- schema
+
+    def migrate(self) -> int:
+        """Bring the schema to :data:`LATEST`; returns the version found before."""
+        types = TYPES[self.dialect]
+        with self.write() as tx:
+            conn = tx._c
+            self._lock_schema(conn)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                f"description TEXT NOT NULL, applied_at {types['real']} NOT NULL)"
+            )
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            found = int(row[0] or 0)
+            if found > LATEST:
+                raise CollectorError(
+                    f"{self.describe()}: database schema version {found} is newer than this collector ({LATEST}); upgrade mlpack"
+                )
+            for version, description, statements in MIGRATIONS:
+                if version <= found:
+                    continue
+                for st in statements:
+                    conn.execute(st.format(**types))
+                conn.execute(
+                    self.sql("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)"),
+                    (version, description, _now()),
+                )
+        return found
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT MAX(version) FROM schema_version")[0][0] or 0)
+
+    # ---------------------------------------------------------------- devices
+
+    def add_device(self, name: str, token_hash: str, now: float) -> None:
+        with self.write() as tx:
+            if tx._exec("SELECT 1 FROM devices WHERE name = ?", (name,)).fetchone():
+                raise CollectorError(f"device {name!r} already exists (revoke-device and add it under a new name)")
+            tx._exec(
+                "INSERT INTO devices (name, token_hash, created_at) VALUES (?, ?, ?)", (name, token_hash, now)
+            )
+
+    def revoke_device(self, name: str, now: float) -> None:
+        with self.write() as tx:
+            row = tx._exec("SELECT revoked_at FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise CollectorError(f"device {name!r} is not registered (see list-devices)")
+            if row[0] is None:
+                tx._exec("UPDATE devices SET revoked_at = ? WHERE name = ?", (now, name))
+
+    def device_for_token(self, token_hash: str) -> str | None:
+        """The active device holding this token, or ``None``."""
+        rows = self._query("SELECT name FROM devices WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,))
+        return str(rows[0][0]) if rows else None
+
+    def devices(self) -> list[DeviceRow]:
+        rows = self._query(
+            "SELECT name, created_at, revoked_at, last_seen, last_model, last_seq, outbox, outbox_at "
+            "FROM devices ORDER BY name"
+        )
+        return [
+            DeviceRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None, r[7]) for r in rows
+        ]
+
+    # ---------------------------------------------------------------- models
+
+    def get_model(self, content_hash: str) -> ModelInfo | None:
+        rows = self._query(
+            "SELECT hash, name, version, profile, thresholds, source FROM models WHERE hash = ?", (content_hash,)
+        )
+        return _model(rows[0]) if rows else None
+
+    def models(self) -> list[ModelInfo]:
+        rows = self._query(
+            "SELECT hash, name, version, profile, thresholds, source FROM models ORDER BY name, version, hash"
+        )
+        return [_model(r) for r in rows]
+
+    def add_model(self, m: ModelInfo, now: float) -> bool:
+        """Store ``m``; ``False`` when the same model is already known. A different model under
+        the same content hash is refused."""
+        known = self.get_model(m.hash)
+        if known is not None:
+            if not known.same_as(m):
+                raise CollectorError(
+                    f"model {m.hash[:12]}: already stored as {known.name} {known.version} with a different profile"
+                )
+            return False
+        with self.write() as tx:
+            tx.insert_model(m, now)
+        return True
+
+    # ---------------------------------------------------------------- reads for queries
+
+    def rollups(
+        self,
+        level: str,
+        start: int,
+        end: int,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        per_device: bool = False,
+        columns: str = _ROLLUP_COLS,
+    ) -> list[tuple[Any, ...]]:
+        """Roll-up rows ``(device, model, bucket, <columns>)`` with ``start <= bucket < end``.
+
+        ``device=None`` and ``per_device=False`` gives the fleet rows; ``per_device``
+        every device's own rows.
+        """
+        where = ["level = ?", "bucket >= ?", "bucket < ?"]
+        params: list[Any] = [level, start, end]
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        elif per_device:
+            where.append("device <> '*'")
+        else:
+            where.append("device = '*'")
+        if model is not None:
+            where.append("model = ?")
+            params.append(model)
+        return self._query(
+            f"SELECT device, model, bucket, {columns} FROM rollups WHERE {' AND '.join(where)} ORDER BY bucket",
+            params,
+        )
+
+    def window_count(self, device: str | None = None) -> int:
+        if device is None:
+            return int(self._query("SELECT COUNT(*) FROM windows")[0][0])
+        return int(self._query("SELECT COUNT(*) FROM windows WHERE device = ?", (device,))[0][0])
+
+    def audit(self, device: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT seq, time, event, body FROM audit WHERE device = ? ORDER BY seq DESC LIMIT ?", (device, limit)
+        )
+        return [{"seq": r[0], "time": r[1], "event": r[2], **json.loads(r[3])} for r in rows]
+
+
+def _model(r: Sequence[Any]) -> ModelInfo:
+    return ModelInfo(
+        hash=r[0],
+        name=r[1],
+        version=r[2],
+        profile=json.loads(r[3]),
+        thresholds=Thresholds.from_dict(json.loads(r[4])),
+        source=r[5],
+    )
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or exc.__class__.__name__

@@ -1,0 +1,90 @@
+"""Versioned schema migrations, applied by the service itself at start-up.
+
+Each migration is ``(version, description, statements)``; statements use ``{blob}``,
+``{bigint}`` and ``{real}`` for the few types the two dialects spell differently. The
+``schema_version`` table records every version applied. Append new migrations at the
+end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "LATEST", "TYPES"]
+
+TYPES = {
+    "sqlite": {"blob": "BLOB", "bigint": "INTEGER", "real": "REAL"},
+    "postgres": {"blob": "BYTEA", "bigint": "BIGINT", "real": "DOUBLE PRECISION"},
+}
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "devices, models, windows, audit, roll-ups",
+        [
+            """CREATE TABLE devices (
+                name TEXT PRIMARY KEY,
+                token_hash TEXT NOT NULL UNIQUE,
+                created_at {real} NOT NULL,
+                revoked_at {real},
+                last_seen {real},
+                last_model TEXT,
+                last_seq {bigint},
+                outbox TEXT,
+                outbox_at {real}
+            )""",
+            """CREATE TABLE models (
+                hash TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                profile TEXT NOT NULL,
+                thresholds TEXT NOT NULL,
+                source TEXT NOT NULL,
+                added_at {real} NOT NULL
+            )""",
+            """CREATE TABLE windows (
+                device TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                seq_last {bigint} NOT NULL,
+                model TEXT NOT NULL,
+                start_ts {real} NOT NULL,
+                end_ts {real} NOT NULL,
+                received_at {real} NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (device, seq)
+            )""",
+            """CREATE TABLE audit (
+                device TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                time {real},
+                event TEXT NOT NULL,
+                body TEXT NOT NULL,
+                received_at {real} NOT NULL,
+                PRIMARY KEY (device, seq)
+            )""",
+            """CREATE TABLE rollups (
+                level TEXT NOT NULL,
+                device TEXT NOT NULL,
+                model TEXT NOT NULL,
+                bucket {bigint} NOT NULL,
+                windows {bigint} NOT NULL,
+                requests {bigint} NOT NULL,
+                rows {bigint} NOT NULL,
+                errors {bigint} NOT NULL,
+                error_kinds TEXT NOT NULL,
+                latency TEXT NOT NULL,
+                counts {blob} NOT NULL,
+                system TEXT NOT NULL,
+                PRIMARY KEY (level, device, model, bucket)
+            )""",
+        ],
+    ),
+    (
+        2,
+        "time indexes for fleet-wide range queries",
+        [
+            "CREATE INDEX rollups_by_time ON rollups (level, bucket)",
+            "CREATE INDEX windows_by_model_time ON windows (model, start_ts)",
+        ],
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,52 @@
+"""PostgreSQL back-end: for fleets that outgrow one machine.
+
+Several collector processes may share one database. Each holds one writer
+connection (group commit, like SQLite) and a few readers. Rows a batch touches are
+locked with ``FOR UPDATE`` in one global order (device rows, then roll-ups sorted by
+key), so concurrent writers queue instead of deadlocking; migrations take an advisory
+lock so two processes starting together do not both migrate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from mlpack.collector.storage._sql import SqlStorage
+from mlpack.errors import StorageError
+
+__all__ = ["PostgresStorage"]
+
+_MIGRATION_LOCK = 0x6D6C7061  # "mlpa": any constant shared by every collector process
+
+
+class PostgresStorage(SqlStorage):
+    dialect = "postgres"
+    lock_clause = " FOR UPDATE"
+    _db_errors = (psycopg.Error,)
+
+    def describe(self) -> str:
+        # Never echo a password that may be in the URL.
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"postgresql://{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+    def _connect(self) -> Any:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise StorageError(f"{self.describe()}: cannot connect ({' '.join(str(exc).split())})") from None
+
+    def _begin_write(self, conn: Any) -> None:
+        conn.execute("BEGIN")
+
+    def _lock_schema(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def executemany(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(self.sql(statement), rows)
