@@ -47,7 +47,7 @@ def line_chart(
     height: int = 220,
 ) -> str:
     """An SVG line chart; ``None`` values break a line. ``thresholds`` draw dashed guides."""
-    left, right, top, bottom = 52, 12, 26, 40
+    left, right, top, bottom = 52, 24, 26, 40
     pw, ph = width - left - right, height - top - bottom
     x0, x1 = x_range
     span = max(x1 - x0, 1.0)
@@ -77,10 +77,11 @@ def line_chart(
         parts.append(
             f'<text x="{sx(t):.1f}" y="{top + ph + 16}" class="tick" text-anchor="middle">{_time_label(t, span)}</text>'
         )
-    for value, label in thresholds:
+    for k, (value, label) in enumerate(thresholds):
         y = sy(value)
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="threshold"/>')
-        parts.append(f'<text x="{left + pw - 2}" y="{y - 3:.1f}" class="tick" text-anchor="end">{escape(label)}</text>')
+        lx = left + pw - 2 - 64 * k  # side by side, so close thresholds stay readable
+        parts.append(f'<text x="{lx}" y="{y - 3:.1f}" class="tick" text-anchor="end">{escape(label)}</text>')
     if not ys:
         parts.append(f'<text x="{left + pw / 2}" y="{top + ph / 2}" class="empty" text-anchor="middle">no data in range</text>')
     legend_x = left

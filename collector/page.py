@@ -213,7 +213,12 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
         f'<tr><td class="num">{a["seq"]}</td><td>{_when(a.get("time"))}</td><td>{escape(str(a["event"]))}</td></tr>'
         for a in data["audit"]
     )
-    parts.append(f'<section><h2>Audit events</h2><table><tr><th class="num">Seq</th><th>Time</th><th>Event</th></tr>{audit}</table></section>')
+    parts.append(
+        '<section><h2>Audit events</h2>'
+        + (f'<table><tr><th class="num">Seq</th><th>Time</th><th>Event</th></tr>{audit}</table>' if audit
+           else '<p class="muted">No audit events from this device.</p>')
+        + "</section>"
+    )
     return _render(f"Device {d['name']}", "".join(parts), hours)
 
 

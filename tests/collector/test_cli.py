@@ -1,0 +1,123 @@
+"""``mlpack collector`` administration commands and ``serve`` start-up errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlpack.cli import main
+from mlpack.collector import open_storage
+from mlpack.collector.auth import hash_token
+from mlpack.runtime.manifest import write_bundle
+from tests.collector.sim import make_profile
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, ["collector", *args], catch_exceptions=False)
+
+
+def make_bundle(folder: Path, version: str = "1.0.0") -> Path:
+    profile = make_profile()
+    manifest = {
+        "name": "demo", "version": version, "task": "binary",
+        "input": {"layout": "matrix", "features": [{"name": f"x{i}", "kind": "numeric", "nullable": False} for i in range(3)]},
+        "output": {"classes": [0, 1], "label": "label", "probabilities": "probabilities"},
+        "onnx": {"file": "model.onnx", "opset": {"": 18}, "inputs": [{"name": "X", "dtype": "float32", "width": 3}]},
+        "drift": {"psi_warn": 0.05, "psi_drift": 0.3},
+    }
+    files = {"model.onnx": b"not really onnx", "profile.json": json.dumps(profile.to_dict()).encode()}
+    return write_bundle(folder, files, manifest)
+
+
+def test_add_device_prints_a_token_once_and_stores_only_its_hash(tmp_path: Path) -> None:
+    result = run("add-device", "press-07", "--data-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip()
+    assert re.fullmatch(r"mlpk_[A-Za-z0-9_-]{43}", token)
+    assert "store this token now, it is not shown again" in result.stderr
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("collector.db*"))
+    assert stored and token.encode() not in stored
+    s = open_storage("sqlite:///" + str(tmp_path / "collector.db"))
+    try:
+        assert s.device_for_token(hash_token(token)) == "press-07"
+    finally:
+        s.close()
+
+    again = run("add-device", "press-07", "--data-dir", str(tmp_path))
+    assert again.exit_code == 1
+    assert again.stderr == "Error: device 'press-07' already exists (revoke-device and add it under a new name)\n"
+
+
+def test_list_and_revoke_devices(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    assert run("list-devices", *d).stdout == "no devices registered (add one with: mlpack collector add-device NAME)\n"
+    run("add-device", "a", *d)
+    run("add-device", "b", *d)
+    assert run("revoke-device", "a", *d).stdout == "device a revoked\n"
+    lines = run("list-devices", *d).stdout.splitlines()
+    assert lines[0].split() == ["DEVICE", "STATE", "LAST", "SEEN", "(UTC)", "MODEL"]
+    assert lines[1].split() == ["a", "revoked", "never", "-"]
+    assert lines[2].split() == ["b", "active", "never", "-"]
+    missing = run("revoke-device", "zz", *d)
+    assert (missing.exit_code, missing.stderr) == (1, "Error: device 'zz' is not registered (see list-devices)\n")
+
+
+def test_bad_device_name_and_db_url(tmp_path: Path) -> None:
+    bad = run("add-device", "no spaces", "--data-dir", str(tmp_path))
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith("Error: device name 'no spaces' is not allowed")
+    url = run("list-devices", "--db", "mysql://x")
+    assert (url.exit_code, url.stderr) == (1, "Error: --db: unsupported URL scheme in 'mysql', expected postgresql:// or sqlite:///\n")
+
+
+def test_add_model_from_a_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "demo-1.0.0")
+    d = ["--data-dir", str(tmp_path / "data")]
+    first = run("add-model", str(bundle), *d)
+    assert first.exit_code == 0, first.output
+    h = hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()
+    assert first.stdout == f"model demo 1.0.0 ({h[:12]}) added\n"
+    assert run("add-model", str(bundle), *d).stdout == f"model demo 1.0.0 ({h[:12]}) already known\n"
+    s = open_storage("sqlite:///" + str(tmp_path / "data" / "collector.db"))
+    try:
+        m = s.get_model(h)
+        assert m is not None and m.source == "bundle"
+        assert (m.thresholds.psi_warn, m.thresholds.psi_drift) == (0.05, 0.3)
+        assert [f["name"] for f in m.profile["features"]] == ["x0", "x1", "x2", "colour"]
+    finally:
+        s.close()
+
+
+def test_add_model_refuses_a_tampered_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "demo-1.0.0")
+    (bundle / "profile.json").write_text("{}")
+    r = run("add-model", str(bundle), "--data-dir", str(tmp_path / "data"))
+    assert r.exit_code == 1
+    assert r.stderr == f"Error: {bundle}: file profile.json does not match its sha256 in the manifest (tampered or corrupt)\n"
+
+
+def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--data-dir", str(tmp_path), "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port} (")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "70000"], ["add-device"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    assert run(*args).exit_code == 2

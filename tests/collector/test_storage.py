@@ -1,0 +1,130 @@
+"""Storage, migrations and roll-up maths, on a real SQLite file (and PostgreSQL where noted)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from mlpack.collector import apply_batches, open_storage, parse_batch
+from mlpack.collector.auth import hash_token
+from mlpack.collector.rollup import DAY, HOUR, Rollup, plan_range
+from mlpack.collector.storage import LATEST
+from mlpack.collector.storage.migrations import MIGRATIONS
+from mlpack.errors import CollectorError
+from mlpack.monitor_agent.drift import js_divergence, js_rows, psi, psi_rows
+from mlpack.monitor_agent.wire import merge_windows
+from tests.collector.sim import SimDevice, make_profile, model_hash
+
+
+def test_fresh_database_is_migrated_to_the_latest_version(sqlite_url: str) -> None:
+    s = open_storage(sqlite_url)
+    try:
+        assert s.schema_version() == LATEST == 2
+        assert s.migrate() == LATEST  # a second run finds everything applied and does nothing
+    finally:
+        s.close()
+
+
+def test_an_old_database_is_upgraded_in_place(sqlite_url: str) -> None:
+    path = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)")
+    for st in MIGRATIONS[0][2]:
+        conn.execute(st.format(blob="BLOB", bigint="INTEGER", real="REAL"))
+    conn.execute("INSERT INTO schema_version VALUES (1, 'v1', 0)")
+    conn.execute("INSERT INTO devices (name, token_hash, created_at) VALUES ('old', 'h', 0)")
+    conn.commit()
+    conn.close()
+    s = open_storage(sqlite_url)
+    try:
+        assert s.schema_version() == 2
+        assert [d.name for d in s.devices()] == ["old"]
+        idx = s._query("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'rollups_by_time'")
+        assert idx == [("rollups_by_time",)]
+    finally:
+        s.close()
+
+
+def test_a_newer_schema_is_refused(sqlite_url: str) -> None:
+    open_storage(sqlite_url).close()
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
+    with pytest.raises(CollectorError, match=r"database schema version 99 is newer than this collector \(2\); upgrade mlpack"):
+        open_storage(sqlite_url)
+
+
+def test_rollups_equal_the_merge_of_the_windows(sqlite_url: str) -> None:
+    s = open_storage(sqlite_url)
+    try:
+        profile = make_profile()
+        h = model_hash("r", "1")
+        devs = [SimDevice(f"d{i}", profile, h, seed=i, shift=0.5 * i) for i in range(3)]
+        t0 = 1_764_000_000.0 // DAY * DAY + 23 * HOUR  # last hour of a day: windows span two days
+        windows = []
+        known: dict = {}
+        for d in devs:
+            s.add_device(d.name, hash_token(d.name), 0.0)
+            ws = [d.window(t0 + 60 * i) for i in range(90)]
+            windows += ws
+            payload = d.batch(ws, name="r", version="1")
+            out = apply_batches(s, [parse_batch(payload, d.name, hash_token(d.name))], known, t0)
+            assert out[0].stored == list(range(90))
+        merged = merge_windows(windows)
+        total = Rollup()
+        for level, a, b in plan_range(int(t0), int(t0) + 2 * HOUR):
+            for row in s.rollups(level, a, b):
+                total.merge(Rollup.from_row(row[3:]))
+        assert total.requests == merged.requests
+        assert total.errors == sum(merged.errors.values())
+        assert total.histogram() == merged.latency
+        m = s.get_model(h)
+        assert m is not None
+        assert np.array_equal(total.counts, m.vector(merged))
+        # day roll-ups hold the same as the hours they cover
+        hours = Rollup()
+        for row in s.rollups("h", int(t0), int(t0) + HOUR):
+            hours.merge(Rollup.from_row(row[3:]))
+        day = Rollup()
+        for row in s.rollups("d", int(t0) // DAY * DAY, int(t0) // DAY * DAY + DAY):
+            day.merge(Rollup.from_row(row[3:]))
+        assert (day.requests, day.windows) == (hours.requests, hours.windows) == (3 * 60 * 50, 180)
+    finally:
+        s.close()
+
+
+def test_plan_range_uses_days_inside_and_hours_at_the_edges() -> None:
+    start = 10 * DAY + 5 * HOUR
+    assert list(plan_range(start, start + 3 * HOUR)) == [("h", start, start + 3 * HOUR)]
+    assert list(plan_range(start, 13 * DAY + 2 * HOUR)) == [
+        ("h", start, 11 * DAY),
+        ("d", 11 * DAY, 13 * DAY),
+        ("h", 13 * DAY, 13 * DAY + 2 * HOUR),
+    ]
+    assert list(plan_range(10 * DAY, 12 * DAY)) == [("d", 10 * DAY, 12 * DAY)]
+
+
+def test_row_wise_drift_is_the_shared_maths() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.random(8)
+    ref[3] = 0.0
+    obs = rng.integers(0, 40, (50, 8))
+    obs[0] = 0
+    obs[1, :4] = 0
+    assert np.allclose(psi_rows(ref, obs), [psi(ref, o) for o in obs], rtol=0, atol=1e-12)
+    assert np.allclose(js_rows(ref, obs), [js_divergence(ref, o) for o in obs], rtol=0, atol=1e-12)
+
+
+def test_add_device_twice_and_revoke_unknown_fail_cleanly(sqlite_url: str) -> None:
+    s = open_storage(sqlite_url)
+    try:
+        s.add_device("a", "h1", time.time())
+        with pytest.raises(CollectorError, match=r"^device 'a' already exists"):
+            s.add_device("a", "h2", time.time())
+        with pytest.raises(CollectorError, match=r"^device 'b' is not registered \(see list-devices\)$"):
+            s.revoke_device("b", time.time())
+    finally:
+        s.close()
