@@ -1,0 +1,127 @@
+"""The last build stage: one device executable per model, ``dist/<name>-<version>-<platform>``.
+
+It is the cached, model-free frozen runtime (see :mod:`mlpack.builder._freeze`) with the
+bundle appended as a deterministic zip (see :mod:`mlpack.runtime.embedded`): after the
+first build on a machine, a new model costs a file copy, not a PyInstaller run. Before
+the file is published it runs its own ``verify`` once, so a runtime that cannot load
+this model never reaches a device.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlpack._fs import atomic_write_bytes
+from mlpack.builder._freeze import FrozenRuntime, frozen_runtime, platform_tag, say
+from mlpack.errors import MlpackError, PackagingError
+from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle, open_appended
+from mlpack.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_manifest, verify_files
+
+__all__ = ["build_executable", "executable_name", "executable_contents", "frozen_runtime", "FrozenRuntime"]
+
+_CHECK_TIMEOUT_S = 300
+
+
+def executable_name(name: str, version: str) -> str:
+    """``<name>-<version>-<platform>``, the file an engineer copies to a device."""
+    return f"{name}-{version}-{platform_tag()}"
+
+
+def build_executable(
+    bundle_dir: Path,
+    dist_dir: Path,
+    reporter: Any = None,
+    *,
+    cache_dir: Path | None = None,
+    check: bool = True,
+) -> Path:
+    """Write the device executable for the bundle in ``bundle_dir`` into ``dist_dir``.
+
+    ``reporter`` is anything with ``info(str)`` (or ``None``). ``cache_dir`` overrides
+    the runtime cache (default :func:`mlpack.builder._freeze.cache_root`). With ``check``
+    the finished file runs ``verify`` on itself before it is published.
+    """
+    bundle_dir = Path(bundle_dir)
+    try:
+        manifest = read_manifest(bundle_dir)
+        files = {MANIFEST_NAME: manifest.raw}
+        verify_files(manifest, lambda n: files.setdefault(n, (bundle_dir / n).read_bytes()), str(bundle_dir))
+    except MlpackError as exc:
+        raise PackagingError(f"cannot package bundle: {exc}") from None
+    if (bundle_dir / SIGNATURE_NAME).is_file():
+        files[SIGNATURE_NAME] = (bundle_dir / SIGNATURE_NAME).read_bytes()
+    runtime = frozen_runtime(cache_dir, reporter)
+    if runtime.reused:
+        say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
+    data = append_bundle(runtime.executable.read_bytes(), files)
+    out = Path(dist_dir) / executable_name(manifest.name, manifest.version)
+    if check:
+        _self_check(data, out.parent, out.name, reporter)
+    atomic_write_bytes(out, data, mode=0o755)
+    say(reporter, f"device executable {out} ({_mb(len(data))})")
+    return out
+
+
+def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Any) -> None:
+    """Run the finished executable's ``verify`` from a scratch copy; refuse to publish on failure."""
+    say(reporter, "checking the device executable (verify on this machine)…")
+    # Next to the output, not in /tmp: /tmp may be mounted noexec.
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".mlpack-check-", dir=dist_dir) as scratch:
+        exe = Path(scratch) / name
+        exe.write_bytes(data)
+        exe.chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+        try:
+            proc = subprocess.run(
+                [str(exe), "verify"], cwd=scratch, env=env, capture_output=True, text=True,
+                timeout=_CHECK_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise PackagingError(f"the device executable did not finish verify within {_CHECK_TIMEOUT_S} s") from None
+        if proc.returncode != 0:
+            lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+            raise PackagingError(
+                f"the device executable fails its own verify: {lines[-1] if lines else proc.returncode}"
+            )
+
+
+def executable_contents(path: Path) -> list[str]:
+    """Every entry of a device executable, for proving what is (not) inside.
+
+    Frozen entries by path (``numpy/_core/...``, modules as ``pkg/mod.pyc``), entries of
+    embedded PYZ archives as dotted module names, the onedir launcher's own entries
+    under ``_onedir_launcher!``, and the appended bundle under ``bundle/``.
+    """
+    from PyInstaller.archive.readers import CArchiveReader
+
+    path = Path(path)
+    names = _archive_entries(CArchiveReader(str(path)), "")
+    reader = CArchiveReader(str(path))
+    if LAUNCHER_DATA_NAME in reader.toc:
+        with tempfile.TemporaryDirectory(prefix="mlpack-contents-") as scratch:
+            launcher = Path(scratch) / LAUNCHER_DATA_NAME
+            launcher.write_bytes(reader.extract(LAUNCHER_DATA_NAME))
+            names += _archive_entries(CArchiveReader(str(launcher)), f"{LAUNCHER_DATA_NAME}!")
+    try:
+        names += [f"bundle/{n}" for n in open_appended(path).names]
+    except MlpackError:
+        pass
+    return sorted(names)
+
+
+def _archive_entries(reader: Any, prefix: str) -> list[str]:
+    out = []
+    for name, entry in reader.toc.items():
+        out.append(prefix + name)
+        if entry[-1] == "z":  # an embedded PYZ: list its modules too
+            out += [prefix + module for module in reader.open_embedded_archive(name).toc]
+    return out
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

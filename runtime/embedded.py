@@ -1,0 +1,192 @@
+"""Where a frozen device executable finds its own bundle, and the appended-bundle format.
+
+A downloaded executable ``<name>-<version>-<platform>`` is the cached, model-free frozen
+runtime (a PyInstaller onefile) with the bundle appended as a zip. The zip is
+deterministic (sorted names, 1980-01-01 timestamps, fixed permissions, deflate) and its
+archive comment records the size and sha256 of the runtime part in front of it, so a
+truncated or corrupted download is caught before it is installed. PyInstaller's
+bootloader finds its own archive by scanning back from the end, and ``zipfile`` finds
+the zip at the end, so both halves coexist in one file.
+
+Installed, the layout is ``<version dir>/<name>`` (the onedir launcher), ``_internal/``
+(its libraries) and ``bundle/`` (the bundle, unpacked): nothing is unpacked at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import sys
+import zipfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mlpack.errors import BundleError, IntegrityError
+
+__all__ = [
+    "APPENDED_FORMAT",
+    "BUNDLE_DIR",
+    "INTERNAL_DIR",
+    "LAUNCHER_DATA_NAME",
+    "AppendedBundle",
+    "append_bundle",
+    "open_appended",
+    "frozen_mode",
+    "locate_bundle",
+    "embedded_bundle",
+]
+
+APPENDED_FORMAT = "mlpack.appended/1"
+#: Folder of an installed version holding the unpacked bundle.
+BUNDLE_DIR = "bundle"
+#: Folder of an installed version holding the frozen runtime's libraries.
+INTERNAL_DIR = "_internal"
+#: The onedir launcher travels inside the onefile payload under this data-file name.
+LAUNCHER_DATA_NAME = "_onedir_launcher"
+#: Where a running onefile unpacks its bundle (inside its own private temp folder).
+_ONEFILE_BUNDLE = "_mlpack_bundle"
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+_FILE_MODE = 0o100644 << 16
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HASH_CHUNK = 1 << 20
+
+
+def append_bundle(runtime: bytes, files: Mapping[str, bytes]) -> bytes:
+    """``runtime`` followed by a deterministic zip of ``files`` (same input, same bytes)."""
+    for name in files:
+        if not _PLAIN_NAME.match(name):
+            raise BundleError(f"bundle file name {name!r} is not a plain file name")
+    buf = io.BytesIO(runtime)
+    buf.seek(0, io.SEEK_END)
+    # Mode "a" on bytes that are not a zip appends a new archive with offsets counted
+    # from the start of the file, as self-extracting archives do (unzip reads it cleanly).
+    with zipfile.ZipFile(buf, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = _FILE_MODE
+            info.create_system = 3  # unix, whatever the build machine is
+            zf.writestr(info, files[name], compresslevel=6)
+        zf.comment = json.dumps(
+            {
+                "format": APPENDED_FORMAT,
+                "runtime_size": len(runtime),
+                "runtime_sha256": hashlib.sha256(runtime).hexdigest(),
+            },
+            sort_keys=True,
+        ).encode()
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class AppendedBundle:
+    """The zip at the end of a device executable, checked for shape (not yet contents)."""
+
+    path: Path
+    runtime_size: int
+    runtime_sha256: str
+    names: tuple[str, ...]
+
+    def read(self, name: str) -> bytes:
+        """One member's bytes; ``FileNotFoundError`` when absent (as ``verify_files`` expects)."""
+        if name not in self.names:
+            raise FileNotFoundError(name)
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                return zf.read(name)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise IntegrityError(f"{self.path}: bundle file {name} is corrupt ({exc})") from None
+
+    def extract(self, target: Path) -> None:
+        """Write every member into the existing folder ``target`` (names are plain: no traversal)."""
+        for name in self.names:
+            (target / name).write_bytes(self.read(name))
+
+    def check_runtime(self) -> None:
+        """Prove the frozen runtime in front of the zip is byte-for-byte what was built."""
+        digest = hashlib.sha256()
+        remaining = self.runtime_size
+        with open(self.path, "rb") as fh:
+            while remaining:
+                chunk = fh.read(min(_HASH_CHUNK, remaining))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                remaining -= len(chunk)
+        if remaining or digest.hexdigest() != self.runtime_sha256:
+            raise IntegrityError(
+                f"{self.path}: the frozen runtime does not match the sha256 recorded at build time"
+                " (corrupted copy?); download the executable again"
+            )
+
+
+def open_appended(path: str | Path) -> AppendedBundle:
+    """Read the appended zip's directory; one-line ``BundleError`` when it is not there."""
+    exe = Path(path)
+    try:
+        with zipfile.ZipFile(exe) as zf:
+            infos = zf.infolist()
+            comment = zf.comment
+    except FileNotFoundError:
+        raise BundleError(f"{exe}: no such file") from None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        raise BundleError(
+            f"{exe}: no bundle appended (the file is truncated, corrupted, or not an mlpack device executable)"
+        ) from None
+    try:
+        meta = json.loads(comment)
+        if meta.get("format") != APPENDED_FORMAT:
+            raise ValueError(meta.get("format"))
+        size = int(meta["runtime_size"])
+        digest = str(meta["runtime_sha256"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise BundleError(
+            f"{exe}: the appended bundle is truncated or is not an mlpack bundle (no {APPENDED_FORMAT} trailer)"
+        ) from None
+    names = tuple(i.filename for i in infos)
+    bad = [n for n in names if not _PLAIN_NAME.match(n)]
+    if bad:
+        raise BundleError(f"{exe}: appended bundle holds a non-plain file name {bad[0]!r}")
+    if infos and min(i.header_offset for i in infos) != size:
+        raise BundleError(f"{exe}: appended bundle does not start where the runtime ends (corrupted file)")
+    return AppendedBundle(exe, size, digest, names)
+
+
+def frozen_mode(executable: Path, meipass: Path | None) -> Literal["onefile", "installed"] | None:
+    """How this process runs: unpacked onedir install, onefile download, or plain Python."""
+    if meipass is None:
+        return None
+    if Path(meipass).resolve() == Path(executable).resolve().parent / INTERNAL_DIR:
+        return "installed"
+    return "onefile"
+
+
+def locate_bundle(executable: Path, meipass: Path | None) -> Path | None:
+    """The bundle folder of a frozen app (unpacking a onefile's zip once); ``None`` if not frozen."""
+    mode = frozen_mode(executable, meipass)
+    if mode is None:
+        return None
+    if mode == "installed":
+        return Path(executable).resolve().parent / BUNDLE_DIR
+    assert meipass is not None
+    target = Path(meipass) / _ONEFILE_BUNDLE
+    if not target.is_dir():
+        appended = open_appended(executable)
+        tmp = Path(meipass) / f".{_ONEFILE_BUNDLE}.tmp"
+        tmp.mkdir(exist_ok=True)
+        appended.extract(tmp)
+        tmp.rename(target)
+    return target
+
+
+def embedded_bundle() -> Path | None:
+    """Where this executable's bundle is, or ``None`` when running as plain Python."""
+    meipass = getattr(sys, "_MEIPASS", None)
+    if not getattr(sys, "frozen", False) or meipass is None:
+        return None
+    return locate_bundle(Path(sys.executable), Path(meipass))

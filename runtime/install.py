@@ -1,0 +1,465 @@
+"""Install, roll back and uninstall a model on a device, each switch atomic.
+
+Layout under a prefix (default ``/opt/mlpack``)::
+
+    <prefix>/<name>/
+        <version>/            <name> (onedir launcher) · _internal/ · bundle/
+        current -> <version>  what runs; replaced by one rename, so never half-switched
+        previous -> <version> where ``rollback`` goes
+        state/                the monitoring agent's config and outbox (kept by uninstall)
+        mlpack-<name>.service systemd unit running ``current/<name> serve``
+
+A new version is assembled in a hidden temporary folder, its own launcher runs
+``verify`` there (integrity + golden probes on this CPU), and only then is the folder
+renamed into place and ``current`` switched. A failure anywhere before the switch leaves
+the previous version serving and nothing new on disk. Versions other than ``current``
+and ``previous`` are removed after a successful switch (a device's disk is small).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from mlpack._fs import atomic_directory, atomic_write_text, fsync_directory
+from mlpack.errors import InstallError, MlpackError
+from mlpack.runtime.embedded import (
+    BUNDLE_DIR,
+    INTERNAL_DIR,
+    LAUNCHER_DATA_NAME,
+    frozen_mode,
+    open_appended,
+)
+from mlpack.runtime.manifest import Manifest, read_manifest, verify_files
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "Payload",
+    "Systemd",
+    "SystemctlSystemd",
+    "InstallResult",
+    "current_payload",
+    "install",
+    "rollback",
+    "uninstall",
+    "installed_versions",
+    "unit_name",
+    "run_verify",
+]
+
+DEFAULT_PREFIX = Path("/opt/mlpack")
+CURRENT = "current"
+PREVIOUS = "previous"
+STATE = "state"
+_RESERVED = {CURRENT, PREVIOUS, STATE}
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_VERIFY_TIMEOUT_S = 300
+
+Verifier = Callable[[Path, str], None]
+
+
+class Systemd(Protocol):
+    """The slice of systemd install needs (a seam: tests pass a recorder)."""
+
+    def running(self) -> bool: ...
+
+    def run(self, *args: str) -> None: ...
+
+
+class SystemctlSystemd:
+    """The real one: ``systemctl`` when the machine was booted with systemd."""
+
+    def running(self) -> bool:
+        return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+    def run(self, *args: str) -> None:
+        proc = subprocess.run(["systemctl", *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise InstallError(f"systemctl {' '.join(args)} failed: {detail[-1] if detail else proc.returncode}")
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What an install copies: the onedir launcher, the libraries, the bundle.
+
+    ``bundle`` is a bundle folder or a device executable with the bundle appended.
+    ``skip`` names entries of ``internal`` that are not part of the runtime.
+    """
+
+    launcher: Path
+    internal: Path
+    bundle: Path
+    skip: frozenset[str] = frozenset({LAUNCHER_DATA_NAME})
+
+
+@dataclass
+class InstallResult:
+    name: str
+    version: str
+    path: Path
+    status: str  # "installed", "switched", "unchanged", "rolled back", "uninstalled"
+    previous: str | None = None
+    unit: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def unit_name(name: str) -> str:
+    """``mlpack-<name>.service``: prefixed so a model called ``ssh`` cannot shadow a system unit."""
+    return f"mlpack-{name}.service"
+
+
+def current_payload() -> Payload:
+    """The payload of the executable running now (onefile download or installed onedir)."""
+    meipass = getattr(sys, "_MEIPASS", None)
+    exe = Path(sys.executable)
+    mode = frozen_mode(exe, Path(meipass) if meipass else None) if getattr(sys, "frozen", False) else None
+    if mode is None:
+        raise InstallError(
+            "install runs from a device executable (dist/<name>-<version>-<platform>), not from plain Python"
+        )
+    assert meipass is not None
+    if mode == "onefile":
+        return Payload(Path(meipass) / LAUNCHER_DATA_NAME, Path(meipass), exe,
+                       frozenset({LAUNCHER_DATA_NAME, "_mlpack_bundle"}))
+    return Payload(exe.resolve(), Path(meipass), exe.resolve().parent / BUNDLE_DIR)
+
+
+def run_verify(folder: Path, name: str) -> None:
+    """Run the installed launcher's own ``verify`` in ``folder``; raise with its last error line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+    try:
+        proc = subprocess.run(
+            [str(folder / name), "verify"], cwd=folder, env=env, capture_output=True, text=True,
+            timeout=_VERIFY_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise InstallError(f"verify did not finish within {_VERIFY_TIMEOUT_S} s") from None
+    except OSError as exc:
+        raise InstallError(f"cannot run {folder / name} ({exc.strerror})") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise InstallError(f"verify failed: {reason.removeprefix('Error: ')}")
+
+
+def install(
+    payload: Payload,
+    prefix: Path = DEFAULT_PREFIX,
+    *,
+    verifier: Verifier = run_verify,
+    systemd: Systemd | None = None,
+    enable: bool = False,
+    agent_config: object | None = None,
+) -> InstallResult:
+    """Install ``payload`` under ``prefix`` and make it current, or change nothing.
+
+    ``agent_config`` (an ``mlpack.monitor_agent.config.AgentConfig``) is written to the
+    model's state folder for the agent that ``serve`` runs.
+    """
+    prefix = Path(prefix).absolute()
+    manifest, source = _payload_manifest(payload)
+    name, version = _checked_name(manifest.name, "name"), _checked_name(manifest.version, "version")
+    model_dir = _writable(prefix, name)
+    systemd = systemd or SystemctlSystemd()
+    with _locked(model_dir):
+        target = model_dir / version
+        current = _link_target(model_dir / CURRENT)
+        if target.is_dir():
+            _same_content(target, manifest, version)
+            if current == version:
+                result = InstallResult(name, version, target, "unchanged", _link_target(model_dir / PREVIOUS))
+                _configure_agent(model_dir, agent_config, result)
+                if enable:
+                    result.unit = _write_unit(model_dir, name)
+                    _service_after_switch(systemd, result, enable)
+                return result
+            _verify_existing(verifier, target, name)
+            status = "switched"
+        else:
+            _lay_out(payload, source, target, name, verifier)
+            status = "installed"
+        result = InstallResult(name, version, target, status, current)
+        _switch(model_dir, version, previous=current)
+        (model_dir / STATE).mkdir(exist_ok=True)
+        _configure_agent(model_dir, agent_config, result)
+        result.unit = _write_unit(model_dir, name)
+        _prune(model_dir, result)
+        _service_after_switch(systemd, result, enable)
+    return result
+
+
+def rollback(
+    prefix: Path, name: str, *, verifier: Verifier = run_verify, systemd: Systemd | None = None
+) -> InstallResult:
+    """Make ``previous`` current again (and the current one previous)."""
+    model_dir = _installed_dir(Path(prefix).absolute(), name)
+    systemd = systemd or SystemctlSystemd()
+    with _locked(model_dir):
+        current = _link_target(model_dir / CURRENT)
+        previous = _link_target(model_dir / PREVIOUS)
+        if previous is None or previous == current or not (model_dir / previous).is_dir():
+            raise InstallError(f"{name}: no previous version under {model_dir} to roll back to")
+        _verify_existing(verifier, model_dir / previous, name)
+        _switch(model_dir, previous, previous=current)
+        result = InstallResult(name, previous, model_dir / previous, "rolled back", current)
+        _service_after_switch(systemd, result, enable=False)
+    return result
+
+
+def uninstall(
+    prefix: Path, name: str, *, purge: bool = False, systemd: Systemd | None = None
+) -> InstallResult:
+    """Remove every version of ``name``; its state (agent config, unsent telemetry) stays unless ``purge``."""
+    model_dir = Path(prefix).absolute() / name
+    leftovers = [p for p in model_dir.iterdir() if p.name not in (STATE, ".lock")] if model_dir.is_dir() else []
+    if not leftovers and not (purge and model_dir.is_dir()):
+        raise InstallError(f"{name} is not installed under {prefix}")
+    if not os.access(model_dir, os.W_OK):
+        raise InstallError(f"cannot write to {model_dir}: permission denied (run as root)")
+    systemd = systemd or SystemctlSystemd()
+    result = InstallResult(name, _link_target(model_dir / CURRENT) or "", model_dir, "uninstalled")
+    if systemd.running():
+        with contextlib.suppress(InstallError):
+            systemd.run("disable", "--now", unit_name(name))
+    with _locked(model_dir):
+        # Removing ``current`` first is the commit point: from here the model is not installed,
+        # and an interrupted uninstall leaves only leftovers that a second run removes.
+        for link in (CURRENT, PREVIOUS):
+            with contextlib.suppress(FileNotFoundError):
+                (model_dir / link).unlink()
+        fsync_directory(model_dir)
+        for child in sorted(model_dir.iterdir()):
+            if child.name not in (".lock", STATE) or (purge and child.name == STATE):
+                _remove(child)
+    (model_dir / ".lock").unlink(missing_ok=True)
+    if (model_dir / STATE).exists():
+        result.notes.append(f"kept {model_dir / STATE} (agent config, unsent telemetry); --purge removes it")
+    else:
+        with contextlib.suppress(OSError):
+            model_dir.rmdir()
+    return result
+
+
+def installed_versions(prefix: Path, name: str) -> tuple[str | None, str | None, list[str]]:
+    """``(current, previous, every version folder)`` of ``name`` under ``prefix``."""
+    model_dir = Path(prefix) / name
+    if not model_dir.is_dir():
+        return None, None, []
+    versions = sorted(
+        p.name for p in model_dir.iterdir()
+        if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and p.name not in _RESERVED
+    )
+    return _link_target(model_dir / CURRENT), _link_target(model_dir / PREVIOUS), versions
+
+
+# -- steps ---------------------------------------------------------------------------
+
+
+def _payload_manifest(payload: Payload) -> tuple[Manifest, object]:
+    """Read and fully verify the payload's bundle; ``source`` is what ``_lay_out`` copies."""
+    try:
+        if payload.bundle.is_dir():
+            manifest = read_manifest(payload.bundle)
+            verify_files(manifest, lambda n: (payload.bundle / n).read_bytes(), str(payload.bundle))
+            return manifest, payload.bundle
+        appended = open_appended(payload.bundle)
+        appended.check_runtime()
+        try:
+            raw = appended.read("manifest.json")
+        except FileNotFoundError:
+            raise InstallError(f"{payload.bundle}: the appended bundle has no manifest.json") from None
+        manifest = Manifest.parse(raw, f"{payload.bundle}:manifest.json")
+        verify_files(manifest, appended.read, str(payload.bundle))
+        return manifest, appended
+    except InstallError:
+        raise
+    except MlpackError as exc:
+        raise InstallError(f"not installed: {exc}") from None
+
+
+def _checked_name(value: str, what: str) -> str:
+    if not _PLAIN.match(value) or value in _RESERVED:
+        raise InstallError(f"manifest {what} {value!r} cannot name a folder (letters, digits, '.', '_', '+', '-')")
+    return value
+
+
+def _writable(prefix: Path, name: str) -> Path:
+    model_dir = Path(prefix) / name
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        probe = model_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except PermissionError:
+        raise InstallError(f"cannot write to {prefix}: permission denied (run as root or pass --prefix DIR)") from None
+    except OSError as exc:
+        raise InstallError(f"cannot write to {prefix}: {exc.strerror}") from None
+    return model_dir
+
+
+def _installed_dir(prefix: Path, name: str) -> Path:
+    model_dir = Path(prefix) / name
+    if _link_target(model_dir / CURRENT) is None:
+        raise InstallError(f"{name} is not installed under {prefix}")
+    if not os.access(model_dir, os.W_OK):
+        raise InstallError(f"cannot write to {model_dir}: permission denied (run as root)")
+    return model_dir
+
+
+def _same_content(target: Path, manifest: Manifest, version: str) -> None:
+    try:
+        there = read_manifest(target / BUNDLE_DIR)
+    except MlpackError:
+        there = None
+    if there is None or there.content_hash != manifest.content_hash:
+        raise InstallError(
+            f"version {version} is already installed at {target} with different content;"
+            " give the new model a new version"
+        )
+
+
+def _lay_out(payload: Payload, source: object, target: Path, name: str, verifier: Verifier) -> None:
+    """Assemble the version folder aside, verify it there, then rename it into place."""
+    try:
+        with atomic_directory(target) as tmp:
+            shutil.copy2(payload.launcher, tmp / name)
+            os.chmod(tmp / name, 0o755)
+            shutil.copytree(
+                payload.internal, tmp / INTERNAL_DIR, symlinks=True,
+                ignore=lambda d, names: [n for n in names if Path(d) == payload.internal and n in payload.skip],
+            )
+            (tmp / BUNDLE_DIR).mkdir()
+            if isinstance(source, Path):
+                for member in sorted(source.iterdir()):
+                    if member.is_file():
+                        shutil.copy2(member, tmp / BUNDLE_DIR / member.name)
+            else:
+                source.extract(tmp / BUNDLE_DIR)  # type: ignore[attr-defined]
+            _readable_by_all(tmp)
+            verifier(tmp, name)
+    except OSError as exc:
+        raise InstallError(f"cannot install into {target}: {exc.strerror or exc}") from None
+
+
+def _readable_by_all(root: Path) -> None:
+    """0755 folders, 0644/0755 files: the service may run as another user than the installer."""
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o100
+        os.chmod(path, 0o755 if executable else 0o644)
+
+
+def _verify_existing(verifier: Verifier, folder: Path, name: str) -> None:
+    verifier(folder, name)
+
+
+def _switch(model_dir: Path, version: str, previous: str | None) -> None:
+    """Point ``previous`` at the old version, then ``current`` at the new one (each one rename)."""
+    if previous is not None and previous != version:
+        _replace_link(model_dir / PREVIOUS, previous)
+    _replace_link(model_dir / CURRENT, version)
+    fsync_directory(model_dir)
+
+
+def _replace_link(link: Path, target: str) -> None:
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)  # relative: the prefix can move
+    os.replace(tmp, link)
+
+
+def _link_target(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
+
+
+def _configure_agent(model_dir: Path, config: object | None, result: InstallResult) -> None:
+    if config is None:
+        return
+    from mlpack.monitor_agent.config import write_config
+
+    (model_dir / STATE).mkdir(exist_ok=True)
+    written = write_config(model_dir / STATE, config)  # type: ignore[arg-type]
+    result.notes.append(f"monitoring agent configured: {written}")
+
+
+def _write_unit(model_dir: Path, name: str) -> Path:
+    unit = model_dir / unit_name(name)
+    exe = model_dir / CURRENT / name
+    text = (
+        "# Written by mlpack install; rewritten on every install.\n"
+        "[Unit]\n"
+        f"Description=mlpack model {name} (local prediction server)\n"
+        "After=network.target\n\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f'ExecStart="{exe}" serve\n'
+        f'Environment="MLPACK_STATE_DIR={model_dir / STATE}"\n'
+        f'WorkingDirectory={model_dir}\n'
+        "Restart=on-failure\n"
+        "RestartSec=2\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+    return atomic_write_text(unit, text, mode=0o644)
+
+
+def _service_after_switch(systemd: Systemd, result: InstallResult, enable: bool) -> None:
+    """Enable when asked (and possible), else restart a running service; never undo a switch."""
+    unit = unit_name(result.name)
+    unit_path = result.path.parent / unit
+    if not systemd.running():
+        result.notes.append(
+            f"systemd is not running here: service {unit} left disabled"
+            f" (on a systemd machine: systemctl enable --now {unit_path})"
+        )
+        return
+    try:
+        if enable:
+            systemd.run("enable", "--now", str(unit_path))
+            result.notes.append(f"enabled and started {unit}")
+        else:
+            systemd.run("try-restart", unit)
+            result.notes.append(f"{unit} restarted if it was running (enable: systemctl enable --now {unit_path})")
+    except InstallError as exc:
+        result.notes.append(f"warning: {exc}")
+
+
+def _prune(model_dir: Path, result: InstallResult) -> None:
+    current, previous, versions = installed_versions(model_dir.parent, model_dir.name)
+    for version in versions:
+        if version not in (current, previous):
+            _remove(model_dir / version)
+            result.notes.append(f"removed old version {version}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(model_dir: Path) -> Iterator[None]:
+    """One install/rollback/uninstall at a time per model."""
+    with open(model_dir / ".lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

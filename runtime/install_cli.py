@@ -1,0 +1,101 @@
+"""``<model> install | rollback | uninstall``: thin click faces of :mod:`mlpack.runtime.install`.
+
+Registered lazily by the device command group; the model they act on is the one this
+executable carries (``--name`` picks another installed model, e.g. from plain Python).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlpack.errors import InstallError, MlpackError
+from mlpack.runtime import install as _install
+from mlpack.runtime.embedded import embedded_bundle
+from mlpack.runtime.manifest import read_manifest
+
+__all__ = ["install", "rollback", "uninstall"]
+
+_prefix_option = click.option(
+    "--prefix",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=_install.DEFAULT_PREFIX,
+    show_default=True,
+    envvar="MLPACK_PREFIX",
+    help="Folder holding installed models ($MLPACK_PREFIX).",
+)
+
+
+@click.command("install")
+@_prefix_option
+@click.option("--enable", is_flag=True, help="Enable and start the systemd service (where systemd runs).")
+@click.option("--collector-url", help="Collector the monitoring agent uploads to.")
+@click.option("--device-id", help="This device's id at the collector.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding this device's collector token (copied to the state folder, mode 0600).",
+)
+def install(
+    prefix: Path, enable: bool, collector_url: str | None, device_id: str | None, token_file: Path | None
+) -> None:
+    """Install this model under PREFIX/<name>/<version>, verify it there, then make it current."""
+    config = _agent_config(collector_url, device_id, token_file)
+    result = _install.install(_install.current_payload(), prefix, enable=enable, agent_config=config)
+    if result.status == "unchanged":
+        click.echo(f"{result.name} {result.version} already installed at {result.path}")
+    else:
+        was = f" (previous: {result.previous})" if result.previous and result.previous != result.version else ""
+        click.echo(f"{result.status} {result.name} {result.version} at {result.path}; now current{was}")
+    _notes(result)
+
+
+@click.command("rollback")
+@_prefix_option
+@click.option("--name", help="Installed model to roll back [default: this executable's model].")
+def rollback(prefix: Path, name: str | None) -> None:
+    """Make the previously installed version current again."""
+    result = _install.rollback(prefix, name or _own_name())
+    click.echo(f"rolled back {result.name} to {result.version} (was {result.previous})")
+    _notes(result)
+
+
+@click.command("uninstall")
+@_prefix_option
+@click.option("--name", help="Installed model to remove [default: this executable's model].")
+@click.option("--purge", is_flag=True, help="Also delete the state folder (agent config, unsent telemetry).")
+def uninstall(prefix: Path, name: str | None, purge: bool) -> None:
+    """Remove every installed version of this model and its service unit."""
+    result = _install.uninstall(prefix, name or _own_name(), purge=purge)
+    click.echo(f"uninstalled {result.name} from {result.path}")
+    _notes(result)
+
+
+def _own_name() -> str:
+    bundle = embedded_bundle()
+    if bundle is None:
+        raise InstallError("not running from a device executable: pass --name")
+    return read_manifest(bundle).name
+
+
+def _agent_config(collector_url: str | None, device_id: str | None, token_file: Path | None) -> object | None:
+    if collector_url is None and device_id is None and token_file is None:
+        return None
+    from mlpack.monitor_agent.config import AgentConfig
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InstallError(f"--token-file {token_file}: cannot read ({exc.strerror})") from None
+    try:
+        return AgentConfig(collector_url=collector_url, device_id=device_id, token=token)
+    except MlpackError as exc:
+        raise InstallError(f"agent settings: {exc}") from None
+
+
+def _notes(result: _install.InstallResult) -> None:
+    for note in result.notes:
+        click.echo(f"  {note}")

@@ -1,0 +1,131 @@
+"""The runtime cache key, the excluded-module guard, and building from a cached runtime."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlpack.builder import _freeze
+from mlpack.builder._freeze_spec import excluded_uses
+from mlpack.builder.executable import build_executable, executable_name
+from mlpack.errors import PackagingError
+from mlpack.runtime.embedded import open_appended
+
+VERSIONS = {"python": "3.11.7", "numpy": "2.4.6", "onnxruntime": "1.32.0"}
+
+
+def test_cache_key_is_stable_and_follows_every_runtime_source() -> None:
+    sources = _freeze.stage_sources()
+    key = _freeze.runtime_key(sources, VERSIONS)
+    assert key == _freeze.runtime_key(dict(sources), VERSIONS)
+    for path in ("mlpack/runtime/bundle.py", "mlpack/monitor_agent/wire.py", "mlpack/_cli.py"):
+        changed = dict(sources)
+        changed[path] = changed[path] + b"\n# changed\n"
+        assert _freeze.runtime_key(changed, VERSIONS) != key, path
+    assert _freeze.runtime_key(sources, {**VERSIONS, "onnxruntime": "1.33.0"}) != key
+
+
+def test_staged_sources_are_exactly_the_device_side() -> None:
+    sources = _freeze.stage_sources()
+    tops = {p.split("/")[1] for p in sources}
+    assert tops == {"__init__.py", "errors.py", "_fs.py", "_cli.py", "runtime", "monitor_agent"}
+    assert "mlpack/runtime/install.py" in sources and "mlpack/monitor_agent/wire.py" in sources
+    assert not any("__pycache__" in p or p.endswith(".pyc") for p in sources)
+
+
+def test_device_side_uses_no_excluded_module() -> None:
+    assert excluded_uses(_freeze.stage_sources()) == []
+
+
+def test_excluded_module_use_is_found_with_its_line() -> None:
+    source = (
+        b"import numpy as np\n"
+        b"def f():\n"
+        b"    return np.random.default_rng(0)\n"
+        b"import importlib\n"
+        b"importlib.import_module('sklearn.linear_model')\n"
+        b"from mlpack.collector import app\n"
+        b"from numpy import zeros, polynomial\n"
+    )
+    assert excluded_uses({"mlpack/runtime/x.py": source, "mlpack/runtime/y.py": b"import onnxruntime\n"}) == [
+        "mlpack/runtime/x.py:3 numpy.random",
+        "mlpack/runtime/x.py:5 sklearn.linear_model",
+        "mlpack/runtime/x.py:6 mlpack.collector",
+        "mlpack/runtime/x.py:7 numpy.polynomial",
+    ]
+
+
+def _cached_runtime(root: Path, script: str) -> Path:
+    """Put a stand-in runtime into the cache slot for this machine's real key."""
+    key = _freeze.runtime_key(_freeze.stage_sources())
+    exe = root / "runtime" / key / _freeze.FROZEN_NAME
+    exe.parent.mkdir(parents=True)
+    exe.write_text(script)
+    exe.chmod(0o755)
+    return exe
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_cached_runtime_is_reused_without_freezing(tmp_path: Path) -> None:
+    exe = _cached_runtime(tmp_path / "cache", "#!/bin/sh\nexit 0\n")
+    runtime = _freeze.frozen_runtime(tmp_path / "cache")
+    assert (runtime.executable, runtime.reused) == (exe, True)
+
+
+def test_build_from_cached_runtime_is_deterministic(tmp_path: Path, make_bundle: Callable[..., Path]) -> None:
+    cache = tmp_path / "cache"
+    runtime = _cached_runtime(cache, "#!/bin/sh\nexit 0\n")
+    bundle = make_bundle("1.0.0")
+    reporter = Recorder()
+    first = build_executable(bundle, tmp_path / "a", reporter, cache_dir=cache)
+    second = build_executable(bundle, tmp_path / "b", None, cache_dir=cache, check=False)
+    assert first.name == executable_name("toy", "1.0.0") == f"toy-1.0.0-{_freeze.platform_tag()}"
+    assert first.read_bytes() == second.read_bytes()
+    assert stat.S_IMODE(first.stat().st_mode) == 0o755
+    assert first.read_bytes().startswith(runtime.read_bytes())
+    assert open_appended(first).names == ("manifest.json", "model.onnx")
+    assert reporter.lines[0].startswith(f"reusing cached device runtime {runtime.parent.name} (")
+    assert reporter.lines[1] == "checking the device executable (verify on this machine)…"
+    assert sorted(os.listdir(tmp_path / "a")) == [first.name]  # no scratch left next to it
+
+
+def test_executable_failing_its_own_verify_is_not_published(tmp_path: Path, make_bundle: Callable[..., Path]) -> None:
+    cache = tmp_path / "cache"
+    _cached_runtime(cache, '#!/bin/sh\necho "Error: golden set: 2 of 9 labels differ" >&2\nexit 1\n')
+    with pytest.raises(PackagingError) as err:
+        build_executable(make_bundle("1.0.0"), tmp_path / "dist", cache_dir=cache)
+    assert str(err.value) == "the device executable fails its own verify: Error: golden set: 2 of 9 labels differ"
+    assert os.listdir(tmp_path / "dist") == []
+
+
+def test_tampered_bundle_is_not_packaged(tmp_path: Path, make_bundle: Callable[..., Path]) -> None:
+    bundle = make_bundle("1.0.0")
+    (bundle / "model.onnx").write_bytes(b"changed after the build")
+    with pytest.raises(PackagingError) as err:
+        build_executable(bundle, tmp_path / "dist", cache_dir=tmp_path / "cache")
+    assert str(err.value) == (
+        f"cannot package bundle: {bundle}: file model.onnx does not match its sha256 in the manifest"
+        " (tampered or corrupt)"
+    )
+    assert not (tmp_path / "cache").exists()
+
+
+def test_unwritable_cache_is_a_one_line_error(tmp_path: Path, make_bundle: Callable[..., Path]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PackagingError) as err:
+        build_executable(make_bundle("1.0.0"), tmp_path / "dist", cache_dir=blocker)
+    assert str(err.value) == (
+        f"cache folder {blocker / 'runtime'} is not writable (Not a directory); set MLPACK_CACHE_DIR"
+    )
