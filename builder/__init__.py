@@ -1,0 +1,47 @@
+"""The workstation side: a spec and a CSV in, a gated, proven, deterministic bundle out.
+
+    from mlpack.builder import build, load_spec, BuildResult
+    result = build("examples/breast_cancer/mlpack.toml", executable=False)
+    result.bundle_dir, result.manifest["metrics"], result.stages
+
+Attributes load on first use, so ``mlpack build --help`` (and anything else that only
+touches this package) does not pay for importing scikit-learn, skl2onnx and pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "build",
+    "load_spec",
+    "BuildResult",
+    "Spec",
+    "Reporter",
+    "ConsoleReporter",
+    "NullReporter",
+    "RecordingReporter",
+]
+
+_WHERE = {
+    "build": "mlpack.builder.pipeline",
+    "BuildResult": "mlpack.builder.pipeline",
+    "load_spec": "mlpack.builder.spec",
+    "Spec": "mlpack.builder.spec",
+    "Reporter": "mlpack.builder.progress",
+    "ConsoleReporter": "mlpack.builder.progress",
+    "NullReporter": "mlpack.builder.progress",
+    "RecordingReporter": "mlpack.builder.progress",
+}
+
+if TYPE_CHECKING:
+    from mlpack.builder.pipeline import BuildResult, build
+    from mlpack.builder.progress import ConsoleReporter, NullReporter, RecordingReporter, Reporter
+    from mlpack.builder.spec import Spec, load_spec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'mlpack.builder' has no attribute {name!r}")

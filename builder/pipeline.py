@@ -1,0 +1,334 @@
+"""The build, stage by stage: spec -> data -> train -> evaluate -> convert -> parity -> profile
+-> bundle (-> executable).
+
+Nothing touches the output folder until every check has passed; the bundle is written
+atomically and replaces an older build of the same version in one rename. With an
+executable, the bundle is first written to a private staging folder, the executable is
+frozen from it, and only then is the bundle published, so a failed freeze leaves the
+previous bundle and executable as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpack._fs import canonical_json
+from mlpack.builder import _inputs, convert, data, estimators, metrics, parity
+from mlpack.builder.convert import Converted
+from mlpack.builder.data import Dataset
+from mlpack.builder.estimators import Model, UserEstimator
+from mlpack.builder.metrics import Evaluation
+from mlpack.builder.parity import ParityResult
+from mlpack.builder.progress import NullReporter, Reporter
+from mlpack.builder.report import render_report
+from mlpack.builder.spec import Spec, load_spec
+from mlpack.errors import DataError, MlpackError, PackagingError
+from mlpack.monitor_agent.profile import build_profile
+from mlpack.runtime.manifest import MANIFEST_NAME, write_bundle
+
+__all__ = ["BuildResult", "build"]
+
+MODEL_FILE = "model.onnx"
+PROFILE_FILE = "profile.json"
+GOLDEN_FILE = "golden.json"
+REPORT_FILE = "report.md"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    bundle_dir: Path
+    executable: Path | None
+    manifest: dict[str, Any]
+    stages: list[tuple[str, float]]
+    content_hash: str  # sha256 of manifest.json: the model's identity on devices
+    replaced: bool  # an older build of this version was swapped out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` result."""
+        m = self.manifest
+        return {
+            "ok": True,
+            "name": m["name"],
+            "version": m["version"],
+            "task": m["task"],
+            "bundle": str(self.bundle_dir),
+            "executable": str(self.executable) if self.executable else None,
+            "content_hash": self.content_hash,
+            "replaced": self.replaced,
+            "metrics": m["metrics"],
+            "gates": m["gates"],
+            "parity": m["parity"],
+            "stages": [{"name": n, "seconds": round(s, 4)} for n, s in self.stages],
+        }
+
+
+@dataclass
+class _Stage:
+    summary: str = ""
+
+
+@dataclass
+class _Timer:
+    reporter: Reporter
+    stages: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[_Stage]:
+        self.reporter.stage_started(name)
+        box = _Stage()
+        start = time.perf_counter()
+        try:
+            yield box
+        except BaseException as exc:
+            reason = str(exc) if isinstance(exc, MlpackError) else type(exc).__name__
+            self.reporter.stage_failed(name, time.perf_counter() - start, reason)
+            raise
+        seconds = time.perf_counter() - start
+        self.stages.append((name, seconds))
+        self.reporter.stage_finished(name, seconds, box.summary)
+
+
+def build(
+    spec_path: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    executable: bool = True,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Build the bundle ``<out_dir>/<name>-<version>/`` (and the device executable) from a spec.
+
+    ``out_dir`` defaults to ``./dist``. Raises an :class:`~mlpack.errors.MlpackError`
+    subclass for every expected failure; nothing is written to ``out_dir`` then.
+    """
+    rep = reporter if reporter is not None else NullReporter()
+    out = Path(out_dir) if out_dir is not None else Path.cwd() / "dist"
+    timer = _Timer(rep)
+
+    with timer.stage("spec") as st:
+        spec = load_spec(spec_path)
+        user = estimators.resolve_estimator(spec)
+        n_gates = len(spec.evaluate.gates)
+        st.summary = f"{spec.model.name} {spec.model.version}, task {spec.model.task}, {n_gates} gate{'s' * (n_gates != 1)}"
+
+    with timer.stage("data") as st:
+        ds = data.load_data(spec.data, spec.model.task, spec.model.seed)
+        _check_positive(spec, ds)
+        st.summary = (
+            f"{ds.rows} rows, {len(ds.features)} features; {len(ds.x_train)} train / {len(ds.x_test)} held out"
+            f" ({'stratified, ' if ds.stratified else ''}seed {spec.model.seed}); task {ds.task}"
+        )
+    for line in _feature_lines(ds):
+        rep.info(line)
+
+    with timer.stage("train") as st:
+        model = estimators.fit(
+            estimators.assemble(user, ds, spec.preprocess, spec.model.seed, spec.path), ds, spec.path
+        )
+        st.summary = f"{estimators.describe(model.estimator)} ({model.layout} layout)"
+    for w in model.warnings:
+        rep.info(f"warning: {w}")
+
+    with timer.stage("evaluate") as st:
+        x_test = _inputs.model_input(ds.x_test, model.layout)
+        y_pred = model.estimator.predict(x_test)
+        proba = None if ds.task == "regression" else model.estimator.predict_proba(x_test)
+        evaluation = metrics.evaluate(
+            ds.task, ds.y_test, y_pred, proba, ds.classes, spec.evaluate.gates, spec.evaluate.positive
+        )
+        st.summary = f"{metrics.format_metrics(evaluation.metrics)}; {metrics.gate_summary(evaluation.gates)}"
+        metrics.check_gates(evaluation)
+
+    with timer.stage("convert") as st:
+        converted = convert.convert(model, ds, spec.model.name)
+        opset = ", ".join(f"{domain or 'ai.onnx'} {v}" for domain, v in sorted(converted.opset.items()))
+        st.summary = f"ONNX {len(converted.model) / 1024:.1f} kB, opset {opset}"
+
+    with timer.stage("parity") as st:
+        proof = parity.prove(model, converted, ds, spec.parity.tolerance, spec.model.seed)
+        st.summary = proof.result.describe()
+
+    with timer.stage("profile") as st:
+        prediction: tuple[Any, Any, Any]
+        if ds.task == "regression":
+            prediction = ("numeric", y_pred, None)
+        else:
+            prediction = ("categorical", [str(v) for v in y_pred], [str(c) for c in ds.classes])
+        profile = build_profile(
+            [(f.name, f.kind, ds.x_train[f.name].to_numpy()) for f in ds.features], prediction, bins=spec.drift.bins
+        )
+        st.summary = f"{len(profile.features)} features + predictions, {spec.drift.bins} bins"
+
+    manifest = _manifest(spec, ds, user, model, evaluation, converted, proof.result)
+    files = {
+        MODEL_FILE: converted.model,
+        PROFILE_FILE: canonical_json(profile.to_dict()).encode("utf-8"),
+        GOLDEN_FILE: canonical_json(proof.golden.to_dict()).encode("utf-8"),
+        REPORT_FILE: render_report(manifest, evaluation).encode("utf-8"),
+    }
+    target = out / f"{spec.model.name}-{spec.model.version}"
+    _check_target(target)
+    exe = None
+    if executable:
+        exe = _with_executable(timer, rep, target, files, manifest)
+    with timer.stage("bundle") as st:
+        replaced = target.exists()
+        try:
+            write_bundle(target, files, manifest, replace=True)
+        except OSError as exc:
+            raise PackagingError(f"{target}: cannot write the bundle ({exc.strerror or exc})") from None
+        size = sum(len(b) for b in files.values())
+        st.summary = f"{target} ({len(files) + 1} files, {size / 1024:.1f} kB)" + (
+            "; replaced the previous build of this version" if replaced else ""
+        )
+    raw = (target / MANIFEST_NAME).read_bytes()
+    return BuildResult(
+        bundle_dir=target,
+        executable=exe,
+        manifest=json.loads(raw),
+        stages=timer.stages,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        replaced=replaced,
+    )
+
+
+def _with_executable(
+    timer: _Timer, rep: Reporter, target: Path, files: dict[str, bytes], manifest: dict[str, Any]
+) -> Path:
+    """Freeze the executable from a staged copy of the bundle, next to where it will live."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        staged = write_bundle(staging / target.name, files, manifest)
+        with timer.stage("executable") as st:
+            from mlpack.builder.executable import build_executable
+
+            exe = build_executable(staged, target.parent, rep)
+            st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
+        return exe
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_target(target: Path) -> None:
+    """Refuse to replace a folder that is not an mlpack bundle (someone's data)."""
+    if target.exists() and not (target / MANIFEST_NAME).is_file():
+        raise PackagingError(f"{target} exists and is not an mlpack bundle; move it away or choose another --out")
+
+
+def _check_positive(spec: Spec, ds: Dataset) -> None:
+    pos = spec.evaluate.positive
+    if pos is None:
+        return
+    if ds.task != "binary":
+        raise DataError(f"{spec.path}: evaluate.positive applies to binary tasks, but the target has {len(ds.classes)} classes")
+    if pos not in ds.classes:
+        raise DataError(
+            f"{spec.path}: evaluate.positive {pos!r} is not a class of target '{ds.target}'"
+            f" (classes: {', '.join(repr(c) for c in ds.classes)})"
+        )
+
+
+def _feature_lines(ds: Dataset) -> list[str]:
+    """The inferred-schema summary (and what was left out), for the progress output."""
+
+    def names(items: tuple[str, ...]) -> str:
+        shown = ", ".join(items[:6])
+        return shown + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
+
+    how = "inferred" if ds.inferred else "declared"
+    lines = []
+    if ds.numeric:
+        lines.append(f"{len(ds.numeric)} numeric ({how}): {names(ds.numeric)}")
+    if ds.categorical:
+        lines.append(f"{len(ds.categorical)} categorical ({how}): {names(ds.categorical)}")
+    nullable = tuple(f.name for f in ds.features if f.nullable)
+    if nullable:
+        lines.append(f"nullable: {names(nullable)}")
+    if ds.ignored:
+        lines.append(f"not used: {names(ds.ignored)}")
+    return lines
+
+
+def _manifest(
+    spec: Spec,
+    ds: Dataset,
+    user: UserEstimator,
+    model: Model,
+    evaluation: Evaluation,
+    converted: Converted,
+    parity_result: ParityResult,
+) -> dict[str, Any]:
+    output: dict[str, Any] = dict(converted.output)
+    if ds.task != "regression":
+        output["classes"] = list(ds.classes)
+    m = spec.model
+    lineage: dict[str, Any] = {
+        "spec_sha256": spec.sha256,
+        "data_sha256": ds.sha256,
+        "data_path": spec.data.path_text,
+        "target": ds.target,
+        "rows": ds.rows,
+        "train_rows": len(ds.x_train),
+        "test_rows": len(ds.x_test),
+        "seed": m.seed,
+        "estimator": estimators.describe(model.estimator),
+        **_versions(),
+    }
+    if spec.estimator.factory is not None:
+        lineage["factory"] = spec.estimator.factory
+        lineage["factory_sha256"] = user.factory_sha256
+    if ds.task == "binary":
+        lineage["positive_class"] = spec.evaluate.positive if spec.evaluate.positive is not None else ds.classes[1]
+    return {
+        "name": m.name,
+        "version": m.version,
+        "description": m.description,
+        "owner": m.owner,
+        "intended_use": m.intended_use,
+        "task": ds.task,
+        "input": {"layout": model.layout, "features": [f.to_dict() for f in ds.features]},
+        "output": output,
+        "onnx": converted.manifest_section(MODEL_FILE),
+        "metrics": {k: (None if math.isnan(v) else v) for k, v in evaluation.metrics.items()},
+        "gates": [_finite(r.to_dict()) for r in evaluation.gates],
+        "parity": parity_result.to_dict(),
+        "drift": {"psi_warn": spec.drift.psi_warn, "psi_drift": spec.drift.psi_drift},
+        "lineage": lineage,
+    }
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import pandas
+    import skl2onnx
+    import sklearn
+
+    import mlpack
+
+    return {
+        "python": platform.python_version(),
+        "mlpack": mlpack.__version__,
+        "sklearn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+    }
