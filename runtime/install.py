@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from mlpack._fs import atomic_directory, atomic_write_text, fsync_directory
 from mlpack.errors import InstallError, MlpackError
@@ -65,6 +65,7 @@ _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _VERIFY_TIMEOUT_S = 300
 
 Verifier = Callable[[Path, str], None]
+Status = Literal["installed", "switched", "unchanged", "rolled back", "uninstalled"]
 
 
 class Systemd(Protocol):
@@ -107,7 +108,7 @@ class InstallResult:
     name: str
     version: str
     path: Path
-    status: str  # "installed", "switched", "unchanged", "rolled back", "uninstalled"
+    status: Status
     previous: str | None = None
     unit: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -172,19 +173,20 @@ def install(
     model_dir = _writable(prefix, name)
     systemd = systemd or SystemctlSystemd()
     with _locked(model_dir):
+        _remove_stale(model_dir)
         target = model_dir / version
         current = _link_target(model_dir / CURRENT)
         if target.is_dir():
             _same_content(target, manifest, version)
             if current == version:
                 result = InstallResult(name, version, target, "unchanged", _link_target(model_dir / PREVIOUS))
-                _configure_agent(model_dir, agent_config, result)
-                if enable:
+                if agent_config is not None or enable:  # re-run to reconfigure: the service picks it up
+                    _configure_agent(model_dir, agent_config, result)
                     result.unit = _write_unit(model_dir, name)
                     _service_after_switch(systemd, result, enable)
                 return result
-            _verify_existing(verifier, target, name)
-            status = "switched"
+            verifier(target, name)
+            status: Status = "switched"
         else:
             _lay_out(payload, source, target, name, verifier)
             status = "installed"
@@ -209,7 +211,7 @@ def rollback(
         previous = _link_target(model_dir / PREVIOUS)
         if previous is None or previous == current or not (model_dir / previous).is_dir():
             raise InstallError(f"{name}: no previous version under {model_dir} to roll back to")
-        _verify_existing(verifier, model_dir / previous, name)
+        verifier(model_dir / previous, name)
         _switch(model_dir, previous, previous=current)
         result = InstallResult(name, previous, model_dir / previous, "rolled back", current)
         _service_after_switch(systemd, result, enable=False)
@@ -360,10 +362,6 @@ def _readable_by_all(root: Path) -> None:
         os.chmod(path, 0o755 if executable else 0o644)
 
 
-def _verify_existing(verifier: Verifier, folder: Path, name: str) -> None:
-    verifier(folder, name)
-
-
 def _switch(model_dir: Path, version: str, previous: str | None) -> None:
     """Point ``previous`` at the old version, then ``current`` at the new one (each one rename)."""
     if previous is not None and previous != version:
@@ -445,6 +443,13 @@ def _prune(model_dir: Path, result: InstallResult) -> None:
         if version not in (current, previous):
             _remove(model_dir / version)
             result.notes.append(f"removed old version {version}")
+
+
+def _remove_stale(model_dir: Path) -> None:
+    """Hidden ``.tmp``/``.old-*`` leftovers of an install killed outright (we hold the lock: none is live)."""
+    for child in model_dir.iterdir():
+        if child.name.startswith(".") and (child.name.endswith(".tmp") or ".old-" in child.name):
+            _remove(child)
 
 
 def _remove(path: Path) -> None:

@@ -138,6 +138,15 @@ def test_interrupted_install_leaves_nothing_behind(make_payload: MakePayload, tm
     assert _entries(tmp_path / "opt" / "toy") == [".lock"]
 
 
+def test_leftovers_of_a_killed_install_are_cleared_by_the_next(
+    make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd
+) -> None:
+    model = tmp_path / "opt" / "toy"
+    (model / ".2.0.0.k1ll3d.tmp" / "_internal").mkdir(parents=True)  # SIGKILL mid-copy: no cleanup ran
+    install(make_payload("1.0.0"), tmp_path / "opt", systemd=no_systemd)
+    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state"]
+
+
 def test_rollback_swaps_current_and_previous(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
     install(make_payload("1.0.0"), prefix, systemd=no_systemd)
