@@ -102,18 +102,36 @@ def js_rows(reference: Sequence[float] | np.ndarray, observed: np.ndarray) -> np
 
 @dataclass(frozen=True)
 class Thresholds:
-    """PSI levels carried in the manifest (``drift`` section); defaults per industry habit."""
+    """Levels carried in the manifest (``drift`` section); defaults per industry habit.
+
+    ``psi_warn``/``psi_drift`` grade PSI. ``missing_jump`` is how far (absolute share)
+    the live missing rate may rise above the profile's before it is flagged;
+    ``out_of_range`` is the share of values outside the training range (numeric) or of
+    unseen categories that is flagged (the reference expects none).
+    """
 
     psi_warn: float = 0.1
     psi_drift: float = 0.2
+    missing_jump: float = 0.05
+    out_of_range: float = 0.01
 
     @classmethod
     def from_dict(cls, d: dict[str, float] | None) -> Thresholds:
         d = d or {}
-        return cls(float(d.get("psi_warn", 0.1)), float(d.get("psi_drift", 0.2)))
+        return cls(
+            float(d.get("psi_warn", 0.1)),
+            float(d.get("psi_drift", 0.2)),
+            float(d.get("missing_jump", 0.05)),
+            float(d.get("out_of_range", 0.01)),
+        )
 
     def to_dict(self) -> dict[str, float]:
-        return {"psi_warn": self.psi_warn, "psi_drift": self.psi_drift}
+        return {
+            "psi_warn": self.psi_warn,
+            "psi_drift": self.psi_drift,
+            "missing_jump": self.missing_jump,
+            "out_of_range": self.out_of_range,
+        }
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 __all__ = ["ALPHA", "GAMMA", "LatencyHistogram"]
 
 ALPHA = 0.01
@@ -45,6 +47,18 @@ class LatencyHistogram:
         for v in values:
             i = _MIN_INDEX if v <= _MIN_VALUE else math.ceil(math.log(v) / _LOG_GAMMA)
             b[i] = b.get(i, 0) + 1
+
+    def add_array(self, values: np.ndarray | Iterable[float]) -> None:
+        """Vectorised :meth:`add_many` (same buckets) for a flush of many latencies at once."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0:
+            return
+        idx = np.ceil(np.log(np.maximum(v, _MIN_VALUE)) / _LOG_GAMMA).astype(np.int64)
+        idx[v <= _MIN_VALUE] = _MIN_INDEX
+        keys, counts = np.unique(idx, return_counts=True)
+        b = self.buckets
+        for i, c in zip(keys.tolist(), counts.tolist()):
+            b[i] = b.get(i, 0) + c
 
     def merge(self, other: LatencyHistogram) -> None:
         b = self.buckets

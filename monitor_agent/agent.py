@@ -1,0 +1,251 @@
+"""The agent inside a serving process: recorder + outbox + system sampler + uploader.
+
+The runtime builds a :class:`ModelInfo` from the bundle it opened (folder or archive
+appended to the executable: the agent never reads bundle files) and calls
+:meth:`Agent.open`; ``Model.predict`` feeds ``agent.recorder``; ``serve`` calls
+:meth:`Agent.start` / :meth:`Agent.stop`. Two daemon threads: one rolls windows,
+samples the system and snapshots the open window every second or so; the other
+uploads (only when a collector is configured). Everything they do is also callable
+directly (:meth:`tick`, :meth:`sync`), which is how tests drive the agent with an
+injected clock and transport.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlpack.errors import AgentError, BundleError
+from mlpack.monitor_agent.config import AgentConfig, load_config
+from mlpack.monitor_agent.drift import Thresholds
+from mlpack.monitor_agent.outbox import Outbox
+from mlpack.monitor_agent.profile import Profile
+from mlpack.monitor_agent.recorder import Recorder
+from mlpack.monitor_agent.status import StatusReport, build_status, render_metrics
+from mlpack.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, SystemSampler
+from mlpack.monitor_agent.transport import Transport, UrllibTransport
+from mlpack.monitor_agent.uploader import SyncResult, Uploader
+
+__all__ = ["ModelInfo", "Agent"]
+
+log = logging.getLogger("mlpack.monitor_agent")
+
+SNAPSHOT_SECONDS = 10.0
+TICK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the agent needs to know about the model it watches."""
+
+    content_hash: str  # sha256 of the bundle's manifest.json bytes
+    name: str
+    version: str
+    profile: Profile
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def wire(self) -> dict[str, Any]:
+        """The ``models[hash]`` entry of an upload batch."""
+        return {"name": self.name, "version": self.version, "profile": self.profile.to_dict()}
+
+    @classmethod
+    def from_bundle_bytes(cls, manifest: bytes, profile: bytes, source: str = "bundle") -> ModelInfo:
+        """From the raw ``manifest.json`` and ``profile.json`` bytes (wherever the bundle lives)."""
+        try:
+            data = json.loads(manifest)
+            prof = json.loads(profile)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{source}: manifest.json or profile.json is not valid JSON ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(
+            data.get("version"), str
+        ):
+            raise BundleError(f"{source}/manifest.json: expected name and version strings")
+        drift = data.get("drift")
+        if drift is not None and not isinstance(drift, dict):
+            raise BundleError(f"{source}/manifest.json: 'drift' must be an object")
+        try:
+            thresholds = Thresholds.from_dict(drift)
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{source}/manifest.json: drift thresholds must be numbers ({exc})") from None
+        return cls(
+            content_hash=hashlib.sha256(manifest).hexdigest(),
+            name=data["name"],
+            version=data["version"],
+            profile=Profile.from_dict(prof, f"{source}/profile.json"),
+            thresholds=thresholds,
+        )
+
+    @classmethod
+    def from_bundle_dir(cls, bundle_dir: str | os.PathLike[str]) -> ModelInfo:
+        """Read a bundle folder's manifest and profile (integrity is the runtime's job)."""
+        d = Path(bundle_dir)
+        try:
+            return cls.from_bundle_bytes((d / "manifest.json").read_bytes(), (d / "profile.json").read_bytes(), str(d))
+        except OSError as exc:
+            raise BundleError(f"{d}: cannot read {Path(exc.filename or '').name} ({exc.strerror})") from None
+
+
+class Agent:
+    """Telemetry for one model in one process; see the module docstring."""
+
+    def __init__(
+        self,
+        model: ModelInfo,
+        state_dir: Path,
+        config: AgentConfig,
+        outbox: Outbox,
+        recorder: Recorder,
+        uploader: Uploader,
+        sampler: Sampler | None,
+        clock: Callable[[], float],
+        sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
+    ) -> None:
+        self.model = model
+        self.state_dir = state_dir
+        self.config = config
+        self.outbox = outbox
+        self.recorder = recorder
+        self.uploader = uploader
+        self._sampler = sampler
+        self._clock = clock
+        self._sample_seconds = sample_seconds
+        self._next_sample = 0.0
+        self._next_snapshot = 0.0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.last_sync: SyncResult | None = None
+
+    @classmethod
+    def open(
+        cls,
+        model: ModelInfo,
+        state_dir: str | os.PathLike[str],
+        config: AgentConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: Transport | None = None,
+        rng: random.Random | None = None,
+        sampler: Sampler | None = None,
+        sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
+    ) -> Agent:
+        """Open the state dir's outbox and get ready to record ``model`` (``start`` runs threads).
+
+        ``config`` defaults to :func:`load_config` (file + environment); ``sampler``
+        defaults to psutil (:class:`SystemSampler`).
+        """
+        state = Path(state_dir)
+        config = load_config(state) if config is None else config
+        outbox = Outbox.open(state, config.cap_bytes, clock)
+        outbox.register_model(model.content_hash, model.wire(), model.thresholds.to_dict())
+        recorder = Recorder(
+            model.profile,
+            model.content_hash,
+            window_seconds=config.window_seconds,
+            clock=clock,
+            on_window=outbox.add_window,
+        )
+        uploader = Uploader(outbox, config, transport or UrllibTransport(), rng or random.Random())
+        return cls(
+            model, state, config, outbox, recorder, uploader,
+            SystemSampler(state) if sampler is None else sampler, clock, sample_seconds,
+        )
+
+    # ------------------------------------------------------------------ one step at a time
+
+    def tick(self) -> None:
+        """Sample the system when due, close the window when due, refresh the status snapshot."""
+        now = self._clock()
+        if self._sampler is not None and now >= self._next_sample:
+            self.recorder.add_system(self._sampler())
+            self._next_sample = now + self._sample_seconds
+        self.recorder.roll(now)
+        if now >= self._next_snapshot:
+            snap = self.recorder.snapshot()
+            if snap is not None:
+                self.outbox.save_current(snap)
+            self._next_snapshot = now + SNAPSHOT_SECONDS
+
+    def sync(self) -> SyncResult:
+        """One upload pass now (see :meth:`Uploader.sync`)."""
+        self.last_sync = self.uploader.sync()
+        return self.last_sync
+
+    def status(self, hours: float = 24.0) -> StatusReport:
+        """Drift status over the last ``hours``, including the window still open here."""
+        now = self._clock()
+        since = now - hours * 3600
+        windows = self.outbox.recent(self.model.content_hash, since, skip_pid=os.getpid())
+        live = self.recorder.snapshot()
+        if live is not None:
+            windows.append(live)
+        m = self.model
+        return build_status(
+            m.content_hash, m.name, m.version, m.profile, m.thresholds, windows, since, now,
+            self.outbox.accounting().to_dict(),
+        )
+
+    def metrics_text(self, hours: float = 24.0) -> str:
+        """Prometheus text for the device's ``/metrics`` endpoint."""
+        return render_metrics(self.status(hours))
+
+    # ------------------------------------------------------------------ threads
+
+    def start(self) -> None:
+        """Run the background threads (idempotent)."""
+        if self._threads:
+            return
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
+        if self.config.can_upload:
+            self._threads.append(
+                threading.Thread(target=self._upload_loop, name="mlpack-agent-upload", daemon=True)
+            )
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the threads and store the open window (a closed window is never lost)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        busy = any(t.is_alive() for t in self._threads)  # an upload stuck in a slow request
+        self._threads = []
+        try:
+            self.recorder.close()
+            self.outbox.clear_current(self.model.content_hash)
+        except AgentError as exc:
+            log.error("could not store the last telemetry window: %s", exc)
+        if not busy:
+            self.outbox.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # keep monitoring alive; the next tick may succeed
+                log.exception("telemetry tick failed")
+            self._stop.wait(TICK_SECONDS)
+
+    def _upload_loop(self) -> None:
+        def remember(result: SyncResult) -> None:
+            self.last_sync = result
+
+        self.uploader.run(self._stop, self.config.window_seconds, remember)
+
+    def __repr__(self) -> str:
+        return f"Agent(model={self.model.name!r}, state_dir={str(self.state_dir)!r}, config={self.config!r})"

@@ -1,0 +1,208 @@
+"""``<model> status`` and ``<model> agent sync|run|config`` on the device.
+
+The device command line (``mlpack.runtime.cli``) registers :data:`status` and
+:data:`agent` lazily and hands over what it opened through ``ctx.obj``: any object with
+a ``state_dir`` attribute (the model's state folder) and optionally ``model_info``
+(a :class:`~mlpack.monitor_agent.agent.ModelInfo`, or a zero-argument callable giving
+one). ``--state-dir`` / ``--bundle`` override it, so the commands also run on their own.
+
+``agent sync`` exit codes (for cron and systemd timers):
+
+====  =====================================================================
+0     delivered: the collector acknowledged everything that was pending
+3     nothing to deliver (or another process is uploading right now)
+4     collector unreachable or busy (network error, 5xx, 429): kept for later
+5     collector refused: bad token or URL (401/403/404), or windows it rejected
+      were moved to the dead-letter table
+1     configuration or outbox error (message on stderr); 2 usage error
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlpack._cli import MlpackGroup
+from mlpack.errors import AgentError
+from mlpack.monitor_agent.agent import ModelInfo
+from mlpack.monitor_agent.config import AgentConfig, load_config
+from mlpack.monitor_agent.drift import Thresholds
+from mlpack.monitor_agent.outbox import Outbox
+from mlpack.monitor_agent.profile import Profile
+from mlpack.monitor_agent.status import build_status, render_text
+from mlpack.monitor_agent.uploader import SyncResult, Uploader
+
+__all__ = ["agent", "status", "SYNC_EXIT_CODES"]
+
+SYNC_EXIT_CODES = {"delivered": 0, "nothing": 3, "busy": 3, "unreachable": 4, "refused": 5}
+
+_state_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MLPACK_STATE_DIR",
+    help="The model's state folder (outbox, agent.json). Default: the one of the opened model.",
+)
+_bundle_option = click.option(
+    "--bundle",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A bundle folder, to score status against its profile (default: the opened model).",
+)
+
+
+def _state_dir(ctx: click.Context, explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    found = getattr(ctx.obj, "state_dir", None)
+    if found is None:
+        raise click.UsageError("no model state folder: pass --state-dir (or run as '<model> ...')")
+    return Path(found)
+
+
+def _model_info(ctx: click.Context, bundle: Path | None) -> ModelInfo | None:
+    if bundle is not None:
+        return ModelInfo.from_bundle_dir(bundle)
+    info = getattr(ctx.obj, "model_info", None)
+    return info() if callable(info) else info
+
+
+def _config(state: Path, collector_url: str | None, device_id: str | None, token_file: Path | None,
+            window_seconds: float | None, cap: str | None) -> AgentConfig:
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AgentError(f"--token-file {token_file}: cannot read ({exc.strerror})") from None
+    return load_config(
+        state,
+        {"collector_url": collector_url, "device_id": device_id, "token": token,
+         "window_seconds": window_seconds, "cap_bytes": cap},
+    )
+
+
+def _config_options(f: Any) -> Any:
+    for opt in reversed([
+        click.option("--collector-url", help="Collector base URL (overrides agent.json / MLPACK_COLLECTOR_URL)."),
+        click.option("--device-id", help="This device's id (overrides agent.json / MLPACK_DEVICE_ID)."),
+        click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="File holding the device token (never pass a token as an argument)."),
+        click.option("--window-seconds", type=float, help="Telemetry window length."),
+        click.option("--cap", help="Outbox size cap, e.g. 64MB."),
+    ]):
+        f = opt(f)
+    return f
+
+
+# ---------------------------------------------------------------------------- status
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
+              help="How far back to look (whole hours of closed windows, plus open windows).")
+@_state_option
+@_bundle_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | None, bundle: Path | None) -> None:
+    """Drift, errors and latency of recent traffic, from the device's own records (offline)."""
+    state = _state_dir(ctx, state_dir)
+    info = _model_info(ctx, bundle)
+    if not (state / "outbox.sqlite").exists():
+        raise AgentError(f"{state}: no telemetry recorded here yet (no outbox.sqlite)")
+    now = time.time()
+    with Outbox.open(state) as box:
+        if info is None:
+            info = _only_model(box, state)
+        windows = box.recent(info.content_hash, now - hours * 3600)
+        report = build_status(
+            info.content_hash, info.name, info.version, info.profile, info.thresholds, windows,
+            now - hours * 3600, now, box.accounting().to_dict(),
+        )
+    click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True) if as_json else render_text(report))
+
+
+def _only_model(box: Outbox, state: Path) -> ModelInfo:
+    models = box.models()
+    if len(models) != 1:
+        raise AgentError(
+            f"{state}: {len(models)} models recorded here; pass --bundle to choose one"
+            if models else f"{state}: no model registered in the outbox yet"
+        )
+    ((content_hash, body),) = models.items()
+    wire = body["wire"]
+    return ModelInfo(
+        content_hash, wire["name"], wire["version"], Profile.from_dict(wire["profile"], f"{state}/outbox.sqlite"),
+        Thresholds.from_dict(body.get("thresholds")),
+    )
+
+
+# ---------------------------------------------------------------------------- agent
+
+
+@click.group("agent", cls=MlpackGroup)
+def agent() -> None:
+    """Deliver recorded telemetry to the collector (see 'agent sync --help' for exit codes)."""
+
+
+@agent.command("sync")
+@_state_option
+@_config_options
+@click.pass_context
+def sync(ctx: click.Context, state_dir: Path | None, **flags: Any) -> None:
+    """Upload what is pending once, then exit: 0 delivered, 3 nothing to do, 4 collector
+    unreachable, 5 refused (see the module doc)."""
+    state = _state_dir(ctx, state_dir)
+    config = _config(state, **flags)
+    with Outbox.open(state, config.cap_bytes) as box:
+        result = Uploader(box, config).sync()
+    click.echo(result.summary(), err=result.outcome not in ("delivered", "nothing"))
+    ctx.exit(SYNC_EXIT_CODES[result.outcome])
+
+
+@agent.command("run")
+@_state_option
+@_config_options
+@click.option("--interval", type=click.FloatRange(min=1), help="Seconds between uploads when healthy [window].")
+@click.pass_context
+def run(ctx: click.Context, state_dir: Path | None, interval: float | None, **flags: Any) -> None:
+    """Upload in the foreground until interrupted (SIGINT/SIGTERM), backing off while offline."""
+    state = _state_dir(ctx, state_dir)
+    config = _config(state, **flags)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def report(result: SyncResult) -> None:
+        if result.outcome != "nothing":
+            logging.getLogger("mlpack.monitor_agent").info("%s", result.summary())
+
+    with Outbox.open(state, config.cap_bytes) as box:
+        uploader = Uploader(box, config)
+        uploader.check_configured()
+        uploader.run(stop, interval or config.window_seconds, report)
+
+
+@agent.command("config")
+@_state_option
+@_config_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def config_command(ctx: click.Context, state_dir: Path | None, as_json: bool, **flags: Any) -> None:
+    """Show the effective agent configuration (file < environment < flags); the token is never shown."""
+    state = _state_dir(ctx, state_dir)
+    shown = _config(state, **flags).public_dict()
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, sort_keys=True))
+    else:
+        for key, value in shown.items():
+            click.echo(f"{key:<15} {'-' if value is None else value}")

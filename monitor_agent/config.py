@@ -1,0 +1,179 @@
+"""Agent configuration: written once at install time, overridable by environment and flags.
+
+Layers, later wins: defaults < ``<state dir>/agent.json`` (+ ``agent.token``) < environment
+(``MLPACK_COLLECTOR_URL``, ``MLPACK_DEVICE_ID``, ``MLPACK_DEVICE_TOKEN``,
+``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``) < command-line flags.
+
+The token lives in its own file (mode 0600) so ``agent.json`` can be shown and copied
+freely; it is excluded from ``repr`` and never put into a message or a log line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlpack._fs import atomic_write_text, canonical_json
+from mlpack.errors import AgentError
+
+__all__ = [
+    "AgentConfig",
+    "CONFIG_NAME",
+    "TOKEN_NAME",
+    "DEFAULT_CAP_BYTES",
+    "MIN_CAP_BYTES",
+    "ENV_VARS",
+    "write_config",
+    "load_config",
+]
+
+CONFIG_NAME = "agent.json"
+TOKEN_NAME = "agent.token"
+DEFAULT_CAP_BYTES = 64 * 1024 * 1024
+MIN_CAP_BYTES = 128 * 1024
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+#: environment variable -> config field
+ENV_VARS = {
+    "MLPACK_COLLECTOR_URL": "collector_url",
+    "MLPACK_DEVICE_ID": "device_id",
+    "MLPACK_DEVICE_TOKEN": "token",
+    "MLPACK_WINDOW_SECONDS": "window_seconds",
+    "MLPACK_OUTBOX_CAP": "cap_bytes",
+}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Where to deliver telemetry and how much to keep while offline."""
+
+    collector_url: str | None = None
+    device_id: str | None = None
+    token: str | None = field(default=None, repr=False)
+    window_seconds: float = 60.0
+    cap_bytes: int = DEFAULT_CAP_BYTES
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def can_upload(self) -> bool:
+        return bool(self.collector_url and self.device_id and self.token)
+
+    @property
+    def ingest_url(self) -> str:
+        assert self.collector_url is not None
+        return self.collector_url.rstrip("/") + "/api/v1/ingest"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every field but the token (which shows only whether it is set)."""
+        return {
+            "collector_url": self.collector_url,
+            "device_id": self.device_id,
+            "token": "set" if self.token else None,
+            "window_seconds": self.window_seconds,
+            "cap_bytes": self.cap_bytes,
+        }
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str) -> AgentConfig:
+        """This config with ``overrides`` (``None`` values ignored); errors name ``source``."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        parsed = {k: _parse_field(k, v, f"{source} {k}") for k, v in values.items()}
+        try:
+            return replace(self, **parsed)
+        except AgentError as exc:
+            raise AgentError(f"{source}: {exc}") from None
+
+
+def _parse_field(name: str, value: Any, where: str) -> Any:
+    if name not in {f.name for f in fields(AgentConfig)}:
+        raise AgentError(f"{where}: unknown setting")
+    if name == "window_seconds":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise AgentError(f"{where}: expected a number of seconds, got {value!r}") from None
+    if name == "cap_bytes":
+        return _parse_size(value, where)
+    if not isinstance(value, str):
+        raise AgentError(f"{where}: expected a string")
+    return value.strip() if name == "token" else value
+
+
+def _parse_size(value: Any, where: str) -> int:
+    """Bytes from an int or a string like ``64MB``/``512k`` (powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kmg]?)i?b?\s*", str(value), re.IGNORECASE)
+    if not m:
+        raise AgentError(f"{where}: expected a size in bytes like 67108864 or 64MB, got {value!r}")
+    return int(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ")
+
+
+def _check(c: AgentConfig) -> None:
+    if c.collector_url is not None:
+        parts = urlsplit(c.collector_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise AgentError(f"collector_url must be an http(s) URL, got {c.collector_url!r}")
+    if c.device_id is not None and not _DEVICE_ID.match(c.device_id):
+        raise AgentError(
+            f"device_id must be 1-128 letters, digits, '.', '_' or '-', got {c.device_id!r}"
+        )
+    if c.token is not None and (not c.token or any(ch.isspace() for ch in c.token)):
+        raise AgentError("token must be non-empty without whitespace")
+    if not (isinstance(c.window_seconds, (int, float)) and 1 <= c.window_seconds <= 86400):
+        raise AgentError(f"window_seconds must be between 1 and 86400, got {c.window_seconds!r}")
+    if not isinstance(c.cap_bytes, int) or c.cap_bytes < MIN_CAP_BYTES:
+        raise AgentError(f"cap_bytes must be at least {MIN_CAP_BYTES}, got {c.cap_bytes!r}")
+
+
+def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path:
+    """Store ``config`` in ``state_dir`` (token in ``agent.token``, mode 0600); returns agent.json."""
+    state = Path(state_dir)
+    body = {k: v for k, v in config.public_dict().items() if k != "token"}
+    token_path = state / TOKEN_NAME
+    if config.token:
+        atomic_write_text(token_path, config.token + "\n", mode=0o600)
+    elif token_path.exists():
+        token_path.unlink()
+    return atomic_write_text(state / CONFIG_NAME, canonical_json(body), mode=0o644)
+
+
+def load_config(
+    state_dir: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """The effective configuration: file, then environment, then ``overrides`` (flags)."""
+    state = Path(state_dir)
+    config = AgentConfig()
+    path = state / CONFIG_NAME
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise AgentError(f"{path}: not readable JSON ({exc.__class__.__name__})") from None
+        if not isinstance(data, dict):
+            raise AgentError(f"{path}: expected a JSON object")
+        data.pop("token", None)
+        config = config.with_overrides(data, str(path))
+    token_path = state / TOKEN_NAME
+    if token_path.exists():
+        try:
+            token = token_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AgentError(f"{token_path}: cannot read ({exc.strerror})") from None
+        config = config.with_overrides({"token": token}, str(token_path))
+    env = os.environ if environ is None else environ
+    for var, name in ENV_VARS.items():
+        if env.get(var):
+            config = config.with_overrides({name: env[var]}, f"environment variable {var}")
+    if overrides:
+        config = config.with_overrides(overrides, "command line")
+    return config

@@ -1,0 +1,535 @@
+"""The on-disk outbox: closed windows wait here, in SQLite, until the collector has them.
+
+* Every closed window gets the device's next sequence number in the same transaction
+  that stores it, so a ``kill -9`` either loses an unclosed window or nothing.
+* A window leaves only when the collector acknowledged a durable write (:meth:`ack`), or
+  when it is moved to the dead-letter table (:meth:`dead_letter`) after a non-retryable
+  refusal, or dropped by the cap as a last resort.
+* The cap bounds the database's used pages: after each insert, if over the cap, the
+  oldest unsent windows are merged into hours then days (:mod:`._compact`), and only
+  then are the oldest dropped; free pages go back to the file system and the WAL is
+  checkpointed and truncated after every write. So the files never exceed the cap by
+  more than the one window just written (plus the WAL of that one transaction).
+* Accounting, in original windows: ``produced = delivered + pending + merged + dropped +
+  dead_letter`` (pending counts stored rows; merging k rows into one adds k-1 to merged).
+
+Besides the queue, it keeps what ``status`` needs offline: the registered models (name,
+version, profile, thresholds), per-hour merged copies of recent windows (``recent``,
+48 hours, kept after delivery) and snapshots of the windows still open (``current``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlpack.errors import OutboxError
+from mlpack.monitor_agent import _store
+from mlpack.monitor_agent._compact import STAGES, Stored, plan_merges
+from mlpack.monitor_agent.config import DEFAULT_CAP_BYTES
+from mlpack.monitor_agent.wire import Window, WireError, merge_windows
+
+__all__ = ["Outbox", "Accounting", "Batch", "DeadLetter", "append_audit", "RECENT_HOURS"]
+
+log = logging.getLogger("mlpack.monitor_agent")
+
+RECENT_HOURS = 48
+_EVENT = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+T = TypeVar("T")
+
+
+def _pack(obj: Any) -> bytes:
+    return zlib.compress(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8"), 6)
+
+
+def _unpack(blob: bytes) -> Any:
+    return json.loads(zlib.decompress(blob))
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where every window ever produced went (counted in original windows, see module doc)."""
+
+    produced: int
+    delivered: int
+    pending: int
+    merged: int
+    dropped: int
+    dead_letter: int
+    dropped_rows: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.produced == self.delivered + self.pending + self.merged + self.dropped + self.dead_letter
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "produced": self.produced,
+            "delivered": self.delivered,
+            "pending": self.pending,
+            "merged": self.merged,
+            "dropped": self.dropped,
+            "dead_letter": self.dead_letter,
+            "dropped_rows": self.dropped_rows,
+        }
+
+
+@dataclass
+class Batch:
+    """One upload's content, as taken from the outbox (``windows``/``audit`` are wire dicts)."""
+
+    windows: list[dict[str, Any]]
+    audit: list[dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    outbox: dict[str, int]
+
+    @property
+    def window_seqs(self) -> list[int]:
+        return [int(w["seq"]) for w in self.windows]
+
+    @property
+    def audit_seqs(self) -> list[int]:
+        return [int(a["seq"]) for a in self.audit]
+
+    def __len__(self) -> int:
+        return len(self.windows) + len(self.audit)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    kind: str
+    seq: int
+    seq_last: int
+    status: int
+    reason: str
+    time: float
+
+
+class Outbox:
+    """A bounded, crash-safe queue of windows (and audit events) in ``<state_dir>/outbox.sqlite``."""
+
+    def __init__(self, state_dir: Path, cap_bytes: int, clock: Callable[[], float]) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / _store.DB_NAME
+        self.cap_bytes = cap_bytes
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._inode = 0
+        self._reopen()
+
+    @classmethod
+    def open(
+        cls,
+        state_dir: str | os.PathLike[str],
+        cap_bytes: int = DEFAULT_CAP_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> Outbox:
+        """Open (creating, or replacing a damaged one) the outbox of ``state_dir``."""
+        return cls(Path(state_dir), cap_bytes, clock)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Outbox({str(self.path)!r}, cap_bytes={self.cap_bytes})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _reopen(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = _store.connect(self.state_dir, self.cap_bytes, self._clock)
+        self._inode = self.path.stat().st_ino
+
+    def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``op``; on corruption set the store aside and retry once on a fresh one."""
+        with self._lock:
+            if self._conn is None:
+                raise OutboxError(f"{self.path}: the outbox is closed")
+            try:
+                if self.path.stat().st_ino != self._inode:  # another process replaced it
+                    self._reopen()
+            except FileNotFoundError:
+                self._reopen()
+            assert self._conn is not None
+            try:
+                return op(self._conn)
+            except sqlite3.DatabaseError as exc:
+                if not _store.is_corruption(exc):
+                    raise OutboxError(f"{self.path}: {exc}") from None
+                self._conn.close()
+                self._conn = None
+                _store.set_aside(self.path, str(exc), self._clock)
+                self._reopen()
+                assert self._conn is not None
+                self._audit(self._conn, "outbox_reset", {"reason": str(exc)})
+                try:
+                    return op(self._conn)
+                except sqlite3.DatabaseError as again:
+                    raise OutboxError(f"{self.path}: fresh outbox failed too ({again})") from None
+
+    @staticmethod
+    @contextmanager
+    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, **deltas: int) -> None:
+        for key, delta in deltas.items():
+            if delta:
+                conn.execute("UPDATE meta SET value = value + ? WHERE key = ?", (delta, key))
+
+    def footprint(self) -> int:
+        """Bytes the outbox holds on disk, free pages aside (what the cap bounds)."""
+        return self._run(self._used)
+
+    # ------------------------------------------------------------------ models
+
+    def register_model(self, content_hash: str, wire: Mapping[str, Any], thresholds: Mapping[str, float]) -> None:
+        """Remember ``{name, version, profile}`` (sent with its windows) and drift thresholds."""
+        body = _pack({"wire": dict(wire), "thresholds": dict(thresholds)})
+
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute("INSERT OR REPLACE INTO models (hash, body) VALUES (?, ?)", (content_hash, body))
+
+        self._run(op)
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        """content hash -> ``{"wire": {name, version, profile}, "thresholds": {...}}``."""
+        return self._run(lambda c: {h: _unpack(b) for h, b in c.execute("SELECT hash, body FROM models")})
+
+    # ------------------------------------------------------------------ windows in
+
+    def add_window(self, window: Window) -> int:
+        """Store a closed window under the next sequence number (returned); enforce the cap."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            with self._tx(conn):
+                seq = _store.reserve(conn, self.state_dir, "window")
+                window.seq = window.seq_last = seq
+                conn.execute(
+                    'INSERT INTO windows (seq, seq_last, model, start, "end", level, rows, body) '
+                    "VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                    (seq, seq, window.model, window.start, window.end, window.rows, _pack(window.to_dict())),
+                )
+                self._bump(conn, produced=1)
+                self._add_recent(conn, window)
+                conn.execute("DELETE FROM current WHERE model = ? AND pid = ?", (window.model, os.getpid()))
+            return seq
+
+        seq = self._run(op)
+        if self.footprint() > self.cap_bytes:  # (footprint checkpoints the WAL first)
+            self._run(self._compact)
+        return seq
+
+    def _add_recent(self, conn: sqlite3.Connection, window: Window) -> None:
+        bucket = int(window.start // 3600)
+        row = conn.execute("SELECT body FROM recent WHERE model = ? AND bucket = ?", (window.model, bucket)).fetchone()
+        merged = Window.from_dict(window.to_dict())
+        if row is not None:
+            merged.merge(Window.from_dict(_unpack(row[0])))
+        conn.execute(
+            "INSERT OR REPLACE INTO recent (model, bucket, body) VALUES (?, ?, ?)",
+            (window.model, bucket, _pack(merged.to_dict())),
+        )
+        conn.execute("DELETE FROM recent WHERE bucket < ?", (bucket - RECENT_HOURS,))
+        conn.execute("DELETE FROM current WHERE time < ?", (window.start - RECENT_HOURS * 3600,))
+
+    def save_current(self, window: Window) -> None:
+        """Snapshot this process's open window for ``status`` in other processes."""
+        body = _pack(window.to_dict())
+
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute(
+                    "INSERT OR REPLACE INTO current (model, pid, time, body) VALUES (?, ?, ?, ?)",
+                    (window.model, os.getpid(), self._clock(), body),
+                )
+
+        self._run(op)
+
+    def clear_current(self, model: str) -> None:
+        self._run(lambda c: c.execute("DELETE FROM current WHERE model = ? AND pid = ?", (model, os.getpid())))
+
+    # ------------------------------------------------------------------ cap
+
+    def _used(self, conn: sqlite3.Connection) -> int:
+        """Pages in use plus the WAL and its index (``-shm``): the disk the outbox holds."""
+        self._checkpoint(conn)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
+        for suffix in ("-wal", "-shm"):
+            try:
+                size += os.stat(str(self.path) + suffix).st_size
+            except FileNotFoundError:
+                pass
+        return int(size)
+
+    def _compact(self, conn: sqlite3.Connection) -> None:
+        """Merge (hour, then day), then drop the oldest unsent windows until under the cap."""
+        for span, level in STAGES:
+            stored = [
+                Stored(*r)
+                for r in conn.execute(
+                    "SELECT seq, seq_last, model, start, level FROM windows WHERE attempted = 0 ORDER BY seq"
+                )
+            ]
+            for group in plan_merges(stored, span, level):
+                self._merge(conn, group, level)
+                if self._used(conn) <= self.cap_bytes:
+                    self._shrink(conn)
+                    return
+        dropped = 0
+        while self._used(conn) > self.cap_bytes:
+            row = conn.execute("SELECT seq, seq_last, rows FROM windows WHERE attempted = 0 ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                log.warning("outbox over its cap of %d bytes with only in-flight windows left", self.cap_bytes)
+                break
+            with self._tx(conn):
+                conn.execute("DELETE FROM windows WHERE seq = ?", (row[0],))
+                self._bump(conn, dropped=1, dropped_rows=row[2])
+            dropped += 1
+        if dropped:
+            log.warning("outbox cap of %d bytes reached: dropped the %d oldest windows", self.cap_bytes, dropped)
+        self._shrink(conn)
+
+    def _merge(self, conn: sqlite3.Connection, seqs: Sequence[int], level: int) -> None:
+        with self._tx(conn):
+            marks = ",".join("?" * len(seqs))
+            bodies = conn.execute(f"SELECT body FROM windows WHERE seq IN ({marks}) ORDER BY seq", seqs).fetchall()
+            merged = merge_windows(Window.from_dict(_unpack(b[0])) for b in bodies)
+            conn.execute(f"DELETE FROM windows WHERE seq IN ({marks})", seqs)
+            conn.execute(
+                'INSERT INTO windows (seq, seq_last, model, start, "end", level, rows, body) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (merged.seq, merged.seq_last, merged.model, merged.start, merged.end, level, merged.rows,
+                 _pack(merged.to_dict())),
+            )
+            self._bump(conn, merged=len(bodies) - 1)
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database and truncate it, so the WAL adds nothing at rest."""
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _shrink(self, conn: sqlite3.Connection) -> None:
+        """Give free pages back to the file system, then empty the WAL."""
+        conn.execute("PRAGMA incremental_vacuum").fetchall()
+        self._checkpoint(conn)
+
+    # ------------------------------------------------------------------ windows out
+
+    def take_batch(self, max_windows: int, max_bytes: int, max_audit: int = 100) -> Batch:
+        """The oldest pending windows and audit events, marked as sent (no longer mergeable)."""
+
+        def op(conn: sqlite3.Connection) -> Batch:
+            with self._tx(conn):
+                windows: list[dict[str, Any]] = []
+                size = 0
+                for (blob,) in conn.execute("SELECT body FROM windows ORDER BY seq LIMIT ?", (max_windows,)):
+                    raw = zlib.decompress(blob)
+                    size += len(raw)
+                    if windows and size > max_bytes:
+                        break
+                    windows.append(json.loads(raw))
+                seqs = [w["seq"] for w in windows]
+                if seqs:
+                    conn.execute(
+                        f"UPDATE windows SET attempted = 1 WHERE seq IN ({','.join('?' * len(seqs))})", seqs
+                    )
+                audit = [
+                    {"seq": s, "time": t, "event": e, "detail": json.loads(d)}
+                    for s, t, e, d in conn.execute(
+                        "SELECT seq, time, event, detail FROM audit ORDER BY seq LIMIT ?", (max_audit,)
+                    )
+                ]
+                hashes = sorted({w["model"] for w in windows})
+                models: dict[str, dict[str, Any]] = {}
+                for h in hashes:
+                    row = conn.execute("SELECT body FROM models WHERE hash = ?", (h,)).fetchone()
+                    if row is not None:
+                        models[h] = _unpack(row[0])["wire"]
+                return Batch(windows, audit, models, self._accounting(conn).to_dict())
+
+        return self._run(op)
+
+    def ack(self, window_seqs: Sequence[int], audit_seqs: Sequence[int], reported: Mapping[str, int]) -> int:
+        """The collector stored these durably: delete them; returns how many windows left."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            with self._tx(conn):
+                n = _delete(conn, "windows", window_seqs)
+                _delete(conn, "audit", audit_seqs)
+                self._bump(conn, delivered=n)
+                for key in ("dropped", "dead_letter"):
+                    if key in reported:
+                        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (reported[key], f"reported_{key}"))
+            return n
+
+        n = self._run(op)
+        if n:
+            self._run(self._shrink)
+        return n
+
+    def dead_letter(self, window_seqs: Sequence[int], audit_seqs: Sequence[int], status: int, reason: str) -> int:
+        """Move refused windows/events to the dead-letter table (kept, reported, not retried)."""
+        now = self._clock()
+
+        def op(conn: sqlite3.Connection) -> int:
+            with self._tx(conn):
+                moved = 0
+                for table, seqs, kind in (("windows", window_seqs, "window"), ("audit", audit_seqs, "audit")):
+                    if not seqs:
+                        continue
+                    marks = ",".join("?" * len(seqs))
+                    if table == "windows":
+                        rows = conn.execute(f"SELECT seq, seq_last, body FROM windows WHERE seq IN ({marks})", seqs)
+                    else:
+                        rows = conn.execute(
+                            f"SELECT seq, seq, event || ' ' || detail FROM audit WHERE seq IN ({marks})", seqs
+                        )
+                    conn.executemany(
+                        "INSERT INTO dead_letter (kind, seq, seq_last, status, reason, time, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(kind, s, sl, status, reason[:500], now, b if isinstance(b, bytes) else b.encode())
+                         for s, sl, b in rows.fetchall()],
+                    )
+                    n = _delete(conn, table, seqs)
+                    if table == "windows":
+                        moved = n
+                        self._bump(conn, dead_letter=n)
+                return moved
+
+        return self._run(op)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        rows = self._run(
+            lambda c: c.execute("SELECT kind, seq, seq_last, status, reason, time FROM dead_letter ORDER BY id").fetchall()
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    # ------------------------------------------------------------------ audit
+
+    def append_audit(self, event: str, detail: Mapping[str, Any]) -> int:
+        """Queue a governance event for upload (its own per-device sequence); returns its seq."""
+        if not _EVENT.match(event):
+            raise OutboxError(f"audit event name must match {_EVENT.pattern}, got {event!r}")
+        try:
+            text = json.dumps(dict(detail), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise OutboxError(f"audit event {event!r}: detail is not JSON-serialisable ({exc})") from None
+        return self._run(lambda c: self._audit(c, event, text))
+
+    def _audit(self, conn: sqlite3.Connection, event: str, detail: Mapping[str, Any] | str) -> int:
+        text = detail if isinstance(detail, str) else json.dumps(dict(detail), sort_keys=True)
+        with self._tx(conn):
+            seq = _store.reserve(conn, self.state_dir, "audit")
+            conn.execute(
+                "INSERT INTO audit (seq, time, event, detail) VALUES (?, ?, ?, ?)", (seq, self._clock(), event, text)
+            )
+        return seq
+
+    # ------------------------------------------------------------------ reading
+
+    def _accounting(self, conn: sqlite3.Connection) -> Accounting:
+        meta = dict(conn.execute("SELECT key, value FROM meta"))
+        pending = conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+        return Accounting(
+            produced=meta["produced"],
+            delivered=meta["delivered"],
+            pending=pending,
+            merged=meta["merged"],
+            dropped=meta["dropped"],
+            dead_letter=meta["dead_letter"],
+            dropped_rows=meta["dropped_rows"],
+        )
+
+    def accounting(self) -> Accounting:
+        return self._run(self._accounting)
+
+    def needs_report(self) -> bool:
+        """Anything to send: pending windows or events, or drops the collector has not heard of."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            meta = dict(conn.execute("SELECT key, value FROM meta"))
+            if conn.execute("SELECT 1 FROM windows LIMIT 1").fetchone() or conn.execute(
+                "SELECT 1 FROM audit LIMIT 1"
+            ).fetchone():
+                return True
+            return meta["dropped"] != meta["reported_dropped"] or meta["dead_letter"] != meta["reported_dead_letter"]
+
+        return self._run(op)
+
+    def pending_windows(self) -> list[Window]:
+        """Every stored window, oldest first (for inspection and tests)."""
+        rows = self._run(lambda c: c.execute("SELECT body FROM windows ORDER BY seq").fetchall())
+        return [Window.from_dict(_unpack(r[0])) for r in rows]
+
+    def recent(self, model: str, since: float, skip_pid: int | None = None) -> list[Window]:
+        """Closed windows of ``model`` (merged per hour) whose hour ends after ``since``, plus
+        snapshots of open windows taken after ``since`` (but not process ``skip_pid``'s)."""
+
+        def op(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT body FROM recent WHERE model = ? AND (bucket + 1) * 3600 > ? ORDER BY bucket", (model, since)
+            ).fetchall()
+            rows += conn.execute(
+                "SELECT body FROM current WHERE model = ? AND time >= ? AND pid != ?", (model, since, skip_pid or -1)
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        out = []
+        for blob in self._run(op):
+            try:
+                out.append(Window.from_dict(_unpack(blob)))
+            except (WireError, ValueError, zlib.error) as exc:  # pragma: no cover - defensive
+                log.warning("skipping an unreadable recent window in %s (%s)", self.path, exc)
+        return out
+
+
+def _delete(conn: sqlite3.Connection, table: str, seqs: Sequence[int]) -> int:
+    if not seqs:
+        return 0
+    cur = conn.execute(f"DELETE FROM {table} WHERE seq IN ({','.join('?' * len(seqs))})", list(seqs))
+    return int(cur.rowcount)
+
+
+def append_audit(
+    state_dir: str | os.PathLike[str],
+    event: str,
+    detail: Mapping[str, Any],
+    *,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Queue a governance event (``install``, ``verify``, ...) for upload; returns its seq."""
+    with Outbox.open(state_dir, clock=clock) as box:
+        return box.append_audit(event, detail)

@@ -1,0 +1,328 @@
+"""The in-process recorder: what every prediction adds to the current telemetry window.
+
+The single-row budget is a fraction of a microsecond (a predict costs 5-40 µs), so
+:meth:`Recorder.record` only appends *references* to the caller's arrays and lists to
+small buffers; binning happens vectorised (:mod:`._binning`) when the buffers hold
+``buffer_rows`` rows, when a window closes, or when a snapshot is asked for. Batches
+larger than the buffer are binned at once, in fixed-size chunks, so memory stays flat
+in the number of rows.
+
+Windows are aligned to multiples of ``window_seconds`` (epoch time), closed by the
+first ``record``/``roll`` at or after their end, and handed to ``on_window`` outside
+the lock. A closed window carries ``seq = 0``: the outbox gives it its sequence number.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mlpack.monitor_agent._binning import NumericBinner, NumericCounts, count_categorical
+from mlpack.monitor_agent.histogram import LatencyHistogram
+from mlpack.monitor_agent.profile import CategoricalProfile, NumericProfile, Profile
+from mlpack.monitor_agent.wire import _ERROR_KIND, BinCounts, SystemStats, Window
+
+__all__ = ["Recorder", "DEFAULT_WINDOW_SECONDS", "DEFAULT_BUFFER_ROWS"]
+
+log = logging.getLogger("mlpack.monitor_agent")
+
+DEFAULT_WINDOW_SECONDS = 60.0
+DEFAULT_BUFFER_ROWS = 512
+
+
+class _Layout:
+    """What the profile says about binning, prepared once per recorder."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.numeric = [f for f in profile.features if isinstance(f, NumericProfile)]
+        self.categorical = [f for f in profile.features if isinstance(f, CategoricalProfile)]
+        self.binner = NumericBinner(self.numeric)
+        self.cat_index = [{c: i for i, c in enumerate(f.categories)} for f in self.categorical]
+        self.prediction = profile.prediction
+        self.pred_binner = (
+            NumericBinner([profile.prediction]) if isinstance(profile.prediction, NumericProfile) else None
+        )
+        self.pred_index = (
+            {c: i for i, c in enumerate(profile.prediction.categories)}
+            if isinstance(profile.prediction, CategoricalProfile)
+            else {}
+        )
+
+
+class _Open:
+    """The counts of the window being filled."""
+
+    def __init__(self, layout: _Layout, start: float, end: float) -> None:
+        self.start, self.end = start, end
+        self.requests = 0
+        self.rows = 0
+        self.errors: dict[str, int] = {}
+        self.latency = LatencyHistogram()
+        self.numeric: NumericCounts = layout.binner.zeros()
+        n_cat = len(layout.categorical)
+        self.cat_counts = [np.zeros(len(f.categories), np.int64) for f in layout.categorical]
+        self.cat_missing = [0] * n_cat
+        self.cat_unseen = [0] * n_cat
+        pred = layout.prediction
+        self.pred = BinCounts([0] * pred.n_bins) if pred is not None else None
+        self.system = SystemStats()
+
+    def empty(self) -> bool:
+        return self.requests == 0 and not self.errors and self.system.samples == 0
+
+    def add_predictions(self, layout: _Layout, p: np.ndarray) -> None:
+        if self.pred is None:
+            return
+        if layout.pred_binner is not None:
+            c = layout.pred_binner.count(p.reshape(-1, 1))
+            self.pred.add(BinCounts(c.bins.tolist(), int(c.missing[0]), int(c.below[0]), int(c.above[0])))
+            return
+        n = len(layout.pred_index)
+        counts = np.zeros(n, np.int64)
+        missing = unseen = 0
+        if p.dtype.kind in "iub" or p.dtype.kind == "f":
+            if p.dtype.kind == "f":
+                nan = np.isnan(p)
+                missing = int(nan.sum())
+                p = p[~nan]
+            p = p.astype(np.int64, copy=False)
+            ok = (p >= 0) & (p < n)
+            counts += np.bincount(p[ok], minlength=n)
+            unseen = int(p.size - int(ok.sum()))
+        else:  # labels given as strings
+            missing, unseen = count_categorical(layout.pred_index, p.tolist(), counts)
+        self.pred.add(BinCounts(counts.tolist(), missing, 0, 0, unseen))
+
+    def to_window(self, layout: _Layout, model: str, end: float) -> Window:
+        features: dict[str, BinCounts] = {}
+        for j, f in enumerate(layout.numeric):
+            features[f.name] = BinCounts(
+                layout.binner.column(self.numeric, j).tolist(),
+                missing=int(self.numeric.missing[j]),
+                below=int(self.numeric.below[j]),
+                above=int(self.numeric.above[j]),
+            )
+        for j, f in enumerate(layout.categorical):
+            features[f.name] = BinCounts(
+                self.cat_counts[j].tolist(), missing=self.cat_missing[j], unseen=self.cat_unseen[j]
+            )
+        pred = None if self.pred is None else BinCounts(**self.pred.to_dict())
+        system = SystemStats(**self.system.to_dict())
+        return Window(
+            model=model,
+            seq=0,
+            start=self.start,
+            end=max(self.start, end),
+            requests=self.requests,
+            rows=self.rows,
+            errors=dict(self.errors),
+            latency=LatencyHistogram(self.latency.buckets),
+            features=features,
+            predictions=pred,
+            system=system,
+        )
+
+
+class Recorder:
+    """Per-window statistics of one model's traffic; safe to call from many threads."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        model_hash: str,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.time,
+        on_window: Callable[[Window], None] | None = None,
+        buffer_rows: int = DEFAULT_BUFFER_ROWS,
+    ) -> None:
+        if not (window_seconds > 0 and math.isfinite(window_seconds)):
+            raise ValueError(f"window_seconds must be a positive number, got {window_seconds!r}")
+        if buffer_rows < 1:
+            raise ValueError(f"buffer_rows must be >= 1, got {buffer_rows}")
+        self.profile = profile
+        self.model_hash = model_hash
+        self.window_seconds = float(window_seconds)
+        self.on_window = on_window
+        self._clock = clock
+        self._buffer_rows = buffer_rows
+        self._layout = _Layout(profile)
+        self._n_num = len(self._layout.numeric)
+        self._n_cat = len(self._layout.categorical)
+        self._lock = threading.Lock()
+        self._open = self._new_window(clock())
+        self._end = self._open.end
+        self._num: list[np.ndarray] = []
+        self._cat: list[Sequence[Sequence[Any]]] = []
+        self._pred: list[np.ndarray] = []
+        self._lat: list[float] = []
+        self._buffered = 0
+
+    # ------------------------------------------------------------------ hot path
+
+    def record(
+        self,
+        numeric: np.ndarray | None,
+        categorical: Sequence[Sequence[Any]] | None,
+        predictions: np.ndarray | None,
+        latency_s: float,
+        requests: int = 1,
+    ) -> None:
+        """Count one request's rows, predictions and latency into the current window.
+
+        ``numeric`` is ``[rows, n_numeric]`` in profile order (``None`` if the model has no
+        numeric feature); ``categorical`` holds one sequence of original values per
+        categorical feature (missing as ``""``/``None``); ``predictions`` holds class
+        indices (classification) or values (regression). The arrays are kept by
+        reference until the next flush: do not modify them after the call.
+        """
+        if numeric is not None and numeric.shape[1] != self._n_num:
+            raise ValueError(f"numeric has {numeric.shape[1]} columns, the profile has {self._n_num}")
+        if (len(categorical) if categorical is not None else 0) != self._n_cat:
+            raise ValueError(f"categorical must hold {self._n_cat} sequences (one per categorical feature)")
+        if predictions is not None:
+            n = len(predictions)
+        elif numeric is not None:
+            n = numeric.shape[0]
+        else:
+            n = len(categorical[0]) if categorical else 0
+        closed = None
+        with self._lock:
+            now = self._clock()
+            if now >= self._end:
+                closed = self._roll_locked(now)
+            w = self._open
+            w.requests += requests
+            w.rows += n
+            if requests == 1:
+                self._lat.append(latency_s)
+            elif requests > 1:
+                self._lat.extend(itertools.repeat(latency_s, requests))
+            if n > self._buffer_rows:
+                self._bin_locked([numeric] if numeric is not None else [], [categorical] if categorical else [],
+                                 [predictions] if predictions is not None else [])
+            else:
+                if numeric is not None:
+                    self._num.append(numeric)
+                if categorical:
+                    self._cat.append(categorical)
+                if predictions is not None:
+                    self._pred.append(predictions)
+                self._buffered += n
+            if self._buffered >= self._buffer_rows or len(self._lat) >= self._buffer_rows:
+                self._flush_locked()
+        if closed is not None:
+            self._emit(closed)
+
+    def record_error(self, kind: str, count: int = 1) -> None:
+        """Count ``count`` failures of ``kind`` (``validation``, ``runtime``): rows that got no
+        prediction (a request that failed as a whole counts as its rows).
+
+        ``requests`` and ``rows`` count only what was predicted, so the error share of a
+        window is ``sum(errors) / (rows + sum(errors))``.
+        """
+        if not _ERROR_KIND.match(kind):
+            raise ValueError(f"error kind must match {_ERROR_KIND.pattern}, got {kind!r}")
+        closed = None
+        with self._lock:
+            now = self._clock()
+            if now >= self._end:
+                closed = self._roll_locked(now)
+            self._open.errors[kind] = self._open.errors.get(kind, 0) + count
+        if closed is not None:
+            self._emit(closed)
+
+    # ------------------------------------------------------------------ window life
+
+    def add_system(self, stats: SystemStats) -> None:
+        """Add system samples (psutil) to the current window."""
+        with self._lock:
+            self._open.system.add(stats)
+
+    def roll(self, now: float | None = None) -> Window | None:
+        """Close the current window if its time is up; returns (and emits) the closed window."""
+        closed = None
+        with self._lock:
+            now = self._clock() if now is None else now
+            if now >= self._end:
+                closed = self._roll_locked(now)
+        if closed is not None:
+            self._emit(closed)
+        return closed
+
+    def close(self, now: float | None = None) -> Window | None:
+        """Close the current window now (shutdown), ending it at ``now``; returns and emits it."""
+        with self._lock:
+            now = self._clock() if now is None else now
+            closed = self._roll_locked(now, end=min(now, self._open.end))
+        if closed is not None:
+            self._emit(closed)
+        return closed
+
+    def snapshot(self) -> Window | None:
+        """A copy of the current, still open window (``None`` if nothing was recorded yet)."""
+        with self._lock:
+            self._flush_locked()
+            if self._open.empty():
+                return None
+            return self._open.to_window(self._layout, self.model_hash, min(self._clock(), self._open.end))
+
+    @property
+    def window_end(self) -> float:
+        return self._end
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_window(self, now: float) -> _Open:
+        start = math.floor(now / self.window_seconds) * self.window_seconds
+        return _Open(self._layout, start, start + self.window_seconds)
+
+    def _roll_locked(self, now: float, end: float | None = None) -> Window | None:
+        self._flush_locked()
+        old = self._open
+        closed = None if old.empty() else old.to_window(self._layout, self.model_hash, old.end if end is None else end)
+        self._open = self._new_window(now)
+        self._end = self._open.end
+        return closed
+
+    def _flush_locked(self) -> None:
+        if self._num or self._cat or self._pred:
+            self._bin_locked(self._num, self._cat, self._pred)
+            self._num, self._cat, self._pred = [], [], []
+        self._buffered = 0
+        if self._lat:
+            self._open.latency.add_array(self._lat)
+            self._lat = []
+
+    def _bin_locked(
+        self,
+        num: list[np.ndarray],
+        cat: list[Sequence[Sequence[Any]]],
+        pred: list[np.ndarray],
+    ) -> None:
+        w, layout = self._open, self._layout
+        if num and self._n_num:
+            w.numeric.add(layout.binner.count(num[0] if len(num) == 1 else np.concatenate(num)))
+        for j in range(self._n_cat):
+            values = itertools.chain.from_iterable(c[j] for c in cat)
+            missing, unseen = count_categorical(layout.cat_index[j], values, w.cat_counts[j])
+            w.cat_missing[j] += missing
+            w.cat_unseen[j] += unseen
+        if pred:
+            arrays = [np.asarray(p).ravel() for p in pred]
+            w.add_predictions(layout, arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+
+    def _emit(self, window: Window) -> None:
+        if self.on_window is None:
+            return
+        try:
+            self.on_window(window)
+        except Exception:  # recording must never break a prediction
+            log.exception("telemetry window %s..%s could not be stored", window.start, window.end)

@@ -1,0 +1,54 @@
+"""The vectorised counting equals the profile's one binning rule, value for value."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlpack.monitor_agent._binning import NumericBinner, count_categorical
+from mlpack.monitor_agent.histogram import LatencyHistogram
+from mlpack.monitor_agent.profile import NumericProfile, bin_categorical, bin_numeric, numeric_profile
+
+
+def _profiles(rng: np.random.Generator) -> list[NumericProfile]:
+    return [
+        numeric_profile("normal", rng.normal(size=500)),
+        numeric_profile("few", rng.integers(0, 3, 500).astype(float)),  # ties: fewer edges
+        numeric_profile("empty", np.full(10, np.nan)),  # no edges, no range
+        numeric_profile("wide", rng.exponential(5, 500), bins=25),
+    ]
+
+
+def test_numeric_binner_matches_bin_numeric_per_column() -> None:
+    rng = np.random.default_rng(1)
+    profiles = _profiles(rng)
+    binner = NumericBinner(profiles)
+    for rows in (1, 7, 3000, 5000):  # 5000 > one chunk
+        x = rng.normal(scale=4, size=(rows, len(profiles)))
+        x[rng.random(x.shape) < 0.1] = np.nan
+        x[0, 0] = np.inf
+        x[-1, 1] = -np.inf
+        x[rows // 2, 3] = profiles[3].edges[4]  # exactly on an edge: goes right
+        got = binner.count(x)
+        for j, p in enumerate(profiles):
+            want = bin_numeric(np.array(p.edges), x[:, j], p.min, p.max)
+            assert binner.column(got, j).tolist() == want.counts.tolist(), (rows, p.name)
+            assert (got.missing[j], got.below[j], got.above[j]) == (want.missing, want.below, want.above)
+
+
+def test_count_categorical_matches_bin_categorical() -> None:
+    index = {"blue": 0, "red": 1}
+    values = ["blue", "red", "", None, float("nan"), "green", "blue", 3, "red", "red"]
+    counts = np.zeros(2, np.int64)
+    missing, unseen = count_categorical(index, values, counts)
+    want = bin_categorical(index, values)
+    assert counts.tolist() == want.counts.tolist() == [2, 3]
+    assert (missing, unseen) == (want.missing, want.unseen) == (3, 2)
+
+
+def test_histogram_add_array_matches_add_many() -> None:
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.lognormal(-9, 2, 5000), [0.0, 1e-9, 1e-7, 2.5]])
+    a, b = LatencyHistogram(), LatencyHistogram()
+    a.add_many(values.tolist())
+    b.add_array(values)
+    assert a == b and a.count == values.size

@@ -1,0 +1,153 @@
+"""Recorder: windows by clock, exact counts, mergeability, flat buffers, never breaking predict."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from mlpack.monitor_agent.profile import Profile, bin_categorical, bin_numeric
+from mlpack.monitor_agent.recorder import Recorder
+from mlpack.monitor_agent.wire import Window, merge_windows
+
+from .conftest import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
+
+
+def _recorder(profile: Profile, clock: FakeClock, sink: list[Window], **kw: object) -> Recorder:
+    return Recorder(profile, MODEL_HASH, window_seconds=60, clock=clock, on_window=sink.append, **kw)
+
+
+def test_counts_equal_binning_raw_rows(profile: Profile, clock: FakeClock) -> None:
+    sink: list[Window] = []
+    rec = _recorder(profile, clock, sink, buffer_rows=64)
+    rng = np.random.default_rng(3)
+    parts = [traffic(rng, n) for n in (1, 1, 5, 63, 200, 1)]  # single rows, a batch > buffer
+    for num, cat, pred in parts:
+        rec.record(num, cat, pred, 0.001)
+    rec.record_error("validation", 2)
+    window = rec.close()
+    assert window is not None and sink == [window]
+    num = np.concatenate([p[0] for p in parts])
+    colours = [c for p in parts for c in p[1][0]]
+    preds = np.concatenate([p[2] for p in parts])
+    assert (window.requests, window.rows, window.errors) == (6, num.shape[0], {"validation": 2})
+    for j, name in enumerate(["age", "income", "score"]):
+        f = profile.feature(name)
+        want = bin_numeric(np.array(f.edges), num[:, j], f.min, f.max)
+        got = window.features[name]
+        assert got.bins == want.counts.tolist()
+        assert (got.missing, got.below, got.above) == (want.missing, want.below, want.above)
+    colour = profile.feature("colour")
+    want_c = bin_categorical({c: i for i, c in enumerate(colour.categories)}, colours)
+    assert window.features["colour"].bins == want_c.counts.tolist()
+    assert (window.features["colour"].missing, window.features["colour"].unseen) == (want_c.missing, want_c.unseen)
+    assert window.features["colour"].unseen > 0 and window.features["colour"].missing > 0
+    assert window.predictions is not None
+    assert window.predictions.bins == np.bincount(preds, minlength=3).tolist()
+    assert window.latency.count == 6
+
+
+def test_windows_are_aligned_and_roll_with_the_clock(profile: Profile, clock: FakeClock) -> None:
+    sink: list[Window] = []
+    clock.now = T0 + 30
+    rec = _recorder(profile, clock, sink)
+    rng = np.random.default_rng(4)
+    rec.record(*traffic(rng, 2), 0.002)
+    clock.advance(29.9)
+    assert rec.roll() is None and sink == []
+    clock.advance(0.1)  # T0 + 60: the first window is due
+    rec.record(*traffic(rng, 3), 0.002)
+    assert [(w.start, w.end, w.rows) for w in sink] == [(T0, T0 + 60, 2)]
+    clock.advance(600)  # idle: no empty windows are produced for the gap
+    closed = rec.roll()
+    assert closed is not None and (closed.start, closed.end, closed.rows) == (T0 + 60, T0 + 120, 3)
+    assert rec.roll() is None and len(sink) == 2
+
+
+def test_windows_merge_to_the_window_of_combined_traffic(profile: Profile, clock: FakeClock) -> None:
+    rng = np.random.default_rng(5)
+    batches = [traffic(rng, n) for n in (3, 50, 1, 700, 9)]
+    lat = [0.001, 0.02, 0.0004, 0.3, 0.005]
+    split: list[Window] = []
+    rec = _recorder(profile, clock, split, buffer_rows=32)
+    for b, latency in zip(batches, lat):
+        rec.record(*b, latency)
+        rec.add_system(fixed_sampler())
+        clock.advance(60)
+    rec.close()
+    whole: list[Window] = []
+    rec2 = _recorder(profile, FakeClock(), whole, buffer_rows=10_000)
+    for b, latency in zip(batches, lat):
+        rec2.record(*b, latency)
+        rec2.add_system(fixed_sampler())
+    rec2.close()
+    assert len(split) == 5 and len(whole) == 1
+    merged, one = merge_windows(split).to_dict(), whole[0].to_dict()
+    for key in ("requests", "rows", "errors", "latency", "features", "predictions", "system"):
+        assert merged[key] == one[key], key
+
+
+def test_memory_stays_flat_for_large_batches(profile: Profile, clock: FakeClock) -> None:
+    rec = _recorder(profile, clock, [], buffer_rows=128)
+    rng = np.random.default_rng(6)
+    num, cat, pred = traffic(rng, 20_000)
+    rec.record(num, cat, pred, 0.05)
+    assert rec._buffered == 0 and not rec._num  # binned directly, nothing kept
+    for _ in range(1000):
+        rec.record(num[:1], [cat[0][:1]], pred[:1], 1e-5)
+    assert rec._buffered < 128 and len(rec._num) < 128
+    snap = rec.snapshot()
+    assert snap is not None and snap.rows == 21_000
+
+
+def test_regression_predictions_use_prediction_bins(clock: FakeClock) -> None:
+    from mlpack.monitor_agent.profile import build_profile
+
+    rng = np.random.default_rng(7)
+    prof = build_profile([("x", "numeric", rng.normal(size=300))], prediction=("numeric", rng.normal(size=300), None))
+    sink: list[Window] = []
+    rec = Recorder(prof, MODEL_HASH, clock=clock, on_window=sink.append)
+    values = np.array([np.nan, -100.0, 0.0, 100.0])
+    rec.record(rng.normal(size=(4, 1)), [], values, 0.001)
+    w = rec.close()
+    assert w is not None and w.predictions is not None
+    p = prof.prediction
+    want = bin_numeric(np.array(p.edges), values, p.min, p.max)
+    assert w.predictions.bins == want.counts.tolist()
+    assert (w.predictions.missing, w.predictions.below, w.predictions.above) == (1, 1, 1)
+
+
+def test_bad_calls_are_refused_but_storage_failures_never_reach_predict(profile: Profile, clock: FakeClock) -> None:
+    def broken(_: Window) -> None:
+        raise OSError("disk full")
+
+    rec = Recorder(profile, MODEL_HASH, clock=clock, on_window=broken)
+    rng = np.random.default_rng(8)
+    num, cat, pred = traffic(rng, 2)
+    with pytest.raises(ValueError, match="numeric has 2 columns, the profile has 3"):
+        rec.record(num[:, :2], cat, pred, 0.001)
+    with pytest.raises(ValueError, match="error kind"):
+        rec.record_error("Bad Kind")
+    rec.record(num, cat, pred, 0.001)
+    clock.advance(120)
+    rec.record(num, cat, pred, 0.001)  # closes a window into a failing sink: logged, not raised
+
+
+def test_concurrent_recording_loses_nothing(profile: Profile, clock: FakeClock) -> None:
+    sink: list[Window] = []
+    rec = _recorder(profile, clock, sink, buffer_rows=16)
+    num, cat, pred = traffic(np.random.default_rng(9), 1)
+
+    def work() -> None:
+        for _ in range(2000):
+            rec.record(num, cat, pred, 1e-5)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    w = rec.close()
+    assert w is not None and (w.requests, w.rows, w.latency.count) == (8000, 8000, 8000)
+    assert sum(w.features["colour"].bins) + w.features["colour"].missing + w.features["colour"].unseen == 8000
