@@ -63,6 +63,7 @@ __all__ = [
     "write_bundle",
     "read_manifest",
     "verify_files",
+    "check_file",
 ]
 
 MANIFEST_FORMAT = "mlpack.manifest/1"
@@ -222,10 +223,18 @@ def verify_files(manifest: Manifest, read: Any, where: str) -> None:
     ``read(name) -> bytes`` fetches a file (raising ``FileNotFoundError`` when absent), so
     the same check serves a folder and an archive. Errors name the file at fault.
     """
-    for name, digest in sorted(manifest.files.items()):
+    for name in sorted(manifest.files):
         try:
             data = read(name)
         except FileNotFoundError:
             raise IntegrityError(f"{where}: file {name} listed in the manifest is missing") from None
-        if sha256_bytes(data) != digest:
-            raise IntegrityError(f"{where}: file {name} does not match its sha256 in the manifest (tampered or corrupt)")
+        check_file(manifest, name, data, where)
+
+
+def check_file(manifest: Manifest, name: str, data: bytes, where: str) -> None:
+    """Check one file's bytes against its digest (for a file read again after verification)."""
+    digest = manifest.files.get(name)
+    if digest is None:
+        raise IntegrityError(f"{where}: file {name} is not listed in the manifest")
+    if sha256_bytes(data) != digest:
+        raise IntegrityError(f"{where}: file {name} does not match its sha256 in the manifest (tampered or corrupt)")

@@ -1,0 +1,39 @@
+"""Outputs as text: float32 results written with the fewest digits that read back exactly.
+
+onnxruntime returns float32; ``float(np.float32(0.1))`` is 0.10000000149011612, which
+is noise to a reader and bytes on the wire. numpy's shortest round-trip repr of the
+float32 value ("0.1") is exact and deterministic, so CSV and JSON use it. NaN and
+infinities (a model fed a missing value it cannot handle) become ``null`` in JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["float_texts", "json_floats", "error_record"]
+
+
+def float_texts(values: np.ndarray) -> list[Any]:
+    """Shortest round-trip text of each value (nested lists for 2-D input)."""
+    return values.astype(str).tolist()  # type: ignore[no-any-return]
+
+
+def _number(text: str) -> float | None:
+    x = float(text)
+    return x if math.isfinite(x) else None
+
+
+def json_floats(values: np.ndarray) -> list[Any]:
+    """Values as JSON-ready floats (shortest float32 repr; non-finite -> ``None``)."""
+    texts = float_texts(values)
+    if values.ndim == 1:
+        return [_number(t) for t in texts]
+    return [[_number(t) for t in row] for row in texts]
+
+
+def error_record(error: Any) -> dict[str, Any]:
+    """An :class:`~mlpack.errors.InputError` as JSON: message, row and field."""
+    return {"error": str(error), "row": error.row, "field": error.field}

@@ -1,0 +1,182 @@
+"""Open a bundle (a folder, or a .tar/.tar.gz/.zip archive of one) and prove it intact.
+
+:meth:`Bundle.verify` is the one integrity check on the device: every runtime entry
+point (Python API, ``predict``, ``serve``, ``verify``) goes through it before the model
+is used. When signatures land (``manifest.sig`` next to ``manifest.json``), checking
+the signature over the manifest's bytes belongs at the top of ``verify``: the digests
+below it then cover every other file.
+
+Files read during verification are kept until first :meth:`Bundle.read`, so the model
+handed to onnxruntime is the very bytes that were hashed (no re-read between check and
+use); a second read re-checks the digest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlpack.errors import BundleError
+from mlpack.monitor_agent.profile import Profile
+from mlpack.runtime.golden import Golden
+from mlpack.runtime.manifest import MANIFEST_NAME, Manifest, check_file, read_manifest, verify_files
+
+__all__ = ["Bundle", "ARCHIVE_SUFFIXES"]
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+class Bundle:
+    """A bundle's manifest plus verified access to its files."""
+
+    def __init__(self, location: str, manifest: Manifest, read_raw: Callable[[str], bytes]) -> None:
+        self.location = location
+        self.manifest = manifest
+        self._read_raw = read_raw
+        self._verified: dict[str, bytes] = {}
+        self._checked = False
+        onnx_file = manifest.data["onnx"].get("file") if isinstance(manifest.data["onnx"], dict) else None
+        if onnx_file not in manifest.files:
+            raise BundleError(f"{location}/{MANIFEST_NAME}: onnx.file {onnx_file!r} is not listed in 'files'")
+        self.model_file: str = onnx_file
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+        """Open the bundle at ``path`` and, unless told otherwise, verify it."""
+        p = Path(path)
+        if p.is_dir():
+            bundle = cls(str(p), read_manifest(p), _folder_reader(p))
+        elif p.is_file():
+            bundle = _open_archive(p)
+        else:
+            raise BundleError(f"{p}: no such bundle (expected a folder or {', '.join(ARCHIVE_SUFFIXES)})")
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Check every file of the bundle against the manifest; raise ``IntegrityError`` naming the file."""
+        seen: dict[str, bytes] = {}
+
+        def read(name: str) -> bytes:
+            seen[name] = self._read_raw(name)
+            return seen[name]
+
+        verify_files(self.manifest, read, self.location)
+        self._verified = seen
+        self._checked = True
+
+    @property
+    def verified(self) -> bool:
+        return self._checked
+
+    def read(self, name: str) -> bytes:
+        """The bytes of bundle file ``name``, proven against the manifest's digest."""
+        data = self._verified.pop(name, None)
+        if data is None:
+            try:
+                data = self._read_raw(name)
+            except FileNotFoundError:
+                raise BundleError(f"{self.location}: file {name} is missing") from None
+            check_file(self.manifest, name, data, self.location)
+        return data
+
+    def read_json(self, name: str) -> Any:
+        try:
+            return json.loads(self.read(name))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{self.location}/{name}: not valid JSON ({exc})") from None
+
+    def profile(self) -> Profile | None:
+        """The reference profile, or ``None`` when the bundle ships none."""
+        if "profile.json" not in self.manifest.files:
+            return None
+        return Profile.from_dict(self.read_json("profile.json"), f"{self.location}/profile.json")
+
+    def golden(self) -> Golden | None:
+        """The golden probe set, or ``None`` when the bundle ships none."""
+        if "golden.json" not in self.manifest.files:
+            return None
+        return Golden.parse(self.read("golden.json"), f"{self.location}/golden.json")
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.location!r}, {self.manifest.name} {self.manifest.version})"
+
+
+def _folder_reader(folder: Path) -> Callable[[str], bytes]:
+    def read(name: str) -> bytes:
+        try:
+            return (folder / name).read_bytes()
+        except IsADirectoryError:
+            raise FileNotFoundError(name) from None
+        except PermissionError as exc:
+            raise BundleError(f"{folder / name}: cannot read ({exc.strerror})") from None
+
+    return read
+
+
+def _open_archive(path: Path) -> Bundle:
+    """Read an archive's regular files into memory (no extraction, so no path tricks)."""
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        members = _zip_members(path)
+    elif name.endswith((".tar", ".tar.gz", ".tgz")):
+        members = _tar_members(path)
+    else:
+        raise BundleError(f"{path}: not a bundle folder or archive ({', '.join(ARCHIVE_SUFFIXES)})")
+    prefix = _bundle_prefix(members, path)
+    files = {k[len(prefix) :]: v for k, v in members.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]}
+    manifest = Manifest.parse(files[MANIFEST_NAME], f"{path}:{prefix}{MANIFEST_NAME}")
+
+    def read(member: str) -> bytes:
+        try:
+            return files[member]
+        except KeyError:
+            raise FileNotFoundError(member) from None
+
+    return Bundle(str(path), manifest, read)
+
+
+def _bundle_prefix(members: dict[str, bytes], path: Path) -> str:
+    """``manifest.json`` at the archive's root or inside exactly one top-level folder."""
+    if MANIFEST_NAME in members:
+        return ""
+    tops = [k[: -len(MANIFEST_NAME)] for k in members if k.endswith("/" + MANIFEST_NAME) and k.count("/") == 1]
+    if len(tops) != 1:
+        raise BundleError(f"{path}: archive holds no single bundle (no manifest.json at its top)")
+    return tops[0]
+
+
+def _corrupt(path: Path, exc: BaseException) -> BundleError:
+    return BundleError(f"{path}: unreadable or corrupt archive ({exc.__class__.__name__}: {exc})")
+
+
+def _zip_members(path: Path) -> dict[str, bytes]:
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _tar_members(path: Path) -> dict[str, bytes]:
+    import tarfile
+    import zlib
+
+    out: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for member in tf:
+                if member.isfile():
+                    fh = tf.extractfile(member)
+                    if fh is not None:
+                        out[member.name.removeprefix("./")] = fh.read()
+    except (OSError, EOFError, ValueError, tarfile.TarError, zlib.error) as exc:
+        raise _corrupt(path, exc) from None
+    return out

@@ -1,0 +1,351 @@
+"""A verified model ready to predict: validation in front of one onnxruntime session.
+
+Three ways in, for three kinds of caller:
+
+* :meth:`Model.predict` / :meth:`Model.predict_proba` — one row (a dict, a list in
+  manifest order, a 1-D array) gives one answer; a batch (a list of rows, a 2-D array)
+  gives an array. Any invalid row raises :class:`~mlpack.errors.InputError`.
+* :meth:`Model.predict_one` — one row as a :class:`Prediction` with class names.
+* :meth:`Model.predict_rows` — a batch that never raises for bad rows: the good ones are
+  predicted, the bad ones come back as errors (what ``predict`` on the CLI and ``serve``
+  use).
+
+A single all-numeric row skips the general validator (see ``Schema.fast_row``) and the
+recorder hook costs nothing when no recorder is set: together they keep a single-row
+call within a microsecond or so of a bare ``InferenceSession.run``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from mlpack.errors import BundleError, InferenceError, InputError
+from mlpack.runtime._format import error_record, json_floats
+from mlpack.runtime._signature import Signature, bind
+from mlpack.runtime.bundle import Bundle
+from mlpack.runtime.manifest import Manifest
+from mlpack.runtime.schema import Batch, Schema
+from mlpack.runtime.session import create_session, runner
+
+__all__ = ["Recorder", "Prediction", "BatchResult", "Model", "open_model"]
+
+T = TypeVar("T")
+
+
+class Recorder(Protocol):
+    """What the monitoring agent receives after every predict call (see the runtime brief)."""
+
+    def record(
+        self,
+        numeric: np.ndarray | None,
+        categorical: list[Sequence[str]],
+        predictions: np.ndarray,
+        latency_s: float,
+        requests: int = 1,
+    ) -> None: ...
+
+    def record_error(self, kind: str, count: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One row's answer: a label with per-class probabilities, or a regression value."""
+
+    label: Any = None
+    probabilities: dict[Any, float] | None = None
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.value is not None:
+            return {"value": self.value}
+        return {"label": self.label, "probabilities": {str(k): v for k, v in (self.probabilities or {}).items()}}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Outputs for the valid rows of a batch plus one error per invalid row.
+
+    ``ok`` holds the positions of the predicted rows (ascending); ``labels``,
+    ``probabilities`` (columns in ``classes`` order) and ``values`` cover those rows.
+    """
+
+    size: int
+    ok: np.ndarray
+    errors: list[InputError]
+    classes: tuple[Any, ...]
+    labels: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    @property
+    def predicted(self) -> int:
+        return int(self.ok.size)
+
+    def prediction(self, k: int) -> Prediction:
+        """The :class:`Prediction` of the ``k``-th predicted row (not the ``k``-th input row)."""
+        if self.values is not None:
+            return Prediction(value=float(self.values[k]))
+        assert self.labels is not None and self.probabilities is not None
+        return Prediction(
+            label=_plain(self.labels[k]),
+            probabilities=dict(zip(self.classes, self.probabilities[k].tolist())),
+        )
+
+    def __iter__(self) -> Iterator[Prediction | InputError]:
+        """Every input row in input order: its prediction, or the error that stopped it."""
+        return self.in_order(self.prediction(k) for k in range(self.ok.size))
+
+    def records(self) -> list[dict[str, Any]]:
+        """JSON-ready outputs in input order: ``{"label", "probabilities"}`` or ``{"value"}``,
+        and ``{"error", "row", "field"}`` for a row that failed validation."""
+        outs: Iterator[dict[str, Any]]
+        if self.values is not None:
+            outs = ({"value": v} for v in json_floats(self.values))
+        else:
+            assert self.labels is not None and self.probabilities is not None
+            names = [str(c) for c in self.classes]
+            outs = (
+                {"label": label, "probabilities": dict(zip(names, p))}
+                for label, p in zip(self.labels.tolist(), json_floats(self.probabilities))
+            )
+        return [x if isinstance(x, dict) else error_record(x) for x in self.in_order(outs)]
+
+    def in_order(self, outputs: Iterable[T]) -> Iterator[T | InputError]:
+        """Merge per-predicted-row ``outputs`` with the errors, in input row order."""
+        errors = iter(self.errors)
+        ok = iter(self.ok.tolist())
+        next_ok = next(ok, None)
+        out = iter(outputs)
+        for pos in range(self.size):
+            if pos == next_ok:
+                yield next(out)
+                next_ok = next(ok, None)
+            else:
+                yield next(errors)
+
+
+class Model:
+    """A bundle's model behind input validation; thread-safe, session created once."""
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None, recorder: Recorder | None = None) -> None:
+        if not bundle.verified:
+            bundle.verify()
+        self.bundle = bundle
+        self.manifest: Manifest = bundle.manifest
+        self.schema = Schema(self.manifest.features)
+        where = f"{bundle.location}/{bundle.model_file}"
+        if self.manifest.layout == "matrix" and not self.schema.all_numeric:
+            raise BundleError(f"{bundle.location}/manifest.json: input.layout 'matrix' needs numeric features only")
+        session = create_session(bundle.read(bundle.model_file), where, threads)
+        self._sig: Signature = bind(self.manifest, session, where)
+        self._run = runner(session)
+        self._session = session
+        self.classes: tuple[Any, ...] = tuple(self.manifest.classes)
+        self._class_pos = {c: i for i, c in enumerate(self.classes)}
+        self._classifier = self.manifest.task != "regression"
+        self._outputs = self._sig.outputs
+        self._matrix_input = self._sig.matrix_input  # input name when one float32 matrix feeds the model
+        self._recorder = recorder
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest.content_hash
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.schema.names
+
+    @property
+    def threads(self) -> int:
+        return int(self._session.get_session_options().intra_op_num_threads)
+
+    # ------------------------------------------------------------------ strict API
+
+    def predict(self, X: Any) -> Any:
+        """Labels (classification) or values (regression): one for a row, an array for a batch."""
+        if self._recorder is None and self._matrix_input is not None:
+            x = self.schema.fast_row(X)
+            if x is not None:
+                try:
+                    out = self._run(self._outputs, {self._matrix_input: x}, None)
+                except Exception as exc:
+                    raise _inference_failed(exc, 1) from None
+                return out[0].item() if self._classifier else float(out[0].item())
+        result, single = self._strict(X)
+        if self._classifier:
+            assert result.labels is not None
+            return _plain(result.labels[0]) if single else result.labels
+        assert result.values is not None
+        return float(result.values[0]) if single else result.values
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in :attr:`classes` order: ``[C]`` for a row, ``[N, C]`` for a batch."""
+        if not self._classifier:
+            raise TypeError(f"model {self.name!r} is a regression model: it has no class probabilities")
+        if self._recorder is None and self._matrix_input is not None:
+            x = self.schema.fast_row(X)
+            if x is not None:
+                try:
+                    out = self._run(self._outputs, {self._matrix_input: x}, None)
+                except Exception as exc:
+                    raise _inference_failed(exc, 1) from None
+                return out[1][0]
+        result, single = self._strict(X)
+        assert result.probabilities is not None
+        return result.probabilities[0] if single else result.probabilities
+
+    def predict_one(self, row: Any) -> Prediction:
+        """One row as a :class:`Prediction` (label and probabilities by class name, or value)."""
+        if not _is_single(row):
+            raise InputError("predict_one takes one row (a dict, a list of values or a 1-D array), got a batch")
+        return self._strict(row)[0].prediction(0)
+
+    # ------------------------------------------------------------------ tolerant API
+
+    def predict_rows(self, rows: Any, start: int = 0) -> BatchResult:
+        """Predict every valid row of a batch; invalid rows come back as errors (never raised).
+
+        Rows are numbered from ``start`` in errors. A 2-D numeric array is validated as a
+        whole; anything else is a sequence of rows.
+        """
+        t0 = time.perf_counter() if self._recorder is not None else 0.0
+        batch = self._validate(rows, start)
+        return self._infer(batch, t0)
+
+    def predict_batch(self, batch: Batch) -> BatchResult:
+        """Predict an already validated :class:`Batch` (e.g. columns from a CSV reader)."""
+        return self._infer(batch, time.perf_counter() if self._recorder is not None else 0.0)
+
+    # ------------------------------------------------------------------ internals
+
+    def _validate(self, rows: Any, start: int | None) -> Batch:
+        if isinstance(rows, np.ndarray):
+            if rows.ndim == 2:
+                batch = self.schema.matrix(rows, start)
+                if self._recorder is not None and batch.numeric is not None and np.shares_memory(batch.numeric, rows):
+                    # The recorder keeps arrays until its next flush: never hand it the caller's buffer.
+                    batch = replace(batch, numeric=batch.numeric.copy())
+                return batch
+            if rows.ndim != 1:
+                raise InputError(f"expected a 1-D array (one row) or a 2-D array (a batch), got {rows.ndim}-D")
+        elif isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
+            raise InputError(
+                "expected a row (an object, a list of values, a 1-D array) or a batch"
+                f" (a list of rows, a 2-D array), got {type(rows).__name__}"
+            )
+        return self.schema.rows(rows, start)
+
+    def _strict(self, X: Any) -> tuple[BatchResult, bool]:
+        t0 = time.perf_counter() if self._recorder is not None else 0.0
+        single = _is_single(X)
+        batch = self._validate([X] if single else X, None if single else 0)
+        if batch.errors:
+            if self._recorder is not None:
+                self._recorder.record_error("validation", len(batch.errors))
+            raise batch.errors[0]
+        return self._infer(batch, t0), single
+
+    def _infer(self, batch: Batch, t0: float) -> BatchResult:
+        recorder = self._recorder
+        if recorder is not None and batch.errors:
+            recorder.record_error("validation", len(batch.errors))
+        if batch.rows == 0:
+            return self._empty(batch)
+        try:
+            out = self._run(self._outputs, self._feeds(batch), None)
+        except Exception as exc:
+            if recorder is not None:
+                recorder.record_error("runtime", batch.rows)
+            raise _inference_failed(exc, batch.rows) from None
+        if self._classifier:
+            result = BatchResult(batch.size, batch.ok, batch.errors, self.classes, labels=out[0], probabilities=out[1])
+        else:
+            result = BatchResult(batch.size, batch.ok, batch.errors, self.classes, values=out[0].reshape(-1))
+        if recorder is not None:
+            recorder.record(batch.numeric, batch.categorical, self._prediction_codes(result), time.perf_counter() - t0)
+        return result
+
+    def _feeds(self, batch: Batch) -> dict[str, np.ndarray]:
+        if self._matrix_input is not None:
+            return {self._matrix_input: batch.numeric}
+        feeds: dict[str, np.ndarray] = {}
+        names = self.schema.names
+        if batch.numeric is not None:
+            for j, i in enumerate(self.schema.numeric):
+                feeds[names[i]] = np.ascontiguousarray(batch.numeric[:, j : j + 1])
+        for k, i in enumerate(self.schema.categorical):
+            column = np.empty((batch.rows, 1), dtype=object)
+            column[:, 0] = batch.fed[k]
+            feeds[names[i]] = column
+        return feeds
+
+    def _empty(self, batch: Batch) -> BatchResult:
+        if self._classifier:
+            return BatchResult(
+                batch.size,
+                batch.ok,
+                batch.errors,
+                self.classes,
+                labels=np.array([], dtype=self._sig.label_dtype),
+                probabilities=np.zeros((0, len(self.classes)), dtype=np.float32),
+            )
+        return BatchResult(batch.size, batch.ok, batch.errors, self.classes, values=np.zeros(0, dtype=np.float32))
+
+    def _prediction_codes(self, result: BatchResult) -> np.ndarray:
+        """Class indices (classification) or values (regression), as the recorder wants them."""
+        if result.values is not None:
+            return result.values
+        assert result.labels is not None
+        pos = self._class_pos
+        return np.fromiter((pos[v] for v in result.labels.tolist()), dtype=np.int64, count=result.labels.size)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.version!r}, task={self.task!r})"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (labels from an object array already are)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_single(X: Any) -> bool:
+    """A dict, a 1-D array or a flat list of values is one row; a list of rows is a batch."""
+    if isinstance(X, Mapping):
+        return True
+    if isinstance(X, np.ndarray):
+        return X.ndim == 1
+    if isinstance(X, (list, tuple)):
+        return bool(X) and not isinstance(X[0], (Mapping, list, tuple, np.ndarray))
+    return False
+
+
+def _inference_failed(exc: BaseException, rows: int) -> InferenceError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return InferenceError(f"onnxruntime failed on {rows} row{'s' if rows != 1 else ''}: {text}")
+
+
+def open_model(
+    path: str | os.PathLike[str], *, threads: int | None = None, recorder: Recorder | None = None
+) -> Model:
+    """Open, verify and load the bundle at ``path`` (a folder or an archive)."""
+    return Model(Bundle.open(path), threads=threads, recorder=recorder)

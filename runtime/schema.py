@@ -1,0 +1,395 @@
+"""Input validation: the manifest's features turned into converters, worked out once at load.
+
+Rows arrive as dicts (feature -> value), lists in manifest order, numpy arrays, or
+columns of strings straight from a CSV file. Every form ends up as a :class:`Batch`:
+the valid rows as ONNX-ready arrays, plus one :class:`~mlpack.errors.InputError` per
+invalid row naming the row and the field. A bad row never loses the good ones.
+
+Rules (the same for every form):
+
+* numeric features take numbers; strings are parsed as numbers (CSV); booleans,
+  lists and objects are the wrong type; values must be finite and fit float32;
+* categorical features take strings (integers are accepted as their decimal text);
+  a category not in the manifest is an error, or missing, per the feature's ``unseen``;
+* ``None``, NaN and the empty string are *missing*: allowed only on nullable features
+  (fed to ONNX as NaN, or as ``""`` for a categorical);
+* every feature must be present and nothing else may be.
+
+Validation is column-wise (one numpy conversion per feature, a Python loop only for a
+column holding something unusual), and a single all-numeric row has a fast path
+(:meth:`Schema.fast_row`) because its whole budget is about a microsecond.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from itertools import chain
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlpack.errors import InputError
+from mlpack.runtime.manifest import Feature
+
+__all__ = ["Batch", "Schema", "row_error"]
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_PLAIN_NUMBERS = frozenset({float, int, type(None), np.float64, np.float32, np.int64, np.int32})
+_MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated rows, ready for onnxruntime.
+
+    ``ok`` holds the positions (within the request) of the rows that passed, ascending;
+    the arrays below cover those rows only. ``categorical`` keeps the values as sent
+    (``""`` for missing) so unseen categories can still be counted; ``fed`` is what the
+    model sees (an unseen category under policy ``missing`` becomes ``""``).
+    """
+
+    size: int
+    ok: np.ndarray
+    errors: list[InputError]
+    numeric: np.ndarray | None
+    categorical: list[Sequence[str]]
+    fed: list[Sequence[str]]
+
+    @property
+    def rows(self) -> int:
+        return int(self.ok.size)
+
+
+def row_error(row: int | None, field: str | None, what: str, name_field: bool = True) -> InputError:
+    """An ``InputError`` whose message starts with the row number and the field, when known."""
+    where = ("" if row is None else f"row {row}: ") + (f"field {field!r}: " if field is not None and name_field else "")
+    return InputError(where + what, row=row, field=field)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
+
+
+class Schema:
+    """Converters for one model's input features (manifest order)."""
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.features = tuple(features)
+        self.names = tuple(f.name for f in self.features)
+        self.width = len(self.names)
+        self._nameset = frozenset(self.names)
+        self.numeric = tuple(i for i, f in enumerate(self.features) if f.kind == "numeric")
+        self.categorical = tuple(i for i, f in enumerate(self.features) if f.kind == "categorical")
+        self.all_numeric = not self.categorical
+        self._categories = {i: frozenset(self.features[i].categories) for i in self.categorical}
+        # Numeric columns where missing is an error (a mask over the numeric block).
+        self._strict = np.array([not self.features[i].nullable for i in self.numeric], dtype=bool)
+        self._blank: tuple[Any, ...] = (None,) * self.width
+        self._values = _getter(self.names)
+        self._numeric_values = _getter(self.numeric)
+
+    # ------------------------------------------------------------------ single row
+
+    def fast_row(self, row: Any) -> np.ndarray | None:
+        """A ``[1, F]`` float32 array for a plainly valid all-numeric row, else ``None``.
+
+        ``None`` means "take the full path" (which explains any problem), never "invalid".
+        Finite check: if the sum of squares is finite, so is every value (a square of inf
+        stays inf, NaN propagates); one dot product replaces a per-value test, and the rare
+        false alarm (an overflowing sum) only sends the row down the exact path.
+        """
+        if type(row) is np.ndarray:
+            if row.ndim != 1 or row.shape[0] != self.width or row.dtype.kind != "f":
+                return None
+            x = row if row.dtype == np.float32 else row.astype(np.float32)
+        elif type(row) is dict:
+            if len(row) != self.width:
+                return None
+            try:
+                vals = self._values(row)
+            except KeyError:
+                return None
+            if not set(map(type, vals)) <= _PLAIN_NUMBERS:
+                return None
+            try:
+                x = np.array(vals, dtype=np.float32)
+            except (TypeError, ValueError, OverflowError):
+                return None
+        else:
+            return None
+        if not math.isfinite(x @ x):
+            return None
+        return x.reshape(1, self.width)
+
+    # ------------------------------------------------------------------ batches
+
+    def rows(
+        self, rows: Sequence[Any], start: int | None = 0, errors: dict[int, InputError] | None = None
+    ) -> Batch:
+        """Validate rows given as dicts (feature -> value) or sequences in manifest order.
+
+        Rows are numbered from ``start`` in error messages; ``None`` means one unnumbered row.
+        ``errors`` holds rows already known to be bad (by position); their values are ignored.
+        """
+        errors = dict(errors or {})
+        table: list[Sequence[Any]] = []
+        for pos, r in enumerate(rows):
+            if pos in errors:
+                table.append(self._blank)
+                continue
+            if isinstance(r, Mapping):
+                if r.keys() == self._nameset:
+                    table.append(self._values(r))
+                    continue
+                problem, field = self._key_problem(r)
+            elif isinstance(r, (list, tuple)) or (isinstance(r, np.ndarray) and r.ndim == 1):
+                if len(r) == self.width:
+                    table.append(r)
+                    continue
+                problem, field = f"expected {self.width} values in manifest order, got {len(r)}", None
+            else:
+                problem = f"expected an object (feature -> value) or a list of {self.width} values, got {type(r).__name__}"
+                field = None
+            errors[pos] = row_error(None if start is None else start + pos, field, problem, name_field=False)
+            table.append(self._blank)
+        size = len(table)
+        numeric = None
+        if self.numeric:
+            # The common case (plain numbers) converts the whole numeric block in one call.
+            block = table if self.all_numeric else [self._numeric_values(t) for t in table]
+            if set(map(type, chain.from_iterable(block))) <= _PLAIN_NUMBERS:
+                try:
+                    numeric = np.array(block, dtype=np.float64).reshape(size, len(self.numeric))
+                except (TypeError, ValueError, OverflowError):
+                    numeric = None
+        columns: list[Sequence[Any]] = []
+        if numeric is None or self.categorical:  # transpose only when a column is needed
+            columns = list(zip(*table)) if table else [() for _ in self.names]
+        if numeric is None:
+            numeric = self._parse_numeric(columns, size, start, errors)
+        return self._complete(numeric, columns, size, start, errors)
+
+    def columns(
+        self,
+        columns: Sequence[Sequence[Any]],
+        size: int,
+        start: int | None = 0,
+        errors: dict[int, InputError] | None = None,
+    ) -> Batch:
+        """Validate one value sequence per feature (manifest order), ``size`` rows each.
+
+        ``errors`` holds rows already known to be bad (by position); their values are ignored.
+        """
+        errs = dict(errors or {})
+        return self._complete(self._parse_numeric(columns, size, start, errs), columns, size, start, errs)
+
+    def matrix(self, X: np.ndarray, start: int | None = 0) -> Batch:
+        """Validate a numeric 2-D array whose columns are the features in manifest order."""
+        if X.ndim != 2 or X.shape[1] != self.width:
+            raise row_error(None, None, f"expected an array of shape (n, {self.width}) in manifest order, got {X.shape}")
+        if not self.all_numeric or X.dtype.kind not in "fiu":
+            return self.rows(X.tolist() if X.dtype.kind != "O" else list(X), start)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.ascontiguousarray(X, dtype=np.float32)
+            flat = x.ravel()
+            if math.isfinite(flat @ flat):  # see fast_row: exact for NaN/inf, one BLAS pass
+                return Batch(len(x), np.arange(len(x)), [], x, [], [])
+        errors: dict[int, InputError] = {}
+        self._check_numeric(x, start, errors, shown=X)
+        return self._finish(len(x), errors, x, [], [])
+
+    # ------------------------------------------------------------------ helpers
+
+    def _parse_numeric(
+        self, columns: Sequence[Sequence[Any]], size: int, start: int | None, errors: dict[int, InputError]
+    ) -> np.ndarray | None:
+        if not self.numeric:
+            return None
+        block = np.empty((size, len(self.numeric)), dtype=np.float64)
+        for j, i in enumerate(self.numeric):
+            block[:, j] = self._numeric_column(columns[i], i, start, errors)
+        return block
+
+    def _complete(
+        self,
+        numeric: np.ndarray | None,
+        columns: Sequence[Sequence[Any]],
+        size: int,
+        start: int | None,
+        errors: dict[int, InputError],
+    ) -> Batch:
+        """Range/missing checks on the numeric block, categoricals, then drop the bad rows."""
+        if numeric is not None:
+            self._check_numeric(numeric, start, errors, shown=numeric)
+            with np.errstate(over="ignore", invalid="ignore"):
+                numeric = numeric.astype(np.float32)
+        original: list[Sequence[str]] = []
+        fed: list[Sequence[str]] = []
+        for i in self.categorical:
+            o, f = self._categorical_column(columns[i], i, start, errors)
+            original.append(o)
+            fed.append(f)
+        return self._finish(size, errors, numeric, original, fed)
+
+    def _check_numeric(
+        self, block: np.ndarray, start: int | None, errors: dict[int, InputError], shown: np.ndarray
+    ) -> None:
+        """Record NaN in non-nullable columns and values beyond float32 (per row, first column)."""
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(block) <= FLOAT32_MAX)  # NaN, inf, and finite values float32 cannot hold
+        if not bad.any():
+            return
+        for pos, j in zip(*(a.tolist() for a in np.nonzero(bad))):
+            if pos in errors:
+                continue
+            value = float(shown[pos, j])
+            if math.isnan(value):
+                if not self._strict[j]:
+                    continue
+                what = "is missing (null/NaN) but the feature is not nullable"
+            else:
+                what = f"expected a finite number within float32 range, got {value!r}"
+            name = self.features[self.numeric[j]].name
+            errors[pos] = row_error(None if start is None else start + pos, name, what)
+
+    def _finish(
+        self,
+        size: int,
+        errors: dict[int, InputError],
+        numeric: np.ndarray | None,
+        original: list[Sequence[str]],
+        fed: list[Sequence[str]],
+    ) -> Batch:
+        if not errors:
+            return Batch(size, np.arange(size), [], numeric, original, fed)
+        good = np.ones(size, dtype=bool)
+        good[list(errors)] = False
+        ok = np.flatnonzero(good)
+        keep = ok.tolist()
+        return Batch(
+            size,
+            ok,
+            [errors[p] for p in sorted(errors)],
+            numeric[ok] if numeric is not None else None,
+            [[c[p] for p in keep] for c in original],
+            [[c[p] for p in keep] for c in fed],
+        )
+
+    def _key_problem(self, row: Mapping[Any, Any]) -> tuple[str, str | None]:
+        missing = [n for n in self.names if n not in row]
+        if missing:
+            return f"missing feature{'s' if len(missing) > 1 else ''} {_listing([repr(m) for m in missing])}", missing[0]
+        unknown = [str(k) for k in row if k not in self._nameset]
+        return (
+            f"unknown feature{'s' if len(unknown) > 1 else ''} {_listing([repr(u) for u in unknown])}"
+            f" (the model takes: {_listing(list(self.names))})",
+            unknown[0],
+        )
+
+    def _numeric_column(self, values: Sequence[Any], i: int, start: int | None, errors: dict[int, InputError]) -> np.ndarray:
+        """float64 values (NaN = missing); unparseable values go into ``errors`` by position."""
+        feature = self.features[i]
+        types = set(map(type, values))
+        arr: np.ndarray | None = None
+        try:
+            if types <= _PLAIN_NUMBERS:
+                arr = np.array(values, dtype=np.float64)
+            elif types == {str}:
+                arr = np.array([v or "nan" for v in values], dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+        if arr is None:
+            arr = np.empty(len(values), dtype=np.float64)
+            for pos, v in enumerate(values):
+                x, problem = _to_number(v)
+                arr[pos] = x
+                if problem is not None and pos not in errors:
+                    errors[pos] = row_error(None if start is None else start + pos, feature.name, problem)
+        return arr
+
+    def _categorical_column(
+        self, values: Sequence[Any], i: int, start: int | None, errors: dict[int, InputError]
+    ) -> tuple[Sequence[str], Sequence[str]]:
+        feature = self.features[i]
+        name = feature.name
+        if set(map(type, values)) == {str}:
+            original: Sequence[str] = values
+        else:
+            texts: list[str] = []
+            for pos, v in enumerate(values):
+                text, problem = _to_category(v)
+                texts.append(text)
+                if problem is not None and pos not in errors:
+                    errors[pos] = row_error(None if start is None else start + pos, name, problem)
+            original = texts
+        if not feature.nullable and "" in original:
+            for pos, v in enumerate(original):
+                if v == "" and pos not in errors:
+                    errors[pos] = row_error(
+                        None if start is None else start + pos, name, "is missing (null/empty) but the feature is not nullable"
+                    )
+        unseen = set(original) - self._categories[i]
+        unseen.discard("")
+        if not unseen:
+            return original, original
+        if feature.unseen == "missing":
+            return original, ["" if v in unseen else v for v in original]
+        allowed = _listing([repr(c) for c in feature.categories])
+        for pos, v in enumerate(original):
+            if v in unseen and pos not in errors:
+                errors[pos] = row_error(
+                    None if start is None else start + pos,
+                    name,
+                    f"category {_show(v)} was not seen in training (expected one of {allowed})",
+                )
+        return original, original
+
+
+def _to_number(v: Any) -> tuple[float, str | None]:
+    """One value as a float (NaN = missing), or NaN and what is wrong with it."""
+    if isinstance(v, (bool, np.bool_)):
+        return math.nan, "expected a number, got a boolean"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        try:
+            return float(v), None
+        except OverflowError:
+            return math.nan, f"expected a finite number within float32 range, got {_show(v)}"
+    if v is None:
+        return math.nan, None
+    if isinstance(v, str):
+        text = v.strip()
+        if not text:
+            return math.nan, None
+        try:
+            return float(text), None
+        except ValueError:
+            return math.nan, f"expected a number, got {_show(v)}"
+    return math.nan, f"expected a number, got {type(v).__name__}"
+
+
+def _to_category(v: Any) -> tuple[str, str | None]:
+    """One value as category text (``""`` = missing), or ``""`` and what is wrong with it."""
+    if isinstance(v, str):
+        return str(v), None
+    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return "", None
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return str(int(v)), None
+    return "", f"expected a category (text), got {type(v).__name__} {_show(v)}"
+
+
+def _getter(keys: Sequence[Any]) -> Any:
+    """``row -> tuple of row[k] for k in keys`` in C (``itemgetter``), always a tuple."""
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda row: (row[key],)
+    return operator.itemgetter(*keys)

@@ -1,0 +1,225 @@
+"""The Python API on real bundles: input forms, outputs, strict vs tolerant, the recorder hook."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlpack.errors import InferenceError, InputError
+from mlpack.runtime import Bundle, Model, Prediction, open_model
+from mlpack.runtime.manifest import write_bundle
+
+
+def _golden(bundle: Path) -> dict[str, Any]:
+    return json.loads((bundle / "golden.json").read_bytes())
+
+
+class CountingRecorder:
+    """A real recorder double: keeps every call so tests can check what the agent would get."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] = []
+        self.errors: list[tuple[str, int]] = []
+
+    def record(self, numeric: Any, categorical: Any, predictions: Any, latency_s: float, requests: int = 1) -> None:
+        self.records.append((numeric, categorical, predictions, latency_s, requests))
+
+    def record_error(self, kind: str, count: int) -> None:
+        self.errors.append((kind, count))
+
+
+@pytest.mark.parametrize("name", ["binary_bundle", "mixed_bundle"])
+def test_classifier_matches_sklearn_golden_outputs(name: str, request: pytest.FixtureRequest) -> None:
+    bundle = request.getfixturevalue(name)
+    golden = _golden(bundle)
+    model = open_model(bundle)
+    proba = model.predict_proba(golden["rows"])
+    assert proba.shape == (len(golden["rows"]), len(model.classes))
+    assert np.abs(proba - np.array(golden["expected"]["probabilities"])).max() <= golden["tolerance"]
+    assert model.predict(golden["rows"]).tolist() == golden["expected"]["labels"]
+
+
+def test_regressor_matches_sklearn_golden_values(regression_bundle: Path) -> None:
+    golden = _golden(regression_bundle)
+    model = open_model(regression_bundle)
+    values = model.predict(golden["rows"])
+    assert np.abs(values - np.array(golden["expected"]["values"])).max() <= golden["tolerance"]
+    assert isinstance(model.predict(golden["rows"][0]), float)
+    with pytest.raises(TypeError, match="regression model"):
+        model.predict_proba(golden["rows"][0])
+
+
+def test_every_input_form_gives_the_same_answer(binary_bundle: Path) -> None:
+    model = open_model(binary_bundle)
+    rows = [{"a": 0.3, "b": -1.2, "c": 0.7}, {"a": -2.0, "b": 0.1, "c": None}]
+    X = np.array([[0.3, -1.2, 0.7], [-2.0, 0.1, np.nan]])
+    expected = model.predict_proba(rows)
+    assert np.array_equal(model.predict_proba(X), expected)
+    assert np.array_equal(model.predict_proba(X.astype(np.float32)), expected)
+    assert np.array_equal(model.predict_proba([[0.3, -1.2, 0.7], [-2.0, 0.1, None]]), expected)
+    for i, row in enumerate(rows):
+        # one row alone may differ from the same row in a batch in the last float32 bit
+        assert np.allclose(model.predict_proba(row), expected[i], rtol=0, atol=1e-6)
+        assert np.array_equal(model.predict_proba(X[i]), model.predict_proba(row))
+        assert np.array_equal(model.predict_proba(list(X[i])), model.predict_proba(row))
+    labels = model.predict(rows)
+    assert [model.predict(r) for r in rows] == labels.tolist()
+    assert set(labels.tolist()) <= {"no", "yes"}
+
+
+def test_predict_one_names_the_classes(mixed_bundle: Path) -> None:
+    model = open_model(mixed_bundle)
+    p = model.predict_one({"x1": 1.0, "x2": None, "colour": "red", "shape": "round"})
+    assert isinstance(p, Prediction)
+    assert model.classes == ("A", "B", "C")
+    assert list(p.probabilities or {}) == ["A", "B", "C"]
+    assert p.label == max(p.probabilities or {}, key=(p.probabilities or {}).get)
+    assert abs(sum((p.probabilities or {}).values()) - 1) < 1e-5
+    with pytest.raises(InputError, match="predict_one takes one row"):
+        model.predict_one([{"x1": 1.0}])
+
+
+def test_strict_calls_raise_the_first_bad_row(mixed_bundle: Path) -> None:
+    model = open_model(mixed_bundle)
+    good = {"x1": 1.0, "x2": 2.0, "colour": "red", "shape": "round"}
+    with pytest.raises(InputError) as err:
+        model.predict({**good, "colour": "purple"})
+    assert str(err.value) == "field 'colour': category 'purple' was not seen in training (expected one of 'blue', 'green', 'red')"
+    with pytest.raises(InputError) as err:
+        model.predict([good, good, {**good, "x1": "??"}])
+    assert str(err.value) == "row 2: field 'x1': expected a number, got '??'"
+    with pytest.raises(InputError, match="^expected a row .* got int$"):
+        model.predict(5)
+
+
+def test_unseen_category_policy_missing_predicts(mixed_bundle: Path) -> None:
+    model = open_model(mixed_bundle)
+    row = {"x1": 1.0, "x2": 2.0, "colour": "red", "shape": "triangle"}
+    as_missing = model.predict_proba(row)
+    assert as_missing.shape == (3,)
+
+
+def test_predict_rows_keeps_good_rows_in_order(mixed_bundle: Path) -> None:
+    model = open_model(mixed_bundle)
+    good = {"x1": 1.0, "x2": 2.0, "colour": "red", "shape": "round"}
+    rows = [good, {**good, "x1": None}, {**good, "colour": "blue"}, "junk"]
+    result = model.predict_rows(rows, start=1)
+    assert result.ok.tolist() == [0, 2]
+    assert [str(e) for e in result.errors] == [
+        "row 2: field 'x1': is missing (null/NaN) but the feature is not nullable",
+        "row 4: expected an object (feature -> value) or a list of 4 values, got str",
+    ]
+    items = list(result)
+    assert isinstance(items[0], Prediction) and isinstance(items[1], InputError)
+    assert isinstance(items[2], Prediction) and isinstance(items[3], InputError)
+    records = result.records()
+    assert records[1] == {"error": str(result.errors[0]), "row": 2, "field": "x1"}
+    assert set(records[0]) == {"label", "probabilities"}
+    assert np.allclose(result.probabilities, model.predict_proba([good, {**good, "colour": "blue"}]))
+
+
+def test_all_rows_bad_gives_empty_outputs(binary_bundle: Path) -> None:
+    result = open_model(binary_bundle).predict_rows([{"a": 1}])
+    assert result.predicted == 0
+    assert result.probabilities is not None and result.probabilities.shape == (0, 2)
+    assert result.records() == [{"error": "row 0: missing features 'b', 'c'", "row": 0, "field": "b"}]
+
+
+def test_recorder_gets_rows_originals_and_class_indices(mixed_bundle: Path) -> None:
+    rec = CountingRecorder()
+    model = Model(Bundle.open(mixed_bundle), recorder=rec)
+    good = {"x1": 1.0, "x2": None, "colour": "red", "shape": "hexagon"}
+    result = model.predict_rows([good, {**good, "x1": "bad"}, {**good, "colour": None, "shape": "square"}])
+    assert rec.errors == [("validation", 1)]
+    ((numeric, categorical, predictions, latency, requests),) = rec.records
+    assert numeric.shape == (2, 2) and numeric[0, 0] == 1.0 and np.isnan(numeric[0, 1])
+    assert [list(c) for c in categorical] == [["red", ""], ["hexagon", "square"]]  # originals, missing as ""
+    assert predictions.tolist() == [model.classes.index(v) for v in result.labels.tolist()]
+    assert latency > 0 and requests == 1
+    with pytest.raises(InputError):
+        model.predict({**good, "x1": "bad"})
+    assert rec.errors[-1] == ("validation", 1)
+
+
+def test_recorder_on_the_single_row_path(binary_bundle: Path) -> None:
+    rec = CountingRecorder()
+    model = open_model(binary_bundle, recorder=rec)
+    row = np.array([0.5, 0.5, 0.5], dtype=np.float32)
+    label = model.predict(row)
+    ((numeric, categorical, predictions, _, _),) = rec.records
+    assert numeric.tolist() == [[0.5, 0.5, 0.5]] and categorical == []
+    assert predictions.tolist() == [model.classes.index(label)]
+    row[0] = 99.0  # the caller reusing its buffer must not change what was recorded
+    assert numeric[0, 0] == 0.5
+
+
+def test_regression_recorder_gets_values(regression_bundle: Path) -> None:
+    rec = CountingRecorder()
+    model = open_model(regression_bundle, recorder=rec)
+    values = model.predict(np.array([[0.0, 1.0, 2.0], [1.0, 1.0, np.nan]]))
+    assert np.array_equal(rec.records[0][2], values)
+
+
+def test_threads_option_and_concurrent_use(binary_bundle: Path) -> None:
+    model = open_model(binary_bundle, threads=1)
+    assert model.threads == 1
+    X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    expected = [model.predict_proba(x) for x in X]
+    results: list[bool] = []
+
+    def work() -> None:
+        results.append(all(np.array_equal(model.predict_proba(X[i]), expected[i]) for i in range(len(X))))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 4
+
+
+def _failing_bundle(target: Path) -> Path:
+    """A valid bundle whose graph fails at run time on an odd number of rows (Reshape [-1, 2] of N*3 values)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["X", "shape"], ["probabilities"]),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ],
+        "failing",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2]),
+        ],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 2])],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onx.ir_version = 9
+    manifest = {
+        "name": "failing",
+        "version": "1",
+        "task": "binary",
+        "input": {"layout": "matrix", "features": [{"name": n, "kind": "numeric", "nullable": False} for n in "abc"]},
+        "output": {"classes": [0, 1], "label": "label", "probabilities": "probabilities"},
+        "onnx": {"file": "model.onnx", "inputs": [{"name": "X", "dtype": "float32", "width": 3}]},
+    }
+    return write_bundle(target, {"model.onnx": onx.SerializeToString()}, manifest)
+
+
+def test_onnxruntime_failure_is_an_inference_error_and_counted(tmp_path: Path) -> None:
+    rec = CountingRecorder()
+    model = open_model(_failing_bundle(tmp_path / "f"), recorder=rec)
+    assert model.predict(np.zeros((2, 3))).shape == (3,)  # even row counts run
+    with pytest.raises(InferenceError, match=r"^onnxruntime failed on 1 row: "):
+        model.predict([0.0, 0.0, 0.0])
+    assert rec.errors == [("runtime", 1)]
+    plain = open_model(tmp_path / "f")
+    with pytest.raises(InferenceError, match=r"^onnxruntime failed on 1 row: "):
+        plain.predict(np.zeros(3, dtype=np.float32))  # the fast path reports it the same way
