@@ -13,7 +13,6 @@ same encoding the device uses.
 from __future__ import annotations
 
 import csv
-import difflib
 import hashlib
 import io
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlpack.builder._suggest import nearest
 from mlpack.builder.spec import DataSpec, FeatureSpec
 from mlpack.errors import DataError
 from mlpack.runtime.manifest import Feature
@@ -181,7 +181,8 @@ def _target(
     missing = cells.str.strip().isin(missing_tokens).to_numpy()
     if missing.any():
         line = int(np.flatnonzero(missing)[0]) + 2
-        raise DataError(f"{where}: line {line}: target '{name}' is missing ({int(missing.sum())} rows without a target)")
+        count = int(missing.sum())
+        raise DataError(f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target)")
     if task == "regression":
         parsed = pd.to_numeric(cells.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(parsed)
@@ -239,8 +240,8 @@ def _feature(spec: FeatureSpec, kind: str, has_missing: bool, train: pd.Series, 
 
 
 def _did_you_mean(name: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    close = nearest(name, options)
     if close:
-        return f" (did you mean '{close[0]}'?)"
+        return f" (did you mean '{close}'?)"
     shown = ", ".join(options[:10]) + (", ..." if len(options) > 10 else "")
     return f" (columns: {shown})"

@@ -12,7 +12,6 @@ begin with one (see ``builder/_inputs.py``).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -36,6 +35,7 @@ except ImportError:  # pragma: no cover - moved in a future scikit-learn
     InvalidParameterError = ValueError  # type: ignore[misc,assignment]
 
 from mlpack.builder._inputs import model_input
+from mlpack.builder._suggest import nearest
 from mlpack.builder.data import Dataset
 from mlpack.builder.spec import EstimatorSpec, PreprocessSpec, Spec, StepSpec
 from mlpack.errors import TrainingError
@@ -114,8 +114,8 @@ def resolve_class(name: str) -> type:
         if isinstance(cls, type) and issubclass(cls, BaseEstimator):
             return cls
     known = sorted({n for n, _ in all_estimators()})
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    close = nearest(name, known)
+    hint = f" (did you mean '{close}'?)" if close else ""
     raise LookupError(f"unknown scikit-learn estimator {name!r}{hint}")
 
 
@@ -128,8 +128,8 @@ def _instantiate(step: StepSpec, spec_path: Path) -> Any:
     params = {}
     for key, value in step.params.items():
         if key not in accepted:
-            close = difflib.get_close_matches(key, sorted(accepted), n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            close = nearest(key, sorted(accepted))
+            hint = f" (did you mean '{close}'?)" if close else ""
             raise TrainingError(f"{spec_path}: {step.where}.params: {cls.__name__} has no parameter '{key}'{hint}")
         params[key] = _param_value(value, spec_path)
     try:

@@ -11,7 +11,6 @@ ROC AUC is one-vs-rest macro over the class probabilities.
 
 from __future__ import annotations
 
-import difflib
 import math
 import operator
 import re
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpack.builder._suggest import nearest
 from mlpack.errors import GateError
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "metrics_for",
     "evaluate",
     "check_gates",
+    "gate_summary",
+    "format_metrics",
 ]
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -85,8 +87,8 @@ def parse_gate(text: str, task: str) -> Gate:
         others = REGRESSION_METRICS if known is CLASSIFICATION_METRICS else CLASSIFICATION_METRICS
         if metric in others:
             raise ValueError(f"metric '{metric}' in gate {text!r} does not apply to a {task} task (metrics: {', '.join(known)})")
-        close = difflib.get_close_matches(metric, known, n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'? " if close else ""
+        close = nearest(metric, known)
+        hint = f"did you mean '{close}'? " if close else ""
         raise ValueError(f"unknown metric '{metric}' in gate {text!r} ({hint}metrics for {task}: {', '.join(known)})")
     return Gate(text.strip(), metric, op, number)
 
@@ -131,7 +133,7 @@ def check_gates(evaluation: Evaluation) -> None:
     failed = evaluation.failed
     if not failed:
         return
-    parts = [f"{r.gate.text} (measured {r.value:.4f})" for r in failed]
+    parts = [f"{r.gate.text} (measured {'undefined' if math.isnan(r.value) else f'{r.value:.4f}'})" for r in failed]
     total = len(evaluation.gates)
     raise GateError(
         f"{len(failed)} of {total} gate{'s' if total > 1 else ''} failed: {'; '.join(parts)}",

@@ -53,6 +53,7 @@ class BuildResult:
     stages: list[tuple[str, float]]
     content_hash: str  # sha256 of manifest.json: the model's identity on devices
     replaced: bool  # an older build of this version was swapped out
+    estimator: Any = field(default=None, repr=False, compare=False)  # the fitted scikit-learn model
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` result."""
@@ -199,6 +200,7 @@ def build(
         stages=timer.stages,
         content_hash=hashlib.sha256(raw).hexdigest(),
         replaced=replaced,
+        estimator=model.estimator,
     )
 
 

@@ -64,7 +64,6 @@ If the estimator is (or begins with) a ColumnTransformer, it routes columns itse
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import re
@@ -75,6 +74,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from mlpack.builder._suggest import nearest
 from mlpack.builder.metrics import Gate, parse_gate
 from mlpack.errors import SpecError
 
@@ -533,16 +533,14 @@ def _show(value: Any) -> str:
 
 
 def _suggest(key: str, allowed: tuple[str, ...], where: str) -> str:
-    """' (did you mean ...?)' from this table, else the table where ``key`` is valid."""
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    if close:
-        near = f"{where}.{close[0]}" if where else close[0]
-        return f" (did you mean '{near}'?)"
+    """' (did you mean ...?)': the table where ``key`` is valid, else the nearest key here."""
     homes = [t for t, keys in _SCHEMA.items() if key in keys and t and not t.endswith(("*", "[]"))]
     if homes:
-        return (
-            f" (did you mean '{homes[0]}.{key}'? a key written after a [table] header belongs to that table)"
-        )
+        return f" (did you mean '{homes[0]}.{key}'? a key written after a [table] header belongs to that table)"
+    close = nearest(key, allowed)
+    if close:
+        near = f"{where}.{close}" if where else close
+        return f" (did you mean '{near}'?)"
     if allowed:
         return f" (expected one of: {', '.join(allowed)})"
     return ""

@@ -1,6 +1,7 @@
 """Write the example CSVs (committed, so the examples build on a fresh clone).
 
-    python examples/make_datasets.py      # rewrites the three CSVs, byte for byte
+    python examples/make_datasets.py          # rewrites the three CSVs, byte for byte
+    python examples/make_datasets.py OUTDIR   # writes them under OUTDIR/<example>/ instead
 
 * ``breast_cancer/breast_cancer.csv`` and ``diabetes/diabetes.csv``: datasets that
   scikit-learn ships, as CSV (the diagnosis spelled out instead of 0/1).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,33 +28,34 @@ def _write(path: Path, header: list[str], rows: list[list[object]]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(buf.getvalue(), encoding="utf-8")
-    print(f"wrote {path.relative_to(HERE.parent)} ({len(rows)} rows)")
+    print(f"wrote {path} ({len(rows)} rows)")
 
 
 def _num(x: float) -> str:
     return "" if np.isnan(x) else repr(round(float(x), 4))
 
 
-def breast_cancer() -> None:
+def breast_cancer(root: Path = HERE) -> None:
     from sklearn.datasets import load_breast_cancer
 
     d = load_breast_cancer()
     names = [n.replace(" ", "_") for n in d.feature_names]
     labels = [str(d.target_names[t]) for t in d.target]  # 0 = malignant, 1 = benign
     rows = [[_num(v) for v in x] + [y] for x, y in zip(d.data, labels)]
-    _write(HERE / "breast_cancer" / "breast_cancer.csv", names + ["diagnosis"], rows)
+    _write(root / "breast_cancer" / "breast_cancer.csv", names + ["diagnosis"], rows)
 
 
-def diabetes() -> None:
+def diabetes(root: Path = HERE) -> None:
     from sklearn.datasets import load_diabetes
 
     d = load_diabetes(scaled=False)
     rows = [[_num(v) for v in x] + [_num(y)] for x, y in zip(d.data, d.target)]
-    _write(HERE / "diabetes" / "diabetes.csv", list(d.feature_names) + ["progression"], rows)
+    _write(root / "diabetes" / "diabetes.csv", list(d.feature_names) + ["progression"], rows)
 
 
-def fleet_faults(n: int = 1500) -> None:
+def fleet_faults(root: Path = HERE, n: int = 1500) -> None:
     """Devices in the field: which fault (if any) explains their readings."""
     rng = np.random.default_rng(SEED)
     models = np.array(["X100", "X200", "X300"])
@@ -83,10 +86,11 @@ def fleet_faults(n: int = 1500) -> None:
          _num(uptime[i]), fault[i]]
         for i in range(n)
     ]
-    _write(HERE / "fleet_faults" / "fleet_faults.csv", header, rows)
+    _write(root / "fleet_faults" / "fleet_faults.csv", header, rows)
 
 
 if __name__ == "__main__":
-    breast_cancer()
-    diabetes()
-    fleet_faults()
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
+    breast_cancer(out)
+    diabetes(out)
+    fleet_faults(out)
