@@ -162,12 +162,12 @@ class Agent:
     # ------------------------------------------------------------------ one step at a time
 
     def tick(self) -> None:
-        """Sample the system when due, close the window when due, refresh the status snapshot."""
+        """Close the window when due, sample the system when due, refresh the status snapshot."""
         now = self._clock()
+        self.recorder.roll(now)  # first, so a sample taken now lands in the window it belongs to
         if self._sampler is not None and now >= self._next_sample:
             self.recorder.add_system(self._sampler())
             self._next_sample = now + self._sample_seconds
-        self.recorder.roll(now)
         if now >= self._next_snapshot:
             snap = self.recorder.snapshot()
             if snap is not None:

@@ -31,8 +31,8 @@ from typing import Any
 
 import click
 
-from mlpack._cli import MlpackGroup
-from mlpack.errors import AgentError
+from mlpack._cli import MlpackGroup, fail
+from mlpack.errors import AgentError, MlpackError
 from mlpack.monitor_agent.agent import ModelInfo
 from mlpack.monitor_agent.config import AgentConfig, load_config
 from mlpack.monitor_agent.drift import Thresholds
@@ -114,6 +114,13 @@ def _config_options(f: Any) -> Any:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | None, bundle: Path | None) -> None:
     """Drift, errors and latency of recent traffic, from the device's own records (offline)."""
+    try:  # a lone command (not under an MlpackGroup) keeps the one-line error contract too
+        click.echo(_status(ctx, as_json, hours, state_dir, bundle))
+    except MlpackError as exc:
+        raise fail(exc) from None
+
+
+def _status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | None, bundle: Path | None) -> str:
     state = _state_dir(ctx, state_dir)
     info = _model_info(ctx, bundle)
     if not (state / "outbox.sqlite").exists():
@@ -127,7 +134,7 @@ def status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | No
             info.content_hash, info.name, info.version, info.profile, info.thresholds, windows,
             now - hours * 3600, now, box.accounting().to_dict(),
         )
-    click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True) if as_json else render_text(report))
+    return json.dumps(report.to_dict(), indent=2, sort_keys=True) if as_json else render_text(report)
 
 
 def _only_model(box: Outbox, state: Path) -> ModelInfo:

@@ -215,12 +215,12 @@ def render_metrics(report: StatusReport) -> str:
         metric("mlpack_prediction_psi", "PSI of predictions against the reference", [("", p.psi)])
         metric("mlpack_prediction_js", "Jensen-Shannon divergence of predictions", [("", p.js)])
         metric("mlpack_prediction_drift_status", "Prediction drift status", [("", _CODE[p.status])])
-    metric("mlpack_status", "Worst drift status over features and predictions", [("", _CODE[r.status])])
+    metric("mlpack_drift_overall_status", "Worst drift status over features and predictions", [("", _CODE[r.status])])
     metric("mlpack_recent_requests", "Requests in the status period", [("", r.requests)])
     metric("mlpack_recent_rows", "Rows in the status period", [("", r.rows)])
     metric("mlpack_recent_errors", "Failed requests in the status period",
            [(f',kind="{_label(k)}"', v) for k, v in r.errors.items()])
-    metric("mlpack_latency_seconds", f"Request latency quantiles (relative error {r.latency_error})",
+    metric("mlpack_recent_latency_seconds", f"Request latency quantiles (relative error {r.latency_error})",
            [(f',quantile="{int(q[1:]) / 100}"', v) for q, v in r.latency.items()])
     if r.outbox is not None:
         metric("mlpack_outbox_windows", "Telemetry windows by where they went",

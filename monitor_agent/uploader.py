@@ -272,8 +272,9 @@ class Uploader:
 
 def _text(body: bytes, limit: int = 200) -> str:
     text = body.decode("utf-8", "replace").replace("\n", " ").strip()
-    try:  # FastAPI-style {"detail": "..."}
-        detail = json.loads(text).get("detail")
+    try:  # the collector's {"error": "..."}, or FastAPI's {"detail": "..."}
+        data = json.loads(text)
+        detail = data.get("error") or data.get("detail")
         if detail:
             text = detail if isinstance(detail, str) else json.dumps(detail)
     except (ValueError, AttributeError):

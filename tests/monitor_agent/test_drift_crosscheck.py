@@ -12,7 +12,7 @@ from mlpack.monitor_agent.profile import Profile
 from mlpack.monitor_agent.recorder import Recorder
 from mlpack.monitor_agent.status import build_status
 
-from .conftest import MODEL_HASH, T0, FakeClock, traffic
+from .helpers import MODEL_HASH, T0, FakeClock, traffic
 
 
 def _raw_psi(ref: list[float], counts: list[int]) -> float:

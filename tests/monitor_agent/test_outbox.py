@@ -18,7 +18,7 @@ from mlpack.monitor_agent.profile import Profile
 from mlpack.monitor_agent.recorder import Recorder
 from mlpack.monitor_agent.wire import Window
 
-from .conftest import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
+from .helpers import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
 
 OTHER = "cd" * 32
 

@@ -11,7 +11,7 @@ from mlpack.monitor_agent.profile import Profile, bin_categorical, bin_numeric
 from mlpack.monitor_agent.recorder import Recorder
 from mlpack.monitor_agent.wire import Window, merge_windows
 
-from .conftest import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
+from .helpers import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
 
 
 def _recorder(profile: Profile, clock: FakeClock, sink: list[Window], **kw: object) -> Recorder:

@@ -18,7 +18,7 @@ from mlpack.monitor_agent.transport import Response, TransportError
 from mlpack.monitor_agent.uploader import BACKOFF_CAP, Backoff, SyncResult, Uploader
 from mlpack.monitor_agent.wire import Window
 
-from .conftest import MODEL_HASH, T0, FakeCollector, fixed_sampler, unreachable
+from .helpers import MODEL_HASH, T0, FakeCollector, fixed_sampler, unreachable
 
 TOKEN = "tok-3f9a1c7e5b2d4a6f8e0c"
 CONFIG = AgentConfig(collector_url="http://127.0.0.1:9", device_id="press-07", token=TOKEN)

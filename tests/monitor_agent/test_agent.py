@@ -1,0 +1,92 @@
+"""The agent as the runtime uses it: record, tick, sync, status, start/stop, all with seams."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpack.errors import BundleError
+from mlpack.monitor_agent.agent import Agent, ModelInfo
+from mlpack.monitor_agent.config import AgentConfig
+from mlpack.monitor_agent.drift import Thresholds
+from mlpack.monitor_agent.outbox import Outbox
+
+from .helpers import T0, FakeClock, FakeCollector, fixed_sampler, traffic
+
+CONFIG = AgentConfig(collector_url="http://127.0.0.1:9", device_id="press-07", token="t0ken", window_seconds=60)
+
+
+def _agent(tmp_path: Path, model: ModelInfo, clock: FakeClock, collector: FakeCollector, **kw: object) -> Agent:
+    return Agent.open(model, tmp_path, CONFIG, clock=clock, transport=collector, rng=random.Random(0),
+                      sampler=fixed_sampler, **kw)
+
+
+def test_windows_flow_from_predictions_to_the_collector(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock, collector: FakeCollector
+) -> None:
+    agent = _agent(tmp_path, model, clock, collector, sample_seconds=20)
+    rng = np.random.default_rng(0)
+    for minute in range(3):
+        for _ in range(6):
+            agent.recorder.record(*traffic(rng, 4), 0.002)
+            agent.tick()
+            clock.advance(10)
+    agent.tick()
+    assert agent.outbox.accounting().pending == 3
+    result = agent.sync()
+    assert (result.outcome, result.delivered) == ("delivered", 3)
+    stored = sorted(collector.windows.values(), key=lambda w: w["seq"])
+    assert [(w["start"], w["rows"], w["system"]["samples"]) for w in stored] == [
+        (T0, 24, 3), (T0 + 60, 24, 3), (T0 + 120, 24, 3),
+    ]
+    assert collector.requests[0]["models"][model.content_hash]["profile"] == model.profile.to_dict()
+
+
+def test_status_combines_stored_and_live_windows(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock, collector: FakeCollector
+) -> None:
+    agent = _agent(tmp_path, model, clock, collector)
+    rng = np.random.default_rng(1)
+    agent.recorder.record(*traffic(rng, 500), 0.004)
+    clock.advance(60)
+    agent.tick()  # closes the first window
+    agent.recorder.record(*traffic(rng, 500, shift=15.0), 0.004)  # still open
+    report = agent.status(hours=1)
+    assert (report.rows, report.requests) == (1000, 2)
+    assert report.status == "drift" and report.features[0].name == "age" and report.features[0].status == "drift"
+    colour = next(f for f in report.features if f.name == "colour")
+    assert "unseen" in colour.flags  # 'purple' is not a training category
+    assert report.latency["p50"] == pytest.approx(0.004, rel=0.01)
+    text = agent.metrics_text(hours=1)
+    assert 'mlpack_drift_status{model="churn",version="1.2.0",feature="age"} 2' in text
+    assert 'mlpack_outbox_windows{model="churn",version="1.2.0",state="pending"} 1' in text
+    assert "# TYPE mlpack_drift_psi gauge" in text
+
+
+def test_stop_stores_the_open_window_and_threads_end(tmp_path: Path, model: ModelInfo, collector: FakeCollector) -> None:
+    agent = Agent.open(model, tmp_path, CONFIG, transport=collector, sampler=fixed_sampler)  # real clock
+    agent.start()
+    agent.recorder.record(*traffic(np.random.default_rng(2), 3), 0.001)
+    agent.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("mlpack-agent")]
+    with Outbox.open(tmp_path) as box:
+        rows = sum(w.rows for w in box.pending_windows()) + sum(w["rows"] for w in collector.windows.values())
+        assert rows == 3
+
+
+def test_model_info_from_bundle_bytes(profile: object) -> None:
+    manifest = json.dumps({"name": "churn", "version": "2.0.0", "drift": {"psi_warn": 0.05, "psi_drift": 0.3}}).encode()
+    prof = json.dumps(profile.to_dict()).encode()  # type: ignore[attr-defined]
+    info = ModelInfo.from_bundle_bytes(manifest, prof)
+    assert info.content_hash == hashlib.sha256(manifest).hexdigest()
+    assert info.thresholds == Thresholds(0.05, 0.3) and info.profile == profile
+    with pytest.raises(BundleError, match=r"^bundle/manifest.json: expected name and version strings$"):
+        ModelInfo.from_bundle_bytes(b'{"name": 1}', prof)
+    with pytest.raises(BundleError, match=r"^bundle/profile.json: unsupported format None"):
+        ModelInfo.from_bundle_bytes(manifest, b"{}")
