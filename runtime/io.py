@@ -1,0 +1,270 @@
+"""Batch predict over a stream: CSV or JSON Lines in, CSV or JSON Lines out, bounded memory.
+
+Rows are read ``chunk_rows`` at a time, validated and predicted together (one
+onnxruntime call per chunk), and written before the next chunk is read, so memory
+stays flat whatever the input size. The output has exactly one row per input row, in
+input order:
+
+* CSV out: the ``--keep`` columns, then ``label`` and ``proba_<class>`` per class
+  (classification) or ``value`` (regression), then ``error`` — empty for a good row,
+  the reason for a bad one (its prediction columns are then empty).
+* JSON Lines out: the kept fields plus ``label`` and ``probabilities`` (class ->
+  probability) or ``value``; a bad row is ``{"error", "row", "field"}`` plus kept fields.
+
+Rows are numbered from 1 in input order (the CSV header is not a row; blank JSON
+Lines are skipped and not counted). A CSV header that lacks a feature or names a
+column that is neither a feature nor kept fails the whole input before any output,
+since every row would fail the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mlpack.errors import InputError
+from mlpack.runtime._format import float_texts
+from mlpack.runtime.model import BatchResult, Model
+from mlpack.runtime.schema import Batch, Schema, row_error
+
+__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "atomic_text_output"]
+
+FORMATS = ("csv", "jsonl")
+DEFAULT_CHUNK_ROWS = 2048
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass
+class StreamSummary:
+    """What a streaming predict did: rows read, rows that failed, the first few errors."""
+
+    rows: int = 0
+    failed: int = 0
+    first_errors: list[InputError] = field(default_factory=list)
+
+    @property
+    def predicted(self) -> int:
+        return self.rows - self.failed
+
+
+def detect_format(name: str | None, first_line: str) -> str:
+    """``csv`` or ``jsonl`` from a file name's suffix, else from the first line's shape."""
+    if name:
+        fmt = _SUFFIXES.get(Path(name).suffix.lower())
+        if fmt:
+            return fmt
+    return "jsonl" if first_line.lstrip().startswith("{") else "csv"
+
+
+def predict_stream(
+    model: Model,
+    lines: Iterable[str],
+    out: IO[str],
+    *,
+    in_format: str,
+    out_format: str,
+    keep: Sequence[str] = (),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    where: str = "input",
+    on_error: Callable[[InputError], None] | None = None,
+) -> StreamSummary:
+    """Predict every row of ``lines`` into ``out``; bad rows are reported, never fatal.
+
+    File-level problems (no CSV header, a header that does not fit the model, text that
+    is not UTF-8, a CSV syntax error) raise :class:`InputError` naming ``where``.
+    """
+    if in_format not in FORMATS or out_format not in FORMATS:
+        raise ValueError(f"formats are {FORMATS}, got {in_format!r} -> {out_format!r}")
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be positive")
+    source = _CsvSource(lines, model.schema, keep, where) if in_format == "csv" else _JsonlSource(lines, model.schema, keep, where)
+    sink = _CsvSink(out, model, keep) if out_format == "csv" else _JsonlSink(out, keep)
+    summary = StreamSummary()
+    try:
+        for batch, kept in source.chunks(chunk_rows):
+            result = model.predict_batch(batch)
+            sink.write(result, kept)
+            summary.rows += batch.size
+            summary.failed += len(batch.errors)
+            for err in batch.errors:
+                if len(summary.first_errors) < 10:
+                    summary.first_errors.append(err)
+                if on_error is not None:
+                    on_error(err)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not UTF-8 text after row {summary.rows} ({exc.reason})") from None
+    return summary
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def _chunked(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while True:
+        chunk = [x for _, x in zip(range(size), items)]
+        if not chunk:
+            return
+        yield chunk
+
+
+class _CsvSource:
+    def __init__(self, lines: Iterable[str], schema: Schema, keep: Sequence[str], where: str) -> None:
+        self._reader = csv.reader(lines)
+        self._schema = schema
+        self._where = where
+        try:
+            header = next(self._reader)
+        except StopIteration:
+            raise InputError(f"{where}: empty input (expected a CSV header naming the features)") from None
+        except csv.Error as exc:
+            raise InputError(f"{where}: line 1: {exc}") from None
+        self._width = len(header)
+        index: dict[str, int] = {}
+        for i, name in enumerate(header):
+            if name in index:
+                raise InputError(f"{where}: duplicate column {name!r} in the CSV header")
+            index[name] = i
+        missing = [n for n in schema.names if n not in index]
+        if missing:
+            raise InputError(f"{where}: the CSV header lacks feature{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+        unknown = [n for n in header if n not in schema.names and n not in keep]
+        if unknown:
+            raise InputError(
+                f"{where}: unknown CSV column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                " (not a feature of the model; --keep copies a column to the output)"
+            )
+        absent = [k for k in keep if k not in index]
+        if absent:
+            raise InputError(f"{where}: --keep column {absent[0]!r} is not in the CSV header")
+        self._features = [index[n] for n in schema.names]
+        self._kept = [index[k] for k in keep]
+
+    def chunks(self, size: int) -> Iterator[tuple[Batch, list[Sequence[Any]]]]:
+        start = 1
+        rows = _rows_checked(self._reader, self._where)
+        for chunk in _chunked(rows, size):
+            errors: dict[int, InputError] = {}
+            for pos, r in enumerate(chunk):
+                if len(r) != self._width:
+                    errors[pos] = row_error(start + pos, None, f"expected {self._width} fields as in the CSV header, got {len(r)}")
+                    chunk[pos] = (r + [""] * self._width)[: self._width]  # kept columns still copied
+            columns = list(zip(*chunk))
+            batch = self._schema.columns([columns[i] for i in self._features], len(chunk), start, errors)
+            yield batch, [columns[i] for i in self._kept]
+            start += len(chunk)
+
+
+def _rows_checked(reader: Any, where: str) -> Iterator[list[str]]:
+    """csv rows, skipping blank lines; a CSV syntax error is a file-level error naming the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(f"{where}: line {reader.line_num}: {exc}") from None
+        if row:
+            yield row
+
+
+class _JsonlSource:
+    def __init__(self, lines: Iterable[str], schema: Schema, keep: Sequence[str], where: str) -> None:
+        self._lines = lines
+        self._schema = schema
+        self._keep = tuple(keep)
+        self._strip = tuple(k for k in keep if k not in schema.names)  # kept fields that are not features
+
+    def chunks(self, size: int) -> Iterator[tuple[Batch, list[Sequence[Any]]]]:
+        start = 1
+        lines = (line for line in self._lines if line.strip())
+        for chunk in _chunked(lines, size):
+            rows: list[Any] = []
+            errors: dict[int, InputError] = {}
+            kept: list[list[Any]] = [[] for _ in self._keep]
+            for pos, line in enumerate(chunk):
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    errors[pos] = row_error(start + pos, None, f"not valid JSON ({exc})")
+                    row = None
+                is_obj = isinstance(row, dict)
+                for values, k in zip(kept, self._keep):
+                    values.append(row.get(k) if is_obj else None)
+                if is_obj and self._strip:
+                    for k in self._strip:
+                        row.pop(k, None)
+                rows.append(row)
+            yield self._schema.rows(rows, start, errors), kept
+            start += len(chunk)
+
+
+# ---------------------------------------------------------------------------- sinks
+
+
+class _CsvSink:
+    def __init__(self, out: IO[str], model: Model, keep: Sequence[str]) -> None:
+        self._writer = csv.writer(out, lineterminator="\n")
+        self._regression = model.task == "regression"
+        outputs = ["value"] if self._regression else ["label"] + [f"proba_{c}" for c in model.classes]
+        self._blank = [""] * len(outputs)
+        self._writer.writerow([*keep, *outputs, "error"])
+
+    def write(self, result: BatchResult, kept: list[Sequence[Any]]) -> None:
+        if self._regression:
+            assert result.values is not None
+            outs: Iterator[list[Any]] = ([v] for v in float_texts(result.values))
+        else:
+            assert result.labels is not None and result.probabilities is not None
+            outs = ([label, *p] for label, p in zip(result.labels.tolist(), float_texts(result.probabilities)))
+        kept_rows = list(zip(*kept)) if kept else None
+        for pos, out in enumerate(result.in_order(outs)):
+            prefix = list(kept_rows[pos]) if kept_rows is not None else []
+            if isinstance(out, InputError):
+                self._writer.writerow([*prefix, *self._blank, str(out)])
+            else:
+                self._writer.writerow([*prefix, *out, ""])
+
+
+class _JsonlSink:
+    def __init__(self, out: IO[str], keep: Sequence[str]) -> None:
+        self._out = out
+        self._keep = tuple(keep)
+
+    def write(self, result: BatchResult, kept: list[Sequence[Any]]) -> None:
+        records = result.records()
+        if self._keep:
+            for pos, rec in enumerate(records):
+                records[pos] = {**{k: v[pos] for k, v in zip(self._keep, kept)}, **rec}
+        self._out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+# ---------------------------------------------------------------------------- output file
+
+
+@contextlib.contextmanager
+def atomic_text_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` only complete: written aside, fsync'd, renamed.
+
+    The streaming counterpart of ``mlpack._fs.atomic_write_text`` (which needs the whole
+    text in memory): a failed predict leaves no partial output behind.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

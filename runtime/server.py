@@ -1,0 +1,277 @@
+"""``serve``: the model over local HTTP, with the standard library only.
+
+Endpoints (JSON unless noted):
+
+* ``POST /predict`` — a JSON object is one row: ``200 {"label", "probabilities"}`` or
+  ``{"value"}``; ``422 {"error", "row": null, "field"}`` when it fails validation.
+  A JSON array is a batch: ``200 {"predictions": [...], "failed": k}`` where each item is
+  a prediction or ``{"error", "row", "field"}`` (rows numbered from 0), in input order.
+* ``GET /health`` — ``{"status": "ok", "name", "version", "content_hash"}``
+* ``GET /info`` — the bundle's ``manifest.json``, byte for byte (its sha256 is the
+  content hash)
+* ``GET /metrics`` — Prometheus text (requests, rows, latency; drift when the agent runs)
+
+Limits, because a device has little to spare: the body must declare its length and stay
+under ``max_body_bytes`` (411/413 otherwise, without reading it), a batch holds at most
+``max_batch_rows`` rows, at most ``max_connections`` connections are served at once (503
+beyond), and a client that stalls for ``timeout_s`` is dropped. It binds 127.0.0.1
+unless told otherwise. ``http.server`` rather than a framework keeps the device free of
+extra dependencies and the frozen executable small; it is HTTP/1.1 with keep-alive.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from mlpack.errors import InferenceError, ServeError
+from mlpack.runtime._format import error_record
+from mlpack.runtime.metrics import CONTENT_TYPE, ServeMetrics
+from mlpack.runtime.model import Model
+
+__all__ = ["ServeConfig", "PredictServer"]
+
+log = logging.getLogger("mlpack.runtime.server")
+_JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1 << 20
+    max_batch_rows: int = 10_000
+    max_connections: int = 64
+    timeout_s: float = 30.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(limit)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            body = b'{"error": "too many connections, try again later"}'
+            try:
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # a client that left is no error
+            log.exception("error while serving %s", client_address)
+
+
+class PredictServer:
+    """A bound (not yet serving) HTTP server for ``model``; ``serve_forever`` runs it."""
+
+    def __init__(
+        self,
+        model: Model,
+        config: ServeConfig = ServeConfig(),
+        extra_metrics: Callable[[], str] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.metrics = ServeMetrics(model.name, model.version, model.content_hash)
+        handler = type("Handler", (_Handler,), {"app": self, "timeout": config.timeout_s})
+        self._extra_metrics = extra_metrics
+        self._info = model.manifest.raw
+        self._health = json.dumps(
+            {"status": "ok", "name": model.name, "version": model.version, "content_hash": model.content_hash}
+        ).encode()
+        try:
+            self._httpd = _Server((config.host, config.port), handler, config.max_connections)
+        except socket.gaierror as exc:
+            raise ServeError(f"cannot listen on {config.host}:{config.port}: unknown host ({exc.strerror})") from None
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            raise ServeError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever(poll_interval=0.2)
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` (from another thread) and close the socket."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # ------------------------------------------------------------------ endpoints
+
+    def health(self) -> tuple[int, bytes, str]:
+        return 200, self._health, _JSON
+
+    def info(self) -> tuple[int, bytes, str]:
+        return 200, self._info, _JSON
+
+    def render_metrics(self) -> tuple[int, bytes, str]:
+        text = self.metrics.render()
+        if self._extra_metrics is not None:
+            try:
+                text += self._extra_metrics()
+            except Exception:  # telemetry trouble must not take /metrics down
+                log.exception("monitoring metrics failed")
+        return 200, text.encode(), CONTENT_TYPE
+
+    def predict(self, body: bytes) -> tuple[int, bytes, str]:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return _error(400, f"request body is not valid JSON ({exc})")
+        try:
+            if isinstance(payload, dict):
+                result = self.model.predict_rows([payload], start=None)
+                self.metrics.rows(result.predicted, len(result.errors))
+                record = result.records()[0]
+                return (422 if "error" in record else 200), _dumps(record), _JSON
+            if isinstance(payload, list):
+                if len(payload) > self.config.max_batch_rows:
+                    return _error(413, f"batch of {len(payload)} rows exceeds the limit of {self.config.max_batch_rows}")
+                result = self.model.predict_rows(payload)
+                self.metrics.rows(result.predicted, len(result.errors))
+                return 200, _dumps({"predictions": result.records(), "failed": len(result.errors)}), _JSON
+        except InferenceError as exc:
+            return _error(500, str(exc))
+        return _error(400, "expected a JSON object (one row) or an array of rows")
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False).encode()
+
+
+def _error(status: int, message: str) -> tuple[int, bytes, str]:
+    return status, _dumps({"error": message}), _JSON
+
+
+_GET = {"/health": PredictServer.health, "/info": PredictServer.info, "/metrics": PredictServer.render_metrics}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mlpack"
+    sys_version = ""
+    app: PredictServer  # set on the per-server subclass
+
+    def log_message(self, format: str, *args: Any) -> None:  # no access log: quiet by default
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        route = _GET.get(path)
+        if route is None:
+            self._reply(path, *self._not_here(path))
+            return
+        self._reply(path, *route(self.app))
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path != "/predict":
+            self._reply(path, *self._not_here(path))
+            return
+        t0 = time.perf_counter()
+        status, body, ctype = self._read_and_predict()
+        self._reply(path, status, body, ctype, t0)
+
+    def do_PUT(self) -> None:
+        self._reply(self.path, *self._not_here(self.path.split("?", 1)[0]))
+
+    do_DELETE = do_PATCH = do_PUT
+
+    def _not_here(self, path: str) -> tuple[int, bytes, str]:
+        if path == "/predict" or path in _GET:
+            self._allow = "POST" if path == "/predict" else "GET"
+            self._drain()
+            return _error(405, f"{self.command} is not allowed on {path} (use {self._allow})")
+        self._drain()
+        return _error(404, f"no such endpoint {path}; try POST /predict, GET /health, /info, /metrics")
+
+    def _read_and_predict(self) -> tuple[int, bytes, str]:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return _error(411, "send the body with a Content-Length (chunked transfer is not accepted)")
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw) if raw is not None else -1
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            return _error(411, "a Content-Length header is required")
+        limit = self.app.config.max_body_bytes
+        if length > limit:
+            self.close_connection = True  # do not read (or wait for) an oversized body
+            return _error(413, f"request body of {length} bytes exceeds the limit of {limit}")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            return _error(400, "request body ended before Content-Length bytes")
+        try:
+            return self.app.predict(body)
+        except Exception:  # a bug, not the client's fault: answer 500, keep serving
+            log.exception("predict failed")
+            return _error(500, "internal error")
+
+    def _drain(self) -> None:
+        """Read and discard a small body so the connection can be reused."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if 0 < length <= self.app.config.max_body_bytes:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _reply(self, endpoint: str, status: int, body: bytes, ctype: str, t0: float | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 405:
+            self.send_header("Allow", getattr(self, "_allow", "GET"))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        known = endpoint if endpoint == "/predict" or endpoint in _GET else "other"
+        self.app.metrics.request(known, status, time.perf_counter() - t0 if t0 is not None else None)

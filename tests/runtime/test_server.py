@@ -1,0 +1,212 @@
+"""``serve`` over real sockets on 127.0.0.1 (ephemeral ports): endpoints, limits, concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from mlpack.cli import main
+from mlpack.runtime import Model, PredictServer, ServeConfig, open_model
+
+ROW = {"x1": 1.0, "x2": None, "colour": "red", "shape": "round"}
+
+
+@pytest.fixture(scope="module")
+def model(mixed_bundle: Path) -> Model:
+    return open_model(mixed_bundle, threads=1)
+
+
+def _start(model: Model, **config: object) -> PredictServer:
+    server = PredictServer(model, ServeConfig(port=0, **config))  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(model: Model) -> Iterator[PredictServer]:
+    s = _start(model, max_body_bytes=4096, max_batch_rows=5)
+    yield s
+    s.shutdown()
+
+
+@pytest.fixture
+def client(server: PredictServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def test_binds_loopback_by_default(server: PredictServer) -> None:
+    assert server.url == f"http://127.0.0.1:{server.port}"
+
+
+def test_one_row(client: httpx.Client, model: Model) -> None:
+    r = client.post("/predict", json=ROW)
+    assert r.status_code == 200
+    body = r.json()
+    expected = model.predict_one(ROW)
+    assert body["label"] == expected.label
+    assert body["probabilities"] == pytest.approx(expected.probabilities, abs=1e-7)
+
+
+def test_one_bad_row_is_422_naming_the_field(client: httpx.Client) -> None:
+    r = client.post("/predict", json={**ROW, "colour": "pink"})
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": "field 'colour': category 'pink' was not seen in training (expected one of 'blue', 'green', 'red')",
+        "row": None,
+        "field": "colour",
+    }
+
+
+def test_batch_with_a_bad_row(client: httpx.Client) -> None:
+    r = client.post("/predict", json=[ROW, {**ROW, "x1": "?"}, ROW])
+    assert r.status_code == 200
+    body = r.json()
+    assert body["failed"] == 1
+    assert body["predictions"][1] == {"error": "row 1: field 'x1': expected a number, got '?'", "row": 1, "field": "x1"}
+    assert body["predictions"][0] == body["predictions"][2]
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "error"),
+    [
+        (b"{nope", 400, "request body is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+        (b'"text"', 400, "expected a JSON object (one row) or an array of rows"),
+        (json.dumps([ROW] * 6).encode(), 413, "batch of 6 rows exceeds the limit of 5"),
+        (b"[" + b" " * 5000 + b"]", 413, "request body of 5002 bytes exceeds the limit of 4096"),
+    ],
+)
+def test_bad_requests(client: httpx.Client, content: bytes, status: int, error: str) -> None:
+    r = client.post("/predict", content=content)
+    assert (r.status_code, r.json()) == (status, {"error": error})
+
+
+def test_routes_and_methods(client: httpx.Client, model: Model) -> None:
+    assert client.get("/nope").status_code == 404
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    r = client.delete("/health")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    health = client.get("/health").json()
+    assert health == {"status": "ok", "name": "mixed", "version": "1.0.0", "content_hash": model.content_hash}
+    info = client.get("/info")
+    assert hashlib.sha256(info.content).hexdigest() == model.content_hash
+    assert info.json()["name"] == "mixed"
+
+
+def test_body_without_length_is_refused(server: PredictServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        reply = s.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 411 ")
+    assert "chunked transfer is not accepted" in reply
+
+
+def test_metrics_count_requests_and_rows(model: Model) -> None:
+    server = _start(model)
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            c.post("/predict", json=ROW)
+            c.post("/predict", json=[ROW, {"x1": 1}])
+            c.get("/nope")
+            text = c.get("/metrics")
+        assert text.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        lines = text.text.splitlines()
+        assert 'mlpack_http_requests_total{endpoint="/predict",code="200"} 2' in lines
+        assert 'mlpack_http_requests_total{endpoint="other",code="404"} 1' in lines
+        assert 'mlpack_rows_total{outcome="predicted"} 2' in lines
+        assert 'mlpack_rows_total{outcome="invalid"} 1' in lines
+        assert 'mlpack_predict_duration_seconds_count 2' in lines
+        assert f'mlpack_model_info{{name="mixed",version="1.0.0",content_hash="{model.content_hash}"}} 1' in lines
+    finally:
+        server.shutdown()
+
+
+def test_concurrent_clients_get_their_own_answers(server: PredictServer, model: Model) -> None:
+    rows = [{**ROW, "x1": i / 10} for i in range(40)]
+    expected = [model.predict_one(r).label for r in rows]
+
+    def ask(i: int) -> str:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            return str(c.post("/predict", json=rows[i]).json()["label"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(ask, range(len(rows))))
+    assert got == expected
+
+
+def test_connections_beyond_the_limit_get_503(model: Model) -> None:
+    server = _start(model, max_connections=1)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as held:
+            held.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held.recv(4096).startswith(b"HTTP/1.1 200 ")  # keep-alive: this connection keeps its slot
+            r = httpx.get(f"{server.url}/health", timeout=5)
+            assert r.status_code == 503
+            assert r.json() == {"error": "too many connections, try again later"}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the slot frees once the held connection closes
+            if httpx.get(f"{server.url}/health", timeout=5).status_code == 200:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("slot never freed")
+    finally:
+        server.shutdown()
+
+
+def test_port_in_use_is_one_line_exit_1(mixed_bundle: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "serve", "--port", str(port)])
+    assert r.exit_code == 1
+    assert r.output == f"Error: cannot listen on 127.0.0.1:{port}: address already in use\n"
+
+
+def _serve_process(bundle: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(bundle), "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.startswith("serving "), line
+    return proc, line.split(" on ")[1].split()[0]
+
+
+@pytest.mark.slow
+def test_real_process_serves_and_stops_on_sigterm(mixed_bundle: Path, tmp_path: Path) -> None:
+    proc, url = _serve_process(mixed_bundle, "--state-dir", str(tmp_path / "state"))
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        r = httpx.post(f"{url}/predict", json=[ROW, ROW], timeout=10)
+        assert r.status_code == 200 and r.json()["failed"] == 0
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'mlpack_rows_total{outcome="predicted"} 2' in metrics
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert err.strip().endswith("stopped")
+    # the agent stored the open window on the way out
+    r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "status", "--json", "--state-dir", str(tmp_path / "state")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows"] == 2
