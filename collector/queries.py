@@ -174,13 +174,15 @@ class _Agg:
     counts: np.ndarray | None = None
 
 
-def _device_aggregates(storage: Storage, rng: TimeRange, model: str | None = None) -> dict[tuple[str, str], _Agg]:
+def _device_aggregates(
+    storage: Storage, rng: TimeRange, model: str | None = None, device: str | None = None
+) -> dict[tuple[str, str], _Agg]:
     """Per (device, model): summed scalars and count vectors over the range (days + edge hours)."""
     aggs: dict[tuple[str, str], _Agg] = defaultdict(_Agg)
     blobs: dict[str, list[tuple[tuple[str, str], bytes]]] = defaultdict(list)
     for level, a, b in plan_range(rng.start, rng.end):
         for dev, mdl, _bucket, windows, requests, rows, errors, counts in storage.rollups(
-            level, a, b, model=model, per_device=True, columns="windows, requests, rows, errors, counts"
+            level, a, b, model=model, device=device, per_device=True, columns="windows, requests, rows, errors, counts"
         ):
             agg = aggs[(dev, mdl)]
             agg.windows += windows
@@ -220,7 +222,7 @@ def device_table(
     """
     models = models if models is not None else {m.hash: m for m in storage.models()}
     devices = devices if devices is not None else storage.devices()
-    aggs = _device_aggregates(storage, rng, only_model)
+    aggs = _device_aggregates(storage, rng, only_model, devices[0].name if len(devices) == 1 else None)
     chosen: dict[str, str | None] = {}
     for d in devices:
         if only_model is not None:

@@ -387,7 +387,11 @@ class SqlStorage:
         ``device=None`` and ``per_device=False`` gives the fleet rows; ``per_device``
         every device's own rows.
         """
-        where = ["level = ?", "bucket >= ?", "bucket < ?"]
+        # One device's (or the fleet's) rows are found through the primary key; a unary
+        # plus keeps the planner from preferring the time index, which would scan every
+        # device's rows in the range. Only the all-devices scan uses the time index.
+        bucket = "bucket" if per_device and device is None else "+bucket"
+        where = ["level = ?", f"{bucket} >= ?", f"{bucket} < ?"]
         params: list[Any] = [level, start, end]
         if device is not None:
             where.append("device = ?")
@@ -400,7 +404,7 @@ class SqlStorage:
             where.append("model = ?")
             params.append(model)
         return self._query(
-            f"SELECT device, model, bucket, {columns} FROM rollups WHERE {' AND '.join(where)} ORDER BY bucket",
+            f"SELECT device, model, bucket, {columns} FROM rollups WHERE {' AND '.join(where)} ORDER BY {bucket}",
             params,
         )
 

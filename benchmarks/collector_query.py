@@ -1,0 +1,191 @@
+"""Fleet page query latency with 1,000 devices x 7 days of minute windows.
+
+    .venv/bin/python benchmarks/collector_query.py [--backend sqlite|postgres|both] [--devices 1000]
+
+The database is seeded in roll-up form: per device, 168 hourly roll-ups (each the sum of
+60 one-minute windows of 100 rows of a 20-feature model) plus their 7 daily roll-ups,
+and the fleet's own hourly and daily rows — exactly what the ingest path maintains for
+10 million windows, without spending an hour ingesting them (the page never reads raw
+windows). 5 % of devices drift on one feature; two model versions share the fleet.
+
+Reports the median of several runs of the library query (``fleet_overview``) and of
+``GET /`` (the rendered page) through a real collector process, for 24 h and 7 day
+ranges, against a baseline measured in the same run: reading the same range's per-device
+*hourly* rows only (what the page would have to read without day roll-ups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlpack.collector import fleet_overview, open_storage, time_range  # noqa: E402
+from mlpack.collector.models import model_from_upload  # noqa: E402
+from mlpack.collector.rollup import DAY, FLEET, HOUR, Rollup  # noqa: E402
+from mlpack.monitor_agent.profile import build_profile  # noqa: E402
+from mlpack.monitor_agent.wire import SystemStats  # noqa: E402
+
+PG_BASE = os.environ.get("MLPACK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+_INSERT = (
+    "INSERT INTO rollups (level, device, model, bucket, windows, requests, rows, errors, error_kinds, latency, "
+    "counts, system) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def models() -> list:
+    rng = np.random.default_rng(0)
+    profile = build_profile(
+        [(f"f{i:02d}", "numeric", rng.normal(0, 1, 5000)) for i in range(20)],
+        ("categorical", list(rng.choice(["a", "b", "c"], 5000)), ["a", "b", "c"]),
+    ).to_dict()
+    return [model_from_upload(c * 64, {"name": "bench", "version": v, "profile": profile}, "bench")
+            for c, v in (("a", "1.0.0"), ("b", "1.1.0"))]
+
+
+def seed(storage, n_devices: int, now: float) -> None:
+    rng = np.random.default_rng(42)
+    ms = models()
+    for m in ms:
+        storage.add_model(m, now)
+    end = int(now // HOUR) * HOUR + HOUR
+    start = end - 7 * DAY
+    hours = np.arange(start, end, HOUR)
+    first_day = (start // DAY) * DAY
+    fleet: dict[tuple[str, str, int], Rollup] = {}
+    sys_row = SystemStats(samples=360, proc_cpu=3600.0, proc_rss_sum=1.8e10, proc_rss_max=6e7, cpu=28800.0,
+                          mem=18000.0, disk_free_min=1e10)
+    with storage.write() as tx:
+        conn = tx._c
+        storage.executemany(conn, "INSERT INTO devices (name, token_hash, created_at, last_seen, last_model, last_seq) "
+                                  "VALUES (?, ?, ?, ?, ?, ?)",
+                            [(f"dev-{i:04d}", f"{i:064x}", start, now - rng.uniform(0, 600), ms[i % 2].hash, 10_080)
+                             for i in range(n_devices)])
+    for i in range(n_devices):
+        m = ms[i % 2]
+        drifted = i % 20 == 0
+        rows = []
+        day_sums: dict[int, Rollup] = {}
+        counts = np.zeros((len(hours), m.size), dtype=np.int64)
+        for sec in m.sections:
+            shares = np.asarray(sec.shares)
+            if drifted and sec.name == "f00":
+                shares = shares * np.where(np.arange(sec.n_bins) < 2, 6.0, 1.0)  # the low bins fill up
+            counts[:, sec.start : sec.start + sec.n_bins] = rng.multinomial(6000, shares / shares.sum(), size=len(hours))
+        lat_idx = rng.integers(-640, -600, 30)
+        for k, h in enumerate(hours):
+            r = Rollup(windows=60, requests=6000, rows=6000, errors=int(rng.poisson(6)), error_kinds={},
+                       latency={int(j): int(c) for j, c in zip(lat_idx, rng.multinomial(6000, [1 / 30] * 30))},
+                       counts=counts[k], system=SystemStats(**sys_row.to_dict()))
+            r.error_kinds = {"validation": r.errors} if r.errors else {}
+            rows.append(("h", f"dev-{i:04d}", m.hash, int(h), *r.to_row()))
+            d = int(h) // DAY * DAY
+            day_sums.setdefault(d, Rollup()).merge(r)
+            for key in (("h", m.hash, int(h)), ("d", m.hash, d)):
+                fleet.setdefault(key, Rollup()).merge(r)
+        rows += [("d", f"dev-{i:04d}", m.hash, d, *r.to_row()) for d, r in day_sums.items() if d >= first_day]
+        with storage.write() as tx:
+            storage.executemany(tx._c, _INSERT, rows)
+    with storage.write() as tx:
+        storage.executemany(tx._c, _INSERT, [(lv, FLEET, mh, b, *r.to_row()) for (lv, mh, b), r in fleet.items()])
+
+
+def timed(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0
+
+
+def run_backend(backend: str, n_devices: int, runs: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="collector-query-"))
+    schema = None
+    if backend == "sqlite":
+        db_url = f"sqlite:///{tmp}/collector.db"
+    else:
+        import psycopg
+
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        db_url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    proc = None
+    try:
+        now = time.time()
+        storage = open_storage(db_url)
+        t0 = time.perf_counter()
+        seed(storage, n_devices, now)
+        if backend == "postgres":
+            with storage.write() as tx:
+                tx._c.execute("ANALYZE rollups")
+        print(f"[{backend}] seeded {n_devices} devices x 7 days (= {n_devices * 7 * 1440:,} minute windows as "
+              f"{n_devices * 175:,} roll-up rows) in {time.perf_counter() - t0:.0f} s")
+        for hours in (24, 168):
+            rng = time_range(None, None, now, hours)
+            page = timed(lambda: fleet_overview(storage, rng, now), runs)
+            base = timed(lambda: storage.rollups("h", rng.start, rng.end, per_device=True, columns="counts"), runs)
+            data = fleet_overview(storage, rng, now)
+            drifting = sum(1 for d in data["devices"] if d["status"] == "drift")
+            print(f"[{backend}] fleet_overview {hours:>3} h: {page:7.1f} ms median of {runs}; baseline (read the range's "
+                  f"hourly device rows only, no scoring) {base:7.1f} ms -> x{page / base:.2f}; "
+                  f"{len(data['devices'])} devices, {drifting} drifting, {len(data['alerts'])} alerts")
+        if os.environ.get("MLPACK_BENCH_PROFILE"):
+            import cProfile
+            import pstats
+
+            rng = time_range(None, None, now, 168)
+            prof = cProfile.Profile()
+            prof.runcall(fleet_overview, storage, rng, now)
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
+        storage.close()
+        proc = subprocess.Popen([sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0"],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[2]
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=120) as cl:
+            for hours in (24, 168):
+                cl.get("/", params={"hours": hours}).raise_for_status()
+                ms = timed(lambda: cl.get("/", params={"hours": hours}).raise_for_status(), runs)
+                size = len(cl.get("/", params={"hours": hours}).content)
+                print(f"[{backend}] GET /?hours={hours:<3} (HTML page, {size / 1024:.0f} KiB): {ms:7.1f} ms median of {runs}")
+            dev = timed(lambda: cl.get("/devices/dev-0000", params={"hours": 168}).raise_for_status(), runs)
+            print(f"[{backend}] GET /devices/dev-0000?hours=168: {dev:7.1f} ms median of {runs}")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if schema:
+            import psycopg
+
+            with psycopg.connect(PG_BASE, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
+        run_backend(backend, args.devices, args.runs)
+
+
+if __name__ == "__main__":
+    main()
