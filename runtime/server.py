@@ -189,9 +189,10 @@ _GET = {"/health": PredictServer.health, "/info": PredictServer.info, "/metrics"
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "mlpack"
-    sys_version = ""
     app: PredictServer  # set on the per-server subclass
+
+    def version_string(self) -> str:
+        return "mlpack"
 
     def log_message(self, format: str, *args: Any) -> None:  # no access log: quiet by default
         pass

@@ -111,8 +111,9 @@ def test_routes_and_methods(client: httpx.Client, model: Model) -> None:
 def test_body_without_length_is_refused(server: PredictServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        reply = s.recv(4096).decode()
+        reply = b"".join(iter(lambda: s.recv(4096), b"")).decode()  # the server closes the connection
     assert reply.startswith("HTTP/1.1 411 ")
+    assert "\r\nServer: mlpack\r\n" in reply and "\r\nConnection: close\r\n" in reply
     assert "chunked transfer is not accepted" in reply
 
 
