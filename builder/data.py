@@ -202,11 +202,13 @@ def _target(
 
 
 def _labels(cells: pd.Series) -> np.ndarray:
-    """Integer labels when every value is an integer, else the strings as written."""
+    """Integer labels when every value is written as a plain integer, else the strings as written."""
     text = cells.str.strip()
     parsed = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
     if np.isfinite(parsed).all() and (parsed == np.round(parsed)).all() and np.abs(parsed).max() < 2**53:
-        return parsed.astype(np.int64)
+        ints = parsed.astype(np.int64)
+        if all(str(i) == t for i, t in zip(ints.tolist(), text.tolist())):  # "01" and "1" stay distinct
+            return ints
     return text.to_numpy(dtype=object)
 
 

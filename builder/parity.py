@@ -112,14 +112,14 @@ def prove(model: Model, converted: Converted, data: Dataset, tolerance: float, s
 
 def _probes(data: Dataset, seed: int) -> list[_Probe]:
     rng = np.random.default_rng(seed)
-    x = data.x_train
     feats = data.features
+    ranges = {f.name: _range(data.x_train[f.name]) for f in feats if f.kind == "numeric"}
     probes: list[_Probe] = []
     for _ in range(_RANDOM_PROBES):
         row = {}
         for f in feats:
             if f.kind == "numeric":
-                lo, hi = _range(x[f.name])
+                lo, hi = ranges[f.name]
                 row[f.name] = _f32(rng.uniform(lo, hi))
             else:
                 row[f.name] = str(rng.choice(f.categories)) if f.categories else None
@@ -128,7 +128,7 @@ def _probes(data: Dataset, seed: int) -> list[_Probe]:
         row = {}
         for f in feats:
             if f.kind == "numeric":
-                lo, hi = _range(x[f.name])
+                lo, hi = ranges[f.name]
                 span = (hi - lo) or 1.0
                 row[f.name] = _f32(lo - span if sign < 0 else hi + span)
             else:

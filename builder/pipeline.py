@@ -121,6 +121,8 @@ def build(
         user = estimators.resolve_estimator(spec)
         n_gates = len(spec.evaluate.gates)
         st.summary = f"{spec.model.name} {spec.model.version}, task {spec.model.task}, {n_gates} gate{'s' * (n_gates != 1)}"
+        target = out / f"{spec.model.name}-{spec.model.version}"
+        _check_target(target)  # before training, not after: fail fast
 
     with timer.stage("data") as st:
         ds = data.load_data(spec.data, spec.model.task, spec.model.seed)
@@ -177,17 +179,13 @@ def build(
         GOLDEN_FILE: canonical_json(proof.golden.to_dict()).encode("utf-8"),
         REPORT_FILE: render_report(manifest, evaluation).encode("utf-8"),
     }
-    target = out / f"{spec.model.name}-{spec.model.version}"
-    _check_target(target)
     exe = None
     if executable:
         exe = _with_executable(timer, rep, target, files, manifest)
     with timer.stage("bundle") as st:
+        _check_target(target)
         replaced = target.exists()
-        try:
-            write_bundle(target, files, manifest, replace=True)
-        except OSError as exc:
-            raise PackagingError(f"{target}: cannot write the bundle ({exc.strerror or exc})") from None
+        _write(target, files, manifest, replace=True)
         size = sum(len(b) for b in files.values())
         st.summary = f"{target} ({len(files) + 1} files, {size / 1024:.1f} kB)" + (
             "; replaced the previous build of this version" if replaced else ""
@@ -208,10 +206,13 @@ def _with_executable(
     timer: _Timer, rep: Reporter, target: Path, files: dict[str, bytes], manifest: dict[str, Any]
 ) -> Path:
     """Freeze the executable from a staged copy of the bundle, next to where it will live."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     try:
-        staged = write_bundle(staging / target.name, files, manifest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    except OSError as exc:
+        raise PackagingError(f"{target.parent}: cannot create the output folder ({exc.strerror or exc})") from None
+    try:
+        staged = _write(staging / target.name, files, manifest, replace=False)
         with timer.stage("executable") as st:
             from mlpack.builder.executable import build_executable
 
@@ -220,6 +221,13 @@ def _with_executable(
         return exe
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(target: Path, files: dict[str, bytes], manifest: dict[str, Any], replace: bool) -> Path:
+    try:
+        return write_bundle(target, files, manifest, replace=replace)
+    except OSError as exc:
+        raise PackagingError(f"{target}: cannot write the bundle ({exc.strerror or exc})") from None
 
 
 def _check_target(target: Path) -> None:

@@ -102,7 +102,8 @@ Unseen = Literal["error", "missing"]
 DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# The schema: table -> allowed keys. "*" marks a table whose keys are user-chosen.
+# The schema: table -> allowed keys. "data.features.*" is any one feature's table,
+# "estimator.steps[]" any one step's.
 _SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("model", "data", "preprocess", "estimator", "evaluate", "gates", "parity", "drift"),
     "model": ("name", "version", "task", "description", "owner", "intended_use", "seed"),
@@ -270,7 +271,7 @@ class _Reader:
             raise SpecError(f"{self.path}: unknown key '{dotted}'{hint}")
 
     def table(self, doc: Mapping[str, Any], key: str, required: bool = False) -> dict[str, Any]:
-        value = doc.get(key.rsplit(".", 1)[-1])
+        value = doc.get(key)
         if value is None:
             if required:
                 raise SpecError(f"{self.path}: missing table [{key}]")
@@ -282,7 +283,7 @@ class _Reader:
     def string(self, t: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
         value = t.get(key, default)
         if value is None:
-            raise self.fail(f"{where}.{key}", "is required")
+            raise self.fail(f"{where}.{key}", "required, but missing")
         if not isinstance(value, str):
             raise self.fail(f"{where}.{key}", f"expected a string, got {_show(value)}")
         return value

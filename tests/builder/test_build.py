@@ -259,3 +259,15 @@ def test_example_csvs_are_reproduced_by_the_committed_script(tmp_path: Path) -> 
         script[make](tmp_path)
     for rel in ("breast_cancer/breast_cancer.csv", "diabetes/diabetes.csv", "fleet_faults/fleet_faults.csv"):
         assert (tmp_path / rel).read_bytes() == (EXAMPLES / rel).read_bytes(), rel
+
+
+def test_unwritable_output_is_a_packaging_error(project: Project) -> None:
+    project.write(spec_text(), binary_rows())
+    blocker = project.root / "dist"
+    blocker.write_text("a file where the output folder should be")
+    with pytest.raises(PackagingError) as info:
+        project.build()
+    assert str(info.value) == f"{blocker / 'demo-1.0.0'}: cannot write the bundle (File exists)"
+    assert blocker.read_text() == "a file where the output folder should be"
+    # the command line refuses it before building (a usage error, exit 2)
+    assert project.cli().exit_code == 2

@@ -74,6 +74,11 @@ def test_exclude_and_integer_labels(tmp_path: Path) -> None:
     assert ds.y_train.dtype == np.int64
 
 
+def test_labels_that_only_look_alike_stay_distinct(tmp_path: Path) -> None:
+    text = "a,y\n" + "".join(f"{i},{['01', '1'][i % 2]}\n" for i in range(20))
+    assert load_data(_spec(tmp_path, text), "binary", 0).classes == ("01", "1")
+
+
 def test_declared_nullable_without_missing_values(tmp_path: Path) -> None:
     text = "a,y\n" + "".join(f"{i},{i % 2}\n" for i in range(20))
     ds = load_data(_spec(tmp_path, text, features=(FeatureSpec("a", None, True),)), "binary", 0)

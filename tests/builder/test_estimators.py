@@ -44,43 +44,27 @@ def _fails(project: Project, spec: str, data: str | None = None) -> str:
     return str(info.value).replace(str(project.spec_path), "mlpack.toml")
 
 
-def test_unknown_parameter_suggests_the_right_one(project: Project) -> None:
-    msg = _fails(project, spec_text(estimator='class = "RandomForestClassifier"\nparams = { n_estimator = 5 }'))
-    assert msg == "mlpack.toml: estimator.params: RandomForestClassifier has no parameter 'n_estimator' (did you mean 'n_estimators'?)"
-
-
-def test_parameter_value_rejected_by_sklearn(project: Project) -> None:
-    msg = _fails(project, spec_text(estimator='class = "RandomForestClassifier"\nparams = { n_estimators = -3 }'))
-    assert msg == (
-        "mlpack.toml: estimator parameter rejected by scikit-learn: The 'n_estimators' parameter of"
-        " RandomForestClassifier must be an int in the range [1, inf). Got -3 instead."
-    )
-
-
-def test_nested_step_errors_name_their_place(project: Project) -> None:
-    msg = _fails(project, spec_text(estimator='steps = [{ class = "StandardScaler" }, { class = "LogisticRegresion" }]'))
-    assert msg == (
-        "mlpack.toml: estimator.steps[1].class: unknown scikit-learn estimator 'LogisticRegresion'"
-        " (did you mean 'LogisticRegression'?)"
-    )
-
-
-def test_classifier_without_probabilities_gets_a_recipe(project: Project) -> None:
-    msg = _fails(project, spec_text(estimator='class = "SVC"'))
-    assert msg == (
-        "mlpack.toml: SVC gives no class probabilities (predict_proba), which the bundle ships; wrap it:"
-        ' class = "CalibratedClassifierCV", params = { estimator = { class = "SVC" }, ensemble = false }'
-    )
-
-
-def test_task_and_estimator_must_match(project: Project) -> None:
-    msg = _fails(project, spec_text(estimator='class = "Ridge"'))
-    assert msg == "mlpack.toml: task is binary but Ridge is not a classifier"
-
-
-def test_reserved_step_names(project: Project) -> None:
-    msg = _fails(project, spec_text(estimator='steps = [{ class = "StandardScaler", name = "scale" }, { class = "LogisticRegression" }]'))
-    assert msg == "mlpack.toml: estimator.steps: step name 'scale' is reserved for mlpack's preprocessing"
+@pytest.mark.parametrize(
+    ("estimator", "expected"),
+    [
+        ('class = "RandomForestClassifier"\nparams = { n_estimator = 5 }',
+         "estimator.params: RandomForestClassifier has no parameter 'n_estimator' (did you mean 'n_estimators'?)"),
+        ('class = "RandomForestClassifier"\nparams = { n_estimators = -3 }',
+         "estimator parameter rejected by scikit-learn: The 'n_estimators' parameter of RandomForestClassifier"
+         " must be an int in the range [1, inf). Got -3 instead."),
+        ('steps = [{ class = "StandardScaler" }, { class = "LogisticRegresion" }]',
+         "estimator.steps[1].class: unknown scikit-learn estimator 'LogisticRegresion' (did you mean 'LogisticRegression'?)"),
+        ('class = "SVC"',
+         "SVC gives no class probabilities (predict_proba), which the bundle ships; wrap it:"
+         ' class = "CalibratedClassifierCV", params = { estimator = { class = "SVC" }, ensemble = false }'),
+        ('class = "Ridge"', "task is binary but Ridge is not a classifier"),
+        ('steps = [{ class = "StandardScaler", name = "scale" }, { class = "LogisticRegression" }]',
+         "estimator.steps: step name 'scale' is reserved for mlpack's preprocessing"),
+    ],
+    ids=["unknown-param", "param-value", "nested-step", "no-probabilities", "task-mismatch", "reserved-name"],
+)
+def test_estimator_errors_are_one_precise_line(project: Project, estimator: str, expected: str) -> None:
+    assert _fails(project, spec_text(estimator=estimator)) == f"mlpack.toml: {expected}"
 
 
 def test_seed_reaches_every_random_state_and_wrappers_build(project: Project) -> None:
