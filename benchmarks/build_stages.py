@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from sklearn.base import clone
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.base import clone
 
 from mlpack.builder import build, load_spec
 from mlpack.builder._inputs import model_input
@@ -43,8 +43,10 @@ def _baseline(spec_path: Path, fitted: object, layout: str) -> float:
     if layout == "matrix":
         types = [("X", FloatTensorType([None, len(ds.features)]))]
     else:
-        types = [(f.name, FloatTensorType([None, 1]) if f.kind == "numeric" else StringTensorType([None, 1]))
-                 for f in ds.features]
+        types = [
+            (f.name, FloatTensorType([None, 1]) if f.kind == "numeric" else StringTensorType([None, 1]))
+            for f in ds.features
+        ]
     start = time.perf_counter()
     model = clone(fitted).fit(x, ds.y_train)
     convert_sklearn(model, initial_types=types, target_opset=dict(OPSET))
@@ -67,8 +69,11 @@ def _in_process(repeat: int) -> None:
         med = {s: statistics.median(r[s] for r in runs) for s in STAGES}
         total = statistics.median(sum(r.values()) for r in runs)
         baseline = statistics.median(base)
-        print(f"{name:<14}" + "".join(f"{med[s]:>9.3f}" for s in STAGES)
-              + f"{total:>9.3f}{baseline:>10.3f}{total / baseline:>7.1f}")
+        print(
+            f"{name:<14}"
+            + "".join(f"{med[s]:>9.3f}" for s in STAGES)
+            + f"{total:>9.3f}{baseline:>10.3f}{total / baseline:>7.1f}"
+        )
 
 
 def _wall(cmd: list[str]) -> float:

@@ -23,7 +23,10 @@ __all__ = ["build"]
 @click.command("build")
 @click.argument("spec", required=False, default="mlpack.toml", type=click.Path(path_type=Path))
 @click.option(
-    "-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
     help="Folder for the bundle and executable  [default: ./dist]",
 )
 @click.option("--no-executable", is_flag=True, help="Write the bundle only; do not freeze the device executable.")

@@ -50,7 +50,6 @@ def convert(model: Model, data: Dataset, graph_name: str) -> Converted:
     bad = unsupported_step(model.estimator)
     if bad is not None:
         raise ConversionError(bad)
-
     if model.layout == "matrix":
         types: list[tuple[str, Any]] = [("X", FloatTensorType([None, len(data.features)]))]
         inputs = [{"name": "X", "dtype": "float32", "width": len(data.features)}]
@@ -59,8 +58,9 @@ def convert(model: Model, data: Dataset, graph_name: str) -> Converted:
             (f.name, FloatTensorType([None, 1]) if f.kind == "numeric" else StringTensorType([None, 1]))
             for f in data.features
         ]
-        inputs = [{"name": f.name, "dtype": "float32" if f.kind == "numeric" else "string", "width": 1}
-                  for f in data.features]
+        inputs = [
+            {"name": f.name, "dtype": "float32" if f.kind == "numeric" else "string", "width": 1} for f in data.features
+        ]
     options = None
     if data.task != "regression":
         options = {id(_final(model.estimator)): {"zipmap": False}}
@@ -86,9 +86,13 @@ def unsupported_step(estimator: Any) -> str | None:
     for path, obj in _walk(estimator, ""):
         if _has_converter(type(obj)):
             continue
-        role, flt = (("classifiers", "classifier") if is_classifier(obj)
-                     else ("regressors", "regressor") if is_regressor(obj)
-                     else ("transformers", "transformer"))
+        role, flt = (
+            ("classifiers", "classifier")
+            if is_classifier(obj)
+            else ("regressors", "regressor")
+            if is_regressor(obj)
+            else ("transformers", "transformer")
+        )
         same = sorted(n for n, cls in all_estimators(type_filter=flt) if _has_converter(cls))
         return (
             f"step '{path}' ({type(obj).__name__}) cannot be converted to ONNX: skl2onnx has no converter for it;"
@@ -138,7 +142,9 @@ def _final(est: Any) -> Any:
 
 def _restore_input_names(graph: Any, names: list[str]) -> None:
     """Rename graph inputs (in order) to ``names`` wherever they are referenced."""
-    renames = {i.name: n for i, n in zip(graph.input, names) if i.name != n}
+    if len(graph.input) != len(names):
+        raise ConversionError(f"the ONNX graph has {len(graph.input)} inputs for {len(names)} features")
+    renames = {i.name: n for i, n in zip(graph.input, names, strict=True) if i.name != n}
     if not renames:
         return
     for i in graph.input:

@@ -94,7 +94,9 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
         cells = table[f.name]
         missing = cells.str.strip().isin(missing_tokens)
         if bool(missing.all()):
-            raise DataError(f"{where}: column '{f.name}' has no values (every row is missing); exclude it (data.exclude)")
+            raise DataError(
+                f"{where}: column '{f.name}' has no values (every row is missing); exclude it (data.exclude)"
+            )
         kind = f.kind or ("numeric" if _all_numbers(cells[~missing]) else "categorical")
         if kind == "numeric":
             values = _numeric(cells, missing, f.name, where)
@@ -102,7 +104,9 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
             values = cells.where(~missing, "").astype(object)
         if f.nullable is False and bool(missing.any()):
             line = int(np.flatnonzero(missing.to_numpy())[0]) + 2
-            raise DataError(f"{where}: line {line}: column '{f.name}' is missing but the feature is declared nullable = false")
+            raise DataError(
+                f"{where}: line {line}: column '{f.name}' is missing but the feature is declared nullable = false"
+            )
         columns[f.name] = values
         features.append((f, kind, missing))
     y, classes, resolved = _target(table[spec.target], task, missing_tokens, spec.target, where)
@@ -110,7 +114,9 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
     frame = pd.DataFrame(columns)
     x_train = frame.iloc[train_idx].reset_index(drop=True)
     x_test = frame.iloc[test_idx].reset_index(drop=True)
-    schema = tuple(_feature(f, kind, bool(missing.any()), x_train[f.name], spec.unseen) for f, kind, missing in features)
+    schema = tuple(
+        _feature(f, kind, bool(missing.any()), x_train[f.name], spec.unseen) for f, kind, missing in features
+    )
     used = {f.name for f in declared} | {spec.target}
     return Dataset(
         features=schema,
@@ -182,22 +188,30 @@ def _target(
     if missing.any():
         line = int(np.flatnonzero(missing)[0]) + 2
         count = int(missing.sum())
-        raise DataError(f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target)")
+        raise DataError(
+            f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target)"
+        )
     if task == "regression":
         parsed = pd.to_numeric(cells.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
         bad = ~np.isfinite(parsed)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: line {i + 2}: target '{name}' must be a number for regression, got {cells.iloc[i]!r}")
+            raise DataError(
+                f"{where}: line {i + 2}: target '{name}' must be a number for regression, got {cells.iloc[i]!r}"
+            )
         return parsed, (), "regression"
     y = _labels(cells)
     classes = tuple(v.item() if isinstance(v, np.generic) else v for v in np.unique(y))
     if len(classes) < 2:
-        raise DataError(f"{where}: target '{name}' has a single class ({classes[0]!r}); classification needs at least two")
+        raise DataError(
+            f"{where}: target '{name}' has a single class ({classes[0]!r}); classification needs at least two"
+        )
     resolved = task if task != "classification" else ("binary" if len(classes) == 2 else "multiclass")
     if resolved == "binary" and len(classes) > 2:
         shown = ", ".join(map(str, classes[:8])) + (", ..." if len(classes) > 8 else "")
-        raise DataError(f"{where}: task is binary but target '{name}' has {len(classes)} classes ({shown}); use task = \"multiclass\"")
+        raise DataError(
+            f"{where}: task is binary but target '{name}' has {len(classes)} classes ({shown}); use task = \"multiclass\""
+        )
     return y, classes, resolved
 
 
@@ -207,14 +221,12 @@ def _labels(cells: pd.Series) -> np.ndarray:
     parsed = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
     if np.isfinite(parsed).all() and (parsed == np.round(parsed)).all() and np.abs(parsed).max() < 2**53:
         ints = parsed.astype(np.int64)
-        if all(str(i) == t for i, t in zip(ints.tolist(), text.tolist())):  # "01" and "1" stay distinct
+        if all(str(i) == t for i, t in zip(ints.tolist(), text.tolist(), strict=True)):  # "01" and "1" stay distinct
             return ints
     return text.to_numpy(dtype=object)
 
 
-def _split(
-    n: int, y: np.ndarray, task: str, test_size: float, seed: int, where: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _split(n: int, y: np.ndarray, task: str, test_size: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     stratify = None
@@ -227,7 +239,9 @@ def _split(
             )
         stratify = y
     try:
-        train, test = train_test_split(np.arange(n), test_size=test_size, random_state=seed, shuffle=True, stratify=stratify)
+        train, test = train_test_split(
+            np.arange(n), test_size=test_size, random_state=seed, shuffle=True, stratify=stratify
+        )
     except ValueError as exc:
         raise DataError(f"{where}: cannot split {n} rows with test_size {test_size:g} ({exc})") from None
     return np.sort(train), np.sort(test)

@@ -45,12 +45,39 @@ __all__ = ["UserEstimator", "Model", "resolve_estimator", "resolve_class", "asse
 # Public scikit-learn modules searched for a short class name, most used first, so the
 # common case imports one module instead of all of scikit-learn.
 _MODULES = (
-    "linear_model", "ensemble", "tree", "neighbors", "svm", "neural_network", "naive_bayes",
-    "preprocessing", "impute", "compose", "pipeline", "decomposition", "discriminant_analysis",
-    "calibration", "feature_selection", "kernel_approximation", "gaussian_process",
-    "cross_decomposition", "isotonic", "multiclass", "multioutput", "kernel_ridge", "dummy",
-    "cluster", "covariance", "mixture", "random_projection", "semi_supervised", "manifold",
-    "feature_extraction", "feature_extraction.text", "frozen", "model_selection",
+    "linear_model",
+    "ensemble",
+    "tree",
+    "neighbors",
+    "svm",
+    "neural_network",
+    "naive_bayes",
+    "preprocessing",
+    "impute",
+    "compose",
+    "pipeline",
+    "decomposition",
+    "discriminant_analysis",
+    "calibration",
+    "feature_selection",
+    "kernel_approximation",
+    "gaussian_process",
+    "cross_decomposition",
+    "isotonic",
+    "multiclass",
+    "multioutput",
+    "kernel_ridge",
+    "dummy",
+    "cluster",
+    "covariance",
+    "mixture",
+    "random_projection",
+    "semi_supervised",
+    "manifold",
+    "feature_extraction",
+    "feature_extraction.text",
+    "frozen",
+    "model_selection",
 )
 _RESERVED_STEPS = ("impute", "scale", "columns")
 
@@ -87,7 +114,9 @@ def resolve_estimator(spec: Spec) -> UserEstimator:
     names = [n for n, _ in steps]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
-        raise TrainingError(f"{spec.path}: estimator.steps: two steps are named {dup!r}; give one of them a name = \"...\"")
+        raise TrainingError(
+            f'{spec.path}: estimator.steps: two steps are named {dup!r}; give one of them a name = "..."'
+        )
     return UserEstimator(Pipeline(steps))
 
 
@@ -151,9 +180,7 @@ def _param_value(value: Any, spec_path: Path) -> Any:
 def _param_names(cls: type) -> set[str]:
     sig = inspect.signature(cls.__init__)
     return {
-        p.name
-        for p in sig.parameters.values()
-        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        p.name for p in sig.parameters.values() if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
 
 
@@ -185,7 +212,9 @@ def _from_factory(spec: Spec, factory: str) -> UserEstimator:
     finally:
         sys.path.remove(str(spec.root))
     if not (hasattr(estimator, "fit") and hasattr(estimator, "get_params")):
-        raise TrainingError(f"{where}: {func_name}() returned {type(estimator).__name__}, expected an unfitted scikit-learn estimator")
+        raise TrainingError(
+            f"{where}: {func_name}() returned {type(estimator).__name__}, expected an unfitted scikit-learn estimator"
+        )
     return UserEstimator(estimator, digest)
 
 
@@ -221,7 +250,7 @@ def assemble(user: UserEstimator, data: Dataset, prep: PreprocessSpec, seed: int
         if not hasattr(model, "predict_proba"):
             raise TrainingError(
                 f"{spec_path}: {type(final).__name__} gives no class probabilities (predict_proba), which the bundle"
-                f" ships; wrap it: class = \"CalibratedClassifierCV\", params = {{ estimator = {{ class = \"{type(final).__name__}\" }}, ensemble = false }}"
+                f' ships; wrap it: class = "CalibratedClassifierCV", params = {{ estimator = {{ class = "{type(final).__name__}" }}, ensemble = false }}'
             )
     return Model(model, layout)
 
@@ -242,7 +271,6 @@ def _numeric_front(prep: PreprocessSpec) -> list[tuple[str, Any]]:
 
 
 def _column_front(data: Dataset, prep: PreprocessSpec) -> Any:
-
     parts: list[tuple[str, Any, list[str]]] = []
     if data.numeric:
         num_steps = _numeric_front(prep)
@@ -281,7 +309,9 @@ def fit(model: Model, data: Dataset, spec_path: Path) -> Model:
         try:
             model.estimator.fit(x, data.y_train)
         except InvalidParameterError as exc:
-            raise TrainingError(f"{spec_path}: estimator parameter rejected by scikit-learn: {_one_line(exc)}") from None
+            raise TrainingError(
+                f"{spec_path}: estimator parameter rejected by scikit-learn: {_one_line(exc)}"
+            ) from None
         except (ValueError, TypeError) as exc:
             hint = ""
             if "NaN" in str(exc):
@@ -296,17 +326,18 @@ def fit(model: Model, data: Dataset, spec_path: Path) -> Model:
 
 def describe(est: Any) -> str:
     """A compact, deterministic description: 'SimpleImputer -> StandardScaler -> LogisticRegression'."""
-
     if isinstance(est, Pipeline):
         return " -> ".join(describe(s) for _, s in est.steps)
     if isinstance(est, ColumnTransformer):
-        inner = "; ".join(
-            f"{name}: {t if isinstance(t, str) else describe(t)}" for name, t, _ in est.transformers
-        )
+        inner = "; ".join(f"{name}: {t if isinstance(t, str) else describe(t)}" for name, t, _ in est.transformers)
         return f"ColumnTransformer[{inner}]"
     if isinstance(est, str):
         return est
-    nested = [v for k, v in est.get_params(deep=False).items() if k in ("estimator", "base_estimator") and v is not None and not isinstance(v, str)]
+    nested = [
+        v
+        for k, v in est.get_params(deep=False).items()
+        if k in ("estimator", "base_estimator") and v is not None and not isinstance(v, str)
+    ]
     if nested:
         return f"{type(est).__name__}({describe(nested[0])})"
     return type(est).__name__
@@ -314,4 +345,3 @@ def describe(est: Any) -> str:
 
 def _one_line(exc: Any) -> str:
     return " ".join(str(exc).split())
-

@@ -72,8 +72,14 @@ class GateResult:
 
     def to_dict(self) -> dict[str, Any]:
         g = self.gate
-        return {"gate": g.text, "metric": g.metric, "op": g.op, "threshold": g.threshold,
-                "value": self.value, "passed": self.passed}
+        return {
+            "gate": g.text,
+            "metric": g.metric,
+            "op": g.op,
+            "threshold": g.threshold,
+            "value": self.value,
+            "passed": self.passed,
+        }
 
 
 def parse_gate(text: str, task: str) -> Gate:
@@ -86,7 +92,9 @@ def parse_gate(text: str, task: str) -> Gate:
     if metric not in known:
         others = REGRESSION_METRICS if known is CLASSIFICATION_METRICS else CLASSIFICATION_METRICS
         if metric in others:
-            raise ValueError(f"metric '{metric}' in gate {text!r} does not apply to a {task} task (metrics: {', '.join(known)})")
+            raise ValueError(
+                f"metric '{metric}' in gate {text!r} does not apply to a {task} task (metrics: {', '.join(known)})"
+            )
         close = nearest(metric, known)
         hint = f"did you mean '{close}'? " if close else ""
         raise ValueError(f"unknown metric '{metric}' in gate {text!r} ({hint}metrics for {task}: {', '.join(known)})")
@@ -149,21 +157,18 @@ def _classification(
     out = {"accuracy": float(accuracy_score(y_true, y_pred))}
     if len(classes) == 2:
         pos = classes[1] if positive is None else positive
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=[pos], average=None, zero_division=0.0
-        )
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=[pos], average=None, zero_division=0.0)
         out.update(precision=float(p[0]), recall=float(r[0]), f1=float(f[0]))
     else:
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=classes, average="macro", zero_division=0.0
-        )
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=classes, average="macro", zero_division=0.0)
         out.update(precision=float(p), recall=float(r), f1=float(f))
     out["roc_auc"] = _roc_auc(roc_auc_score, y_true, proba, classes, positive)
     return out
 
 
-def _roc_auc(score: Callable[..., float], y_true: np.ndarray, proba: np.ndarray | None,
-             classes: list[Any], positive: Any) -> float:
+def _roc_auc(
+    score: Callable[..., float], y_true: np.ndarray, proba: np.ndarray | None, classes: list[Any], positive: Any
+) -> float:
     if proba is None:
         return math.nan
     present = set(np.unique(y_true).tolist())

@@ -95,7 +95,7 @@ def prove(model: Model, converted: Converted, data: Dataset, tolerance: float, s
         labels_bad = np.zeros(len(frame), dtype=bool)
     else:
         diff = np.abs(ox["probabilities"].astype(np.float64) - sk["probabilities"]).max(axis=1)
-        labels_bad = np.array([_norm(a) != _norm(b) for a, b in zip(ox["labels"], sk["labels"])], dtype=bool)
+        labels_bad = np.array([_norm(a) != _norm(b) for a, b in zip(ox["labels"], sk["labels"], strict=True)], dtype=bool)
     diff = np.where(np.isnan(diff), np.inf, diff)
     bad = labels_bad | (diff > tolerance)
     max_diff = float(diff.max()) if diff.size else 0.0
@@ -214,9 +214,9 @@ def _sklearn_outputs(model: Model, frame: pd.DataFrame, task: str) -> dict[str, 
         message = " ".join(str(exc).split())
         hint = ""
         if "NaN" in message:
-            hint = "; features that may be missing need an imputer: keep [preprocess] numeric.impute (default \"median\")"
+            hint = '; features that may be missing need an imputer: keep [preprocess] numeric.impute (default "median")'
         elif "unknown categor" in message:
-            hint = "; the encoder must accept categories it never saw (OneHotEncoder handle_unknown = \"ignore\")"
+            hint = '; the encoder must accept categories it never saw (OneHotEncoder handle_unknown = "ignore")'
         raise ParityError(f"scikit-learn cannot predict the probe rows ({message}){hint}") from None
 
 
@@ -268,7 +268,7 @@ def _explain(
     if has_missing[bad].all():
         parts.append(
             " — every disagreeing row has a missing value: this model does not treat missing values the same"
-            " way in ONNX; put an imputer in front ([preprocess] numeric = { impute = \"median\" })"
+            ' way in ONNX; put an imputer in front ([preprocess] numeric = { impute = "median" })'
         )
     elif data.task == "regression":
         scale = float(np.abs(sk["values"]).max()) if sk["values"].size else 0.0

@@ -120,7 +120,9 @@ def build(
         spec = load_spec(spec_path)
         user = estimators.resolve_estimator(spec)
         n_gates = len(spec.evaluate.gates)
-        st.summary = f"{spec.model.name} {spec.model.version}, task {spec.model.task}, {n_gates} gate{'s' * (n_gates != 1)}"
+        st.summary = (
+            f"{spec.model.name} {spec.model.version}, task {spec.model.task}, {n_gates} gate{'s' * (n_gates != 1)}"
+        )
         target = out / f"{spec.model.name}-{spec.model.version}"
         _check_target(target)  # before training, not after: fail fast
 
@@ -241,7 +243,9 @@ def _check_positive(spec: Spec, ds: Dataset) -> None:
     if pos is None:
         return
     if ds.task != "binary":
-        raise DataError(f"{spec.path}: evaluate.positive applies to binary tasks, but the target has {len(ds.classes)} classes")
+        raise DataError(
+            f"{spec.path}: evaluate.positive applies to binary tasks, but the target has {len(ds.classes)} classes"
+        )
     if pos not in ds.classes:
         raise DataError(
             f"{spec.path}: evaluate.positive {pos!r} is not a class of target '{ds.target}'"

@@ -74,7 +74,7 @@ class RecordingReporter(NullReporter):
 class ConsoleReporter:
     """One line per stage, written as the stage starts and completed when it ends::
 
-        train      0.41s  SimpleImputer -> StandardScaler -> LogisticRegression
+    train      0.41s  SimpleImputer -> StandardScaler -> LogisticRegression
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:

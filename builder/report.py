@@ -32,16 +32,24 @@ def render_report(manifest: Mapping[str, Any], evaluation: Evaluation) -> str:
         [
             ["file", f"`{lin['data_path']}` (sha256 `{lin['data_sha256'][:16]}…`)"],
             ["target", f"`{lin['target']}`"],
-            ["rows", f"{lin['rows']}: {lin['train_rows']} train, {lin['test_rows']} held out"
-                     f"{' (stratified)' if m['task'] != 'regression' else ''}"],
+            [
+                "rows",
+                f"{lin['rows']}: {lin['train_rows']} train, {lin['test_rows']} held out"
+                f"{' (stratified)' if m['task'] != 'regression' else ''}",
+            ],
         ],
     )
     out += ["", f"## Input ({m['input']['layout']} layout)", ""]
     out += _table(
         ["feature", "kind", "nullable", "categories", "unseen"],
         [
-            [f"`{f['name']}`", f["kind"], "yes" if f["nullable"] else "no",
-             _cats(f.get("categories")), f.get("unseen", "")]
+            [
+                f"`{f['name']}`",
+                f["kind"],
+                "yes" if f["nullable"] else "no",
+                _cats(f.get("categories")),
+                f.get("unseen", ""),
+            ]
             for f in m["input"]["features"]
         ],
     )
@@ -58,7 +66,7 @@ def render_report(manifest: Mapping[str, Any], evaluation: Evaluation) -> str:
     if evaluation.confusion is not None:
         classes = [str(c) for c in m["output"]["classes"]]
         out += ["", "## Confusion matrix (rows: true class, columns: predicted)", ""]
-        out += _table([""] + classes, [[c] + [str(v) for v in row] for c, row in zip(classes, evaluation.confusion)])
+        out += _table([""] + classes, [[c] + [str(v) for v in row] for c, row in zip(classes, evaluation.confusion, strict=True)])
     if evaluation.residuals is not None:
         out += ["", "## Residuals (true - predicted, held-out split)", ""]
         out += _table(["statistic", "value"], [[k, _num(v)] for k, v in evaluation.residuals.items()])
@@ -74,11 +82,13 @@ def render_report(manifest: Mapping[str, Any], evaluation: Evaluation) -> str:
     out += _table(["", ""], rows)
     opset = ", ".join(f"{k or 'ai.onnx'} {v}" for k, v in sorted(m["onnx"]["opset"].items()))
     out += ["", "## Lineage", ""]
-    versions = [[k, str(lin[k])] for k in ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")]
+    versions = [
+        [k, str(lin[k])] for k in ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+    ]
     out += _table(
         ["", ""],
-        [["spec sha256", f"`{lin['spec_sha256']}`"], ["data sha256", f"`{lin['data_sha256']}`"],
-         ["ONNX opset", opset]] + versions,
+        [["spec sha256", f"`{lin['spec_sha256']}`"], ["data sha256", f"`{lin['data_sha256']}`"], ["ONNX opset", opset]]
+        + versions,
     )
     return "\n".join(out) + "\n"
 

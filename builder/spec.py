@@ -351,7 +351,8 @@ class _Reader:
         for key, value in (("name", name), ("version", version)):
             if not _NAME.match(value):
                 raise self.fail(
-                    f"model.{key}", f"{value!r} must use only letters, digits, '.', '_', '-' (it names the bundle folder)"
+                    f"model.{key}",
+                    f"{value!r} must use only letters, digits, '.', '_', '-' (it names the bundle folder)",
                 )
         seed = self.integer(t, "seed", "model", 0)
         if not 0 <= seed < 2**32:
@@ -359,7 +360,9 @@ class _Reader:
         return ModelSpec(
             name=name,
             version=version,
-            task=self.choice(t, "task", "model", ("binary", "multiclass", "regression", "classification"), "classification"),
+            task=self.choice(
+                t, "task", "model", ("binary", "multiclass", "regression", "classification"), "classification"
+            ),
             seed=seed,
             description=self.string(t, "description", "model", ""),
             owner=self.string(t, "owner", "model", ""),
@@ -398,7 +401,7 @@ class _Reader:
                 raise self.fail(where, f"expected numeric or categorical, got {value!r}")
             return FeatureSpec(name, value)  # type: ignore[arg-type]
         if not isinstance(value, dict):
-            raise self.fail(where, f"expected \"numeric\", \"categorical\" or a table, got {_show(value)}")
+            raise self.fail(where, f'expected "numeric", "categorical" or a table, got {_show(value)}')
         self.check_keys(value, "data.features.*", where)
         kind = value.get("kind")
         if kind is not None and kind not in kinds:
@@ -420,12 +423,14 @@ class _Reader:
         elif isinstance(num_t, dict):
             self.check_keys(num_t, "preprocess.numeric", "preprocess.numeric")
             numeric = NumericPrep(
-                impute=self.choice(num_t, "impute", "preprocess.numeric", ("none", "mean", "median", "constant"), "median"),
+                impute=self.choice(
+                    num_t, "impute", "preprocess.numeric", ("none", "mean", "median", "constant"), "median"
+                ),
                 scale=self.boolean(num_t, "scale", "preprocess.numeric", False),
                 fill_value=self.number(num_t, "fill_value", "preprocess.numeric", 0.0),
             )
         else:
-            raise self.fail("preprocess.numeric", f"expected a table or \"none\", got {_show(num_t)}")
+            raise self.fail("preprocess.numeric", f'expected a table or "none", got {_show(num_t)}')
         cat_t = t.get("categorical", {})
         if not isinstance(cat_t, dict):
             raise self.fail("preprocess.categorical", f"expected a table, got {_show(cat_t)}")
@@ -449,7 +454,7 @@ class _Reader:
         if "factory" in t:
             factory = self.string(t, "factory", "estimator")
             if factory.count(":") != 1 or not all(factory.split(":")):
-                raise self.fail("estimator.factory", f"expected \"file.py:function\", got {factory!r}")
+                raise self.fail("estimator.factory", f'expected "file.py:function", got {factory!r}')
             return EstimatorSpec(factory=factory)
         steps = t["steps"]
         if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
@@ -481,7 +486,9 @@ class _Reader:
                 bad = set(value) - {"class", "params"}
                 if bad:
                     key = sorted(bad)[0]
-                    raise SpecError(f"{self.path}: unknown key '{where}.{key}'{_suggest(key, ('class', 'params'), where)}")
+                    raise SpecError(
+                        f"{self.path}: unknown key '{where}.{key}'{_suggest(key, ('class', 'params'), where)}"
+                    )
                 return self.step(value, where, where)
             return {k: self.param(v, f"{where}.{k}") for k, v in value.items()}
         if isinstance(value, list):
@@ -496,13 +503,15 @@ class _Reader:
             if task not in ("binary", "classification"):
                 raise self.fail("evaluate.positive", f"applies to binary classification only, not {task}")
             if isinstance(positive, bool) or not isinstance(positive, (int, str)):
-                raise self.fail("evaluate.positive", f"expected a class label (string or integer), got {_show(positive)}")
+                raise self.fail(
+                    "evaluate.positive", f"expected a class label (string or integer), got {_show(positive)}"
+                )
         if "gates" in doc and "gates" in ev:
             raise SpecError(f"{self.path}: gates given twice (top-level and in [evaluate]); keep one")
         where = "evaluate.gates" if "gates" in ev else "gates"
         texts = (ev if "gates" in ev else doc).get("gates", [])
         if not isinstance(texts, list) or not all(isinstance(g, str) for g in texts):
-            raise self.fail(where, f"expected a list of strings like \"precision >= 0.9\", got {_show(texts)}")
+            raise self.fail(where, f'expected a list of strings like "precision >= 0.9", got {_show(texts)}')
         out = []
         for i, text in enumerate(texts):
             try:

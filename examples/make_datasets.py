@@ -82,8 +82,17 @@ def fleet_faults(root: Path = HERE, n: int = 1500) -> None:
     fw = np.where(rng.uniform(0, 1, n) < 0.06, "", fw)
     header = ["device_model", "site", "firmware", "temp_c", "voltage", "vibration", "fan_rpm", "uptime_h", "fault"]
     rows = [
-        [model[i], site[i], fw[i], _num(temp[i]), _num(voltage[i]), _num(vibration[i]), _num(fan_rpm[i]),
-         _num(uptime[i]), fault[i]]
+        [
+            model[i],
+            site[i],
+            fw[i],
+            _num(temp[i]),
+            _num(voltage[i]),
+            _num(vibration[i]),
+            _num(fan_rpm[i]),
+            _num(uptime[i]),
+            fault[i],
+        ]
         for i in range(n)
     ]
     _write(root / "fleet_faults" / "fleet_faults.csv", header, rows)

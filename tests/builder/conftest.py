@@ -75,9 +75,19 @@ def spec_text(
     version: str = "1.0.0",
 ) -> str:
     head = [
-        "[model]", f'name = "{name}"', f'version = "{version}"', f'task = "{task}"', "seed = 0", "",
-        "[data]", f'path = "{data}"', f'target = "{target}"', "",
-        "[estimator]", estimator, "",
+        "[model]",
+        f'name = "{name}"',
+        f'version = "{version}"',
+        f'task = "{task}"',
+        "seed = 0",
+        "",
+        "[data]",
+        f'path = "{data}"',
+        f'target = "{target}"',
+        "",
+        "[estimator]",
+        estimator,
+        "",
     ]
     return "\n".join(head) + textwrap.dedent(extra)
 

@@ -33,15 +33,36 @@ def test_bundle_contents_and_manifest(project: Project) -> None:
     m = result.manifest
     assert m["task"] == "binary" and m["input"]["layout"] == "matrix"
     assert m["output"] == {"classes": ["no", "yes"], "label": "label", "probabilities": "probabilities"}
-    assert m["onnx"] == {"file": "model.onnx", "opset": {"": 18, "ai.onnx.ml": 3},
-                         "inputs": [{"name": "X", "dtype": "float32", "width": 3}]}
+    assert m["onnx"] == {
+        "file": "model.onnx",
+        "opset": {"": 18, "ai.onnx.ml": 3},
+        "inputs": [{"name": "X", "dtype": "float32", "width": 3}],
+    }
     assert set(m["metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
-    assert m["gates"] == [{"gate": "accuracy >= 0.6", "metric": "accuracy", "op": ">=", "threshold": 0.6,
-                           "value": m["metrics"]["accuracy"], "passed": True}]
+    assert m["gates"] == [
+        {
+            "gate": "accuracy >= 0.6",
+            "metric": "accuracy",
+            "op": ">=",
+            "threshold": 0.6,
+            "value": m["metrics"]["accuracy"],
+            "passed": True,
+        }
+    ]
     assert m["parity"]["passed"] and m["parity"]["rows"] == 32
     lineage = m["lineage"]
     assert lineage["data_path"] == "data.csv" and lineage["seed"] == 0 and lineage["positive_class"] == "yes"
-    for key in ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "spec_sha256", "data_sha256"):
+    for key in (
+        "python",
+        "mlpack",
+        "sklearn",
+        "skl2onnx",
+        "onnx",
+        "onnxruntime",
+        "numpy",
+        "spec_sha256",
+        "data_sha256",
+    ):
         assert lineage[key]
     # no absolute paths and no wall-clock time anywhere in the bundle
     for name in BUNDLE_FILES:
@@ -137,7 +158,9 @@ def test_cli_prints_each_stage_with_its_timing(project: Project) -> None:
     assert lines[0] == f"mlpack build {project.spec_path}"
     for stage in STAGES:
         assert any(re.match(rf"  {stage} +\d+\.\d\ds  \S", line) for line in lines), stage
-    assert re.fullmatch(rf"built {re.escape(str(project.dist / 'demo-1.0.0'))} \(manifest sha256 [0-9a-f]{{16}}\)", lines[-1])
+    assert re.fullmatch(
+        rf"built {re.escape(str(project.dist / 'demo-1.0.0'))} \(manifest sha256 [0-9a-f]{{16}}\)", lines[-1]
+    )
 
 
 def test_cli_json_and_quiet(project: Project) -> None:
@@ -162,7 +185,10 @@ def test_cli_json_failure_is_machine_readable(project: Project) -> None:
     assert doc["ok"] is False and doc["error"]["type"] == "GateError"
     assert doc["error"]["failures"][0]["gate"] == "accuracy >= 0.999"
     assert [(s["name"], s["ok"]) for s in doc["stages"]] == [
-        ("spec", True), ("data", True), ("train", True), ("evaluate", False)
+        ("spec", True),
+        ("data", True),
+        ("train", True),
+        ("evaluate", False),
     ]
     assert result.stderr.startswith("Error: 1 of 1 gate failed: accuracy >= 0.999 (measured ")
     assert not project.dist.exists()
@@ -182,36 +208,77 @@ def test_default_spec_is_mlpack_toml_in_the_current_folder(project: Project, mon
 BAD_INPUT = [
     # (name, files to write {name: text}, expected stderr after "Error: ", with {root} for the folder)
     ("missing spec", {}, "{root}/mlpack.toml: spec file not found"),
-    ("missing data", {"mlpack.toml": spec_text()},
-     "{root}/data.csv: data file not found (data.path is relative to the spec)"),
-    ("malformed toml", {"mlpack.toml": '[model]\nname = "x\n'},
-     "{root}/mlpack.toml: not valid TOML: Illegal character '\\n' (at line 2, column 10)"),
-    ("unknown key", {"mlpack.toml": spec_text(extra="[parity]\ntolerence = 1\n"), "data.csv": binary_rows()},
-     "{root}/mlpack.toml: unknown key 'parity.tolerence' (did you mean 'parity.tolerance'?)"),
-    ("target absent", {"mlpack.toml": spec_text(target="label"), "data.csv": binary_rows()},
-     "{root}/data.csv: target column 'label' not found (columns: a, b, c, y)"),
-    ("feature absent", {"mlpack.toml": spec_text(extra='[data.features]\na = "numeric"\nbb = "numeric"\n'),
-                        "data.csv": binary_rows()},
-     "{root}/data.csv: feature 'bb' (data.features) not found (did you mean 'b'?)"),
-    ("non-numeric value", {"mlpack.toml": spec_text(extra='[data.features]\na = "numeric"\n'),
-                           "data.csv": "a,y\n1,x\n2,y\n3,x\nthree,y\n"},
-     "{root}/data.csv: line 5: column 'a' expects a number, got 'three'"),
-    ("empty csv", {"mlpack.toml": spec_text(), "data.csv": ""},
-     "{root}/data.csv: the file is empty (expected a CSV with a header row)"),
-    ("single class", {"mlpack.toml": spec_text(), "data.csv": "a,y\n1,x\n2,x\n3,x\n"},
-     "{root}/data.csv: target 'y' has a single class ('x'); classification needs at least two"),
-    ("unknown estimator", {"mlpack.toml": spec_text(estimator='class = "LogisticRegresion"'), "data.csv": binary_rows()},
-     "{root}/mlpack.toml: estimator.class: unknown scikit-learn estimator 'LogisticRegresion' (did you mean 'LogisticRegression'?)"),
-    ("parameter name rejected", {"mlpack.toml": spec_text(estimator='class = "LogisticRegression"\nparams = { c = 1.0 }'),
-                                 "data.csv": binary_rows()},
-     "{root}/mlpack.toml: estimator.params: LogisticRegression has no parameter 'c' (did you mean 'C'?)"),
-    ("parameter value rejected", {"mlpack.toml": spec_text(estimator='class = "LogisticRegression"\nparams = { C = "high" }'),
-                                  "data.csv": binary_rows()},
-     "{root}/mlpack.toml: estimator parameter rejected by scikit-learn: The 'C' parameter of LogisticRegression must be"
-     " a float in the range (0.0, inf]. Got 'high' instead."),
-    ("unknown metric", {"mlpack.toml": spec_text(extra='[evaluate]\ngates = ["recal >= 0.9"]\n'), "data.csv": binary_rows()},
-     "{root}/mlpack.toml: evaluate.gates[0]: unknown metric 'recal' in gate 'recal >= 0.9' (did you mean 'recall'?"
-     " metrics for binary: accuracy, precision, recall, f1, roc_auc)"),
+    (
+        "missing data",
+        {"mlpack.toml": spec_text()},
+        "{root}/data.csv: data file not found (data.path is relative to the spec)",
+    ),
+    (
+        "malformed toml",
+        {"mlpack.toml": '[model]\nname = "x\n'},
+        "{root}/mlpack.toml: not valid TOML: Illegal character '\\n' (at line 2, column 10)",
+    ),
+    (
+        "unknown key",
+        {"mlpack.toml": spec_text(extra="[parity]\ntolerence = 1\n"), "data.csv": binary_rows()},
+        "{root}/mlpack.toml: unknown key 'parity.tolerence' (did you mean 'parity.tolerance'?)",
+    ),
+    (
+        "target absent",
+        {"mlpack.toml": spec_text(target="label"), "data.csv": binary_rows()},
+        "{root}/data.csv: target column 'label' not found (columns: a, b, c, y)",
+    ),
+    (
+        "feature absent",
+        {"mlpack.toml": spec_text(extra='[data.features]\na = "numeric"\nbb = "numeric"\n'), "data.csv": binary_rows()},
+        "{root}/data.csv: feature 'bb' (data.features) not found (did you mean 'b'?)",
+    ),
+    (
+        "non-numeric value",
+        {
+            "mlpack.toml": spec_text(extra='[data.features]\na = "numeric"\n'),
+            "data.csv": "a,y\n1,x\n2,y\n3,x\nthree,y\n",
+        },
+        "{root}/data.csv: line 5: column 'a' expects a number, got 'three'",
+    ),
+    (
+        "empty csv",
+        {"mlpack.toml": spec_text(), "data.csv": ""},
+        "{root}/data.csv: the file is empty (expected a CSV with a header row)",
+    ),
+    (
+        "single class",
+        {"mlpack.toml": spec_text(), "data.csv": "a,y\n1,x\n2,x\n3,x\n"},
+        "{root}/data.csv: target 'y' has a single class ('x'); classification needs at least two",
+    ),
+    (
+        "unknown estimator",
+        {"mlpack.toml": spec_text(estimator='class = "LogisticRegresion"'), "data.csv": binary_rows()},
+        "{root}/mlpack.toml: estimator.class: unknown scikit-learn estimator 'LogisticRegresion' (did you mean 'LogisticRegression'?)",
+    ),
+    (
+        "parameter name rejected",
+        {
+            "mlpack.toml": spec_text(estimator='class = "LogisticRegression"\nparams = { c = 1.0 }'),
+            "data.csv": binary_rows(),
+        },
+        "{root}/mlpack.toml: estimator.params: LogisticRegression has no parameter 'c' (did you mean 'C'?)",
+    ),
+    (
+        "parameter value rejected",
+        {
+            "mlpack.toml": spec_text(estimator='class = "LogisticRegression"\nparams = { C = "high" }'),
+            "data.csv": binary_rows(),
+        },
+        "{root}/mlpack.toml: estimator parameter rejected by scikit-learn: The 'C' parameter of LogisticRegression must be"
+        " a float in the range (0.0, inf]. Got 'high' instead.",
+    ),
+    (
+        "unknown metric",
+        {"mlpack.toml": spec_text(extra='[evaluate]\ngates = ["recal >= 0.9"]\n'), "data.csv": binary_rows()},
+        "{root}/mlpack.toml: evaluate.gates[0]: unknown metric 'recal' in gate 'recal >= 0.9' (did you mean 'recall'?"
+        " metrics for binary: accuracy, precision, recall, f1, roc_auc)",
+    ),
 ]
 
 
@@ -221,7 +288,9 @@ def test_bad_input_is_one_line_exit_1_nothing_written(
 ) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    result = CliRunner().invoke(main, ["build", str(tmp_path / "mlpack.toml"), "--no-executable", "-o", str(tmp_path / "dist")])
+    result = CliRunner().invoke(
+        main, ["build", str(tmp_path / "mlpack.toml"), "--no-executable", "-o", str(tmp_path / "dist")]
+    )
     assert result.exit_code == 1, result.output
     assert result.stderr == "Error: " + expected.format(root=tmp_path) + "\n"
     assert result.stdout == "" or "Traceback" not in result.stdout
@@ -238,14 +307,18 @@ def test_usage_errors_exit_2() -> None:
 
 @pytest.mark.parametrize("example", ["breast_cancer", "diabetes", "fleet_faults"])
 def test_examples_build(tmp_path: Path, example: str) -> None:
-    result = CliRunner().invoke(main, ["build", str(EXAMPLES / example), "--no-executable", "-o", str(tmp_path), "--json"])
+    result = CliRunner().invoke(
+        main, ["build", str(EXAMPLES / example), "--no-executable", "-o", str(tmp_path), "--json"]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["ok"] and all(g["passed"] for g in doc["gates"]) and doc["parity"]["passed"]
 
 
 def test_strict_gate_example_fails_listing_each_gate(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["build", str(EXAMPLES / "strict_gate"), "--no-executable", "-o", str(tmp_path / "dist")])
+    result = CliRunner().invoke(
+        main, ["build", str(EXAMPLES / "strict_gate"), "--no-executable", "-o", str(tmp_path / "dist")]
+    )
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: 2 of 3 gates failed: recall >= 0.99 (measured 0.9762); precision >= 0.99 (measured 0.8367)\n"

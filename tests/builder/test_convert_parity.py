@@ -65,11 +65,15 @@ def test_the_same_forest_with_an_imputer_passes(project: Project) -> None:
 
 def test_tight_tolerance_fails_and_says_by_how_much(project: Project) -> None:
     rng = np.random.default_rng(0)
-    rows = [[f"{a:.4f}", f"{b:.4f}", f"{1e5 + 3e3 * a - 7e2 * b + e:.4f}"]
-            for a, b, e in rng.normal(size=(60, 3))]
-    project.write(spec_text(task="regression", estimator='class = "GradientBoostingRegressor"\nparams = { n_estimators = 20 }',
-                            extra="[parity]\ntolerance = 1e-6\n"),
-                  csv_text(["a", "b", "y"], rows))
+    rows = [[f"{a:.4f}", f"{b:.4f}", f"{1e5 + 3e3 * a - 7e2 * b + e:.4f}"] for a, b, e in rng.normal(size=(60, 3))]
+    project.write(
+        spec_text(
+            task="regression",
+            estimator='class = "GradientBoostingRegressor"\nparams = { n_estimators = 20 }',
+            extra="[parity]\ntolerance = 1e-6\n",
+        ),
+        csv_text(["a", "b", "y"], rows),
+    )
     with pytest.raises(ParityError) as info:
         project.build()
     assert str(info.value).startswith("ONNX disagrees with scikit-learn on ")
@@ -84,14 +88,20 @@ def test_feature_names_that_are_not_identifiers_stay_onnx_input_names(project: P
     session = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["temp C", "colour/name"]
     assert [i["name"] for i in result.manifest["onnx"]["inputs"]] == ["temp C", "colour/name"]
-    label, proba = session.run(None, {"temp C": np.array([[3.5]], np.float32), "colour/name": np.array([["red"]], object)})
+    label, proba = session.run(
+        None, {"temp C": np.array([[3.5]], np.float32), "colour/name": np.array([["red"]], object)}
+    )
     assert proba.shape == (1, 2) and label[0] in ("a", "b")
 
 
 def test_probes_cover_missing_and_unseen_and_golden_replays(project: Project) -> None:
     project.write(
-        spec_text(task="multiclass", target="label", estimator='class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }',
-                  extra=MIXED_FEATURES),
+        spec_text(
+            task="multiclass",
+            target="label",
+            estimator='class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }',
+            extra=MIXED_FEATURES,
+        ),
         mixed_rows(),
     )
     result = project.build()

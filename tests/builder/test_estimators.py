@@ -24,8 +24,14 @@ def test_resolve_short_and_dotted_names() -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("RandomForrestClassifier", "unknown scikit-learn estimator 'RandomForrestClassifier' (did you mean 'RandomForestClassifier'?)"),
-        ("os.system", "'os.system' is not a scikit-learn class (only sklearn.* names are allowed; use estimator.factory for other code)"),
+        (
+            "RandomForrestClassifier",
+            "unknown scikit-learn estimator 'RandomForrestClassifier' (did you mean 'RandomForestClassifier'?)",
+        ),
+        (
+            "os.system",
+            "'os.system' is not a scikit-learn class (only sklearn.* names are allowed; use estimator.factory for other code)",
+        ),
         ("sklearn.ensemble.Nope", "unknown scikit-learn estimator 'sklearn.ensemble.Nope'"),
         ("sklearn.utils.check_array", "unknown scikit-learn estimator 'sklearn.utils.check_array'"),
     ],
@@ -47,19 +53,29 @@ def _fails(project: Project, spec: str, data: str | None = None) -> str:
 @pytest.mark.parametrize(
     ("estimator", "expected"),
     [
-        ('class = "RandomForestClassifier"\nparams = { n_estimator = 5 }',
-         "estimator.params: RandomForestClassifier has no parameter 'n_estimator' (did you mean 'n_estimators'?)"),
-        ('class = "RandomForestClassifier"\nparams = { n_estimators = -3 }',
-         "estimator parameter rejected by scikit-learn: The 'n_estimators' parameter of RandomForestClassifier"
-         " must be an int in the range [1, inf). Got -3 instead."),
-        ('steps = [{ class = "StandardScaler" }, { class = "LogisticRegresion" }]',
-         "estimator.steps[1].class: unknown scikit-learn estimator 'LogisticRegresion' (did you mean 'LogisticRegression'?)"),
-        ('class = "SVC"',
-         "SVC gives no class probabilities (predict_proba), which the bundle ships; wrap it:"
-         ' class = "CalibratedClassifierCV", params = { estimator = { class = "SVC" }, ensemble = false }'),
+        (
+            'class = "RandomForestClassifier"\nparams = { n_estimator = 5 }',
+            "estimator.params: RandomForestClassifier has no parameter 'n_estimator' (did you mean 'n_estimators'?)",
+        ),
+        (
+            'class = "RandomForestClassifier"\nparams = { n_estimators = -3 }',
+            "estimator parameter rejected by scikit-learn: The 'n_estimators' parameter of RandomForestClassifier"
+            " must be an int in the range [1, inf). Got -3 instead.",
+        ),
+        (
+            'steps = [{ class = "StandardScaler" }, { class = "LogisticRegresion" }]',
+            "estimator.steps[1].class: unknown scikit-learn estimator 'LogisticRegresion' (did you mean 'LogisticRegression'?)",
+        ),
+        (
+            'class = "SVC"',
+            "SVC gives no class probabilities (predict_proba), which the bundle ships; wrap it:"
+            ' class = "CalibratedClassifierCV", params = { estimator = { class = "SVC" }, ensemble = false }',
+        ),
         ('class = "Ridge"', "task is binary but Ridge is not a classifier"),
-        ('steps = [{ class = "StandardScaler", name = "scale" }, { class = "LogisticRegression" }]',
-         "estimator.steps: step name 'scale' is reserved for mlpack's preprocessing"),
+        (
+            'steps = [{ class = "StandardScaler", name = "scale" }, { class = "LogisticRegression" }]',
+            "estimator.steps: step name 'scale' is reserved for mlpack's preprocessing",
+        ),
     ],
     ids=["unknown-param", "param-value", "nested-step", "no-probabilities", "task-mismatch", "reserved-name"],
 )
@@ -85,7 +101,10 @@ def test_seed_reaches_every_random_state_and_wrappers_build(project: Project) ->
 
 
 def test_explicit_random_state_is_kept(project: Project) -> None:
-    project.write(spec_text(estimator='class = "RandomForestClassifier"\nparams = { n_estimators = 3, random_state = 5 }'), binary_rows())
+    project.write(
+        spec_text(estimator='class = "RandomForestClassifier"\nparams = { n_estimators = 3, random_state = 5 }'),
+        binary_rows(),
+    )
     assert project.build().estimator.named_steps["model"].random_state == 5
 
 
@@ -109,10 +128,14 @@ def test_factory_returns_the_estimator(project: Project) -> None:
     [
         (None, "mlpack.toml: estimator.factory: {root}/model.py not found (the path is relative to the spec)"),
         ("def other():\n    pass\n", "mlpack.toml: estimator.factory: {root}/model.py has no function make()"),
-        ("def make():\n    raise RuntimeError('no GPU here')\n",
-         "mlpack.toml: estimator.factory: model.py:make raised RuntimeError: no GPU here"),
-        ("def make():\n    return 42\n",
-         "mlpack.toml: estimator.factory: make() returned int, expected an unfitted scikit-learn estimator"),
+        (
+            "def make():\n    raise RuntimeError('no GPU here')\n",
+            "mlpack.toml: estimator.factory: model.py:make raised RuntimeError: no GPU here",
+        ),
+        (
+            "def make():\n    return 42\n",
+            "mlpack.toml: estimator.factory: make() returned int, expected an unfitted scikit-learn estimator",
+        ),
     ],
 )
 def test_factory_failures(project: Project, source: str | None, expected: str) -> None:
@@ -139,7 +162,15 @@ def test_own_column_transformer_routes_columns(project: Project) -> None:
     assert isinstance(result.estimator.steps[0][1], ColumnTransformer)
     assert result.manifest["input"]["layout"] == "columns"
     # ... and mlpack's own preprocessing cannot be stacked in front of it
-    project.write(spec_text(task="multiclass", target="label", estimator='factory = "model.py:make"',
-                            extra="[preprocess]\nnumeric = { scale = true }\n"))
-    with pytest.raises(TrainingError, match=r"\[preprocess\] cannot be used with an estimator that begins with a ColumnTransformer"):
+    project.write(
+        spec_text(
+            task="multiclass",
+            target="label",
+            estimator='factory = "model.py:make"',
+            extra="[preprocess]\nnumeric = { scale = true }\n",
+        )
+    )
+    with pytest.raises(
+        TrainingError, match=r"\[preprocess\] cannot be used with an estimator that begins with a ColumnTransformer"
+    ):
         project.build()

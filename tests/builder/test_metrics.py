@@ -66,7 +66,9 @@ def test_every_failed_gate_is_listed_with_its_value() -> None:
     assert [r.passed for r in ev.gates] == [False, True, False]
     with pytest.raises(GateError) as info:
         check_gates(ev)
-    assert str(info.value) == "2 of 3 gates failed: accuracy >= 0.9 (measured 0.7500); precision > 0.7 (measured 0.6667)"
+    assert (
+        str(info.value) == "2 of 3 gates failed: accuracy >= 0.9 (measured 0.7500); precision > 0.7 (measured 0.6667)"
+    )
     assert info.value.failures == [("accuracy >= 0.9", 0.75), ("precision > 0.7", pytest.approx(2 / 3))]
 
 

@@ -23,7 +23,10 @@ CLASSIFIERS = {
     "gradient-boosting": ('class = "GradientBoostingClassifier"\nparams = { n_estimators = 20, max_depth = 2 }', ""),
     "hist-gradient-boosting": ('class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }', ""),
     "mlp": ('class = "MLPClassifier"\nparams = { hidden_layer_sizes = [8], max_iter = 300 }', "scale = true"),
-    "svc": ('class = "CalibratedClassifierCV"\nparams = { estimator = { class = "SVC" }, ensemble = false, cv = 3 }', "scale = true"),
+    "svc": (
+        'class = "CalibratedClassifierCV"\nparams = { estimator = { class = "SVC" }, ensemble = false, cv = 3 }',
+        "scale = true",
+    ),
     "knn": ('class = "KNeighborsClassifier"\nparams = { n_neighbors = 5 }', "scale = true"),
     "decision-tree": ('class = "DecisionTreeClassifier"\nparams = { max_depth = 4 }', ""),
 }
@@ -38,13 +41,19 @@ REGRESSORS = {
     "knn": 'class = "KNeighborsRegressor"',
 }
 COLUMN_PIPELINES = {
-    "onehot-logistic": ('class = "LogisticRegression"\nparams = { max_iter = 500 }',
-                        'numeric = { impute = "mean", scale = true }\ncategorical = { impute = "most_frequent", encode = "onehot" }'),
+    "onehot-logistic": (
+        'class = "LogisticRegression"\nparams = { max_iter = 500 }',
+        'numeric = { impute = "mean", scale = true }\ncategorical = { impute = "most_frequent", encode = "onehot" }',
+    ),
     "onehot-hgb": ('class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }', ""),
-    "ordinal-forest": ('class = "RandomForestClassifier"\nparams = { n_estimators = 10, max_depth = 5 }',
-                       'numeric = { impute = "median" }\ncategorical = { impute = "none", encode = "ordinal" }'),
-    "passthrough-hgb": ('class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }',
-                        'numeric = "none"\ncategorical = { encode = "onehot" }'),
+    "ordinal-forest": (
+        'class = "RandomForestClassifier"\nparams = { n_estimators = 10, max_depth = 5 }',
+        'numeric = { impute = "median" }\ncategorical = { impute = "none", encode = "ordinal" }',
+    ),
+    "passthrough-hgb": (
+        'class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }',
+        'numeric = "none"\ncategorical = { encode = "onehot" }',
+    ),
 }
 
 

@@ -86,7 +86,11 @@ def test_defaults_and_folder_argument(tmp_path: Path) -> None:
 
 def test_nested_estimator_params(tmp_path: Path) -> None:
     path = tmp_path / "mlpack.toml"
-    path.write_text(spec_text(estimator='class = "CalibratedClassifierCV"\nparams = { estimator = { class = "SVC", params = { C = 2.0 } }, ensemble = false }'))
+    path.write_text(
+        spec_text(
+            estimator='class = "CalibratedClassifierCV"\nparams = { estimator = { class = "SVC", params = { C = 2.0 } }, ensemble = false }'
+        )
+    )
     step = load_spec(path).estimator.step
     assert step is not None
     inner = step.params["estimator"]
@@ -115,15 +119,23 @@ def test_malformed_toml_names_line_and_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (spec_text(estimator='class = "LogisticRegression"\nparms = { C = 1 }'),
-         "unknown key 'estimator.parms' (did you mean 'estimator.params'?)"),
-        (spec_text(extra="[parity]\ntolerence = 0.1\n"),
-         "unknown key 'parity.tolerence' (did you mean 'parity.tolerance'?)"),
+        (
+            spec_text(estimator='class = "LogisticRegression"\nparms = { C = 1 }'),
+            "unknown key 'estimator.parms' (did you mean 'estimator.params'?)",
+        ),
+        (
+            spec_text(extra="[parity]\ntolerence = 0.1\n"),
+            "unknown key 'parity.tolerence' (did you mean 'parity.tolerance'?)",
+        ),
         (spec_text(extra='[estimater]\nclass = "X"\n'), "unknown key 'estimater' (did you mean 'estimator'?)"),
-        (spec_text(extra='[data.features]\na = { kind = "numeric", nulable = true }\n'),
-         "unknown key 'data.features.a.nulable' (did you mean 'data.features.a.nullable'?)"),
-        (spec_text(estimator='steps = [{ class = "Ridge", parameters = {} }]'),
-         "unknown key 'estimator.steps[0].parameters' (did you mean 'estimator.steps[0].params'?)"),
+        (
+            spec_text(extra='[data.features]\na = { kind = "numeric", nulable = true }\n'),
+            "unknown key 'data.features.a.nulable' (did you mean 'data.features.a.nullable'?)",
+        ),
+        (
+            spec_text(estimator='steps = [{ class = "Ridge", parameters = {} }]'),
+            "unknown key 'estimator.steps[0].parameters' (did you mean 'estimator.steps[0].params'?)",
+        ),
     ],
 )
 def test_unknown_keys_name_the_key_and_the_nearest(tmp_path: Path, text: str, expected: str) -> None:
@@ -142,17 +154,29 @@ def test_key_under_the_wrong_table_points_to_its_home(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("gate", "task", "expected"),
     [
-        ("precison >= 0.9", "binary",
-         "evaluate.gates[0]: unknown metric 'precison' in gate 'precison >= 0.9' (did you mean 'precision'?"
-         " metrics for binary: accuracy, precision, recall, f1, roc_auc)"),
-        ("mae <= 3", "binary",
-         "evaluate.gates[0]: metric 'mae' in gate 'mae <= 3' does not apply to a binary task"
-         " (metrics: accuracy, precision, recall, f1, roc_auc)"),
-        ("precision => 0.9", "binary",
-         "evaluate.gates[0]: gate 'precision => 0.9' is not 'metric >= number' (operators: >=, >, <=, <)"),
-        ("accuracy >= 0.9", "regression",
-         "evaluate.gates[0]: metric 'accuracy' in gate 'accuracy >= 0.9' does not apply to a regression task"
-         " (metrics: mae, rmse, r2)"),
+        (
+            "precison >= 0.9",
+            "binary",
+            "evaluate.gates[0]: unknown metric 'precison' in gate 'precison >= 0.9' (did you mean 'precision'?"
+            " metrics for binary: accuracy, precision, recall, f1, roc_auc)",
+        ),
+        (
+            "mae <= 3",
+            "binary",
+            "evaluate.gates[0]: metric 'mae' in gate 'mae <= 3' does not apply to a binary task"
+            " (metrics: accuracy, precision, recall, f1, roc_auc)",
+        ),
+        (
+            "precision => 0.9",
+            "binary",
+            "evaluate.gates[0]: gate 'precision => 0.9' is not 'metric >= number' (operators: >=, >, <=, <)",
+        ),
+        (
+            "accuracy >= 0.9",
+            "regression",
+            "evaluate.gates[0]: metric 'accuracy' in gate 'accuracy >= 0.9' does not apply to a regression task"
+            " (metrics: mae, rmse, r2)",
+        ),
     ],
 )
 def test_bad_gates(tmp_path: Path, gate: str, task: str, expected: str) -> None:
@@ -163,21 +187,34 @@ def test_bad_gates(tmp_path: Path, gate: str, task: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (spec_text(name="my model"),
-         "model.name: 'my model' must use only letters, digits, '.', '_', '-' (it names the bundle folder)"),
-        (spec_text(task="ranking"),
-         "model.task: expected one of binary, multiclass, regression, classification, got 'ranking'"),
+        (
+            spec_text(name="my model"),
+            "model.name: 'my model' must use only letters, digits, '.', '_', '-' (it names the bundle folder)",
+        ),
+        (
+            spec_text(task="ranking"),
+            "model.task: expected one of binary, multiclass, regression, classification, got 'ranking'",
+        ),
         (spec_text().replace("seed = 0", 'seed = "zero"'), "model.seed: expected an integer, got 'zero'"),
-        (spec_text().replace('target = "y"', 'target = "y"\ntest_size = 1.5'),
-         "data.test_size: expected a share between 0 and 1, got 1.5"),
-        (spec_text(estimator='class = "X"\nfactory = "m.py:f"'),
-         "estimator: give exactly one of class, steps or factory (got class and factory)"),
+        (
+            spec_text().replace('target = "y"', 'target = "y"\ntest_size = 1.5'),
+            "data.test_size: expected a share between 0 and 1, got 1.5",
+        ),
+        (
+            spec_text(estimator='class = "X"\nfactory = "m.py:f"'),
+            "estimator: give exactly one of class, steps or factory (got class and factory)",
+        ),
         (spec_text(estimator='factory = "m.py"'), "estimator.factory: expected \"file.py:function\", got 'm.py'"),
-        (spec_text(extra='[data.features]\na = "text"\n'), "data.features.a: expected numeric or categorical, got 'text'"),
-        (spec_text(extra='[parity]\ntolerance = -1\n'), "parity.tolerance: expected a number >= 0, got -1"),
-        (spec_text(extra='[drift]\npsi_warn = 0.3\n'), "drift: expected 0 < psi_warn <= psi_drift, got 0.3 and 0.2"),
-        (spec_text(task="regression", extra='[evaluate]\npositive = "yes"\n'),
-         "evaluate.positive: applies to binary classification only, not regression"),
+        (
+            spec_text(extra='[data.features]\na = "text"\n'),
+            "data.features.a: expected numeric or categorical, got 'text'",
+        ),
+        (spec_text(extra="[parity]\ntolerance = -1\n"), "parity.tolerance: expected a number >= 0, got -1"),
+        (spec_text(extra="[drift]\npsi_warn = 0.3\n"), "drift: expected 0 < psi_warn <= psi_drift, got 0.3 and 0.2"),
+        (
+            spec_text(task="regression", extra='[evaluate]\npositive = "yes"\n'),
+            "evaluate.positive: applies to binary classification only, not regression",
+        ),
         (spec_text().replace("[data]\n", "").replace('path = "data.csv"\ntarget = "y"\n', ""), "missing table [data]"),
     ],
 )
