@@ -1,5 +1,6 @@
 """The build spec (``mlpack.toml``): one TOML file says what to train, on what, and how to judge it.
 
+``mlpack build`` takes the spec file or the folder holding it (``mlpack.toml``).
 Every key is checked: a key the format does not know is an error naming its dotted path
 and the nearest valid one, because a misspelt ``recal >= 0.9`` or ``parms`` silently
 ignored would ship a model nobody asked for. Paths in the spec are relative to the spec

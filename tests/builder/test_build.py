@@ -344,3 +344,16 @@ def test_unwritable_output_is_a_packaging_error(project: Project) -> None:
     assert blocker.read_text() == "a file where the output folder should be"
     # the command line refuses it before building (a usage error, exit 2)
     assert project.cli().exit_code == 2
+
+
+def test_fit_warnings_become_info_lines(project: Project) -> None:
+    project.write(
+        spec_text(estimator='class = "MLPClassifier"\nparams = { hidden_layer_sizes = [4], max_iter = 3 }'),
+        binary_rows(),
+    )
+    rec = RecordingReporter()
+    project.build(reporter=rec)
+    infos = [e[1] for e in rec.events if e[0] == "info"]
+    assert any(
+        i.startswith("warning: ConvergenceWarning: Stochastic Optimizer: Maximum iterations (3) reached") for i in infos
+    ), infos
