@@ -14,6 +14,7 @@ upload down in-process (decode, validate, write) to show where the time goes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +160,7 @@ def breakdown(db_url: str, model: tuple[str, dict], per_batch: int, group: int, 
     now = time.time()
     bodies = []
     for b in range(n):
-        payload = {"schema": 1, "device": name, "models": {},
+        payload = {"schema": 1, "device": name, "models": {h: entry},
                    "windows": [window_dict(h, entry["profile"], b * per_batch + j, now - 3600, rng) for j in range(per_batch)]}
         bodies.append(json.dumps(payload).encode())
     storage = open_storage(db_url, migrate=False)
@@ -175,19 +177,33 @@ def breakdown(db_url: str, model: tuple[str, dict], per_batch: int, group: int, 
     return {"json": round((t1 - t0) / n * 1e6), "validate": round((t2 - t1) / n * 1e6), "write": round((t3 - t2) / n * 1e6)}
 
 
-def run_backend(backend: str, seconds: int, connections: int, threads: int) -> None:
+@contextlib.contextmanager
+def scratch_db(backend: str) -> Iterator[str]:
+    """A database URL that exists only for the block: a SQLite file in a temporary folder,
+    or a PostgreSQL schema of its own (dropped afterwards)."""
     tmp = Path(tempfile.mkdtemp(prefix="collector-bench-"))
     schema = None
-    if backend == "sqlite":
-        db_url = f"sqlite:///{tmp}/collector.db"
-    else:
+    try:
+        if backend == "sqlite":
+            yield f"sqlite:///{tmp}/collector.db"
+            return
         import psycopg
 
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(PG_BASE, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
-        db_url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    try:
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if schema:
+            import psycopg
+
+            with psycopg.connect(PG_BASE, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def run_backend(backend: str, seconds: int, connections: int, threads: int) -> None:
+    with scratch_db(backend) as db_url:
         model = make_model()
         h, entry = model
         storage = open_storage(db_url)
@@ -201,7 +217,8 @@ def run_backend(backend: str, seconds: int, connections: int, threads: int) -> N
             rng = np.random.default_rng(0)
             for per_batch in (1, 10):
                 ws = [window_dict(h, entry["profile"], 0, time.time() - 1800, rng) for _ in range(per_batch)]
-                payload = {"schema": 1, "device": "@DEVICE@", "models": {}, "windows": ws, "audit": [],
+                # Shaped like the agent's batches: the models section rides along every time.
+                payload = {"schema": 1, "device": "@DEVICE@", "models": {h: entry}, "windows": ws, "audit": [],
                            "outbox": {"produced": 1, "merged": 0, "dropped": 0, "dropped_rows": 0}}
                 text = json.dumps(payload)
                 for j in range(per_batch):
@@ -226,13 +243,6 @@ def run_backend(backend: str, seconds: int, connections: int, threads: int) -> N
         for per_batch, group in ((1, 1), (1, 32), (10, 32)):
             print(f"[{backend}] in-process µs per upload ({per_batch} window(s), {group} batch(es) per transaction, "
                   f"no HTTP): {breakdown(db_url, model, per_batch, group)}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if schema:
-            import psycopg
-
-            with psycopg.connect(PG_BASE, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _count(db_url: str) -> int:

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,7 +35,8 @@ from mlpack.collector.rollup import DAY, FLEET, HOUR, Rollup  # noqa: E402
 from mlpack.monitor_agent.profile import build_profile  # noqa: E402
 from mlpack.monitor_agent.wire import SystemStats  # noqa: E402
 
-PG_BASE = os.environ.get("MLPACK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+from collector_ingest import scratch_db  # noqa: E402  (same folder)
+
 _INSERT = (
     "INSERT INTO rollups (level, device, model, bucket, windows, requests, rows, errors, error_kinds, latency, "
     "counts, system) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -111,19 +110,7 @@ def timed(fn, runs: int) -> float:
 
 
 def run_backend(backend: str, n_devices: int, runs: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="collector-query-"))
-    schema = None
-    if backend == "sqlite":
-        db_url = f"sqlite:///{tmp}/collector.db"
-    else:
-        import psycopg
-
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        db_url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    proc = None
-    try:
+    with scratch_db(backend) as db_url:
         now = time.time()
         storage = open_storage(db_url)
         t0 = time.perf_counter()
@@ -146,35 +133,26 @@ def run_backend(backend: str, n_devices: int, runs: int) -> None:
             import cProfile
             import pstats
 
-            rng = time_range(None, None, now, 168)
             prof = cProfile.Profile()
-            prof.runcall(fleet_overview, storage, rng, now)
+            prof.runcall(fleet_overview, storage, time_range(None, None, now, 168), now)
             pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
         storage.close()
         proc = subprocess.Popen([sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0"],
                                 stdout=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
-        url = proc.stdout.readline().split()[2]
-        import httpx
-
-        with httpx.Client(base_url=url, timeout=120) as cl:
-            for hours in (24, 168):
-                cl.get("/", params={"hours": hours}).raise_for_status()
-                ms = timed(lambda: cl.get("/", params={"hours": hours}).raise_for_status(), runs)
-                size = len(cl.get("/", params={"hours": hours}).content)
-                print(f"[{backend}] GET /?hours={hours:<3} (HTML page, {size / 1024:.0f} KiB): {ms:7.1f} ms median of {runs}")
-            dev = timed(lambda: cl.get("/devices/dev-0000", params={"hours": 168}).raise_for_status(), runs)
-            print(f"[{backend}] GET /devices/dev-0000?hours=168: {dev:7.1f} ms median of {runs}")
-    finally:
-        if proc is not None:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[2]
+            with httpx.Client(base_url=url, timeout=120) as cl:
+                for hours in (24, 168):
+                    cl.get("/", params={"hours": hours}).raise_for_status()
+                    ms = timed(lambda: cl.get("/", params={"hours": hours}).raise_for_status(), runs)
+                    size = len(cl.get("/", params={"hours": hours}).content)
+                    print(f"[{backend}] GET /?hours={hours:<3} (HTML page, {size / 1024:.0f} KiB): {ms:7.1f} ms median of {runs}")
+                dev = timed(lambda: cl.get("/devices/dev-0000", params={"hours": 168}).raise_for_status(), runs)
+                print(f"[{backend}] GET /devices/dev-0000?hours=168: {dev:7.1f} ms median of {runs}")
+        finally:
             proc.terminate()
             proc.wait(timeout=60)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if schema:
-            import psycopg
-
-            with psycopg.connect(PG_BASE, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def main() -> None:

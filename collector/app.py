@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
@@ -55,16 +55,15 @@ def _parse_time(value: str | None, name: str) -> float | None:
     except ValueError:
         raise Rejected(422, f"{name}: expected epoch seconds or an ISO 8601 time, got {value!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
 class _TokenCache:
     """Recently seen token hashes -> device; only a pre-filter (the write transaction decides)."""
 
-    def __init__(self, storage: Storage, clock: Any) -> None:
+    def __init__(self, storage: Storage) -> None:
         self._storage = storage
-        self._clock = clock
         self._hits: dict[str, tuple[str, float]] = {}
 
     def device(self, token_hash: str) -> str | None:
@@ -104,7 +103,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     """The ASGI app over an open, migrated ``storage``; the writer thread lives with the app."""
     counters = prom.IngestCounters()
     writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, counters.group)
-    tokens = _TokenCache(storage, config.clock)
+    tokens = _TokenCache(storage)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

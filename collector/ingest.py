@@ -174,16 +174,18 @@ def _apply_one(
     new_models: dict[str, ModelInfo] = {}
     for h, entry in b.models.items():
         where = f"models.{h[:12]}"
+        known_model = lookup(h)
+        if known_model is not None and known_model.matches_entry(entry):
+            continue
         try:
             m = model_from_upload(h, entry, where)
         except WireError as exc:
             raise Rejected(422, str(exc)) from None
-        stored = lookup(h)
-        if stored is None:
+        if known_model is None:
             new_models[h] = m
-        elif not stored.same_as(m):
+        elif not known_model.same_as(m):
             raise Rejected(
-                422, f"{where}: conflicts with the stored model {stored.name} {stored.version} (same content hash)"
+                422, f"{where}: conflicts with the stored model {known_model.name} {known_model.version} (same content hash)"
             )
     model_of: list[ModelInfo] = []
     for i, w in enumerate(b.windows):

@@ -83,6 +83,11 @@ class ModelInfo:
     def same_as(self, other: ModelInfo) -> bool:
         return (self.name, self.version, self.profile_json) == (other.name, other.version, other.profile_json)
 
+    def matches_entry(self, entry: Mapping[str, Any]) -> bool:
+        """Cheap check that a batch's ``models`` entry is this model as stored (the agent
+        resends it with every batch); a ``False`` only means "normalise and compare"."""
+        return entry.get("name") == self.name and entry.get("version") == self.version and entry.get("profile") == self.profile
+
     def check_window(self, w: Window, where: str) -> None:
         """Bins must match the profile: known feature names, one count per reference bin."""
         for name, counts in w.features.items():

@@ -6,7 +6,6 @@ charts per model version, the device table), one device, one model version.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from html import escape
 from importlib import resources
@@ -14,6 +13,7 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
+from mlpack.collector._fmt import duration, utc
 from mlpack.collector._svg import line_chart
 
 __all__ = ["fleet_page", "device_page", "model_page", "not_found_page"]
@@ -30,20 +30,8 @@ def _render(title: str, body: str, hours: float | None) -> str:
     return _TEMPLATE.substitute(title=escape(title), heading=escape(title), nav=nav, body=body)
 
 
-def _when(t: float | None) -> str:
-    return "never" if t is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
-
-
 def _ago(s: float | None) -> str:
-    if s is None:
-        return "never"
-    if s < 120:
-        return f"{s:.0f} s ago"
-    if s < 7200:
-        return f"{s / 60:.0f} min ago"
-    if s < 172800:
-        return f"{s / 3600:.1f} h ago"
-    return f"{s / 86400:.1f} days ago"
+    return "never" if s is None else f"{duration(s)} ago"
 
 
 def _status(s: str) -> str:
@@ -127,7 +115,7 @@ def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str
             f'<tr class="row-{d["status"]}" data-device="{escape(d["name"])}" data-status="{d["status"]}">'
             f"<td>{_device_link(d['name'])}</td><td>{_status(d['status'])}</td>"
             + (f"<td>{_model_label(d['model'])}</td>" if with_model else "")
-            + f'<td title="{_when(d["last_seen"])}">{_ago(d["silent_for"])}</td>'
+            + f'<td title="{utc(d["last_seen"])}">{_ago(d["silent_for"])}</td>'
             f'<td class="num">{d["requests"]:,}</td><td class="num">{d["rows"]:,}</td>'
             f'<td class="num">{_pct(d["error_rate"])}</td><td>{worst}</td><td class="num">{dropped}</td></tr>'
         )
@@ -181,7 +169,7 @@ def fleet_page(data: dict[str, Any], hours: float | None) -> str:
         for s in data["models"]
     )
     body = (
-        f'<p class="muted">{_when(rng["from"])} – {_when(rng["to"])} · {len(data["devices"])} devices · {counts}</p>'
+        f'<p class="muted">{utc(rng["from"])} – {utc(rng["to"])} · {len(data["devices"])} devices · {counts}</p>'
         + _alerts(data["alerts"])
         + f'<section id="charts"><h2>Fleet over time</h2>{_charts(data["models"], rng, "fleet-", False)}</section>'
         + '<section id="models"><h2>Model versions</h2><table class="models"><tr><th>Model</th><th>Hash</th>'
@@ -196,7 +184,7 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
     d = data["device"]
     parts = [
         f'<p>{_status(d["status"])} · model {_model_label(d["model"])} · last seen {_ago(d["silent_for"])} '
-        f'({_when(d["last_seen"])})</p>'
+        f'({utc(d["last_seen"])})</p>'
     ]
     if d["outbox"]:
         ob = ", ".join(f"{escape(k)} {v}" for k, v in sorted(d["outbox"].items()))
@@ -210,7 +198,7 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
     if not data["models"]:
         parts.append('<section><p class="muted">No windows from this device in the range.</p></section>')
     audit = "".join(
-        f'<tr><td class="num">{a["seq"]}</td><td>{_when(a.get("time"))}</td><td>{escape(str(a["event"]))}</td></tr>'
+        f'<tr><td class="num">{a["seq"]}</td><td>{utc(a.get("time"))}</td><td>{escape(str(a["event"]))}</td></tr>'
         for a in data["audit"]
     )
     parts.append(

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpack.collector._fmt import duration, utc
 from mlpack.collector.models import ModelInfo, Section
 from mlpack.collector.rollup import DAY, HOUR, Rollup, plan_range
 from mlpack.collector.storage import DeviceRow, Storage
@@ -327,14 +328,14 @@ def _alerts(
                 alerts.append({
                     "severity": "critical", "kind": "error_rate", "model": m["hash"], "device": None, "feature": None,
                     "message": f"{label}: error rate jumped to {last['error_rate']:.1%} in the hour from "
-                    f"{_hhmm(last['t'])} (earlier in range {base:.1%})",
+                    f"{utc(last['t'], seconds=False)} (earlier in range {base:.1%})",
                 })
     for row in table:
         name, m = row["name"], row["model"]
         if row["status"] == "silent":
             alerts.append({
                 "severity": "warning", "kind": "silent", "model": m["hash"] if m else None, "device": name, "feature": None,
-                "message": f"{name}: silent for {_duration(row['silent_for'])} (threshold {_duration(silent_after)})",
+                "message": f"{name}: silent for {duration(row['silent_for'])} (threshold {duration(silent_after)})",
             })
         w = row["worst"]
         if w and w["status"] == "drift" and not row["revoked"]:
@@ -359,24 +360,6 @@ def _alerts(
     order = {"critical": 0, "warning": 1}
     alerts.sort(key=lambda a: (order[a["severity"]], a["kind"], a["device"] or "", a["feature"] or ""))
     return alerts
-
-
-def _hhmm(t: float) -> str:
-    import time as _time
-
-    return _time.strftime("%Y-%m-%d %H:%M UTC", _time.gmtime(t))
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return "ever"
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 2 * 86400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
 
 
 def _active_models(storage: Storage, rng: TimeRange, models: dict[str, ModelInfo]) -> list[ModelInfo]:

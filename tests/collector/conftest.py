@@ -2,93 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import psycopg
 import pytest
 
-from mlpack.collector import admin
 from mlpack.monitor_agent.profile import Profile
-from tests._services import require_postgres
-from tests.collector.sim import SimDevice, make_profile, model_hash
-
-
-@dataclass
-class Collector:
-    """A running ``mlpack collector serve`` process and what it was started with."""
-
-    url: str
-    db_url: str
-    proc: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0)
-
-    def device(self, profile: Profile, model: str, shift: float = 0.0, seed: int = 1,
-               error_rate: float = 0.0) -> tuple[SimDevice, str]:
-        """A freshly registered device (unique name) and its token."""
-        name = f"dev-{uuid.uuid4().hex[:10]}"
-        token = admin.add_device(self.db_url, name)
-        return SimDevice(name, profile, model, seed=seed, shift=shift, error_rate=error_rate), token
-
-
-def start_collector(db_url: str, *extra: str) -> Collector:
-    """Start ``python -m mlpack.cli collector serve --port 0`` and wait for its 'listening on' line."""
-    cmd = [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("listening on "):
-            out = proc.stdout
-            threading.Thread(target=lambda: lines.extend(out), daemon=True).start()  # never block on a full pipe
-            return Collector(line.split()[2], db_url, proc, lines)
-    proc.kill()
-    proc.wait()
-    raise AssertionError("collector did not start:\n" + "".join(lines))
-
-
-def stop_collector(c: Collector) -> int:
-    c.proc.terminate()
-    try:
-        return c.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        c.proc.kill()
-        return c.proc.wait()
-
-
-def _pg_schema_url(base: str, schema: str) -> str:
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+from tests.collector.process import Collector, pg_schema, start_collector, stop_collector
+from tests.collector.sim import make_profile, model_hash
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a schema of its own, dropped afterwards."""
-    base = require_postgres()
-    schema = f"mlpack_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield _pg_schema_url(base, schema)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -10,7 +10,7 @@ import pytest
 
 from mlpack.collector import admin, open_storage
 from mlpack.monitor_agent.wire import merge_windows
-from tests.collector.conftest import Collector
+from tests.collector.process import Collector
 from tests.collector.sim import gz, make_profile, model_hash
 
 

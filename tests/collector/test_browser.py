@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests._services import require_chromium
-from tests.collector.conftest import start_collector, stop_collector
+from tests.collector.process import start_collector, stop_collector
 from tests.collector.sim import gz, make_profile, model_hash
 
 pytestmark = pytest.mark.browser

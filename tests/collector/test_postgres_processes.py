@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
-import psycopg
 import pytest
 
 from mlpack.collector import admin, open_storage
 from mlpack.collector.rollup import FLEET
-from tests._services import require_postgres
-from tests.collector.conftest import _pg_schema_url, start_collector, stop_collector
+from tests.collector.process import pg_schema, start_collector, stop_collector
 from tests.collector.sim import SimDevice, gz, make_profile, model_hash
 
 pytestmark = pytest.mark.postgres
@@ -22,15 +19,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def fresh_pg_url() -> Iterator[str]:
-    base = require_postgres()
-    schema = f"mlpack_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield _pg_schema_url(base, schema)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema() as url:
+        yield url
 
 
 def test_two_processes_share_one_database_without_losing_or_doubling_windows(fresh_pg_url: str) -> None:

@@ -19,7 +19,7 @@ from mlpack.collector import admin
 from mlpack.monitor_agent.agent import Agent, ModelInfo
 from mlpack.monitor_agent.config import AgentConfig
 from mlpack.runtime import Bundle, Model
-from tests.collector.conftest import start_collector, stop_collector
+from tests.collector.process import start_collector, stop_collector
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
