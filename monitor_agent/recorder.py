@@ -1,11 +1,11 @@
 """The in-process recorder: what every prediction adds to the current telemetry window.
 
 The single-row budget is a fraction of a microsecond (a predict costs 5-40 µs), so
-:meth:`Recorder.record` only appends *references* to the caller's arrays and lists to
-small buffers; binning happens vectorised (:mod:`._binning`) when the buffers hold
-``buffer_rows`` rows, when a window closes, or when a snapshot is asked for. Batches
-larger than the buffer are binned at once, in fixed-size chunks, so memory stays flat
-in the number of rows.
+:meth:`Recorder.record` only appends one tuple of *references* to the caller's arrays
+and lists to a deque, without taking a lock. Counting and binning happen vectorised
+(:mod:`._binning`) when the buffer holds ``buffer_rows`` (rows + calls), when a window
+closes, or when a snapshot is asked for. Batches larger than the buffer are binned at
+once, in fixed-size chunks, so memory stays flat in the number of rows.
 
 Windows are aligned to multiples of ``window_seconds`` (epoch time), closed by the
 first ``record``/``roll`` at or after their end, and handed to ``on_window`` outside
@@ -14,6 +14,7 @@ the lock. A closed window carries ``seq = 0``: the outbox gives it its sequence 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -34,7 +35,7 @@ __all__ = ["Recorder", "DEFAULT_WINDOW_SECONDS", "DEFAULT_BUFFER_ROWS"]
 log = logging.getLogger("mlpack.monitor_agent")
 
 DEFAULT_WINDOW_SECONDS = 60.0
-DEFAULT_BUFFER_ROWS = 512
+DEFAULT_BUFFER_ROWS = 1024
 
 
 class _Layout:
@@ -159,11 +160,10 @@ class Recorder:
         self._lock = threading.Lock()
         self._open = self._new_window(clock())
         self._end = self._open.end
-        self._num: list[np.ndarray] = []
-        self._cat: list[Sequence[Sequence[Any]]] = []
-        self._pred: list[np.ndarray] = []
-        self._lat: list[float] = []
-        self._buffered = 0
+        # One tuple per record() call, binned together at flush: (numeric, categorical,
+        # predictions, latency, requests, rows).
+        self._calls: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._buffered = 0  # rows + calls waiting in _calls
 
     # ------------------------------------------------------------------ hot path
 
@@ -185,14 +185,37 @@ class Recorder:
         """
         if numeric is not None and numeric.shape[1] != self._n_num:
             raise ValueError(f"numeric has {numeric.shape[1]} columns, the profile has {self._n_num}")
-        if (len(categorical) if categorical is not None else 0) != self._n_cat:
+        if (len(categorical) if categorical else 0) != self._n_cat:
             raise ValueError(f"categorical must hold {self._n_cat} sequences (one per categorical feature)")
         if predictions is not None:
             n = len(predictions)
         elif numeric is not None:
-            n = numeric.shape[0]
+            n = len(numeric)
         else:
             n = len(categorical[0]) if categorical else 0
+        if n > self._buffer_rows:
+            self._record_now(numeric, categorical, predictions, latency_s, requests, n)
+            return
+        if self._clock() >= self._end:
+            self.roll()
+        # No lock on the common path: deque.append is atomic, and the buffered count only
+        # decides when to flush (a lost increment under a race just flushes a bit later).
+        self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
+        self._buffered += n + 1
+        if self._buffered >= self._buffer_rows:
+            with self._lock:
+                self._flush_locked()
+
+    def _record_now(
+        self,
+        numeric: np.ndarray | None,
+        categorical: Sequence[Sequence[Any]] | None,
+        predictions: np.ndarray | None,
+        latency_s: float,
+        requests: int,
+        n: int,
+    ) -> None:
+        """A batch larger than the buffer: bin it at once instead of holding on to it."""
         closed = None
         with self._lock:
             now = self._clock()
@@ -201,23 +224,9 @@ class Recorder:
             w = self._open
             w.requests += requests
             w.rows += n
-            if requests == 1:
-                self._lat.append(latency_s)
-            elif requests > 1:
-                self._lat.extend(itertools.repeat(latency_s, requests))
-            if n > self._buffer_rows:
-                self._bin_locked([numeric] if numeric is not None else [], [categorical] if categorical else [],
-                                 [predictions] if predictions is not None else [])
-            else:
-                if numeric is not None:
-                    self._num.append(numeric)
-                if categorical:
-                    self._cat.append(categorical)
-                if predictions is not None:
-                    self._pred.append(predictions)
-                self._buffered += n
-            if self._buffered >= self._buffer_rows or len(self._lat) >= self._buffer_rows:
-                self._flush_locked()
+            if requests > 0:
+                w.latency.add(latency_s, requests)
+            self._bin_locked([numeric], [categorical], [predictions])
         if closed is not None:
             self._emit(closed)
 
@@ -293,31 +302,41 @@ class Recorder:
         return closed
 
     def _flush_locked(self) -> None:
-        if self._num or self._cat or self._pred:
-            self._bin_locked(self._num, self._cat, self._pred)
-            self._num, self._cat, self._pred = [], [], []
+        pending = self._calls
+        if not pending:
+            return
+        # Take what is there now; calls appended meanwhile wait for the next flush.
+        calls = [pending.popleft() for _ in range(len(pending))]
         self._buffered = 0
-        if self._lat:
-            self._open.latency.add_array(self._lat)
-            self._lat = []
+        nums, cats, preds, lats, reqs, ns = zip(*calls)  # transpose in C, not a Python loop
+        w = self._open
+        w.requests += sum(reqs)
+        w.rows += sum(ns)
+        if reqs.count(1) == len(reqs):
+            w.latency.add_array(lats)
+        else:
+            w.latency.add_array(np.repeat(np.asarray(lats, dtype=np.float64), np.asarray(reqs, dtype=np.int64)))
+        self._bin_locked(nums, cats, preds)
 
     def _bin_locked(
         self,
-        num: list[np.ndarray],
-        cat: list[Sequence[Sequence[Any]]],
-        pred: list[np.ndarray],
+        nums: Sequence[np.ndarray | None],
+        cats: Sequence[Sequence[Sequence[Any]] | None],
+        preds: Sequence[np.ndarray | None],
     ) -> None:
         w, layout = self._open, self._layout
+        num = [x for x in nums if x is not None]
         if num and self._n_num:
             w.numeric.add(layout.binner.count(num[0] if len(num) == 1 else np.concatenate(num)))
+        cat = [c for c in cats if c]
         for j in range(self._n_cat):
             values = itertools.chain.from_iterable(c[j] for c in cat)
             missing, unseen = count_categorical(layout.cat_index[j], values, w.cat_counts[j])
             w.cat_missing[j] += missing
             w.cat_unseen[j] += unseen
+        pred = [p for p in preds if p is not None]
         if pred:
-            arrays = [np.asarray(p).ravel() for p in pred]
-            w.add_predictions(layout, arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+            w.add_predictions(layout, np.concatenate(pred, axis=None))  # axis=None: flattened
 
     def _emit(self, window: Window) -> None:
         if self.on_window is None:

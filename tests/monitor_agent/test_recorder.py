@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -88,17 +89,27 @@ def test_windows_merge_to_the_window_of_combined_traffic(profile: Profile, clock
         assert merged[key] == one[key], key
 
 
-def test_memory_stays_flat_for_large_batches(profile: Profile, clock: FakeClock) -> None:
-    rec = _recorder(profile, clock, [], buffer_rows=128)
+def test_memory_stays_flat_in_the_number_of_rows(profile: Profile, clock: FakeClock) -> None:
     rng = np.random.default_rng(6)
-    num, cat, pred = traffic(rng, 20_000)
-    rec.record(num, cat, pred, 0.05)
-    assert rec._buffered == 0 and not rec._num  # binned directly, nothing kept
-    for _ in range(1000):
-        rec.record(num[:1], [cat[0][:1]], pred[:1], 1e-5)
-    assert rec._buffered < 128 and len(rec._num) < 128
-    snap = rec.snapshot()
-    assert snap is not None and snap.rows == 21_000
+    big = traffic(rng, 20_000)
+    one = [traffic(rng, 1) for _ in range(64)]
+
+    def peak(batches: int, singles: int) -> int:
+        rec = _recorder(profile, clock, [], buffer_rows=128)
+        tracemalloc.start()
+        for _ in range(batches):
+            # A fresh array each time (as from a request): holding on to them would show.
+            rec.record(big[0].copy(), big[1], big[2].copy(), 0.05)  # > buffer: binned at once
+        for i in range(singles):
+            rec.record(*one[i % 64], 1e-5)
+        snap = rec.snapshot()
+        result = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert snap is not None and snap.rows == batches * 20_000 + singles
+        return result
+
+    small, large = peak(1, 1_000), peak(10, 10_000)
+    assert large < small * 1.25 + 64 * 1024, (small, large)
 
 
 def test_regression_predictions_use_prediction_bins(clock: FakeClock) -> None:
