@@ -7,6 +7,9 @@ of its failures at once rather than one per attempt.
 Binary metrics score the *positive* class (``[evaluate] positive``, default the second
 class in sorted order, as scikit-learn does); multiclass ones are macro averages, and
 ROC AUC is one-vs-rest macro over the class probabilities.
+
+scikit-learn is imported inside the functions that compute: the spec reader imports
+this module to parse gates, and reading a spec must stay cheap.
 """
 
 from __future__ import annotations

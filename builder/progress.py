@@ -8,7 +8,7 @@ runs, and tests or other tools (the executable stage) pass their own object.
 from __future__ import annotations
 
 import sys
-from typing import Protocol, TextIO, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 __all__ = ["Reporter", "NullReporter", "ConsoleReporter", "RecordingReporter"]
 
@@ -48,16 +48,16 @@ class RecordingReporter(NullReporter):
     """Keeps every event as a tuple, in order: for ``--json`` and for tests."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
 
     def stage_started(self, name: str) -> None:
         self.events.append(("started", name))
 
     def stage_finished(self, name: str, seconds: float, summary: str) -> None:
-        self.events.append(("finished", name, f"{seconds:.6f}", summary))
+        self.events.append(("finished", name, seconds, summary))
 
     def stage_failed(self, name: str, seconds: float, error: str) -> None:
-        self.events.append(("failed", name, f"{seconds:.6f}", error))
+        self.events.append(("failed", name, seconds, error))
 
     def info(self, message: str) -> None:
         self.events.append(("info", message))
@@ -65,16 +65,17 @@ class RecordingReporter(NullReporter):
     def stages(self) -> list[dict[str, object]]:
         """Finished and failed stages as ``{"name", "seconds", "ok"}``."""
         return [
-            {"name": e[1], "seconds": float(e[2]), "ok": e[0] == "finished"}
+            {"name": e[1], "seconds": round(e[2], 4), "ok": e[0] == "finished"}
             for e in self.events
             if e[0] in ("finished", "failed")
         ]
 
 
 class ConsoleReporter:
-    """One line per stage, written as the stage starts and completed when it ends::
+    """One line per stage, written as the stage starts and completed when it ends.
 
-    train      0.41s  SimpleImputer -> StandardScaler -> LogisticRegression
+    For example ``"  train        0.41s  SimpleImputer -> StandardScaler -> LogisticRegression"``;
+    ``info`` lines are indented under the summaries.
     """
 
     def __init__(self, stream: TextIO | None = None) -> None:

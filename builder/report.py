@@ -66,7 +66,9 @@ def render_report(manifest: Mapping[str, Any], evaluation: Evaluation) -> str:
     if evaluation.confusion is not None:
         classes = [str(c) for c in m["output"]["classes"]]
         out += ["", "## Confusion matrix (rows: true class, columns: predicted)", ""]
-        out += _table([""] + classes, [[c] + [str(v) for v in row] for c, row in zip(classes, evaluation.confusion, strict=True)])
+        out += _table(
+            [""] + classes, [[c] + [str(v) for v in row] for c, row in zip(classes, evaluation.confusion, strict=True)]
+        )
     if evaluation.residuals is not None:
         out += ["", "## Residuals (true - predicted, held-out split)", ""]
         out += _table(["statistic", "value"], [[k, _num(v)] for k, v in evaluation.residuals.items()])
