@@ -95,7 +95,9 @@ def prove(model: Model, converted: Converted, data: Dataset, tolerance: float, s
         labels_bad = np.zeros(len(frame), dtype=bool)
     else:
         diff = np.abs(ox["probabilities"].astype(np.float64) - sk["probabilities"]).max(axis=1)
-        labels_bad = np.array([_norm(a) != _norm(b) for a, b in zip(ox["labels"], sk["labels"], strict=True)], dtype=bool)
+        labels_bad = np.array(
+            [_norm(a) != _norm(b) for a, b in zip(ox["labels"], sk["labels"], strict=True)], dtype=bool
+        )
     diff = np.where(np.isnan(diff), np.inf, diff)
     bad = labels_bad | (diff > tolerance)
     max_diff = float(diff.max()) if diff.size else 0.0
