@@ -248,9 +248,10 @@ def assemble(user: UserEstimator, data: Dataset, prep: PreprocessSpec, seed: int
         if not is_classifier(final):
             raise TrainingError(f"{spec_path}: task is {data.task} but {type(final).__name__} is not a classifier")
         if not hasattr(model, "predict_proba"):
+            name = type(final).__name__
+            wrap = f'class = "CalibratedClassifierCV", params = {{ estimator = {{ class = "{name}" }}, ensemble = false }}'
             raise TrainingError(
-                f"{spec_path}: {type(final).__name__} gives no class probabilities (predict_proba), which the bundle"
-                f' ships; wrap it: class = "CalibratedClassifierCV", params = {{ estimator = {{ class = "{type(final).__name__}" }}, ensemble = false }}'
+                f"{spec_path}: {name} gives no class probabilities (predict_proba), which the bundle ships; wrap it: {wrap}"
             )
     return Model(model, layout)
 
