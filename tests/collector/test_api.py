@@ -258,3 +258,22 @@ def test_metrics_openapi_and_health(collector, profile, demo_hash) -> None:
     assert {"schema", "device", "models", "windows", "audit", "outbox"} <= set(body["properties"])
     assert set(spec["paths"]["/api/v1/ingest"]["post"]["responses"]) >= {"200", "400", "401", "409", "413", "422", "503"}
     assert health["ok"] is True and health["schema_version"] == 2
+
+
+def test_error_rate_jumps_are_alerted_for_the_fleet_and_the_device(collector, profile) -> None:
+    h = model_hash("error-jump", "1.0.0")
+    fleet = [collector.device(profile, h, seed=20 + i) for i in range(3)]
+    now = time.time()
+    hour = now // 3600 * 3600
+    for k, (dev, token) in enumerate(fleet):
+        early = [dev.window(hour - 2 * 3600 + 60 * i) for i in range(3)]
+        dev.error_rate = 0.6 if k == 0 else 0.0
+        late = [dev.window(hour + 60 * i) for i in range(3)]
+        assert post(collector, token, gz(dev.batch(early + late, name="error-jump"))).status_code == 200
+    with collector.client() as cl:
+        alerts = [a for a in cl.get("/api/v1/alerts").json()["alerts"] if a["model"] == h and a["kind"] == "error_rate"]
+    fleet_alert = [a for a in alerts if a["device"] is None]
+    assert len(fleet_alert) == 1
+    assert fleet_alert[0]["message"].startswith("error-jump 1.0.0: error rate jumped to ")
+    assert fleet_alert[0]["message"].endswith("(earlier in range 0.0%)")
+    assert [a["device"] for a in alerts if a["device"]] == [fleet[0][0].name]

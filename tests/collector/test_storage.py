@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,5 +127,52 @@ def test_add_device_twice_and_revoke_unknown_fail_cleanly(sqlite_url: str) -> No
             s.add_device("a", "h2", time.time())
         with pytest.raises(CollectorError, match=r"^device 'b' is not registered \(see list-devices\)$"):
             s.revoke_device("b", time.time())
+    finally:
+        s.close()
+
+
+def _one_batch(url: str) -> tuple:
+    s = open_storage(url)
+    profile = make_profile()
+    dev = SimDevice("d", profile, model_hash("w", "1"))
+    s.add_device("d", hash_token("t"), 0.0)
+    s.close()
+    return parse_batch(dev.batch([dev.window(1_764_000_000.0)]), "d", hash_token("t"))
+
+
+def test_a_broken_database_is_503_with_retry_after_not_a_crash(sqlite_url: str) -> None:
+    from mlpack.collector.ingest import Rejected, Writer
+    from mlpack.collector.storage.sqlite import SqliteStorage
+
+    batch = _one_batch(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    for suffix in ("-wal", "-shm"):
+        Path(path + suffix).unlink(missing_ok=True)
+    Path(path).write_bytes(b"this is not a database" * 100)
+    broken = SqliteStorage(sqlite_url)
+    writer = Writer(broken)
+    writer.start()
+    try:
+        out = writer.submit(batch).result(timeout=30)
+    finally:
+        writer.stop()
+        broken.close()
+    assert isinstance(out, Rejected)
+    assert (out.status, out.message, out.retry_after) == (503, "collector: storage unavailable, retry later", 5)
+
+
+def test_a_full_write_queue_is_503_before_anything_is_read(sqlite_url: str) -> None:
+    from mlpack.collector.ingest import Rejected, Writer
+
+    batch = _one_batch(sqlite_url)
+    s = open_storage(sqlite_url)
+    try:
+        writer = Writer(s, max_pending=1)  # not started: the first batch stays queued
+        writer.submit(batch)
+        with pytest.raises(Rejected) as exc:
+            writer.submit(batch)
+        assert (exc.value.status, exc.value.retry_after) == (503, 2)
+        assert exc.value.message == "collector: too many uploads waiting to be written, retry later"
+        assert s.window_count() == 0
     finally:
         s.close()
