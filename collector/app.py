@@ -13,9 +13,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -57,6 +58,30 @@ def _parse_time(value: str | None, name: str) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+@dataclass(frozen=True)
+class _Span:
+    range: queries.TimeRange
+    hours: float | None  # what the page's range links show as chosen (None for from/to)
+
+
+def _span(
+    request: Request,
+    from_: str | None = Query(None, alias="from", description="Range start: epoch seconds or ISO 8601 (UTC if no zone)."),
+    to: str | None = Query(None, description="Range end (default: now)."),
+    hours: float | None = Query(None, gt=0, description="Range length when 'from' is not given (default 24)."),
+) -> _Span:
+    """The time range every read endpoint accepts, widened to whole hours."""
+    config: CollectorConfig = request.app.state.config
+    try:
+        rng = queries.time_range(_parse_time(from_, "from"), _parse_time(to, "to"), config.clock(), hours or 24.0)
+    except ValueError as exc:
+        raise Rejected(422, str(exc)) from None
+    return _Span(rng, hours or (None if from_ or to else 24.0))
+
+
+Span = Annotated[_Span, Depends(_span)]
 
 
 class _TokenCache:
@@ -143,14 +168,6 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
         log.warning("storage: %s", exc)
         return _error(503, "collector: storage unavailable, retry later", retry_after=5)
 
-    def rng(from_: str | None, to: str | None, hours: float | None) -> queries.TimeRange:
-        try:
-            return queries.time_range(
-                _parse_time(from_, "from"), _parse_time(to, "to"), config.clock(), hours if hours else 24.0
-            )
-        except ValueError as exc:
-            raise Rejected(422, str(exc)) from None
-
     # ------------------------------------------------------------------ ingest
 
     @app.post(
@@ -197,16 +214,15 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
 
     @app.get("/api/v1/devices", tags=["fleet"], summary="Devices: last seen, model version, status")
     def api_devices(
-        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        sp: Span
     ) -> dict[str, Any]:
-        r = rng(from_, to, hours)
-        return {"range": r.to_dict(), "devices": queries.device_table(storage, r, config.clock(), config.silent_after)}
+        return {"range": sp.range.to_dict(), "devices": queries.device_table(storage, sp.range, config.clock(), config.silent_after)}
 
     @app.get("/api/v1/devices/{name}", tags=["fleet"], summary="One device: series per model, drift, audit")
     def api_device(
-        name: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        name: str, sp: Span
     ) -> dict[str, Any]:
-        data = queries.device_detail(storage, name, rng(from_, to, hours), config.clock(), config.silent_after)
+        data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after)
         if data is None:
             raise Rejected(404, f"device {name!r} is not registered")
         return data
@@ -222,9 +238,9 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
 
     @app.get("/api/v1/models/{content_hash}", tags=["fleet"], summary="One model version: series, drift, devices")
     def api_model(
-        content_hash: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        content_hash: str, sp: Span
     ) -> dict[str, Any]:
-        data = queries.model_detail(storage, content_hash, rng(from_, to, hours), config.clock(), config.silent_after)
+        data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after)
         if data is None:
             raise Rejected(404, f"model {content_hash[:64]!r} is not known")
         return data
@@ -237,42 +253,42 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
 
     @app.get("/api/v1/fleet", tags=["fleet"], summary="Everything on the fleet page")
     def api_fleet(
-        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        sp: Span
     ) -> dict[str, Any]:
-        return overview(rng(from_, to, hours))
+        return overview(sp.range)
 
     @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows")
     def api_alerts(
-        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        sp: Span
     ) -> dict[str, Any]:
-        data = overview(rng(from_, to, hours))
+        data = overview(sp.range)
         return {"range": data["range"], "alerts": data["alerts"]}
 
     # ------------------------------------------------------------------ page, metrics, health
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def fleet_html(
-        from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        sp: Span
     ) -> str:
-        return page.fleet_page(overview(rng(from_, to, hours)), hours or (None if from_ or to else 24))
+        return page.fleet_page(overview(sp.range), sp.hours)
 
     @app.get("/devices/{name}", response_class=HTMLResponse, include_in_schema=False)
     def device_html(
-        name: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        name: str, sp: Span
     ) -> HTMLResponse:
-        data = queries.device_detail(storage, name, rng(from_, to, hours), config.clock(), config.silent_after)
+        data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after)
         if data is None:
             return HTMLResponse(page.not_found_page(f"No device named {name!r}."), status_code=404)
-        return HTMLResponse(page.device_page(data, hours or 24))
+        return HTMLResponse(page.device_page(data, sp.hours))
 
     @app.get("/models/{content_hash}", response_class=HTMLResponse, include_in_schema=False)
     def model_html(
-        content_hash: str, from_: str | None = Query(None, alias="from"), to: str | None = None, hours: float | None = Query(None, gt=0)
+        content_hash: str, sp: Span
     ) -> HTMLResponse:
-        data = queries.model_detail(storage, content_hash, rng(from_, to, hours), config.clock(), config.silent_after)
+        data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after)
         if data is None:
             return HTMLResponse(page.not_found_page(f"No model with hash {content_hash!r}."), status_code=404)
-        return HTMLResponse(page.model_page(data, hours or 24))
+        return HTMLResponse(page.model_page(data, sp.hours))
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"], summary="Prometheus text format")
     def metrics() -> PlainTextResponse:
