@@ -224,15 +224,17 @@ def device_table(
     models = models if models is not None else {m.hash: m for m in storage.models()}
     devices = devices if devices is not None else storage.devices()
     aggs = _device_aggregates(storage, rng, only_model, devices[0].name if len(devices) == 1 else None)
+    busiest: dict[str, tuple[int, str]] = {}
+    for (dev, mh), agg in aggs.items():
+        busiest[dev] = max(busiest.get(dev, (-1, "")), (agg.requests, mh))
     chosen: dict[str, str | None] = {}
     for d in devices:
         if only_model is not None:
             chosen[d.name] = only_model if (d.name, only_model) in aggs else None
         elif d.last_model and (d.name, d.last_model) in aggs:
             chosen[d.name] = d.last_model
-        else:
-            mine = [(a.requests, m) for (dev, m), a in aggs.items() if dev == d.name]
-            chosen[d.name] = max(mine)[1] if mine else d.last_model
+        else:  # its current model was silent in the range: show the one it ran most
+            chosen[d.name] = busiest[d.name][1] if d.name in busiest else d.last_model
     worst: dict[str, dict[str, Any] | None] = {}
     by_model: dict[str, list[str]] = defaultdict(list)
     for name, h in chosen.items():
