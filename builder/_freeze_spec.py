@@ -80,6 +80,26 @@ EXCLUDES: tuple[str, ...] = (
     "asyncio",
     "multiprocessing",
     "xmlrpc",
+    # Only reached through random._test() -> statistics -> fractions/decimal (0.8 MB).
+    "statistics",
+    "fractions",
+    "decimal",
+    "_decimal",
+    "_pydecimal",
+    # Optional compressors: shutil, tarfile and zipfile work without them (ImportError is handled).
+    "bz2",
+    "_bz2",
+    "lzma",
+    "_lzma",
+    # East-Asian legacy codecs (0.5 MB): the app runs in UTF-8 mode (see render_spec),
+    # so neither the locale nor the runtime's own I/O ever asks for them.
+    "_codecs_cn",
+    "_codecs_hk",
+    "_codecs_iso2022",
+    "_codecs_jp",
+    "_codecs_kr",
+    "_codecs_tw",
+    "_multibytecodec",
 )
 
 #: Binaries left unstripped (regex on the destination path): auditwheel-vendored libraries
@@ -158,14 +178,17 @@ a = Analysis(
 a.binaries = _slim(a.binaries)
 pyz = PYZ(a.pure)
 
+# UTF-8 mode: CSV/JSON on stdin/stdout are UTF-8 whatever the device's locale says.
+options = [("X utf8_mode=1", None, "OPTION")]
+
 launcher = EXE(
-    pyz, a.scripts, [], exclude_binaries=True, name=_P["name"],
+    pyz, a.scripts, options, [], exclude_binaries=True, name=_P["name"],
     strip=False, upx=False, console=True,
 )
 COLLECT(launcher, a.binaries, a.datas, name=_P["name"], strip=False, upx=False)
 
 EXE(
-    pyz, a.scripts, a.binaries,
+    pyz, a.scripts, options, a.binaries,
     a.datas + [(_P["launcher_data"], os.path.join(DISTPATH, _P["name"], _P["name"]), "DATA")],
     name=_P["name"] + "-onefile", strip=False, upx=False, console=True,
 )

@@ -45,7 +45,7 @@ def build_executable(
     the runtime cache (default :func:`mlpack.builder._freeze.cache_root`). With ``check``
     the finished file runs ``verify`` on itself before it is published.
     """
-    bundle_dir = Path(bundle_dir)
+    bundle_dir, dist_dir = Path(bundle_dir), Path(dist_dir).absolute()
     try:
         manifest = read_manifest(bundle_dir)
         files = {MANIFEST_NAME: manifest.raw}
@@ -58,11 +58,10 @@ def build_executable(
     if runtime.reused:
         say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
     data = append_bundle(runtime.executable.read_bytes(), files)
-    out = Path(dist_dir) / executable_name(manifest.name, manifest.version)
+    out = dist_dir / executable_name(manifest.name, manifest.version)
     if check:
         _self_check(data, out.parent, out.name, reporter)
     atomic_write_bytes(out, data, mode=0o755)
-    say(reporter, f"device executable {out} ({_mb(len(data))})")
     return out
 
 
@@ -83,6 +82,8 @@ def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Any) -> None:
             )
         except subprocess.TimeoutExpired:
             raise PackagingError(f"the device executable did not finish verify within {_CHECK_TIMEOUT_S} s") from None
+        except OSError as exc:
+            raise PackagingError(f"cannot run the device executable to check it ({exc.strerror})") from None
         if proc.returncode != 0:
             lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
             raise PackagingError(

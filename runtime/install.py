@@ -188,7 +188,12 @@ def install(
             verifier(target, name)
             status: Status = "switched"
         else:
-            _lay_out(payload, source, target, name, verifier)
+            try:
+                _lay_out(payload, source, target, name, verifier)
+            except InstallError as exc:
+                if current is None:
+                    raise
+                raise InstallError(f"{exc}; {name} {current} stays current") from None
             status = "installed"
         result = InstallResult(name, version, target, status, current)
         _switch(model_dir, version, previous=current)
@@ -348,7 +353,10 @@ def _lay_out(payload: Payload, source: object, target: Path, name: str, verifier
             else:
                 source.extract(tmp / BUNDLE_DIR)  # type: ignore[attr-defined]
             _readable_by_all(tmp)
-            verifier(tmp, name)
+            try:
+                verifier(tmp, name)
+            except InstallError as exc:  # name the folder it was meant for, not the temporary one
+                raise InstallError(str(exc).replace(str(tmp), str(target))) from None
     except OSError as exc:
         raise InstallError(f"cannot install into {target}: {exc.strerror or exc}") from None
 

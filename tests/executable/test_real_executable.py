@@ -1,0 +1,278 @@
+"""The real device executable, used as an engineer would: build, inspect, run, install, roll back.
+
+One session builds two versions of the breast-cancer example through ``mlpack build``
+(the frozen runtime is cached under ``$MLPACK_CACHE_DIR`` or ``~/.cache/mlpack``, so only
+the first session on a machine freezes); everything else runs the files it produced.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpack.builder.executable import build_executable, executable_contents
+from mlpack.runtime.embedded import open_appended
+from mlpack.runtime.manifest import read_manifest, write_bundle
+from mlpack.runtime.model import open_model
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast_cancer"
+NAME = "breast-cancer"
+FORBIDDEN = {"sklearn", "scipy", "pandas", "onnx", "skl2onnx", "joblib", "threadpoolctl"}
+
+
+@dataclass(frozen=True)
+class Built:
+    work: Path
+    v1: Path  # executable of 1.0.0
+    v2: Path  # executable of 1.1.0 (same data, other C: other probabilities)
+    bundle1: Path
+    events: list[tuple[str, ...]]  # first build's progress
+    rebuild_events: list[tuple[str, ...]]  # second build's: only the model changed
+    rows_csv: Path
+
+
+def _spec(work: Path, version: str, c: float) -> Path:
+    folder = work / f"spec-{version}"
+    shutil.copytree(EXAMPLE, folder)
+    spec = folder / "mlpack.toml"
+    text = spec.read_text().replace('version = "1.0.0"', f'version = "{version}"')
+    spec.write_text(text.replace("C = 0.5", f"C = {c}"))
+    return spec
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    from mlpack.builder import RecordingReporter, build
+
+    work = tmp_path_factory.mktemp("executable")
+    reporter, again = RecordingReporter(), RecordingReporter()
+    first = build(_spec(work, "1.0.0", 0.5), work / "dist", reporter=reporter)
+    second = build(_spec(work, "1.1.0", 0.25), work / "dist", reporter=again)
+    assert first.executable is not None and second.executable is not None
+    with open(EXAMPLE / "breast_cancer.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:25]
+    rows_csv = work / "rows.csv"
+    with open(rows_csv, "w", newline="") as fh:
+        fields = [k for k in rows[0] if k != "diagnosis"]
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return Built(work, first.executable, second.executable, first.bundle_dir, reporter.events, again.events, rows_csv)
+
+
+def _run(*cmd: object, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+    return subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=300, env={**base, **(env or {})}, cwd=cwd
+    )
+
+
+def _parsed(csv_text: str) -> tuple[list[str], np.ndarray]:
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert all(r["error"] == "" for r in rows)
+    proba = np.array([[np.float32(r["proba_benign"]), np.float32(r["proba_malignant"])] for r in rows])
+    return [r["label"] for r in rows], proba
+
+
+def _python_api(bundle: Path, rows_csv: Path) -> tuple[list[str], np.ndarray]:
+    """What the Python API says for the same rows: the reference the executables must match."""
+    model = open_model(bundle)
+    with open(rows_csv, newline="") as fh:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    return [str(x) for x in model.predict(rows)], np.asarray(model.predict_proba(rows), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Version 1.0.0 installed under a prefix of its own; returns the prefix."""
+    prefix = tmp_path_factory.mktemp("prefix")
+    proc = _run(built.v1, "install", "--prefix", prefix)
+    assert proc.returncode == 0, proc.stderr
+    return prefix
+
+
+def test_build_freezes_once_then_appends(built: Built) -> None:
+    infos = [e[1] for e in built.events if e[0] == "info"]
+    assert any(
+        i == "freezing runtime (first build on this machine, cached afterwards)…"
+        or i.startswith("reusing cached device runtime ")
+        for i in infos
+    ), infos
+    stage = next(e for e in built.events if e[0] == "finished" and e[1] == "executable")
+    assert re.search(r"\(\d+\.\d MB\)$", stage[3]), stage
+    rebuilt = [e[1] for e in built.rebuild_events if e[0] == "info"]
+    assert any(i.startswith("reusing cached device runtime ") for i in rebuilt), rebuilt
+    one, two = open_appended(built.v1), open_appended(built.v2)
+    assert (one.runtime_sha256, one.runtime_size) == (two.runtime_sha256, two.runtime_size)  # same cached runtime
+    assert built.v1.name == f"{NAME}-1.0.0-{built.v1.name.split('-', 3)[3]}"
+
+
+def test_contents_hold_runtime_and_bundle_but_no_training_stack(built: Built) -> None:
+    names = executable_contents(built.v1)
+    tops = {re.split(r"[/.!]", n.removeprefix("_onedir_launcher!"))[0] for n in names}
+    assert not tops & FORBIDDEN, sorted(tops & FORBIDDEN)
+    assert not [n for n in names if re.search(r"mlpack[/.](builder|collector)", n)]
+    assert any(n.startswith("onnxruntime/capi/onnxruntime_pybind11_state") for n in names)
+    assert "mlpack/runtime/install.pyc" in names and "mlpack/monitor_agent/agent.pyc" in names
+    assert any(n.startswith("_onedir_launcher!") for n in names)
+    assert {"bundle/manifest.json", "bundle/model.onnx", "bundle/golden.json"} <= set(names)
+
+
+def test_onefile_info_verify_predict(built: Built) -> None:
+    info = _run(built.v1, "info", "--json")
+    assert info.returncode == 0, info.stderr
+    assert info.stdout.encode() == (built.bundle1 / "manifest.json").read_bytes()
+    verify = _run(built.v1, "verify")
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stdout.startswith(f"OK: {NAME} 1.0.0 at ") and "golden set:" in verify.stdout
+    predict = _run(built.v1, "predict", built.rows_csv)
+    assert predict.returncode == 0, predict.stderr
+    labels, proba = _parsed(predict.stdout)
+    want_labels, want_proba = _python_api(built.bundle1, built.rows_csv)
+    assert labels == want_labels
+    assert np.array_equal(proba, want_proba)
+
+
+def test_installed_version_runs_without_unpacking(built: Built, installed: Path, tmp_path: Path) -> None:
+    model_dir = installed / NAME
+    assert os.readlink(model_dir / "current") == "1.0.0"
+    assert sorted(p.name for p in (model_dir / "1.0.0").iterdir()) == sorted(["_internal", "bundle", NAME])
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = _run(model_dir / "current" / NAME, "predict", built.rows_csv, env={"TMPDIR": str(scratch)})
+    assert proc.returncode == 0, proc.stderr
+    # A onefile unpacks itself into $TMPDIR/_MEIxxxxxx (onnxruntime's own .ses file is fine).
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("_MEI")] == []
+    assert _parsed(proc.stdout)[0] == _python_api(built.bundle1, built.rows_csv)[0]
+    assert np.array_equal(_parsed(proc.stdout)[1], _python_api(built.bundle1, built.rows_csv)[1])
+
+
+def test_installed_serve_answers_over_http(built: Built, installed: Path) -> None:
+    exe = installed / NAME / "current" / NAME
+    proc = subprocess.Popen([str(exe), "serve", "--port", "0"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"on (http://127\.0\.0\.1:\d+) ", line)
+        assert match, line
+        url = match.group(1)
+        assert urllib.request.urlopen(url + "/health", timeout=10).status == 200
+        with open(built.rows_csv, newline="") as fh:
+            row = {k: float(v) for k, v in next(csv.DictReader(fh)).items()}
+        request = urllib.request.Request(url + "/predict", json.dumps(row).encode(), {"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        labels, proba = _python_api(built.bundle1, built.rows_csv)
+        assert answer["label"] == labels[0]
+        assert np.float32(answer["probabilities"]["malignant"]) == proba[0, 1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_upgrade_rollback_reinstall_uninstall(built: Built, tmp_path: Path) -> None:
+    prefix = tmp_path / "opt"
+    current = prefix / NAME / "current" / NAME
+    assert _run(built.v1, "install", "--prefix", prefix).returncode == 0
+    up = _run(built.v2, "install", "--prefix", prefix)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.splitlines()[0] == f"installed {NAME} 1.1.0 at {prefix / NAME / '1.1.0'}; now current (previous: 1.0.0)"
+    p2 = _parsed(_run(current, "predict", built.rows_csv).stdout)[1]
+    assert not np.array_equal(p2, _python_api(built.bundle1, built.rows_csv)[1])  # really the other model
+
+    back = _run(current, "rollback", "--prefix", prefix)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.splitlines()[0] == f"rolled back {NAME} to 1.0.0 (was 1.1.0)"
+    assert np.array_equal(_parsed(_run(current, "predict", built.rows_csv).stdout)[1], _python_api(built.bundle1, built.rows_csv)[1])
+
+    again = _run(built.v1, "install", "--prefix", prefix)
+    assert (again.returncode, again.stdout) == (0, f"{NAME} 1.0.0 already installed at {prefix / NAME / '1.0.0'}\n")
+
+    gone = _run(current, "uninstall", "--prefix", prefix)
+    assert gone.returncode == 0, gone.stderr
+    assert sorted(p.name for p in (prefix / NAME).iterdir()) == ["state"]
+
+
+def _broken_golden_exe(built: Built, work: Path) -> Path:
+    """Version 1.2.0: intact files (digests match) but a golden set this model cannot reproduce."""
+    manifest = read_manifest(built.bundle1)
+    files = {n: (built.bundle1 / n).read_bytes() for n in manifest.files}
+    golden = json.loads(files["golden.json"])
+    golden["expected"]["labels"] = ["benign" if x == "malignant" else "malignant" for x in golden["expected"]["labels"]]
+    files["golden.json"] = json.dumps(golden).encode()
+    body = {k: v for k, v in manifest.data.items() if k not in ("format", "files")}
+    body["version"] = "1.2.0"
+    bundle = write_bundle(work / "bad-golden", files, body)
+    return build_executable(bundle, work / "dist-bad", check=False)
+
+
+def test_failed_verify_leaves_the_previous_version_serving(built: Built, installed: Path, tmp_path: Path) -> None:
+    bad = _broken_golden_exe(built, tmp_path)
+    proc = _run(bad, "install", "--prefix", installed)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert re.fullmatch(
+        rf"Error: verify failed: {NAME} 1\.2\.0 at {re.escape(str(installed / NAME / '1.2.0'))}/bundle: .*"
+        rf"golden set: \d+ of \d+ labels differ.*; {NAME} 1\.0\.0 stays current\n",
+        proc.stderr,
+    ), proc.stderr
+    assert os.readlink(installed / NAME / "current") == "1.0.0"
+    assert not (installed / NAME / "1.2.0").exists()
+    assert not [p for p in (installed / NAME).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_truncated_download_is_refused_in_one_line(built: Built, tmp_path: Path) -> None:
+    exe = tmp_path / built.v1.name
+    exe.write_bytes(built.v1.read_bytes()[:-100])
+    exe.chmod(0o755)
+    proc = _run(exe, "install", "--prefix", tmp_path / "opt")
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"Error: not installed: {exe}: the appended bundle is truncated or is not an mlpack bundle"
+        " (no mlpack.appended/1 trailer)\n"
+    )
+    assert not (tmp_path / "opt" / NAME / "current").exists()
+
+
+def test_corrupted_bundle_inside_the_executable_is_refused(built: Built, tmp_path: Path) -> None:
+    data = bytearray(built.v1.read_bytes())
+    appended = open_appended(built.v1)
+    with __import__("zipfile").ZipFile(built.v1) as zf:
+        member = zf.getinfo("model.onnx")
+    data[member.header_offset + 30 + len("model.onnx") + 5] ^= 0xFF  # inside model.onnx's data
+    exe = tmp_path / built.v1.name
+    exe.write_bytes(bytes(data))
+    exe.chmod(0o755)
+    assert appended.runtime_size < member.header_offset
+    for command in (["verify"], ["install", "--prefix", str(tmp_path / "opt")]):
+        proc = _run(exe, *command)
+        assert proc.returncode == 1, command
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: "), proc.stderr
+        assert "model.onnx" in proc.stderr
+    assert not (tmp_path / "opt" / NAME / "current").exists()
+
+
+def test_unwritable_prefix_through_the_executable(built: Built, tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        prefix = Path("/sys/mlpack-test-prefix")  # EPERM even for root
+    else:
+        prefix = tmp_path / "ro"
+        prefix.mkdir()
+        prefix.chmod(0o555)
+    proc = _run(built.v1, "install", "--prefix", prefix)
+    assert (proc.returncode, proc.stderr) == (
+        1, f"Error: cannot write to {prefix}: permission denied (run as root or pass --prefix DIR)\n"
+    )
