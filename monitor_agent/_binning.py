@@ -56,8 +56,13 @@ class NumericBinner:
 
     def __init__(self, profiles: Sequence[NumericProfile]) -> None:
         self.profiles = tuple(profiles)
-        self._edges = []
-        ext_sizes, first, last, inner, has_lo, has_hi = [], [], [], [], [], []
+        self._edges: list[np.ndarray] = []
+        ext_sizes: list[int] = []
+        first: list[int] = []
+        last: list[int] = []
+        inner: list[int] = []
+        has_lo: list[bool] = []
+        has_hi: list[bool] = []
         ext_off = 0
         for p in self.profiles:
             lo = [] if p.min is None else [p.min]

@@ -132,6 +132,9 @@ def _open(path: Path, cap_bytes: int) -> sqlite3.Connection:
 def _create(conn: sqlite3.Connection, path: Path) -> None:
     floor = _read_reservation(path.parent)
     conn.execute("BEGIN IMMEDIATE")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+        conn.execute("COMMIT")  # another process created it while we waited for the lock
+        return
     for stmt in _SCHEMA.strip().split(";\n"):
         if stmt.strip():
             conn.execute(stmt)

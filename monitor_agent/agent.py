@@ -3,11 +3,11 @@
 The runtime builds a :class:`ModelInfo` from the bundle it opened (folder or archive
 appended to the executable: the agent never reads bundle files) and calls
 :meth:`Agent.open`; ``Model.predict`` feeds ``agent.recorder``; ``serve`` calls
-:meth:`Agent.start` / :meth:`Agent.stop`. Two daemon threads: one rolls windows,
-samples the system and snapshots the open window every second or so; the other
-uploads (only when a collector is configured). Everything they do is also callable
-directly (:meth:`tick`, :meth:`sync`), which is how tests drive the agent with an
-injected clock and transport.
+:meth:`Agent.start` / :meth:`Agent.stop`. Two daemon threads: one closes windows on
+time (so requests never wait for the outbox's fsync), samples the system and snapshots
+the open window for ``status``; the other uploads (only when a collector is
+configured). Everything they do is also callable directly (:meth:`tick`,
+:meth:`sync`), which is how tests drive the agent with an injected clock and transport.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ class Agent:
         self._next_snapshot = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._stopped = False
         self.last_sync: SyncResult | None = None
 
     @classmethod
@@ -201,9 +202,10 @@ class Agent:
 
     def start(self) -> None:
         """Run the background threads (idempotent)."""
-        if self._threads:
+        if self._threads or self._stopped:
             return
         self._stop.clear()
+        self.recorder.auto_roll = False  # the tick thread closes windows on time, off the request path
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
         if self.config.can_upload:
             self._threads.append(
@@ -213,12 +215,16 @@ class Agent:
             t.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the threads and store the open window (a closed window is never lost)."""
+        """Stop the threads and store the open window; final (a second call does nothing)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
         busy = any(t.is_alive() for t in self._threads)  # an upload stuck in a slow request
         self._threads = []
+        self.recorder.auto_roll = True
         try:
             self.recorder.close()
             self.outbox.clear_current(self.model.content_hash)
@@ -239,7 +245,10 @@ class Agent:
                 self.tick()
             except Exception:  # keep monitoring alive; the next tick may succeed
                 log.exception("telemetry tick failed")
-            self._stop.wait(TICK_SECONDS)
+            # Wake at the window boundary (not up to a second late): records arriving
+            # between the boundary and this tick still count in the closing window.
+            until_boundary = self.recorder.window_end - self._clock()
+            self._stop.wait(max(0.001, min(TICK_SECONDS, until_boundary + 0.001)))
 
     def _upload_loop(self) -> None:
         def remember(result: SyncResult) -> None:

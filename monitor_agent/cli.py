@@ -34,7 +34,7 @@ import click
 from mlpack._cli import MlpackGroup, fail
 from mlpack.errors import AgentError, MlpackError
 from mlpack.monitor_agent.agent import ModelInfo
-from mlpack.monitor_agent.config import AgentConfig, load_config
+from mlpack.monitor_agent.config import AgentConfig, load_config, read_token_file
 from mlpack.monitor_agent.drift import Thresholds
 from mlpack.monitor_agent.outbox import Outbox
 from mlpack.monitor_agent.profile import Profile
@@ -76,12 +76,7 @@ def _model_info(ctx: click.Context, bundle: Path | None) -> ModelInfo | None:
 
 def _config(state: Path, collector_url: str | None, device_id: str | None, token_file: Path | None,
             window_seconds: float | None, cap: str | None) -> AgentConfig:
-    token = None
-    if token_file is not None:
-        try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AgentError(f"--token-file {token_file}: cannot read ({exc.strerror})") from None
+    token = None if token_file is None else read_token_file(token_file)
     return load_config(
         state,
         {"collector_url": collector_url, "device_id": device_id, "token": token,

@@ -31,6 +31,7 @@ __all__ = [
     "ENV_VARS",
     "write_config",
     "load_config",
+    "read_token_file",
 ]
 
 CONFIG_NAME = "agent.json"
@@ -131,6 +132,14 @@ def _check(c: AgentConfig) -> None:
         raise AgentError(f"window_seconds must be between 1 and 86400, got {c.window_seconds!r}")
     if not isinstance(c.cap_bytes, int) or c.cap_bytes < MIN_CAP_BYTES:
         raise AgentError(f"cap_bytes must be at least {MIN_CAP_BYTES}, got {c.cap_bytes!r}")
+
+
+def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") -> str:
+    """A token from a file (what flags take instead of the token itself, which ``ps`` would show)."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise AgentError(f"{option} {path}: cannot read ({exc.strerror})") from None
 
 
 def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path:

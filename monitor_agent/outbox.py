@@ -20,6 +20,7 @@ version, profile, thresholds), per-hour merged copies of recent windows (``recen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +30,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,6 +127,7 @@ class Outbox:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._inode = 0
+        self._registered: dict[str, bytes] = {}  # re-registered into a fresh store after a reset
         self._reopen()
 
     @classmethod
@@ -159,8 +160,13 @@ class Outbox:
     def _reopen(self) -> None:
         if self._conn is not None:
             self._conn.close()
-        self._conn = _store.connect(self.state_dir, self.cap_bytes, self._clock)
+            self._conn = None
+        conn = _store.connect(self.state_dir, self.cap_bytes, self._clock)
         self._inode = self.path.stat().st_ino
+        if self._registered:  # a replaced store must still know the models our windows name
+            with self._tx(conn):
+                conn.executemany("INSERT OR REPLACE INTO models (hash, body) VALUES (?, ?)", self._registered.items())
+        self._conn = conn
 
     def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op``; on corruption set the store aside and retry once on a fresh one."""
@@ -183,22 +189,25 @@ class Outbox:
                 _store.set_aside(self.path, str(exc), self._clock)
                 self._reopen()
                 assert self._conn is not None
-                self._audit(self._conn, "outbox_reset", {"reason": str(exc)})
+                # The collector hears of the reset (the pending windows it never got are gone).
+                self._audit(self._conn, "outbox_reset", json.dumps({"reason": str(exc)}))
                 try:
                     return op(self._conn)
                 except sqlite3.DatabaseError as again:
                     raise OutboxError(f"{self.path}: fresh outbox failed too ({again})") from None
 
     @staticmethod
-    @contextmanager
+    @contextlib.contextmanager
     def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, **deltas: int) -> None:
@@ -221,6 +230,7 @@ class Outbox:
                 conn.execute("INSERT OR REPLACE INTO models (hash, body) VALUES (?, ?)", (content_hash, body))
 
         self._run(op)
+        self._registered[content_hash] = body
 
     def models(self) -> dict[str, dict[str, Any]]:
         """content hash -> ``{"wire": {name, version, profile}, "thresholds": {...}}``."""
@@ -383,7 +393,7 @@ class Outbox:
         return self._run(op)
 
     def ack(self, window_seqs: Sequence[int], audit_seqs: Sequence[int], reported: Mapping[str, int]) -> int:
-        """The collector stored these durably: delete them; returns how many windows left."""
+        """The collector stored these durably: delete them; returns how many windows were deleted."""
 
         def op(conn: sqlite3.Connection) -> int:
             with self._tx(conn):
@@ -449,8 +459,7 @@ class Outbox:
             raise OutboxError(f"audit event {event!r}: detail is not JSON-serialisable ({exc})") from None
         return self._run(lambda c: self._audit(c, event, text))
 
-    def _audit(self, conn: sqlite3.Connection, event: str, detail: Mapping[str, Any] | str) -> int:
-        text = detail if isinstance(detail, str) else json.dumps(dict(detail), sort_keys=True)
+    def _audit(self, conn: sqlite3.Connection, event: str, text: str) -> int:
         with self._tx(conn):
             seq = _store.reserve(conn, self.state_dir, "audit")
             conn.execute(

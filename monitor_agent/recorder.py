@@ -8,8 +8,8 @@ closes, or when a snapshot is asked for. Batches larger than the buffer are binn
 once, in fixed-size chunks, so memory stays flat in the number of rows.
 
 Windows are aligned to multiples of ``window_seconds`` (epoch time), closed by the
-first ``record``/``roll`` at or after their end, and handed to ``on_window`` outside
-the lock. A closed window carries ``seq = 0``: the outbox gives it its sequence number.
+first ``record``/``roll`` at or after their end (only ``roll`` when ``auto_roll`` is off),
+and handed to ``on_window`` outside the lock. A closed window carries ``seq = 0``: the outbox gives it its sequence number.
 """
 
 from __future__ import annotations
@@ -152,6 +152,9 @@ class Recorder:
         self.model_hash = model_hash
         self.window_seconds = float(window_seconds)
         self.on_window = on_window
+        #: Close due windows from ``record`` itself. The agent turns this off while its
+        #: thread rolls windows on time, so a request never waits for the outbox write.
+        self.auto_roll = True
         self._clock = clock
         self._buffer_rows = buffer_rows
         self._layout = _Layout(profile)
@@ -196,7 +199,7 @@ class Recorder:
         if n > self._buffer_rows:
             self._record_now(numeric, categorical, predictions, latency_s, requests, n)
             return
-        if self._clock() >= self._end:
+        if self.auto_roll and self._clock() >= self._end:
             self.roll()
         # No lock on the common path: deque.append is atomic, and the buffered count only
         # decides when to flush (a lost increment under a race just flushes a bit later).
@@ -216,11 +219,8 @@ class Recorder:
         n: int,
     ) -> None:
         """A batch larger than the buffer: bin it at once instead of holding on to it."""
-        closed = None
         with self._lock:
-            now = self._clock()
-            if now >= self._end:
-                closed = self._roll_locked(now)
+            closed = self._roll_if_due_locked()
             w = self._open
             w.requests += requests
             w.rows += n
@@ -239,11 +239,8 @@ class Recorder:
         """
         if not _ERROR_KIND.match(kind):
             raise ValueError(f"error kind must match {_ERROR_KIND.pattern}, got {kind!r}")
-        closed = None
         with self._lock:
-            now = self._clock()
-            if now >= self._end:
-                closed = self._roll_locked(now)
+            closed = self._roll_if_due_locked()
             self._open.errors[kind] = self._open.errors.get(kind, 0) + count
         if closed is not None:
             self._emit(closed)
@@ -292,6 +289,12 @@ class Recorder:
     def _new_window(self, now: float) -> _Open:
         start = math.floor(now / self.window_seconds) * self.window_seconds
         return _Open(self._layout, start, start + self.window_seconds)
+
+    def _roll_if_due_locked(self) -> Window | None:
+        if not self.auto_roll:
+            return None
+        now = self._clock()
+        return self._roll_locked(now) if now >= self._end else None
 
     def _roll_locked(self, now: float, end: float | None = None) -> Window | None:
         self._flush_locked()

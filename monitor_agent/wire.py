@@ -14,8 +14,27 @@ A *batch* is what one upload carries (``POST /api/v1/ingest``, gzip JSON)::
                                      "profile": {... mlpack.profile/1 ...}}},
       "windows": [Window.to_dict(), ...],
       "audit": [{"seq": 3, "time": 1764..., "event": "install", "detail": {...}}, ...],
-      "outbox": {"produced": 120, "merged": 10, "dropped": 0, "dropped_rows": 0}
+      "outbox": {"produced": 120, "delivered": 100, "pending": 10, "merged": 10,
+                 "dropped": 0, "dead_letter": 0, "dropped_rows": 0}
     }
+
+The exchange (``POST /api/v1/ingest``, ``Content-Encoding: gzip``,
+``Content-Type: application/json``, ``Authorization: Bearer <token of batch.device>``):
+
+* 200 ``{"stored": [seq...], "duplicates": [seq...]}``, sent only after the collector's
+  commit; the agent deletes exactly the windows listed. A window whose
+  ``(device, seq, seq_last)`` is already stored is a duplicate (success, not stored
+  twice). The 200 also acknowledges the batch's audit rows, which are idempotent per
+  ``(device, audit seq)``; audit sequence numbers are a separate per-device counter.
+* 401 bad/unknown/revoked token, 400 malformed body, 413 too large, 415 encoding,
+  422 schema violation (message names the field), 409 a window overlaps a stored range
+  differently, 429/503 with optional ``Retry-After``. Error bodies are ``{"error": msg}``.
+* ``models`` carries every model the batch's windows reference; ``outbox`` is the
+  device's accounting at the time the batch was taken (original windows:
+  ``produced = delivered + pending + merged + dropped + dead_letter``); a batch with no
+  windows may be sent just to report new drops. The agent never merges a window it
+  has sent once, and only merges consecutive sequence numbers, so a correct agent
+  never causes a 409.
 
 Window (``Window.to_dict``)::
 

@@ -30,7 +30,7 @@ from mlpack.collector import admin
 from mlpack.monitor_agent.agent import Agent, ModelInfo
 from mlpack.monitor_agent.cli import agent as agent_cli
 from mlpack.monitor_agent.config import AgentConfig, write_config
-from mlpack.monitor_agent.outbox import Outbox
+from mlpack.monitor_agent.outbox import Outbox, append_audit
 
 from .helpers import FakeClock, fixed_sampler, traffic
 
@@ -220,3 +220,32 @@ def test_background_thread_delivers_while_serving(tmp_path: Path, live: Collecto
         agent.stop()
     assert len(live.windows(device)) >= 2
     assert agent.last_sync is not None and agent.last_sync.outcome in ("delivered", "nothing")
+
+
+def test_agent_run_delivers_windows_and_audit_events_then_stops_on_sigterm(
+    tmp_path: Path, live: Collector, model: ModelInfo
+) -> None:
+    device, token = live.device()
+    state = tmp_path / "state"
+    write_config(state, AgentConfig(live.url, device, token, window_seconds=2))
+    assert append_audit(state, "install", {"version": "1.2.0"}) == 1
+    clock = FakeClock()
+    recording = Agent.open(model, state, clock=clock, sampler=fixed_sampler)
+    rows = _record(recording, clock, 3, np.random.default_rng(9))
+    recording.outbox.close()
+    cmd = [sys.executable, "-c", "from mlpack.monitor_agent.cli import agent; agent()", "run", "--state-dir", str(state)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(live.windows(device)) < 3:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "delivered 3 windows and 1 audit events in 1 batches" in err
+    assert sum(r for _, _, r in live.windows(device)) == rows
+    conn = sqlite3.connect(f"file:{live.db}?mode=ro", uri=True)
+    audit = conn.execute("SELECT seq, event FROM audit WHERE device = ?", (device,)).fetchall()
+    conn.close()
+    assert audit == [(1, "install")]

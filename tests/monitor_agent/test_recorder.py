@@ -66,6 +66,19 @@ def test_windows_are_aligned_and_roll_with_the_clock(profile: Profile, clock: Fa
     assert rec.roll() is None and len(sink) == 2
 
 
+def test_without_auto_roll_only_roll_closes_windows(profile: Profile, clock: FakeClock) -> None:
+    sink: list[Window] = []
+    rec = _recorder(profile, clock, sink)
+    rec.auto_roll = False  # what the agent does while its thread closes windows on time
+    rng = np.random.default_rng(14)
+    rec.record(*traffic(rng, 2), 0.002)
+    clock.advance(60.5)
+    rec.record(*traffic(rng, 3), 0.002)  # a few ms late: still counted in the closing window
+    assert sink == []
+    closed = rec.roll()
+    assert closed is not None and (closed.start, closed.end, closed.rows) == (T0, T0 + 60, 5)
+
+
 def test_windows_merge_to_the_window_of_combined_traffic(profile: Profile, clock: FakeClock) -> None:
     rng = np.random.default_rng(5)
     batches = [traffic(rng, n) for n in (3, 50, 1, 700, 9)]
