@@ -15,13 +15,13 @@ import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,8 @@ _PACKAGES = ("runtime", "monitor_agent")
 #: Distributions whose version changes the frozen bytes.
 _DISTRIBUTIONS = ("numpy", "onnxruntime", "click", "psutil", "pyinstaller", "pyinstaller-hooks-contrib")
 _FREEZE_TIMEOUT_S = 1800
+_KEEP_ENTRIES = 3
+_PRUNE_GRACE_S = 3600
 
 
 class Reporter(Protocol):
@@ -155,7 +157,10 @@ def frozen_runtime(
     entry = base / key
     executable = entry / FROZEN_NAME
     if executable.is_file():
+        _touch(entry)
         return FrozenRuntime(key, executable, reused=True)
+    if importlib.util.find_spec("PyInstaller") is None:
+        raise PackagingError("PyInstaller is not installed here: pip install 'mlpack[build]' (or build with --no-executable)")
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -163,12 +168,38 @@ def frozen_runtime(
     with _locked(base / f".{key}.lock"):
         if executable.is_file():  # another build froze it while we waited
             return FrozenRuntime(key, executable, reused=True)
-        say(reporter, "freezing runtime (first build on this machine, cached afterwards)…")
+        say(reporter, "freezing the device runtime (first build with this runtime, cached afterwards)…")
         with atomic_directory(entry, replace=True) as tmp:
             _freeze(sources, tmp, log=base / f"{key}.log")
-            atomic_write_text(tmp / "key.json", canonical_json({"key": key, "versions": _versions(),
-                                                                "platform": platform_tag()}))
+            info = {"key": key, "versions": _versions(), "platform": platform_tag()}
+            atomic_write_text(tmp / "key.json", canonical_json(info))
+    _prune(base, keep=entry)
     return FrozenRuntime(key, executable, reused=False)
+
+
+def _touch(entry: Path) -> None:
+    """Mark a cache entry as used (pruning keeps the most recently used)."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
+
+
+def _prune(base: Path, keep: Path) -> None:
+    """Keep the newest few entries: each is ~40 MB and every runtime source edit makes one.
+
+    Entries used within the last hour stay whatever their rank (a concurrent build may be
+    reading one right now).
+    """
+    entries = sorted(
+        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    cutoff = time.time() - _PRUNE_GRACE_S
+    for old in entries[_KEEP_ENTRIES - 1 :]:
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+            for leftover in (base / f"{old.name}.log", base / f".{old.name}.lock"):
+                leftover.unlink(missing_ok=True)
 
 
 def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:

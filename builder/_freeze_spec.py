@@ -253,7 +253,7 @@ def excluded_uses(sources: Mapping[str, bytes]) -> list[str]:
             elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 if node.value.id in ("np", "numpy"):
                     names = [f"numpy.{node.attr}"]
-            found += [(rel, node.lineno, n) for n in names if _is_excluded(n)]
+            found += [(rel, getattr(node, "lineno", 0), n) for n in names if _is_excluded(n)]
     return [f"{rel}:{line} {what}" for rel, line, what in sorted(found)]
 
 

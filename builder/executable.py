@@ -9,21 +9,18 @@ this model never reaches a device.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from mlpack._fs import atomic_write_bytes
-from mlpack.builder._freeze import FrozenRuntime, frozen_runtime, platform_tag, say
+from mlpack.builder._freeze import FrozenRuntime, Reporter, frozen_runtime, platform_tag, say
 from mlpack.errors import MlpackError, PackagingError
 from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle, open_appended
+from mlpack.runtime.install import verify_failure
 from mlpack.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_manifest, verify_files
 
 __all__ = ["build_executable", "executable_name", "executable_contents", "frozen_runtime", "FrozenRuntime"]
-
-_CHECK_TIMEOUT_S = 300
 
 
 def executable_name(name: str, version: str) -> str:
@@ -34,7 +31,7 @@ def executable_name(name: str, version: str) -> str:
 def build_executable(
     bundle_dir: Path,
     dist_dir: Path,
-    reporter: Any = None,
+    reporter: Reporter | None = None,
     *,
     cache_dir: Path | None = None,
     check: bool = True,
@@ -50,22 +47,27 @@ def build_executable(
         manifest = read_manifest(bundle_dir)
         files = {MANIFEST_NAME: manifest.raw}
         verify_files(manifest, lambda n: files.setdefault(n, (bundle_dir / n).read_bytes()), str(bundle_dir))
+        if (bundle_dir / SIGNATURE_NAME).is_file():
+            files[SIGNATURE_NAME] = (bundle_dir / SIGNATURE_NAME).read_bytes()
     except MlpackError as exc:
         raise PackagingError(f"cannot package bundle: {exc}") from None
-    if (bundle_dir / SIGNATURE_NAME).is_file():
-        files[SIGNATURE_NAME] = (bundle_dir / SIGNATURE_NAME).read_bytes()
+    except OSError as exc:
+        raise PackagingError(f"cannot package bundle {bundle_dir}: {exc.strerror or exc}") from None
     runtime = frozen_runtime(cache_dir, reporter)
     if runtime.reused:
         say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
     data = append_bundle(runtime.executable.read_bytes(), files)
     out = dist_dir / executable_name(manifest.name, manifest.version)
-    if check:
-        _self_check(data, out.parent, out.name, reporter)
-    atomic_write_bytes(out, data, mode=0o755)
+    try:
+        if check:
+            _self_check(data, out.parent, out.name, reporter)
+        atomic_write_bytes(out, data, mode=0o755)
+    except OSError as exc:
+        raise PackagingError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
 
-def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Any) -> None:
+def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Reporter | None) -> None:
     """Run the finished executable's ``verify`` from a scratch copy; refuse to publish on failure."""
     say(reporter, "checking the device executable (verify on this machine)…")
     # Next to the output, not in /tmp: /tmp may be mounted noexec.
@@ -74,21 +76,9 @@ def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Any) -> None:
         exe = Path(scratch) / name
         exe.write_bytes(data)
         exe.chmod(0o755)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
-        try:
-            proc = subprocess.run(
-                [str(exe), "verify"], cwd=scratch, env=env, capture_output=True, text=True,
-                timeout=_CHECK_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            raise PackagingError(f"the device executable did not finish verify within {_CHECK_TIMEOUT_S} s") from None
-        except OSError as exc:
-            raise PackagingError(f"cannot run the device executable to check it ({exc.strerror})") from None
-        if proc.returncode != 0:
-            lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-            raise PackagingError(
-                f"the device executable fails its own verify: {lines[-1] if lines else proc.returncode}"
-            )
+        reason = verify_failure(exe)
+    if reason is not None:
+        raise PackagingError(f"the device executable fails its own verify: {reason}")
 
 
 def executable_contents(path: Path) -> list[str]:
@@ -101,8 +91,8 @@ def executable_contents(path: Path) -> list[str]:
     from PyInstaller.archive.readers import CArchiveReader
 
     path = Path(path)
-    names = _archive_entries(CArchiveReader(str(path)), "")
     reader = CArchiveReader(str(path))
+    names = _archive_entries(reader, "")
     if LAUNCHER_DATA_NAME in reader.toc:
         with tempfile.TemporaryDirectory(prefix="mlpack-contents-") as scratch:
             launcher = Path(scratch) / LAUNCHER_DATA_NAME

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from mlpack._fs import atomic_directory, atomic_write_text, fsync_directory
 from mlpack.errors import InstallError, MlpackError
@@ -36,10 +36,14 @@ from mlpack.runtime.embedded import (
     BUNDLE_DIR,
     INTERNAL_DIR,
     LAUNCHER_DATA_NAME,
+    AppendedBundle,
     frozen_mode,
     open_appended,
 )
 from mlpack.runtime.manifest import Manifest, read_manifest, verify_files
+
+if TYPE_CHECKING:
+    from mlpack.monitor_agent.config import AgentConfig
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -54,6 +58,7 @@ __all__ = [
     "installed_versions",
     "unit_name",
     "run_verify",
+    "verify_failure",
 ]
 
 DEFAULT_PREFIX = Path("/opt/mlpack")
@@ -135,22 +140,33 @@ def current_payload() -> Payload:
     return Payload(exe.resolve(), Path(meipass), exe.resolve().parent / BUNDLE_DIR)
 
 
-def run_verify(folder: Path, name: str) -> None:
-    """Run the installed launcher's own ``verify`` in ``folder``; raise with its last error line."""
+def verify_failure(executable: Path, timeout: float = _VERIFY_TIMEOUT_S) -> str | None:
+    """Run ``<executable> verify`` in its own folder, clean of ``MLPACK_*`` settings.
+
+    Returns ``None`` when it passes, else its last error line (without ``Error:``): the
+    one check shared by ``install`` (on the laid-out version) and the build (on the file).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
     try:
         proc = subprocess.run(
-            [str(folder / name), "verify"], cwd=folder, env=env, capture_output=True, text=True,
-            timeout=_VERIFY_TIMEOUT_S,
+            [str(executable), "verify"], cwd=executable.parent, env=env, capture_output=True, text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise InstallError(f"verify did not finish within {_VERIFY_TIMEOUT_S} s") from None
+        return f"verify did not finish within {timeout:g} s"
     except OSError as exc:
-        raise InstallError(f"cannot run {folder / name} ({exc.strerror})") from None
-    if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise InstallError(f"verify failed: {reason.removeprefix('Error: ')}")
+        return f"cannot run {executable} ({exc.strerror})"
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+    return lines[-1].removeprefix("Error: ") if lines else f"exit code {proc.returncode}"
+
+
+def run_verify(folder: Path, name: str) -> None:
+    """The default verifier: the installed launcher's own ``verify``, run where it was laid out."""
+    reason = verify_failure(folder / name)
+    if reason is not None:
+        raise InstallError(f"verify failed: {reason}")
 
 
 def install(
@@ -160,7 +176,7 @@ def install(
     verifier: Verifier = run_verify,
     systemd: Systemd | None = None,
     enable: bool = False,
-    agent_config: object | None = None,
+    agent_config: AgentConfig | None = None,
 ) -> InstallResult:
     """Install ``payload`` under ``prefix`` and make it current, or change nothing.
 
@@ -272,7 +288,7 @@ def installed_versions(prefix: Path, name: str) -> tuple[str | None, str | None,
 # -- steps ---------------------------------------------------------------------------
 
 
-def _payload_manifest(payload: Payload) -> tuple[Manifest, object]:
+def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | AppendedBundle]:
     """Read and fully verify the payload's bundle; ``source`` is what ``_lay_out`` copies."""
     try:
         if payload.bundle.is_dir():
@@ -335,7 +351,9 @@ def _same_content(target: Path, manifest: Manifest, version: str) -> None:
         )
 
 
-def _lay_out(payload: Payload, source: object, target: Path, name: str, verifier: Verifier) -> None:
+def _lay_out(
+    payload: Payload, source: Path | AppendedBundle, target: Path, name: str, verifier: Verifier
+) -> None:
     """Assemble the version folder aside, verify it there, then rename it into place."""
     try:
         with atomic_directory(target) as tmp:
@@ -351,7 +369,7 @@ def _lay_out(payload: Payload, source: object, target: Path, name: str, verifier
                     if member.is_file():
                         shutil.copy2(member, tmp / BUNDLE_DIR / member.name)
             else:
-                source.extract(tmp / BUNDLE_DIR)  # type: ignore[attr-defined]
+                source.extract(tmp / BUNDLE_DIR)
             _readable_by_all(tmp)
             try:
                 verifier(tmp, name)
@@ -393,13 +411,13 @@ def _link_target(link: Path) -> str | None:
         return None
 
 
-def _configure_agent(model_dir: Path, config: object | None, result: InstallResult) -> None:
+def _configure_agent(model_dir: Path, config: AgentConfig | None, result: InstallResult) -> None:
     if config is None:
         return
     from mlpack.monitor_agent.config import write_config
 
     (model_dir / STATE).mkdir(exist_ok=True)
-    written = write_config(model_dir / STATE, config)  # type: ignore[arg-type]
+    written = write_config(model_dir / STATE, config)
     result.notes.append(f"monitoring agent configured: {written}")
 
 
@@ -415,7 +433,6 @@ def _write_unit(model_dir: Path, name: str) -> Path:
         "Type=simple\n"
         f'ExecStart="{exe}" serve\n'
         f'Environment="MLPACK_STATE_DIR={model_dir / STATE}"\n'
-        f'WorkingDirectory={model_dir}\n'
         "Restart=on-failure\n"
         "RestartSec=2\n\n"
         "[Install]\n"

@@ -7,6 +7,7 @@ executable carries (``--name`` picks another installed model, e.g. from plain Py
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from mlpack.errors import InstallError, MlpackError
 from mlpack.runtime import install as _install
 from mlpack.runtime.embedded import embedded_bundle
 from mlpack.runtime.manifest import read_manifest
+
+if TYPE_CHECKING:
+    from mlpack.monitor_agent.config import AgentConfig
 
 __all__ = ["install", "rollback", "uninstall"]
 
@@ -76,10 +80,10 @@ def _own_name() -> str:
     bundle = embedded_bundle()
     if bundle is None:
         raise InstallError("not running from a device executable: pass --name")
-    return read_manifest(bundle).name
+    return str(read_manifest(bundle).name)
 
 
-def _agent_config(collector_url: str | None, device_id: str | None, token_file: Path | None) -> object | None:
+def _agent_config(collector_url: str | None, device_id: str | None, token_file: Path | None) -> AgentConfig | None:
     if collector_url is None and device_id is None and token_file is None:
         return None
     from mlpack.monitor_agent.config import AgentConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def test_executable_failing_its_own_verify_is_not_published(tmp_path: Path, make
     _cached_runtime(cache, '#!/bin/sh\necho "Error: golden set: 2 of 9 labels differ" >&2\nexit 1\n')
     with pytest.raises(PackagingError) as err:
         build_executable(make_bundle("1.0.0"), tmp_path / "dist", cache_dir=cache)
-    assert str(err.value) == "the device executable fails its own verify: Error: golden set: 2 of 9 labels differ"
+    assert str(err.value) == "the device executable fails its own verify: golden set: 2 of 9 labels differ"
     assert os.listdir(tmp_path / "dist") == []
 
 
@@ -129,3 +130,17 @@ def test_unwritable_cache_is_a_one_line_error(tmp_path: Path, make_bundle: Calla
     assert str(err.value) == (
         f"cache folder {blocker / 'runtime'} is not writable (Not a directory); set MLPACK_CACHE_DIR"
     )
+
+
+def test_old_cache_entries_are_pruned_but_recent_ones_kept(tmp_path: Path) -> None:
+    base = tmp_path / "runtime"
+    now = time.time()
+    ages = {"a": 0, "b": 60, "c": 600, "d": 86400, "e": 7 * 86400}
+    for name, age in ages.items():
+        (base / name).mkdir(parents=True)
+        (base / f"{name}.log").write_text("log")
+        os.utime(base / name, (now - age, now - age))
+    (base / "just-built").mkdir()
+    _freeze._prune(base, keep=base / "just-built")
+    # the one just built and the two most recent stay; c ranks out but was used within the hour
+    assert sorted(p.name for p in base.iterdir()) == ["a", "a.log", "b", "b.log", "c", "c.log", "just-built"]

@@ -24,6 +24,11 @@ def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
+def _install_all(make_payload: MakePayload, prefix: Path, systemd: FakeSystemd, *versions: str) -> None:
+    for version in versions:
+        install(make_payload(version), prefix, systemd=systemd)
+
+
 def test_install_lays_out_a_version_verified_in_place_then_switches(
     make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
@@ -177,8 +182,7 @@ def test_reinstalling_the_previous_version_switches_back_to_it(
     make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
-    install(make_payload("2.0.0"), prefix, systemd=no_systemd)
+    _install_all(make_payload, prefix, no_systemd, "1.0.0", "2.0.0")
     result = install(make_payload("1.0.0"), prefix, systemd=no_systemd)
     assert (result.status, result.previous) == ("switched", "2.0.0")
     assert installed_versions(prefix, "toy")[:2] == ("1.0.0", "2.0.0")
@@ -186,8 +190,8 @@ def test_reinstalling_the_previous_version_switches_back_to_it(
 
 def test_only_current_and_previous_versions_are_kept(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    for version in ("1.0.0", "2.0.0", "3.0.0"):
-        result = install(make_payload(version), prefix, systemd=no_systemd)
+    _install_all(make_payload, prefix, no_systemd, "1.0.0", "2.0.0")
+    result = install(make_payload("3.0.0"), prefix, systemd=no_systemd)
     assert "removed old version 1.0.0" in result.notes
     assert installed_versions(prefix, "toy") == ("3.0.0", "2.0.0", ["2.0.0", "3.0.0"])
 
@@ -196,8 +200,7 @@ def test_current_link_never_disappears_while_switching(
     make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
-    install(make_payload("2.0.0"), prefix, systemd=no_systemd)
+    _install_all(make_payload, prefix, no_systemd, "1.0.0", "2.0.0")
     link = prefix / "toy" / "current"
     stop = threading.Event()
     seen: set[str] = set()
@@ -260,8 +263,7 @@ def test_unwritable_prefix_is_a_one_line_error(
 
 def test_uninstall_removes_versions_but_keeps_state(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
-    install(make_payload("2.0.0"), prefix, systemd=no_systemd)
+    _install_all(make_payload, prefix, no_systemd, "1.0.0", "2.0.0")
     (prefix / "toy" / "state" / "outbox.db").write_bytes(b"unsent telemetry")
     result = uninstall(prefix, "toy", systemd=no_systemd)
     assert _entries(prefix / "toy") == ["state"]

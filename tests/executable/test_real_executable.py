@@ -107,7 +107,7 @@ def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_build_freezes_once_then_appends(built: Built) -> None:
     infos = [e[1] for e in built.events if e[0] == "info"]
     assert any(
-        i == "freezing runtime (first build on this machine, cached afterwards)…"
+        i == "freezing the device runtime (first build with this runtime, cached afterwards)…"
         or i.startswith("reusing cached device runtime ")
         for i in infos
     ), infos
