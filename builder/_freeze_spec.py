@@ -10,10 +10,13 @@ builds:
   launcher as the data file ``_onedir_launcher``: what is downloaded. Its ``install``
   command copies ``sys._MEIPASS`` next to that launcher and gets the onedir app back.
 
-Size: the training stack and the heavy optional parts of onnxruntime are excluded; ELF
-binaries are stripped, except numpy's OpenBLAS (stripping that one makes numpy crash);
+Size: the training stack, the heavy optional parts of onnxruntime and standard-library
+tooling a device never runs are excluded (:data:`EXCLUDES`; :func:`excluded_uses` proves
+at build time that the runtime imports none of them); ELF binaries that still carry
+symbols are stripped, except auditwheel-vendored ones and OpenBLAS (both break);
 ``libonnxruntime.so`` (the C API library, ~35 MB) is dropped because the Python binding
-is a self-contained extension module that never loads it.
+is a self-contained extension module that never loads it. Python code is kept as plain
+``.pyc`` files (``noarchive``) so the onedir launcher does not carry its own copy.
 """
 
 from __future__ import annotations

@@ -150,6 +150,9 @@ def test_installed_version_runs_without_unpacking(built: Built, installed: Path,
     model_dir = installed / NAME
     assert os.readlink(model_dir / "current") == "1.0.0"
     assert sorted(p.name for p in (model_dir / "1.0.0").iterdir()) == sorted(["_internal", "bundle", NAME])
+    internal = set(os.listdir(model_dir / "1.0.0" / "_internal"))
+    assert any(n.startswith("libpython") for n in internal)
+    assert not {"_onedir_launcher", "_mlpack_bundle"} & internal  # download-only parts stay behind
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     proc = _run(model_dir / "current" / NAME, "predict", built.rows_csv, env={"TMPDIR": str(scratch)})
