@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["float_texts", "json_floats", "error_record"]
+__all__ = ["float_texts", "short_floats", "json_floats", "finite_or_none", "error_record"]
 
 
 def float_texts(values: np.ndarray) -> list[Any]:
@@ -21,8 +21,16 @@ def float_texts(values: np.ndarray) -> list[Any]:
     return values.astype(str).tolist()  # type: ignore[no-any-return]
 
 
-def _number(text: str) -> float | None:
-    x = float(text)
+def short_floats(values: np.ndarray) -> list[Any]:
+    """Python floats that print as the shortest repr of each float32 value (NaN kept)."""
+    texts = float_texts(values)
+    if values.ndim == 1:
+        return [float(t) for t in texts]
+    return [[float(t) for t in row] for row in texts]
+
+
+def finite_or_none(x: float) -> float | None:
+    """JSON has no NaN or infinity: those become ``null``."""
     return x if math.isfinite(x) else None
 
 
@@ -30,8 +38,8 @@ def json_floats(values: np.ndarray) -> list[Any]:
     """Values as JSON-ready floats (shortest float32 repr; non-finite -> ``None``)."""
     texts = float_texts(values)
     if values.ndim == 1:
-        return [_number(t) for t in texts]
-    return [[_number(t) for t in row] for row in texts]
+        return [finite_or_none(float(t)) for t in texts]
+    return [[finite_or_none(float(t)) for t in row] for row in texts]
 
 
 def error_record(error: Any) -> dict[str, Any]:

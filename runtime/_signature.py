@@ -8,8 +8,7 @@ with a one-line error instead of an onnxruntime shape error on the first request
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnxruntime as ort
@@ -22,8 +21,7 @@ __all__ = ["Signature", "bind"]
 _TENSOR_KIND = {"numeric": "tensor(float)", "categorical": "tensor(string)"}
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     outputs: list[str]  # [label, probabilities] or [value]
     matrix_input: str | None  # the single float32 [N, F] input, for the "matrix" layout
     label_dtype: Any  # numpy dtype of labels (classification)

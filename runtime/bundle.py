@@ -17,12 +17,14 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpack.errors import BundleError
-from mlpack.monitor_agent.profile import Profile
-from mlpack.runtime.golden import Golden
 from mlpack.runtime.manifest import MANIFEST_NAME, Manifest, check_file, read_manifest, verify_files
+
+if TYPE_CHECKING:  # imported when used: predict and serve start without them
+    from mlpack.monitor_agent.profile import Profile
+    from mlpack.runtime.golden import Golden
 
 __all__ = ["Bundle", "ARCHIVE_SUFFIXES"]
 
@@ -94,12 +96,16 @@ class Bundle:
         """The reference profile, or ``None`` when the bundle ships none."""
         if "profile.json" not in self.manifest.files:
             return None
+        from mlpack.monitor_agent.profile import Profile
+
         return Profile.from_dict(self.read_json("profile.json"), f"{self.location}/profile.json")
 
     def golden(self) -> Golden | None:
         """The golden probe set, or ``None`` when the bundle ships none."""
         if "golden.json" not in self.manifest.files:
             return None
+        from mlpack.runtime.golden import Golden
+
         return Golden.parse(self.read("golden.json"), f"{self.location}/golden.json")
 
     def __repr__(self) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,26 +47,21 @@ _LAZY = {
 _STATE_ROOT = Path("~/.local/state/mlpack")
 
 
-@dataclass
 class DeviceContext:
     """What the device commands share: where the bundle is, opened at most once.
 
     ``state_dir`` and ``model_info`` are what ``mlpack.monitor_agent.cli`` looks for.
     """
 
-    explicit: Path | None
-    _bundle: Bundle | None = field(default=None, init=False)
-    _embedded: bool = field(default=False, init=False)
+    def __init__(self, explicit: Path | None) -> None:
+        self.explicit = explicit
+        self._bundle: Bundle | None = None
+        self._embedded = False
 
     def bundle_path(self) -> Path:
         if self.explicit is not None:
             return self.explicit
-        try:
-            from mlpack.runtime.embedded import embedded_bundle
-        except ImportError:
-            found = None
-        else:
-            found = embedded_bundle()
+        found = _embedded_bundle()
         if found is None:
             raise click.UsageError("no bundle: pass --bundle PATH or set MLPACK_BUNDLE")
         self._embedded = True
@@ -125,7 +119,7 @@ def _threads_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "--threads",
         type=click.IntRange(min=1),
         envvar="MLPACK_THREADS",
-        help="onnxruntime intra-op threads [default: one per usable core; $MLPACK_THREADS].",
+        help="onnxruntime intra-op threads [predict: one per usable core; serve, verify: 1; $MLPACK_THREADS].",
     )(f)
 
 
@@ -203,8 +197,9 @@ def predict(
     is not a row); if any row failed, the exit code is 1 — the output is still complete.
     """
     from mlpack.runtime.io import detect_format, predict_stream
+    from mlpack.runtime.session import batch_threads
 
-    with _serving_model(obj, threads, state_dir, no_monitor) as (model, _agent):
+    with _serving_model(obj, threads or batch_threads(), state_dir, no_monitor) as (model, _agent):
         with _input_lines(input_path) as lines:
             first = next(lines, "")
             fmt = in_format or detect_format(None if input_path == "-" else input_path, first)
@@ -396,15 +391,30 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the device executable: ``prog_name`` is the model's name."""
     prog = "mlpack-device"
     try:
-        from mlpack.runtime.embedded import embedded_bundle
-        from mlpack.runtime.manifest import read_manifest
-
-        found = embedded_bundle()
+        found = _embedded_bundle()
         if found is not None:
+            from mlpack.runtime.manifest import read_manifest
+
             prog = read_manifest(found).name
-    except (ImportError, MlpackError):
+    except MlpackError:
         pass
     device_cli.main(args=argv, prog_name=prog)
+
+
+def _embedded_bundle() -> Path | None:
+    """The bundle shipped with a frozen executable; ``None`` for plain Python.
+
+    ``embedded_bundle()`` answers ``None`` unless frozen anyway; not importing it then
+    spares plain-Python start-up its zipfile/lzma/bz2 imports.
+    """
+    if not getattr(sys, "frozen", False):
+        return None
+    try:
+        from mlpack.runtime.embedded import embedded_bundle
+    except ImportError:
+        return None
+    found = embedded_bundle()
+    return Path(found) if found is not None else None
 
 
 if __name__ == "__main__":  # pragma: no cover

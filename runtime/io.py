@@ -23,7 +23,6 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +254,8 @@ def atomic_text_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
     The streaming counterpart of ``mlpack._fs.atomic_write_text`` (which needs the whole
     text in memory): a failed predict leaves no partial output behind.
     """
+    import tempfile
+
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mlpack._fs import atomic_directory, canonical_json
 from mlpack.errors import BundleError, IntegrityError
 
 __all__ = [
@@ -191,6 +190,8 @@ def write_bundle(
     Raises ``FileExistsError`` if ``target`` exists, unless ``replace`` is set: then the old
     folder is swapped for the new one in one rename (a reader never sees a mixture).
     """
+    from mlpack._fs import atomic_directory, canonical_json  # the device only reads bundles
+
     for name in files:
         if not _SAFE_NAME.match(name) or name in (MANIFEST_NAME, SIGNATURE_NAME):
             raise BundleError(f"bundle file name {name!r} is not allowed")

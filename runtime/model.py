@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from mlpack.errors import BundleError, InferenceError, InputError
-from mlpack.runtime._format import error_record, json_floats
+from mlpack.runtime._format import error_record, finite_or_none, json_floats, short_floats
 from mlpack.runtime._signature import Signature, bind
 from mlpack.runtime.bundle import Bundle
 from mlpack.runtime.manifest import Manifest
@@ -62,9 +62,19 @@ class Prediction:
     value: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: class names as keys, NaN/infinity as ``None``."""
         if self.value is not None:
-            return {"value": self.value}
-        return {"label": self.label, "probabilities": {str(k): v for k, v in (self.probabilities or {}).items()}}
+            return {"value": finite_or_none(self.value)}
+        probabilities = {str(k): finite_or_none(v) for k, v in (self.probabilities or {}).items()}
+        return {"label": self.label, "probabilities": probabilities}
+
+    @classmethod
+    def of(cls, classes: Sequence[Any], label: Any, probabilities: np.ndarray | None, value: Any = None) -> Prediction:
+        """From one row of model outputs; floats as the shortest repr of their float32 value."""
+        if value is not None:
+            return cls(value=short_floats(np.asarray(value).reshape(1))[0])
+        assert probabilities is not None
+        return cls(label=_plain(label), probabilities=dict(zip(classes, short_floats(probabilities))))
 
 
 @dataclass(frozen=True)
@@ -90,12 +100,9 @@ class BatchResult:
     def prediction(self, k: int) -> Prediction:
         """The :class:`Prediction` of the ``k``-th predicted row (not the ``k``-th input row)."""
         if self.values is not None:
-            return Prediction(value=float(self.values[k]))
+            return Prediction.of(self.classes, None, None, self.values[k])
         assert self.labels is not None and self.probabilities is not None
-        return Prediction(
-            label=_plain(self.labels[k]),
-            probabilities=dict(zip(self.classes, self.probabilities[k].tolist())),
-        )
+        return Prediction.of(self.classes, self.labels[k], self.probabilities[k])
 
     def __iter__(self) -> Iterator[Prediction | InputError]:
         """Every input row in input order: its prediction, or the error that stopped it."""
@@ -151,6 +158,10 @@ class Model:
         self._classifier = self.manifest.task != "regression"
         self._outputs = self._sig.outputs
         self._matrix_input = self._sig.matrix_input  # input name when one float32 matrix feeds the model
+        names = self.schema.names
+        self._numeric_inputs = [(j, names[i]) for j, i in enumerate(self.schema.numeric)]
+        self._categorical_inputs = [names[i] for i in self.schema.categorical]
+        self._fast = self._fast_matrix if self._matrix_input is not None else self._fast_columns
         self._recorder = recorder
 
     # ------------------------------------------------------------------ facts
@@ -183,15 +194,12 @@ class Model:
 
     def predict(self, X: Any) -> Any:
         """Labels (classification) or values (regression): one for a row, an array for a batch."""
-        if self._recorder is None and self._matrix_input is not None:
-            x = self.schema.fast_row(X)
-            if x is not None:
-                try:
-                    out = self._run(self._outputs, {self._matrix_input: x}, None)
-                except Exception as exc:
-                    raise _inference_failed(exc, 1) from None
-                return out[0].item() if self._classifier else float(out[0].item())
-        result, single = self._strict(X)
+        t0 = time.perf_counter() if self._recorder is not None else 0.0
+        fast = self._fast(X)
+        if fast is not None:
+            out = self._run_one(fast, t0)
+            return out[0].item()
+        result, single = self._strict(X, t0)
         if self._classifier:
             assert result.labels is not None
             return _plain(result.labels[0]) if single else result.labels
@@ -202,15 +210,11 @@ class Model:
         """Class probabilities, columns in :attr:`classes` order: ``[C]`` for a row, ``[N, C]`` for a batch."""
         if not self._classifier:
             raise TypeError(f"model {self.name!r} is a regression model: it has no class probabilities")
-        if self._recorder is None and self._matrix_input is not None:
-            x = self.schema.fast_row(X)
-            if x is not None:
-                try:
-                    out = self._run(self._outputs, {self._matrix_input: x}, None)
-                except Exception as exc:
-                    raise _inference_failed(exc, 1) from None
-                return out[1][0]
-        result, single = self._strict(X)
+        t0 = time.perf_counter() if self._recorder is not None else 0.0
+        fast = self._fast(X)
+        if fast is not None:
+            return self._run_one(fast, t0)[1][0]
+        result, single = self._strict(X, t0)
         assert result.probabilities is not None
         return result.probabilities[0] if single else result.probabilities
 
@@ -218,7 +222,14 @@ class Model:
         """One row as a :class:`Prediction` (label and probabilities by class name, or value)."""
         if not _is_single(row):
             raise InputError("predict_one takes one row (a dict, a list of values or a 1-D array), got a batch")
-        return self._strict(row)[0].prediction(0)
+        t0 = time.perf_counter() if self._recorder is not None else 0.0
+        fast = self._fast(row)
+        if fast is None:
+            return self._strict(row, t0)[0].prediction(0)
+        out = self._run_one(fast, t0)
+        if self._classifier:
+            return Prediction.of(self.classes, out[0][0], out[1][0])
+        return Prediction.of(self.classes, None, None, out[0].reshape(-1)[0])
 
     # ------------------------------------------------------------------ tolerant API
 
@@ -255,8 +266,7 @@ class Model:
             )
         return self.schema.rows(rows, start)
 
-    def _strict(self, X: Any) -> tuple[BatchResult, bool]:
-        t0 = time.perf_counter() if self._recorder is not None else 0.0
+    def _strict(self, X: Any, t0: float) -> tuple[BatchResult, bool]:
         single = _is_single(X)
         batch = self._validate([X] if single else X, None if single else 0)
         if batch.errors:
@@ -284,6 +294,39 @@ class Model:
         if recorder is not None:
             recorder.record(batch.numeric, batch.categorical, self._prediction_codes(result), time.perf_counter() - t0)
         return result
+
+    # A plainly valid single row skips Batch and BatchResult: (feeds, numeric [1, n], categorical).
+    _Fast = tuple[dict[str, np.ndarray], np.ndarray, list[list[str]]]
+
+    def _fast_matrix(self, X: Any) -> _Fast | None:
+        x = self.schema.fast_row(X)
+        if x is None:
+            return None
+        return {self._matrix_input: x}, x, []  # type: ignore[dict-item]
+
+    def _fast_columns(self, X: Any) -> _Fast | None:
+        got = self.schema.fast_columns(X)
+        if got is None:
+            return None
+        x, cats = got
+        feeds = {name: x[:, j : j + 1] for j, name in self._numeric_inputs}
+        for name, v in zip(self._categorical_inputs, cats):
+            feeds[name] = np.array([[v]], dtype=object)
+        return feeds, x, [[v] for v in cats]
+
+    def _run_one(self, fast: _Fast, t0: float) -> list[np.ndarray]:
+        recorder = self._recorder
+        try:
+            out: list[np.ndarray] = self._run(self._outputs, fast[0], None)
+        except Exception as exc:
+            if recorder is not None:
+                recorder.record_error("runtime", 1)
+            raise _inference_failed(exc, 1) from None
+        if recorder is not None:
+            numeric = fast[1] if fast[1].base is None else fast[1].copy()  # never keep the caller's buffer
+            codes = np.array([self._class_pos[_plain(out[0][0])]]) if self._classifier else out[0].reshape(-1)
+            recorder.record(numeric if self.schema.numeric else None, fast[2], codes, time.perf_counter() - t0)
+        return out
 
     def _feeds(self, batch: Batch) -> dict[str, np.ndarray]:
         if self._matrix_input is not None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mlpack.errors import InferenceError, ServeError
+from mlpack.errors import InferenceError, InputError, ServeError
 from mlpack.runtime._format import error_record
 from mlpack.runtime.metrics import CONTENT_TYPE, ServeMetrics
 from mlpack.runtime.model import Model
@@ -108,6 +108,7 @@ class PredictServer:
         self.metrics = ServeMetrics(model.name, model.version, model.content_hash)
         handler = type("Handler", (_Handler,), {"app": self, "timeout": config.timeout_s})
         self._extra_metrics = extra_metrics
+        self._serving = threading.Event()
         self._info = model.manifest.raw
         self._health = json.dumps(
             {"status": "ok", "name": model.name, "version": model.version, "content_hash": model.content_hash}
@@ -130,11 +131,13 @@ class PredictServer:
         return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
 
     def serve_forever(self) -> None:
+        self._serving.set()
         self._httpd.serve_forever(poll_interval=0.2)
 
     def shutdown(self) -> None:
-        """Stop ``serve_forever`` (from another thread) and close the socket."""
-        self._httpd.shutdown()
+        """Stop ``serve_forever`` (from another thread) if it runs, and close the socket."""
+        if self._serving.is_set():
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     # ------------------------------------------------------------------ endpoints
@@ -161,10 +164,13 @@ class PredictServer:
             return _error(400, f"request body is not valid JSON ({exc})")
         try:
             if isinstance(payload, dict):
-                result = self.model.predict_rows([payload], start=None)
-                self.metrics.rows(result.predicted, len(result.errors))
-                record = result.records()[0]
-                return (422 if "error" in record else 200), _dumps(record), _JSON
+                try:
+                    prediction = self.model.predict_one(payload)
+                except InputError as exc:
+                    self.metrics.rows(0, 1)
+                    return 422, _dumps(error_record(exc)), _JSON
+                self.metrics.rows(1, 0)
+                return 200, _dumps(prediction.to_dict()), _JSON
             if isinstance(payload, list):
                 if len(payload) > self.config.max_batch_rows:
                     return _error(413, f"batch of {len(payload)} rows exceeds the limit of {self.config.max_batch_rows}")
@@ -189,6 +195,11 @@ _GET = {"/health": PredictServer.health, "/info": PredictServer.info, "/metrics"
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in one segment (buffered writes, flushed after each request)
+    # and without Nagle's delay: otherwise a small response waits ~40 ms for the client's
+    # delayed ACK of the headers.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
     app: PredictServer  # set on the per-server subclass
 
     def version_string(self) -> str:

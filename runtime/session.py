@@ -1,12 +1,20 @@
 """The onnxruntime session: options chosen on purpose, created once per model.
 
-Measured on the 2-core reference machine (benchmarks/predict_latency.py): a single row
-costs the same with 1 or 2 intra-op threads (the work is too small to split), while a
-100k-row batch of a tree ensemble runs ~1.7x faster on 2 threads. So the default is one
-intra-op thread per usable core, with spinning switched off: a device that answers one
-request now and then should not have idle worker threads burning a core after each
-call (spinning buys a little batch throughput at that price). Graph optimisation is
-done once, at session creation.
+Measured on the 2-core reference machine (benchmarks/predict_latency.py, the machine
+shared and noisy, so trust the ratios more than the numbers):
+
+* one row: 1 intra-op thread is never slower, and for a tree ensemble it is twice as
+  fast (RandomForest 100 trees: ~5 µs vs ~10 µs with 2 threads — waking a worker
+  costs more than the work it takes over);
+* large batches: 2 threads help when the model has the work to split (RandomForest,
+  100k rows: ~1.6x faster; a linear model gains little, memory-bound);
+* spinning: with it on, a row every millisecond costs ~730 µs of CPU per call (a worker
+  spins between requests, burning a core the HTTP threads need) vs ~35 µs off.
+
+So :class:`~mlpack.runtime.model.Model` and ``serve`` default to **1** thread (single
+rows; ``serve`` gets its parallelism from concurrent requests), batch ``predict``
+defaults to one thread per usable core (:func:`batch_threads`), and spinning is always
+off. ``--threads`` / ``threads=`` override. Graph optimisation is done once, at load.
 """
 
 from __future__ import annotations
@@ -18,20 +26,26 @@ import onnxruntime as ort
 
 from mlpack.errors import BundleError
 
-__all__ = ["default_threads", "session_options", "create_session", "runner"]
+__all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_session", "runner"]
+
+#: Intra-op threads for single rows and small requests (see the module doc).
+DEFAULT_THREADS = 1
 
 
-def default_threads() -> int:
-    """Usable cores of this process (its CPU affinity, not the machine's count)."""
+def batch_threads() -> int:
+    """Threads for large batches: the usable cores of this process (its CPU affinity)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Session options for ``threads`` intra-op threads (``None``: one per usable core)."""
-    n = default_threads() if threads is None else threads
+def session_options(threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
+    """Session options for ``threads`` intra-op threads (``None``: :data:`DEFAULT_THREADS`).
+
+    ``spinning`` exists to measure what it buys (benchmarks); the runtime never turns it on.
+    """
+    n = DEFAULT_THREADS if threads is None else threads
     if n < 1:
         raise ValueError(f"threads must be at least 1, got {n}")
     so = ort.SessionOptions()
@@ -40,7 +54,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: warnings about the graph are not the user's business
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return so
 
 

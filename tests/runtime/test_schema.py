@@ -122,14 +122,19 @@ def test_matrix_wrong_width_is_one_error() -> None:
         NUMERIC.matrix(np.zeros((3, 3)))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # pytest shows warnings the module filters
 def test_fast_row_only_accepts_plainly_valid_rows() -> None:
     row = np.array([1.0, 2.0], dtype=np.float32)
     x = NUMERIC.fast_row(row)
     assert x is not None and x.shape == (1, 2) and x.dtype == np.float32
     assert NUMERIC.fast_row({"a": 1, "b": 2.5}) is not None
+    missing_ok = NUMERIC.fast_row({"a": 1, "b": None})  # b is nullable
+    assert missing_ok is not None and math.isnan(missing_ok[0, 1])
+    assert NUMERIC.fast_row(np.array([1.0, np.nan])) is not None
     for slow in (
-        np.array([1.0, np.nan]),  # NaN may be fine (b is nullable) but needs the exact path
-        {"a": 1, "b": None},
+        np.array([np.nan, 1.0]),  # a is not nullable: the full path explains
+        np.array([np.inf, 1.0]),
+        {"a": 1e39, "b": 1.0},  # beyond float32
         {"a": True, "b": 1.0},
         {"a": "1", "b": 1.0},
         {"a": 1, "c": 1.0},
@@ -139,11 +144,35 @@ def test_fast_row_only_accepts_plainly_valid_rows() -> None:
         assert NUMERIC.fast_row(slow) is None, slow
 
 
-def test_fast_row_agrees_with_full_path() -> None:
+def test_fast_columns_only_accepts_plainly_valid_rows() -> None:
+    got = MIXED.fast_columns({**GOOD, "income": None})
+    assert got is not None
+    x, cats = got
+    assert x.shape == (1, 2) and x[0, 0] == 30 and math.isnan(x[0, 1])
+    assert cats == ("red", "L")
+    for slow in (
+        {**GOOD, "size": None},  # missing category: full path
+        {**GOOD, "size": "XL"},  # unseen: full path applies the policy
+        {**GOOD, "colour": 1},
+        {**GOOD, "age": None},
+        {**GOOD, "age": "30"},
+        {k: v for k, v in GOOD.items() if k != "age"},
+        [30, 1.5, "red", "L"],
+    ):
+        assert MIXED.fast_columns(slow) is None, slow
+
+
+def test_fast_paths_agree_with_full_path() -> None:
     rng = np.random.default_rng(0)
-    for _ in range(50):
-        row = {"a": float(rng.normal()), "b": float(rng.normal())}
+    for i in range(50):
+        row = {"a": float(rng.normal()), "b": None if i % 5 == 0 else float(rng.normal())}
         fast = NUMERIC.fast_row(row)
         full = NUMERIC.rows([row]).numeric
         assert fast is not None and full is not None
-        assert np.array_equal(fast, full)
+        assert np.array_equal(fast, full, equal_nan=True)
+        mixed = {"age": row["a"], "income": row["b"], "colour": "blue", "size": "S"}
+        got = MIXED.fast_columns(mixed)
+        batch = MIXED.rows([mixed])
+        assert got is not None and batch.numeric is not None
+        assert np.array_equal(got[0], batch.numeric, equal_nan=True)
+        assert list(got[1]) == [c[0] for c in batch.fed]

@@ -1,0 +1,281 @@
+"""Prediction speed through the runtime's Python API vs bare onnxruntime vs scikit-learn.
+
+    .venv/bin/python benchmarks/predict_latency.py [--batch-rows 100000] [--quick]
+
+Builds real bundles with the builder (no executable): breast_cancer (30 numeric
+features, matrix layout) with LogisticRegression, RandomForest (100 trees, depth 10),
+HistGradientBoosting and MLP, plus the fleet_faults example (mixed numeric and
+categorical ColumnTransformer, columns layout). For each, in one run:
+
+1. single row, p50 of per-call timings: scikit-learn ``predict_proba``, bare
+   ``InferenceSession.run`` (same session options as the runtime), and
+   ``Model.predict_proba`` on a numpy row and on a dict row.
+   Targets: API ≤ 1.3× bare run; API ≥ 10× faster than scikit-learn.
+2. a batch of ``--batch-rows`` rows: bare run vs ``Model.predict_proba`` on the
+   float32 matrix (columns layout: bare run on prepared tensors vs ``predict_rows`` on
+   dict rows, which includes building the tensors). Target: ≥ 0.9× bare throughput.
+3. onnxruntime threads: single row and batch with 1 vs 2 intra-op threads and with
+   spinning on/off (the evidence for the runtime's default).
+4. cold start of ``predict`` on one row from a fresh interpreter vs
+   ``python -c 'import numpy, onnxruntime'`` (target ≤ 1.2×), byte code precompiled as
+   in the frozen executable (the installed executable is measured by
+   benchmarks/executable.py).
+
+Ratios are measured in the same run, so they survive a noisy shared machine better
+than absolute numbers; the timing loops alternate between the sides being compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from mlpack.builder import build, load_spec
+from mlpack.builder._inputs import model_input, onnx_feeds
+from mlpack.builder.data import load_data
+from mlpack.runtime import open_model
+from mlpack.runtime.manifest import read_manifest
+from mlpack.runtime.session import session_options
+
+ROOT = Path(__file__).resolve().parents[1]
+CANCER = ROOT / "examples" / "breast_cancer"
+
+# name -> (estimator table, scale numeric inputs?). Trees get raw float32 inputs: a scaler
+# computed in float32 by ONNX and float64 by sklearn can flip a split and fail parity.
+ESTIMATORS = {
+    "LogisticRegression": ('class = "LogisticRegression"\nparams = { C = 0.5, max_iter = 2000 }', True),
+    "RandomForest": ('class = "RandomForestClassifier"\nparams = { n_estimators = 100, max_depth = 10 }', False),
+    "HistGradientBoosting": ('class = "HistGradientBoostingClassifier"\nparams = { max_iter = 100 }', False),
+    "MLP": ('class = "MLPClassifier"\nparams = { hidden_layer_sizes = [64, 32], max_iter = 500 }', True),
+}
+
+
+def _p50(fns: dict[str, Callable[[], Any]], calls: int, block: int = 200) -> dict[str, float]:
+    """Median per-call seconds of each function, timed in alternating blocks."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():  # warm up
+        for _ in range(50):
+            f()
+    clock = time.perf_counter
+    for _ in range(max(1, calls // block)):
+        for name, f in fns.items():
+            out = samples[name]
+            for _ in range(block):
+                t = clock()
+                f()
+                out.append(clock() - t)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _best(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` seconds per call for slow (batch) calls, alternating sides."""
+    best = {k: float("inf") for k in fns}
+    for f in fns.values():
+        f()
+    for _ in range(repeat):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def _build(work: Path, name: str, estimator: str, scale: bool) -> Any:
+    folder = work / name
+    folder.mkdir()
+    (folder / "mlpack.toml").write_text(
+        textwrap.dedent(
+            f"""\
+            [model]
+            name = "{name.lower()}"
+            version = "1.0.0"
+            task = "binary"
+            seed = 0
+
+            [data]
+            path = "{CANCER / 'breast_cancer.csv'}"
+            target = "diagnosis"
+
+            [preprocess]
+            numeric = {{ impute = "median", scale = {str(scale).lower()} }}
+
+            [estimator]
+            """
+        )
+        + estimator
+        + "\n"
+    )
+    return build(folder / "mlpack.toml", folder / "dist", executable=False)
+
+
+def _rows(spec_path: Path) -> tuple[Any, Any]:
+    spec = load_spec(spec_path)
+    ds = load_data(spec.data, spec.model.task, spec.model.seed)
+    return ds, ds.x_test
+
+
+def _dict_row(frame: Any, i: int) -> dict[str, Any]:
+    row = frame.iloc[i].to_dict()
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+
+
+def measure_model(label: str, result: Any, spec_path: Path, calls: int, batch_rows: int, threads: int | None) -> dict[str, Any]:
+    ds, frame = _rows(spec_path)
+    model = open_model(result.bundle_dir, threads=threads)
+    layout = model.manifest.layout
+    sess = ort.InferenceSession(str(result.bundle_dir / "model.onnx"), session_options(threads), providers=["CPUExecutionProvider"])
+    one = frame.iloc[:1]
+    feeds1 = onnx_feeds(one, ds.features, layout)
+    sk_input = model_input(one, layout)
+    d = _dict_row(frame, 0)
+    fns: dict[str, Callable[[], Any]] = {
+        "ort": lambda: sess.run(None, feeds1),
+        "api_dict": lambda: model.predict_proba(d),
+        "sklearn": lambda: result.estimator.predict_proba(sk_input),
+    }
+    if layout == "matrix":
+        x = feeds1["X"][0].copy()
+        fns["api_numpy"] = lambda: model.predict_proba(x)
+    single = _p50(fns, calls)
+
+    reps = -(-batch_rows // len(frame))
+    big = frame.iloc[np.tile(np.arange(len(frame)), reps)[:batch_rows]]
+    feeds = onnx_feeds(big, ds.features, layout)
+    if layout == "matrix":
+        X = feeds["X"]
+        batch = _best({"ort": lambda: sess.run(None, feeds), "api": lambda: model.predict_proba(X)}, repeat=7)
+    else:
+        dict_rows = [_dict_row(big, i) for i in range(len(big))]
+        batch = _best({"ort": lambda: sess.run(None, feeds), "api": lambda: model.predict_rows(dict_rows)}, repeat=3)
+    return {
+        "model": label,
+        "layout": layout,
+        "single_us": {k: v * 1e6 for k, v in single.items()},
+        "batch_s": batch,
+        "api_vs_ort": single.get("api_numpy", single["api_dict"]) / single["ort"],
+        "api_dict_vs_ort": single["api_dict"] / single["ort"],
+        "sklearn_vs_api": single["sklearn"] / single["api_dict"],
+        "batch_throughput_ratio": batch["ort"] / batch["api"],
+    }
+
+
+def thread_study(bundle: Path, frame_x: np.ndarray, batch_rows: int, calls: int) -> list[tuple[str, float, float]]:
+    """Single-row p50 (µs) and batch time (ms) for thread/spinning settings on one model."""
+    reps = -(-batch_rows // len(frame_x))
+    X = np.tile(frame_x, (reps, 1))[:batch_rows]
+    row = X[:1]
+    out = []
+    for threads, spin in ((1, False), (2, False), (2, True)):
+        so = session_options(threads, spinning=spin)
+        sess = ort.InferenceSession(str(bundle / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        single = _p50({"run": lambda: sess.run(None, {"X": row})}, calls)["run"]
+        batch = _best({"run": lambda: sess.run(None, {"X": X})}, repeat=5)["run"]
+        out.append((f"threads={threads} spinning={'on' if spin else 'off'}", single * 1e6, batch * 1e3))
+    return out
+
+
+def cold_start(bundle: Path, work: Path, repeat: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds: CLI predict of one row vs importing numpy + onnxruntime.
+
+    Modules are byte-compiled once first (into a private cache), as they are inside the
+    frozen executable; otherwise a PYTHONDONTWRITEBYTECODE environment would measure
+    the compiler, not the runtime.
+    """
+    csv_path = work / "one.csv"
+    header = [f.name for f in read_manifest(bundle).features]
+    csv_path.write_text(",".join(header) + "\n" + ",".join("1" for _ in header) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    cmds = {
+        "import numpy, onnxruntime": [sys.executable, "-c", "import numpy, onnxruntime"],
+        "predict one row": [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(bundle), "predict", str(csv_path)],
+    }
+    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
+    for _ in range(2):  # warm the byte-code cache and the page cache
+        for cmd in cmds.values():
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+    for _ in range(repeat):
+        for name, cmd in cmds.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            wall = time.perf_counter() - t
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            samples[name].append((wall, cpu))
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in samples.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-rows", type=int, default=100_000)
+    ap.add_argument("--calls", type=int, default=4000, help="single-row calls per side")
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads [runtime default]")
+    ap.add_argument("--quick", action="store_true", help="fewer calls and rows (smoke test)")
+    args = ap.parse_args()
+    if args.quick:
+        args.calls, args.batch_rows = 600, 20_000
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mlpack-bench-") as tmp:
+        work = Path(tmp)
+        cancer_spec = None
+        lr_bundle = None
+        for label, (est, scale) in ESTIMATORS.items():
+            result = _build(work, label, est, scale)
+            cancer_spec = work / label / "mlpack.toml"
+            lr_bundle = lr_bundle or result.bundle_dir
+            rows.append(measure_model(label, result, cancer_spec, args.calls, args.batch_rows, args.threads))
+            print(f"measured {label}", file=sys.stderr)
+        fleet = build(ROOT / "examples" / "fleet_faults" / "mlpack.toml", work / "fleet", executable=False)
+        rows.append(
+            measure_model("ColumnTransformer+HGB (fleet_faults)", fleet, ROOT / "examples" / "fleet_faults" / "mlpack.toml",
+                          args.calls, args.batch_rows, args.threads)
+        )
+        assert cancer_spec is not None and lr_bundle is not None
+        ds, frame = _rows(cancer_spec)
+        threads_rows = thread_study(lr_bundle, frame.to_numpy(dtype=np.float32), args.batch_rows, args.calls // 2)
+        rf_bundle = work / "RandomForest" / "dist" / "randomforest-1.0.0"
+        threads_rf = thread_study(rf_bundle, frame.to_numpy(dtype=np.float32), args.batch_rows, args.calls // 2)
+        start = cold_start(lr_bundle, work, 5 if args.quick else 15)
+
+    print(f"\nSingle row, p50 µs (threads={args.threads or 'default'}); ratios target: api/ort <= 1.3, sklearn/api >= 10")
+    print(f"{'model':40} {'sklearn':>9} {'ort':>7} {'api np':>8} {'api dict':>9} {'api/ort':>8} {'dict/ort':>9} {'sk/api':>7}")
+    for r in rows:
+        s = r["single_us"]
+        api_np = f"{s['api_numpy']:.1f}" if "api_numpy" in s else "-"
+        print(
+            f"{r['model']:40} {s['sklearn']:9.1f} {s['ort']:7.1f} {api_np:>8} {s['api_dict']:9.1f}"
+            f" {r['api_vs_ort']:8.2f} {r['api_dict_vs_ort']:9.2f} {r['sklearn_vs_api']:7.1f}"
+        )
+    print(f"\nBatch of {args.batch_rows} rows, best of runs, same threads both sides (target: api throughput >= 0.9x ort)")
+    print(f"{'model':40} {'ort ms':>9} {'api ms':>9} {'ratio':>7}  input")
+    for r in rows:
+        b = r["batch_s"]
+        kind = "float32 matrix" if r["layout"] == "matrix" else "dict rows (api) vs prepared tensors (ort)"
+        print(f"{r['model']:40} {b['ort'] * 1e3:9.2f} {b['api'] * 1e3:9.2f} {r['batch_throughput_ratio']:7.2f}  {kind}")
+    for name, study in (("LogisticRegression", threads_rows), ("RandomForest", threads_rf)):
+        print(f"\nonnxruntime settings, {name}: single-row p50 µs / {args.batch_rows}-row batch ms")
+        for label, single, batch in study:
+            print(f"  {label:28} {single:8.1f} {batch:9.2f}")
+    (bw, bc), (cw, cc) = start["import numpy, onnxruntime"], start["predict one row"]
+    print("\nCold start (LogisticRegression bundle), median of runs; target <= 1.2x")
+    print(f"  python -c 'import numpy, onnxruntime'  wall {bw:.3f} s  cpu {bc:.3f} s")
+    print(f"  device predict, one CSV row           wall {cw:.3f} s  cpu {cc:.3f} s  ratio wall {cw / bw:.2f}x, cpu {cc / bc:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
