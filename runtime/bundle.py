@@ -41,9 +41,9 @@ class Bundle:
         self._verified: dict[str, bytes] = {}
         self._checked = False
         onnx_file = manifest.data["onnx"].get("file") if isinstance(manifest.data["onnx"], dict) else None
-        if onnx_file not in manifest.files:
+        if not isinstance(onnx_file, str) or onnx_file not in manifest.files:
             raise BundleError(f"{location}/{MANIFEST_NAME}: onnx.file {onnx_file!r} is not listed in 'files'")
-        self.model_file: str = onnx_file
+        self.model_file = onnx_file
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], verify: bool = True) -> Bundle:

@@ -199,18 +199,21 @@ def predict(
     from mlpack.runtime.io import detect_format, predict_stream
     from mlpack.runtime.session import batch_threads
 
+    report = _ErrorEcho()
     with _serving_model(obj, threads or batch_threads(), state_dir, no_monitor) as (model, _agent):
         with _input_lines(input_path) as lines:
             first = next(lines, "")
             fmt = in_format or detect_format(None if input_path == "-" else input_path, first)
-            out_fmt = output_format or fmt
-            rows = _prepend(first, lines)
-            report = _ErrorEcho()
-            with _output_stream(output) as out:
-                summary = predict_stream(
-                    model, rows, out, in_format=fmt, out_format=out_fmt, keep=keep, chunk_rows=chunk_rows,
-                    where=input_path if input_path != "-" else "stdin", on_error=report,
-                )
+            try:
+                with _output_stream(output) as out:
+                    summary = predict_stream(
+                        model, _prepend(first, lines), out, in_format=fmt, out_format=output_format or fmt,
+                        keep=keep, chunk_rows=chunk_rows, where=input_path if input_path != "-" else "stdin",
+                        on_error=report,
+                    )
+            except BrokenPipeError:  # `predict big.csv | head`: the reader left; stop quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise SystemExit(1) from None
     if summary.failed:
         report.flush_more()
         raise click.ClickException(
@@ -242,7 +245,7 @@ def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
 
 
 class _input_lines:
-    """Text lines of a file or stdin (UTF-8, newlines kept for the csv module)."""
+    """Text lines of a file or stdin (UTF-8, a leading BOM dropped, newlines kept for csv)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -251,10 +254,10 @@ class _input_lines:
         if self.path == "-":
             import io
 
-            self._fh = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
+            self._fh = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
         else:
             try:
-                self._fh = open(self.path, encoding="utf-8", newline="")  # noqa: SIM115 - closed in __exit__
+                self._fh = open(self.path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed in __exit__
             except OSError as exc:
                 raise click.FileError(self.path, exc.strerror) from None
         return iter(self._fh)
@@ -356,7 +359,12 @@ class _serving_model:
 
         bundle = self.obj.bundle()
         self.agent = None if self.no_monitor else _open_agent(self.obj, bundle, self.state_dir)
-        model = Model(bundle, threads=self.threads, recorder=self.agent.recorder if self.agent else None)
+        try:
+            model = Model(bundle, threads=self.threads, recorder=self.agent.recorder if self.agent else None)
+        except BaseException:
+            if self.agent is not None:
+                self.agent.stop()  # closes the outbox it opened
+            raise
         if self.agent is not None:
             self.agent.start()
         return model, self.agent

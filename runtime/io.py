@@ -83,10 +83,10 @@ def predict_stream(
         raise ValueError(f"formats are {FORMATS}, got {in_format!r} -> {out_format!r}")
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
-    source = _CsvSource(lines, model.schema, keep, where) if in_format == "csv" else _JsonlSource(lines, model.schema, keep, where)
-    sink = _CsvSink(out, model, keep) if out_format == "csv" else _JsonlSink(out, keep)
     summary = StreamSummary()
     try:
+        source = _CsvSource(lines, model.schema, keep, where) if in_format == "csv" else _JsonlSource(lines, model.schema, keep)
+        sink = _CsvSink(out, model, keep) if out_format == "csv" else _JsonlSink(out, keep)
         for batch, kept in source.chunks(chunk_rows):
             result = model.predict_batch(batch)
             sink.write(result, kept)
@@ -145,7 +145,7 @@ class _CsvSource:
         self._features = [index[n] for n in schema.names]
         self._kept = [index[k] for k in keep]
 
-    def chunks(self, size: int) -> Iterator[tuple[Batch, list[Sequence[Any]]]]:
+    def chunks(self, size: int) -> Iterator[tuple[Batch, Sequence[Sequence[Any]]]]:
         start = 1
         rows = _rows_checked(self._reader, self._where)
         for chunk in _chunked(rows, size):
@@ -174,13 +174,13 @@ def _rows_checked(reader: Any, where: str) -> Iterator[list[str]]:
 
 
 class _JsonlSource:
-    def __init__(self, lines: Iterable[str], schema: Schema, keep: Sequence[str], where: str) -> None:
+    def __init__(self, lines: Iterable[str], schema: Schema, keep: Sequence[str]) -> None:
         self._lines = lines
         self._schema = schema
         self._keep = tuple(keep)
         self._strip = tuple(k for k in keep if k not in schema.names)  # kept fields that are not features
 
-    def chunks(self, size: int) -> Iterator[tuple[Batch, list[Sequence[Any]]]]:
+    def chunks(self, size: int) -> Iterator[tuple[Batch, Sequence[Sequence[Any]]]]:
         start = 1
         lines = (line for line in self._lines if line.strip())
         for chunk in _chunked(lines, size):
@@ -190,8 +190,8 @@ class _JsonlSource:
             for pos, line in enumerate(chunk):
                 try:
                     row = json.loads(line)
-                except ValueError as exc:
-                    errors[pos] = row_error(start + pos, None, f"not valid JSON ({exc})")
+                except (ValueError, RecursionError) as exc:
+                    errors[pos] = row_error(start + pos, None, f"not valid JSON ({exc or 'nested too deeply'})")
                     row = None
                 is_obj = isinstance(row, dict)
                 for values, k in zip(kept, self._keep):
@@ -215,7 +215,7 @@ class _CsvSink:
         self._blank = [""] * len(outputs)
         self._writer.writerow([*keep, *outputs, "error"])
 
-    def write(self, result: BatchResult, kept: list[Sequence[Any]]) -> None:
+    def write(self, result: BatchResult, kept: Sequence[Sequence[Any]]) -> None:
         if self._regression:
             assert result.values is not None
             outs: Iterator[list[Any]] = ([v] for v in float_texts(result.values))
@@ -236,7 +236,7 @@ class _JsonlSink:
         self._out = out
         self._keep = tuple(keep)
 
-    def write(self, result: BatchResult, kept: list[Sequence[Any]]) -> None:
+    def write(self, result: BatchResult, kept: Sequence[Sequence[Any]]) -> None:
         records = result.records()
         if self._keep:
             for pos, rec in enumerate(records):

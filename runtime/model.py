@@ -10,9 +10,10 @@ Three ways in, for three kinds of caller:
   predicted, the bad ones come back as errors (what ``predict`` on the CLI and ``serve``
   use).
 
-A single all-numeric row skips the general validator (see ``Schema.fast_row``) and the
-recorder hook costs nothing when no recorder is set: together they keep a single-row
-call within a microsecond or so of a bare ``InferenceSession.run``.
+A plainly valid single row skips the general validator and the Batch/BatchResult
+machinery (``Schema.fast_row`` / ``Schema.fast_columns``), and the recorder hook costs
+one ``is None`` test when no recorder is set: together they keep a single-row call
+within a microsecond or so of a bare ``InferenceSession.run``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from mlpack.runtime.session import create_session, runner
 __all__ = ["Recorder", "Prediction", "BatchResult", "Model", "open_model"]
 
 T = TypeVar("T")
+# A plainly valid single row skips Batch and BatchResult: (feeds, numeric [1, n], categorical).
+_FastRow = tuple[dict[str, np.ndarray], np.ndarray, list[list[str]]]
 
 
 class Recorder(Protocol):
@@ -44,7 +47,7 @@ class Recorder(Protocol):
     def record(
         self,
         numeric: np.ndarray | None,
-        categorical: list[Sequence[str]],
+        categorical: Sequence[Sequence[str]],
         predictions: np.ndarray,
         latency_s: float,
         requests: int = 1,
@@ -68,13 +71,6 @@ class Prediction:
         probabilities = {str(k): finite_or_none(v) for k, v in (self.probabilities or {}).items()}
         return {"label": self.label, "probabilities": probabilities}
 
-    @classmethod
-    def of(cls, classes: Sequence[Any], label: Any, probabilities: np.ndarray | None, value: Any = None) -> Prediction:
-        """From one row of model outputs; floats as the shortest repr of their float32 value."""
-        if value is not None:
-            return cls(value=short_floats(np.asarray(value).reshape(1))[0])
-        assert probabilities is not None
-        return cls(label=_plain(label), probabilities=dict(zip(classes, short_floats(probabilities))))
 
 
 @dataclass(frozen=True)
@@ -100,9 +96,9 @@ class BatchResult:
     def prediction(self, k: int) -> Prediction:
         """The :class:`Prediction` of the ``k``-th predicted row (not the ``k``-th input row)."""
         if self.values is not None:
-            return Prediction.of(self.classes, None, None, self.values[k])
+            return _valued(self.values[k : k + 1])
         assert self.labels is not None and self.probabilities is not None
-        return Prediction.of(self.classes, self.labels[k], self.probabilities[k])
+        return _classified(self.classes, self.labels[k], self.probabilities[k])
 
     def __iter__(self) -> Iterator[Prediction | InputError]:
         """Every input row in input order: its prediction, or the error that stopped it."""
@@ -228,8 +224,8 @@ class Model:
             return self._strict(row, t0)[0].prediction(0)
         out = self._run_one(fast, t0)
         if self._classifier:
-            return Prediction.of(self.classes, out[0][0], out[1][0])
-        return Prediction.of(self.classes, None, None, out[0].reshape(-1)[0])
+            return _classified(self.classes, out[0][0], out[1][0])
+        return _valued(out[0].reshape(-1))
 
     # ------------------------------------------------------------------ tolerant API
 
@@ -295,16 +291,13 @@ class Model:
             recorder.record(batch.numeric, batch.categorical, self._prediction_codes(result), time.perf_counter() - t0)
         return result
 
-    # A plainly valid single row skips Batch and BatchResult: (feeds, numeric [1, n], categorical).
-    _Fast = tuple[dict[str, np.ndarray], np.ndarray, list[list[str]]]
-
-    def _fast_matrix(self, X: Any) -> _Fast | None:
+    def _fast_matrix(self, X: Any) -> _FastRow | None:
         x = self.schema.fast_row(X)
         if x is None:
             return None
         return {self._matrix_input: x}, x, []  # type: ignore[dict-item]
 
-    def _fast_columns(self, X: Any) -> _Fast | None:
+    def _fast_columns(self, X: Any) -> _FastRow | None:
         got = self.schema.fast_columns(X)
         if got is None:
             return None
@@ -314,7 +307,7 @@ class Model:
             feeds[name] = np.array([[v]], dtype=object)
         return feeds, x, [[v] for v in cats]
 
-    def _run_one(self, fast: _Fast, t0: float) -> list[np.ndarray]:
+    def _run_one(self, fast: _FastRow, t0: float) -> list[np.ndarray]:
         recorder = self._recorder
         try:
             out: list[np.ndarray] = self._run(self._outputs, fast[0], None)
@@ -364,6 +357,16 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, {self.version!r}, task={self.task!r})"
+
+
+def _classified(classes: Sequence[Any], label: Any, probabilities: np.ndarray) -> Prediction:
+    """One row's label and probabilities (shortest repr of each float32: exact, readable)."""
+    return Prediction(label=_plain(label), probabilities=dict(zip(classes, short_floats(probabilities))))
+
+
+def _valued(value: np.ndarray) -> Prediction:
+    """One row's regression value from a one-element array."""
+    return Prediction(value=short_floats(value)[0])
 
 
 def _plain(value: Any) -> Any:

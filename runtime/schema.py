@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 import operator
 import warnings
-from itertools import chain
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +76,11 @@ def row_error(row: int | None, field: str | None, what: str, name_field: bool = 
     return InputError(where + what, row=row, field=field)
 
 
+def _at(start: int | None, pos: int) -> int | None:
+    """The number of the row at ``pos`` when rows are numbered from ``start`` (``None``: unnumbered)."""
+    return None if start is None else start + pos
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -113,6 +118,7 @@ class Schema:
 
         ``None`` means "take the full path" (which explains any problem), never "invalid".
         """
+        x: np.ndarray | None
         if type(row) is np.ndarray:
             if row.ndim != 1 or row.shape[0] != self.width or row.dtype.kind != "f":
                 return None
@@ -195,13 +201,13 @@ class Schema:
                 problem, field = self._key_problem(r)
             elif isinstance(r, (list, tuple)) or (isinstance(r, np.ndarray) and r.ndim == 1):
                 if len(r) == self.width:
-                    table.append(r)
+                    table.append(r)  # type: ignore[arg-type]  # a 1-D array is a sequence here
                     continue
                 problem, field = f"expected {self.width} values in manifest order, got {len(r)}", None
             else:
                 problem = f"expected an object (feature -> value) or a list of {self.width} values, got {type(r).__name__}"
                 field = None
-            errors[pos] = row_error(None if start is None else start + pos, field, problem, name_field=False)
+            errors[pos] = row_error(_at(start, pos), field, problem, name_field=False)
             table.append(self._blank)
         size = len(table)
         numeric = None
@@ -301,7 +307,7 @@ class Schema:
             else:
                 what = f"expected a finite number within float32 range, got {value!r}"
             name = self.features[self.numeric[j]].name
-            errors[pos] = row_error(None if start is None else start + pos, name, what)
+            errors[pos] = row_error(_at(start, pos), name, what)
 
     def _finish(
         self,
@@ -355,7 +361,7 @@ class Schema:
                 x, problem = _to_number(v)
                 arr[pos] = x
                 if problem is not None and pos not in errors:
-                    errors[pos] = row_error(None if start is None else start + pos, feature.name, problem)
+                    errors[pos] = row_error(_at(start, pos), feature.name, problem)
         return arr
 
     def _categorical_column(
@@ -371,13 +377,13 @@ class Schema:
                 text, problem = _to_category(v)
                 texts.append(text)
                 if problem is not None and pos not in errors:
-                    errors[pos] = row_error(None if start is None else start + pos, name, problem)
+                    errors[pos] = row_error(_at(start, pos), name, problem)
             original = texts
         if not feature.nullable and "" in original:
             for pos, v in enumerate(original):
                 if v == "" and pos not in errors:
                     errors[pos] = row_error(
-                        None if start is None else start + pos, name, "is missing (null/empty) but the feature is not nullable"
+                        _at(start, pos), name, "is missing (null/empty) but the feature is not nullable"
                     )
         unseen = set(original) - self._categories[i]
         unseen.discard("")
@@ -389,7 +395,7 @@ class Schema:
         for pos, v in enumerate(original):
             if v in unseen and pos not in errors:
                 errors[pos] = row_error(
-                    None if start is None else start + pos,
+                    _at(start, pos),
                     name,
                     f"category {_show(v)} was not seen in training (expected one of {allowed})",
                 )

@@ -25,6 +25,7 @@ import errno
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -88,8 +89,6 @@ class _Server(ThreadingHTTPServer):
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # a client that left is no error
             log.exception("error while serving %s", client_address)
 
@@ -162,6 +161,8 @@ class PredictServer:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
             return _error(400, f"request body is not valid JSON ({exc})")
+        except RecursionError:
+            return _error(400, "request body is not valid JSON (nested too deeply)")
         try:
             if isinstance(payload, dict):
                 try:

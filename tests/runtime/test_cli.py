@@ -77,6 +77,13 @@ def test_predict_file_to_file(mixed_bundle: Path, tmp_path: Path) -> None:
     assert all(line.endswith(",") for line in lines[1:])  # empty error column
 
 
+def test_predict_reads_a_csv_with_a_bom(mixed_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_bytes(b"\xef\xbb\xbf" + GOOD_CSV.encode())  # as spreadsheet exports write it
+    r = _device(mixed_bundle, "predict", str(tmp_path / "in.csv"))
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.splitlines()) == 3
+
+
 def test_predict_stdin_to_stdout_sniffs_jsonl(binary_bundle: Path) -> None:
     r = _device(binary_bundle, "predict", input='{"a": 1, "b": 2, "c": null}\n')
     assert r.exit_code == 0, r.output
@@ -177,3 +184,15 @@ def test_predict_does_not_import_server_or_agent(binary_bundle: Path, tmp_path: 
 def test_verify_on_every_bundle_kind(bundle_name: str, request: pytest.FixtureRequest) -> None:
     r = _device(request.getfixturevalue(bundle_name), "verify")
     assert r.exit_code == 0, r.output
+
+
+def test_predict_into_a_closed_pipe_stops_quietly(binary_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text("a,b,c\n" + "1,2,3\n" * 50_000)
+    cmd = [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(binary_bundle), "predict", str(tmp_path / "in.csv")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"label,proba_no,proba_yes,error\n"
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -121,6 +121,13 @@ def test_csv_syntax_error_names_the_line(mixed: Model) -> None:
         _run(mixed, text, where="in.csv")
 
 
+@pytest.mark.parametrize("data", [b"x1,x2,colour,shape\n1,2,r\xe9d,round\n", b"x1,x2,col\xffour,shape\n"])
+def test_text_that_is_not_utf8_is_one_error(mixed: Model, data: bytes) -> None:
+    lines = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+    with pytest.raises(InputError, match=r"^in\.csv: not UTF-8 text after row 0 \(invalid "):
+        predict_stream(mixed, lines, io.StringIO(), in_format="csv", out_format="csv", where="in.csv")
+
+
 def test_input_is_streamed_not_loaded(mixed: Model) -> None:
     """Output for the first chunk exists before the source has been read past the second."""
     out = io.StringIO()

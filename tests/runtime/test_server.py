@@ -88,6 +88,7 @@ def test_batch_with_a_bad_row(client: httpx.Client) -> None:
         (b'"text"', 400, "expected a JSON object (one row) or an array of rows"),
         (json.dumps([ROW] * 6).encode(), 413, "batch of 6 rows exceeds the limit of 5"),
         (b"[" + b" " * 5000 + b"]", 413, "request body of 5002 bytes exceeds the limit of 4096"),
+        (b"[" * 4000, 400, "request body is not valid JSON (nested too deeply)"),
     ],
 )
 def test_bad_requests(client: httpx.Client, content: bytes, status: int, error: str) -> None:
@@ -202,6 +203,7 @@ def test_real_process_serves_and_stops_on_sigterm(mixed_bundle: Path, tmp_path: 
         assert r.status_code == 200 and r.json()["failed"] == 0
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert 'mlpack_rows_total{outcome="predicted"} 2' in metrics
+        assert "mlpack_drift_overall_status" in metrics  # the agent's drift metrics ride along
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
