@@ -77,6 +77,8 @@ class Bundle:
 
     def read(self, name: str) -> bytes:
         """The bytes of bundle file ``name``, proven against the manifest's digest."""
+        if name not in self.manifest.files:
+            raise BundleError(f"{self.location}: {name} is not part of the bundle (not in the manifest)")
         data = self._verified.pop(name, None)
         if data is None:
             try:

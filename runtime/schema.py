@@ -352,7 +352,10 @@ class Schema:
             if types <= _PLAIN_NUMBERS:
                 arr = np.array(values, dtype=np.float64)
             elif types == {str}:
-                arr = np.array([v or "nan" for v in values], dtype=np.float64)
+                try:
+                    arr = np.array(values, dtype=np.float64)
+                except ValueError:  # most often empty cells (CSV missing values): read them as NaN
+                    arr = np.array([v or "nan" for v in values], dtype=np.float64)
         except (TypeError, ValueError, OverflowError):
             arr = None
         if arr is None:

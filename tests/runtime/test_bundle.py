@@ -24,10 +24,12 @@ def test_open_verifies_and_reads_files(binary_bundle: Path) -> None:
     bundle = Bundle.open(binary_bundle)
     assert bundle.verified
     assert bundle.manifest.name == "binary"
-    assert bundle.read("model.onnx")[:2] != b""
+    on_disk = (binary_bundle / "model.onnx").read_bytes()
+    assert bundle.read("model.onnx") == on_disk  # the bytes hashed during verification
+    assert bundle.read("model.onnx") == on_disk  # read again, checked again
     assert bundle.profile() is not None and bundle.golden() is not None
-    # A second read re-reads and re-checks the file.
-    assert bundle.read("model.onnx") == (binary_bundle / "model.onnx").read_bytes()
+    with pytest.raises(BundleError, match=r": extra\.txt is not part of the bundle \(not in the manifest\)$"):
+        bundle.read("extra.txt")
 
 
 def test_tampered_file_is_refused_naming_it(binary_bundle: Path, tmp_path: Path) -> None:

@@ -97,11 +97,21 @@ def test_strict_calls_raise_the_first_bad_row(mixed_bundle: Path) -> None:
         model.predict(5)
 
 
-def test_unseen_category_policy_missing_predicts(mixed_bundle: Path) -> None:
+def test_unseen_category_policy_missing_feeds_empty_string(mixed_bundle: Path) -> None:
+    import onnxruntime as ort
+
     model = open_model(mixed_bundle)
-    row = {"x1": 1.0, "x2": 2.0, "colour": "red", "shape": "triangle"}
-    as_missing = model.predict_proba(row)
-    assert as_missing.shape == (3,)
+    got = model.predict_proba({"x1": 1.0, "x2": 2.0, "colour": "red", "shape": "triangle"})
+    sess = ort.InferenceSession(str(mixed_bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {
+        "x1": np.array([[1.0]], np.float32),
+        "x2": np.array([[2.0]], np.float32),
+        "colour": np.array([["red"]], object),
+        "shape": np.array([[""]], object),  # what "missing" means on the wire
+    }
+    assert np.array_equal(got, sess.run(["probabilities"], feeds)[0][0])
+    feeds["shape"] = np.array([["triangle"]], object)  # fed as sent, the model would answer otherwise
+    assert not np.array_equal(got, sess.run(["probabilities"], feeds)[0][0])
 
 
 def test_predict_rows_keeps_good_rows_in_order(mixed_bundle: Path) -> None:
