@@ -32,7 +32,7 @@ from mlpack.runtime._signature import Signature, bind
 from mlpack.runtime.bundle import Bundle
 from mlpack.runtime.manifest import Manifest
 from mlpack.runtime.schema import Batch, Schema
-from mlpack.runtime.session import create_session, runner
+from mlpack.runtime.session import create_session, first_line, runner
 
 __all__ = ["Recorder", "Prediction", "BatchResult", "Model", "open_model"]
 
@@ -386,8 +386,7 @@ def _is_single(X: Any) -> bool:
 
 
 def _inference_failed(exc: BaseException, rows: int) -> InferenceError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return InferenceError(f"onnxruntime failed on {rows} row{'s' if rows != 1 else ''}: {text}")
+    return InferenceError(f"onnxruntime failed on {rows} row{'s' if rows != 1 else ''}: {first_line(exc)}")
 
 
 def open_model(

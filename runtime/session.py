@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from mlpack.errors import BundleError
 
-__all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_session", "runner"]
+__all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_session", "runner", "first_line"]
 
 #: Intra-op threads for single rows and small requests (see the module doc).
 DEFAULT_THREADS = 1
@@ -63,8 +63,13 @@ def create_session(model: bytes, where: str, threads: int | None = None) -> ort.
     try:
         return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise BundleError(f"{where}: onnxruntime cannot load the model ({first})") from None
+        raise BundleError(f"{where}: onnxruntime cannot load the model ({first_line(exc)})") from None
+
+
+def first_line(exc: BaseException) -> str:
+    """onnxruntime's messages run over many lines; ours are one."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def runner(session: ort.InferenceSession) -> Any:
