@@ -45,6 +45,18 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux), else the common 022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` sets permissions."""
     target = Path(path)
@@ -85,6 +97,9 @@ def atomic_directory(target: str | os.PathLike[str], replace: bool = False) -> I
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
+        # mkdtemp makes the folder private (0700); the published folder gets the usual
+        # permissions for this process's umask, like any folder created with mkdir.
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
