@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mlpack.collector._fmt import duration, utc
-from mlpack.collector._svg import line_chart
+from mlpack._svg import line_chart
 
 __all__ = ["fleet_page", "device_page", "model_page", "not_found_page"]
 

@@ -1,4 +1,6 @@
-"""Line charts as inline SVG, drawn on the server: the page needs no script and no network."""
+"""Charts as inline SVG, drawn server-side: pages and model cards need no script and no network.
+
+Shared by the collector (fleet page) and the builder (model card), which must not import each other."""
 
 from __future__ import annotations
 
