@@ -15,9 +15,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
+    "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_directory",
@@ -57,16 +58,24 @@ def _umask() -> int:
     return 0o022
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` sets permissions."""
+@contextlib.contextmanager
+def atomic_open(
+    path: str | os.PathLike[str], *, text: bool = False, mode: int | None = None
+) -> Iterator[IO[Any]]:
+    """A file handle whose content appears at ``path`` only once the block succeeds.
+
+    Written to a temp sibling, flushed, fsync'd and renamed; on any exception the temp
+    file is removed and ``path`` is untouched. ``mode`` sets permissions (default: what
+    ``open`` would give under this process's umask). Streams of any size go through it.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        if mode is not None:
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        os.fchmod(fd, mode if mode is not None else 0o666 & ~_umask())
+        fh: IO[Any] = os.fdopen(fd, "w", encoding="utf-8", newline="") if text else os.fdopen(fd, "wb")
+        with fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -75,7 +84,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | No
             os.unlink(tmp)
         raise
     fsync_directory(target.parent)
-    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temp file and a rename; ``mode`` sets permissions."""
+    with atomic_open(path, mode=mode) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> Path:

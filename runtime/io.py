@@ -247,25 +247,9 @@ class _JsonlSink:
 # ---------------------------------------------------------------------------- output file
 
 
-@contextlib.contextmanager
-def atomic_text_output(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` only complete: written aside, fsync'd, renamed.
+def atomic_text_output(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[IO[str]]:
+    """A UTF-8 text file that appears at ``path`` only complete (see ``mlpack._fs.atomic_open``):
+    a failed predict leaves no partial output behind."""
+    from mlpack._fs import atomic_open
 
-    The streaming counterpart of ``mlpack._fs.atomic_write_text`` (which needs the whole
-    text in memory): a failed predict leaves no partial output behind.
-    """
-    import tempfile
-
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    return atomic_open(path, text=True, mode=0o644)
