@@ -31,7 +31,7 @@ from mlpack.builder.estimators import Model, UserEstimator
 from mlpack.builder.metrics import Evaluation
 from mlpack.builder.parity import ParityResult
 from mlpack.builder.progress import NullReporter, Reporter
-from mlpack.builder.report import render_report
+from mlpack.builder.report import CARD_FILE, evaluation_section, render_card
 from mlpack.builder.spec import Spec, load_spec
 from mlpack.errors import DataError, MlpackError, PackagingError
 from mlpack.monitor_agent.profile import build_profile
@@ -42,7 +42,6 @@ __all__ = ["BuildResult", "build"]
 MODEL_FILE = "model.onnx"
 PROFILE_FILE = "profile.json"
 GOLDEN_FILE = "golden.json"
-REPORT_FILE = "report.md"
 
 
 @dataclass(frozen=True)
@@ -175,11 +174,12 @@ def build(
         st.summary = f"{len(profile.features)} features + predictions, {spec.drift.bins} bins"
 
     manifest = _manifest(spec, ds, user, model, evaluation, converted, proof.result)
+    manifest["evaluation"] = evaluation_section(ds, evaluation, y_pred)
     files = {
         MODEL_FILE: converted.model,
         PROFILE_FILE: canonical_json(profile.to_dict()).encode("utf-8"),
         GOLDEN_FILE: canonical_json(proof.golden.to_dict()).encode("utf-8"),
-        REPORT_FILE: render_report(manifest, evaluation).encode("utf-8"),
+        CARD_FILE: render_card(manifest, profile).encode("utf-8"),
     }
     exe = None
     if executable:

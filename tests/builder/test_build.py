@@ -19,7 +19,7 @@ from mlpack.runtime.manifest import read_manifest, verify_files
 from .conftest import EXAMPLES, Project, binary_rows, spec_text
 
 STAGES = ["spec", "data", "train", "evaluate", "convert", "parity", "profile", "bundle"]
-BUNDLE_FILES = {"model.onnx", "manifest.json", "profile.json", "golden.json", "report.md"}
+BUNDLE_FILES = {"model.onnx", "manifest.json", "profile.json", "golden.json", "model_card.html"}
 
 
 def test_bundle_contents_and_manifest(project: Project) -> None:
@@ -74,19 +74,21 @@ def test_bundle_contents_and_manifest(project: Project) -> None:
     assert profile.features[2].missing_rate > 0  # c has gaps in training
     assert profile.prediction is not None and profile.prediction.categories == ("no", "yes")  # type: ignore[union-attr]
     assert profile.prediction.count == 32
-    report = (result.bundle_dir / "report.md").read_text()
-    assert "## Confusion matrix" in report and "| `accuracy >= 0.6` |" in report and "## Parity" in report
+    ev = m["evaluation"]
+    assert ev["stratified"] is True and sum(ev["class_counts"]["held_out"]) == lineage["test_rows"] == 32
+    assert sum(map(sum, ev["confusion"])) == 32 and sum(ev["class_counts"]["train"]) == lineage["train_rows"]
 
 
-def test_regression_profile_and_report(project: Project) -> None:
+def test_regression_profile_and_evaluation(project: Project) -> None:
     from .conftest import regression_rows
 
     project.write(spec_text(task="regression", estimator='class = "Ridge"'), regression_rows())
     result = project.build()
     profile = Profile.from_dict(json.loads((result.bundle_dir / "profile.json").read_bytes()))
     assert profile.prediction is not None and profile.prediction.kind == "numeric"
-    report = (result.bundle_dir / "report.md").read_text()
-    assert "## Residuals" in report and "Confusion" not in report
+    ev = result.manifest["evaluation"]
+    assert "confusion" not in ev and ev["target"]["train"]["count"] == result.manifest["lineage"]["train_rows"]
+    assert sum(b["count"] for b in ev["residual_bins"]) == result.manifest["lineage"]["test_rows"]
     assert "classes" not in result.manifest["output"]
 
 

@@ -43,10 +43,10 @@ def test_verify_passes_on_a_good_bundle(binary_bundle: Path) -> None:
 
 def test_verify_refuses_a_tampered_bundle(binary_bundle: Path, tmp_path: Path) -> None:
     b = shutil.copytree(binary_bundle, tmp_path / "b")
-    (b / "report.md").write_text("edited\n")
+    (b / "model_card.html").write_text("edited\n")
     r = _device(b, "verify")
     assert r.exit_code == 1
-    assert r.output == f"Error: {b}: file report.md does not match its sha256 in the manifest (tampered or corrupt)\n"
+    assert r.output == f"Error: {b}: file model_card.html does not match its sha256 in the manifest (tampered or corrupt)\n"
 
 
 def test_verify_fails_when_this_cpu_disagrees_with_the_golden_set(binary_bundle: Path, tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""The facts a model card and ``mlpack inspect`` both show, as plain rows of text.
+
+One place decides what each fact is called and how its number is written, so the HTML
+card and the terminal cannot tell two stories about the same bundle. Everything is read
+from the manifest (and the reference profile); a bundle built before a section existed
+simply shows fewer rows. Ordering is fixed (sorted where the source is a mapping), so
+the card stays byte-identical across builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlpack.monitor_agent.profile import NumericProfile, Profile
+
+__all__ = [
+    "TASKS",
+    "VERSION_KEYS",
+    "Row",
+    "FeatureRow",
+    "MetricRow",
+    "num",
+    "share",
+    "intended_use",
+    "data_rows",
+    "feature_rows",
+    "class_balance",
+    "metric_rows",
+    "parity_rows",
+    "lineage_rows",
+    "gates_passed",
+]
+
+TASKS = {"binary": "binary classification", "multiclass": "multiclass classification", "regression": "regression"}
+VERSION_KEYS = ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+
+Row = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class FeatureRow:
+    name: str
+    kind: str
+    nullable: bool
+    missing_rate: float | None  # training split, from the profile
+    detail: str  # categories, or the training range
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    metric: str
+    value: float | None
+    gates: tuple[tuple[str, bool], ...]  # (gate text, passed)
+
+
+def num(v: Any, digits: int = 4) -> str:
+    """A metric-style number: fixed decimals, ``undefined`` for a missing (NaN) value."""
+    if v is None:
+        return "undefined"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    return f"{v:.{digits}f}"
+
+
+def share(v: float) -> str:
+    return f"{v * 100:.1f}%"
+
+
+def intended_use(m: Mapping[str, Any]) -> list[Row]:
+    """Description, owner and intended use as the spec wrote them (only those given)."""
+    labels = (("description", "Description"), ("owner", "Owner"), ("intended_use", "Intended use"))
+    return [(label, str(m[key])) for key, label in labels if m.get(key)]
+
+
+def data_rows(m: Mapping[str, Any]) -> list[Row]:
+    lin = m.get("lineage") or {}
+    if "rows" not in lin:
+        return []
+    ev = m.get("evaluation") or {}
+    how = " (stratified by class)" if ev.get("stratified") else ""
+    rows = [
+        ("data file", f"{lin.get('data_path', '?')}"),
+        ("target", str(lin.get("target", "?"))),
+        ("rows", str(lin["rows"])),
+        ("split", f"{lin['train_rows']} train, {lin['test_rows']} held out{how}, seed {lin.get('seed', '?')}"),
+    ]
+    if "positive_class" in lin:
+        rows.append(("positive class", str(lin["positive_class"])))
+    return rows
+
+
+def feature_rows(m: Mapping[str, Any], profile: Profile | None) -> list[FeatureRow]:
+    by_name = {f.name: f for f in profile.features} if profile is not None else {}
+    out = []
+    for f in m["input"]["features"]:
+        p = by_name.get(f["name"])
+        if f["kind"] == "categorical":
+            cats = list(f.get("categories", []))
+            shown = ", ".join(cats[:6]) + (f", … ({len(cats)} in all)" if len(cats) > 6 else "")
+            detail = f"{shown}; unseen → {f.get('unseen', 'error')}"
+        elif isinstance(p, NumericProfile) and p.min is not None and p.max is not None:
+            detail = f"{p.min:.4g} … {p.max:.4g}"
+        else:
+            detail = ""
+        out.append(FeatureRow(f["name"], f["kind"], bool(f["nullable"]), p.missing_rate if p else None, detail))
+    return out
+
+
+def class_balance(m: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """``(class, train count, held-out count)`` per class, when the manifest records them."""
+    counts = (m.get("evaluation") or {}).get("class_counts")
+    classes = m["output"].get("classes")
+    if not counts or not classes:
+        return []
+    return [(str(c), a, b) for c, a, b in zip(classes, counts["train"], counts["held_out"], strict=True)]
+
+
+def metric_rows(m: Mapping[str, Any]) -> list[MetricRow]:
+    gates = m.get("gates") or []
+    return [
+        MetricRow(k, v, tuple((g["gate"], bool(g["passed"])) for g in gates if g.get("metric") == k))
+        for k, v in sorted((m.get("metrics") or {}).items())
+    ]
+
+
+def gates_passed(m: Mapping[str, Any]) -> tuple[int, int]:
+    gates = m.get("gates") or []
+    return sum(bool(g["passed"]) for g in gates), len(gates)
+
+
+def parity_rows(m: Mapping[str, Any]) -> list[Row]:
+    p = m.get("parity") or {}
+    if not p:
+        return []
+    rows = [("held-out rows", str(p["rows"])), ("probe rows", f"{p['probe_rows']} (missing values, unseen categories, out of range)")]
+    if p.get("label_agreement") is not None:
+        rows.append(("label agreement", share(p["label_agreement"])))
+    rows += [
+        ("max abs diff", f"{p['max_abs_diff']:.3e}"),
+        ("tolerance", f"{p['tolerance']:g}"),
+        ("result", "passed" if p["passed"] else "FAILED"),
+    ]
+    return rows
+
+
+def lineage_rows(m: Mapping[str, Any]) -> list[Row]:
+    lin = m.get("lineage") or {}
+    rows: list[Row] = []
+    for key, label in (
+        ("estimator", "estimator"),
+        ("seed", "seed"),
+        ("spec_sha256", "spec sha256"),
+        ("data_sha256", "data sha256"),
+        ("factory", "factory"),
+        ("factory_sha256", "factory sha256"),
+    ):
+        if key in lin:
+            rows.append((label, str(lin[key])))
+    opset = (m.get("onnx") or {}).get("opset")
+    if opset:
+        rows.append(("ONNX opset", ", ".join(f"{k or 'ai.onnx'} {v}" for k, v in sorted(opset.items()))))
+    rows += [(k, str(lin[k])) for k in VERSION_KEYS if k in lin]
+    return rows
