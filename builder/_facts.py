@@ -23,6 +23,7 @@ __all__ = [
     "MetricRow",
     "num",
     "share",
+    "stat",
     "intended_use",
     "data_rows",
     "feature_rows",
@@ -31,12 +32,15 @@ __all__ = [
     "parity_rows",
     "lineage_rows",
     "gates_passed",
+    "stat_table",
 ]
 
 TASKS = {"binary": "binary classification", "multiclass": "multiclass classification", "regression": "regression"}
 VERSION_KEYS = ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
 
 Row = tuple[str, str]
+#: Summary statistics in reading order (a manifest read back from disk has its keys sorted).
+STAT_ORDER = ("count", "mean", "std", "min", "p05", "median", "p95", "max", "max_abs")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,11 @@ def num(v: Any, digits: int = 4) -> str:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return str(v)
     return f"{v:.{digits}f}"
+
+
+def stat(v: float | int) -> str:
+    """A summary statistic: counts exact, everything else to 4 significant digits."""
+    return str(v) if isinstance(v, int) else f"{v:.4g}"
 
 
 def share(v: float) -> str:
@@ -163,3 +172,10 @@ def lineage_rows(m: Mapping[str, Any]) -> list[Row]:
         rows.append(("ONNX opset", ", ".join(f"{k or 'ai.onnx'} {v}" for k, v in sorted(opset.items()))))
     rows += [(k, str(lin[k])) for k in VERSION_KEYS if k in lin]
     return rows
+
+
+def stat_table(columns: Mapping[str, Mapping[str, float]]) -> tuple[list[str], list[str]]:
+    """``(column names, statistic names)`` of side-by-side summaries, train first, stats in reading order."""
+    names = sorted(columns, key=lambda c: (c != "train", c))
+    present = {s for c in names for s in columns[c]}
+    return names, [s for s in STAT_ORDER if s in present] + sorted(present - set(STAT_ORDER))

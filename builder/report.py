@@ -87,18 +87,18 @@ def _facts_table(rows: Sequence[facts.Row], group: str) -> str:
     return f'<table class="facts" data-group="{group}">{cells}</table>'
 
 
-def _chip(text: str, ok: bool | None) -> str:
+def _chip(name: str, text: str, ok: bool | None) -> str:
     cls = {True: "ok", False: "bad", None: "neutral"}[ok]
-    return f'<span class="chip {cls}">{escape(text)}</span>'
+    return f'<span class="chip {cls}" data-chip="{name}">{escape(text)}</span>'
 
 
 def _header(m: Mapping[str, Any], signing_key_id: str | None) -> str:
     ok, total = facts.gates_passed(m)
     parity = (m.get("parity") or {}).get("passed")
     chips = [
-        _chip(f"gates {ok}/{total} passed" if total else "no gates", ok == total if total else None),
-        _chip("parity passed" if parity else "parity FAILED", bool(parity)),
-        _chip(f"signed: key {signing_key_id}" if signing_key_id else "unsigned", True if signing_key_id else None),
+        _chip("gates", f"gates {ok}/{total} passed" if total else "no gates", ok == total if total else None),
+        _chip("parity", "parity passed" if parity else "parity FAILED", bool(parity)),
+        _chip("signature", f"signed: key {signing_key_id}" if signing_key_id else "unsigned", True if signing_key_id else None),
     ]
     estimator = (m.get("lineage") or {}).get("estimator", "")
     return (
@@ -163,12 +163,11 @@ def _data(m: Mapping[str, Any], profile: Profile | None) -> str:
 
 def _stats_table(tid: str, columns: Mapping[str, Mapping[str, float]]) -> str:
     """Summary statistics side by side (e.g. train and held-out), one row per statistic."""
-    names = sorted(columns, key=lambda c: (c != "train", c))
-    stats = list(next(iter(columns.values())))
+    names, stats = facts.stat_table(columns)
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in names)
     body = "".join(
         f'<tr data-stat="{s}"><th>{s}</th>'
-        + "".join(f'<td class="num" data-value="{columns[c][s]!r}">{columns[c][s]:.4g}</td>' for c in names)
+        + "".join(f'<td class="num" data-value="{columns[c][s]!r}">{facts.stat(columns[c][s])}</td>' for c in names)
         + "</tr>"
         for s in stats
     )
