@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from mlpack.builder.metrics import Evaluation
 
 if TYPE_CHECKING:

@@ -68,7 +68,7 @@ def num(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
-def stat(v: float | int) -> str:
+def stat(v: float) -> str:
     """A summary statistic: counts exact, everything else to 4 significant digits."""
     return str(v) if isinstance(v, int) else f"{v:.4g}"
 
@@ -143,7 +143,10 @@ def parity_rows(m: Mapping[str, Any]) -> list[Row]:
     p = m.get("parity") or {}
     if not p:
         return []
-    rows = [("held-out rows", str(p["rows"])), ("probe rows", f"{p['probe_rows']} (missing values, unseen categories, out of range)")]
+    rows = [
+        ("held-out rows", str(p["rows"])),
+        ("probe rows", f"{p['probe_rows']} (missing values, unseen categories, out of range)"),
+    ]
     if p.get("label_agreement") is not None:
         rows.append(("label agreement", share(p["label_agreement"])))
     rows += [

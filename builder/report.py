@@ -20,10 +20,11 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from mlpack._svg import CHART_CSS, bar_chart, box_chart, heatmap, histogram
 from mlpack.builder import _facts as facts
 from mlpack.builder._card_eval import evaluation_section
 from mlpack.monitor_agent.profile import CategoricalProfile, FeatureProfile, NumericProfile, Profile
+
+from mlpack._svg import CHART_CSS, bar_chart, box_chart, heatmap, histogram
 
 __all__ = ["CARD_FILE", "render_card", "evaluation_section"]
 
@@ -50,9 +51,13 @@ def render_card(manifest: Mapping[str, Any], profile: Profile | None, *, signing
         _errors(m),
         _distributions(profile),
         _predictions(m, profile),
-        _section("parity", "Parity: ONNX against scikit-learn", _facts_table(facts.parity_rows(m), "parity"),
-                 "The exported model (onnxruntime) against the trained one, on the held-out rows and on probes "
-                 "built to break conversions."),
+        _section(
+            "parity",
+            "Parity: ONNX against scikit-learn",
+            _facts_table(facts.parity_rows(m), "parity"),
+            "The exported model (onnxruntime) against the trained one, on the held-out rows and on probes "
+            "built to break conversions.",
+        ),
         _section("lineage", "Lineage", _facts_table(facts.lineage_rows(m), "lineage")),
         _signature(signing_key_id),
     ]
@@ -64,7 +69,7 @@ def render_card(manifest: Mapping[str, Any], profile: Profile | None, *, signing
         f"<title>Model card: {escape(title)}</title>\n"
         f"<style>{_CSS}{CHART_CSS}</style>\n</head>\n<body>\n<main>\n"
         + "\n".join(body)
-        + f'\n<footer>Rendered by mlpack {escape(str(version))} from manifest.json and profile.json of this bundle. '
+        + f"\n<footer>Rendered by mlpack {escape(str(version))} from manifest.json and profile.json of this bundle. "
         "No dates or timings by design: the same build gives the same card.</footer>\n"
         "</main>\n</body>\n</html>\n"
     )
@@ -82,7 +87,8 @@ def _facts_table(rows: Sequence[facts.Row], group: str) -> str:
     if not rows:
         return '<p class="muted">Not recorded in this bundle.</p>'
     cells = "".join(
-        f'<tr data-fact="{escape(label)}"><th>{escape(label)}</th><td>{escape(value)}</td></tr>' for label, value in rows
+        f'<tr data-fact="{escape(label)}"><th>{escape(label)}</th><td>{escape(value)}</td></tr>'
+        for label, value in rows
     )
     return f'<table class="facts" data-group="{group}">{cells}</table>'
 
@@ -98,7 +104,11 @@ def _header(m: Mapping[str, Any], signing_key_id: str | None) -> str:
     chips = [
         _chip("gates", f"gates {ok}/{total} passed" if total else "no gates", ok == total if total else None),
         _chip("parity", "parity passed" if parity else "parity FAILED", bool(parity)),
-        _chip("signature", f"signed: key {signing_key_id}" if signing_key_id else "unsigned", True if signing_key_id else None),
+        _chip(
+            "signature",
+            f"signed: key {signing_key_id}" if signing_key_id else "unsigned",
+            True if signing_key_id else None,
+        ),
     ]
     estimator = (m.get("lineage") or {}).get("estimator", "")
     return (
@@ -125,7 +135,7 @@ def _data(m: Mapping[str, Any], profile: Profile | None) -> str:
         missing = facts.share(f.missing_rate) if f.missing_rate is not None else "—"
         rows.append(
             f'<tr data-feature="{escape(f.name)}"><td><code>{escape(f.name)}</code></td><td>{f.kind}</td>'
-            f"<td>{'yes' if f.nullable else 'no'}</td><td class=\"num\" data-missing=\"{f.missing_rate}\">{missing}</td>"
+            f'<td>{"yes" if f.nullable else "no"}</td><td class="num" data-missing="{f.missing_rate}">{missing}</td>'
             f"<td>{escape(f.detail)}</td></tr>"
         )
     parts.append(
@@ -192,7 +202,9 @@ def _metrics(m: Mapping[str, Any]) -> str:
         '<table class="grid" id="metrics-table"><thead><tr><th>metric</th><th>held-out value</th><th>gate</th>'
         f"<th>result</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
-    return _section("metrics", "Metrics and gates", table, "Measured on the held-out split; a failed gate stops the build.")
+    return _section(
+        "metrics", "Metrics and gates", table, "Measured on the held-out split; a failed gate stops the build."
+    )
 
 
 def _errors(m: Mapping[str, Any]) -> str:
@@ -200,16 +212,26 @@ def _errors(m: Mapping[str, Any]) -> str:
     if ev.get("confusion"):
         classes = [str(c) for c in m["output"]["classes"]]
         chart = heatmap("confusion", "Confusion matrix (held-out counts)", classes, classes, ev["confusion"])
-        return _section("confusion", "Confusion matrix", chart,
-                        "Rows are the true class, columns the predicted one; shading is the share of the row.")
+        return _section(
+            "confusion",
+            "Confusion matrix",
+            chart,
+            "Rows are the true class, columns the predicted one; shading is the share of the row.",
+        )
     if ev.get("residual_bins") is not None:
-        boxes = [(b["pred_min"], b["pred_max"], b["p05"], b["p25"], b["median"], b["p75"], b["p95"])
-                 for b in ev["residual_bins"]]
+        boxes = [
+            (b["pred_min"], b["pred_max"], b["p05"], b["p25"], b["median"], b["p75"], b["p95"])
+            for b in ev["residual_bins"]
+        ]
         chart = box_chart("residuals", "Residuals (true − predicted) by predicted value", boxes, "predicted value")
         summary = _stats_table("residual-summary", {"held_out": ev.get("residuals") or {}})
-        return _section("residuals", "Residuals", f'<div class="pair">{chart}{summary}</div>',
-                        "Each box covers one range of the predicted value (held-out rows): whiskers p5–p95, "
-                        "box p25–p75, red line the median. Boxes centred on zero mean no bias in that range.")
+        return _section(
+            "residuals",
+            "Residuals",
+            f'<div class="pair">{chart}{summary}</div>',
+            "Each box covers one range of the predicted value (held-out rows): whiskers p5–p95, "
+            "box p25–p75, red line the median. Boxes centred on zero mean no bias in that range.",
+        )
     return _section("errors", "Errors", '<p class="muted">Not recorded in this bundle.</p>')
 
 
@@ -262,8 +284,12 @@ def _predictions(m: Mapping[str, Any], profile: Profile | None) -> str:
         chart = bar_chart("prediction", "Held-out predictions by class", list(pred.categories), series, width=420)
     else:
         chart = _feature_chart("prediction", "Held-out predicted values", pred)
-    return _section("predictions", "Prediction distribution", chart,
-                    f"The model's outputs on the {pred.count} held-out rows: the reference for output drift on devices.")
+    return _section(
+        "predictions",
+        "Prediction distribution",
+        chart,
+        f"The model's outputs on the {pred.count} held-out rows: the reference for output drift on devices.",
+    )
 
 
 def _signature(signing_key_id: str | None) -> str:

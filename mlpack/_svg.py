@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from html import escape
+from itertools import pairwise
 
 __all__ = [
     "PALETTE",
@@ -45,7 +46,7 @@ Point = tuple[float, float | None]
 def _nice_max(v: float) -> float:
     if v <= 0 or not math.isfinite(v):
         return 1.0
-    exp = 10 ** math.floor(math.log10(v))
+    exp = 10.0 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
         if v <= m * exp:
             return m * exp
@@ -66,9 +67,11 @@ def _time_label(t: float, span: float) -> str:
 
 def _open(chart_id: str, title: str, width: int, height: int, title_x: float) -> list[str]:
     return [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="chart-{escape(chart_id)}" '
-        f'data-chart="{escape(chart_id)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="{escape(title)}">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="chart-{escape(chart_id)}" '
+            f'data-chart="{escape(chart_id)}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'role="img" aria-label="{escape(title)}">'
+        ),
         f"<title>{escape(title)}</title>",
         f'<text x="{title_x}" y="16" class="chart-title">{escape(title)}</text>',
     ]
@@ -107,7 +110,9 @@ def line_chart(
         v = ymax * i / 4
         y = sy(v)
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt(v)}{escape(unit)}</text>')
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt(v)}{escape(unit)}</text>'
+        )
     for i in range(5):
         t = x0 + span * i / 4
         parts.append(
@@ -119,16 +124,18 @@ def line_chart(
         lx = left + pw - 2 - 64 * k  # side by side, so close thresholds stay readable
         parts.append(f'<text x="{lx}" y="{y - 3:.1f}" class="tick" text-anchor="end">{escape(label)}</text>')
     if not ys:
-        parts.append(f'<text x="{left + pw / 2}" y="{top + ph / 2}" class="empty" text-anchor="middle">no data in range</text>')
+        parts.append(
+            f'<text x="{left + pw / 2}" y="{top + ph / 2}" class="empty" text-anchor="middle">no data in range</text>'
+        )
     legend_x = left
     for k, (name, pts) in enumerate(series):
         colour = PALETTE[k % len(PALETTE)]
         runs: list[list[str]] = [[]]
-        for x, y in pts:
-            if y is None:
+        for at, level in pts:
+            if level is None:
                 runs.append([])
             else:
-                runs[-1].append(f"{sx(x):.1f},{sy(y):.1f}")
+                runs[-1].append(f"{sx(at):.1f},{sy(level):.1f}")
         for run in runs:
             if len(run) == 1:
                 cx, cy = run[0].split(",")
@@ -195,7 +202,9 @@ def bar_chart(
     if legend:
         lx = left
         for k, (name, _) in enumerate(series):
-            parts.append(f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{PALETTE[k % len(PALETTE)]}"/>')
+            parts.append(
+                f'<rect x="{lx}" y="{height - 14}" width="10" height="10" fill="{PALETTE[k % len(PALETTE)]}"/>'
+            )
             parts.append(f'<text x="{lx + 14}" y="{height - 5}" class="legend">{escape(name)}</text>')
             lx += 24 + 7 * len(name)
     parts.append("</svg>")
@@ -223,10 +232,12 @@ def histogram(
     lo, hi = (edges[0], edges[-1]) if edges else (0.0, 0.0)
     if not shares or not hi > lo:
         text = "no values" if not shares or sum(shares) == 0 else f"every value is {lo:.4g}"
-        parts.append(f'<text x="{width / 2}" y="{top + ph / 2}" class="empty" text-anchor="middle">{escape(text)}</text>')
+        parts.append(
+            f'<text x="{width / 2}" y="{top + ph / 2}" class="empty" text-anchor="middle">{escape(text)}</text>'
+        )
         parts.append("</svg>")
         return "".join(parts)
-    bounds = list(zip(edges[:-1], edges[1:], strict=True))
+    bounds = list(pairwise(edges))
     if all(b > a for a, b in bounds):
         heights = [s / (b - a) for s, (a, b) in zip(shares, bounds, strict=True)]
         xs = [(left + (a - lo) / (hi - lo) * pw, left + (b - lo) / (hi - lo) * pw) for a, b in bounds]
@@ -264,18 +275,26 @@ def heatmap(
     width = left + cell * len(col_labels) + 10
     height = top + cell * len(row_labels) + 10
     parts = _open(chart_id, title, max(width, 12 + 7 * len(title)), height, 6)
-    parts.append(f'<text x="{left + cell * len(col_labels) / 2:.1f}" y="32" class="label" text-anchor="middle">'
-                 f"{escape(axes[1])}</text>")
+    parts.append(
+        f'<text x="{left + cell * len(col_labels) / 2:.1f}" y="32" class="label" text-anchor="middle">'
+        f"{escape(axes[1])}</text>"
+    )
     cy = top + cell * len(row_labels) / 2
-    parts.append(f'<text x="10" y="{cy:.1f}" class="label" transform="rotate(-90 10 {cy:.1f})" text-anchor="middle">'
-                 f"{escape(axes[0])}</text>")
+    parts.append(
+        f'<text x="10" y="{cy:.1f}" class="label" transform="rotate(-90 10 {cy:.1f})" text-anchor="middle">'
+        f"{escape(axes[0])}</text>"
+    )
     for j, label in enumerate(col_labels):
-        parts.append(f'<text x="{left + cell * j + cell / 2:.1f}" y="{top - 6}" class="label" text-anchor="middle">'
-                     f"{escape(_clip(label, 8))}</text>")
+        parts.append(
+            f'<text x="{left + cell * j + cell / 2:.1f}" y="{top - 6}" class="label" text-anchor="middle">'
+            f"{escape(_clip(label, 8))}</text>"
+        )
     for i, (label, row) in enumerate(zip(row_labels, counts, strict=True)):
         y = top + cell * i
-        parts.append(f'<text x="{left - 4}" y="{y + cell / 2 + 4:.1f}" class="label" text-anchor="end">'
-                     f"{escape(_clip(label, label_chars))}</text>")
+        parts.append(
+            f'<text x="{left - 4}" y="{y + cell / 2 + 4:.1f}" class="label" text-anchor="end">'
+            f"{escape(_clip(label, label_chars))}</text>"
+        )
         total = sum(row)
         for j, n in enumerate(row):
             share = n / total if total else 0.0
@@ -288,8 +307,10 @@ def heatmap(
                 f'data-row="{i}" data-col="{j}"><title>{escape(tip)}</title></rect>'
             )
             cls = "cell dark" if share > 0.55 else "cell"
-            parts.append(f'<text x="{x + cell / 2 - 1:.1f}" y="{y + cell / 2 + 3:.1f}" class="{cls}" '
-                         f'text-anchor="middle">{n}</text>')
+            parts.append(
+                f'<text x="{x + cell / 2 - 1:.1f}" y="{y + cell / 2 + 3:.1f}" class="{cls}" '
+                f'text-anchor="middle">{n}</text>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -336,7 +357,9 @@ def box_chart(
     for k in range(5):
         x = x0 + xspan * k / 4
         parts.append(f'<text x="{sx(x):.1f}" y="{top + ph + 14}" class="tick" text-anchor="middle">{_fmt(x)}</text>')
-    parts.append(f'<text x="{left + pw / 2}" y="{height - 6}" class="label" text-anchor="middle">{escape(x_label)}</text>')
+    parts.append(
+        f'<text x="{left + pw / 2}" y="{height - 6}" class="label" text-anchor="middle">{escape(x_label)}</text>'
+    )
     colour = PALETTE[0]
     for lo, hi, p05, p25, med, p75, p95 in boxes:
         a, b = sx(lo), sx(hi)

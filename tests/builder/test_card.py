@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from mlpack.builder import build
 from mlpack.builder.report import CARD_FILE, render_card
 from mlpack.monitor_agent.profile import CategoricalProfile, NumericProfile, Profile
+
 from tests._data import mixed_rows, regression_rows
 
 DESCRIPTION = "Sorts parts into A, B or C grade <for tests> & checks."
@@ -23,19 +23,20 @@ INTENDED_USE = "Grading in the test suite only; never on real parts."
 
 
 def _spec(task: str, target: str, estimator: str, gates: str, described: bool) -> str:
-    about = (
-        f'description = "{DESCRIPTION}"\nowner = "{OWNER}"\nintended_use = "{INTENDED_USE}"\n' if described else ""
-    )
-    return textwrap.dedent(
-        f"""\
+    about = f'description = "{DESCRIPTION}"\nowner = "{OWNER}"\nintended_use = "{INTENDED_USE}"\n' if described else ""
+    return (
+        textwrap.dedent(
+            f"""\
         [model]
         name = "card-{task}"
         version = "2.1.0"
         task = "{task}"
         seed = 3
         """
-    ) + about + textwrap.dedent(
-        f"""
+        )
+        + about
+        + textwrap.dedent(
+            f"""
         [data]
         path = "data.csv"
         target = "{target}"
@@ -46,6 +47,7 @@ def _spec(task: str, target: str, estimator: str, gates: str, described: bool) -
         [evaluate]
         gates = {gates}
         """
+        )
     )
 
 
@@ -185,8 +187,17 @@ def test_card_is_self_contained_html_without_script_or_network(which: str, reque
     assert b.root.find("head").find("title").text() == f"Model card: {b.manifest['name']} 2.1.0"
     ids = [n.attrs["id"] for n in b.root.find_all("section")]
     errors = "confusion" if which == "mixed" else "residuals"
-    assert ids == ["intended-use", "data", "metrics", errors, "distributions", "predictions", "parity", "lineage",
-                   "signature"]
+    assert ids == [
+        "intended-use",
+        "data",
+        "metrics",
+        errors,
+        "distributions",
+        "predictions",
+        "parity",
+        "lineage",
+        "signature",
+    ]
 
 
 def test_card_is_a_pure_function_of_the_bundle(mixed: Bundle, regression: Bundle) -> None:
@@ -241,8 +252,11 @@ def test_data_summary_matches_the_manifest_and_profile(mixed: Bundle) -> None:
 
 def test_metrics_and_gates_match_the_manifest(mixed: Bundle) -> None:
     m = mixed.manifest
-    rows = {tr.attrs["data-metric"]: tr for tr in mixed.root.find("table", id="metrics-table").find_all("tr")
-            if "data-metric" in tr.attrs}
+    rows = {
+        tr.attrs["data-metric"]: tr
+        for tr in mixed.root.find("table", id="metrics-table").find_all("tr")
+        if "data-metric" in tr.attrs
+    }
     assert sorted(rows) == sorted(m["metrics"]) == ["accuracy", "f1", "precision", "recall", "roc_auc"]
     for name, value in m["metrics"].items():
         cells = rows[name].find_all("td")
@@ -277,14 +291,18 @@ def test_feature_distributions_are_drawn_from_the_profile(mixed: Bundle) -> None
         if isinstance(p, NumericProfile):
             assert len(rects) == len(p.shares) == len(p.edges) + 1
             assert [t.rsplit(": ", 1)[1] for t in tips] == [f"{s * 100:.1f}%" for s in p.shares]
-            assert tips[0].startswith(f"[{p.min:.4g}, ") and tips[-1].endswith(f", {p.max:.4g}): {p.shares[-1] * 100:.1f}%")
+            assert tips[0].startswith(f"[{p.min:.4g}, ") and tips[-1].endswith(
+                f", {p.max:.4g}): {p.shares[-1] * 100:.1f}%"
+            )
         else:
             assert isinstance(p, CategoricalProfile)
             assert sorted(r.attrs["data-label"] for r in rects) == sorted(p.categories)
             assert sorted(tips) == sorted(f"{c}: {s * 100:.1f}%" for c, s in zip(p.categories, p.shares))
     caption = mixed.root.find("figure", data_feature="x2").find("figcaption").text()
-    assert caption == f"numeric, {mixed.manifest['lineage']['train_rows']} training rows · " \
-                      f"{mixed.profile.feature('x2').missing_rate * 100:.1f}% missing"
+    assert (
+        caption == f"numeric, {mixed.manifest['lineage']['train_rows']} training rows · "
+        f"{mixed.profile.feature('x2').missing_rate * 100:.1f}% missing"
+    )
 
 
 def test_prediction_distribution_shows_predicted_and_true_shares(mixed: Bundle) -> None:
@@ -331,8 +349,11 @@ def test_regression_card_has_residuals_target_and_no_confusion(regression: Bundl
     assert len(boxes) == len(ev["residual_bins"]) >= 5
     assert sum(b["count"] for b in ev["residual_bins"]) == regression.manifest["lineage"]["test_rows"]
     summary = regression.root.find("table", id="residual-summary")
-    shown = {tr.attrs["data-stat"]: float(tr.find("td").attrs["data-value"]) for tr in summary.find_all("tr")
-             if "data-stat" in tr.attrs}
+    shown = {
+        tr.attrs["data-stat"]: float(tr.find("td").attrs["data-value"])
+        for tr in summary.find_all("tr")
+        if "data-stat" in tr.attrs
+    }
     assert shown == ev["residuals"] and set(shown) >= {"mean", "median", "p05", "p95", "max_abs"}
     target = regression.root.find("table", id="target")
     counts = [td.text() for td in target.find("tr", data_stat="count").find_all("td")]

@@ -17,10 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from mlpack._svg import PALETTE
 from mlpack.builder import build
 from mlpack.builder.report import CARD_FILE
+
+from mlpack._svg import PALETTE
 from tests._services import require_chromium
 
 from .conftest import EXAMPLES
@@ -28,8 +28,14 @@ from .conftest import EXAMPLES
 pytestmark = pytest.mark.browser
 
 _FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
 ]
 WIDTH, HEIGHT = 1200, 3600
 
@@ -84,9 +90,17 @@ def test_chromium_renders_the_card_with_its_charts(tmp_path: Path) -> None:
     card = result.bundle_dir / CARD_FILE
     shot = tmp_path / "card.png"
     proc = subprocess.run(
-        [binary, *_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}", f"--screenshot={shot}",
-         f"--window-size={WIDTH},{HEIGHT}", card.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            binary,
+            *_FLAGS,
+            f"--user-data-dir={tmp_path / 'chrome'}",
+            f"--screenshot={shot}",
+            f"--window-size={WIDTH},{HEIGHT}",
+            card.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     keep = os.environ.get("MLPACK_KEEP_SCREENSHOTS")
