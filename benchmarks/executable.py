@@ -1,6 +1,6 @@
 """Device executable: rebuild time, download size, installed start-up, serve memory.
 
-    .venv/bin/python benchmarks/executable.py [--cold] [--runs 7]
+    .venv/bin/python benchmarks/executable.py [--cold] [--size-only] [--runs 7]
 
 Targets (issue 3), each measured in this run, start-up as a ratio to a baseline
 measured in the same run:
@@ -10,9 +10,12 @@ measured in the same run:
 * installed ``predict`` ready <= 1.2x the cold start of ``python -c 'import numpy, onnxruntime'``
 * ``serve`` RSS <= 60 MB for a linear model (breast-cancer LogisticRegression)
 
-``--cold`` freezes into an empty cache first and reports how long that took (about a
-minute the first time on a machine); otherwise the user's cache is used as is.
-Numbers on a shared machine are noisy: read the ratios, not the absolute times.
+``--cold`` freezes into an empty cache first and reports how long that took (15-60 s
+the first time on a machine); otherwise the user's cache is used as is. ``--size-only``
+stops after the two builds (sizes and build times, no install/start-up/serve runs).
+The download splits into the frozen runtime (shared by every model) and the appended
+bundle (the model). Numbers on a shared machine are noisy: read the ratios, not the
+absolute times.
 """
 
 from __future__ import annotations
@@ -101,10 +104,12 @@ def _serve_rss(cmd: list[str], row_csv: Path, env: dict[str, str], requests: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", action="store_true", help="freeze into an empty cache first")
+    parser.add_argument("--size-only", action="store_true", help="stop after the builds: sizes and build times")
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
 
     from mlpack.builder import build
+    from mlpack.runtime.embedded import open_appended
 
     work = Path(tempfile.mkdtemp(prefix="mlpack-bench-exe-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
@@ -124,6 +129,12 @@ def main() -> None:
         exe = second.executable
         assert exe is not None and first.executable is not None
         results["size_mb"] = round(exe.stat().st_size / 1e6, 2)
+        runtime_size = open_appended(exe).runtime_size
+        results["size_runtime_mb"] = round(runtime_size / 1e6, 2)
+        results["size_bundle_kb"] = round((exe.stat().st_size - runtime_size) / 1e3, 1)
+        if args.size_only:
+            _report(results)
+            return
 
         prefix = work / "prefix"
         subprocess.run([str(exe), "install", "--prefix", str(prefix)], check=True, capture_output=True, env=env)
@@ -152,7 +163,10 @@ def main() -> None:
         results["python_serve_rss_no_monitor_mb"] = round(_serve_rss([*python_cmd, "serve", "--no-monitor"], row_csv, env), 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _report(results)
 
+
+def _report(results: dict[str, object]) -> None:
     for key, value in results.items():
         target = TARGETS.get(key)
         verdict = ""

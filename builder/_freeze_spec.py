@@ -12,8 +12,10 @@ builds:
 
 Size: the training stack, the heavy optional parts of onnxruntime and standard-library
 tooling a device never runs are excluded (:data:`EXCLUDES`; :func:`excluded_uses` proves
-at build time that the runtime imports none of them); ELF binaries that still carry
-symbols are stripped, except auditwheel-vendored ones and OpenBLAS (both break);
+at build time that the runtime imports none of them); ELF libraries *and extension
+modules* that still carry symbols or debug info are stripped (the standard library's
+``lib-dynload`` modules ship with debug info: stripping them saves ~2 MB of the
+download), except auditwheel-vendored libraries and OpenBLAS (both break);
 ``libonnxruntime.so`` (the C API library, ~35 MB) is dropped because the Python binding
 is a self-contained extension module that never loads it. Python code is kept as plain
 ``.pyc`` files (``noarchive``) so the onedir launcher does not carry its own copy.
@@ -69,6 +71,10 @@ EXCLUDES: tuple[str, ...] = (
     "onnxruntime.datasets",
     "numpy.f2py",
     "numpy.distutils",
+    # numpy's own PyInstaller hook adds it as a hidden import; only numpy's tests use it.
+    "numpy._core._multiarray_tests",
+    # Imported only under ``if TYPE_CHECKING`` (click, numpy._typing).
+    "typing_extensions",
     # Loaded lazily by numpy 2 and never by the runtime (a build-time check enforces it).
     "numpy.random",
     "numpy.ma",
@@ -83,6 +89,19 @@ EXCLUDES: tuple[str, ...] = (
     "asyncio",
     "multiprocessing",
     "xmlrpc",
+    # Imported only inside other modules' command-line main() functions (argparse, getopt,
+    # py_compile, pprint) or by paths the device never takes: ftp:// URLs (ftplib, netrc),
+    # cookie handling (http.cookiejar), click.launch (webbrowser), and warnings' optional
+    # "enable tracemalloc" hint (tracemalloc; its ImportError is caught).
+    "argparse",
+    "getopt",
+    "py_compile",
+    "pprint",
+    "ftplib",
+    "netrc",
+    "http.cookiejar",
+    "webbrowser",
+    "tracemalloc",
     # Only reached through random._test() -> statistics -> fractions/decimal (0.8 MB).
     "statistics",
     "fractions",
@@ -146,8 +165,9 @@ def _has_symbols(path):
 def _slim(binaries):
     """Drop unused libraries and strip the rest (a copy: never the installed originals).
 
-    Left alone: libraries vendored by auditwheel (``*.libs/``; patchelf rewrote them and
-    strip corrupts them), OpenBLAS, and anything already stripped.
+    Extension modules are stripped too (the standard library's carry debug info). Left
+    alone: libraries vendored by auditwheel (``*.libs/``; patchelf rewrote them and strip
+    corrupts them), OpenBLAS, and anything already stripped.
     """
     strip = shutil.which("strip")
     keep = re.compile(_P["keep_unstripped"])
@@ -157,7 +177,7 @@ def _slim(binaries):
         posix = dest.replace(os.sep, "/")
         if drop.search(posix):
             continue
-        if strip and kind == "BINARY" and not keep.search(posix) and _has_symbols(src):
+        if strip and kind in ("BINARY", "EXTENSION") and not keep.search(posix) and _has_symbols(src):
             target = os.path.join(workpath, "stripped", dest)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(src, target)
