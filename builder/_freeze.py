@@ -1,11 +1,41 @@
 """Freeze the generic device runtime once per machine and reuse it for every model.
 
-Freezing (PyInstaller) takes about a minute; the per-model executable is this cached
-runtime plus the bundle appended as a zip, which takes milliseconds. The cache entry
-``<cache>/runtime/<key>/`` is keyed by everything that changes the frozen bytes: the
-staged source files, the freeze recipe, the versions of Python and of every frozen
-distribution, and the platform. It appears atomically (built aside, renamed into place)
-under an exclusive lock, so concurrent or interrupted builds never see half an entry.
+Freezing (PyInstaller) takes 15-60 s; the per-model executable is this cached runtime
+plus the bundle appended as a zip, which takes milliseconds. The cache entry
+``<cache>/runtime/<key>/`` is keyed by the staged source files, the freeze recipe, the
+versions of Python and of the main frozen distributions, the byte-rewriting tools and
+the platform; it also records every other file the freeze read
+(:mod:`mlpack.builder._freeze_inputs`) and is frozen again when one changed, so a cached
+runtime is always byte-identical to a fresh one. It appears atomically (built aside,
+renamed into place) under an exclusive lock, so concurrent or interrupted builds never
+see half an entry.
+
+Reproducibility: two clean builds (empty caches) of the same spec and data on the same
+machine give a byte-identical executable. Every input to the freeze is fixed:
+
+* staged sources: written in sorted order, mode 0644 (folders 0755), mtime
+  :data:`SOURCE_DATE_EPOCH`, under a random scratch folder whose path never reaches the
+  output (PyInstaller rewrites every ``co_filename`` to the module's relative path; the
+  slow test scans every unpacked entry for the scratch and site-packages paths);
+* the PyInstaller process: ``PYTHONHASHSEED=0`` (set and frozenset order inside code
+  objects), ``SOURCE_DATE_EPOCH``, zlib level 9 (``PYINSTALLER_ZLIB_COMPRESSION_LEVEL``,
+  whatever the caller's environment says), no ``PYTHONPATH``/``PYTHONHOME``/
+  ``PYTHONOPTIMIZE`` (the spec pins ``optimize=0`` as well);
+* ``.pyc`` files: PyInstaller writes unchecked hash-based pycs with a zeroed source hash,
+  so no source mtime or size is inside;
+* archive order: PyInstaller sorts its TOC; the spec text is sorted JSON; the appended
+  bundle zip is deterministic (:mod:`mlpack.runtime.embedded`).
+
+Measured on Linux x86_64 (PyInstaller 6.22, two clean freezes with different hash
+seeds, umasks, TMPDIR, locale and working directory): ``cmp`` finds no differing byte,
+so there is no unstable byte to document *on one machine*. Across machines the runtime
+part is expected to differ wherever its inputs differ (another distribution's libssl,
+another binutils' ``strip`` output, another zlib's deflate stream): that is a
+different input, not an unstable build. The stable identities of a file are therefore
+the three sha256s of :func:`mlpack.runtime.embedded.executable_identity`: the whole file
+(same machine), the runtime part (same for every model built with one cached runtime),
+and the bundle (``manifest.json``, which lists every bundle file's sha256: the model's
+identity wherever it was packaged).
 """
 
 from __future__ import annotations
@@ -15,6 +45,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import shutil
@@ -28,7 +59,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlpack._fs import atomic_directory, atomic_write_text, canonical_json
-from mlpack.builder import _freeze_spec
+from mlpack.builder import _freeze_inputs, _freeze_spec
 from mlpack.errors import PackagingError
 
 __all__ = [
@@ -53,6 +84,21 @@ _CORE = ("__init__.py", "errors.py", "_fs.py", "_cli.py")
 _PACKAGES = ("runtime", "monitor_agent")
 #: Distributions whose version changes the frozen bytes.
 _DISTRIBUTIONS = ("numpy", "onnxruntime", "click", "psutil", "pyinstaller", "pyinstaller-hooks-contrib")
+#: Tools that rewrite frozen bytes (found on PATH; which one is part of the key).
+_TOOLS = ("strip", "objcopy")
+#: 1980-01-01T00:00:00Z (the appended zip's time too): mtime of staged files and
+#: ``SOURCE_DATE_EPOCH`` of the freeze.
+SOURCE_DATE_EPOCH = 315532800
+#: Environment of the PyInstaller process: removed (they would change the bytes or what is
+#: found) and pinned.
+_ENV_REMOVED = ("PYTHONPATH", "PYTHONHOME", "PYTHONOPTIMIZE")
+_ENV_PINNED = {
+    "PYTHONHASHSEED": "0",
+    "SOURCE_DATE_EPOCH": str(SOURCE_DATE_EPOCH),
+    "PYINSTALLER_ZLIB_COMPRESSION_LEVEL": "9",
+}
+#: Name of the spec (PyInstaller names its work folder and warn file after it).
+_SPEC_NAME = "device"
 _FREEZE_TIMEOUT_S = 1800
 _KEEP_ENTRIES = 3
 _PRUNE_GRACE_S = 3600
@@ -125,6 +171,8 @@ def _versions() -> dict[str, str]:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             found[dist] = "absent"
+    for tool in _TOOLS:
+        found[tool] = shutil.which(tool) or "absent"
     return found
 
 
@@ -150,15 +198,18 @@ def runtime_key(sources: Mapping[str, bytes], versions: Mapping[str, str] | None
 def frozen_runtime(
     root: Path | None = None, reporter: Reporter | None = None
 ) -> FrozenRuntime:
-    """The cached runtime for this machine's sources and versions, freezing it if needed."""
+    """The cached runtime for this machine's sources and versions, freezing it if needed.
+
+    A cached entry is reused only while every file it was frozen from is unchanged
+    (:func:`mlpack.builder._freeze_inputs.stale_reason`); otherwise it is frozen again.
+    """
     sources = stage_sources()
     key = runtime_key(sources)
     base = (root or cache_root()) / "runtime"
     entry = base / key
-    executable = entry / FROZEN_NAME
-    if executable.is_file():
-        _touch(entry)
-        return FrozenRuntime(key, executable, reused=True)
+    cached = _reuse(entry, key)
+    if cached is not None:
+        return cached
     if importlib.util.find_spec("PyInstaller") is None:
         raise PackagingError("PyInstaller is not installed here: pip install 'mlpack[build]' (or build with --no-executable)")
     try:
@@ -166,15 +217,29 @@ def frozen_runtime(
     except OSError as exc:
         raise PackagingError(f"cache folder {base} is not writable ({exc.strerror}); set MLPACK_CACHE_DIR") from None
     with _locked(base / f".{key}.lock"):
-        if executable.is_file():  # another build froze it while we waited
-            return FrozenRuntime(key, executable, reused=True)
+        cached = _reuse(entry, key, reporter)  # another build may have frozen it while we waited
+        if cached is not None:
+            return cached
         say(reporter, "freezing the device runtime (first build with this runtime, cached afterwards)…")
         with atomic_directory(entry, replace=True) as tmp:
             _freeze(sources, tmp, log=base / f"{key}.log")
             info = {"key": key, "versions": _versions(), "platform": platform_tag()}
             atomic_write_text(tmp / "key.json", canonical_json(info))
     _prune(base, keep=entry)
-    return FrozenRuntime(key, executable, reused=False)
+    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False)
+
+
+def _reuse(entry: Path, key: str, reporter: Reporter | None = None) -> FrozenRuntime | None:
+    """The runtime cached in ``entry`` if it is there and still what a fresh freeze would give."""
+    executable = entry / FROZEN_NAME
+    if not executable.is_file():
+        return None
+    stale = _freeze_inputs.stale_reason(entry)
+    if stale is not None:
+        say(reporter, f"cached device runtime {key} is out of date: {stale}")
+        return None
+    _touch(entry)
+    return FrozenRuntime(key, executable, reused=True)
 
 
 def _touch(entry: Path) -> None:
@@ -213,19 +278,19 @@ def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="mlpack-freeze-") as scratch:
         work = Path(scratch)
         stage = work / "stage"
-        for rel, data in sources.items():
-            target = stage / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
         module, func = ENTRY.split(":")
         script = work / "device_main.py"
-        script.write_text(f"from {module} import {func}\n\n{func}()\n")
-        spec = work / "device.spec"
+        inputs = work / "inputs.json"
+        _stage(sources, stage)
+        _write_fixed(script, f"from {module} import {func}\n\n{func}()\n".encode())
+        spec = work / f"{_SPEC_NAME}.spec"
         spec.write_text(
             _freeze_spec.render_spec(
                 name=FROZEN_NAME,
                 script=str(script),
                 stage=str(stage),
+                scratch=str(work),
+                inputs=str(inputs),
                 hiddenimports=_modules(sources),
                 datas=_datas(sources, stage),
             )
@@ -234,7 +299,7 @@ def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
             sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
             "--distpath", str(work / "dist"), "--workpath", str(work / "build"), str(spec),
         ]
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_REMOVED} | _ENV_PINNED
         try:
             proc = subprocess.run(
                 cmd, cwd=work, env=env, capture_output=True, text=True, timeout=_FREEZE_TIMEOUT_S
@@ -251,6 +316,35 @@ def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
             )
         shutil.copyfile(built, out_dir / FROZEN_NAME)
         os.chmod(out_dir / FROZEN_NAME, 0o755)
+        _record(inputs, work / "build" / _SPEC_NAME / f"warn-{_SPEC_NAME}.txt", out_dir)
+
+
+def _record(inputs: Path, warnings: Path, out_dir: Path) -> None:
+    """Write the entry's input record from the spec's file list and PyInstaller's warn file."""
+    try:
+        record = _freeze_inputs.record_inputs(
+            json.loads(inputs.read_text(encoding="utf-8")), warnings.read_text(encoding="utf-8")
+        )
+    except (OSError, ValueError) as exc:
+        raise PackagingError(f"cannot record what the device runtime was frozen from: {exc}") from None
+    atomic_write_text(out_dir / _freeze_inputs.INPUTS_NAME, canonical_json(record))
+
+
+def _stage(sources: Mapping[str, bytes], stage: Path) -> None:
+    """Write ``sources`` under ``stage`` in sorted order, folders 0755, metadata fixed."""
+    for rel in sorted(sources):
+        _write_fixed(stage / rel, sources[rel])
+    for folder in sorted(p for p in stage.rglob("*") if p.is_dir()):
+        os.chmod(folder, 0o755)
+        os.utime(folder, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
+
+
+def _write_fixed(path: Path, data: bytes) -> None:
+    """Mode 0644 and mtime :data:`SOURCE_DATE_EPOCH` whatever the umask and the clock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
+    os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
 
 
 def _modules(sources: Mapping[str, bytes]) -> list[str]:

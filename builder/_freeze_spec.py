@@ -19,6 +19,12 @@ download), except auditwheel-vendored libraries and OpenBLAS (both break);
 ``libonnxruntime.so`` (the C API library, ~35 MB) is dropped because the Python binding
 is a self-contained extension module that never loads it. Python code is kept as plain
 ``.pyc`` files (``noarchive``) so the onedir launcher does not carry its own copy.
+
+Reproducibility: the spec text is a pure function of its parameters, the bytecode
+optimisation level is pinned (``optimize=0``, whatever ``PYTHONOPTIMIZE`` says), and the
+spec writes the list of every file the frozen bytes are made from (``inputs``) so the
+build cache can tell when a system library, a distribution or a tool changed under a
+cached runtime (see :mod:`mlpack.builder._freeze`).
 """
 
 from __future__ import annotations
@@ -188,16 +194,42 @@ def _slim(binaries):
     return out
 
 
+def _write_inputs(analysis, tools):
+    """List every file outside this build's scratch folder that the frozen bytes come from.
+
+    Collected libraries and data files, the source of every frozen module, and the tools
+    that rewrite bytes (strip, objcopy). The build cache fingerprints them to detect a
+    cached runtime that a fresh freeze would no longer reproduce.
+    """
+    modules = getattr(analysis, "_modules_outside_pyz", None)
+    if modules is None:
+        raise SystemExit("mlpack: this PyInstaller does not list the frozen modules' sources; update _freeze_spec.py")
+    scratch = os.path.join(os.path.abspath(_P["scratch"]), "")
+    found = set(t for t in tools if t)
+    for toc in (analysis.binaries, analysis.datas, analysis.pure, modules):
+        for _dest, src, kind in toc:
+            if kind == "SYMLINK" or not src or src == "-":
+                continue
+            src = os.path.abspath(src)
+            if not src.startswith(scratch) and os.path.isfile(src):
+                found.add(src)
+    with open(_P["inputs"], "w", encoding="utf-8") as fh:
+        json_dump(sorted(found), fh, indent=0)
+
+
 a = Analysis(
     [_P["script"]],
     pathex=[_P["stage"]],
     hiddenimports=_P["hiddenimports"],
     excludes=_P["excludes"],
     datas=[tuple(d) for d in _P["datas"]],
+    # Pinned: the default follows the building interpreter's -O / PYTHONOPTIMIZE.
+    optimize=0,
     # Modules as plain .pyc files, not one PYZ: the onedir launcher then carries no copy
     # of the Python code (a PYZ lives inside each executable), which saves ~4 MB.
     noarchive=True,
 )
+_write_inputs(a, [shutil.which("strip"), shutil.which("objcopy")])
 a.binaries = _slim(a.binaries)
 pyz = PYZ(a.pure)
 
@@ -223,14 +255,22 @@ def render_spec(
     name: str,
     script: str,
     stage: str,
+    scratch: str,
+    inputs: str,
     hiddenimports: Sequence[str],
     datas: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The spec text: every input is a JSON literal, so the text is deterministic."""
+    """The spec text: every input is a JSON literal, so the text is deterministic.
+
+    ``scratch`` is the build's private folder (``script`` and ``stage`` live in it);
+    the spec writes the JSON list of every other file it freezes to ``inputs``.
+    """
     params = {
         "name": name,
         "script": script,
         "stage": stage,
+        "scratch": scratch,
+        "inputs": inputs,
         "hiddenimports": sorted(hiddenimports),
         "excludes": list(EXCLUDES),
         "datas": [list(d) for d in sorted(datas)],
@@ -239,7 +279,7 @@ def render_spec(
         "launcher_data": LAUNCHER_DATA_NAME,
     }
     text = json.dumps(params, sort_keys=True)
-    return "from json import loads as json_loads\n" + _TEMPLATE.format(params=text)
+    return "from json import dump as json_dump, loads as json_loads\n" + _TEMPLATE.format(params=text)
 
 
 def _is_excluded(module: str) -> bool:

@@ -4,7 +4,9 @@ It is the cached, model-free frozen runtime (see :mod:`mlpack.builder._freeze`) 
 bundle appended as a deterministic zip (see :mod:`mlpack.runtime.embedded`): after the
 first build on a machine, a new model costs a file copy, not a PyInstaller run. Before
 the file is published it runs its own ``verify`` once, so a runtime that cannot load
-this model never reaches a device.
+this model never reaches a device. Two clean builds of one spec and data on one machine
+give the same bytes; :func:`executable_identity` (re-exported from
+:mod:`mlpack.runtime.embedded`) gives the hashes that identify one (for ``mlpack inspect``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from typing import Any
 from mlpack._fs import atomic_write_bytes
 from mlpack.builder._freeze import FrozenRuntime, Reporter, frozen_runtime, platform_tag, say
 from mlpack.errors import MlpackError, PackagingError
-from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle, open_appended
+from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle, executable_identity, open_appended
 from mlpack.runtime.install import verify_failure
 from mlpack.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_manifest, verify_files
 
-__all__ = ["build_executable", "executable_name", "executable_contents", "frozen_runtime", "FrozenRuntime"]
+__all__ = [
+    "build_executable",
+    "executable_name",
+    "executable_contents",
+    "executable_identity",
+    "frozen_runtime",
+    "FrozenRuntime",
+]
 
 
 def executable_name(name: str, version: str) -> str:

@@ -10,6 +10,9 @@ the zip at the end, so both halves coexist in one file.
 
 Installed, the layout is ``<version dir>/<name>`` (the onedir launcher), ``_internal/``
 (its libraries) and ``bundle/`` (the bundle, unpacked): nothing is unpacked at start.
+
+:func:`executable_identity` gives the hashes that identify a device executable (for
+``mlpack inspect``): the whole file, its runtime part, and the model's content hash.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mlpack.errors import BundleError, IntegrityError
+from mlpack.runtime.manifest import MANIFEST_NAME, Manifest, verify_files
 
 __all__ = [
     "APPENDED_FORMAT",
@@ -36,6 +40,7 @@ __all__ = [
     "AppendedBundle",
     "append_bundle",
     "open_appended",
+    "executable_identity",
     "frozen_mode",
     "locate_bundle",
     "embedded_bundle",
@@ -107,22 +112,24 @@ class AppendedBundle:
         for name in self.names:
             (target / name).write_bytes(self.read(name))
 
-    def check_runtime(self) -> None:
-        """Prove the frozen runtime in front of the zip is byte-for-byte what was built."""
-        digest = hashlib.sha256()
-        remaining = self.runtime_size
+    def check_runtime(self) -> str:
+        """Prove the frozen runtime in front of the zip is byte-for-byte what was built.
+
+        Returns the sha256 of the whole file, hashed in the same pass.
+        """
+        runtime, whole = hashlib.sha256(), hashlib.sha256()
+        done = 0
         with open(self.path, "rb") as fh:
-            while remaining:
-                chunk = fh.read(min(_HASH_CHUNK, remaining))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                remaining -= len(chunk)
-        if remaining or digest.hexdigest() != self.runtime_sha256:
+            while chunk := fh.read(_HASH_CHUNK):
+                runtime.update(chunk[: max(0, self.runtime_size - done)])
+                whole.update(chunk)
+                done += len(chunk)
+        if done < self.runtime_size or runtime.hexdigest() != self.runtime_sha256:
             raise IntegrityError(
                 f"{self.path}: the frozen runtime does not match the sha256 recorded at build time"
                 " (corrupted copy?); download the executable again"
             )
+        return whole.hexdigest()
 
 
 def open_appended(path: str | Path) -> AppendedBundle:
@@ -155,6 +162,41 @@ def open_appended(path: str | Path) -> AppendedBundle:
     if infos and min(i.header_offset for i in infos) != size:
         raise BundleError(f"{exe}: appended bundle does not start where the runtime ends (corrupted file)")
     return AppendedBundle(exe, size, digest, names)
+
+
+def executable_identity(path: str | Path) -> dict[str, Any]:
+    """The hashes that identify a device executable, each checked before it is returned.
+
+    * ``sha256``/``size``: the whole file. Two clean builds of one spec and data on one
+      machine give the same value (see :mod:`mlpack.builder._freeze`).
+    * ``runtime_sha256``/``runtime_size``: the frozen runtime in front of the bundle,
+      proven against the trailer; the same for every model built with one cached runtime.
+    * ``content_hash``: sha256 of the embedded ``manifest.json``, which lists the sha256 of
+      every bundle file (all proven here): the model's identity, equal to the bundle
+      folder's :attr:`~mlpack.runtime.manifest.Manifest.content_hash` wherever it was packaged.
+    * ``name``/``version``/``files``: from that manifest and the appended zip.
+
+    ``BundleError`` when the file is no device executable, ``IntegrityError`` when a part
+    does not match its recorded hash. Signatures are checked elsewhere (install/verify).
+    """
+    appended = open_appended(path)
+    whole = appended.check_runtime()
+    try:
+        raw = appended.read(MANIFEST_NAME)
+    except FileNotFoundError:
+        raise BundleError(f"{appended.path}: the appended bundle has no {MANIFEST_NAME}") from None
+    manifest = Manifest.parse(raw, f"{appended.path}: {MANIFEST_NAME}")
+    verify_files(manifest, appended.read, str(appended.path))
+    return {
+        "sha256": whole,
+        "size": appended.path.stat().st_size,
+        "runtime_sha256": appended.runtime_sha256,
+        "runtime_size": appended.runtime_size,
+        "content_hash": manifest.content_hash,
+        "name": manifest.name,
+        "version": manifest.version,
+        "files": list(appended.names),
+    }
 
 
 def frozen_mode(executable: Path, meipass: Path | None) -> Literal["onefile", "installed"] | None:

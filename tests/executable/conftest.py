@@ -4,6 +4,11 @@ Fast tier: a fake "frozen" payload whose launcher is a real small Python script 
 implements ``verify`` (opens the bundle next to it with :class:`mlpack.runtime.bundle.Bundle`
 and refuses a model whose bytes are ``b"broken"``, like a failed golden replay), so
 install/rollback/uninstall run their real subprocess verify without a PyInstaller build.
+
+Slow tier: ``built``, the real executables of two versions of the breast-cancer example,
+built once per session through ``mlpack build`` with an empty runtime cache of its own
+(so the session always freezes once: the reproducibility test compares that fresh
+freeze with another one).
 """
 
 from __future__ import annotations
@@ -121,3 +126,11 @@ class FakeSystemd:
 @pytest.fixture
 def no_systemd() -> FakeSystemd:
     return FakeSystemd(running=False)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """:class:`tests.executable._builds.Built`: 1.0.0 frozen into an empty cache, 1.1.0 reusing it."""
+    from ._builds import build_two_versions
+
+    return build_two_versions(tmp_path_factory.mktemp("executable"))

@@ -1,16 +1,18 @@
-"""The runtime cache key, the excluded-module guard, and building from a cached runtime."""
+"""The runtime cache key and its staleness check, the excluded-module guard, building from a cached runtime."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from mlpack.builder import _freeze
+from mlpack.builder._freeze_inputs import INPUTS_NAME, record_inputs, stale_reason
 from mlpack.builder._freeze_spec import excluded_uses
 from mlpack.builder.executable import build_executable, executable_name
 from mlpack.errors import PackagingError
@@ -60,13 +62,32 @@ def test_excluded_module_use_is_found_with_its_line() -> None:
     ]
 
 
-def _cached_runtime(root: Path, script: str) -> Path:
-    """Put a stand-in runtime into the cache slot for this machine's real key."""
+def test_staged_sources_carry_no_trace_of_the_umask_or_the_clock(tmp_path: Path) -> None:
+    sources = {"mlpack/runtime/b.py": b"B = 2\n", "mlpack/a.py": b"A = 1\n", "mlpack/runtime/t.sql": b"--\n"}
+    umask = os.umask(0o077)
+    try:
+        _freeze._stage(sources, tmp_path / "stage")
+    finally:
+        os.umask(umask)
+    found = {p.relative_to(tmp_path / "stage").as_posix(): p for p in (tmp_path / "stage").rglob("*")}
+    assert sorted(found) == ["mlpack", "mlpack/a.py", "mlpack/runtime", "mlpack/runtime/b.py", "mlpack/runtime/t.sql"]
+    for rel, path in found.items():
+        st = path.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (
+            (0o755 if path.is_dir() else 0o644), _freeze.SOURCE_DATE_EPOCH
+        ), rel
+        assert path.is_dir() or path.read_bytes() == sources[rel]
+
+
+def _cached_runtime(root: Path, script: str, inputs: Iterable[Path] = (), warnings: str = "") -> Path:
+    """Put a stand-in runtime, "frozen from" ``inputs``, into the cache slot for this machine's real key."""
     key = _freeze.runtime_key(_freeze.stage_sources())
     exe = root / "runtime" / key / _freeze.FROZEN_NAME
     exe.parent.mkdir(parents=True)
     exe.write_text(script)
     exe.chmod(0o755)
+    record = record_inputs([str(p) for p in inputs], warnings)
+    (exe.parent / INPUTS_NAME).write_text(json.dumps(record))
     return exe
 
 
@@ -82,6 +103,53 @@ def test_cached_runtime_is_reused_without_freezing(tmp_path: Path) -> None:
     exe = _cached_runtime(tmp_path / "cache", "#!/bin/sh\nexit 0\n")
     runtime = _freeze.frozen_runtime(tmp_path / "cache")
     assert (runtime.executable, runtime.reused) == (exe, True)
+
+
+def test_cached_runtime_is_stale_once_a_file_it_was_frozen_from_changes(tmp_path: Path) -> None:
+    lib = tmp_path / "libssl.so.3"
+    lib.write_bytes(b"\x7fELF version 1")
+    entry = _cached_runtime(tmp_path / "cache", "#!/bin/sh\n", inputs=[lib]).parent
+    assert stale_reason(entry) is None
+    os.utime(lib, ns=(1, 1))  # touched (or copied back), same bytes: the sha256 settles it
+    assert stale_reason(entry) is None
+    lib.write_bytes(b"\x7fELF version 2")  # apt upgrade: same path, other bytes
+    assert stale_reason(entry) == f"{lib} changed"
+    lib.unlink()
+    assert stale_reason(entry) == f"{lib} is gone"
+    (entry / INPUTS_NAME).unlink()  # an entry from before records existed
+    assert stale_reason(entry) == "it has no readable input record"
+
+
+def test_cached_runtime_is_stale_once_an_optional_import_becomes_available(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warnings = (
+        "missing module named mlpack_test_optional - imported by numpy.__config__ (delayed)\n"
+        "missing module named 'mlpack_test_optional.sub' - imported by numpy.__config__ (delayed)\n"
+        "missing module named json - imported by x (optional)\n"  # found from here: not recorded
+        "excluded module named sklearn - imported by y (top-level)\n"
+    )
+    entry = _cached_runtime(tmp_path / "cache", "#!/bin/sh\n", warnings=warnings).parent
+    assert json.loads((entry / INPUTS_NAME).read_text())["missing_modules"] == ["mlpack_test_optional"]
+    assert stale_reason(entry) is None
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "mlpack_test_optional.py").write_text("")
+    monkeypatch.syspath_prepend(str(site))  # pip install: a fresh freeze would now bundle it
+    assert stale_reason(entry) == "module mlpack_test_optional is installed now (frozen code imports it when present)"
+
+
+def test_stale_cached_runtime_is_not_reused_and_says_why(tmp_path: Path) -> None:
+    lib = tmp_path / "libsqlite3.so.0"
+    lib.write_bytes(b"old")
+    exe = _cached_runtime(tmp_path / "cache", "#!/bin/sh\n", inputs=[lib])
+    key = exe.parent.name
+    reporter = Recorder()
+    reused = _freeze._reuse(exe.parent, key, reporter)
+    assert reused is not None and (reused.executable, reused.reused) == (exe, True)
+    lib.write_bytes(b"new")
+    assert _freeze._reuse(exe.parent, key, reporter) is None
+    assert reporter.lines == [f"cached device runtime {key} is out of date: {lib} changed"]
 
 
 def test_build_from_cached_runtime_is_deterministic(tmp_path: Path, make_bundle: Callable[..., Path]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from mlpack.errors import BundleError, IntegrityError
 from mlpack.runtime.bundle import Bundle
-from mlpack.runtime.embedded import append_bundle, frozen_mode, locate_bundle, open_appended
+from mlpack.runtime.embedded import append_bundle, executable_identity, frozen_mode, locate_bundle, open_appended
 
 RUNTIME = bytes(range(256)) * 400  # stands in for the frozen onefile
 FILES = {"model.onnx": b"\x08\x07onnx" * 50, "manifest.json": b'{"x": 1}\n', "golden.json": b"[]"}
@@ -47,7 +48,7 @@ def test_open_appended_reads_members_and_proves_the_runtime(tmp_path: Path) -> N
     assert appended.read("golden.json") == b"[]"
     with pytest.raises(FileNotFoundError):
         appended.read("profile.json")
-    appended.check_runtime()
+    assert appended.check_runtime() == hashlib.sha256(append_bundle(RUNTIME, FILES)).hexdigest()
 
 
 def test_corrupted_runtime_part_is_caught(tmp_path: Path) -> None:
@@ -135,3 +136,47 @@ def test_locate_bundle_onefile_unpacks_into_its_private_folder(tmp_path: Path, m
     opened = Bundle.open(found)  # the runtime's own verified open
     assert opened.manifest.version == "1.0.0"
     assert locate_bundle(exe, meipass) == found  # unpacked once per process
+
+
+def _bundle_files(make_bundle) -> dict[str, bytes]:  # type: ignore[no-untyped-def]
+    return {p.name: p.read_bytes() for p in make_bundle("1.0.0").iterdir()}
+
+
+def test_identity_names_the_file_the_runtime_and_the_model(tmp_path: Path, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    files = _bundle_files(make_bundle)
+    data = append_bundle(RUNTIME, files)
+    identity = executable_identity(_exe(tmp_path, data))
+    assert identity == {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "runtime_sha256": hashlib.sha256(RUNTIME).hexdigest(),
+        "runtime_size": len(RUNTIME),
+        "content_hash": hashlib.sha256(files["manifest.json"]).hexdigest(),
+        "name": "toy",
+        "version": "1.0.0",
+        "files": sorted(files),
+    }
+    # Another runtime in front of the same bundle: the model's identity does not move.
+    other = executable_identity(_exe(tmp_path, append_bundle(RUNTIME[::-1], files), "other"))
+    assert other["content_hash"] == identity["content_hash"]
+    assert other["runtime_sha256"] != identity["runtime_sha256"] and other["sha256"] != identity["sha256"]
+
+
+def test_identity_is_refused_for_a_tampered_part(tmp_path: Path, make_bundle) -> None:  # type: ignore[no-untyped-def]
+    files = _bundle_files(make_bundle)
+    runtime_flipped = bytearray(append_bundle(RUNTIME, files))
+    runtime_flipped[10] ^= 0xFF
+    exe = _exe(tmp_path, bytes(runtime_flipped), "runtime-flipped")
+    with pytest.raises(IntegrityError) as err:
+        executable_identity(exe)
+    assert str(err.value).startswith(f"{exe}: the frozen runtime does not match the sha256 recorded at build time")
+
+    exe = _exe(tmp_path, append_bundle(RUNTIME, {**files, "model.onnx": b"retrained"}), "model-swapped")
+    with pytest.raises(IntegrityError) as err:
+        executable_identity(exe)
+    assert str(err.value) == f"{exe}: file model.onnx does not match its sha256 in the manifest (tampered or corrupt)"
+
+    exe = _exe(tmp_path, append_bundle(RUNTIME, {"model.onnx": files["model.onnx"]}), "no-manifest")
+    with pytest.raises(BundleError) as err:
+        executable_identity(exe)
+    assert str(err.value) == f"{exe}: the appended bundle has no manifest.json"
