@@ -1,4 +1,4 @@
-"""``mlpack build``: parse the arguments, call :func:`mlpack.builder.build`, show the result.
+"""``mlpack build`` and ``mlpack keys``: parse the arguments, call the library, show the result.
 
 Imports nothing heavy at module level: ``mlpack build --help`` must not load
 scikit-learn. Errors are the library's :class:`~mlpack.errors.MlpackError`, shown as one
@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from mlpack._cli import fail
+from mlpack._cli import MlpackGroup, fail
 from mlpack.errors import GateError, MlpackError
 
-__all__ = ["build"]
+__all__ = ["build", "keys"]
 
 
 @click.command("build")
@@ -32,11 +32,21 @@ __all__ = ["build"]
 @click.option("--no-executable", is_flag=True, help="Write the bundle only; do not freeze the device executable.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result on stdout (for CI) instead of progress.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def build(spec: Path, out_dir: Path | None, no_executable: bool, as_json: bool, quiet: bool) -> None:
+@click.option(
+    "--sign-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="MLPACK_SIGN_KEY",
+    help="Ed25519 private key (mlpack keys generate) to sign the bundle with [$MLPACK_SIGN_KEY].",
+)
+def build(
+    spec: Path, out_dir: Path | None, no_executable: bool, as_json: bool, quiet: bool, sign_key: Path | None
+) -> None:
     """Train, gate, convert and bundle the model described by SPEC.
 
     SPEC is a spec file or a folder holding mlpack.toml (default: ./mlpack.toml).
     The bundle goes to OUT/<name>-<version>/; a failed build writes nothing.
+    With --sign-key the bundle carries manifest.sig; installed devices refuse an
+    unsigned bundle unless they were installed with --allow-unsigned.
     """
     from mlpack.builder import pipeline, progress
 
@@ -49,7 +59,7 @@ def build(spec: Path, out_dir: Path | None, no_executable: bool, as_json: bool, 
         reporter = progress.ConsoleReporter()
         click.echo(f"mlpack build {spec}")
     try:
-        result = pipeline.build(spec, out_dir, executable=not no_executable, reporter=reporter)
+        result = pipeline.build(spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key)
     except MlpackError as exc:
         if as_json:
             click.echo(json.dumps(_failure(exc, reporter.stages()), indent=2, sort_keys=True))
@@ -58,6 +68,10 @@ def build(spec: Path, out_dir: Path | None, no_executable: bool, as_json: bool, 
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
         click.echo(f"built {result.bundle_dir} (manifest sha256 {result.content_hash[:16]})")
+        if result.signed_by is not None:
+            click.echo(f"signed with key {result.signed_by} (manifest.sig)")
+        else:
+            click.echo("unsigned: devices refuse it unless allowed (sign with --sign-key KEY)")
         if result.executable is not None:
             click.echo(f"device executable {result.executable}")
 
@@ -67,3 +81,45 @@ def _failure(exc: MlpackError, stages: list[dict[str, object]]) -> dict[str, Any
     if isinstance(exc, GateError):
         error["failures"] = [{"gate": g, "value": v} for g, v in exc.failures]
     return {"ok": False, "error": error, "stages": stages}
+
+
+@click.group("keys", cls=MlpackGroup)
+def keys() -> None:
+    """Generate and show the Ed25519 keys that sign bundles.
+
+    The private key (.key, mode 0600) stays on the build machine and is passed to
+    `mlpack build --sign-key`; the public key (.pub) goes to devices:
+    `<model> install --trust-key KEY.pub`.
+    """
+
+
+@keys.command("generate")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder for the key files.",
+)
+@click.option("--name", default="mlpack-signing", show_default=True, help="Base name: NAME.key and NAME.pub.")
+def keys_generate(out_dir: Path, name: str) -> None:
+    """Make a new key pair; never overwrites an existing key."""
+    from mlpack.builder.signing import generate_key
+
+    pair = generate_key(out_dir, name)
+    click.echo(f"key id {pair.key_id}")
+    click.echo(f"private key {pair.private} (mode 0600; keep it secret: mlpack build --sign-key {pair.private})")
+    click.echo(f"public key  {pair.public} (give it to devices: install --trust-key {pair.public.name})")
+
+
+@keys.command("show")
+@click.argument("key", type=click.Path(path_type=Path, dir_okay=False))
+def keys_show(key: Path) -> None:
+    """Print the key id and fingerprint of a public or private key file."""
+    from mlpack.builder.signing import describe_key
+
+    info = describe_key(key)
+    click.echo(f"key id {info.key_id}")
+    click.echo(f"{info.kind} key {info.path}")
+    click.echo(f"fingerprint sha256:{info.fingerprint}")

@@ -5,7 +5,8 @@ Nothing touches the output folder until every check has passed; the bundle is wr
 atomically and replaces an older build of the same version in one rename. With an
 executable, the bundle is first written to a private staging folder, the executable is
 frozen from it, and only then is the bundle published, so a failed freeze leaves the
-previous bundle and executable as they were.
+previous bundle and executable as they were. With a signing key (loaded before training,
+so a bad key fails fast) each written bundle carries ``manifest.sig``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,15 @@ from mlpack.builder.metrics import Evaluation
 from mlpack.builder.parity import ParityResult
 from mlpack.builder.progress import NullReporter, Reporter
 from mlpack.builder.report import CARD_FILE, evaluation_section, render_card
+from mlpack.builder.signing import load_signing_key
 from mlpack.builder.spec import Spec, load_spec
 from mlpack.errors import DataError, MlpackError, PackagingError
 from mlpack.monitor_agent.profile import build_profile
 from mlpack.runtime.manifest import MANIFEST_NAME, write_bundle
 
 __all__ = ["BuildResult", "build"]
+
+Signer = Callable[[bytes], bytes]  # manifest.json bytes -> manifest.sig bytes
 
 MODEL_FILE = "model.onnx"
 PROFILE_FILE = "profile.json"
@@ -53,6 +57,7 @@ class BuildResult:
     content_hash: str  # sha256 of manifest.json: the model's identity on devices
     replaced: bool  # an older build of this version was swapped out
     estimator: Any = field(default=None, repr=False, compare=False)  # the fitted scikit-learn model
+    signed_by: str | None = None  # key id of the manifest.sig signature; None: unsigned
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` result."""
@@ -66,6 +71,7 @@ class BuildResult:
             "executable": str(self.executable) if self.executable else None,
             "content_hash": self.content_hash,
             "replaced": self.replaced,
+            "signed_by": self.signed_by,
             "metrics": m["metrics"],
             "gates": m["gates"],
             "parity": m["parity"],
@@ -105,6 +111,7 @@ def build(
     *,
     executable: bool = True,
     reporter: Reporter | None = None,
+    sign_key: str | Path | None = None,
 ) -> BuildResult:
     """Build the bundle ``<out_dir>/<name>-<version>/`` (and the device executable) from a spec.
 
@@ -124,6 +131,8 @@ def build(
         )
         target = out / f"{spec.model.name}-{spec.model.version}"
         _check_target(target)  # before training, not after: fail fast
+        signer = load_signing_key(sign_key) if sign_key is not None else None
+        sign = signer.sign_manifest if signer is not None else None
 
     with timer.stage("data") as st:
         ds = data.load_data(spec.data, spec.model.task, spec.model.seed)
@@ -183,11 +192,11 @@ def build(
     }
     exe = None
     if executable:
-        exe = _with_executable(timer, rep, target, files, manifest)
+        exe = _with_executable(timer, rep, target, files, manifest, sign)
     with timer.stage("bundle") as st:
         _check_target(target)
         replaced = target.exists()
-        _write(target, files, manifest, replace=True)
+        _write(target, files, manifest, replace=True, sign=sign)
         size = sum(len(b) for b in files.values())
         st.summary = f"{target} ({len(files) + 1} files, {size / 1024:.1f} kB)" + (
             "; replaced the previous build of this version" if replaced else ""
@@ -200,12 +209,13 @@ def build(
         stages=timer.stages,
         content_hash=hashlib.sha256(raw).hexdigest(),
         replaced=replaced,
+        signed_by=signer.key_id if signer is not None else None,
         estimator=model.estimator,
     )
 
 
 def _with_executable(
-    timer: _Timer, rep: Reporter, target: Path, files: dict[str, bytes], manifest: dict[str, Any]
+    timer: _Timer, rep: Reporter, target: Path, files: dict[str, bytes], manifest: dict[str, Any], sign: Signer | None
 ) -> Path:
     """Freeze the executable from a staged copy of the bundle, next to where it will live."""
     try:
@@ -214,7 +224,7 @@ def _with_executable(
     except OSError as exc:
         raise PackagingError(f"{target.parent}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
-        staged = _write(staging / target.name, files, manifest, replace=False)
+        staged = _write(staging / target.name, files, manifest, replace=False, sign=sign)
         with timer.stage("executable") as st:
             from mlpack.builder.executable import build_executable
 
@@ -225,9 +235,11 @@ def _with_executable(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write(target: Path, files: dict[str, bytes], manifest: dict[str, Any], replace: bool) -> Path:
+def _write(
+    target: Path, files: dict[str, bytes], manifest: dict[str, Any], replace: bool, sign: Signer | None = None
+) -> Path:
     try:
-        return write_bundle(target, files, manifest, replace=replace)
+        return write_bundle(target, files, manifest, replace=replace, sign=sign)
     except OSError as exc:
         raise PackagingError(f"{target}: cannot write the bundle ({exc.strerror or exc})") from None
 

@@ -2,9 +2,10 @@
 
 :meth:`Bundle.verify` is the one integrity check on the device: every runtime entry
 point (Python API, ``predict``, ``serve``, ``verify``) goes through it before the model
-is used. When signatures land (``manifest.sig`` next to ``manifest.json``), checking
-the signature over the manifest's bytes belongs at the top of ``verify``: the digests
-below it then cover every other file.
+is used. It first checks ``manifest.sig`` over the manifest's bytes against the trust
+policy (:mod:`mlpack.runtime._trust`: the installed model's trust folder, else the
+trust given, else ``$MLPACK_TRUSTED_KEYS``, else integrity only); the digests in the
+manifest then cover every other file.
 
 Files read during verification are kept until first :meth:`Bundle.read`, so the model
 handed to onnxruntime is the very bytes that were hashed (no re-read between check and
@@ -20,7 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpack.errors import BundleError
-from mlpack.runtime.manifest import MANIFEST_NAME, Manifest, check_file, read_manifest, verify_files
+from mlpack.runtime._trust import SignatureCheck, TrustPolicy, check_signature, policy_for
+from mlpack.runtime.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Manifest,
+    check_file,
+    read_manifest,
+    verify_files,
+)
 
 if TYPE_CHECKING:  # imported when used: predict and serve start without them
     from mlpack.monitor_agent.profile import Profile
@@ -34,9 +43,18 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 class Bundle:
     """A bundle's manifest plus verified access to its files."""
 
-    def __init__(self, location: str, manifest: Manifest, read_raw: Callable[[str], bytes]) -> None:
+    def __init__(
+        self,
+        location: str,
+        manifest: Manifest,
+        read_raw: Callable[[str], bytes],
+        trust: TrustPolicy | None = None,
+    ) -> None:
         self.location = location
         self.manifest = manifest
+        self.trust = trust if trust is not None else policy_for(location)
+        #: How the signature was judged; set by :meth:`verify`.
+        self.signature: SignatureCheck | None = None
         self._read_raw = read_raw
         self._verified: dict[str, bytes] = {}
         self._checked = False
@@ -46,13 +64,18 @@ class Bundle:
         self.model_file = onnx_file
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], verify: bool = True) -> Bundle:
-        """Open the bundle at ``path`` and, unless told otherwise, verify it."""
+    def open(cls, path: str | os.PathLike[str], verify: bool = True, trust: TrustPolicy | None = None) -> Bundle:
+        """Open the bundle at ``path`` and, unless told otherwise, verify it.
+
+        ``trust`` applies unless ``path`` is an installed model's bundle, whose installed
+        trust always applies (see :func:`mlpack.runtime._trust.policy_for`).
+        """
         p = Path(path)
+        policy = policy_for(p, trust)
         if p.is_dir():
-            bundle = cls(str(p), read_manifest(p), _folder_reader(p))
+            bundle = cls(str(p), read_manifest(p), _folder_reader(p), policy)
         elif p.is_file():
-            bundle = _open_archive(p)
+            bundle = _open_archive(p, policy)
         else:
             raise BundleError(f"{p}: no such bundle (expected a folder or {', '.join(ARCHIVE_SUFFIXES)})")
         if verify:
@@ -60,7 +83,12 @@ class Bundle:
         return bundle
 
     def verify(self) -> None:
-        """Check every file of the bundle against the manifest; raise ``IntegrityError`` naming the file."""
+        """Check the signature, then every file against the manifest; ``IntegrityError`` names the file."""
+        try:
+            sig_raw: bytes | None = self._read_raw(SIGNATURE_NAME)
+        except FileNotFoundError:
+            sig_raw = None
+        self.signature = check_signature(self.manifest.raw, sig_raw, self.trust, self.location)
         seen: dict[str, bytes] = {}
 
         def read(name: str) -> bytes:
@@ -126,7 +154,7 @@ def _folder_reader(folder: Path) -> Callable[[str], bytes]:
     return read
 
 
-def _open_archive(path: Path) -> Bundle:
+def _open_archive(path: Path, trust: TrustPolicy) -> Bundle:
     """Read an archive's regular files into memory (no extraction, so no path tricks)."""
     name = path.name.lower()
     if name.endswith(".zip"):
@@ -145,7 +173,7 @@ def _open_archive(path: Path) -> Bundle:
         except KeyError:
             raise FileNotFoundError(member) from None
 
-    return Bundle(str(path), manifest, read)
+    return Bundle(str(path), manifest, read, trust)
 
 
 def _bundle_prefix(members: dict[str, bytes], path: Path) -> str:

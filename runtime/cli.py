@@ -10,6 +10,13 @@ Exit codes: 0 success; 1 a domain failure (one line on stderr: bad bundle, bad i
 file, a port in use, a failed self-test, or — for ``predict`` — any row that failed
 validation, the output still being complete); 2 a usage error.
 
+Trust (see :mod:`mlpack.runtime._trust`): an installed model always enforces the trust
+its ``install`` wrote; an ad-hoc run enforces ``--trust-key`` / ``$MLPACK_TRUSTED_KEYS``
+when given, and otherwise checks a signature for integrity and runs an unsigned bundle
+with a one-line warning. ``serve`` also replays the golden set before it listens; an
+installed ``current`` version that fails either check hands over to ``previous``
+(:mod:`mlpack.runtime._fallback`). Failures of an installed model are audit events.
+
 Monitoring: ``serve`` and ``predict`` feed the monitoring agent when the model has a
 state folder — ``--state-dir`` / ``$MLPACK_STATE_DIR`` (the installed service sets it),
 the ``state`` folder of an installed version, or an existing
@@ -32,8 +39,11 @@ from mlpack.errors import MlpackError
 
 if TYPE_CHECKING:
     from mlpack.monitor_agent.agent import Agent, ModelInfo
+    from mlpack.runtime._fallback import Fallback, Installed
+    from mlpack.runtime._trust import TrustPolicy
     from mlpack.runtime.bundle import Bundle
     from mlpack.runtime.model import Model
+    from mlpack.runtime.selftest import SelfTest
 
 __all__ = ["device_cli", "main"]
 
@@ -53,10 +63,20 @@ class DeviceContext:
     ``state_dir`` and ``model_info`` are what ``mlpack.monitor_agent.cli`` looks for.
     """
 
-    def __init__(self, explicit: Path | None) -> None:
+    def __init__(
+        self,
+        explicit: Path | None,
+        trust_keys: tuple[Path, ...] = (),
+        allow_unsigned: bool = False,
+        trust_on_command_line: bool = False,
+    ) -> None:
         self.explicit = explicit
+        self.trust_keys = trust_keys
+        self.allow_unsigned = allow_unsigned
+        self.trust_on_command_line = trust_on_command_line
         self._bundle: Bundle | None = None
         self._embedded = False
+        self._installed: Installed | None = None
 
     def bundle_path(self) -> Path:
         if self.explicit is not None:
@@ -70,10 +90,51 @@ class DeviceContext:
     def bundle(self) -> Bundle:
         """The bundle, opened and verified (the one integrity check) on first use."""
         if self._bundle is None:
+            from mlpack.runtime._fallback import installed_launcher, running_launcher
             from mlpack.runtime.bundle import Bundle
 
-            self._bundle = Bundle.open(self.bundle_path())
+            path = self.bundle_path()
+            self._installed = installed_launcher(path, running_launcher())
+            try:
+                self._bundle = Bundle.open(path, trust=self._trust(path))
+            except MlpackError as exc:
+                self.record_failure(exc)
+                raise
+            check = self._bundle.signature
+            if check is not None and not check.signed and not check.policy.enforced and not self.allow_unsigned:
+                click.echo(
+                    f"warning: {path} is unsigned and no trust is configured; running it anyway (enforce with"
+                    " --trust-key KEY.pub or $MLPACK_TRUSTED_KEYS; installed models always enforce)",
+                    err=True,
+                )
         return self._bundle
+
+    def _trust(self, path: Path) -> TrustPolicy | None:
+        """The trust given here; ``None`` leaves it to the installed trust or ``$MLPACK_TRUSTED_KEYS``."""
+        from mlpack.runtime._trust import TrustPolicy, installed_trust_dir
+
+        trust_dir = installed_trust_dir(path)
+        if trust_dir is not None:
+            if self.trust_on_command_line:
+                raise click.UsageError(
+                    f"{path} is installed: its trust is set by install ({trust_dir}); to change it,"
+                    " re-run install with --trust-key KEY.pub or --allow-unsigned"
+                )
+            return None
+        if self.trust_keys:
+            return TrustPolicy.from_key_files(self.trust_keys, self.allow_unsigned)
+        return TrustPolicy.ad_hoc() if self.allow_unsigned else None
+
+    @property
+    def installed(self) -> Installed | None:
+        """This process as an installed version's launcher (after :meth:`bundle` was tried)."""
+        return self._installed
+
+    def record_failure(self, exc: MlpackError) -> None:
+        """An installed version failed a check: an audit event for the collector."""
+        if self._installed is not None:
+            reason = " ".join(str(exc).split())
+            _audit(self._installed.state_dir, "verify_failed", {"version": self._installed.version, "reason": reason})
 
     @property
     def state_dir(self) -> Path | None:
@@ -108,10 +169,34 @@ class DeviceContext:
     envvar="MLPACK_BUNDLE",
     help="Bundle folder or archive [default: the one shipped with this executable; $MLPACK_BUNDLE].",
 )
+@click.option(
+    "--trust-key",
+    "trust_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="MLPACK_TRUSTED_KEYS",
+    help="Run only bundles signed by this public key; repeatable [$MLPACK_TRUSTED_KEYS, ':'-separated]."
+    " Not for installed models: their trust is set by install.",
+)
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="With --trust-key: also run unsigned bundles. Alone: run an unsigned bundle without the warning.",
+)
 @click.pass_context
-def device_cli(ctx: click.Context, bundle: Path | None) -> None:
-    """Run this model offline: batch predict, local HTTP serve, self-checks, install."""
-    ctx.obj = DeviceContext(bundle)
+def device_cli(ctx: click.Context, bundle: Path | None, trust_keys: tuple[Path, ...], allow_unsigned: bool) -> None:
+    """Run this model offline: batch predict, local HTTP serve, self-checks, install.
+
+    Installed models run only bundles their install trusts. Elsewhere, --trust-key
+    enforces a signer; without it a signature is checked for integrity only and an
+    unsigned bundle runs with a warning (fine for development, not for devices).
+    """
+    from click.core import ParameterSource
+
+    on_command_line = any(
+        ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE for p in ("trust_keys", "allow_unsigned")
+    )
+    ctx.obj = DeviceContext(bundle, trust_keys, allow_unsigned, on_command_line)
 
 
 def _threads_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,21 +233,35 @@ def info(obj: DeviceContext, as_json: bool) -> None:
     from mlpack.runtime._describe import describe_manifest
 
     click.echo(describe_manifest(bundle.manifest, bundle.location))
+    if bundle.signature is not None:
+        click.echo(f"signature: {bundle.signature.describe()}")
 
 
 @device_cli.command("verify")
 @_threads_option
 @click.pass_obj
 def verify(obj: DeviceContext, threads: int | None) -> None:
-    """Check every file against the manifest, then replay the golden set on this CPU."""
+    """Check the signature and every file against the manifest, then replay the golden set on this CPU."""
+    report = _self_test(obj, threads)
+    signature = obj.bundle().signature
+    click.echo(f"OK: {report.describe()}" + (f"; {signature.describe()}" if signature is not None else ""))
+
+
+def _self_test(obj: DeviceContext, threads: int | None) -> SelfTest:
+    """Integrity (in ``obj.bundle()``) and the golden replay; a failure is recorded, then raised."""
     from mlpack.errors import ParityError
     from mlpack.runtime.model import Model
     from mlpack.runtime.selftest import self_test
 
-    report = self_test(Model(obj.bundle(), threads=threads))
-    if not report.passed:
-        raise ParityError(report.describe())
-    click.echo(f"OK: {report.describe()}")
+    bundle = obj.bundle()
+    try:
+        report = self_test(Model(bundle, threads=threads))  # no recorder: probes are not traffic
+        if not report.passed:
+            raise ParityError(report.describe())
+    except MlpackError as exc:
+        obj.record_failure(exc)
+        raise
+    return report
 
 
 # ---------------------------------------------------------------------------- predict
@@ -319,14 +418,30 @@ def serve(
     state_dir: Path | None,
     no_monitor: bool,
 ) -> None:
-    """Answer POST /predict (a row or a batch), GET /health, /info, /metrics over HTTP."""
+    """Answer POST /predict (a row or a batch), GET /health, /info, /metrics over HTTP.
+
+    Before listening, the bundle is verified and its golden set replayed; an installed
+    version that fails hands over to the previously installed one (see /health).
+    """
     import signal
 
     from mlpack.runtime.server import PredictServer, ServeConfig
 
     config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections)
+    fallback = _checked_start(obj, threads)
     with _serving_model(obj, threads, state_dir, no_monitor) as (model, agent):
-        server = PredictServer(model, config, extra_metrics=agent.metrics_text if agent is not None else None)
+        server = PredictServer(
+            model,
+            config,
+            extra_metrics=agent.metrics_text if agent is not None else None,
+            health={"fallback": fallback.to_dict()} if fallback is not None else None,
+        )
+        if fallback is not None:
+            click.echo(
+                f"fallback: serving {model.name} {model.version} because {fallback.from_version} failed its check"
+                f" at start ({fallback.reason})",
+                err=True,
+            )
         if host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(f"note: listening on {host}: other machines can query this model", err=True)
         click.echo(f"serving {model.name} {model.version} on {server.url} (Ctrl-C to stop)", err=True)
@@ -342,6 +457,46 @@ def serve(
         finally:
             server.shutdown()
     click.echo("stopped", err=True)
+
+
+def _checked_start(obj: DeviceContext, threads: int | None) -> Fallback | None:
+    """Verify and self-test before listening; an installed ``current`` that fails falls back.
+
+    Returns why this version serves as a fallback (``None``: it is the current one). A
+    fallback never falls back again.
+    """
+    from mlpack.runtime._fallback import Fallback, exec_previous, previous_launcher
+
+    arrived = Fallback.from_env()
+    try:
+        _self_test(obj, threads)
+    except MlpackError as exc:
+        installed = obj.installed
+        target = previous_launcher(installed) if installed is not None and arrived is None else None
+        if installed is None or target is None:
+            raise
+        reason = " ".join(str(exc).split())
+        previous = target.parent.name
+        detail = {"from_version": installed.version, "to_version": previous, "reason": reason}
+        _audit(installed.state_dir, "fallback", detail)
+        click.echo(
+            f"fallback: {installed.version} failed its check at start ({reason}); serving previous version {previous}",
+            err=True,
+        )
+        try:
+            exec_previous(target, Fallback(installed.version, reason), sys.argv[1:])  # no return
+        except OSError as err:
+            click.echo(f"fallback failed: cannot start {target} ({err.strerror or err})", err=True)
+        raise
+    return arrived
+
+
+def _audit(state_dir: Path, event: str, detail: dict[str, Any]) -> None:
+    from mlpack.runtime._audit import record
+
+    warning = record(state_dir, event, detail)
+    if warning is not None:
+        click.echo(warning, err=True)
 
 
 # ---------------------------------------------------------------------------- monitoring

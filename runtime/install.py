@@ -7,18 +7,28 @@ Layout under a prefix (default ``/opt/mlpack``)::
         current -> <version>  what runs; replaced by one rename, so never half-switched
         previous -> <version> where ``rollback`` goes
         state/                the monitoring agent's config and outbox (kept by uninstall)
+        trust/                trusted public keys + policy.json (see mlpack.runtime._trust)
         mlpack-<name>.service systemd unit running ``current/<name> serve``
 
+Trust: the first install needs a policy (``trust``: keys to trust, or unsigned allowed
+explicitly); later installs keep the one in place unless given a new one. The payload's
+signature is checked against it before anything is copied. A new policy is written
+before the new version verifies itself (which enforces it) and put back as it was if
+the install fails.
+
 A new version is assembled in a hidden temporary folder, its own launcher runs
-``verify`` there (integrity + golden probes on this CPU), and only then is the folder
-renamed into place and ``current`` switched. A failure anywhere before the switch leaves
-the previous version serving and nothing new on disk. Versions other than ``current``
-and ``previous`` are removed after a successful switch (a device's disk is small).
+``verify`` there (signature, integrity, golden probes on this CPU), and only then is the
+folder renamed into place and ``current`` switched. A failure anywhere before the switch
+leaves the previous version serving and nothing new on disk. Versions other than
+``current`` and ``previous`` are removed after a successful switch (a device's disk is
+small). Installs, upgrades, rollbacks, uninstalls, trust changes, refused bundles and
+failed verifications are audit events in ``state/`` (:mod:`mlpack.runtime._audit`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import re
@@ -31,7 +41,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from mlpack._fs import atomic_directory, atomic_write_text, fsync_directory
-from mlpack.errors import InstallError, MlpackError
+from mlpack.errors import InstallError, IntegrityError, MlpackError
+from mlpack.runtime import _audit
+from mlpack.runtime._trust import (
+    TRUST_DIR,
+    SignatureCheck,
+    TrustPolicy,
+    applied_trust,
+    check_signature,
+    read_trust_dir,
+)
 from mlpack.runtime.embedded import (
     BUNDLE_DIR,
     INTERNAL_DIR,
@@ -40,7 +59,7 @@ from mlpack.runtime.embedded import (
     frozen_mode,
     open_appended,
 )
-from mlpack.runtime.manifest import Manifest, read_manifest, verify_files
+from mlpack.runtime.manifest import SIGNATURE_NAME, Manifest, read_manifest, verify_files
 
 if TYPE_CHECKING:
     from mlpack.monitor_agent.config import AgentConfig
@@ -65,7 +84,7 @@ DEFAULT_PREFIX = Path("/opt/mlpack")
 CURRENT = "current"
 PREVIOUS = "previous"
 STATE = "state"
-_RESERVED = {CURRENT, PREVIOUS, STATE}
+_RESERVED = {CURRENT, PREVIOUS, STATE, TRUST_DIR}
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _VERIFY_TIMEOUT_S = 300
 
@@ -117,6 +136,7 @@ class InstallResult:
     previous: str | None = None
     unit: Path | None = None
     notes: list[str] = field(default_factory=list)
+    signature: SignatureCheck | None = None
 
 
 def unit_name(name: str) -> str:
@@ -147,6 +167,7 @@ def verify_failure(executable: Path, timeout: float = _VERIFY_TIMEOUT_S) -> str 
     one check shared by ``install`` (on the laid-out version) and the build (on the file).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+    env[_audit.NO_AUDIT_ENV] = "1"  # the caller reports the outcome; the child must not as well
     try:
         proc = subprocess.run(
             [str(executable), "verify"], cwd=executable.parent, env=env, capture_output=True, text=True,
@@ -173,6 +194,7 @@ def install(
     payload: Payload,
     prefix: Path = DEFAULT_PREFIX,
     *,
+    trust: TrustPolicy | None = None,
     verifier: Verifier = run_verify,
     systemd: Systemd | None = None,
     enable: bool = False,
@@ -180,40 +202,60 @@ def install(
 ) -> InstallResult:
     """Install ``payload`` under ``prefix`` and make it current, or change nothing.
 
-    ``agent_config`` (an ``mlpack.monitor_agent.config.AgentConfig``) is written to the
-    model's state folder for the agent that ``serve`` runs.
+    ``trust`` becomes the model's trust policy; it is required the first time, and
+    ``None`` later keeps the installed one. ``agent_config`` (an
+    ``mlpack.monitor_agent.config.AgentConfig``) is written to the model's state folder
+    for the agent that ``serve`` runs.
     """
     prefix = Path(prefix).absolute()
-    manifest, source = _payload_manifest(payload)
+    trust = dataclasses.replace(trust, installed=True) if trust is not None else None
+    manifest, source, sig_raw = _payload_manifest(payload)
     name, version = _checked_name(manifest.name, "name"), _checked_name(manifest.version, "version")
+    if trust is None and not (prefix / name / TRUST_DIR).is_dir():
+        raise InstallError(
+            f"{name}: no trust configured under {prefix}: pass --trust-key KEY.pub (repeatable) or --allow-unsigned"
+        )
+    state = prefix / name / STATE
+    # Judged before anything is created; the new version's own verify enforces it again.
+    signature = _accepted(manifest, sig_raw, trust or read_trust_dir(prefix / name / TRUST_DIR), payload.bundle, state)
     model_dir = _writable(prefix, name)
     systemd = systemd or SystemctlSystemd()
     with _locked(model_dir):
         _remove_stale(model_dir)
         target = model_dir / version
         current = _link_target(model_dir / CURRENT)
-        if target.is_dir():
-            _same_content(target, manifest, version)
-            if current == version:
-                result = InstallResult(name, version, target, "unchanged", _link_target(model_dir / PREVIOUS))
-                if agent_config is not None or enable:  # re-run to reconfigure: the service picks it up
-                    _configure_agent(model_dir, agent_config, result)
-                    result.unit = _write_unit(model_dir, name)
-                    _service_after_switch(systemd, result, enable)
-                return result
-            verifier(target, name)
-            status: Status = "switched"
-        else:
-            try:
-                _lay_out(payload, source, target, name, verifier)
-            except InstallError as exc:
-                if current is None:
-                    raise
-                raise InstallError(f"{exc}; {name} {current} stays current") from None
-            status = "installed"
-        result = InstallResult(name, version, target, status, current)
-        _switch(model_dir, version, previous=current)
-        (model_dir / STATE).mkdir(exist_ok=True)
+        checked = _audited(verifier, state, version, "install")
+        with applied_trust(model_dir / TRUST_DIR, trust) as trust_changed:
+            if target.is_dir():
+                _same_content(target, manifest, version)
+                if current == version:
+                    result = InstallResult(name, version, target, "unchanged", _link_target(model_dir / PREVIOUS))
+                    if trust_changed:  # the installed copy must pass the new policy too
+                        checked(target, name)
+                    _reconfigure(model_dir, result, systemd, agent_config, enable, trust_changed, trust)
+                    result.signature = signature
+                    return result
+                checked(target, name)
+                status: Status = "switched"
+            else:
+                try:
+                    _lay_out(payload, source, target, name, checked)
+                except InstallError as exc:
+                    if current is None:
+                        raise
+                    raise InstallError(f"{exc}; {name} {current} stays current") from None
+                status = "installed"
+            result = InstallResult(name, version, target, status, current, signature=signature)
+            _switch(model_dir, version, previous=current)
+        state.mkdir(exist_ok=True)
+        _trust_events(state, result, trust_changed, trust)
+        detail = {
+            "version": version,
+            "previous": current,
+            "content_hash": manifest.content_hash,
+            "signed_by": signature.key_id,
+        }
+        _note(result, _audit.record(state, "install" if current is None else "upgrade", detail))
         _configure_agent(model_dir, agent_config, result)
         result.unit = _write_unit(model_dir, name)
         _prune(model_dir, result)
@@ -232,9 +274,10 @@ def rollback(
         previous = _link_target(model_dir / PREVIOUS)
         if previous is None or previous == current or not (model_dir / previous).is_dir():
             raise InstallError(f"{name}: no previous version under {model_dir} to roll back to")
-        verifier(model_dir / previous, name)
+        _audited(verifier, model_dir / STATE, previous, "rollback")(model_dir / previous, name)
         _switch(model_dir, previous, previous=current)
         result = InstallResult(name, previous, model_dir / previous, "rolled back", current)
+        _note(result, _audit.record(model_dir / STATE, "rollback", {"from_version": current, "to_version": previous}))
         _service_after_switch(systemd, result, enable=False)
     return result
 
@@ -251,6 +294,8 @@ def uninstall(
         raise InstallError(f"cannot write to {model_dir}: permission denied (run as root)")
     systemd = systemd or SystemctlSystemd()
     result = InstallResult(name, _link_target(model_dir / CURRENT) or "", model_dir, "uninstalled")
+    if not purge:  # with --purge the audit log goes too: nothing would deliver the event
+        _note(result, _audit.record(model_dir / STATE, "uninstall", {"version": result.version or None}))
     if systemd.running():
         with contextlib.suppress(InstallError):
             systemd.run("disable", "--now", unit_name(name))
@@ -288,13 +333,14 @@ def installed_versions(prefix: Path, name: str) -> tuple[str | None, str | None,
 # -- steps ---------------------------------------------------------------------------
 
 
-def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | AppendedBundle]:
-    """Read and fully verify the payload's bundle; ``source`` is what ``_lay_out`` copies."""
+def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | AppendedBundle, bytes | None]:
+    """Read and verify the payload's files; ``source`` is what ``_lay_out`` copies, then ``manifest.sig``."""
     try:
         if payload.bundle.is_dir():
             manifest = read_manifest(payload.bundle)
             verify_files(manifest, lambda n: (payload.bundle / n).read_bytes(), str(payload.bundle))
-            return manifest, payload.bundle
+            sig_path = payload.bundle / SIGNATURE_NAME
+            return manifest, payload.bundle, sig_path.read_bytes() if sig_path.is_file() else None
         appended = open_appended(payload.bundle)
         appended.check_runtime()
         try:
@@ -303,11 +349,66 @@ def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | AppendedBundle
             raise InstallError(f"{payload.bundle}: the appended bundle has no manifest.json") from None
         manifest = Manifest.parse(raw, f"{payload.bundle}:manifest.json")
         verify_files(manifest, appended.read, str(payload.bundle))
-        return manifest, appended
+        return manifest, appended, appended.read(SIGNATURE_NAME) if SIGNATURE_NAME in appended.names else None
     except InstallError:
         raise
     except MlpackError as exc:
         raise InstallError(f"not installed: {exc}") from None
+
+
+def _accepted(
+    manifest: Manifest, sig_raw: bytes | None, policy: TrustPolicy, where: Path, state: Path
+) -> SignatureCheck:
+    """The payload's signature judged by the policy it will run under; a refusal is an audit event."""
+    try:
+        return check_signature(manifest.raw, sig_raw, policy, str(where))
+    except IntegrityError as exc:
+        detail = {"version": manifest.version, "content_hash": manifest.content_hash, "reason": str(exc)}
+        _audit.record(state, "refused", detail)
+        raise IntegrityError(f"not installed: {exc}") from None
+
+
+def _audited(verifier: Verifier, state: Path, version: str, during: str) -> Verifier:
+    """``verifier`` whose failure is also an audit event (the child's own reporting is off)."""
+
+    def check(folder: Path, name: str) -> None:
+        try:
+            verifier(folder, name)
+        except InstallError as exc:
+            _audit.record(state, "verify_failed", {"version": version, "during": during, "reason": str(exc)})
+            raise
+
+    return check
+
+
+def _trust_events(state: Path, result: InstallResult, changed: bool, trust: TrustPolicy | None) -> None:
+    if changed and trust is not None:
+        result.notes.append(f"trust: {trust.describe()} ({state.parent / TRUST_DIR})")
+        detail = {"keys": [k.key_id for k in trust.keys], "allow_unsigned": trust.allow_unsigned}
+        _note(result, _audit.record(state, "trust_changed", detail))
+
+
+def _note(result: InstallResult, warning: str | None) -> None:
+    if warning is not None:
+        result.notes.append(warning)
+
+
+def _reconfigure(
+    model_dir: Path,
+    result: InstallResult,
+    systemd: Systemd,
+    agent_config: AgentConfig | None,
+    enable: bool,
+    trust_changed: bool,
+    trust: TrustPolicy | None,
+) -> None:
+    """Re-running install on the current version: new agent settings, trust or service state."""
+    if agent_config is None and not enable and not trust_changed:
+        return
+    _trust_events(model_dir / STATE, result, trust_changed, trust)
+    _configure_agent(model_dir, agent_config, result)
+    result.unit = _write_unit(model_dir, name=result.name)
+    _service_after_switch(systemd, result, enable)  # the service picks the changes up
 
 
 def _checked_name(value: str, what: str) -> str:

@@ -33,6 +33,18 @@ _prefix_option = click.option(
 
 @click.command("install")
 @_prefix_option
+@click.option(
+    "--trust-key",
+    "trust_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Public key (KEY.pub from mlpack keys generate) whose signatures this device accepts; repeatable.",
+)
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Also run bundles without a signature (development devices). Never accepts a bad signature.",
+)
 @click.option("--enable", is_flag=True, help="Enable and start the systemd service (where systemd runs).")
 @click.option("--collector-url", help="Collector the monitoring agent uploads to.")
 @click.option("--device-id", help="This device's id at the collector.")
@@ -42,16 +54,39 @@ _prefix_option = click.option(
     help="File holding this device's collector token (copied to the state folder, mode 0600).",
 )
 def install(
-    prefix: Path, enable: bool, collector_url: str | None, device_id: str | None, token_file: Path | None
+    prefix: Path,
+    trust_keys: tuple[Path, ...],
+    allow_unsigned: bool,
+    enable: bool,
+    collector_url: str | None,
+    device_id: str | None,
+    token_file: Path | None,
 ) -> None:
-    """Install this model under PREFIX/<name>/<version>, verify it there, then make it current."""
+    """Install this model under PREFIX/<name>/<version>, verify it there, then make it current.
+
+    \b
+    Trust: the first install needs --trust-key KEY.pub (repeatable) or an explicit
+    --allow-unsigned; it is written to PREFIX/<name>/trust/ and enforced at every
+    start and verify. Later installs keep it unless given new options (to revoke a
+    key, install again with the remaining ones).
+      - a signature that does not verify is always refused
+      - a signature by a key not trusted here is refused
+      - an unsigned bundle is refused unless --allow-unsigned
+    Refusals, installs, upgrades and trust changes are audit events the monitoring
+    agent uploads.
+    """
+    from mlpack.runtime._trust import TrustPolicy
+
     config = _agent_config(collector_url, device_id, token_file)
-    result = _install.install(_install.current_payload(), prefix, enable=enable, agent_config=config)
+    trust = TrustPolicy.from_key_files(trust_keys, allow_unsigned) if trust_keys or allow_unsigned else None
+    result = _install.install(_install.current_payload(), prefix, trust=trust, enable=enable, agent_config=config)
     if result.status == "unchanged":
         click.echo(f"{result.name} {result.version} already installed at {result.path}")
     else:
         was = f" (previous: {result.previous})" if result.previous and result.previous != result.version else ""
         click.echo(f"{result.status} {result.name} {result.version} at {result.path}; now current{was}")
+    if result.signature is not None:
+        click.echo(f"  {result.signature.describe()}")
     _notes(result)
 
 

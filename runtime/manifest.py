@@ -1,8 +1,9 @@
 """The bundle manifest: what a model is, what it accepts, how it was proven, what files it has.
 
 The builder writes it with :func:`write_bundle`; the device reads it with
-:func:`read_manifest` and proves the bundle intact with :func:`verify_files` — the one
-place integrity is checked, so signatures (``manifest.sig``) plug in here too.
+:func:`read_manifest` and proves the files intact with :func:`verify_files`;
+:meth:`mlpack.runtime.bundle.Bundle.verify` checks the signature (``manifest.sig``)
+before calling it.
 
 Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock time)::
 
@@ -37,7 +38,10 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
     }
 
 The *content hash* of a bundle is the sha256 of ``manifest.json``'s bytes: it covers
-every file through ``files``, and is what telemetry uses to name the model.
+every file through ``files``, and is what telemetry uses to name the model. A signed
+bundle also holds ``manifest.sig`` (an Ed25519 signature over those bytes, format
+``mlpack.signature/1``, see :mod:`mlpack.runtime._trust`); it is not listed in
+``files`` (it cannot hash itself) and does not change the content hash.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -183,10 +187,13 @@ def write_bundle(
     files: Mapping[str, bytes],
     manifest: Mapping[str, Any],
     replace: bool = False,
+    sign: Callable[[bytes], bytes] | None = None,
 ) -> Path:
     """Write ``files`` plus ``manifest.json`` (with their digests) into ``target`` atomically.
 
     ``manifest`` holds every field but ``format`` and ``files``, which are filled in here.
+    ``sign(manifest_bytes) -> manifest.sig bytes`` adds a signature (see
+    :mod:`mlpack.runtime._trust`), written in the same atomic step.
     Raises ``FileExistsError`` if ``target`` exists, unless ``replace`` is set: then the old
     folder is swapped for the new one in one rename (a reader never sees a mixture).
     """
@@ -200,10 +207,13 @@ def write_bundle(
     body["files"] = {name: sha256_bytes(data) for name, data in sorted(files.items())}
     raw = canonical_json(body).encode("utf-8")
     Manifest.parse(raw, "manifest being written")  # never write what we could not read back
+    signature = sign(raw) if sign is not None else None
     with atomic_directory(target, replace=replace) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST_NAME).write_bytes(raw)
+        if signature is not None:
+            (tmp / SIGNATURE_NAME).write_bytes(signature)
     return Path(target)
 
 

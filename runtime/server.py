@@ -6,7 +6,9 @@ Endpoints (JSON unless noted):
   ``{"value"}``; ``422 {"error", "row": null, "field"}`` when it fails validation.
   A JSON array is a batch: ``200 {"predictions": [...], "failed": k}`` where each item is
   a prediction or ``{"error", "row", "field"}`` (rows numbered from 0), in input order.
-* ``GET /health`` — ``{"status": "ok", "name", "version", "content_hash"}``
+* ``GET /health`` — ``{"status": "ok", "name", "version", "content_hash"}`` plus the
+  ``health`` fields the caller adds (``"fallback"`` when an installed device serves its
+  previous version because the current one failed its check at start)
 * ``GET /info`` — the bundle's ``manifest.json``, byte for byte (its sha256 is the
   content hash)
 * ``GET /metrics`` — Prometheus text (requests, rows, latency; drift when the agent runs)
@@ -28,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -101,6 +103,7 @@ class PredictServer:
         model: Model,
         config: ServeConfig = ServeConfig(),
         extra_metrics: Callable[[], str] | None = None,
+        health: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.config = config
@@ -110,7 +113,13 @@ class PredictServer:
         self._serving = threading.Event()
         self._info = model.manifest.raw
         self._health = json.dumps(
-            {"status": "ok", "name": model.name, "version": model.version, "content_hash": model.content_hash}
+            {
+                "status": "ok",
+                "name": model.name,
+                "version": model.version,
+                "content_hash": model.content_hash,
+                **(health or {}),
+            }
         ).encode()
         try:
             self._httpd = _Server((config.host, config.port), handler, config.max_connections)

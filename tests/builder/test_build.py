@@ -161,8 +161,9 @@ def test_cli_prints_each_stage_with_its_timing(project: Project) -> None:
     for stage in STAGES:
         assert any(re.match(rf"  {stage} +\d+\.\d\ds  \S", line) for line in lines), stage
     assert re.fullmatch(
-        rf"built {re.escape(str(project.dist / 'demo-1.0.0'))} \(manifest sha256 [0-9a-f]{{16}}\)", lines[-1]
+        rf"built {re.escape(str(project.dist / 'demo-1.0.0'))} \(manifest sha256 [0-9a-f]{{16}}\)", lines[-2]
     )
+    assert lines[-1] == "unsigned: devices refuse it unless allowed (sign with --sign-key KEY)"
 
 
 def test_cli_json_and_quiet(project: Project) -> None:

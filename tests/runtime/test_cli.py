@@ -20,7 +20,8 @@ BAD_CSV = "x1,x2,colour,shape\n1.5,,red,round\nabc,1,red,round\n2,1,blue,square\
 
 
 def _device(bundle: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(main, ["device", "--bundle", str(bundle), *args], input=input, env=env)
+    """The device CLI on an unsigned test bundle; --allow-unsigned keeps the ad-hoc warning out of the output."""
+    return CliRunner().invoke(main, ["device", "--bundle", str(bundle), "--allow-unsigned", *args], input=input, env=env)
 
 
 def test_info_text_and_json(mixed_bundle: Path) -> None:

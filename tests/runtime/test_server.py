@@ -176,14 +176,14 @@ def test_port_in_use_is_one_line_exit_1(mixed_bundle: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "serve", "--port", str(port)])
+        r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "--allow-unsigned", "serve", "--port", str(port)])
     assert r.exit_code == 1
     assert r.output == f"Error: cannot listen on 127.0.0.1:{port}: address already in use\n"
 
 
 def _serve_process(bundle: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(bundle), "serve", "--port", "0", *args],
+        [sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", *args],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
@@ -210,6 +210,6 @@ def test_real_process_serves_and_stops_on_sigterm(mixed_bundle: Path, tmp_path: 
     assert proc.returncode == 0
     assert err.strip().endswith("stopped")
     # the agent stored the open window on the way out
-    r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "status", "--json", "--state-dir", str(tmp_path / "state")])
+    r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "--allow-unsigned", "status", "--json", "--state-dir", str(tmp_path / "state")])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rows"] == 2
