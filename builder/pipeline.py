@@ -188,7 +188,7 @@ def build(
         MODEL_FILE: converted.model,
         PROFILE_FILE: canonical_json(profile.to_dict()).encode("utf-8"),
         GOLDEN_FILE: canonical_json(proof.golden.to_dict()).encode("utf-8"),
-        CARD_FILE: render_card(manifest, profile).encode("utf-8"),
+        CARD_FILE: render_card(manifest, profile, signing_key_id=signer.key_id if signer else None).encode("utf-8"),
     }
     exe = None
     if executable:

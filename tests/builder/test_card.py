@@ -362,3 +362,21 @@ def test_regression_card_has_residuals_target_and_no_confusion(regression: Bundl
     pred = regression.profile.prediction
     assert isinstance(pred, NumericProfile)
     assert len(_svg(regression.root, "prediction").find_all("rect")) == len(pred.shares)
+
+
+def test_a_signed_build_names_its_key_on_the_card(tmp_path: Path) -> None:
+    from mlpack.builder.signing import generate_key
+    from mlpack.runtime.manifest import SIGNATURE_NAME
+
+    keys = generate_key(tmp_path / "keys", "release")
+    (tmp_path / "data.csv").write_text(regression_rows(n=120, seed=5))
+    (tmp_path / "mlpack.toml").write_text(_spec("regression", "y", 'class = "Ridge"', "[]", described=False))
+    result = build(tmp_path / "mlpack.toml", tmp_path / "dist", executable=False, sign_key=keys.private)
+    assert result.signed_by is not None
+    signature = json.loads((result.bundle_dir / SIGNATURE_NAME).read_bytes())
+    assert signature["key_id"] == result.signed_by
+    root = parse((result.bundle_dir / CARD_FILE).read_text("utf-8"))
+    assert root.find("span", data_chip="signature").text() == f"signed: key {result.signed_by}"
+    assert root.find("p", data_fact="signature").text().startswith(
+        f"Signed at build time with Ed25519 key {result.signed_by}: manifest.sig holds a signature"
+    )
