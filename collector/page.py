@@ -202,16 +202,32 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
     if not data["models"]:
         parts.append('<section><p class="muted">No windows from this device in the range.</p></section>')
     audit = "".join(
-        f'<tr><td class="num">{a["seq"]}</td><td>{utc(a.get("time"))}</td><td>{escape(str(a["event"]))}</td></tr>'
+        f'<tr{_AUDIT_ROW.get(str(a["event"]), "")}><td class="num">{a["seq"]}</td><td>{utc(a.get("time"))}</td>'
+        f'<td>{escape(str(a["event"]))}</td><td class="detail">{_audit_detail(a.get("detail"))}</td></tr>'
         for a in data["audit"]
     )
     parts.append(
-        '<section><h2>Audit events</h2>'
-        + (f'<table><tr><th class="num">Seq</th><th>Time</th><th>Event</th></tr>{audit}</table>' if audit
-           else '<p class="muted">No audit events from this device.</p>')
+        '<section id="audit"><h2>Audit events</h2>'
+        + (f'<table><tr><th class="num">Seq</th><th>Time</th><th>Event</th><th>Detail</th></tr>{audit}</table>'
+           if audit else '<p class="muted">No audit events from this device.</p>')
         + "</section>"
     )
     return _render(f"Device {d['name']}", "".join(parts), hours)
+
+
+#: Audit events that mean a model was refused or failed on the device: marked like a drifting row.
+_AUDIT_ROW = {e: ' class="row-drift"' for e in ("refused", "verify_failed", "fallback")}
+
+
+def _audit_detail(detail: Any) -> str:
+    """``key value · key value`` of an event's detail (versions, key ids, the one-line reason)."""
+    if not isinstance(detail, dict):
+        return "" if detail is None else escape(str(detail))
+    shown = [(k, v) for k, v in sorted(detail.items()) if v is not None and v != []]
+    return " · ".join(
+        f'{escape(str(k))} <code>{escape(", ".join(map(str, v)) if isinstance(v, list) else str(v))}</code>'
+        for k, v in shown
+    )
 
 
 def model_page(data: dict[str, Any], hours: float | None) -> str:
