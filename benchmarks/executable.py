@@ -85,7 +85,11 @@ def _serve_rss(cmd: list[str], row_csv: Path, env: dict[str, str], requests: int
     proc = subprocess.Popen([*cmd, "--port", "0"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        line = ""
+        while " on http://" not in line:  # warnings (e.g. an unsigned bundle) may come first
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"{cmd[0]} serve exited before listening")
         url = line.split(" on ", 1)[1].split()[0]
         urllib.request.urlopen(url + "/health", timeout=10).read()
         with open(row_csv, newline="") as fh:
