@@ -34,8 +34,19 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
       "lineage": {"spec_sha256": "...", "data_sha256": "...", "seed": 0, "estimator": "...",
                   "python": "3.11.7", "sklearn": "...", "skl2onnx": "...", "onnx": "...",
                   "onnxruntime": "...", "numpy": "...", "mlpack": "..."},
-      "files": {"model.onnx": "<sha256>", "profile.json": "<sha256>", ...}
+      "evaluation": {"stratified": true,     # held-out errors, for the model card and inspect
+                     "class_counts": {"train": [...], "held_out": [...]},   # per output.classes
+                     "confusion": [[...], ...]}                           # rows: true class
+                  | {"stratified": false, "target": {"train": {...}, "held_out": {...}},
+                     "residuals": {"mean": ..., "p05": ..., ...},
+                     "residual_bins": [{"count", "pred_min", "pred_max", "p05", "p25",
+                                        "median", "p75", "p95"}, ...]},   # regression
+      "files": {"model.onnx": "<sha256>", "profile.json": "<sha256>",
+                "model_card.html": "<sha256>", ...}
     }
+
+``evaluation`` is optional (bundles built before it lack it; the device never reads it);
+:mod:`mlpack.builder._card_eval` writes it.
 
 The *content hash* of a bundle is the sha256 of ``manifest.json``'s bytes: it covers
 every file through ``files``, and is what telemetry uses to name the model. A signed
