@@ -64,6 +64,7 @@ from mlpack.errors import PackagingError
 
 __all__ = [
     "ENTRY",
+    "SOURCE_DATE_EPOCH",
     "FrozenRuntime",
     "Reporter",
     "cache_root",
