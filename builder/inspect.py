@@ -22,6 +22,7 @@ has the device side installed plus this package.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import zipfile
@@ -248,11 +249,15 @@ def _signature(
     keys = list(trust_keys)
     policy = TrustPolicy.from_key_files(keys) if keys else TrustPolicy.ad_hoc()
     if sig_raw is None:
+        if keys:
+            refused = (
+                f"{where}: unsigned, so a device trusting only the given keys refuses it (mlpack build --sign-key)"
+            )
+            return SignatureStatus(False, valid=False, detail=refused)
         return SignatureStatus(False, detail="unsigned (no manifest.sig): devices refuse it unless allowed")
-    try:
-        kid: str | None = Signature.parse(sig_raw, where).key_id
-    except MlpackError:
-        kid = None
+    kid = None
+    with contextlib.suppress(MlpackError):  # a malformed file: check_signature says why
+        kid = Signature.parse(sig_raw, where).key_id
     try:
         check = check_signature(manifest_raw, sig_raw, policy, where)
     except MlpackError as exc:

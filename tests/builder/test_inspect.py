@@ -282,6 +282,17 @@ def test_a_bad_or_untrusted_signature_is_a_problem(copy: Path, tmp_path: Path) -
     assert doc["signature"]["valid"] is False and doc["signature"]["key_id"] == kid
 
 
+def test_unsigned_with_trusted_keys_and_bad_key_files(bundle: Path, tmp_path: Path) -> None:
+    _, pub, _ = _keypair(tmp_path, "release")
+    result = inspect(bundle, "--trust-key", pub)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {bundle}: unsigned, so a device trusting only the given keys refuses it (mlpack build --sign-key)\n"
+    )
+    missing = inspect(bundle, "--trust-key", tmp_path / "nope.pub")
+    assert (missing.exit_code, missing.stderr) == (1, f"Error: {tmp_path / 'nope.pub'}: no such public key file\n")
+
+
 def test_a_bundle_signed_by_mlpack_build(tmp_path: Path) -> None:
     from mlpack.builder.signing import generate_key
 
