@@ -267,7 +267,7 @@ def _distributions(profile: Profile | None) -> str:
         "Reference distributions (training split)",
         f'<div class="small-multiples">{"".join(figures)}</div>',
         "What devices compare live inputs against for drift (profile.json). Numeric bins are quantiles of the "
-        "training values, drawn so that a bar's area is its share.",
+        "training values, drawn so that a bar's area is its share (equal widths where many rows share one value).",
     )
 
 
