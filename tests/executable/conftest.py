@@ -21,9 +21,13 @@ from typing import Any
 
 import pytest
 
+from mlpack.runtime._trust import TrustPolicy
 from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle
 from mlpack.runtime.install import Payload
 from mlpack.runtime.manifest import write_bundle
+
+#: The trust these tests install with: their toy bundles are unsigned (signing is tested in tests/governance).
+UNSIGNED_OK = TrustPolicy(allow_unsigned=True)
 
 _LAUNCHER = """#!{python}
 import sys

@@ -15,7 +15,7 @@ from mlpack.errors import InstallError
 from mlpack.monitor_agent.config import AgentConfig
 from mlpack.runtime.install import Payload, install, installed_versions, rollback, uninstall
 
-from .conftest import FakeSystemd
+from .conftest import UNSIGNED_OK, FakeSystemd
 
 MakePayload = Callable[..., Payload]
 
@@ -26,14 +26,14 @@ def _entries(folder: Path) -> list[str]:
 
 def _install_all(make_payload: MakePayload, prefix: Path, systemd: FakeSystemd, *versions: str) -> None:
     for version in versions:
-        install(make_payload(version), prefix, systemd=systemd)
+        install(make_payload(version), prefix, trust=UNSIGNED_OK, systemd=systemd)
 
 
 def test_install_lays_out_a_version_verified_in_place_then_switches(
     make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
     prefix = tmp_path / "opt"
-    result = install(make_payload("1.0.0", appended=True), prefix, systemd=no_systemd)
+    result = install(make_payload("1.0.0", appended=True), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
 
     model = prefix / "toy"
     assert result.status == "installed"
@@ -49,11 +49,11 @@ def test_install_lays_out_a_version_verified_in_place_then_switches(
     assert stat.S_IMODE((version / "_internal" / "libfake.so").stat().st_mode) == 0o644
     assert stat.S_IMODE(version.stat().st_mode) == 0o755
     assert (model / "state").is_dir()
-    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state"]  # no temp leftovers
+    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state", "trust"]  # no temp leftovers
 
 
 def test_unit_runs_current_serve_with_the_state_dir(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
-    result = install(make_payload("1.0.0"), tmp_path / "opt", systemd=no_systemd)
+    result = install(make_payload("1.0.0"), tmp_path / "opt", trust=UNSIGNED_OK, systemd=no_systemd)
     model = tmp_path / "opt" / "toy"
     assert result.unit == model / "mlpack-toy.service"
     text = result.unit.read_text()
@@ -61,8 +61,9 @@ def test_unit_runs_current_serve_with_the_state_dir(make_payload: MakePayload, t
     assert f'Environment="MLPACK_STATE_DIR={model}/state"\n' in text
     assert "WantedBy=multi-user.target" in text
     assert result.notes == [
+        f"trust: trusted keys: none; unsigned bundles allowed ({model}/trust)",
         "systemd is not running here: service mlpack-toy.service left disabled"
-        f" (on a systemd machine: systemctl enable --now {model}/mlpack-toy.service)"
+        f" (on a systemd machine: systemctl enable --now {model}/mlpack-toy.service)",
     ]
 
 
@@ -76,7 +77,7 @@ def test_verify_runs_in_the_staging_folder_before_the_version_exists(
         seen.append((folder, final.exists(), (tmp_path / "opt" / "toy" / "current").exists()))
         assert (folder / name).is_file() and (folder / "bundle" / "manifest.json").is_file()
 
-    install(make_payload("1.0.0"), tmp_path / "opt", verifier=verifier, systemd=no_systemd)
+    install(make_payload("1.0.0"), tmp_path / "opt", verifier=verifier, trust=UNSIGNED_OK, systemd=no_systemd)
     [(folder, final_existed, current_existed)] = seen
     assert folder.parent == tmp_path / "opt" / "toy" and folder.name.startswith(".1.0.0.")
     assert not final_existed and not current_existed
@@ -84,10 +85,12 @@ def test_verify_runs_in_the_staging_folder_before_the_version_exists(
 
 def test_same_version_twice_is_a_no_op(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     before = (prefix / "toy" / "1.0.0" / "toy").stat().st_mtime_ns
     calls: list[Path] = []
-    again = install(make_payload("1.0.0", appended=True), prefix, verifier=lambda f, n: calls.append(f), systemd=no_systemd)
+    again = install(
+        make_payload("1.0.0", appended=True), prefix, verifier=lambda f, n: calls.append(f), systemd=no_systemd
+    )  # no trust given: the installed policy is kept
     assert again.status == "unchanged"
     assert calls == []
     assert (prefix / "toy" / "1.0.0" / "toy").stat().st_mtime_ns == before
@@ -96,9 +99,9 @@ def test_same_version_twice_is_a_no_op(make_payload: MakePayload, tmp_path: Path
 
 def test_same_version_with_other_content_is_refused(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     with pytest.raises(InstallError) as err:
-        install(make_payload("1.0.0", model=b"retrained"), prefix, systemd=no_systemd)
+        install(make_payload("1.0.0", model=b"retrained"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     assert str(err.value) == (
         f"version 1.0.0 is already installed at {prefix / 'toy' / '1.0.0'} with different content;"
         " give the new model a new version"
@@ -109,16 +112,16 @@ def test_failed_verify_keeps_the_previous_version_current(
     make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     with pytest.raises(InstallError) as err:
-        install(make_payload("2.0.0", model=b"broken", appended=True), prefix, systemd=no_systemd)
+        install(make_payload("2.0.0", model=b"broken", appended=True), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     assert str(err.value) == (
         "verify failed: golden set: 3 of 3 labels differ, max abs diff 9.10e-01 (tolerance 0.0001);"
         " toy 1.0.0 stays current"
     )
     model = prefix / "toy"
     assert os.readlink(model / "current") == "1.0.0"
-    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state"]
+    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state", "trust"]
 
 
 def test_tampered_bundle_is_refused_before_anything_is_copied(
@@ -127,7 +130,7 @@ def test_tampered_bundle_is_refused_before_anything_is_copied(
     payload = make_payload("1.0.0")
     (payload.bundle / "model.onnx").write_bytes(b"tampered")
     with pytest.raises(InstallError) as err:
-        install(payload, tmp_path / "opt", systemd=no_systemd)
+        install(payload, tmp_path / "opt", trust=UNSIGNED_OK, systemd=no_systemd)
     assert str(err.value) == (
         f"not installed: {payload.bundle}: file model.onnx does not match its sha256 in the manifest"
         " (tampered or corrupt)"
@@ -140,7 +143,7 @@ def test_interrupted_install_leaves_nothing_behind(make_payload: MakePayload, tm
         raise KeyboardInterrupt  # power cut / Ctrl-C in the middle of the install
 
     with pytest.raises(KeyboardInterrupt):
-        install(make_payload("1.0.0"), tmp_path / "opt", verifier=crash, systemd=no_systemd)
+        install(make_payload("1.0.0"), tmp_path / "opt", verifier=crash, trust=UNSIGNED_OK, systemd=no_systemd)
     assert _entries(tmp_path / "opt" / "toy") == [".lock"]
 
 
@@ -149,14 +152,14 @@ def test_leftovers_of_a_killed_install_are_cleared_by_the_next(
 ) -> None:
     model = tmp_path / "opt" / "toy"
     (model / ".2.0.0.k1ll3d.tmp" / "_internal").mkdir(parents=True)  # SIGKILL mid-copy: no cleanup ran
-    install(make_payload("1.0.0"), tmp_path / "opt", systemd=no_systemd)
-    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state"]
+    install(make_payload("1.0.0"), tmp_path / "opt", trust=UNSIGNED_OK, systemd=no_systemd)
+    assert _entries(model) == [".lock", "1.0.0", "current", "mlpack-toy.service", "state", "trust"]
 
 
 def test_rollback_swaps_current_and_previous(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
-    second = install(make_payload("2.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
+    second = install(make_payload("2.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     assert (second.status, second.previous) == ("installed", "1.0.0")
     assert installed_versions(prefix, "toy") == ("2.0.0", "1.0.0", ["1.0.0", "2.0.0"])
 
@@ -169,7 +172,7 @@ def test_rollback_swaps_current_and_previous(make_payload: MakePayload, tmp_path
 
 def test_rollback_without_a_previous_version(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     with pytest.raises(InstallError) as err:
         rollback(prefix, "toy", systemd=no_systemd)
     assert str(err.value) == f"toy: no previous version under {prefix / 'toy'} to roll back to"
@@ -183,7 +186,7 @@ def test_reinstalling_the_previous_version_switches_back_to_it(
 ) -> None:
     prefix = tmp_path / "opt"
     _install_all(make_payload, prefix, no_systemd, "1.0.0", "2.0.0")
-    result = install(make_payload("1.0.0"), prefix, systemd=no_systemd)
+    result = install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     assert (result.status, result.previous) == ("switched", "2.0.0")
     assert installed_versions(prefix, "toy")[:2] == ("1.0.0", "2.0.0")
 
@@ -191,7 +194,7 @@ def test_reinstalling_the_previous_version_switches_back_to_it(
 def test_only_current_and_previous_versions_are_kept(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
     _install_all(make_payload, prefix, no_systemd, "1.0.0", "2.0.0")
-    result = install(make_payload("3.0.0"), prefix, systemd=no_systemd)
+    result = install(make_payload("3.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     assert "removed old version 1.0.0" in result.notes
     assert installed_versions(prefix, "toy") == ("3.0.0", "2.0.0", ["2.0.0", "3.0.0"])
 
@@ -233,7 +236,7 @@ def test_prefix_under_a_file_is_a_one_line_error(make_payload: MakePayload, tmp_
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     with pytest.raises(InstallError) as err:
-        install(make_payload("1.0.0"), blocker / "opt", systemd=no_systemd)
+        install(make_payload("1.0.0"), blocker / "opt", trust=UNSIGNED_OK, systemd=no_systemd)
     assert str(err.value) == f"cannot write to {blocker / 'opt'}: Not a directory"
 
 
@@ -254,7 +257,7 @@ def test_unwritable_prefix_is_a_one_line_error(
     make_payload: MakePayload, unwritable_prefix: Path, no_systemd: FakeSystemd
 ) -> None:
     with pytest.raises(InstallError) as err:
-        install(make_payload("1.0.0"), unwritable_prefix, systemd=no_systemd)
+        install(make_payload("1.0.0"), unwritable_prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     assert str(err.value) == (
         f"cannot write to {unwritable_prefix}: permission denied (run as root or pass --prefix DIR)"
     )
@@ -278,8 +281,8 @@ def test_uninstall_removes_versions_but_keeps_state(make_payload: MakePayload, t
 def test_systemd_enable_only_when_asked_and_running(make_payload: MakePayload, tmp_path: Path) -> None:
     prefix = tmp_path / "opt"
     systemd = FakeSystemd(running=True)
-    install(make_payload("1.0.0"), prefix, systemd=systemd)
-    install(make_payload("2.0.0"), prefix, systemd=systemd, enable=True)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=systemd)
+    install(make_payload("2.0.0"), prefix, trust=UNSIGNED_OK, systemd=systemd, enable=True)
     rollback(prefix, "toy", systemd=systemd)
     uninstall(prefix, "toy", systemd=systemd)
     unit = str(prefix / "toy" / "mlpack-toy.service")
@@ -294,7 +297,7 @@ def test_systemd_enable_only_when_asked_and_running(make_payload: MakePayload, t
 def test_agent_config_goes_to_the_state_folder(make_payload: MakePayload, tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
     config = AgentConfig(collector_url="https://collector.example", device_id="dev-1", token="s3cret")
-    result = install(make_payload("1.0.0"), prefix, systemd=no_systemd, agent_config=config)
+    result = install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd, agent_config=config)
     state = prefix / "toy" / "state"
     assert json.loads((state / "agent.json").read_text())["device_id"] == "dev-1"
     assert (state / "agent.token").read_text().strip() == "s3cret"
@@ -309,5 +312,6 @@ def test_model_name_that_cannot_be_a_folder_is_refused(
 
     bundle = make_bundle("current")
     with pytest.raises(InstallError) as err:
-        install(Payload(fake_runtime / LAUNCHER_DATA_NAME, fake_runtime, bundle), tmp_path / "opt", systemd=no_systemd)
+        payload = Payload(fake_runtime / LAUNCHER_DATA_NAME, fake_runtime, bundle)
+        install(payload, tmp_path / "opt", trust=UNSIGNED_OK, systemd=no_systemd)
     assert str(err.value) == "manifest version 'current' cannot name a folder (letters, digits, '.', '_', '+', '-')"

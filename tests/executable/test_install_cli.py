@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mlpack._cli import MlpackGroup
 from mlpack.runtime.install import Payload, install
 
-from .conftest import FakeSystemd
+from .conftest import UNSIGNED_OK, FakeSystemd
 
 _LAZY = {
     name: (f"mlpack.runtime.install_cli:{name}", f"{name} help")
@@ -50,8 +50,8 @@ def test_rollback_and_uninstall_by_name(
     make_payload: Callable[..., Payload], tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
-    install(make_payload("2.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
+    install(make_payload("2.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     code, out = _run("rollback", "--prefix", str(prefix), "--name", "toy")
     assert code == 0, out
     assert out.splitlines()[0] == "rolled back toy to 1.0.0 (was 2.0.0)"
@@ -72,7 +72,7 @@ def test_rollback_without_name_outside_an_executable(tmp_path: Path) -> None:
 
 def test_prefix_from_the_environment(make_payload: Callable[..., Payload], tmp_path: Path, no_systemd: FakeSystemd) -> None:
     prefix = tmp_path / "opt"
-    install(make_payload("1.0.0"), prefix, systemd=no_systemd)
+    install(make_payload("1.0.0"), prefix, trust=UNSIGNED_OK, systemd=no_systemd)
     result = CliRunner().invoke(device, ["uninstall", "--name", "toy"], env={"MLPACK_PREFIX": str(prefix)})
     assert result.exit_code == 0, result.output
     assert (prefix / "toy").is_dir() and not (prefix / "toy" / "current").exists()

@@ -58,7 +58,7 @@ def _python_api(bundle: Path, rows_csv: Path) -> tuple[list[str], np.ndarray]:
 def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Version 1.0.0 installed under a prefix of its own; returns the prefix."""
     prefix = tmp_path_factory.mktemp("prefix")
-    proc = _run(built.v1, "install", "--prefix", prefix)
+    proc = _run(built.v1, "install", "--prefix", prefix, "--allow-unsigned")  # these builds are unsigned
     assert proc.returncode == 0, proc.stderr
     return prefix
 
@@ -144,7 +144,7 @@ def test_installed_serve_answers_over_http(built: Built, installed: Path) -> Non
 def test_upgrade_rollback_reinstall_uninstall(built: Built, tmp_path: Path) -> None:
     prefix = tmp_path / "opt"
     current = prefix / NAME / "current" / NAME
-    assert _run(built.v1, "install", "--prefix", prefix).returncode == 0
+    assert _run(built.v1, "install", "--prefix", prefix, "--allow-unsigned").returncode == 0
     up = _run(built.v2, "install", "--prefix", prefix)
     assert up.returncode == 0, up.stderr
     assert up.stdout.splitlines()[0] == f"installed {NAME} 1.1.0 at {prefix / NAME / '1.1.0'}; now current (previous: 1.0.0)"
@@ -157,7 +157,9 @@ def test_upgrade_rollback_reinstall_uninstall(built: Built, tmp_path: Path) -> N
     assert np.array_equal(_parsed(_run(current, "predict", built.rows_csv).stdout)[1], _python_api(built.bundle1, built.rows_csv)[1])
 
     again = _run(built.v1, "install", "--prefix", prefix)
-    assert (again.returncode, again.stdout) == (0, f"{NAME} 1.0.0 already installed at {prefix / NAME / '1.0.0'}\n")
+    assert (again.returncode, again.stdout) == (
+        0, f"{NAME} 1.0.0 already installed at {prefix / NAME / '1.0.0'}\n  unsigned (allowed by the trust policy)\n"
+    )
 
     gone = _run(current, "uninstall", "--prefix", prefix)
     assert gone.returncode == 0, gone.stderr
@@ -230,7 +232,7 @@ def test_unwritable_prefix_through_the_executable(built: Built, tmp_path: Path) 
         prefix = tmp_path / "ro"
         prefix.mkdir()
         prefix.chmod(0o555)
-    proc = _run(built.v1, "install", "--prefix", prefix)
+    proc = _run(built.v1, "install", "--prefix", prefix, "--allow-unsigned")
     assert (proc.returncode, proc.stderr) == (
         1, f"Error: cannot write to {prefix}: permission denied (run as root or pass --prefix DIR)\n"
     )

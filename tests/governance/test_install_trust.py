@@ -243,3 +243,15 @@ def test_the_installed_layout_names_agree() -> None:
 
     assert _trust.BUNDLE_DIR == embedded.BUNDLE_DIR
     assert _trust.TRUST_DIR in install._RESERVED  # a version called "trust" cannot shadow the trust folder
+
+
+def test_install_cli_checks_the_trust_options_before_anything_else(bundles: Bundles, keys: Keys, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["device", "--bundle", str(bundles.v1), "install", "--prefix", str(tmp_path / "opt")]
+    r = runner.invoke(main, [*base, "--trust-key", str(tmp_path / "nope.pub")])
+    assert (r.exit_code, r.output) == (1, f"Error: {tmp_path / 'nope.pub'}: no such public key file\n")
+    r = runner.invoke(main, [*base, "--trust-key", str(keys.signer.private)])
+    assert (r.exit_code, r.output) == (
+        1, f"Error: {keys.signer.private}: this is a private key; trust the public one (the .pub file)\n"
+    )
+    assert not (tmp_path / "opt").exists()
