@@ -122,6 +122,16 @@ def make_payload(tmp_path: Path) -> Callable[[Path], Payload]:
     return make
 
 
+@pytest.fixture
+def v1_installed(bundles: Bundles, keys: Keys, make_payload: Callable[[Path], Payload], tmp_path: Path) -> Path:
+    """gov 1.0.0 installed under ``tmp_path/opt``, trusting the signer; returns the prefix."""
+    from mlpack.runtime.install import install
+
+    prefix = tmp_path / "opt"
+    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+    return prefix
+
+
 def resign(bundle: Path, pair: KeyPair) -> None:
     """Replace ``bundle``'s manifest.sig by ``pair``'s signature over the same manifest (a valid re-signing)."""
     sign = load_signing_key(pair.private).sign_manifest

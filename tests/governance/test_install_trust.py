@@ -78,10 +78,9 @@ def test_trust_is_written_and_enforced_by_the_installed_launcher(
 
 
 def test_installed_trust_applies_to_any_caller_and_cannot_be_overridden_at_run_time(
-    bundles: Bundles, keys: Keys, make_payload: MakePayload, tmp_path: Path
+    keys: Keys, v1_installed: Path
 ) -> None:
-    prefix = tmp_path / "opt"
-    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+    prefix = v1_installed
     installed = prefix / NAME / "current" / "bundle"
     runner = CliRunner()
     r = runner.invoke(main, ["device", "--bundle", str(installed), "verify"])
@@ -133,11 +132,8 @@ def test_install_refuses_an_unknown_key_and_unsigned_without_allow(
     assert read_trust_dir(prefix / NAME / "trust").allow_unsigned
 
 
-def test_upgrades_keep_the_installed_trust(
-    bundles: Bundles, keys: Keys, make_payload: MakePayload, tmp_path: Path
-) -> None:
-    prefix = tmp_path / "opt"
-    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+def test_upgrades_keep_the_installed_trust(bundles: Bundles, make_payload: MakePayload, v1_installed: Path) -> None:
+    prefix = v1_installed
     before = (prefix / NAME / "trust" / "policy.json").read_bytes()
     result = install(make_payload(bundles.v2), prefix, systemd=NoSystemd())
     assert (result.status, result.previous) == ("installed", "1.0.0")
@@ -146,10 +142,9 @@ def test_upgrades_keep_the_installed_trust(
 
 
 def test_a_failed_install_puts_the_old_trust_back(
-    bundles: Bundles, keys: Keys, make_payload: MakePayload, tmp_path: Path
+    bundles: Bundles, keys: Keys, make_payload: MakePayload, v1_installed: Path
 ) -> None:
-    prefix = tmp_path / "opt"
-    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+    prefix = v1_installed
     trust = prefix / NAME / "trust"
     before = {p.name: p.read_bytes() for p in trust.iterdir()}
     with pytest.raises(InstallError) as err:  # its golden set fails on this CPU: the verify in place refuses it
@@ -163,11 +158,10 @@ def test_a_failed_install_puts_the_old_trust_back(
 
 
 def test_new_trust_must_accept_the_installed_copy_too(
-    bundles: Bundles, keys: Keys, make_payload: MakePayload, copy_bundle: Callable[[Path], Path], tmp_path: Path
+    bundles: Bundles, keys: Keys, make_payload: MakePayload, copy_bundle: Callable[[Path], Path], v1_installed: Path
 ) -> None:
     """Re-running install to trust only another key fails while the installed copy is signed by the old one."""
-    prefix = tmp_path / "opt"
-    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+    prefix = v1_installed
     trust = prefix / NAME / "trust"
     before = {p.name: p.read_bytes() for p in trust.iterdir()}
     resigned = copy_bundle(bundles.v1)  # same manifest, signed by the other key
@@ -185,10 +179,9 @@ def test_new_trust_must_accept_the_installed_copy_too(
 
 
 def test_reinstalling_with_new_trust_replaces_it(
-    bundles: Bundles, keys: Keys, make_payload: MakePayload, tmp_path: Path
+    bundles: Bundles, keys: Keys, make_payload: MakePayload, v1_installed: Path
 ) -> None:
-    prefix = tmp_path / "opt"
-    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+    prefix = v1_installed
     result = install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer, keys.stranger), systemd=NoSystemd())
     assert result.status == "unchanged"
     ids = sorted([keys.signer.key_id, keys.stranger.key_id])
@@ -198,11 +191,8 @@ def test_reinstalling_with_new_trust_replaces_it(
     assert [k.key_id for k in read_trust_dir(prefix / NAME / "trust").keys] == ids
 
 
-def test_a_missing_or_damaged_trust_folder_stops_the_installed_model(
-    bundles: Bundles, keys: Keys, make_payload: MakePayload, tmp_path: Path
-) -> None:
-    prefix = tmp_path / "opt"
-    install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
+def test_a_missing_or_damaged_trust_folder_stops_the_installed_model(keys: Keys, v1_installed: Path) -> None:
+    prefix = v1_installed
     trust = prefix / NAME / "trust"
     (trust / f"{keys.signer.key_id}.pub").write_bytes(keys.stranger.public.read_bytes())
     proc = _verify(prefix)
@@ -245,13 +235,16 @@ def test_the_installed_layout_names_agree() -> None:
     assert _trust.TRUST_DIR in install._RESERVED  # a version called "trust" cannot shadow the trust folder
 
 
-def test_install_cli_checks_the_trust_options_before_anything_else(bundles: Bundles, keys: Keys, tmp_path: Path) -> None:
+def test_install_cli_checks_the_trust_options_before_anything_else(
+    bundles: Bundles, keys: Keys, tmp_path: Path
+) -> None:
     runner = CliRunner()
     base = ["device", "--bundle", str(bundles.v1), "install", "--prefix", str(tmp_path / "opt")]
     r = runner.invoke(main, [*base, "--trust-key", str(tmp_path / "nope.pub")])
     assert (r.exit_code, r.output) == (1, f"Error: {tmp_path / 'nope.pub'}: no such public key file\n")
     r = runner.invoke(main, [*base, "--trust-key", str(keys.signer.private)])
     assert (r.exit_code, r.output) == (
-        1, f"Error: {keys.signer.private}: this is a private key; trust the public one (the .pub file)\n"
+        1,
+        f"Error: {keys.signer.private}: this is a private key; trust the public one (the .pub file)\n",
     )
     assert not (tmp_path / "opt").exists()
