@@ -293,15 +293,12 @@ def read_trust_dir(folder: str | os.PathLike[str]) -> TrustPolicy:
 
 def write_trust_dir(folder: str | os.PathLike[str], policy: TrustPolicy) -> Path:
     """Replace ``folder`` with ``policy`` (``policy.json`` + one ``<key id>.pub`` per key) atomically."""
-    from mlpack._fs import atomic_directory, canonical_json
+    from mlpack._fs import canonical_json
 
     doc = {"format": TRUST_FORMAT, "allow_unsigned": policy.allow_unsigned, "keys": [k.key_id for k in policy.keys]}
-    with atomic_directory(folder, replace=True) as tmp:
-        for key in policy.keys:
-            (tmp / f"{key.key_id}.pub").write_text(public_key_pem(key.raw), encoding="ascii")
-        (tmp / POLICY_FILE).write_text(canonical_json(doc), encoding="utf-8")
-        for path in (tmp, *tmp.iterdir()):
-            path.chmod(0o755 if path.is_dir() else 0o644)  # the service may run as another user
+    files = {f"{k.key_id}.pub": public_key_pem(k.raw).encode("ascii") for k in policy.keys}
+    files[POLICY_FILE] = canonical_json(doc).encode("utf-8")
+    _publish(Path(folder), files)
     return Path(folder)
 
 
@@ -324,7 +321,7 @@ def applied_trust(folder: str | os.PathLike[str], policy: TrustPolicy | None) ->
         if before is None:
             shutil.rmtree(folder, ignore_errors=True)
         else:
-            _restore(folder, before)
+            _publish(folder, before)
         raise
 
 
@@ -334,7 +331,8 @@ def _snapshot(folder: Path) -> dict[str, bytes] | None:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def _restore(folder: Path, files: Mapping[str, bytes]) -> None:
+def _publish(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Replace ``folder`` by one holding ``files``, in one rename; readable by the service's user."""
     from mlpack._fs import atomic_directory
 
     with atomic_directory(folder, replace=True) as tmp:
