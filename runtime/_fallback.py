@@ -20,8 +20,8 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mlpack.runtime._trust import BUNDLE_DIR
 
@@ -40,8 +40,7 @@ _PREVIOUS = "previous"
 _STATE = "state"
 
 
-@dataclass(frozen=True)
-class Installed:
+class Installed(NamedTuple):
     """This process as an installed version: ``<model_dir>/<version>/<launcher name>``."""
 
     model_dir: Path
@@ -53,8 +52,7 @@ class Installed:
         return self.model_dir / _STATE
 
 
-@dataclass(frozen=True)
-class Fallback:
+class Fallback(NamedTuple):
     """Why the previous version is serving: the version that failed and its one-line reason."""
 
     from_version: str

@@ -28,7 +28,6 @@ failed verifications are audit events in ``state/`` (:mod:`mlpack.runtime._audit
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import os
 import re
@@ -208,7 +207,7 @@ def install(
     for the agent that ``serve`` runs.
     """
     prefix = Path(prefix).absolute()
-    trust = dataclasses.replace(trust, installed=True) if trust is not None else None
+    trust = trust._replace(installed=True) if trust is not None else None
     manifest, source, sig_raw = _payload_manifest(payload)
     name, version = _checked_name(manifest.name, "name"), _checked_name(manifest.version, "version")
     if trust is None and not (prefix / name / TRUST_DIR).is_dir():
