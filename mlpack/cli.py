@@ -9,7 +9,7 @@ from mlpack._cli import MlpackGroup
 
 _LAZY = {
     "build": ("mlpack.builder.cli:build", "Train, gate, convert and bundle a model from a spec."),
-    "inspect": ("mlpack.builder.cli:inspect_command", "Show what a bundle or executable holds."),
+    "inspect": ("mlpack.builder.inspect_cli:inspect_command", "Show what a bundle or executable holds."),
     "keys": ("mlpack.builder.cli:keys", "Generate and manage bundle signing keys."),
     "device": ("mlpack.runtime.cli:device_cli", "Run device commands against a bundle folder."),
     "collector": ("mlpack.collector.cli:collector", "Run and administer the fleet collector."),
