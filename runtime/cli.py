@@ -551,7 +551,13 @@ def _open_agent(obj: DeviceContext, bundle: Bundle, state_dir: Path | None) -> A
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the device executable: ``prog_name`` is the model's name."""
+    """Entry point of the device executable: ``prog_name`` is the model's name.
+
+    Called with the process's own command line (``argv`` is ``None``: the executable,
+    ``python -m mlpack.runtime.cli``), the process ends as soon as the command is done,
+    without tearing the interpreter down (:func:`_end_process`). With an explicit
+    ``argv`` it raises ``SystemExit`` like any click command, for callers that go on.
+    """
     prog = "mlpack-device"
     try:
         found = _embedded_bundle()
@@ -561,7 +567,46 @@ def main(argv: list[str] | None = None) -> None:
             prog = read_manifest(found).name
     except MlpackError:
         pass
-    device_cli.main(args=argv, prog_name=prog)
+    if argv is not None:
+        device_cli.main(args=argv, prog_name=prog)
+        return
+    try:
+        device_cli.main(prog_name=prog)
+    except SystemExit as exc:
+        _end_process(exc.code)
+        raise
+
+
+def _end_process(code: object) -> None:
+    """Flush, run the ``atexit`` hooks, and leave with ``os._exit``: no interpreter teardown.
+
+    Tearing down numpy, onnxruntime and their thread pools at exit costs ~30-40 ms, as
+    much as everything mlpack adds to a one-row ``predict`` (benchmarks/executable.py).
+    Nothing is lost by skipping it: every command has closed what it wrote (output files
+    are complete and renamed, the agent's outbox closed) before it returns, ``atexit``
+    hooks still run (``logging.shutdown``), and stdout/stderr are flushed here. Returns
+    (the caller then exits normally) while a non-daemon thread still runs, which a normal
+    exit would wait for.
+    """
+    import atexit
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1, as Python does
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or closed stream
+            status = status or 120  # what Python's own exit reports when stdout cannot be flushed
+    os._exit(status)
 
 
 def _embedded_bundle() -> Path | None:

@@ -197,3 +197,35 @@ def test_predict_into_a_closed_pipe_stops_quietly(binary_bundle: Path, tmp_path:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_entry_point_ends_the_process_with_the_command_status(mixed_bundle: Path, tmp_path: Path) -> None:
+    """``main()`` on the process's own argv skips interpreter teardown but keeps what a normal exit does:
+    the exit status, complete output files, flushed stdout/stderr, ``atexit`` hooks."""
+    (tmp_path / "in.csv").write_text(BAD_CSV)
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('atexit hook ran', file=sys.stderr))\n"
+        "class Teardown:\n"
+        "    def __del__(self): print('interpreter teardown', file=sys.stderr)\n"
+        "witness = Teardown()\n"
+        "from mlpack.runtime.cli import main\n"
+        "main()\n"
+        "print('not reached', file=sys.stderr)\n"
+    )
+    args = ["--bundle", str(mixed_bundle), "--allow-unsigned", "predict", str(tmp_path / "in.csv")]
+    proc = subprocess.run([sys.executable, "-c", probe, *args, "-o", str(tmp_path / "out.csv")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "row 2: field 'x1': expected a number, got 'abc'",
+        "Error: 1 of 3 rows failed validation (listed above and in the output's 'error')",
+        "atexit hook ran",
+    ]
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 4
+    proc = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and len(proc.stdout.splitlines()) == 4  # stdout flushed before the end
+    good = [sys.executable, "-c", probe, "--bundle", str(mixed_bundle), "--allow-unsigned", "info"]
+    proc = subprocess.run(good, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("mixed 1.0.0")
+    assert proc.stderr == "atexit hook ran\n"  # no "interpreter teardown", and main() did not return
