@@ -68,7 +68,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpack.monitor_agent.histogram import LatencyHistogram
+from mlpack.monitor_agent.histogram import ALPHA, LatencyHistogram
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -84,6 +84,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 MAX_WINDOWS_PER_BATCH = 500
 _ERROR_KIND = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class WireError(ValueError):
@@ -99,11 +100,79 @@ def _count(v: Any, where: str) -> int:
 
 
 def _number(v: Any, where: str, minimum: float | None = 0.0) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise WireError(f"{where}: expected a finite number")
+    try:
+        finite = math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
         raise WireError(f"{where}: expected a finite number")
     if minimum is not None and v < minimum:
         raise WireError(f"{where}: must be >= {minimum}, got {v}")
     return float(v)
+
+
+# Fast paths. The collector parses every window of every upload, and building a field
+# name per count (``windows[3].features.age.bins[7]``) used to cost more than the checks
+# themselves. The helpers below accept the common, valid case with C-level loops and
+# build names only when something is wrong: they then defer to ``_count``/``_number``,
+# so what is accepted and every error text stay exactly those of the checks above.
+_ONLY_INT = {int}
+_INF = math.inf
+
+
+def _all_counts(values: list[Any]) -> bool:
+    """True when every item is a plain non-negative ``int`` (a quick yes; ``False`` means "check one by one")."""
+    return not values or (set(map(type, values)) == _ONLY_INT and min(values) >= 0)
+
+
+def _counts(values: list[Any], where: str, key: str) -> list[int]:
+    """``values`` (the list at ``where.key``) as counts."""
+    if _all_counts(values):
+        return list(values)
+    return [_count(v, f"{where}.{key}[{i}]") for i, v in enumerate(values)]
+
+
+def _count_at(d: Mapping[str, Any], key: str, where: str, default: Any = 0) -> int:
+    """``d[key]`` (``default`` when absent) as a count."""
+    v = d.get(key, default)
+    if type(v) is int and v >= 0:
+        return v
+    return _count(v, f"{where}.{key}")
+
+
+def _number_at(d: Mapping[str, Any], key: str, where: str, default: Any = 0.0) -> float:
+    """``d[key]`` (``default`` when absent) as a finite number >= 0."""
+    v = d.get(key, default)
+    if type(v) is float and 0.0 <= v < _INF:  # NaN fails both comparisons
+        return v
+    return _number(v, f"{where}.{key}")
+
+
+def _latency(raw: Any, where: str) -> LatencyHistogram:
+    """A window's ``latency``: the fast path takes well-formed buckets (no repeated index);
+    anything else goes through :meth:`LatencyHistogram.from_dict` and its messages."""
+    if type(raw) is dict and raw.get("alpha", ALPHA) == ALPHA:
+        index, counts = raw.get("index"), raw.get("counts")
+        if (
+            type(index) is list
+            and type(counts) is list
+            and len(index) == len(counts)
+            and (not index or set(map(type, index)) == _ONLY_INT)
+            and _all_counts(counts)
+        ):
+            buckets = dict(zip(index, counts))
+            if len(buckets) == len(index):
+                return LatencyHistogram(buckets)
+    if not raw:
+        raw = {"index": [], "counts": []}
+    elif not isinstance(raw, Mapping):
+        raise WireError(f"{where}.latency: expected an object")
+    try:
+        return LatencyHistogram.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"{where}.latency: {exc}") from None
 
 
 @dataclass
@@ -138,17 +207,21 @@ class BinCounts:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> BinCounts:
-        if not isinstance(d, Mapping):
+        if type(d) is not dict and not isinstance(d, Mapping):
             raise WireError(f"{where}: expected an object")
         bins = d.get("bins")
-        if not isinstance(bins, list):
+        if type(bins) is not list:
             raise WireError(f"{where}.bins: expected a list of counts")
+        get = d.get
+        extras = [get("missing", 0), get("below", 0), get("above", 0), get("unseen", 0)]
+        if _all_counts(bins + extras):
+            return cls(list(bins), *extras)
         return cls(
-            bins=[_count(b, f"{where}.bins[{i}]") for i, b in enumerate(bins)],
-            missing=_count(d.get("missing", 0), f"{where}.missing"),
-            below=_count(d.get("below", 0), f"{where}.below"),
-            above=_count(d.get("above", 0), f"{where}.above"),
-            unseen=_count(d.get("unseen", 0), f"{where}.unseen"),
+            bins=_counts(bins, where, "bins"),
+            missing=_count_at(d, "missing", where),
+            below=_count_at(d, "below", where),
+            above=_count_at(d, "above", where),
+            unseen=_count_at(d, "unseen", where),
         )
 
 
@@ -189,17 +262,16 @@ class SystemStats:
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> SystemStats:
-        if not isinstance(d, Mapping):
+        if type(d) is not dict and not isinstance(d, Mapping):
             raise WireError(f"{where}: expected an object")
-        dfm = d.get("disk_free_min")
         return cls(
-            samples=_count(d.get("samples", 0), f"{where}.samples"),
-            proc_cpu=_number(d.get("proc_cpu", 0.0), f"{where}.proc_cpu"),
-            proc_rss_sum=_number(d.get("proc_rss_sum", 0.0), f"{where}.proc_rss_sum"),
-            proc_rss_max=_number(d.get("proc_rss_max", 0.0), f"{where}.proc_rss_max"),
-            cpu=_number(d.get("cpu", 0.0), f"{where}.cpu"),
-            mem=_number(d.get("mem", 0.0), f"{where}.mem"),
-            disk_free_min=None if dfm is None else _number(dfm, f"{where}.disk_free_min"),
+            samples=_count_at(d, "samples", where),
+            proc_cpu=_number_at(d, "proc_cpu", where),
+            proc_rss_sum=_number_at(d, "proc_rss_sum", where),
+            proc_rss_max=_number_at(d, "proc_rss_max", where),
+            cpu=_number_at(d, "cpu", where),
+            mem=_number_at(d, "mem", where),
+            disk_free_min=None if d.get("disk_free_min") is None else _number_at(d, "disk_free_min", where),
         )
 
 
@@ -274,17 +346,17 @@ class Window:
     @classmethod
     def from_dict(cls, d: Any, where: str = "window") -> Window:
         """Strict parse: every defect is a ``WireError`` naming the field."""
-        if not isinstance(d, Mapping):
+        if type(d) is not dict and not isinstance(d, Mapping):
             raise WireError(f"{where}: expected an object")
         model = d.get("model")
-        if not isinstance(model, str) or not re.fullmatch(r"[0-9a-f]{64}", model):
+        if not isinstance(model, str) or not _HASH.fullmatch(model):
             raise WireError(f"{where}.model: expected a sha256 hex content hash")
-        seq = _count(d.get("seq"), f"{where}.seq")
-        seq_last = _count(d.get("seq_last", seq), f"{where}.seq_last")
+        seq = _count_at(d, "seq", where, None)
+        seq_last = _count_at(d, "seq_last", where, seq)
         if seq_last < seq:
             raise WireError(f"{where}.seq_last: must be >= seq ({seq}), got {seq_last}")
-        start = _number(d.get("start"), f"{where}.start")
-        end = _number(d.get("end"), f"{where}.end")
+        start = _number_at(d, "start", where, None)
+        end = _number_at(d, "end", where, None)
         if end < start:
             raise WireError(f"{where}.end: must be >= start")
         errors_raw = d.get("errors", {})
@@ -294,11 +366,8 @@ class Window:
         for k, v in errors_raw.items():
             if not isinstance(k, str) or not _ERROR_KIND.match(k):
                 raise WireError(f"{where}.errors: invalid error kind {k!r}")
-            errors[k] = _count(v, f"{where}.errors.{k}")
-        try:
-            latency = LatencyHistogram.from_dict(d.get("latency") or {"index": [], "counts": []})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WireError(f"{where}.latency: {exc}") from None
+            errors[k] = v if type(v) is int and v >= 0 else _count(v, f"{where}.errors.{k}")
+        latency = _latency(d.get("latency"), where)
         feats_raw = d.get("features", {})
         if not isinstance(feats_raw, Mapping):
             raise WireError(f"{where}.features: expected an object")
@@ -308,8 +377,8 @@ class Window:
         pred_raw = d.get("predictions")
         predictions = None if pred_raw is None else BinCounts.from_dict(pred_raw, f"{where}.predictions")
         system = SystemStats.from_dict(d.get("system", {}), f"{where}.system")
-        requests = _count(d.get("requests", 0), f"{where}.requests")
-        rows = _count(d.get("rows", 0), f"{where}.rows")
+        requests = _count_at(d, "requests", where)
+        rows = _count_at(d, "rows", where)
         return cls(
             model=model,
             seq=seq,
@@ -358,7 +427,7 @@ def validate_batch(payload: Any) -> tuple[str, dict[str, dict[str, Any]], list[W
         raise WireError("models: expected an object keyed by content hash")
     models: dict[str, dict[str, Any]] = {}
     for h, m in models_raw.items():
-        if not isinstance(h, str) or not re.fullmatch(r"[0-9a-f]{64}", h):
+        if not isinstance(h, str) or not _HASH.fullmatch(h):
             raise WireError(f"models: key {h!r} is not a sha256 hex content hash")
         if not isinstance(m, Mapping) or not isinstance(m.get("name"), str) or not isinstance(
             m.get("version"), str

@@ -129,6 +129,16 @@ def _unknown_model(batch: dict) -> dict:
     return batch
 
 
+def _latency_not_object(batch: dict) -> dict:
+    batch["windows"][0]["latency"] = [1, 2]
+    return batch
+
+
+def _huge_number(batch: dict) -> dict:
+    batch["windows"][0]["system"]["cpu"] = 10**400  # parsed as an int too large for a float
+    return batch
+
+
 def _bad_schema(batch: dict) -> dict:
     batch["schema"] = 2
     return batch
@@ -147,8 +157,10 @@ def _unknown_feature(batch: dict) -> dict:
         (_few_bins, 422, "windows[0].features.x0.bins: expected 10 bins (the model's profile), got 9"),
         (_unknown_feature, 422, "windows[0].features.nope: not a feature of model demo 1.0.0"),
         (_unknown_model, 422, "windows[0].model: unknown model ffffffffffff; send it in the batch's models section or register the bundle with add-model"),
+        (_latency_not_object, 422, "windows[0].latency: expected an object"),
+        (_huge_number, 422, "windows[0].system.cpu: expected a finite number"),
     ],
-    ids=["schema", "negative", "bins", "feature", "unknown-model"],
+    ids=["schema", "negative", "bins", "feature", "unknown-model", "latency-list", "huge-number"],
 )
 def test_schema_violations_are_422_and_store_nothing(collector, profile, demo_hash, mutate, status, message) -> None:
     dev, token = collector.device(profile, demo_hash)
