@@ -30,7 +30,7 @@ from typing import Any
 
 from mlpack.collector.auth import token_matches
 from mlpack.collector.models import ModelInfo, model_from_upload
-from mlpack.collector.rollup import FLEET, Rollup, RollupKey, bucket_of
+from mlpack.collector.rollup import Rollup, RollupKey, bucket_of, expand_hours
 from mlpack.collector.storage import Storage, WriteTx
 from mlpack.errors import StorageError
 from mlpack.monitor_agent.wire import Window, WireError, validate_batch
@@ -41,6 +41,7 @@ log = logging.getLogger("mlpack.collector")
 
 MAX_AUDIT_PER_BATCH = 1000
 _RETRIES = 3
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Rejected(Exception):
@@ -138,14 +139,14 @@ def apply_batches(
     with storage.write() as tx:
         devices = {name: tx.device(name) for name in sorted({b.device for b in batches})}
         learned: dict[str, ModelInfo] = {}
-        deltas: dict[RollupKey, Rollup] = {}
+        hours: dict[RollupKey, Rollup] = {}
         outcomes: list[Ack | Rejected] = []
         for b in batches:
             try:
-                outcomes.append(_apply_one(tx, b, devices, known, learned, deltas, now))
+                outcomes.append(_apply_one(tx, b, devices, known, learned, hours, now))
             except Rejected as exc:
                 outcomes.append(exc)
-        tx.add_to_rollups(deltas)
+        tx.add_to_rollups(expand_hours(hours))
     known.update(learned)
     return outcomes
 
@@ -156,9 +157,10 @@ def _apply_one(
     devices: dict[str, tuple[str, float | None] | None],
     known: dict[str, ModelInfo],
     learned: dict[str, ModelInfo],
-    deltas: dict[RollupKey, Rollup],
+    hours: dict[RollupKey, Rollup],
     now: float,
 ) -> Ack:
+    """Check and store one batch; its windows are added to ``hours`` (device, hour) deltas."""
     row = devices.get(b.device)
     if row is None or row[1] is not None or not token_matches(b.token_hash, row[0]):
         raise Rejected(401, "Authorization: unknown, wrong or revoked device token")
@@ -232,13 +234,12 @@ def _apply_one(
     window_rows = []
     for i in fresh:
         w, m = b.windows[i], model_of[i]
-        body = json.dumps(w.to_dict(), separators=(",", ":"))
-        window_rows.append((b.device, w.seq, w.seq_last, w.model, w.start, w.end, now, body))
-        vector = m.vector(w)
-        for level in ("h", "d"):
-            bucket = bucket_of(w.start, level)
-            for who in (b.device, FLEET):
-                deltas.setdefault((level, w.model, who, bucket), Rollup()).add_window(w, vector)
+        window_rows.append((b.device, w.seq, w.seq_last, w.model, w.start, w.end, now, _compact(w.to_dict())))
+        key = ("h", w.model, b.device, bucket_of(w.start, "h"))
+        delta = hours.get(key)
+        if delta is None:
+            hours[key] = delta = Rollup()
+        delta.add_window(w, m.vector(w))
         ack.stored.append(w.seq)
     tx.insert_windows(window_rows)
     tx.insert_audit(

@@ -23,7 +23,7 @@ import numpy as np
 from mlpack.errors import BundleError
 from mlpack.monitor_agent.drift import Thresholds
 from mlpack.monitor_agent.profile import Profile
-from mlpack.monitor_agent.wire import BinCounts, Window, WireError
+from mlpack.monitor_agent.wire import Window, WireError
 
 __all__ = ["PREDICTION", "EXTRAS", "Section", "ModelInfo", "model_from_upload"]
 
@@ -108,19 +108,23 @@ class ModelInfo:
                 )
 
     def vector(self, w: Window) -> np.ndarray:
-        """The window's counts flattened in this model's layout (checked windows only)."""
-        out = np.zeros(self.size, dtype=np.int64)
-        for name, counts in w.features.items():
-            _put(out, self.features[name], counts)
-        if w.predictions is not None and self.prediction is not None:
-            _put(out, self.prediction, w.predictions)
-        return out
+        """The window's counts flattened in this model's layout (checked windows only).
 
-
-def _put(out: np.ndarray, sec: Section, counts: BinCounts) -> None:
-    out[sec.start : sec.start + sec.n_bins] = counts.bins
-    base = sec.start + sec.n_bins
-    out[base : base + 4] = (counts.missing, counts.below, counts.above, counts.unseen)
+        Built as one Python list and converted once: a numpy slice assignment per
+        feature cost more than the rest of storing the window.
+        """
+        flat: list[int] = []
+        prediction = self.prediction
+        for sec in self.sections:
+            counts = w.predictions if sec is prediction else w.features.get(sec.name)
+            if counts is None:  # a feature the window did not see: zeros
+                flat += [0] * (sec.n_bins + len(EXTRAS))
+            else:
+                flat += counts.bins
+                flat += (counts.missing, counts.below, counts.above, counts.unseen)
+        if len(flat) != self.size:
+            raise ValueError(f"window of model {self.hash[:12]} does not match its profile's bins (check it first)")
+        return np.array(flat, dtype=np.int64)
 
 
 def _sections(profile: Mapping[str, Any]) -> tuple[Section, ...]:

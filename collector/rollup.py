@@ -21,7 +21,7 @@ import numpy as np
 from mlpack.monitor_agent.histogram import LatencyHistogram
 from mlpack.monitor_agent.wire import SystemStats, Window
 
-__all__ = ["HOUR", "DAY", "FLEET", "LEVELS", "Rollup", "RollupKey", "bucket_of", "plan_range"]
+__all__ = ["HOUR", "DAY", "FLEET", "LEVELS", "Rollup", "RollupKey", "bucket_of", "expand_hours", "plan_range"]
 
 HOUR = 3600
 DAY = 86400
@@ -30,6 +30,10 @@ LEVELS = {"h": HOUR, "d": DAY}
 
 # (level, model, device, bucket start)
 RollupKey = tuple[str, str, str, int]
+
+# One encoder each instead of a new one per json.dumps call (same output).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+_compact_sorted = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 def bucket_of(ts: float, level: str) -> int:
@@ -98,10 +102,10 @@ class Rollup:
             self.requests,
             self.rows,
             self.errors,
-            json.dumps(self.error_kinds, sort_keys=True, separators=(",", ":")),
-            json.dumps([[i for i, _ in lat], [c for _, c in lat]], separators=(",", ":")),
+            _compact_sorted(self.error_kinds),
+            _compact([[i for i, _ in lat], [c for _, c in lat]]),
             counts,
-            json.dumps(self.system.to_dict(), separators=(",", ":")),
+            _compact(self.system.to_dict()),
         )
 
     @classmethod
@@ -118,6 +122,25 @@ class Rollup:
             counts=np.frombuffer(bytes(counts), dtype="<i8").astype(np.int64) if counts else None,
             system=SystemStats(**json.loads(system)),
         )
+
+
+def expand_hours(hours: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
+    """Every roll-up delta implied by per-device hour deltas: those hours, plus their
+    device's day and the fleet's hour and day.
+
+    Adding each window once (to its device's hour) and merging the sums upwards is the
+    same addition as adding it four times, with a quarter of the per-window work.
+    """
+    out = dict(hours)
+    for (level, model, device, bucket), delta in hours.items():
+        assert level == "h" and device != FLEET
+        day = bucket_of(bucket, "d")
+        for key in (("d", model, device, day), ("h", model, FLEET, bucket), ("d", model, FLEET, day)):
+            total = out.get(key)
+            if total is None:
+                out[key] = total = Rollup()
+            total.merge(delta)
+    return out
 
 
 def plan_range(start: int, end: int) -> Iterator[tuple[str, int, int]]:

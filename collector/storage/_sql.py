@@ -23,6 +23,7 @@ from mlpack.monitor_agent.drift import Thresholds
 __all__ = ["DeviceRow", "SqlStorage", "WriteTx"]
 
 _ROLLUP_COLS = "windows, requests, rows, errors, error_kinds, latency, counts, system"
+_ROLLUP_ROW = f"SELECT {_ROLLUP_COLS} FROM rollups WHERE level = ? AND device = ? AND model = ? AND bucket = ?"
 
 
 @dataclass(frozen=True)
@@ -145,47 +146,47 @@ class WriteTx:
     def touch_device(
         self, name: str, seen: float, model: str | None, seq: int | None, outbox: dict[str, int] | None
     ) -> None:
-        """Record an upload; the device's model is the one of its highest sequence number."""
-        if seq is None or model is None:
-            self._exec("UPDATE devices SET last_seen = ? WHERE name = ?", (seen, name))
-        else:
-            self._exec(
-                "UPDATE devices SET last_seen = ?, "
-                "last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END, "
-                "last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END "
-                "WHERE name = ?",
-                (seen, seq, model, seq, seq, name),
-            )
+        """Record an upload; the device's model is the one of its highest sequence number.
+
+        One statement whatever the batch held (this runs once per upload).
+        """
+        sets = ["last_seen = ?"]
+        params: list[Any] = [seen]
+        if seq is not None and model is not None:
+            sets.append("last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END")
+            sets.append("last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END")
+            params += [seq, model, seq, seq]
         if outbox is not None:
-            self._exec(
-                "UPDATE devices SET outbox = ?, outbox_at = ? WHERE name = ?",
-                (json.dumps(outbox, sort_keys=True), seen, name),
-            )
+            sets.append("outbox = ?, outbox_at = ?")
+            params += [json.dumps(outbox, sort_keys=True), seen]
+        self._exec(f"UPDATE devices SET {', '.join(sets)} WHERE name = ?", (*params, name))
 
     def add_to_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
         """Merge ``deltas`` into the stored roll-ups, locking rows in one global order.
 
         Every writer (in every process) touches keys in sorted order, so two writers
-        that share a fleet row wait for each other instead of deadlocking.
+        that share a fleet row wait for each other instead of deadlocking. A row read
+        (and locked) is merged and updated; a missing one is inserted as the delta
+        itself, unless another process inserted it first, then it is merged into theirs.
         """
-        zero = Rollup().to_row()
         for key in sorted(deltas):
-            self._exec(
-                f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (*_key_params(key), *zero),
-            )
-            row = self._exec(
-                f"SELECT {_ROLLUP_COLS} FROM rollups WHERE level = ? AND device = ? AND model = ? AND bucket = ?"
-                + self._s.lock_clause,
-                _key_params(key),
-            ).fetchone()
+            params = _key_params(key)
+            row = self._exec(_ROLLUP_ROW + self._s.lock_clause, params).fetchone()
+            if row is None:
+                inserted = self._exec(
+                    f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (*params, *deltas[key].to_row()),
+                )
+                if inserted.rowcount == 1:
+                    continue
+                row = self._exec(_ROLLUP_ROW + self._s.lock_clause, params).fetchone()
             total = Rollup.from_row(row)
             total.merge(deltas[key])
             self._exec(
                 "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
                 "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
-                (*total.to_row(), *_key_params(key)),
+                (*total.to_row(), *params),
             )
 
 

@@ -67,13 +67,16 @@ def test_rollups_equal_the_merge_of_the_windows(sqlite_url: str) -> None:
         t0 = 1_764_000_000.0 // DAY * DAY + 23 * HOUR  # last hour of a day: windows span two days
         windows = []
         known: dict = {}
+        groups: list[list] = [[], []]
         for d in devs:
             s.add_device(d.name, hash_token(d.name), 0.0)
             ws = [d.window(t0 + 60 * i) for i in range(90)]
             windows += ws
-            payload = d.batch(ws, name="r", version="1")
-            out = apply_batches(s, [parse_batch(payload, d.name, hash_token(d.name))], known, t0)
-            assert out[0].stored == list(range(90))
+            for group, part in zip(groups, (ws[:50], ws[50:])):
+                group.append(parse_batch(d.batch(part, name="r", version="1"), d.name, hash_token(d.name)))
+        # Two transactions, every device in both: the second merges into the rows the first stored.
+        out = [apply_batches(s, group, known, t0) for group in groups]
+        assert [[o.stored for o in outs] for outs in out] == [[list(range(50))] * 3, [list(range(50, 90))] * 3]
         merged = merge_windows(windows)
         total = Rollup()
         for level, a, b in plan_range(int(t0), int(t0) + 2 * HOUR):
@@ -93,6 +96,19 @@ def test_rollups_equal_the_merge_of_the_windows(sqlite_url: str) -> None:
         for row in s.rollups("d", int(t0) // DAY * DAY, int(t0) // DAY * DAY + DAY):
             day.merge(Rollup.from_row(row[3:]))
         assert (day.requests, day.windows) == (hours.requests, hours.windows) == (3 * 60 * 50, 180)
+        # each device's own rows hold exactly its windows
+        for k, d in enumerate(devs):
+            mine = Rollup()
+            for level, a, b in plan_range(int(t0), int(t0) + 2 * HOUR):
+                for row in s.rollups(level, a, b, device=d.name):
+                    mine.merge(Rollup.from_row(row[3:]))
+            days = Rollup()
+            for row in s.rollups("d", int(t0) // DAY * DAY, int(t0) // DAY * DAY + 2 * DAY, device=d.name):
+                days.merge(Rollup.from_row(row[3:]))
+            own = merge_windows(windows[90 * k : 90 * (k + 1)])
+            for r in (mine, days):
+                assert (r.windows, r.requests, r.histogram()) == (90, own.requests, own.latency)
+                assert np.array_equal(r.counts, m.vector(own))
     finally:
         s.close()
 
