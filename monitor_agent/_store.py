@@ -6,6 +6,10 @@ that fails ``quick_check`` or has an unknown schema is renamed aside (with its `
 ``-shm``) and a fresh one is created, with one clear log line; only the newest
 :data:`KEEP_ASIDE` set-aside copies are kept so a flapping disk cannot fill itself up.
 
+Tables added after schema 1 shipped (``known_models``) are created on open when missing
+and the schema number stays 1: an older agent (after a rollback) ignores a table it does
+not know, where a new schema number would make it set the whole outbox aside.
+
 Sequence numbers must never repeat for a device, even after a reset that loses the
 database. ``outbox.seq`` (written atomically) holds a *reservation*: the database never
 hands out a number above it without first raising it by :data:`RESERVE_BLOCK`; a fresh
@@ -65,6 +69,12 @@ CREATE TABLE recent (model TEXT NOT NULL, bucket INTEGER NOT NULL, body BLOB NOT
 CREATE TABLE current (model TEXT NOT NULL, pid INTEGER NOT NULL, time REAL NOT NULL,
     body BLOB NOT NULL, PRIMARY KEY (model, pid));
 """
+# Added to schema 1 later (see the module docstring): models the collector at ``url``
+# acknowledged, so batches to it leave their ``models`` entries out.
+_ADDED = {
+    "known_models": "CREATE TABLE IF NOT EXISTS known_models (url TEXT NOT NULL, hash TEXT NOT NULL, "
+    "PRIMARY KEY (url, hash))",
+}
 
 
 def is_corruption(exc: BaseException) -> bool:
@@ -123,6 +133,9 @@ def _open(path: Path, cap_bytes: int) -> sqlite3.Connection:
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
             if row is None or row[0] != SCHEMA_VERSION:
                 raise _Corrupt(f"unknown outbox schema {row[0] if row else None!r}")
+            for name, statement in _ADDED.items():
+                if name not in tables:
+                    conn.execute(statement)
         return conn
     except BaseException:
         conn.close()
@@ -135,7 +148,7 @@ def _create(conn: sqlite3.Connection, path: Path) -> None:
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
         conn.execute("COMMIT")  # another process created it while we waited for the lock
         return
-    for stmt in _SCHEMA.strip().split(";\n"):
+    for stmt in [*_SCHEMA.strip().split(";\n"), *_ADDED.values()]:
         if stmt.strip():
             conn.execute(stmt)
     rows = [("schema", SCHEMA_VERSION), ("next_seq", floor["window"] + 1), ("next_audit", floor["audit"] + 1),

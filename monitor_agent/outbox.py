@@ -16,6 +16,13 @@
 Besides the queue, it keeps what ``status`` needs offline: the registered models (name,
 version, profile, thresholds), per-hour merged copies of recent windows (``recent``,
 48 hours, kept after delivery) and snapshots of the windows still open (``current``).
+
+It also remembers which models the collector already has (``known_models``: model
+hash per collector URL, recorded once a batch carrying the model was acknowledged), so
+batches leave out the ~8 KiB ``models`` entry (name, version, reference profile) the
+collector would otherwise receive, decode and compare with every upload. Knowing is
+per URL: another collector URL starts from nothing, and :meth:`Outbox.forget_known`
+drops what a collector turned out not to know (its database was reset).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,12 +94,17 @@ class Accounting:
 
 @dataclass
 class Batch:
-    """One upload's content, as taken from the outbox (``windows``/``audit`` are wire dicts)."""
+    """One upload's content, as taken from the outbox (``windows``/``audit`` are wire dicts).
+
+    ``models`` holds the entries the collector may not know; ``known`` the hashes of the
+    windows' other models, left out because the collector acknowledged them before.
+    """
 
     windows: list[dict[str, Any]]
     audit: list[dict[str, Any]]
     models: dict[str, dict[str, Any]]
     outbox: dict[str, int]
+    known: list[str] = field(default_factory=list)
 
     @property
     def window_seqs(self) -> list[int]:
@@ -227,6 +239,9 @@ class Outbox:
 
         def op(conn: sqlite3.Connection) -> None:
             with self._tx(conn):
+                row = conn.execute("SELECT body FROM models WHERE hash = ?", (content_hash,)).fetchone()
+                if row is not None and row[0] != body:  # changed: no collector has this version of it
+                    conn.execute("DELETE FROM known_models WHERE hash = ?", (content_hash,))
                 conn.execute("INSERT OR REPLACE INTO models (hash, body) VALUES (?, ?)", (content_hash, body))
 
         self._run(op)
@@ -235,6 +250,36 @@ class Outbox:
     def models(self) -> dict[str, dict[str, Any]]:
         """content hash -> ``{"wire": {name, version, profile}, "thresholds": {...}}``."""
         return self._run(lambda c: {h: _unpack(b) for h, b in c.execute("SELECT hash, body FROM models")})
+
+    def mark_known(self, collector: str, hashes: Sequence[str]) -> None:
+        """The collector at URL ``collector`` stored these models; what other URLs knew is dropped."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.execute("DELETE FROM known_models WHERE url != ?", (collector,))
+                conn.executemany(
+                    "INSERT OR IGNORE INTO known_models (url, hash) VALUES (?, ?)", [(collector, h) for h in hashes]
+                )
+
+        if hashes:
+            self._run(op)
+
+    def forget_known(self, collector: str, hashes: Sequence[str]) -> None:
+        """The collector at ``collector`` may not have these models after all: send them again."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                conn.executemany(
+                    "DELETE FROM known_models WHERE url = ? AND hash = ?", [(collector, h) for h in hashes]
+                )
+
+        if hashes:
+            self._run(op)
+
+    def known(self, collector: str) -> set[str]:
+        """Hashes of the models the collector at ``collector`` has acknowledged."""
+        rows = self._run(lambda c: c.execute("SELECT hash FROM known_models WHERE url = ?", (collector,)).fetchall())
+        return {r[0] for r in rows}
 
     # ------------------------------------------------------------------ windows in
 
@@ -358,8 +403,12 @@ class Outbox:
 
     # ------------------------------------------------------------------ windows out
 
-    def take_batch(self, max_windows: int, max_bytes: int, max_audit: int = 100) -> Batch:
-        """The oldest pending windows and audit events, marked as sent (no longer mergeable)."""
+    def take_batch(self, max_windows: int, max_bytes: int, max_audit: int = 100, collector: str | None = None) -> Batch:
+        """The oldest pending windows and audit events, marked as sent (no longer mergeable).
+
+        Models the collector at URL ``collector`` acknowledged are left out of ``models``
+        (listed in ``known`` instead).
+        """
 
         def op(conn: sqlite3.Connection) -> Batch:
             with self._tx(conn):
@@ -383,12 +432,19 @@ class Outbox:
                     )
                 ]
                 hashes = sorted({w["model"] for w in windows})
+                known = [
+                    h for h in hashes
+                    if collector is not None
+                    and conn.execute("SELECT 1 FROM known_models WHERE url = ? AND hash = ?", (collector, h)).fetchone()
+                ]
                 models: dict[str, dict[str, Any]] = {}
                 for h in hashes:
+                    if h in known:
+                        continue
                     row = conn.execute("SELECT body FROM models WHERE hash = ?", (h,)).fetchone()
                     if row is not None:
                         models[h] = _unpack(row[0])["wire"]
-                return Batch(windows, audit, models, self._accounting(conn).to_dict())
+                return Batch(windows, audit, models, self._accounting(conn).to_dict(), known)
 
         return self._run(op)
 

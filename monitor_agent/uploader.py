@@ -6,15 +6,23 @@ What the agent does with each reply:
 ========================  ==================================================================
 200                       delete exactly the windows listed in ``stored`` + ``duplicates``
                           (the collector replies only after its commit); audit events of the
-                          batch are acknowledged with it
+                          batch are acknowledged with it, and the models it carried are
+                          recorded as known to this collector URL
 network error, 5xx, 429   keep everything; retry with exponential backoff and full jitter
                           (1 s doubling to a 5 min cap; ``Retry-After`` is honoured)
 401, 403, 404, 405, 415   keep everything: the credentials or the URL are wrong, not the
                           batch; outcome ``refused``, retried only at the backoff cap
+422 for a batch that      the collector may have lost a model it acknowledged (a database
+left known models out     reset answers "unknown model"): forget that it knows them and
+                          resend the same windows with their models, before anything else
 other 4xx (400, 409,      the batch is bad: halve it until the offending window (or event)
 413, 422, ...)            is alone, then move it to the dead-letter table (kept, reported
                           in ``outbox.dead_letter``, never retried)
 ========================  ==================================================================
+
+A model's ``models`` entry (name, version, reference profile: ~8 KiB for 20 features)
+travels only until the collector has acknowledged a batch carrying it; the outbox
+remembers that per collector URL, across restarts.
 
 Only one process uploads a state dir at a time (``upload.lock``), so ``serve`` and a
 cron ``agent sync`` never race each other. Nothing here logs a header: the token stays
@@ -151,9 +159,10 @@ class Uploader:
             if not self.outbox.needs_report():
                 break
             only_windows = limit == 1 and self.outbox.accounting().pending > 0
-            batch = self.outbox.take_batch(limit, self.max_bytes, 0 if only_windows else min(100, limit))
+            url = self.config.ingest_url
+            batch = self.outbox.take_batch(limit, self.max_bytes, 0 if only_windows else min(100, limit), collector=url)
             try:
-                reply = self.transport.send(self.config.ingest_url, self._encode(batch), self._headers())
+                reply = self.transport.send(url, self._encode(batch), self._headers())
             except TransportError as exc:
                 return self._stop(result, "unreachable", None, str(exc))
             result.batches += 1
@@ -175,6 +184,10 @@ class Uploader:
                 return self._stop(result, "unreachable", reply.status, reason)
             if reply.status in _CONFIG_STATUSES or reply.status < 400:
                 return self._stop(result, "refused", reply.status, reason)
+            if reply.status == 422 and batch.known:
+                self.outbox.forget_known(url, batch.known)
+                log.warning("collector refused a batch sent without its models (%s); resending with them", reason)
+                continue
             if len(batch) > 1:  # a bad item in the batch: find it by halving
                 limit = max(1, len(batch) // 2)
                 log.warning("collector refused a batch of %d (%s); retrying in halves", len(batch), reason)
@@ -208,7 +221,10 @@ class Uploader:
         missing = [s for s in sent if s not in acked]
         if missing:
             log.warning("collector did not acknowledge windows %s; they stay in the outbox", missing[:10])
-        return self.outbox.ack([s for s in sent if s in acked], batch.audit_seqs, batch.outbox)
+        n = self.outbox.ack([s for s in sent if s in acked], batch.audit_seqs, batch.outbox)
+        if len(missing) < len(sent):  # the batch was committed, with the models it carried
+            self.outbox.mark_known(self.config.ingest_url, sorted(batch.models))
+        return n
 
     def _encode(self, batch: Batch) -> bytes:
         payload = {

@@ -29,8 +29,15 @@ The exchange (``POST /api/v1/ingest``, ``Content-Encoding: gzip``,
 * 401 bad/unknown/revoked token, 400 malformed body, 413 too large, 415 encoding,
   422 schema violation (message names the field), 409 a window overlaps a stored range
   differently, 429/503 with optional ``Retry-After``. Error bodies are ``{"error": msg}``.
-* ``models`` carries every model the batch's windows reference; ``outbox`` is the
-  device's accounting at the time the batch was taken (original windows:
+* ``models`` carries the entry of each model the batch's windows reference that the
+  collector may not know yet: the collector needs a window's model from this batch, an
+  earlier upload or ``add-model``, and refuses a window of an unknown model with 422
+  (``windows[i].model: unknown model ...``). The agent sends an entry (~8 KiB of
+  profile for 20 features, which the collector would otherwise decode and compare
+  with every upload) until the collector has acknowledged a batch carrying it, and
+  remembers that per collector URL; on a 422 for a batch that left models out (a
+  collector restored from an older backup) it resends the same windows with them.
+* ``outbox`` is the device's accounting at the time the batch was taken (original windows:
   ``produced = delivered + pending + merged + dropped + dead_letter``); a batch with no
   windows may be sent just to report new drops. The agent never merges a window it
   has sent once, and only merges consecutive sequence numbers, so a correct agent

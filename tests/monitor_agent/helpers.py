@@ -35,11 +35,14 @@ class FakeClock:
 class FakeCollector:
     """An in-memory collector behind the Transport seam.
 
-    It validates every batch with the shared wire schema, stores windows by (seq, seq_last)
-    and answers like the real one (stored/duplicates). ``script`` holds replies (or
-    exceptions) to use instead, one per request, before it behaves normally again.
+    It validates every batch with the shared wire schema, learns the models batches
+    carry, stores windows by (seq, seq_last) and answers like the real one
+    (stored/duplicates; 422 for a window of a model it does not know; ``models.clear()``
+    is a database reset). ``script`` holds replies (or exceptions) to use instead, one
+    per request, before it behaves normally again.
     """
 
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
     windows: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     audit: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -63,8 +66,11 @@ class FakeCollector:
     def handle(self, payload: dict[str, Any]) -> Response:
         """What a correct collector does with a batch."""
         device, models, windows, audit, outbox = validate_batch(payload)
-        for w in windows:
-            assert w.model in models, "every window's model travels with the batch"
+        for i, w in enumerate(windows):
+            if w.model not in models and w.model not in self.models:
+                error = f"windows[{i}].model: unknown model {w.model[:12]}; send it in the batch's models section"
+                return Response(422, {}, json.dumps({"error": error}).encode())
+        self.models.update(models)
         stored, dups = [], []
         for w in windows:
             key = (w.seq, w.seq_last)

@@ -170,6 +170,36 @@ def test_collector_down_for_a_while_then_up(tmp_path: Path, model: ModelInfo) ->
         collector.stop()
 
 
+def test_a_collector_that_lost_the_model_is_sent_it_again(tmp_path: Path, model: ModelInfo) -> None:
+    """Models travel only until acknowledged; a collector restored without them answers
+    422 "unknown model", and the agent resends the same windows with the model."""
+    collector = Collector(_free_port(), tmp_path / "fleet.db")
+    device, token = collector.device()
+    clock = FakeClock()
+    rng = np.random.default_rng(3)
+    config = AgentConfig(collector.url, device, token)
+    agent = Agent.open(model, tmp_path / "state", config, clock=clock, sampler=fixed_sampler)
+    collector.start()
+    try:
+        rows = _record(agent, clock, 3, rng)
+        assert agent.sync().delivered == 3
+        assert agent.outbox.known(config.ingest_url) == {model.content_hash}
+        collector.stop()
+        conn = sqlite3.connect(collector.db)
+        conn.execute("DELETE FROM models")  # restored from a backup older than the model
+        conn.commit()
+        conn.close()
+        collector.start()
+        rows += _record(agent, clock, 2, rng)
+        result = agent.sync()
+        assert (result.outcome, result.delivered, result.dead_lettered, result.batches) == ("delivered", 2, 0, 2)
+        _assert_exactly_once(collector.windows(device), 5, rows)
+        assert agent.outbox.accounting().balanced
+    finally:
+        agent.stop()
+        collector.stop()
+
+
 def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(tmp_path: Path, live: Collector) -> None:
     device, token = live.device()
     state, journal = tmp_path / "state", tmp_path / "journal"

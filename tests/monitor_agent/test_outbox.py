@@ -194,3 +194,48 @@ def test_outbox_is_sqlite_wal_with_full_sync(tmp_path: Path) -> None:
     Outbox.open(tmp_path).close()
     conn = sqlite3.connect(tmp_path / "outbox.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+URL = "http://collector.example:8470/api/v1/ingest"
+PROFILE = {"format": "mlpack.profile/1", "features": [], "prediction": None}
+WIRE = {"name": "churn", "version": "1.2.0", "profile": PROFILE}
+
+
+def test_models_the_collector_knows_are_left_out_per_url(tmp_path: Path) -> None:
+    with Outbox.open(tmp_path) as box:
+        box.register_model(MODEL_HASH, WIRE, {})
+        box.register_model(OTHER, {**WIRE, "version": "2.0.0"}, {})
+        box.add_window(_window(T0))
+        box.add_window(_window(T0 + 60, model=OTHER))
+        box.mark_known(URL, [MODEL_HASH])
+        batch = box.take_batch(10, 10**6, collector=URL)
+        assert (sorted(batch.models), batch.known) == ([OTHER], [MODEL_HASH])
+        for collector in (None, "http://b/"):  # no URL, or another one: every model travels
+            assert sorted(box.take_batch(10, 10**6, collector=collector).models) == sorted([MODEL_HASH, OTHER])
+        # A different collector URL learns the models: the first URL's knowledge is dropped.
+        box.mark_known("http://b/", [OTHER])
+        assert (box.known(URL), box.known("http://b/")) == (set(), {OTHER})
+        box.forget_known("http://b/", [OTHER])
+        assert box.known("http://b/") == set()
+    with Outbox.open(tmp_path) as box:  # what the collector knows survives a restart
+        box.mark_known(URL, [MODEL_HASH, OTHER])
+    with Outbox.open(tmp_path) as box:
+        box.register_model(MODEL_HASH, WIRE, {})  # the same model again: still known
+        assert box.known(URL) == {MODEL_HASH, OTHER}
+        box.register_model(OTHER, {**WIRE, "version": "2.0.1"}, {})  # changed under its hash: send it again
+        assert box.known(URL) == {MODEL_HASH}
+
+
+def test_an_outbox_from_before_known_models_gains_the_table_and_keeps_its_windows(tmp_path: Path) -> None:
+    with Outbox.open(tmp_path) as box:
+        box.add_window(_window(T0))
+    conn = sqlite3.connect(tmp_path / "outbox.sqlite")
+    conn.execute("DROP TABLE known_models")  # as an agent of the previous release left it
+    conn.commit()
+    conn.close()
+    with Outbox.open(tmp_path) as box:
+        assert [w.seq for w in box.pending_windows()] == [1]
+        assert box.known(URL) == set()
+        box.mark_known(URL, [MODEL_HASH])
+        assert box.known(URL) == {MODEL_HASH}
+    assert not list(tmp_path.glob("outbox.sqlite.corrupt-*"))  # nothing was set aside

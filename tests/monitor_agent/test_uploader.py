@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import random
@@ -24,14 +25,26 @@ TOKEN = "tok-3f9a1c7e5b2d4a6f8e0c"
 CONFIG = AgentConfig(collector_url="http://127.0.0.1:9", device_id="press-07", token=TOKEN)
 
 
+WIRE = {"name": "churn", "version": "1.2.0", "profile": {"format": "mlpack.profile/1", "features": [], "prediction": None}}
+
+
 def _box(path: Path, n: int) -> Outbox:
     box = Outbox.open(path)
-    box.register_model(MODEL_HASH, {"name": "churn", "version": "1.2.0", "profile": {"format": "mlpack.profile/1", "features": [], "prediction": None}}, {})
-    for i in range(n):
+    box.register_model(MODEL_HASH, WIRE, {})
+    _add(box, n)
+    return box
+
+
+def _add(box: Outbox, n: int, first: int = 0) -> None:
+    for i in range(first, first + n):
         w = Window(model=MODEL_HASH, seq=0, start=T0 + 60 * i, end=T0 + 60 * (i + 1), requests=1, rows=3)
         w.system.add(fixed_sampler())
         box.add_window(w)
-    return box
+
+
+def _carried_models(collector: FakeCollector) -> list[bool]:
+    """Per request so far: did it carry the model's entry?"""
+    return [MODEL_HASH in r["models"] for r in collector.requests]
 
 
 def _uploader(box: Outbox, collector: Any, **kw: Any) -> Uploader:
@@ -82,6 +95,8 @@ def test_a_lost_reply_leads_to_a_duplicate_not_a_second_copy(tmp_path: Path, col
         result = up.sync()
         assert (result.outcome, result.delivered) == ("delivered", 3)
         assert len(collector.windows) == 3 and box.accounting().balanced
+        # The model was stored with the first attempt, but the agent never heard so: sent again.
+        assert _carried_models(collector) == [True, True]
 
 
 def test_a_refused_window_is_isolated_and_dead_lettered(tmp_path: Path, collector: FakeCollector) -> None:
@@ -206,3 +221,69 @@ def test_the_token_never_reaches_logs_reprs_or_messages(
         texts += [r.summary() for r in results] + [r.detail for r in results]
     assert all(TOKEN not in t for t in texts)
     assert "Bearer" not in caplog.text
+
+
+def test_the_model_travels_until_a_batch_carrying_it_is_acknowledged(tmp_path: Path, collector: FakeCollector) -> None:
+    with _box(tmp_path, 7) as box:
+        collector.script = [unreachable()]
+        up = _uploader(box, collector, max_windows=3)
+        assert up.sync().outcome == "unreachable"
+        result = up.sync()
+        assert (result.outcome, result.delivered, result.batches) == ("delivered", 7, 3)
+        assert _carried_models(collector) == [True, True, False, False]
+        assert box.known(CONFIG.ingest_url) == {MODEL_HASH}
+        assert collector.requests[-1]["windows"] and "profile" not in json.dumps(collector.requests[-1])
+    with _box(tmp_path, 0) as box:  # a restart (the model registered again) remembers it
+        _add(box, 2, first=7)
+        assert _uploader(box, collector).sync().delivered == 2
+        assert _carried_models(collector)[-1] is False
+    # Another collector URL starts from nothing.
+    other = AgentConfig(collector_url="http://127.0.0.1:10/", device_id="press-07", token=TOKEN)
+    fresh = FakeCollector()
+    with _box(tmp_path, 0) as box:
+        _add(box, 1, first=9)
+        assert Uploader(box, other, fresh, random.Random(0)).sync().delivered == 1
+        assert _carried_models(fresh) == [True]
+        assert (box.known(CONFIG.ingest_url), box.known(other.ingest_url)) == (set(), {MODEL_HASH})
+        assert len(collector.windows) + len(fresh.windows) == 10 and box.accounting().balanced
+
+
+def test_a_collector_that_lost_the_model_gets_it_again_instead_of_dead_letters(
+    tmp_path: Path, collector: FakeCollector
+) -> None:
+    with _box(tmp_path, 2) as box:
+        up = _uploader(box, collector)
+        assert up.sync().delivered == 2
+        collector.models.clear()  # its database was reset
+        _add(box, 3, first=2)
+        result = up.sync()
+        assert (result.outcome, result.delivered, result.dead_lettered, result.batches) == ("delivered", 3, 0, 2)
+        assert _carried_models(collector) == [True, False, True]
+        assert [len(r["windows"]) for r in collector.requests] == [2, 3, 3]  # the same windows, resent whole
+        assert box.dead_letters() == [] and box.known(CONFIG.ingest_url) == {MODEL_HASH}
+        acc = box.accounting()
+        assert (acc.delivered, acc.pending, acc.dead_letter) == (5, 0, 0) and acc.balanced
+        assert sorted(collector.windows) == [(s, s) for s in range(1, 6)]
+
+
+def test_a_bad_window_sent_without_the_model_is_still_isolated_and_dead_lettered(
+    tmp_path: Path, collector: FakeCollector
+) -> None:
+    with _box(tmp_path, 1) as box:
+        up = _uploader(box, collector)
+        assert up.sync().delivered == 1  # the collector knows the model now
+
+        def refuse_seq_4(payload: dict[str, Any]) -> Response:
+            collector.script.insert(0, refuse_seq_4)
+            if any(w["seq"] == 4 for w in payload["windows"]):
+                return Response(422, {}, b'{"error": "windows[0].rows: bad"}')
+            return collector.handle(payload)
+
+        collector.script = [refuse_seq_4]
+        _add(box, 4, first=1)
+        result = up.sync()
+        assert (result.outcome, result.delivered, result.dead_lettered) == ("refused", 3, 1)
+        assert [d.seq for d in box.dead_letters()] == [4]
+        assert _carried_models(collector)[1:3] == [False, True]  # first the model came back, then halving
+        acc = box.accounting()
+        assert (acc.delivered, acc.dead_letter, acc.pending) == (4, 1, 0) and acc.balanced
