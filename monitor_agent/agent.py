@@ -2,12 +2,23 @@
 
 The runtime builds a :class:`ModelInfo` from the bundle it opened (folder or archive
 appended to the executable: the agent never reads bundle files) and calls
-:meth:`Agent.open`; ``Model.predict`` feeds ``agent.recorder``; ``serve`` calls
-:meth:`Agent.start` / :meth:`Agent.stop`. Two daemon threads: one closes windows on
-time (so requests never wait for the outbox's fsync), samples the system and snapshots
-the open window for ``status``; the other uploads (only when a collector is
-configured). Everything they do is also callable directly (:meth:`tick`,
-:meth:`sync`), which is how tests drive the agent with an injected clock and transport.
+:meth:`Agent.open`; ``Model.predict`` feeds ``agent.recorder``. Two ways to run it:
+
+* **long-running** (``serve``, ``agent run``): :meth:`Agent.start` / :meth:`Agent.stop`.
+  Two daemon threads: one closes windows on time (so requests never wait for the
+  outbox's fsync), samples the system and snapshots the open window for ``status``; the
+  other uploads (only when a collector is configured).
+* **one-shot** (batch ``predict``): ``Agent.open(..., deferred=True)`` and no
+  :meth:`Agent.start`. Nothing touches the disk or loads SQLite, psutil or HTTP until a
+  window is stored: windows close from ``record`` (``auto_roll``) and at :meth:`stop`,
+  and each gets one system sample as it is stored. A 0.2 s process thus pays for the
+  agent only at exit (benchmarks/executable.py), and one that recorded nothing stores
+  nothing.
+
+Everything the threads do is also callable directly (:meth:`tick`, :meth:`sync`), which
+is how tests drive the agent with an injected clock and transport. The outbox, the
+uploader and the psutil sampler are made on first use, so a process imports only the
+parts it runs.
 """
 
 from __future__ import annotations
@@ -16,24 +27,28 @@ import hashlib
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlpack.errors import AgentError, BundleError
+from mlpack.errors import AgentError, BundleError, MlpackError
 from mlpack.monitor_agent.config import AgentConfig, load_config
 from mlpack.monitor_agent.drift import Thresholds
-from mlpack.monitor_agent.outbox import Outbox
 from mlpack.monitor_agent.profile import Profile
 from mlpack.monitor_agent.recorder import Recorder
-from mlpack.monitor_agent.status import StatusReport, build_status, render_metrics
 from mlpack.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, SystemSampler
-from mlpack.monitor_agent.transport import Transport, UrllibTransport
-from mlpack.monitor_agent.uploader import SyncResult, Uploader
+
+if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at exit, if at all
+    import random
+
+    from mlpack.monitor_agent.outbox import Outbox
+    from mlpack.monitor_agent.status import StatusReport
+    from mlpack.monitor_agent.transport import Transport
+    from mlpack.monitor_agent.uploader import SyncResult, Uploader
+    from mlpack.monitor_agent.wire import Window
 
 __all__ = ["ModelInfo", "Agent"]
 
@@ -102,22 +117,27 @@ class Agent:
         model: ModelInfo,
         state_dir: Path,
         config: AgentConfig,
-        outbox: Outbox,
         recorder: Recorder,
-        uploader: Uploader,
         sampler: Sampler | None,
         clock: Callable[[], float],
         sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
+        transport: Transport | None = None,
+        rng: random.Random | None = None,
+        deferred: bool = False,
     ) -> None:
         self.model = model
         self.state_dir = state_dir
         self.config = config
-        self.outbox = outbox
         self.recorder = recorder
-        self.uploader = uploader
         self._sampler = sampler
         self._clock = clock
         self._sample_seconds = sample_seconds
+        self._transport = transport
+        self._rng = rng
+        self._deferred = deferred
+        self._outbox: Outbox | None = None
+        self._uploader: Uploader | None = None
+        self._opening = threading.Lock()
         self._next_sample = 0.0
         self._next_snapshot = 0.0
         self._stop = threading.Event()
@@ -137,28 +157,72 @@ class Agent:
         rng: random.Random | None = None,
         sampler: Sampler | None = None,
         sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
+        deferred: bool = False,
     ) -> Agent:
-        """Open the state dir's outbox and get ready to record ``model`` (``start`` runs threads).
+        """Get ready to record ``model`` into the state dir's outbox (``start`` runs threads).
 
-        ``config`` defaults to :func:`load_config` (file + environment); ``sampler``
-        defaults to psutil (:class:`SystemSampler`).
+        The outbox is opened (and the model registered in it) now, so a bad state dir
+        fails here; with ``deferred`` (one-shot use, see the module docstring) only when
+        the first window is stored. ``config`` defaults to :func:`load_config` (file +
+        environment); ``sampler`` defaults to psutil (:class:`SystemSampler`).
         """
         state = Path(state_dir)
         config = load_config(state) if config is None else config
-        outbox = Outbox.open(state, config.cap_bytes, clock)
-        outbox.register_model(model.content_hash, model.wire(), model.thresholds.to_dict())
-        recorder = Recorder(
-            model.profile,
-            model.content_hash,
-            window_seconds=config.window_seconds,
-            clock=clock,
-            on_window=outbox.add_window,
+        recorder = Recorder(model.profile, model.content_hash, window_seconds=config.window_seconds, clock=clock)
+        agent = cls(
+            model, state, config, recorder, SystemSampler(state) if sampler is None else sampler, clock,
+            sample_seconds, transport, rng, deferred,
         )
-        uploader = Uploader(outbox, config, transport or UrllibTransport(), rng or random.Random())
-        return cls(
-            model, state, config, outbox, recorder, uploader,
-            SystemSampler(state) if sampler is None else sampler, clock, sample_seconds,
-        )
+        recorder.on_window = agent._store
+        if not deferred:
+            agent.outbox  # noqa: B018 - opens it: a bad state dir fails now, not at the first window
+        return agent
+
+    @property
+    def outbox(self) -> Outbox:
+        """The state dir's outbox, opened (and ``model`` registered) on first use."""
+        if self._outbox is None:
+            with self._opening:
+                if self._outbox is None:
+                    from mlpack.monitor_agent.outbox import Outbox
+
+                    outbox = Outbox.open(self.state_dir, self.config.cap_bytes, self._clock)
+                    try:
+                        m = self.model
+                        outbox.register_model(m.content_hash, m.wire(), m.thresholds.to_dict())
+                    except BaseException:
+                        outbox.close()
+                        raise
+                    self._outbox = outbox
+        return self._outbox
+
+    @property
+    def uploader(self) -> Uploader:
+        """Delivers the outbox to the collector (made on first use: HTTP is imported only then)."""
+        if self._uploader is None:
+            import random
+
+            from mlpack.monitor_agent.transport import UrllibTransport
+            from mlpack.monitor_agent.uploader import Uploader
+
+            transport = self._transport if self._transport is not None else UrllibTransport()
+            self._uploader = Uploader(self.outbox, self.config, transport, self._rng or random.Random())
+        return self._uploader
+
+    def _store(self, window: Window) -> None:
+        """The recorder's ``on_window``: a closed window into the outbox (one log line if it cannot).
+
+        One-shot (deferred, no threads), the window gets its system sample here.
+        """
+        if self._deferred and not self._threads and self._sampler is not None:
+            try:
+                window.system.add(self._sampler())
+            except Exception:  # no sample is better than no window
+                log.exception("system sample failed")
+        try:
+            self.outbox.add_window(window)
+        except MlpackError as exc:
+            log.error("telemetry window %s..%s not stored: %s", window.start, window.end, exc)
 
     # ------------------------------------------------------------------ one step at a time
 
@@ -189,6 +253,8 @@ class Agent:
         if live is not None:
             windows.append(live)
         m = self.model
+        from mlpack.monitor_agent.status import build_status
+
         return build_status(
             m.content_hash, m.name, m.version, m.profile, m.thresholds, windows, since, now,
             self.outbox.accounting().to_dict(),
@@ -196,6 +262,8 @@ class Agent:
 
     def metrics_text(self, hours: float = 24.0) -> str:
         """Prometheus text for the device's ``/metrics`` endpoint."""
+        from mlpack.monitor_agent.status import render_metrics
+
         return render_metrics(self.status(hours))
 
     # ------------------------------------------------------------------ threads
@@ -205,9 +273,11 @@ class Agent:
         if self._threads or self._stopped:
             return
         self._stop.clear()
+        self.outbox  # noqa: B018 - a deferred agent that becomes long-running opens it now
         self.recorder.auto_roll = False  # the tick thread closes windows on time, off the request path
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
         if self.config.can_upload:
+            self.uploader  # noqa: B018 - made here, not in the thread (imports are not thread-friendly)
             self._threads.append(
                 threading.Thread(target=self._upload_loop, name="mlpack-agent-upload", daemon=True)
             )
@@ -227,11 +297,12 @@ class Agent:
         self.recorder.auto_roll = True
         try:
             self.recorder.close()
-            self.outbox.clear_current(self.model.content_hash)
+            if self._outbox is not None:  # only an opened outbox can hold this process's snapshot
+                self._outbox.clear_current(self.model.content_hash)
         except AgentError as exc:
             log.error("could not store the last telemetry window: %s", exc)
-        if not busy:
-            self.outbox.close()
+        if not busy and self._outbox is not None:
+            self._outbox.close()
 
     def __enter__(self) -> Agent:
         return self

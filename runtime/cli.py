@@ -299,7 +299,7 @@ def predict(
     from mlpack.runtime.session import batch_threads
 
     report = _ErrorEcho()
-    with _serving_model(obj, threads or batch_threads(), state_dir, no_monitor) as (model, _agent):
+    with _serving_model(obj, threads or batch_threads(), state_dir, no_monitor, one_shot=True) as (model, _agent):
         with _input_lines(input_path) as lines:
             first = next(lines, "")
             fmt = in_format or detect_format(None if input_path == "-" else input_path, first)
@@ -503,24 +503,31 @@ def _audit(state_dir: Path, event: str, detail: dict[str, Any]) -> None:
 
 
 class _serving_model:
-    """``(model, agent)``: the opened model, fed to the monitoring agent when it has a state folder."""
+    """``(model, agent)``: the opened model, fed to the monitoring agent when it has a state folder.
 
-    def __init__(self, obj: DeviceContext, threads: int | None, state_dir: Path | None, no_monitor: bool) -> None:
+    ``one_shot`` (batch ``predict``): the agent runs no threads and touches the disk only
+    when it stores a window (at exit, for a short run): see :mod:`mlpack.monitor_agent.agent`.
+    """
+
+    def __init__(
+        self, obj: DeviceContext, threads: int | None, state_dir: Path | None, no_monitor: bool, one_shot: bool = False
+    ) -> None:
         self.obj, self.threads, self.state_dir, self.no_monitor = obj, threads, state_dir, no_monitor
+        self.one_shot = one_shot
         self.agent: Agent | None = None
 
     def __enter__(self) -> tuple[Model, Agent | None]:
         from mlpack.runtime.model import Model
 
         bundle = self.obj.bundle()
-        self.agent = None if self.no_monitor else _open_agent(self.obj, bundle, self.state_dir)
+        self.agent = None if self.no_monitor else _open_agent(self.obj, bundle, self.state_dir, self.one_shot)
         try:
             model = Model(bundle, threads=self.threads, recorder=self.agent.recorder if self.agent else None)
         except BaseException:
             if self.agent is not None:
                 self.agent.stop()  # closes the outbox it opened
             raise
-        if self.agent is not None:
+        if self.agent is not None and not self.one_shot:
             self.agent.start()
         return model, self.agent
 
@@ -529,7 +536,7 @@ class _serving_model:
             self.agent.stop()
 
 
-def _open_agent(obj: DeviceContext, bundle: Bundle, state_dir: Path | None) -> Agent | None:
+def _open_agent(obj: DeviceContext, bundle: Bundle, state_dir: Path | None, one_shot: bool) -> Agent | None:
     """The agent for ``bundle``, or ``None`` when this model was never set up for monitoring here."""
     if "profile.json" not in bundle.manifest.files:
         return None
@@ -541,7 +548,7 @@ def _open_agent(obj: DeviceContext, bundle: Bundle, state_dir: Path | None) -> A
     from mlpack.monitor_agent.agent import Agent
 
     try:
-        return Agent.open(obj.model_info(), state)
+        return Agent.open(obj.model_info(), state, deferred=one_shot)
     except MlpackError as exc:
         click.echo(f"warning: monitoring is off ({exc})", err=True)
         return None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpack.errors import BundleError
+from mlpack.errors import BundleError, OutboxError
 from mlpack.monitor_agent.agent import Agent, ModelInfo
 from mlpack.monitor_agent.config import AgentConfig
 from mlpack.monitor_agent.drift import Thresholds
@@ -90,3 +90,46 @@ def test_model_info_from_bundle_bytes(profile: object) -> None:
         ModelInfo.from_bundle_bytes(b'{"name": 1}', prof)
     with pytest.raises(BundleError, match=r"^bundle/profile.json: unsupported format None"):
         ModelInfo.from_bundle_bytes(manifest, b"{}")
+
+
+def test_deferred_agent_touches_the_disk_only_when_it_stores_a_window(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock
+) -> None:
+    """One-shot (batch predict): no outbox, no thread until a window closes; one system sample per stored window."""
+    state = tmp_path / "state"
+    agent = Agent.open(model, state, AgentConfig(window_seconds=60), clock=clock, sampler=fixed_sampler, deferred=True)
+    rng = np.random.default_rng(3)
+    agent.recorder.record(*traffic(rng, 5), 0.002)
+    assert not state.exists()  # nothing opened, nothing created yet
+    clock.advance(60)
+    agent.recorder.record(*traffic(rng, 2), 0.002)  # closes the first window from record (auto_roll)
+    assert (state / "outbox.sqlite").exists()
+    agent.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("mlpack-agent")]
+    empty = Agent.open(model, tmp_path / "empty", clock=clock, sampler=fixed_sampler, deferred=True)
+    empty.stop()
+    assert not (tmp_path / "empty").exists()  # recorded nothing, stored nothing
+    with Outbox.open(state) as box:
+        windows = box.pending_windows()
+        assert [(w.start, w.rows, w.system.samples) for w in windows] == [(T0, 5, 1), (T0 + 60, 2, 1)]
+        assert set(box.models()) == {model.content_hash}  # registered when the outbox was opened
+
+
+def test_deferred_agent_on_a_bad_state_dir_logs_one_line_and_never_raises(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    agent = Agent.open(model, tmp_path / "file" / "state", clock=clock, sampler=fixed_sampler, deferred=True)
+    agent.recorder.record(*traffic(np.random.default_rng(4), 3), 0.002)
+    agent.stop()
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("ERROR", None)]
+    assert caplog.records[0].getMessage() == (
+        f"telemetry window {T0}..{T0} not stored: {tmp_path / 'file' / 'state'}: cannot create the state directory"
+        " (Not a directory)"
+    )
+
+
+def test_an_eager_agent_fails_at_open_on_a_bad_state_dir(tmp_path: Path, model: ModelInfo) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(OutboxError, match=r"cannot create the state directory \(Not a directory\)$"):
+        Agent.open(model, tmp_path / "file" / "state", sampler=fixed_sampler)

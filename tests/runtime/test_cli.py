@@ -229,3 +229,36 @@ def test_entry_point_ends_the_process_with_the_command_status(mixed_bundle: Path
     proc = subprocess.run(good, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("mixed 1.0.0")
     assert proc.stderr == "atexit hook ran\n"  # no "interpreter teardown", and main() did not return
+
+
+def test_predict_with_monitoring_stores_its_window_at_exit(mixed_bundle: Path, tmp_path: Path) -> None:
+    """One-shot predict: the agent loads SQLite and psutil only after the output is written, runs no
+    thread, never loads the uploader or HTTP, and stores one window with one system sample."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "in.csv").write_text(GOOD_CSV)
+    probe = (
+        "import sys, threading\n"
+        "class Spy:\n"
+        "    def __init__(self, inner): self.inner, self.loaded, self.threads = inner, None, None\n"
+        "    def write(self, s):\n"
+        "        self.loaded = [m for m in ('sqlite3', 'psutil') if m in sys.modules]\n"
+        "        self.threads = sorted(t.name for t in threading.enumerate() if t.name.startswith('mlpack'))\n"
+        "        return self.inner.write(s)\n"
+        "    def __getattr__(self, name): return getattr(self.inner, name)\n"
+        "sys.stdout = spy = Spy(sys.stdout)\n"
+        "from mlpack.runtime.cli import main\n"
+        "try:\n"
+        f"    main(['--bundle', {str(mixed_bundle)!r}, '--allow-unsigned', 'predict', '--state-dir', {str(state)!r},"
+        f" {str(tmp_path / 'in.csv')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "late = ['http.client', 'mlpack.monitor_agent.uploader', 'mlpack.monitor_agent.status']\n"
+        "print('WRITING', spy.loaded, spy.threads, 'EXIT', [m for m in late if m in sys.modules], file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.stderr == "WRITING [] [] EXIT []\n"
+    from mlpack.monitor_agent.outbox import Outbox
+
+    with Outbox.open(state) as box:
+        assert [(w.rows, w.requests, w.system.samples) for w in box.pending_windows()] == [(2, 1, 1)]

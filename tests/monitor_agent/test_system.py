@@ -1,0 +1,50 @@
+"""System samples with the real psutil and /proc: sane values, CPU since the process started, a cheap sampler."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlpack.monitor_agent.system import SystemSampler, _busy_percent, _machine_jiffies
+
+
+def test_samples_are_sane(tmp_path: Path) -> None:
+    sampler = SystemSampler(tmp_path)
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # burn CPU: the first sample counts it (since the process started)
+        pass
+    first, second = sampler(), sampler()
+    for s in (first, second):
+        assert s.samples == 1
+        assert s.proc_rss_sum == s.proc_rss_max > 10e6  # python + numpy at least
+        assert 0.0 <= s.cpu <= 100.0 and 0.0 < s.mem < 100.0
+        assert s.disk_free_min is not None and s.disk_free_min > 0
+    assert first.proc_cpu > 0.0  # psutil's own first cpu_percent() would say 0.0
+
+
+def test_a_missing_state_dir_has_no_disk_figure(tmp_path: Path) -> None:
+    assert SystemSampler(tmp_path / "gone")().disk_free_min is None
+
+
+def test_machine_cpu_share_counts_like_psutil() -> None:
+    assert _busy_percent((100, 1000), (130, 1100)) == 30.0
+    assert _busy_percent((100, 1000), (100, 1000)) == 0.0  # no tick elapsed
+    assert _busy_percent((100, 1000), None) == 0.0
+    busy, total = _machine_jiffies() or (0, 0)  # this test machine is Linux
+    assert 0 < busy < total
+
+
+def test_making_a_sampler_does_not_import_psutil(tmp_path: Path) -> None:
+    """A one-shot predict makes its sampler at start and samples at exit: psutil is loaded only then."""
+    probe = (
+        "import sys\n"
+        "from mlpack.monitor_agent.system import SystemSampler\n"
+        f"s = SystemSampler({str(tmp_path)!r})\n"
+        "print('psutil' in sys.modules, end=' ')\n"
+        "s()\n"
+        "print('psutil' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout == "False True\n"
