@@ -207,6 +207,12 @@ def _apply_one(
     ack = Ack()
     fresh: list[int] = []
     prev: Window | None = None
+    # New windows (the common case) are checked against the device's stored ones with one
+    # query for the batch's whole seq span; only a span that meets a stored window is
+    # checked window by window (replays, overlaps).
+    span_clear = len(b.windows) > 1 and tx.overlapping(
+        b.device, min(w.seq for w in b.windows), max(w.seq_last or w.seq for w in b.windows)
+    ) is None
     for i in sorted(range(len(b.windows)), key=lambda k: b.windows[k].seq):
         w = b.windows[i]
         assert w.seq_last is not None
@@ -216,7 +222,7 @@ def _apply_one(
             ack.duplicates.append(w.seq)
             continue
         prev = w
-        hit = tx.overlapping(b.device, w.seq, w.seq_last)
+        hit = None if span_clear else tx.overlapping(b.device, w.seq, w.seq_last)
         if hit is None:
             fresh.append(i)
         elif hit == (w.seq, w.seq_last):

@@ -192,3 +192,33 @@ def test_a_full_write_queue_is_503_before_anything_is_read(sqlite_url: str) -> N
         assert s.window_count() == 0
     finally:
         s.close()
+
+
+def test_batches_of_new_replayed_and_overlapping_windows(sqlite_url: str) -> None:
+    """A batch's seq span is checked in one query; any span meeting stored windows is
+    checked window by window: duplicates acknowledged, overlaps refused, gaps filled."""
+    from mlpack.collector.ingest import Ack, Rejected
+
+    s = open_storage(sqlite_url)
+    try:
+        dev = SimDevice("d", make_profile(), model_hash("o", "1"))
+        s.add_device("d", hash_token("d"), 0.0)
+        ws = [dev.window(1_764_000_000.0 + 60 * i) for i in range(8)]
+        known: dict = {}
+
+        def send(windows: list, first: bool = False) -> Ack | Rejected:
+            payload = dev.batch(windows, name="o", version="1", include_model=first)
+            return apply_batches(s, [parse_batch(payload, "d", hash_token("d"))], known, 0.0)[0]
+
+        assert send([ws[0], ws[5]], first=True) == Ack([0, 5], [])
+        assert send([ws[2], ws[3]]) == Ack([2, 3], [])  # between stored windows: the span is clear
+        assert send([ws[3], ws[4], ws[6]]) == Ack([4, 6], [3])  # a replay among new ones
+        merged = merge_windows([ws[6], ws[7]])  # seq 6-7 meets the stored 6-6
+        out = send([ws[1], merged])
+        assert isinstance(out, Rejected) and (out.status, out.message) == (
+            409, "windows[1]: seq 6-7 overlaps the stored window seq 6-6 of device d with different bounds"
+        )
+        assert send([ws[1], ws[7]]) == Ack([1, 7], [])
+        assert s.window_count("d") == 8
+    finally:
+        s.close()
