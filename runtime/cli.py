@@ -423,8 +423,6 @@ def serve(
     Before listening, the bundle is verified and its golden set replayed; an installed
     version that fails hands over to the previously installed one (see /health).
     """
-    import signal
-
     from mlpack.runtime.server import PredictServer, ServeConfig
 
     config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections)
@@ -445,15 +443,8 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(f"note: listening on {host}: other machines can query this model", err=True)
         click.echo(f"serving {model.name} {model.version} on {server.url} (Ctrl-C to stop)", err=True)
-
-        def stop(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+            server.serve_until_signal()  # SIGTERM (the service manager) or SIGINT (Ctrl-C)
         finally:
             server.shutdown()
     click.echo("stopped", err=True)

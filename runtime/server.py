@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -141,6 +142,35 @@ class PredictServer:
     def serve_forever(self) -> None:
         self._serving.set()
         self._httpd.serve_forever(poll_interval=0.2)
+
+    def serve_until_signal(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> int:
+        """Serve until one of ``signals`` arrives; returns its number (main thread only).
+
+        The handler only sets an event; a helper thread then stops the loop with
+        ``shutdown``. Raising from the handler instead (``KeyboardInterrupt``) lands the
+        exception wherever the main thread happens to be — inside ``process_request``
+        it was swallowed (a semaphore released twice, then logged as a request error)
+        and the server served on after SIGTERM (5 of 40 stops under load).
+        """
+        arrived: list[int] = []
+        stop = threading.Event()
+
+        def handler(signum: int, frame: Any) -> None:
+            arrived.append(signum)
+            stop.set()  # no lock the interrupted main thread could hold: only the helper waits on it
+
+        def stopper() -> None:
+            stop.wait()
+            self._httpd.shutdown()  # returns once serve_forever has (also when it had not started yet)
+
+        previous = {s: signal.signal(s, handler) for s in signals}
+        try:
+            threading.Thread(target=stopper, name="mlpack-serve-stop", daemon=True).start()
+            self.serve_forever()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return arrived[0] if arrived else 0
 
     def shutdown(self) -> None:
         """Stop ``serve_forever`` (from another thread) if it runs, and close the socket."""
