@@ -137,7 +137,7 @@ def apply_batches(
     is updated only after the commit succeeds.
     """
     with storage.write() as tx:
-        devices = {name: tx.device(name) for name in sorted({b.device for b in batches})}
+        devices = tx.devices(sorted({b.device for b in batches}))
         learned: dict[str, ModelInfo] = {}
         hours: dict[RollupKey, Rollup] = {}
         outcomes: list[Ack | Rejected] = []

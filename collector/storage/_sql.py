@@ -87,16 +87,24 @@ class WriteTx:
     def __init__(self, storage: SqlStorage, conn: Any) -> None:
         self._s = storage
         self._c = conn
+        self._touched: dict[str, _Touch] = {}
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._c.execute(self._s.sql(sql), params)
 
-    def device(self, name: str) -> tuple[str, float | None] | None:
-        """``(token_hash, revoked_at)``, locking the row until commit (serialises a device)."""
-        row = self._exec(
-            "SELECT token_hash, revoked_at FROM devices WHERE name = ?" + self._s.lock_clause, (name,)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
+    def devices(self, names: Sequence[str]) -> dict[str, tuple[str, float | None] | None]:
+        """name -> ``(token_hash, revoked_at)`` (``None`` if unknown), locking the rows in
+        name order until commit (serialises a device's uploads across processes)."""
+        out: dict[str, tuple[str, float | None] | None] = dict.fromkeys(names)
+        if names:
+            marks = ", ".join("?" * len(names))
+            rows = self._exec(
+                f"SELECT name, token_hash, revoked_at FROM devices WHERE name IN ({marks}) ORDER BY name"
+                + self._s.lock_clause,
+                list(names),
+            ).fetchall()
+            out.update((r[0], (r[1], r[2])) for r in rows)
+        return out
 
     def overlapping(self, device: str, seq: int, seq_last: int) -> tuple[int, int] | None:
         """The stored window of ``device`` whose range meets ``[seq, seq_last]``, if any.
@@ -148,18 +156,35 @@ class WriteTx:
     ) -> None:
         """Record an upload; the device's model is the one of its highest sequence number.
 
-        One statement whatever the batch held (this runs once per upload).
+        Uploads of one transaction are folded per device and written by :meth:`flush`
+        (one UPDATE per device, sent in bulk), as if each had been applied in turn.
         """
-        sets = ["last_seen = ?"]
-        params: list[Any] = [seen]
-        if seq is not None and model is not None:
-            sets.append("last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END")
-            sets.append("last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END")
-            params += [seq, model, seq, seq]
+        t = self._touched.get(name)
+        if t is None:
+            self._touched[name] = t = _Touch(seen)
+        t.seen = max(t.seen, seen)
+        if seq is not None and model is not None and (t.seq is None or seq >= t.seq):
+            t.seq, t.model = seq, model
         if outbox is not None:
-            sets.append("outbox = ?, outbox_at = ?")
-            params += [json.dumps(outbox, sort_keys=True), seen]
-        self._exec(f"UPDATE devices SET {', '.join(sets)} WHERE name = ?", (*params, name))
+            t.outbox, t.outbox_at = json.dumps(outbox, sort_keys=True), seen
+
+    def flush(self) -> None:
+        """Write what was folded for the end of the transaction (called before COMMIT)."""
+        shapes: dict[str, list[tuple[Any, ...]]] = {}
+        for name, t in self._touched.items():
+            sets = ["last_seen = ?"]
+            params: list[Any] = [t.seen]
+            if t.seq is not None:
+                sets.append("last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END")
+                sets.append("last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END")
+                params += [t.seq, t.model, t.seq, t.seq]
+            if t.outbox is not None:
+                sets.append("outbox = ?, outbox_at = ?")
+                params += [t.outbox, t.outbox_at]
+            shapes.setdefault(f"UPDATE devices SET {', '.join(sets)} WHERE name = ?", []).append((*params, name))
+        for statement, rows in shapes.items():
+            self._s.executemany(self._c, statement, rows)
+        self._touched.clear()
 
     def add_to_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
         """Merge ``deltas`` into the stored roll-ups, locking rows in one global order.
@@ -169,6 +194,7 @@ class WriteTx:
         (and locked) is merged and updated; a missing one is inserted as the delta
         itself, unless another process inserted it first, then it is merged into theirs.
         """
+        updates = []
         for key in sorted(deltas):
             params = _key_params(key)
             row = self._exec(_ROLLUP_ROW + self._s.lock_clause, params).fetchone()
@@ -183,11 +209,25 @@ class WriteTx:
                 row = self._exec(_ROLLUP_ROW + self._s.lock_clause, params).fetchone()
             total = Rollup.from_row(row)
             total.merge(deltas[key])
-            self._exec(
-                "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
-                "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
-                (*total.to_row(), *params),
-            )
+            updates.append((*total.to_row(), *params))
+        # The rows are locked already: the updates go in bulk (one round trip on PostgreSQL).
+        self._s.executemany(
+            self._c,
+            "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
+            "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
+            updates,
+        )
+
+
+@dataclass
+class _Touch:
+    """A device's uploads in one transaction, folded: what its row must say afterwards."""
+
+    seen: float
+    model: str | None = None
+    seq: int | None = None
+    outbox: str | None = None
+    outbox_at: float | None = None
 
 
 def _key_params(key: RollupKey) -> tuple[str, str, str, int]:
@@ -257,7 +297,9 @@ class SqlStorage:
                 conn = self._writer
                 self._begin_write(conn)
                 try:
-                    yield WriteTx(self, conn)
+                    tx = WriteTx(self, conn)
+                    yield tx
+                    tx.flush()
                 except BaseException:
                     with contextlib.suppress(*self._db_errors):
                         conn.execute("ROLLBACK")

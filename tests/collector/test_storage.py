@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -220,5 +221,31 @@ def test_batches_of_new_replayed_and_overlapping_windows(sqlite_url: str) -> Non
         )
         assert send([ws[1], ws[7]]) == Ack([1, 7], [])
         assert s.window_count("d") == 8
+    finally:
+        s.close()
+
+
+def test_uploads_of_one_transaction_leave_the_device_row_as_if_applied_in_turn(sqlite_url: str) -> None:
+    """A device's row is written once per transaction; several of its uploads in one group
+    fold into what applying them one by one would leave: highest seq's model, latest outbox."""
+    s = open_storage(sqlite_url)
+    try:
+        h = model_hash("t", "1")
+        dev = SimDevice("d", make_profile(), h)
+        s.add_device("d", hash_token("d"), 0.0)
+        w0, w1, w2 = (dev.window(1_764_000_000.0 + 60 * i) for i in range(3))
+
+        def batch(windows: list, produced: int | None) -> Any:
+            extra = {"outbox": {"produced": produced}} if produced is not None else {}
+            payload = dev.batch(windows, name="t", version="1", **extra)
+            if produced is None:
+                payload.pop("outbox")
+            return parse_batch(payload, "d", hash_token("d"))
+
+        # seq 2 first, then seq 0-1; outbox reports 5, none, 7 (the last report wins)
+        out = apply_batches(s, [batch([w2], 5), batch([], None), batch([w0, w1], 7)], {}, 1_764_000_500.0)
+        assert [o.stored for o in out] == [[2], [], [0, 1]]
+        (row,) = s.devices()
+        assert (row.last_seen, row.last_model, row.last_seq, row.outbox) == (1_764_000_500.0, h, 2, {"produced": 7})
     finally:
         s.close()
