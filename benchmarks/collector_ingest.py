@@ -1,14 +1,26 @@
 """Collector ingest throughput with a real HTTP load generator (wrk) on loopback.
 
     .venv/bin/python benchmarks/collector_ingest.py [--backend sqlite|postgres|both] [--seconds 10]
+                                                     [--models-every-batch]
 
-Starts a real ``mlpack collector serve`` process per backend, registers 100 devices and a
-20-feature model, then drives it with ``wrk`` (``apt-get install wrk``) whose Lua script
-builds a *new* batch for every request (each device's sequence numbers advance, so every
-upload is stored, not acknowledged as a duplicate). Reports uploads/s and windows/s next
-to a baseline measured in the same run (``GET /healthz``: the HTTP stack plus one tiny
-query), checks that the database holds exactly the windows acknowledged, and breaks one
-upload down in-process (decode, validate, write) to show where the time goes.
+Starts a real ``mlpack collector serve`` process per backend, registers 100 devices, then
+drives it with ``wrk`` (``apt-get install wrk``) whose Lua script builds a *new* batch for
+every request (each device's sequence numbers advance, so every upload is stored, not
+acknowledged as a duplicate), for batches of 1 and of 10 windows of a 20-feature model.
+
+Batches are shaped like the agent's: a device's first batch carries the ``models``
+section (name, version, reference profile: ~7 KiB of JSON), later ones leave it out,
+because the agent sends it only until the collector acknowledged it. The collector is
+not told the model in advance; it learns it from those first batches.
+``--models-every-batch`` sends it with every batch instead (what agents did before).
+wrk sends plain JSON (it cannot gzip per request); the agent's gzip costs the collector
+an inflate, shown in the in-process breakdown.
+
+Reports uploads/s and windows/s next to a baseline measured in the same run
+(``GET /healthz``: the HTTP stack plus one tiny query), the load average of the machine
+(shared with the load generator and anything else running), checks that the database
+holds exactly the windows acknowledged, and breaks one upload down in-process
+(gunzip + JSON, validate, write) to show where the time goes.
 """
 
 from __future__ import annotations
@@ -32,9 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlpack.collector import admin, apply_batches, decode_body, open_storage, parse_batch  # noqa: E402
+from mlpack.collector import Ack, admin, apply_batches, decode_body, open_storage, parse_batch  # noqa: E402
 from mlpack.collector.auth import hash_token  # noqa: E402
-from mlpack.collector.models import model_from_upload  # noqa: E402
 from mlpack.monitor_agent.histogram import LatencyHistogram  # noqa: E402
 from mlpack.monitor_agent.profile import build_profile  # noqa: E402
 from mlpack.monitor_agent.wire import BinCounts, SystemStats, Window  # noqa: E402
@@ -69,16 +80,21 @@ def window_dict(model: str, profile: dict, seq: int, start: float, rng: np.rando
     return w.to_dict()
 
 
-def lua_script(template: str, tokens: list[tuple[str, str]], per_batch: int, threads: int, first_seq: int) -> str:
-    """A wrk script that fills ``@DEVICE@`` and ``@SEQn@`` per request, one device rotation per
-    thread; sequence numbers start at ``first_seq`` so a later run never replays an earlier one."""
-    parts = re.split(r"(@DEVICE@|@SEQ\d+@)", template)
+def lua_script(template: str, tokens: list[tuple[str, str]], per_batch: int, threads: int, first_seq: int,
+               models: str, models_every_batch: bool = False) -> str:
+    """A wrk script that fills ``@DEVICE@``, ``@SEQn@`` and ``@MODELS@`` per request, one
+    device rotation per thread. Sequence numbers start at ``first_seq`` so a later run
+    never replays an earlier one; ``@MODELS@`` is ``models`` in a device's first batch of
+    the run (every batch with ``models_every_batch``) and ``{}`` after, like the agent."""
+    parts = re.split(r"(@DEVICE@|@MODELS@|@SEQ\d+@)", template)
     lua_parts = ",".join(json.dumps(p) for p in parts)
     devs = ",".join(f'{{"{n}","{t}"}}' for n, t in tokens)
     per_thread = len(tokens) // threads
     return f"""
 local parts = {{{lua_parts}}}
 local devices = {{{devs}}}
+local models = {json.dumps(models)}
+local every = {'true' if models_every_batch else 'false'}
 local per_thread = {per_thread}
 local per_batch = {per_batch}
 local n = 0
@@ -92,11 +108,13 @@ function request()
   local k = tid * per_thread + (counter % per_thread) + 1
   counter = counter + 1
   local dev = devices[k]
+  local first = seqs[k] == nil
   local base = seqs[k] or {first_seq}
   seqs[k] = base + per_batch
   local out = {{}}
   for i, p in ipairs(parts) do
     if p == "@DEVICE@" then out[i] = dev[1]
+    elseif p == "@MODELS@" then out[i] = (first or every) and models or "{{}}"
     elseif string.sub(p, 1, 4) == "@SEQ" then out[i] = tostring(base + tonumber(string.sub(p, 5, -2)))
     else out[i] = p end
   end
@@ -104,6 +122,19 @@ function request()
     {{["Authorization"] = "Bearer " .. dev[2], ["Content-Type"] = "application/json"}}, table.concat(out))
 end
 """
+
+
+def agent_batch(model: tuple[str, dict], per_batch: int, rng: np.random.Generator) -> tuple[str, str]:
+    """``(template, models section)``: a batch of ``per_batch`` windows with ``@DEVICE@``,
+    ``@MODELS@`` and ``@SEQn@`` placeholders, and the JSON of the models section."""
+    h, entry = model
+    ws = [window_dict(h, entry["profile"], 0, time.time() - 1800, rng) for _ in range(per_batch)]
+    payload = {"schema": 1, "device": "@DEVICE@", "models": "@MODELS@", "windows": ws, "audit": [],
+               "outbox": {"produced": 1, "merged": 0, "dropped": 0, "dropped_rows": 0}}
+    text = json.dumps(payload).replace('"@MODELS@"', "@MODELS@")
+    for j in range(per_batch):
+        text = text.replace('"seq": 0, "seq_last": 0', f'"seq": @SEQ{j}@, "seq_last": @SEQ{j}@', 1)
+    return text, json.dumps({h: entry})
 
 
 def parse_wrk(out: str) -> dict:
@@ -150,31 +181,40 @@ def start(db_url: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[2]
 
 
-def breakdown(db_url: str, model: tuple[str, dict], per_batch: int, group: int, n: int = 256) -> dict[str, float]:
-    """Microseconds per upload in each in-process stage (no HTTP), writing ``group`` batches per
-    transaction as the writer thread does under load; on a scratch device of its own."""
+def breakdown(db_url: str, model: tuple[str, dict], per_batch: int, group: int, with_models: bool,
+              n: int = 256) -> dict[str, float]:
+    """Microseconds per upload in each in-process stage (no HTTP), for gzip bodies as the
+    agent sends them (the first one carries the models section; all of them do with
+    ``with_models``), writing ``group`` batches per transaction as the writer thread does
+    under load; on a scratch device of its own."""
     h, entry = model
-    name = f"breakdown-{per_batch}-{group}"
+    name = f"breakdown-{per_batch}-{group}-{int(with_models)}"
     th = hash_token(admin.add_device(db_url, name))
     rng = np.random.default_rng(1)
     now = time.time()
     bodies = []
     for b in range(n):
-        payload = {"schema": 1, "device": name, "models": {h: entry},
-                   "windows": [window_dict(h, entry["profile"], b * per_batch + j, now - 3600, rng) for j in range(per_batch)]}
-        bodies.append(json.dumps(payload).encode())
+        payload = {"schema": 1, "device": name, "models": {h: entry} if with_models or b == 0 else {},
+                   "windows": [window_dict(h, entry["profile"], b * per_batch + j, now - 3600, rng) for j in range(per_batch)],
+                   "audit": [], "outbox": {"produced": 1, "merged": 0, "dropped": 0, "dropped_rows": 0}}
+        bodies.append(gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), 6, mtime=0))
     storage = open_storage(db_url, migrate=False)
-    known = {h: model_from_upload(h, entry, "bench")}
+    known: dict = {}
     t0 = time.perf_counter()
-    payloads = [decode_body(body, None, 1 << 25) for body in bodies]
+    payloads = [decode_body(body, "gzip", 1 << 25) for body in bodies]
     t1 = time.perf_counter()
     batches = [parse_batch(p, name, th) for p in payloads]
     t2 = time.perf_counter()
+    outcomes = []
     for i in range(0, n, group):
-        apply_batches(storage, batches[i : i + group], known, now)
+        outcomes += apply_batches(storage, batches[i : i + group], known, now)
     t3 = time.perf_counter()
     storage.close()
-    return {"json": round((t1 - t0) / n * 1e6), "validate": round((t2 - t1) / n * 1e6), "write": round((t3 - t2) / n * 1e6)}
+    refused = [o for o in outcomes if not isinstance(o, Ack)]
+    if refused:
+        raise SystemExit(f"breakdown: {len(refused)} uploads refused, e.g. {refused[0]}")
+    return {"gunzip+json": round((t1 - t0) / n * 1e6), "validate": round((t2 - t1) / n * 1e6),
+            "write": round((t3 - t2) / n * 1e6)}
 
 
 @contextlib.contextmanager
@@ -202,47 +242,48 @@ def scratch_db(backend: str) -> Iterator[str]:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def run_backend(backend: str, seconds: int, connections: int, threads: int) -> None:
+def run_backend(backend: str, seconds: int, connections: int, threads: int, models_every_batch: bool) -> None:
     with scratch_db(backend) as db_url:
         model = make_model()
-        h, entry = model
-        storage = open_storage(db_url)
-        storage.add_model(model_from_upload(h, entry, "bench"), time.time())
-        storage.close()
         tokens = [(f"bench-{i:03d}", admin.add_device(db_url, f"bench-{i:03d}")) for i in range(DEVICES)]
         proc, url = start(db_url)
         try:
             base = wrk(url + "/healthz", seconds, None, connections, threads)
-            print(f"[{backend}] baseline GET /healthz: {base['rps']:.0f} req/s, p50 {base['p50_ms']:.2f} ms, p99 {base['p99_ms']:.2f} ms")
+            print(f"[{backend}] baseline GET /healthz: {base['rps']:.0f} req/s, p50 {base['p50_ms']:.2f} ms, "
+                  f"p99 {base['p99_ms']:.2f} ms ({_load()})")
             rng = np.random.default_rng(0)
             for per_batch in (1, 10):
-                ws = [window_dict(h, entry["profile"], 0, time.time() - 1800, rng) for _ in range(per_batch)]
-                # Shaped like the agent's batches: the models section rides along every time.
-                payload = {"schema": 1, "device": "@DEVICE@", "models": {h: entry}, "windows": ws, "audit": [],
-                           "outbox": {"produced": 1, "merged": 0, "dropped": 0, "dropped_rows": 0}}
-                text = json.dumps(payload)
-                for j in range(per_batch):
-                    text = text.replace('"seq": 0, "seq_last": 0', f'"seq": @SEQ{j}@, "seq_last": @SEQ{j}@', 1)
-                size = len(text.encode())
+                text, models = agent_batch(model, per_batch, rng)
+                full = len(text.replace("@MODELS@", models).encode())
+                lean = len(text.replace("@MODELS@", "{}").encode())
                 before = _count(db_url)
-                res = wrk(url + "/api/v1/ingest", seconds, lua_script(text, tokens, per_batch, threads, first_seq=per_batch * 10_000_000), connections, threads)
+                script = lua_script(text, tokens, per_batch, threads, per_batch * 10_000_000, models, models_every_batch)
+                res = wrk(url + "/api/v1/ingest", seconds, script, connections, threads)
                 stored = _count(db_url) - before
                 ok = res["requests"] - res["non2xx"]
                 extra = stored - ok * per_batch  # uploads still in flight when wrk stopped counting
                 exact = 0 <= extra <= connections * per_batch
+                shape = (f"models in every batch: {full / 1024:.1f} KiB JSON" if models_every_batch else
+                         f"models in each device's first batch only: {lean / 1024:.1f} KiB JSON, first {full / 1024:.1f} KiB")
                 print(
-                    f"[{backend}] ingest {per_batch:>2} window(s)/batch ({size / 1024:.1f} KiB JSON, {size and len(gzip.compress(text.encode())) / 1024:.1f} KiB gzip): "
+                    f"[{backend}] ingest {per_batch:>2} window(s)/batch ({shape}): "
                     f"{res['rps']:.0f} uploads/s = {res['rps'] * per_batch:.0f} windows/s "
                     f"(x{res['rps'] / base['rps']:.2f} of baseline), p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, "
                     f"non-2xx {res['non2xx']}; stored {stored} windows for {ok} acked uploads "
-                    f"({'ok' if exact else 'MISMATCH'}: +{extra} from uploads in flight when wrk stopped)"
+                    f"({'ok' if exact else 'MISMATCH'}: +{extra} from uploads in flight when wrk stopped) ({_load()})"
                 )
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        for per_batch, group in ((1, 1), (1, 32), (10, 32)):
+        for per_batch, group, with_models in ((1, 1, False), (1, 32, False), (1, 32, True), (10, 32, False)):
             print(f"[{backend}] in-process µs per upload ({per_batch} window(s), {group} batch(es) per transaction, "
-                  f"no HTTP): {breakdown(db_url, model, per_batch, group)}")
+                  f"{'with' if with_models else 'without'} models, no HTTP): "
+                  f"{breakdown(db_url, model, per_batch, group, with_models)}")
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} over 1 / 5 min on {os.cpu_count()} cores"
 
 
 def _count(db_url: str) -> int:
@@ -259,13 +300,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models-every-batch", action="store_true",
+                    help="send the models section with every batch (agents before it was sent only until acknowledged)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     print(f"collector ingest benchmark: {N_FEATURES}-feature model, {DEVICES} devices, wrk -t{args.threads} "
           f"-c{args.connections} -d{args.seconds}s, {os.cpu_count()} cores shared with the load generator")
     for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
-        run_backend(backend, args.seconds, args.connections, args.threads)
+        run_backend(backend, args.seconds, args.connections, args.threads, args.models_every_batch)
 
 
 if __name__ == "__main__":
