@@ -135,6 +135,7 @@ class Agent:
         self._transport = transport
         self._rng = rng
         self._deferred = deferred
+        self._started = False
         self._outbox: Outbox | None = None
         self._uploader: Uploader | None = None
         self._opening = threading.Lock()
@@ -212,9 +213,9 @@ class Agent:
     def _store(self, window: Window) -> None:
         """The recorder's ``on_window``: a closed window into the outbox (one log line if it cannot).
 
-        One-shot (deferred, no threads), the window gets its system sample here.
+        One-shot (deferred, never started), the window gets its system sample here.
         """
-        if self._deferred and not self._threads and self._sampler is not None:
+        if self._deferred and not self._started and self._sampler is not None:
             try:
                 window.system.add(self._sampler())
             except Exception:  # no sample is better than no window
@@ -273,6 +274,7 @@ class Agent:
         if self._threads or self._stopped:
             return
         self._stop.clear()
+        self._started = True
         self.outbox  # noqa: B018 - a deferred agent that becomes long-running opens it now
         self.recorder.auto_roll = False  # the tick thread closes windows on time, off the request path
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
