@@ -423,8 +423,9 @@ def serve(
     Before listening, the bundle is verified and its golden set replayed; an installed
     version that fails hands over to the previously installed one (see /health).
     """
-    from mlpack.runtime.server import PredictServer, ServeConfig
+    from mlpack.runtime.server import PredictServer, ServeConfig, limit_malloc_arenas
 
+    limit_malloc_arenas()  # before any request thread: see its docstring for what it saves
     config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections)
     fallback = _checked_start(obj, threads)
     with _serving_model(obj, threads, state_dir, no_monitor) as (model, agent):

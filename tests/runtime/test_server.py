@@ -290,3 +290,31 @@ def test_a_real_server_under_load_always_stops_on_sigterm(mixed_bundle: Path) ->
             finally:
                 done.set()
         assert proc.returncode == 0 and err.strip().endswith("stopped"), err
+
+
+def test_limit_malloc_arenas_caps_the_heaps_threads_get(tmp_path: Path) -> None:
+    """glibc gives each new thread its own arena (up to 8 per core); serve caps them at 2."""
+    probe = (
+        "import ctypes, sys, threading\n"
+        "from mlpack.runtime.server import limit_malloc_arenas\n"
+        "if sys.argv[1] == 'limit':\n"
+        "    assert limit_malloc_arenas(2)\n"
+        "hold, together = [], threading.Barrier(6)\n"  # all alive at once: an exited thread's arena is reused
+        "threads = [threading.Thread(target=lambda: (hold.append(bytearray(1 << 16)), together.wait()))"
+        " for _ in range(6)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.fopen.restype = ctypes.c_void_p\n"
+        "f = ctypes.c_void_p(libc.fopen(sys.argv[2].encode(), b'w'))\n"
+        "libc.malloc_info(0, f)\n"
+        "libc.fclose(f)\n"
+        "print(open(sys.argv[2]).read().count('<heap nr='))\n"
+    )
+
+    def heaps(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", probe, mode, str(tmp_path / f"{mode}.xml")],
+                             capture_output=True, text=True, timeout=60, check=True)
+        return int(out.stdout)
+
+    assert heaps("limit") <= 2 < heaps("default")
