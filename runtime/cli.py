@@ -21,7 +21,11 @@ Monitoring: ``serve`` and ``predict`` feed the monitoring agent when the model h
 state folder — ``--state-dir`` / ``$MLPACK_STATE_DIR`` (the installed service sets it),
 the ``state`` folder of an installed version, or an existing
 ``~/.local/state/mlpack/<name>`` — and the bundle has a reference profile.
-``--no-monitor`` turns it off.
+``--no-monitor`` turns it off. ``predict`` runs the agent one-shot (no thread; its window
+is stored at exit), ``serve`` runs its tick and upload threads.
+
+Start-up (benchmarks/executable.py): only what a command uses is imported, and the
+executable's entry point ends the process without interpreter teardown (:func:`main`).
 """
 
 from __future__ import annotations
