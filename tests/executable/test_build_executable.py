@@ -120,6 +120,48 @@ def test_cached_runtime_is_stale_once_a_file_it_was_frozen_from_changes(tmp_path
     assert stale_reason(entry) == "it has no readable input record"
 
 
+def _after_a_clock_tick(folder: Path, ctime_ns: int) -> None:
+    """Return once the filesystem's clock has moved past ``ctime_ns`` (its ticks can be a few ms long)."""
+    probe = folder / "clock-probe"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        probe.write_bytes(b"tick")
+        if probe.stat().st_ctime_ns > ctime_ns:
+            return
+        time.sleep(0.001)
+    pytest.fail("the filesystem clock did not move for 10 s")
+
+
+def test_cached_runtime_is_stale_once_a_file_is_rewritten_with_its_old_mtime(tmp_path: Path) -> None:
+    """Same size, mtime and inode but other bytes (``cp -p``, a package manager restoring the mtime)."""
+    lib = tmp_path / "libz.so.1"
+    lib.write_bytes(b"\x7fELF version 1")
+    entry = _cached_runtime(tmp_path / "cache", "#!/bin/sh\n", inputs=[lib]).parent
+    before = lib.stat()
+    _after_a_clock_tick(tmp_path, before.st_ctime_ns)
+    lib.write_bytes(b"\x7fELF version 2")  # in place: the same inode
+    os.utime(lib, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = lib.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    assert stale_reason(entry) == f"{lib} changed"
+
+
+def test_optional_import_installed_within_one_timestamp_tick_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The import system caches a folder's listing until the folder's mtime changes."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    warnings = "missing module named mlpack_test_late - imported by numpy.__config__ (delayed)\n"
+    entry = _cached_runtime(tmp_path / "cache", "#!/bin/sh\n", warnings=warnings).parent
+    assert stale_reason(entry) is None  # (this lists ``site`` into the import system's cache)
+    listed = site.stat().st_mtime_ns
+    (site / "mlpack_test_late.py").write_text("")
+    os.utime(site, ns=(listed, listed))  # installed within the tick the listing was taken in
+    assert stale_reason(entry) == "module mlpack_test_late is installed now (frozen code imports it when present)"
+
+
 def test_cached_runtime_is_stale_once_an_optional_import_becomes_available(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
