@@ -3,8 +3,10 @@
 Freezing (PyInstaller) takes 15-60 s; the per-model executable is this cached runtime
 plus the bundle appended as a zip, which takes milliseconds. The cache entry
 ``<cache>/runtime/<key>/`` is keyed by the staged source files, the freeze recipe, the
-versions of Python and of the main frozen distributions, the byte-rewriting tools and
-the platform; it also records every other file the freeze read
+versions of Python and of the main frozen distributions, the byte-rewriting tools, the
+platform and the Python environment (``sys.prefix``: an entry's input record names that
+environment's files, so two virtualenvs sharing ``~/.cache/mlpack`` never check or
+replace each other's entries); it also records every other file the freeze read
 (:mod:`mlpack.builder._freeze_inputs`) and is frozen again when one changed, so a cached
 runtime is always byte-identical to a fresh one. It appears atomically (built aside,
 renamed into place) under an exclusive lock, so concurrent or interrupted builds never
@@ -56,7 +58,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from mlpack._fs import atomic_directory, atomic_write_text, canonical_json
 from mlpack.builder import _freeze_inputs, _freeze_spec
@@ -69,6 +71,7 @@ __all__ = [
     "Reporter",
     "cache_root",
     "frozen_runtime",
+    "key_material",
     "platform_tag",
     "runtime_key",
     "say",
@@ -166,7 +169,7 @@ def stage_sources() -> dict[str, bytes]:
 
 
 def _versions() -> dict[str, str]:
-    found = {"python": sys.version, "implementation": sys.implementation.cache_tag or ""}
+    found = {"python": sys.version, "implementation": sys.implementation.cache_tag or "", "environment": sys.prefix}
     for dist in _DISTRIBUTIONS:
         try:
             found[dist] = importlib.metadata.version(dist)
@@ -185,15 +188,22 @@ def _recipe() -> str:
     return h.hexdigest()
 
 
-def runtime_key(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> str:
-    """Cache key: sha256 over the staged sources, versions, platform and recipe."""
-    material = {
+def key_material(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the cache key is a digest of: each staged file's sha256, versions, platform, recipe.
+
+    Public so that a caller whose build froze where it expected a reuse can say what changed.
+    """
+    return {
         "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(sources.items())},
         "versions": dict(versions if versions is not None else _versions()),
         "platform": platform_tag(),
         "recipe": _recipe(),
     }
-    return hashlib.sha256(canonical_json(material).encode()).hexdigest()[:24]
+
+
+def runtime_key(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> str:
+    """Cache key: sha256 over :func:`key_material`."""
+    return hashlib.sha256(canonical_json(key_material(sources, versions)).encode()).hexdigest()[:24]
 
 
 def frozen_runtime(

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast_cancer"
+#: How a build that reused a cached runtime says so (mlpack.builder.executable).
+REUSED = "reusing cached device runtime "
 
 
 @dataclass(frozen=True)
 class Built:
     work: Path
+    material: dict[str, Any]  # what the runtime cache key covered when the session started building
     cache: Path  # the runtime cache the two builds used (empty before the first)
     v1: Path  # executable of 1.0.0
     v2: Path  # executable of 1.1.0 (same data, other C: other probabilities)
@@ -49,9 +52,45 @@ def build_with_cache(spec: Path, dist: Path, cache: Path, **env: str) -> tuple[A
     return result, reporter.events
 
 
+def key_material() -> dict[str, Any]:
+    """What the runtime cache key covers right now (device-side sources, versions, freeze recipe)."""
+    from mlpack.builder._freeze import key_material, stage_sources
+
+    return key_material(stage_sources())
+
+
+def key_changes(material: dict[str, Any]) -> list[str]:
+    """What the cache key covers that differs now from ``material`` (files by path, then versions, platform, recipe)."""
+    now = key_material()
+    changed = [path for path in sorted(material["files"].keys() | now["files"].keys())
+               if material["files"].get(path) != now["files"].get(path)]
+    changed += [f"{name} {material['versions'].get(name)!r} -> {now['versions'].get(name)!r}"
+                for name in sorted(material["versions"].keys() | now["versions"].keys())
+                if material["versions"].get(name) != now["versions"].get(name)]
+    return changed + [what for what in ("platform", "recipe") if material[what] != now[what]]
+
+
+def assert_reused(infos: list[str], material: dict[str, Any]) -> None:
+    """Fail, saying why, unless a build's progress ``infos`` show it reused a cached runtime.
+
+    ``material`` is :func:`key_material` taken before the build that froze the entry. A
+    build that froze instead either found the entry out of date (its progress says which
+    input changed) or looked for another key: something the key covers changed while the
+    test ran -- in a shared checkout, another process editing the device side.
+    """
+    if any(i.startswith(REUSED) for i in infos):
+        return
+    changed = key_changes(material)
+    if changed:
+        pytest.fail("froze again instead of reusing the cache: what the cache key covers changed while the test"
+                    f" ran (was this checkout edited?): {', '.join(changed)}; progress: {infos}")
+    pytest.fail(f"froze again instead of reusing the cache, under the same key; progress: {infos}")
+
+
 def build_two_versions(work: Path) -> Built:
     """1.0.0 into an empty cache (freezes), then 1.1.0 (reuses), plus 25 rows to predict."""
     cache = work / "cache"
+    material = key_material()
     first, events = build_with_cache(spec_copy(work, "1.0.0", 0.5), work / "dist", cache)
     second, rebuild_events = build_with_cache(spec_copy(work, "1.1.0", 0.25), work / "dist", cache)
     with open(EXAMPLE / "breast_cancer.csv", newline="") as fh:
@@ -62,4 +101,4 @@ def build_two_versions(work: Path) -> Built:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    return Built(work, cache, first.executable, second.executable, first.bundle_dir, events, rebuild_events, rows_csv)
+    return Built(work, material, cache, first.executable, second.executable, first.bundle_dir, events, rebuild_events, rows_csv)

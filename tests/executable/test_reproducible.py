@@ -16,7 +16,7 @@ import pytest
 
 from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, executable_identity, open_appended
 
-from ._builds import Built, build_with_cache, spec_copy
+from ._builds import Built, assert_reused, build_with_cache, key_changes, key_material, spec_copy
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +62,7 @@ def _differences(one: Path, two: Path, scratch: Path) -> list[str]:
 
 def test_two_clean_builds_give_the_same_bytes(built: Built, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
+    material = key_material()
     umask = os.umask(0o077)
     try:
         again, events = build_with_cache(spec_copy(tmp_path, "1.0.0", 0.5), tmp_path / "dist", cache, **HOSTILE_ENV)
@@ -70,7 +71,7 @@ def test_two_clean_builds_give_the_same_bytes(built: Built, tmp_path: Path) -> N
     assert FREEZING in _infos(events)  # really a second freeze, not a reuse
     [first_entry], [second_entry] = ([p.parent for p in (root / "runtime").glob("*/mlpack-device")]
                                      for root in (built.cache, cache))
-    assert first_entry.name == second_entry.name, "device-side sources changed between the two builds"
+    assert first_entry.name == second_entry.name, f"changed between the two builds: {key_changes(built.material)}"
     assert again.executable.name == built.v1.name
     if again.executable.read_bytes() != built.v1.read_bytes():
         pytest.fail("clean builds differ: " + "; ".join(_differences(built.v1, again.executable, tmp_path)))
@@ -81,7 +82,7 @@ def test_two_clean_builds_give_the_same_bytes(built: Built, tmp_path: Path) -> N
     for entry in (first_entry, second_entry):
         assert (entry / "mlpack-device").read_bytes() == runtime, entry
     reused, events = build_with_cache(spec_copy(tmp_path / "reuse", "1.0.0", 0.5), tmp_path / "dist-reuse", cache)
-    assert any(i.startswith("reusing cached device runtime ") for i in _infos(events))
+    assert_reused(_infos(events), material)
     assert reused.executable.read_bytes() == built.v1.read_bytes()
 
 
