@@ -11,10 +11,13 @@ import csv
 import io
 import json
 import os
+import queue
 import re
 import subprocess
+import threading
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -24,7 +27,7 @@ from mlpack.runtime.embedded import open_appended
 from mlpack.runtime.manifest import read_manifest, write_bundle
 from mlpack.runtime.model import open_model
 
-from ._builds import Built
+from ._builds import Built, assert_reused
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +71,7 @@ def test_build_freezes_once_then_appends(built: Built) -> None:
     assert "freezing the device runtime (first build with this runtime, cached afterwards)…" in infos, infos
     stage = next(e for e in built.events if e[0] == "finished" and e[1] == "executable")
     assert re.search(r"\(\d+\.\d MB\)$", stage[3]), stage
-    rebuilt = [e[1] for e in built.rebuild_events if e[0] == "info"]
-    assert any(i.startswith("reusing cached device runtime ") for i in rebuilt), rebuilt
+    assert_reused([e[1] for e in built.rebuild_events if e[0] == "info"], built.material)
     one, two = open_appended(built.v1), open_appended(built.v2)
     assert (one.runtime_sha256, one.runtime_size) == (two.runtime_sha256, two.runtime_size)  # same cached runtime
     assert built.v1.name == f"{NAME}-1.0.0-{built.v1.name.split('-', 3)[3]}"
@@ -118,27 +120,68 @@ def test_installed_version_runs_without_unpacking(built: Built, installed: Path,
     assert np.array_equal(_parsed(proc.stdout)[1], _python_api(built.bundle1, built.rows_csv)[1])
 
 
-def test_installed_serve_answers_over_http(built: Built, installed: Path) -> None:
-    exe = installed / NAME / "current" / NAME
-    proc = subprocess.Popen([str(exe), "serve", "--port", "0"], stderr=subprocess.PIPE, text=True)
-    try:
+class _Stderr:
+    """A child's stderr, drained by a thread: every wait on it has a deadline and nothing blocks the child."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"on (http://127\.0\.0\.1:\d+) ", line)
-        assert match, line
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._drain, args=(proc.stderr,), daemon=True).start()
+
+    def _drain(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")  # end of stream
+
+    def next_line(self, timeout: float) -> str:
+        """The next line ("" at the end); fails the test after ``timeout`` seconds of silence."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"nothing more on stderr within {timeout:g} s; so far: {''.join(self.seen)!r}")
+        self.seen.append(line)
+        return line
+
+    def rest(self, timeout: float = 30) -> str:
+        """Every line up to the end of the stream (once the child has exited)."""
+        return "".join(iter(lambda: self.next_line(timeout), ""))
+
+
+def test_installed_serve_answers_over_http(built: Built, installed: Path) -> None:
+    """The installed launcher listens, answers, and stops cleanly on SIGTERM (what systemd sends).
+
+    Waits are bounded but generous (a loaded 2-core machine starts the runtime in ~1 s,
+    not 30): a child that never says it listens, or still runs after SIGTERM, fails the
+    test with its stderr instead of hanging it.
+    """
+    exe = installed / NAME / "current" / NAME
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+    proc = subprocess.Popen([str(exe), "serve", "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    stderr = _Stderr(proc)
+    try:
+        line = stderr.next_line(timeout=60)
+        match = re.fullmatch(rf"serving {NAME} 1\.0\.0 on (http://127\.0\.0\.1:\d+) \(Ctrl-C to stop\)\n", line)
+        assert match, f"expected the listening line first, got {line!r}"
         url = match.group(1)
-        assert urllib.request.urlopen(url + "/health", timeout=10).status == 200
+        assert urllib.request.urlopen(url + "/health", timeout=30).status == 200
         with open(built.rows_csv, newline="") as fh:
             row = {k: float(v) for k, v in next(csv.DictReader(fh)).items()}
         request = urllib.request.Request(url + "/predict", json.dumps(row).encode(), {"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
         labels, proba = _python_api(built.bundle1, built.rows_csv)
         assert answer["label"] == labels[0]
         assert np.float32(answer["probabilities"]["malignant"]) == proba[0, 1]
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
-    assert proc.returncode == 0
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    after = stderr.rest()
+    assert proc.returncode == 0, f"exit {proc.returncode} after SIGTERM (-9: still serving 60 s later); stderr: {after!r}"
+    assert after == "stopped\n"
 
 
 def test_upgrade_rollback_reinstall_uninstall(built: Built, tmp_path: Path) -> None:
