@@ -1,7 +1,7 @@
 """Collector ingest throughput with a real HTTP load generator (wrk) on loopback.
 
     .venv/bin/python benchmarks/collector_ingest.py [--backend sqlite|postgres|both] [--seconds 10]
-                                                     [--models-every-batch]
+                                                     [--models-every-batch] [--windows 1 10] [--no-breakdown]
 
 Starts a real ``mlpack collector serve`` process per backend, registers 100 devices, then
 drives it with ``wrk`` (``apt-get install wrk``) whose Lua script builds a *new* batch for
@@ -242,7 +242,8 @@ def scratch_db(backend: str) -> Iterator[str]:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def run_backend(backend: str, seconds: int, connections: int, threads: int, models_every_batch: bool) -> None:
+def run_backend(backend: str, seconds: int, connections: int, threads: int, models_every_batch: bool,
+                sizes: list[int], in_process: bool) -> None:
     with scratch_db(backend) as db_url:
         model = make_model()
         tokens = [(f"bench-{i:03d}", admin.add_device(db_url, f"bench-{i:03d}")) for i in range(DEVICES)]
@@ -252,7 +253,7 @@ def run_backend(backend: str, seconds: int, connections: int, threads: int, mode
             print(f"[{backend}] baseline GET /healthz: {base['rps']:.0f} req/s, p50 {base['p50_ms']:.2f} ms, "
                   f"p99 {base['p99_ms']:.2f} ms ({_load()})")
             rng = np.random.default_rng(0)
-            for per_batch in (1, 10):
+            for per_batch in sizes:
                 text, models = agent_batch(model, per_batch, rng)
                 full = len(text.replace("@MODELS@", models).encode())
                 lean = len(text.replace("@MODELS@", "{}").encode())
@@ -275,7 +276,7 @@ def run_backend(backend: str, seconds: int, connections: int, threads: int, mode
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        for per_batch, group, with_models in ((1, 1, False), (1, 32, False), (1, 32, True), (10, 32, False)):
+        for per_batch, group, with_models in ((1, 1, False), (1, 32, False), (1, 32, True), (10, 32, False)) * in_process:
             print(f"[{backend}] in-process µs per upload ({per_batch} window(s), {group} batch(es) per transaction, "
                   f"{'with' if with_models else 'without'} models, no HTTP): "
                   f"{breakdown(db_url, model, per_batch, group, with_models)}")
@@ -287,9 +288,17 @@ def _load() -> str:
 
 
 def _count(db_url: str) -> int:
+    """Windows stored, once uploads still in flight when wrk stopped have been written
+    (else they would be counted in the next run)."""
     s = open_storage(db_url, migrate=False)
     try:
-        return s.window_count()
+        last = s.window_count()
+        while True:
+            time.sleep(0.5)
+            now = s.window_count()
+            if now == last:
+                return now
+            last = now
     finally:
         s.close()
 
@@ -302,13 +311,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models-every-batch", action="store_true",
                     help="send the models section with every batch (agents before it was sent only until acknowledged)")
+    ap.add_argument("--windows", type=int, nargs="+", default=[1, 10], help="windows per batch (one wrk run each)")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the in-process breakdown")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     print(f"collector ingest benchmark: {N_FEATURES}-feature model, {DEVICES} devices, wrk -t{args.threads} "
           f"-c{args.connections} -d{args.seconds}s, {os.cpu_count()} cores shared with the load generator")
     for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
-        run_backend(backend, args.seconds, args.connections, args.threads, args.models_every_batch)
+        run_backend(backend, args.seconds, args.connections, args.threads, args.models_every_batch, args.windows,
+                    not args.no_breakdown)
 
 
 if __name__ == "__main__":
