@@ -180,7 +180,8 @@ class PredictServer:
 
         def stopper() -> None:
             stop.wait()
-            self._httpd.shutdown()  # returns once serve_forever has (also when it had not started yet)
+            if arrived:
+                self._httpd.shutdown()  # returns once serve_forever has (also when it had not started yet)
 
         previous = {s: signal.signal(s, handler) for s in signals}
         try:
@@ -189,6 +190,7 @@ class PredictServer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+            stop.set()  # serving ended another way (shutdown() from elsewhere): let the helper go
         return arrived[0] if arrived else 0
 
     def shutdown(self) -> None:
