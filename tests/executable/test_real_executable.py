@@ -180,7 +180,7 @@ def test_installed_serve_answers_over_http(built: Built, installed: Path) -> Non
             proc.kill()
             proc.wait()
     after = stderr.rest()
-    assert proc.returncode == 0, f"exit {proc.returncode} after SIGTERM (-9: still serving 60 s later); stderr: {after!r}"
+    assert proc.returncode == 0, f"exit {proc.returncode} after SIGTERM (-9: still serving 60 s on); stderr: {after!r}"
     assert after == "stopped\n"
 
 

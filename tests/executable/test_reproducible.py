@@ -69,8 +69,10 @@ def test_two_clean_builds_give_the_same_bytes(built: Built, tmp_path: Path) -> N
     finally:
         os.umask(umask)
     assert FREEZING in _infos(events)  # really a second freeze, not a reuse
-    [first_entry], [second_entry] = ([p.parent for p in (root / "runtime").glob("*/mlpack-device")]
-                                     for root in (built.cache, cache))
+    firsts, [second_entry] = ([p.parent for p in (root / "runtime").glob("*/mlpack-device")]
+                              for root in (built.cache, cache))
+    assert len(firsts) == 1, f"the session's builds froze {len(firsts)} times; changed: {key_changes(built.material)}"
+    [first_entry] = firsts
     assert first_entry.name == second_entry.name, f"changed between the two builds: {key_changes(built.material)}"
     assert again.executable.name == built.v1.name
     if again.executable.read_bytes() != built.v1.read_bytes():
