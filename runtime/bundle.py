@@ -64,18 +64,26 @@ class Bundle:
         self.model_file = onnx_file
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], verify: bool = True, trust: TrustPolicy | None = None) -> Bundle:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        verify: bool = True,
+        trust: TrustPolicy | None = None,
+        label: str | None = None,
+    ) -> Bundle:
         """Open the bundle at ``path`` and, unless told otherwise, verify it.
 
         ``trust`` applies unless ``path`` is an installed model's bundle, whose installed
-        trust always applies (see :func:`mlpack.runtime._trust.policy_for`).
+        trust always applies (see :func:`mlpack.runtime._trust.policy_for`). ``label``
+        names the bundle in messages instead of ``path`` (a downloaded executable's bundle
+        lives in a temporary folder the user never sees: the executable is named instead).
         """
         p = Path(path)
         policy = policy_for(p, trust)
         if p.is_dir():
-            bundle = cls(str(p), read_manifest(p), _folder_reader(p), policy)
+            bundle = cls(label or str(p), read_manifest(p), _folder_reader(p), policy)
         elif p.is_file():
-            bundle = _open_archive(p, policy)
+            bundle = _open_archive(p, policy, label)
         else:
             raise BundleError(f"{p}: no such bundle (expected a folder or {', '.join(ARCHIVE_SUFFIXES)})")
         if verify:
@@ -154,7 +162,7 @@ def _folder_reader(folder: Path) -> Callable[[str], bytes]:
     return read
 
 
-def _open_archive(path: Path, trust: TrustPolicy) -> Bundle:
+def _open_archive(path: Path, trust: TrustPolicy, label: str | None = None) -> Bundle:
     """Read an archive's regular files into memory (no extraction, so no path tricks)."""
     name = path.name.lower()
     if name.endswith(".zip"):
@@ -173,7 +181,7 @@ def _open_archive(path: Path, trust: TrustPolicy) -> Bundle:
         except KeyError:
             raise FileNotFoundError(member) from None
 
-    return Bundle(str(path), manifest, read, trust)
+    return Bundle(label or str(path), manifest, read, trust)
 
 
 def _bundle_prefix(members: dict[str, bytes], path: Path) -> str:

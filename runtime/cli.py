@@ -99,16 +99,19 @@ class DeviceContext:
 
             path = self.bundle_path()
             self._installed = installed_launcher(path, running_launcher())
+            # A downloaded executable unpacks its bundle into a private temp folder: name
+            # the file the user ran instead.
+            label = f"{sys.executable} (embedded bundle)" if self._embedded and self._installed is None else None
             try:
-                self._bundle = Bundle.open(path, trust=self._trust(path))
+                self._bundle = Bundle.open(path, trust=self._trust(path), label=label)
             except MlpackError as exc:
                 self.record_failure(exc)
                 raise
             check = self._bundle.signature
             if check is not None and not check.signed and not check.policy.enforced and not self.allow_unsigned:
                 click.echo(
-                    f"warning: {path} is unsigned and no trust is configured; running it anyway (enforce with"
-                    " --trust-key KEY.pub or $MLPACK_TRUSTED_KEYS; installed models always enforce)",
+                    f"warning: {self._bundle.location} is unsigned and no trust is configured; running it anyway"
+                    " (enforce with --trust-key KEY.pub or $MLPACK_TRUSTED_KEYS; installed models always enforce)",
                     err=True,
                 )
         return self._bundle
@@ -150,7 +153,7 @@ class DeviceContext:
             bundle = self.bundle()
         except (MlpackError, click.UsageError):
             return None
-        installed = Path(bundle.location).parent.parent / "state"  # <prefix>/<name>/<version>/bundle
+        installed = self.bundle_path().parent.parent / "state"  # <prefix>/<name>/<version>/bundle
         if self._embedded and installed.is_dir():
             return installed
         return _STATE_ROOT.expanduser() / bundle.manifest.name
