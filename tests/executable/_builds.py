@@ -101,4 +101,5 @@ def build_two_versions(work: Path) -> Built:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    return Built(work, material, cache, first.executable, second.executable, first.bundle_dir, events, rebuild_events, rows_csv)
+    return Built(work, material, cache, first.executable, second.executable, first.bundle_dir, events, rebuild_events,
+                 rows_csv)
