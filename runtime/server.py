@@ -100,7 +100,7 @@ class _Server(ThreadingHTTPServer):
             return
         try:
             super().process_request(request, client_address)
-        except BaseException:
+        except Exception:  # a KeyboardInterrupt may arrive after the thread started: it frees its own slot
             self._slots.release()
             raise
 

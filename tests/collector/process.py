@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ import psycopg
 from mlpack.collector import admin
 from mlpack.monitor_agent.profile import Profile
 from tests._services import require_postgres
+from tests._proc import start_and_wait
 from tests.collector.sim import SimDevice
 
 __all__ = ["Collector", "start_collector", "stop_collector", "pg_schema"]
@@ -45,22 +44,10 @@ class Collector:
 def start_collector(db_url: str, *extra: str) -> Collector:
     """Start ``python -m mlpack.cli collector serve --port 0`` and wait for its 'listening on' line."""
     cmd = [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("listening on "):
-            out = proc.stdout
-            threading.Thread(target=lambda: lines.extend(out), daemon=True).start()  # never block on a full pipe
-            return Collector(line.split()[2], db_url, proc, lines)
-    proc.kill()
-    proc.wait()
-    raise AssertionError("collector did not start:\n" + "".join(lines))
+    started = start_and_wait(cmd, "listening on ", stream="stdout", stderr=subprocess.STDOUT)
+    if started.line is None:
+        raise AssertionError("collector did not start:\n" + started.output())
+    return Collector(started.line.split()[2], db_url, started.proc, started.lines)
 
 
 def stop_collector(c: Collector) -> int:

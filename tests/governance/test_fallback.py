@@ -17,6 +17,7 @@ import pytest
 
 from mlpack.monitor_agent._store import DB_NAME
 from mlpack.runtime.install import Payload, install
+from tests._proc import start_and_wait
 
 from .conftest import NAME, Bundles, Keys, NoSystemd, trusting
 
@@ -32,15 +33,9 @@ class Started:
 
 
 def _serve(cmd: list[str]) -> Started:
-    proc = subprocess.Popen([*cmd, "serve", "--port", "0", "--no-monitor"], stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    lines: list[str] = []
-    for line in proc.stderr:
-        lines.append(line.rstrip("\n"))
-        if line.startswith("serving "):
-            return Started(proc, lines, line.split(" on ")[1].split()[0])
-    proc.wait(timeout=60)
-    return Started(proc, lines, None)
+    got = start_and_wait([*cmd, "serve", "--port", "0", "--no-monitor"], "serving ")
+    lines = [line.rstrip("\n") for line in got.lines]
+    return Started(got.proc, lines, got.line.split(" on ")[1].split()[0] if got.line else None)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mlpack.builder.executable import executable_contents
 from mlpack.runtime.embedded import open_appended
+from tests._proc import start_and_wait
 
 from .conftest import Keys
 
@@ -95,24 +96,19 @@ def test_install_needs_trust_then_falls_back_when_current_is_tampered(built: Bui
     model = prefix / NAME / "1.1.0" / "bundle" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\x01")
     current = prefix / NAME / "current" / NAME
-    serve = subprocess.Popen(
+    serve = start_and_wait(
         [str(current), "serve", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
+        "serving ",
         env={k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")},
     )
-    assert serve.stderr is not None
     try:
-        lines = []
-        for line in serve.stderr:
-            lines.append(line)
-            if line.startswith("serving "):
-                break
+        lines = list(serve.lines)
+        assert serve.line is not None, serve.output()
         assert lines[0].startswith("fallback: 1.1.0 failed its check at start (") and "model.onnx" in lines[0]
-        url = lines[-1].split(" on ")[1].split()[0]
+        url = serve.line.split(" on ")[1].split()[0]
         with urllib.request.urlopen(f"{url}/health", timeout=30) as r:
             health = json.loads(r.read())
         assert health["version"] == "1.0.0" and health["fallback"]["from_version"] == "1.1.0"
     finally:
-        serve.terminate()
-        serve.wait(timeout=30)
+        serve.proc.terminate()
+        serve.finish(timeout=30)

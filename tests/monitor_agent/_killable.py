@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
     agent.recorder.on_window = committed
     rng = np.random.default_rng(int(run))
     note(f"run {run}")
+    print("ready", file=sys.stderr, flush=True)  # the parent times most kills from here
     n = 0
     while True:
         agent.recorder.record(*traffic(rng, int(rng.integers(1, 20))), 0.001)

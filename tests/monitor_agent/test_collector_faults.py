@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from mlpack.monitor_agent.agent import Agent, ModelInfo
 from mlpack.monitor_agent.cli import agent as agent_cli
 from mlpack.monitor_agent.config import AgentConfig, write_config
 from mlpack.monitor_agent.outbox import Outbox, append_audit
+from tests._proc import start_and_wait
 
 from .helpers import FakeClock, fixed_sampler, traffic
 
@@ -56,20 +56,11 @@ class Collector:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", self.db_url,
                "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if line.startswith("listening on "):
-                out = self.proc.stdout
-                threading.Thread(target=lambda: self.output.extend(out), daemon=True).start()
-                return
-        self.stop()
-        raise AssertionError("collector did not start:\n" + "".join(self.output))
+        started = start_and_wait(cmd, "listening on ", stream="stdout", stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc, self.output = started.proc, started.lines
+        if started.line is None:
+            self.stop()
+            raise AssertionError("collector did not start:\n" + started.output())
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -207,10 +198,18 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(tmp_path:
     rnd = random.Random(1234)
     iterations = 30
     for run in range(iterations):
-        proc = subprocess.Popen([*base, str(run), str(journal)], cwd=REPO, stderr=subprocess.PIPE, text=True)
-        time.sleep(rnd.uniform(0.3, 1.2))  # startup takes ~0.3 s: kills land in open, writes and uploads
-        if proc.poll() is not None:
-            pytest.fail(f"the agent child died on its own: {proc.stderr.read() if proc.stderr else ''}")
+        cmd = [*base, str(run), str(journal)]
+        if run % 5 == 0:  # some kills land while the agent opens its outbox
+            proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL)
+            time.sleep(rnd.uniform(0.05, 0.5))
+        else:  # the rest in writes and uploads, timed from "ready" so a slow start-up does not eat them
+            started = start_and_wait(cmd, "ready", cwd=REPO)
+            if started.line is None:
+                pytest.fail(f"the agent child died on its own: {started.output()}")
+            proc = started.proc
+            time.sleep(rnd.uniform(0.0, 0.9))
+            if proc.poll() is not None:
+                pytest.fail(f"the agent child died on its own: {started.output()}")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     final = subprocess.run([*base, str(iterations), str(journal), "--final"], cwd=REPO, capture_output=True, text=True,

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from mlpack.cli import main
 from mlpack.runtime import Model, PredictServer, ServeConfig, open_model
+from tests._proc import Started, start_and_wait
 
 ROW = {"x1": 1.0, "x2": None, "colour": "red", "shape": "round"}
 
@@ -181,22 +182,19 @@ def test_port_in_use_is_one_line_exit_1(mixed_bundle: Path) -> None:
     assert r.output == f"Error: cannot listen on 127.0.0.1:{port}: address already in use\n"
 
 
-def _serve_process(bundle: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
+def _serve_process(bundle: Path, *args: str, env: dict[str, str] | None = None) -> tuple[Started, str]:
+    started = start_and_wait(
         [sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", *args],
-        stderr=subprocess.PIPE,
-        text=True,
+        "serving ",
         env={**os.environ, **(env or {})},
     )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert line.startswith("serving "), line
-    return proc, line.split(" on ")[1].split()[0]
+    assert started.line is not None, started.output()
+    return started, started.line.split(" on ")[1].split()[0]
 
 
 @pytest.mark.slow
 def test_real_process_serves_and_stops_on_sigterm(mixed_bundle: Path, tmp_path: Path) -> None:
-    proc, url = _serve_process(mixed_bundle, "--state-dir", str(tmp_path / "state"))
+    started, url = _serve_process(mixed_bundle, "--state-dir", str(tmp_path / "state"))
     try:
         assert url.startswith("http://127.0.0.1:")
         r = httpx.post(f"{url}/predict", json=[ROW, ROW], timeout=10)
@@ -205,9 +203,9 @@ def test_real_process_serves_and_stops_on_sigterm(mixed_bundle: Path, tmp_path: 
         assert 'mlpack_rows_total{outcome="predicted"} 2' in metrics
         assert "mlpack_drift_overall_status" in metrics  # the agent's drift metrics ride along
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0
+        started.proc.send_signal(signal.SIGTERM)
+        code, err = started.finish(timeout=20)
+    assert code == 0
     assert err.strip().endswith("stopped")
     # the agent stored the open window on the way out
     r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "--allow-unsigned", "status", "--json", "--state-dir", str(tmp_path / "state")])
@@ -261,11 +259,9 @@ def test_a_real_server_under_load_always_stops_on_sigterm(mixed_bundle: Path) ->
     cmd = [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(mixed_bundle), "--allow-unsigned",
            "serve", "--port", "0", "--no-monitor"]
     for attempt in range(20):
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert line.startswith("serving "), line
-        url = line.split(" on ")[1].split()[0]
+        started = start_and_wait(cmd, "serving ")
+        assert started.line is not None, started.output()
+        url = started.line.split(" on ")[1].split()[0]
         done = threading.Event()
 
         def load() -> None:
@@ -280,16 +276,14 @@ def test_a_real_server_under_load_always_stops_on_sigterm(mixed_bundle: Path) ->
             for _ in range(4):
                 pool.submit(load)
             time.sleep(0.05 + 0.01 * attempt)
-            proc.send_signal(signal.SIGTERM)
+            started.proc.send_signal(signal.SIGTERM)
             try:
-                _, err = proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+                code, err = started.finish(timeout=15)
+            except AssertionError:
                 pytest.fail(f"attempt {attempt}: still serving 15 s after SIGTERM")
             finally:
                 done.set()
-        assert proc.returncode == 0 and err.strip().endswith("stopped"), err
+        assert code == 0 and err.strip().endswith("stopped"), err
 
 
 def test_limit_malloc_arenas_caps_the_heaps_threads_get(tmp_path: Path) -> None:
