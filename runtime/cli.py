@@ -99,9 +99,11 @@ class DeviceContext:
 
             path = self.bundle_path()
             self._installed = installed_launcher(path, running_launcher())
-            # A downloaded executable unpacks its bundle into a private temp folder: name
-            # the file the user ran instead.
-            label = f"{sys.executable} (embedded bundle)" if self._embedded and self._installed is None else None
+            # A downloaded (onefile) executable unpacks its bundle into a private temp folder:
+            # name the file the user ran instead. An installed one has a real bundle folder.
+            meipass = getattr(sys, "_MEIPASS", None)
+            onefile = self._embedded and meipass is not None and path.parent == Path(meipass)
+            label = f"{sys.executable} (embedded bundle)" if onefile else None
             try:
                 self._bundle = Bundle.open(path, trust=self._trust(path), label=label)
             except MlpackError as exc:

@@ -94,7 +94,8 @@ def test_onefile_info_verify_predict(built: Built) -> None:
     assert info.stdout.encode() == (built.bundle1 / "manifest.json").read_bytes()
     verify = _run(built.v1, "verify")
     assert verify.returncode == 0, verify.stderr
-    assert verify.stdout.startswith(f"OK: {NAME} 1.0.0 at ") and "golden set:" in verify.stdout
+    assert verify.stdout.startswith(f"OK: {NAME} 1.0.0 at {built.v1} (embedded bundle): ") and "golden set:" in verify.stdout
+    assert "_MEI" not in verify.stdout + verify.stderr  # the temp unpack folder is never what a user is shown
     predict = _run(built.v1, "predict", built.rows_csv)
     assert predict.returncode == 0, predict.stderr
     labels, proba = _parsed(predict.stdout)
