@@ -23,8 +23,7 @@ pandas, scipy or onnx.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlpack._lazy import lazy_attributes
 
 __all__ = [
     "Bundle",
@@ -61,14 +60,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _WHERE, globals())

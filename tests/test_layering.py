@@ -31,6 +31,8 @@ _PROBE = textwrap.dedent(
             importlib.import_module(info.name)
     leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
     print("LEAKED", leaked)
+    core = sorted(m.split(".")[1] for m in sys.modules if m.count(".") == 1 and m.startswith("mlpack."))
+    print("CORE", " ".join(core))
     """
 )
 
@@ -44,6 +46,12 @@ def test_runtime_and_agent_import_without_training_stack() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "LEAKED []" in proc.stdout
+    # Whatever of the top package the device side imports must be frozen into the executable.
+    from mlpack.builder._freeze import _CORE
+
+    core = next(line for line in proc.stdout.splitlines() if line.startswith("CORE ")).split()[1:]
+    frozen = {name.removesuffix(".py") for name in _CORE} | {"runtime", "monitor_agent"}
+    assert set(core) <= frozen, f"the device imports mlpack.{set(core) - frozen} which the freeze leaves out"
 
 
 def test_block_really_blocks() -> None:
