@@ -240,7 +240,9 @@ class Outbox:
         def op(conn: sqlite3.Connection) -> None:
             with self._tx(conn):
                 row = conn.execute("SELECT body FROM models WHERE hash = ?", (content_hash,)).fetchone()
-                if row is not None and row[0] != body:  # changed: no collector has this version of it
+                if row is not None and row[0] == body:  # every start registers: write (and fsync) only news
+                    return
+                if row is not None:  # changed: no collector has this version of it
                     conn.execute("DELETE FROM known_models WHERE hash = ?", (content_hash,))
                 conn.execute("INSERT OR REPLACE INTO models (hash, body) VALUES (?, ?)", (content_hash, body))
 
