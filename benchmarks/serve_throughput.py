@@ -61,7 +61,7 @@ def _start_server(bundle: Path, work: Path) -> tuple[subprocess.Popen[str], str]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(bundle), "serve", "--port", "0", "--max-connections", "256"],
+        [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", "--max-connections", "256"],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
