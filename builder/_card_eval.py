@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlpack.builder.metrics import Evaluation
+from mlpack.builder.metrics import Evaluation, describe
 
 if TYPE_CHECKING:
     from mlpack.builder.data import Dataset
@@ -55,18 +55,7 @@ def _class_counts(y: np.ndarray, classes: Sequence[Any]) -> list[int]:
 
 
 def _summary(y: np.ndarray) -> dict[str, float | int]:
-    v = np.asarray(y, dtype=np.float64)
-    q = np.quantile(v, [0.05, 0.5, 0.95])
-    return {
-        "count": int(v.size),
-        "mean": _r(v.mean()),
-        "std": _r(v.std()),
-        "min": _r(v.min()),
-        "p05": _r(q[0]),
-        "median": _r(q[1]),
-        "p95": _r(q[2]),
-        "max": _r(v.max()),
-    }
+    return {"count": int(np.asarray(y).size), **{k: _r(v) for k, v in describe(y).items()}}
 
 
 def residual_bins(y_true: np.ndarray, y_pred: np.ndarray, bins: int = RESIDUAL_BINS) -> list[dict[str, float | int]]:

@@ -195,19 +195,24 @@ def _regression(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def _residuals(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    r = np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
-    q = np.quantile(r, [0.05, 0.5, 0.95])
+def describe(values: np.ndarray) -> dict[str, float]:
+    """Mean, spread and the 0/5/50/95/100 % quantiles of ``values`` (report and model card)."""
+    v = np.asarray(values, dtype=np.float64)
+    q = np.quantile(v, [0.05, 0.5, 0.95])
     return {
-        "mean": float(r.mean()),
-        "std": float(r.std()),
-        "min": float(r.min()),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
         "p05": float(q[0]),
         "median": float(q[1]),
         "p95": float(q[2]),
-        "max": float(r.max()),
-        "max_abs": float(np.abs(r).max()),
+        "max": float(v.max()),
     }
+
+
+def _residuals(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    r = np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
+    return {**describe(r), "max_abs": float(np.abs(r).max())}
 
 
 def gate_summary(results: Sequence[GateResult]) -> str:
