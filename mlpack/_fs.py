@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,8 +68,20 @@ def atomic_open(
     Written to a temp sibling, flushed, fsync'd and renamed; on any exception the temp
     file is removed and ``path`` is untouched. ``mode`` sets permissions (default: what
     ``open`` would give under this process's umask). Streams of any size go through it.
+
+    A symlink is written through (its target is replaced, the link stays). A path that
+    is not a regular file — ``/dev/null``, ``/dev/stdout``, a FIFO — is written in place:
+    renaming over it would replace the device node with a file.
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))
+    try:
+        special = not stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:
+        with open(target, "w", encoding="utf-8", newline="") if text else open(target, "wb") as out:
+            yield out
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
