@@ -16,24 +16,18 @@ from mlpack.cli import main
 from mlpack.runtime.cli import device_cli
 
 
-def _lazy(group: MlpackGroup) -> list[str]:
-    return sorted(group.lazy)
+GROUPS = {"mlpack": main, "device": device_cli}
 
 
-@pytest.mark.parametrize("name", _lazy(main))
-def test_mlpack_subcommand_resolves(name: str) -> None:
-    cmd = main.get_command(click.Context(main), name)
+@pytest.mark.parametrize(
+    ("group", "name"), [(g, n) for g, cmd in GROUPS.items() for n in sorted(cmd.lazy)]
+)
+def test_lazy_subcommand_resolves(group: str, name: str) -> None:
+    cli = GROUPS[group]
+    assert isinstance(cli, MlpackGroup)
+    cmd = cli.get_command(click.Context(cli), name)
     assert isinstance(cmd, click.Command)
-    result = CliRunner().invoke(main, [name, "--help"])
-    assert result.exit_code == 0, result.output
-    assert "Usage:" in result.output
-
-
-@pytest.mark.parametrize("name", _lazy(device_cli))
-def test_device_subcommand_resolves(name: str) -> None:
-    cmd = device_cli.get_command(click.Context(device_cli), name)
-    assert isinstance(cmd, click.Command)
-    result = CliRunner().invoke(device_cli, [name, "--help"])
+    result = CliRunner().invoke(cli, [name, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
 
