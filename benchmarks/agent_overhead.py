@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpack.builder import build
-from mlpack.monitor_agent.agent import ModelInfo
-from mlpack.monitor_agent.recorder import Recorder
-from mlpack.runtime.bundle import Bundle
-from mlpack.runtime.model import Model
+from mlpack_edge.builder import build
+from mlpack_edge.monitor_agent.agent import ModelInfo
+from mlpack_edge.monitor_agent.recorder import Recorder
+from mlpack_edge.runtime.bundle import Bundle
+from mlpack_edge.runtime.model import Model
 
 ROOT = Path(__file__).resolve().parents[1]
 

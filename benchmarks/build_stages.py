@@ -25,10 +25,10 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.base import clone
 
-from mlpack.builder import build, load_spec
-from mlpack.builder._inputs import model_input
-from mlpack.builder.convert import OPSET
-from mlpack.builder.data import load_data
+from mlpack_edge.builder import build, load_spec
+from mlpack_edge.builder._inputs import model_input
+from mlpack_edge.builder.convert import OPSET
+from mlpack_edge.builder.data import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ("breast_cancer", "diabetes", "fleet_faults")

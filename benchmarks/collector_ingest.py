@@ -44,11 +44,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlpack.collector import Ack, admin, apply_batches, decode_body, open_storage, parse_batch  # noqa: E402
-from mlpack.collector.auth import hash_token  # noqa: E402
-from mlpack.monitor_agent.histogram import LatencyHistogram  # noqa: E402
-from mlpack.monitor_agent.profile import build_profile  # noqa: E402
-from mlpack.monitor_agent.wire import BinCounts, SystemStats, Window  # noqa: E402
+from mlpack_edge.collector import Ack, admin, apply_batches, decode_body, open_storage, parse_batch  # noqa: E402
+from mlpack_edge.collector.auth import hash_token  # noqa: E402
+from mlpack_edge.monitor_agent.histogram import LatencyHistogram  # noqa: E402
+from mlpack_edge.monitor_agent.profile import build_profile  # noqa: E402
+from mlpack_edge.monitor_agent.wire import BinCounts, SystemStats, Window  # noqa: E402
 
 N_FEATURES = 20
 DEVICES = 100
@@ -171,7 +171,7 @@ def wrk(url: str, seconds: int, script: str | None, connections: int, threads: i
 
 
 def start(db_url: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "mlpack_edge.cli", "collector", "serve", "--db", db_url, "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

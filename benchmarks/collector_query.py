@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlpack.collector import fleet_overview, open_storage, time_range  # noqa: E402
-from mlpack.collector.models import model_from_upload  # noqa: E402
-from mlpack.collector.rollup import DAY, FLEET, HOUR, Rollup  # noqa: E402
-from mlpack.monitor_agent.profile import build_profile  # noqa: E402
-from mlpack.monitor_agent.wire import SystemStats  # noqa: E402
+from mlpack_edge.collector import fleet_overview, open_storage, time_range  # noqa: E402
+from mlpack_edge.collector.models import model_from_upload  # noqa: E402
+from mlpack_edge.collector.rollup import DAY, FLEET, HOUR, Rollup  # noqa: E402
+from mlpack_edge.monitor_agent.profile import build_profile  # noqa: E402
+from mlpack_edge.monitor_agent.wire import SystemStats  # noqa: E402
 
 from collector_ingest import scratch_db  # noqa: E402  (same folder)
 
@@ -137,7 +137,7 @@ def run_backend(backend: str, n_devices: int, runs: int) -> None:
             prof.runcall(fleet_overview, storage, time_range(None, None, now, 168), now)
             pstats.Stats(prof).sort_stats("cumulative").print_stats(18)
         storage.close()
-        proc = subprocess.Popen([sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0"],
+        proc = subprocess.Popen([sys.executable, "-m", "mlpack_edge.cli", "collector", "serve", "--db", db_url, "--port", "0"],
                                 stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None

@@ -198,8 +198,8 @@ def main() -> None:
     if args.runs < 7:
         parser.error("--runs: at least 7 (medians of fewer runs are too noisy here)")
 
-    from mlpack.builder import build
-    from mlpack.runtime.embedded import open_appended
+    from mlpack_edge.builder import build
+    from mlpack_edge.runtime.embedded import open_appended
 
     work = Path(tempfile.mkdtemp(prefix="mlpack-bench-exe-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
@@ -233,7 +233,7 @@ def main() -> None:
         installed = prefix / name / "current" / name
         row_csv = _one_row_csv(work)
 
-        python_cmd = [sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(second.bundle_dir)]
+        python_cmd = [sys.executable, "-m", "mlpack_edge.cli", "device", "--bundle", str(second.bundle_dir)]
         commands = {
             "baseline": [sys.executable, "-c", "import numpy, onnxruntime"],
             "monitor": [str(installed), "predict", str(row_csv)],

@@ -27,12 +27,12 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from mlpack.builder import build
-from mlpack.builder.inspect import inspect_path
-from mlpack.builder.report import CARD_FILE, render_card
-from mlpack.monitor_agent.profile import Profile
-from mlpack.runtime.embedded import append_bundle
-from mlpack.runtime.manifest import read_manifest, verify_files
+from mlpack_edge.builder import build
+from mlpack_edge.builder.inspect import inspect_path
+from mlpack_edge.builder.report import CARD_FILE, render_card
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.runtime.embedded import append_bundle
+from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ("breast_cancer", "diabetes", "fleet_faults")

@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from mlpack.builder import build, load_spec
-from mlpack.builder._inputs import model_input, onnx_feeds
-from mlpack.builder.data import load_data
-from mlpack.runtime import open_model
-from mlpack.runtime.manifest import read_manifest
-from mlpack.runtime.session import session_options
+from mlpack_edge.builder import build, load_spec
+from mlpack_edge.builder._inputs import model_input, onnx_feeds
+from mlpack_edge.builder.data import load_data
+from mlpack_edge.runtime import open_model
+from mlpack_edge.runtime.manifest import read_manifest
+from mlpack_edge.runtime.session import session_options
 
 ROOT = Path(__file__).resolve().parents[1]
 CANCER = ROOT / "examples" / "breast_cancer"
@@ -205,7 +205,7 @@ def cold_start(bundle: Path, work: Path, repeat: int) -> dict[str, tuple[float, 
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     cmds = {
         "import numpy, onnxruntime": [sys.executable, "-c", "import numpy, onnxruntime"],
-        "predict one row": [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(bundle), "predict", str(csv_path)],
+        "predict one row": [sys.executable, "-m", "mlpack_edge.runtime.cli", "--bundle", str(bundle), "predict", str(csv_path)],
     }
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
     for _ in range(2):  # warm the byte-code cache and the page cache

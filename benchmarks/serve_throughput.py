@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from mlpack.builder import build
+from mlpack_edge.builder import build
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK_HINT = "wrk not found: install it (Debian/Ubuntu: apt-get install -y wrk) to measure throughput"
@@ -61,7 +61,7 @@ def _start_server(bundle: Path, work: Path) -> tuple[subprocess.Popen[str], str]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", "--max-connections", "256"],
+        [sys.executable, "-m", "mlpack_edge.runtime.cli", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", "--max-connections", "256"],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

@@ -43,7 +43,7 @@ def _median(fn: Callable[[], object], runs: int, inner: int = 1) -> float:
 def _cold(bundle: Path, trust: str | None, runs: int) -> float:
     policy = f"TrustPolicy.from_key_files([{trust!r}])" if trust else "None"
     code = (
-        "from mlpack.runtime.bundle import Bundle; from mlpack.runtime._trust import TrustPolicy; "
+        "from mlpack_edge.runtime.bundle import Bundle; from mlpack_edge.runtime._trust import TrustPolicy; "
         f"Bundle.open({str(bundle)!r}, trust={policy})"
     )
     samples = []
@@ -61,11 +61,11 @@ def main() -> None:
 
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    from mlpack.builder import NullReporter, build
-    from mlpack.builder.signing import generate_key
-    from mlpack.runtime import _ed25519
-    from mlpack.runtime._trust import Signature, TrustPolicy
-    from mlpack.runtime.bundle import Bundle
+    from mlpack_edge.builder import NullReporter, build
+    from mlpack_edge.builder.signing import generate_key
+    from mlpack_edge.runtime import _ed25519
+    from mlpack_edge.runtime._trust import Signature, TrustPolicy
+    from mlpack_edge.runtime.bundle import Bundle
 
     with tempfile.TemporaryDirectory(prefix="mlpack-bench-signing-") as scratch:
         work = Path(scratch)

@@ -1,6 +1,6 @@
 """The workstation side: a spec and a CSV in, a gated, proven, deterministic bundle out.
 
-    from mlpack.builder import build, load_spec, BuildResult
+    from mlpack_edge.builder import build, load_spec, BuildResult
     result = build("examples/breast_cancer/mlpack.toml", executable=False)
     result.bundle_dir, result.manifest["metrics"], result.stages
 
@@ -25,23 +25,23 @@ __all__ = [
 ]
 
 _WHERE = {
-    "build": "mlpack.builder.pipeline",
-    "BuildResult": "mlpack.builder.pipeline",
-    "load_spec": "mlpack.builder.spec",
-    "Spec": "mlpack.builder.spec",
-    "Reporter": "mlpack.builder.progress",
-    "ConsoleReporter": "mlpack.builder.progress",
-    "NullReporter": "mlpack.builder.progress",
-    "RecordingReporter": "mlpack.builder.progress",
+    "build": "mlpack_edge.builder.pipeline",
+    "BuildResult": "mlpack_edge.builder.pipeline",
+    "load_spec": "mlpack_edge.builder.spec",
+    "Spec": "mlpack_edge.builder.spec",
+    "Reporter": "mlpack_edge.builder.progress",
+    "ConsoleReporter": "mlpack_edge.builder.progress",
+    "NullReporter": "mlpack_edge.builder.progress",
+    "RecordingReporter": "mlpack_edge.builder.progress",
 }
 
 if TYPE_CHECKING:
-    from mlpack.builder.pipeline import BuildResult, build
-    from mlpack.builder.progress import ConsoleReporter, NullReporter, RecordingReporter, Reporter
-    from mlpack.builder.spec import Spec, load_spec
+    from mlpack_edge.builder.pipeline import BuildResult, build
+    from mlpack_edge.builder.progress import ConsoleReporter, NullReporter, RecordingReporter, Reporter
+    from mlpack_edge.builder.spec import Spec, load_spec
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'mlpack.builder' has no attribute {name!r}")
+    raise AttributeError(f"module 'mlpack_edge.builder' has no attribute {name!r}")

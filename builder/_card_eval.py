@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from mlpack.builder.metrics import Evaluation, describe
+from mlpack_edge.builder.metrics import Evaluation, describe
 
 if TYPE_CHECKING:
-    from mlpack.builder.data import Dataset
+    from mlpack_edge.builder.data import Dataset
 
 __all__ = ["evaluation_section", "RESIDUAL_BINS"]
 

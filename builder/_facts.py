@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlpack.monitor_agent.profile import NumericProfile, Profile
+from mlpack_edge.monitor_agent.profile import NumericProfile, Profile
 
 __all__ = [
     "TASKS",

@@ -7,7 +7,7 @@ versions of Python and of the main frozen distributions, the byte-rewriting tool
 platform and the Python environment (``sys.prefix``: an entry's input record names that
 environment's files, so two virtualenvs sharing ``~/.cache/mlpack`` never check or
 replace each other's entries); it also records every other file the freeze read
-(:mod:`mlpack.builder._freeze_inputs`) and is frozen again when one changed, so a cached
+(:mod:`mlpack_edge.builder._freeze_inputs`) and is frozen again when one changed, so a cached
 runtime is always byte-identical to a fresh one. It appears atomically (built aside,
 renamed into place) under an exclusive lock, so concurrent or interrupted builds never
 see half an entry.
@@ -26,7 +26,7 @@ machine give a byte-identical executable. Every input to the freeze is fixed:
 * ``.pyc`` files: PyInstaller writes unchecked hash-based pycs with a zeroed source hash,
   so no source mtime or size is inside;
 * archive order: PyInstaller sorts its TOC; the spec text is sorted JSON; the appended
-  bundle zip is deterministic (:mod:`mlpack.runtime.embedded`).
+  bundle zip is deterministic (:mod:`mlpack_edge.runtime.embedded`).
 
 Measured on Linux x86_64 (PyInstaller 6.22, two clean freezes with different hash
 seeds, umasks, TMPDIR, locale and working directory): ``cmp`` finds no differing byte,
@@ -34,7 +34,7 @@ so there is no unstable byte to document *on one machine*. Across machines the r
 part is expected to differ wherever its inputs differ (another distribution's libssl,
 another binutils' ``strip`` output, another zlib's deflate stream): that is a
 different input, not an unstable build. The stable identities of a file are therefore
-the three sha256s of :func:`mlpack.runtime.embedded.executable_identity`: the whole file
+the three sha256s of :func:`mlpack_edge.runtime.embedded.executable_identity`: the whole file
 (same machine), the runtime part (same for every model built with one cached runtime),
 and the bundle (``manifest.json``, which lists every bundle file's sha256: the model's
 identity wherever it was packaged).
@@ -60,9 +60,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlpack._fs import atomic_directory, atomic_write_text, canonical_json
-from mlpack.builder import _freeze_inputs, _freeze_spec
-from mlpack.errors import PackagingError
+from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
+from mlpack_edge.builder import _freeze_inputs, _freeze_spec
+from mlpack_edge.errors import PackagingError
 
 __all__ = [
     "ENTRY",
@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 #: ``module:function`` the frozen app runs.
-ENTRY = "mlpack.runtime.cli:main"
+ENTRY = "mlpack_edge.runtime.cli:main"
 #: Name of the generic frozen app (the launcher keeps this name until installed).
 FROZEN_NAME = "mlpack-device"
 #: Core modules of ``mlpack`` the device side needs (nothing else from the top package).
@@ -147,24 +147,24 @@ def _package_dir(module: str) -> Path:
 
 
 def stage_sources() -> dict[str, bytes]:
-    """Relative path (under ``mlpack/``) -> bytes of every file frozen into the runtime.
+    """Relative path (under ``mlpack_edge/``) -> bytes of every file frozen into the runtime.
 
     Read from wherever the packages are installed (editable or not), so the staged copy
     holds exactly the device side: builder and collector cannot enter.
     """
     out: dict[str, bytes] = {}
-    core = _package_dir("mlpack")
+    core = _package_dir("mlpack_edge")
     for name in _CORE:
-        out[f"mlpack/{name}"] = (core / name).read_bytes()
+        out[f"mlpack_edge/{name}"] = (core / name).read_bytes()
     for pkg in _PACKAGES:
-        root = _package_dir(f"mlpack.{pkg}")
+        root = _package_dir(f"mlpack_edge.{pkg}")
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
             if not path.is_file() or "__pycache__" in rel.parts or path.suffix in (".pyc", ".pyo"):
                 continue
             if any(part.startswith(".") for part in rel.parts):
                 continue
-            out[f"mlpack/{pkg}/{rel.as_posix()}"] = path.read_bytes()
+            out[f"mlpack_edge/{pkg}/{rel.as_posix()}"] = path.read_bytes()
     return out
 
 
@@ -212,7 +212,7 @@ def frozen_runtime(
     """The cached runtime for this machine's sources and versions, freezing it if needed.
 
     A cached entry is reused only while every file it was frozen from is unchanged
-    (:func:`mlpack.builder._freeze_inputs.stale_reason`); otherwise it is frozen again.
+    (:func:`mlpack_edge.builder._freeze_inputs.stale_reason`); otherwise it is frozen again.
     """
     sources = stage_sources()
     key = runtime_key(sources)
@@ -222,7 +222,7 @@ def frozen_runtime(
     if cached is not None:
         return cached
     if importlib.util.find_spec("PyInstaller") is None:
-        raise PackagingError("PyInstaller is not installed here: pip install 'mlpack[build]' (or build with --no-executable)")
+        raise PackagingError("PyInstaller is not installed here: pip install 'mlpack-edge[build]' (or build with --no-executable)")
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1,6 +1,6 @@
 """What a cached frozen runtime was made from, so a stale one is never reused.
 
-The cache key (:func:`mlpack.builder._freeze.runtime_key`) is computed *before* freezing,
+The cache key (:func:`mlpack_edge.builder._freeze.runtime_key`) is computed *before* freezing,
 from what is cheap to know: the staged mlpack sources, the versions of Python and of the
 main distributions, the Python environment's location, the recipe. The freeze also
 reads files the key cannot name in advance: system libraries (libssl, libsqlite3,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpack.runtime.manifest import Feature
+from mlpack_edge.runtime.manifest import Feature
 
 __all__ = ["model_input", "onnx_feeds"]
 

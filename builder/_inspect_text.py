@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlpack.builder import _facts as facts
+from mlpack_edge.builder import _facts as facts
 
 if TYPE_CHECKING:
-    from mlpack.builder.inspect import Inspection
+    from mlpack_edge.builder.inspect import Inspection
 
 __all__ = ["render_text"]
 

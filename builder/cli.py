@@ -1,7 +1,7 @@
 """``mlpack build`` and ``mlpack keys``: parse the arguments, call the library, show the result.
 
 Imports nothing heavy at module level: ``mlpack build --help`` must not load
-scikit-learn. Errors are the library's :class:`~mlpack.errors.MlpackError`, shown as one
+scikit-learn. Errors are the library's :class:`~mlpack_edge.errors.MlpackError`, shown as one
 line with exit code 1; with ``--json`` a JSON result is printed on stdout first, so a CI
 pipeline can read why a build failed as well as that it failed.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from mlpack._cli import MlpackGroup, fail
-from mlpack.errors import GateError, MlpackError
+from mlpack_edge._cli import MlpackGroup, fail
+from mlpack_edge.errors import GateError, MlpackError
 
 __all__ = ["build", "keys"]
 
@@ -48,7 +48,7 @@ def build(
     With --sign-key the bundle carries manifest.sig; installed devices refuse an
     unsigned bundle unless they were installed with --allow-unsigned.
     """
-    from mlpack.builder import pipeline, progress
+    from mlpack_edge.builder import pipeline, progress
 
     reporter: Any
     if as_json:
@@ -105,7 +105,7 @@ def keys() -> None:
 @click.option("--name", default="mlpack-signing", show_default=True, help="Base name: NAME.key and NAME.pub.")
 def keys_generate(out_dir: Path, name: str) -> None:
     """Make a new key pair; never overwrites an existing key."""
-    from mlpack.builder.signing import generate_key
+    from mlpack_edge.builder.signing import generate_key
 
     pair = generate_key(out_dir, name)
     click.echo(f"key id {pair.key_id}")
@@ -117,7 +117,7 @@ def keys_generate(out_dir: Path, name: str) -> None:
 @click.argument("key", type=click.Path(path_type=Path, dir_okay=False))
 def keys_show(key: Path) -> None:
     """Print the key id and fingerprint of a public or private key file."""
-    from mlpack.builder.signing import describe_key
+    from mlpack_edge.builder.signing import describe_key
 
     info = describe_key(key)
     click.echo(f"key id {info.key_id}")

@@ -24,9 +24,9 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import all_estimators
 
-from mlpack.builder.data import Dataset
-from mlpack.builder.estimators import Model, describe
-from mlpack.errors import ConversionError
+from mlpack_edge.builder.data import Dataset
+from mlpack_edge.builder.estimators import Model, describe
+from mlpack_edge.errors import ConversionError
 
 __all__ = ["OPSET", "Converted", "convert", "unsupported_step"]
 

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpack.builder._suggest import nearest
-from mlpack.builder.spec import DataSpec, FeatureSpec
-from mlpack.errors import DataError
-from mlpack.runtime.manifest import Feature
+from mlpack_edge.builder._suggest import nearest
+from mlpack_edge.builder.spec import DataSpec, FeatureSpec
+from mlpack_edge.errors import DataError
+from mlpack_edge.runtime.manifest import Feature
 
 __all__ = ["Dataset", "load_data"]
 

@@ -34,11 +34,11 @@ try:  # what scikit-learn raises for a bad parameter value (a ValueError subclas
 except ImportError:  # pragma: no cover - moved in a future scikit-learn
     InvalidParameterError = ValueError  # type: ignore[misc,assignment]
 
-from mlpack.builder._inputs import model_input
-from mlpack.builder._suggest import nearest
-from mlpack.builder.data import Dataset
-from mlpack.builder.spec import EstimatorSpec, PreprocessSpec, Spec, StepSpec
-from mlpack.errors import TrainingError
+from mlpack_edge.builder._inputs import model_input
+from mlpack_edge.builder._suggest import nearest
+from mlpack_edge.builder.data import Dataset
+from mlpack_edge.builder.spec import EstimatorSpec, PreprocessSpec, Spec, StepSpec
+from mlpack_edge.errors import TrainingError
 
 __all__ = ["UserEstimator", "Model", "resolve_estimator", "resolve_class", "assemble", "fit", "describe"]
 

@@ -1,12 +1,12 @@
 """The last build stage: one device executable per model, ``dist/<name>-<version>-<platform>``.
 
-It is the cached, model-free frozen runtime (see :mod:`mlpack.builder._freeze`) with the
-bundle appended as a deterministic zip (see :mod:`mlpack.runtime.embedded`): after the
+It is the cached, model-free frozen runtime (see :mod:`mlpack_edge.builder._freeze`) with the
+bundle appended as a deterministic zip (see :mod:`mlpack_edge.runtime.embedded`): after the
 first build on a machine, a new model costs a file copy, not a PyInstaller run. Before
 the file is published it runs its own ``verify`` once, so a runtime that cannot load
 this model never reaches a device. Two clean builds of one spec and data on one machine
 give the same bytes; :func:`executable_identity` (re-exported from
-:mod:`mlpack.runtime.embedded`) gives the hashes that identify one (for ``mlpack inspect``).
+:mod:`mlpack_edge.runtime.embedded`) gives the hashes that identify one (for ``mlpack inspect``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlpack._fs import atomic_write_bytes
-from mlpack.builder._freeze import FrozenRuntime, Reporter, frozen_runtime, platform_tag, say
-from mlpack.errors import MlpackError, PackagingError
-from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle, executable_identity, open_appended
-from mlpack.runtime.install import verify_failure
-from mlpack.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_manifest, verify_files
+from mlpack_edge._fs import atomic_write_bytes
+from mlpack_edge.builder._freeze import FrozenRuntime, Reporter, frozen_runtime, platform_tag, say
+from mlpack_edge.errors import MlpackError, PackagingError
+from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle, executable_identity, open_appended
+from mlpack_edge.runtime.install import verify_failure
+from mlpack_edge.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_manifest, verify_files
 
 __all__ = [
     "build_executable",
@@ -48,7 +48,7 @@ def build_executable(
     """Write the device executable for the bundle in ``bundle_dir`` into ``dist_dir``.
 
     ``reporter`` is anything with ``info(str)`` (or ``None``). ``cache_dir`` overrides
-    the runtime cache (default :func:`mlpack.builder._freeze.cache_root`). With ``check``
+    the runtime cache (default :func:`mlpack_edge.builder._freeze.cache_root`). With ``check``
     the finished file runs ``verify`` on itself before it is published.
     """
     bundle_dir, dist_dir = Path(bundle_dir), Path(dist_dir).absolute()

@@ -1,11 +1,11 @@
 """``mlpack inspect``: what a bundle folder or a device executable holds, without running it.
 
-The same facts as the model card (read through :mod:`mlpack.builder._facts`), plus what
+The same facts as the model card (read through :mod:`mlpack_edge.builder._facts`), plus what
 only a copy on disk can tell: every file with its size and whether it still matches the
 manifest, the signature (``manifest.sig``: present, key id, does it verify), and for an
 executable the frozen runtime in front of the appended bundle (size, sha256, intact).
 
-Which hash names what (see :mod:`mlpack.builder._freeze` for the measurements):
+Which hash names what (see :mod:`mlpack_edge.builder._freeze` for the measurements):
 
 * the **content hash** (sha256 of ``manifest.json``, which lists every bundle file's
   sha256) names the *model*. It is the stable one: the same spec, data and library
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mlpack.builder import _facts as facts
-from mlpack.monitor_agent.profile import Profile
-from mlpack.runtime.embedded import AppendedBundle, open_appended
-from mlpack.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, sha256_bytes
+from mlpack_edge.builder import _facts as facts
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.runtime.embedded import AppendedBundle, open_appended
+from mlpack_edge.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, Manifest, sha256_bytes
 
-from mlpack.errors import BundleError, IntegrityError, MlpackError
+from mlpack_edge.errors import BundleError, IntegrityError, MlpackError
 
 __all__ = ["Inspection", "FileEntry", "SignatureStatus", "ExecutableInfo", "inspect_path"]
 
@@ -244,7 +244,7 @@ def _json(data: bytes, where: Path) -> Any:
 def _signature(
     manifest_raw: bytes, sig_raw: bytes | None, trust_keys: Iterable[str | Path], where: str
 ) -> SignatureStatus:
-    from mlpack.runtime._trust import Signature, TrustPolicy, check_signature
+    from mlpack_edge.runtime._trust import Signature, TrustPolicy, check_signature
 
     keys = list(trust_keys)
     policy = TrustPolicy.from_key_files(keys) if keys else TrustPolicy.ad_hoc()

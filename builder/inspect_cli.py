@@ -1,4 +1,4 @@
-"""``mlpack inspect PATH``: parse the arguments, call :func:`mlpack.builder.inspect.inspect_path`, print.
+"""``mlpack inspect PATH``: parse the arguments, call :func:`mlpack_edge.builder.inspect.inspect_path`, print.
 
 Exit codes: 0 the bundle or executable is intact; 1 it is not a bundle/executable, or a
 file, the signature or the runtime is damaged (everything is still printed, then one
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from mlpack._cli import fail
-from mlpack.errors import IntegrityError, MlpackError
+from mlpack_edge._cli import fail
+from mlpack_edge.errors import IntegrityError, MlpackError
 
 __all__ = ["inspect_command"]
 
@@ -36,8 +36,8 @@ def inspect_command(path: Path, trust_keys: tuple[Path, ...], as_json: bool) -> 
     and gates, parity, lineage, every file with its size and integrity, the signature,
     and for an executable its frozen runtime and appended bundle.
     """
-    from mlpack.builder._inspect_text import render_text
-    from mlpack.builder.inspect import inspect_path
+    from mlpack_edge.builder._inspect_text import render_text
+    from mlpack_edge.builder.inspect import inspect_path
 
     try:
         result = inspect_path(path, trust_keys)

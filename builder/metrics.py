@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.builder._suggest import nearest
-from mlpack.errors import GateError
+from mlpack_edge.builder._suggest import nearest
+from mlpack_edge.errors import GateError
 
 __all__ = [
     "CLASSIFICATION_METRICS",

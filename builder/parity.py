@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpack.builder._inputs import model_input, onnx_feeds
-from mlpack.builder.convert import Converted
-from mlpack.builder.data import Dataset
-from mlpack.builder.estimators import Model
-from mlpack.errors import ParityError
-from mlpack.runtime.golden import Golden
-from mlpack.runtime.manifest import Feature
+from mlpack_edge.builder._inputs import model_input, onnx_feeds
+from mlpack_edge.builder.convert import Converted
+from mlpack_edge.builder.data import Dataset
+from mlpack_edge.builder.estimators import Model
+from mlpack_edge.errors import ParityError
+from mlpack_edge.runtime.golden import Golden
+from mlpack_edge.runtime.manifest import Feature
 
 __all__ = ["UNSEEN_PROBE", "ParityResult", "Proof", "prove"]
 

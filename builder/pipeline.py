@@ -24,20 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpack._fs import canonical_json
-from mlpack.builder import _inputs, convert, data, estimators, metrics, parity
-from mlpack.builder.convert import Converted
-from mlpack.builder.data import Dataset
-from mlpack.builder.estimators import Model, UserEstimator
-from mlpack.builder.metrics import Evaluation
-from mlpack.builder.parity import ParityResult
-from mlpack.builder.progress import NullReporter, Reporter
-from mlpack.builder.report import CARD_FILE, evaluation_section, render_card
-from mlpack.builder.signing import load_signing_key
-from mlpack.builder.spec import Spec, load_spec
-from mlpack.errors import DataError, MlpackError, PackagingError
-from mlpack.monitor_agent.profile import build_profile
-from mlpack.runtime.manifest import MANIFEST_NAME, write_bundle
+from mlpack_edge._fs import canonical_json
+from mlpack_edge.builder import _inputs, convert, data, estimators, metrics, parity
+from mlpack_edge.builder.convert import Converted
+from mlpack_edge.builder.data import Dataset
+from mlpack_edge.builder.estimators import Model, UserEstimator
+from mlpack_edge.builder.metrics import Evaluation
+from mlpack_edge.builder.parity import ParityResult
+from mlpack_edge.builder.progress import NullReporter, Reporter
+from mlpack_edge.builder.report import CARD_FILE, evaluation_section, render_card
+from mlpack_edge.builder.signing import load_signing_key
+from mlpack_edge.builder.spec import Spec, load_spec
+from mlpack_edge.errors import DataError, MlpackError, PackagingError
+from mlpack_edge.monitor_agent.profile import build_profile
+from mlpack_edge.runtime.manifest import MANIFEST_NAME, write_bundle
 
 __all__ = ["BuildResult", "build"]
 
@@ -115,7 +115,7 @@ def build(
 ) -> BuildResult:
     """Build the bundle ``<out_dir>/<name>-<version>/`` (and the device executable) from a spec.
 
-    ``out_dir`` defaults to ``./dist``. Raises an :class:`~mlpack.errors.MlpackError`
+    ``out_dir`` defaults to ``./dist``. Raises an :class:`~mlpack_edge.errors.MlpackError`
     subclass for every expected failure; nothing is written to ``out_dir`` then.
     """
     rep = reporter if reporter is not None else NullReporter()
@@ -226,7 +226,7 @@ def _with_executable(
     try:
         staged = _write(staging / target.name, files, manifest, replace=False, sign=sign)
         with timer.stage("executable") as st:
-            from mlpack.builder.executable import build_executable
+            from mlpack_edge.builder.executable import build_executable
 
             exe = build_executable(staged, target.parent, rep)
             st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
@@ -346,11 +346,11 @@ def _versions() -> dict[str, str]:
     import skl2onnx
     import sklearn
 
-    import mlpack
+    import mlpack_edge
 
     return {
         "python": platform.python_version(),
-        "mlpack": mlpack.__version__,
+        "mlpack": mlpack_edge.__version__,
         "sklearn": sklearn.__version__,
         "skl2onnx": skl2onnx.__version__,
         "onnx": onnx.__version__,

@@ -20,11 +20,11 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from mlpack.builder import _facts as facts
-from mlpack.builder._card_eval import evaluation_section
-from mlpack.monitor_agent.profile import CategoricalProfile, FeatureProfile, NumericProfile, Profile
+from mlpack_edge.builder import _facts as facts
+from mlpack_edge.builder._card_eval import evaluation_section
+from mlpack_edge.monitor_agent.profile import CategoricalProfile, FeatureProfile, NumericProfile, Profile
 
-from mlpack._svg import CHART_CSS, bar_chart, box_chart, heatmap, histogram
+from mlpack_edge._svg import CHART_CSS, bar_chart, box_chart, heatmap, histogram
 
 __all__ = ["CARD_FILE", "render_card", "evaluation_section"]
 
@@ -32,7 +32,7 @@ CARD_FILE = "model_card.html"
 #: Categorical charts show this many categories by share; the rest are summed as "other".
 TOP_CATEGORIES = 12
 
-_CSS = resources.files("mlpack.builder").joinpath("card.css").read_text("utf-8")
+_CSS = resources.files("mlpack_edge.builder").joinpath("card.css").read_text("utf-8")
 
 
 def render_card(manifest: Mapping[str, Any], profile: Profile | None, *, signing_key_id: str | None = None) -> str:

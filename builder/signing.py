@@ -3,7 +3,7 @@
 ``mlpack keys generate`` makes an Ed25519 key pair; ``mlpack build --sign-key KEY``
 signs each bundle's ``manifest.json`` (which holds every file's sha256) into
 ``manifest.sig``. Devices verify with the public key only, through the OpenSSL that
-Python already loads (:mod:`mlpack.runtime._trust`), so ``cryptography`` — a vetted
+Python already loads (:mod:`mlpack_edge.runtime._trust`), so ``cryptography`` — a vetted
 implementation, used for generating and signing — stays on the workstation.
 
 Key files: the private key is unencrypted PKCS8 PEM written with mode 0600 and never
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpack._fs import atomic_write_bytes
-from mlpack.errors import SigningKeyError
-from mlpack.runtime._trust import Signature, key_id, parse_public_key, public_key_pem
+from mlpack_edge._fs import atomic_write_bytes
+from mlpack_edge.errors import SigningKeyError
+from mlpack_edge.runtime._trust import Signature, key_id, parse_public_key, public_key_pem
 
 __all__ = [
     "DEFAULT_KEY_NAME",

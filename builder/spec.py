@@ -75,9 +75,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from mlpack.builder._suggest import nearest
-from mlpack.builder.metrics import Gate, parse_gate
-from mlpack.errors import SpecError
+from mlpack_edge.builder._suggest import nearest
+from mlpack_edge.builder.metrics import Gate, parse_gate
+from mlpack_edge.errors import SpecError
 
 __all__ = [
     "DEFAULT_MISSING",

@@ -12,14 +12,14 @@ Library entry points (the CLI ``mlpack collector`` is a thin layer over them):
 
 from __future__ import annotations
 
-from mlpack.collector.admin import add_device, add_model, list_devices, model_from_bundle, revoke_device
-from mlpack.collector.app import create_app
-from mlpack.collector.config import CollectorConfig, resolve_db_url
-from mlpack.collector.ingest import Ack, Batch, Rejected, apply_batches, decode_body, parse_batch
-from mlpack.collector.models import ModelInfo
-from mlpack.collector.queries import device_detail, fleet_overview, model_detail, time_range
-from mlpack.collector.server import serve
-from mlpack.collector.storage import Storage, open_storage
+from mlpack_edge.collector.admin import add_device, add_model, list_devices, model_from_bundle, revoke_device
+from mlpack_edge.collector.app import create_app
+from mlpack_edge.collector.config import CollectorConfig, resolve_db_url
+from mlpack_edge.collector.ingest import Ack, Batch, Rejected, apply_batches, decode_body, parse_batch
+from mlpack_edge.collector.models import ModelInfo
+from mlpack_edge.collector.queries import device_detail, fleet_overview, model_detail, time_range
+from mlpack_edge.collector.server import serve
+from mlpack_edge.collector.storage import Storage, open_storage
 
 __all__ = [
     "CollectorConfig",

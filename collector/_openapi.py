@@ -1,5 +1,5 @@
 """OpenAPI description of the ingest body and replies (the wire format lives in
-:mod:`mlpack.monitor_agent.wire`; this only documents it for API readers)."""
+:mod:`mlpack_edge.monitor_agent.wire`; this only documents it for API readers)."""
 
 from __future__ import annotations
 

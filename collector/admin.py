@@ -6,12 +6,12 @@ import json
 import time
 from pathlib import Path
 
-from mlpack.collector.auth import check_device_name, hash_token, new_token
-from mlpack.collector.models import ModelInfo, model_from_upload
-from mlpack.collector.storage import DeviceRow, open_storage
-from mlpack.errors import BundleError, CollectorError
-from mlpack.monitor_agent.wire import WireError
-from mlpack.runtime.manifest import read_manifest, verify_files
+from mlpack_edge.collector.auth import check_device_name, hash_token, new_token
+from mlpack_edge.collector.models import ModelInfo, model_from_upload
+from mlpack_edge.collector.storage import DeviceRow, open_storage
+from mlpack_edge.errors import BundleError, CollectorError
+from mlpack_edge.monitor_agent.wire import WireError
+from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
 __all__ = ["add_device", "revoke_device", "list_devices", "add_model", "model_from_bundle"]
 

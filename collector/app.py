@@ -22,19 +22,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlpack import __version__
-from mlpack.collector import metrics as prom
-from mlpack.collector import page, queries
-from mlpack.collector._openapi import INGEST_OPENAPI
-from mlpack.collector.auth import bearer_token, hash_token
-from mlpack.collector.config import CollectorConfig
-from mlpack.collector.ingest import Ack, Rejected, Writer, decode_body, parse_batch
-from mlpack.collector.storage import Storage
-from mlpack.errors import StorageError
+from mlpack_edge import __version__
+from mlpack_edge.collector import metrics as prom
+from mlpack_edge.collector import page, queries
+from mlpack_edge.collector._openapi import INGEST_OPENAPI
+from mlpack_edge.collector.auth import bearer_token, hash_token
+from mlpack_edge.collector.config import CollectorConfig
+from mlpack_edge.collector.ingest import Ack, Rejected, Writer, decode_body, parse_batch
+from mlpack_edge.collector.storage import Storage
+from mlpack_edge.errors import StorageError
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("mlpack.collector")
+log = logging.getLogger("mlpack_edge.collector")
 _INLINE_DECODE = 64 * 1024  # bigger bodies are decoded off the event loop
 _TOKEN_TTL = 2.0  # seconds a token lookup is trusted before the write re-checks it anyway
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from mlpack._cli import MlpackGroup
-from mlpack.collector import admin
-from mlpack.collector.config import DEFAULT_DATA_DIR, CollectorConfig, resolve_db_url
+from mlpack_edge._cli import MlpackGroup
+from mlpack_edge.collector import admin
+from mlpack_edge.collector.config import DEFAULT_DATA_DIR, CollectorConfig, resolve_db_url
 
 __all__ = ["collector"]
 
@@ -47,7 +47,7 @@ def collector() -> None:
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request (never tokens).")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics."""
-    from mlpack.collector.server import serve as run
+    from mlpack_edge.collector.server import serve as run
 
     config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body)
     run(config, host, port, log_level=log_level, access_log=access_log,

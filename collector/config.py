@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlpack.errors import CollectorError
+from mlpack_edge.errors import CollectorError
 
 __all__ = ["DEFAULT_DATA_DIR", "CollectorConfig", "resolve_db_url"]
 

@@ -3,7 +3,7 @@
 The path of one ``POST /api/v1/ingest``:
 
 1. :func:`decode_body` — bounded gunzip (a gzip bomb stops at the limit) and JSON;
-2. :func:`parse_batch` — :func:`mlpack.monitor_agent.wire.validate_batch` plus the
+2. :func:`parse_batch` — :func:`mlpack_edge.monitor_agent.wire.validate_batch` plus the
    collector's own shape checks (audit rows);
 3. :class:`Writer` — one thread per process applies queued batches in *groups*, one
    transaction per group (group commit: one durable commit for many uploads), and
@@ -28,16 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpack.collector.auth import token_matches
-from mlpack.collector.models import ModelInfo, model_from_upload
-from mlpack.collector.rollup import Rollup, RollupKey, bucket_of, expand_hours
-from mlpack.collector.storage import Storage, WriteTx
-from mlpack.errors import StorageError
-from mlpack.monitor_agent.wire import Window, WireError, validate_batch
+from mlpack_edge.collector.auth import token_matches
+from mlpack_edge.collector.models import ModelInfo, model_from_upload
+from mlpack_edge.collector.rollup import Rollup, RollupKey, bucket_of, expand_hours
+from mlpack_edge.collector.storage import Storage, WriteTx
+from mlpack_edge.errors import StorageError
+from mlpack_edge.monitor_agent.wire import Window, WireError, validate_batch
 
 __all__ = ["Rejected", "Batch", "Ack", "decode_body", "parse_batch", "apply_batches", "Writer"]
 
-log = logging.getLogger("mlpack.collector")
+log = logging.getLogger("mlpack_edge.collector")
 
 MAX_AUDIT_PER_BATCH = 1000
 _RETRIES = 3

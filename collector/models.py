@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.errors import BundleError
-from mlpack.monitor_agent.drift import Thresholds
-from mlpack.monitor_agent.profile import Profile
-from mlpack.monitor_agent.wire import Window, WireError
+from mlpack_edge.errors import BundleError
+from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.wire import Window, WireError
 
 __all__ = ["PREDICTION", "EXTRAS", "Section", "ModelInfo", "model_from_upload"]
 

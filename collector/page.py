@@ -13,12 +13,12 @@ from string import Template
 from typing import Any
 from urllib.parse import quote
 
-from mlpack.collector._fmt import duration, utc
-from mlpack._svg import line_chart
+from mlpack_edge.collector._fmt import duration, utc
+from mlpack_edge._svg import line_chart
 
 __all__ = ["fleet_page", "device_page", "model_page", "not_found_page"]
 
-_TEMPLATE = Template(resources.files("mlpack.collector").joinpath("templates/page.html").read_text("utf-8"))
+_TEMPLATE = Template(resources.files("mlpack_edge.collector").joinpath("templates/page.html").read_text("utf-8"))
 _RANGES = (("6 h", 6), ("24 h", 24), ("7 days", 168))
 
 

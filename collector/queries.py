@@ -2,7 +2,7 @@
 
 Everything here reads roll-ups only (never raw windows), so its cost depends on the
 number of devices and hours in the range, not on traffic. Ranges are widened to whole
-hours. Drift uses :mod:`mlpack.monitor_agent.drift` — the same numbers the device shows.
+hours. Drift uses :mod:`mlpack_edge.monitor_agent.drift` — the same numbers the device shows.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.collector._fmt import duration, utc
-from mlpack.collector.models import ModelInfo, Section
-from mlpack.collector.rollup import DAY, HOUR, Rollup, plan_range
-from mlpack.collector.storage import DeviceRow, Storage
-from mlpack.monitor_agent.drift import Thresholds, classify, js_rows, psi_rows
+from mlpack_edge.collector._fmt import duration, utc
+from mlpack_edge.collector.models import ModelInfo, Section
+from mlpack_edge.collector.rollup import DAY, HOUR, Rollup, plan_range
+from mlpack_edge.collector.storage import DeviceRow, Storage
+from mlpack_edge.monitor_agent.drift import Thresholds, classify, js_rows, psi_rows
 
 __all__ = [
     "TimeRange",

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.monitor_agent.histogram import LatencyHistogram
-from mlpack.monitor_agent.wire import SystemStats, Window
+from mlpack_edge.monitor_agent.histogram import LatencyHistogram
+from mlpack_edge.monitor_agent.wire import SystemStats, Window
 
 __all__ = ["HOUR", "DAY", "FLEET", "LEVELS", "Rollup", "RollupKey", "bucket_of", "expand_hours", "plan_range"]
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import uvicorn
 
-from mlpack.collector.app import create_app
-from mlpack.collector.config import CollectorConfig
-from mlpack.collector.storage import open_storage
-from mlpack.errors import ServeError
+from mlpack_edge.collector.app import create_app
+from mlpack_edge.collector.config import CollectorConfig
+from mlpack_edge.collector.storage import open_storage
+from mlpack_edge.errors import ServeError
 
 __all__ = ["serve", "bind"]
 

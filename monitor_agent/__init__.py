@@ -10,12 +10,12 @@
 
 Contracts shared with the builder and the collector live in :mod:`.profile`,
 :mod:`.wire`, :mod:`.histogram` and :mod:`.drift`. Names are imported lazily so that
-``import mlpack.monitor_agent.profile`` (the runtime, the builder) stays cheap.
+``import mlpack_edge.monitor_agent.profile`` (the runtime, the builder) stays cheap.
 """
 
 from __future__ import annotations
 
-from mlpack._lazy import lazy_attributes
+from mlpack_edge._lazy import lazy_attributes
 
 __all__ = [
     "Recorder",

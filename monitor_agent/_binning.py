@@ -1,6 +1,6 @@
 """Vectorised window counting: the profile's binning rule applied to many columns at once.
 
-:func:`mlpack.monitor_agent.profile.bin_numeric` is *the* rule (bin ``i`` holds
+:func:`mlpack_edge.monitor_agent.profile.bin_numeric` is *the* rule (bin ``i`` holds
 ``edges[i-1] <= x < edges[i]``, NaN is missing, outside ``[min, max]`` also counts as
 below/above). Calling it once per feature costs ~8 numpy calls per feature;
 :class:`NumericBinner` does one ``searchsorted`` per column into a shared index matrix,
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.monitor_agent.profile import NumericProfile
+from mlpack_edge.monitor_agent.profile import NumericProfile
 
 __all__ = ["NumericBinner", "NumericCounts", "count_categorical"]
 
@@ -142,7 +142,7 @@ def count_categorical(
 ) -> tuple[int, int]:
     """Add ``values`` into ``counts`` (category -> bin via ``index``); returns (missing, unseen).
 
-    Same rule as :func:`~mlpack.monitor_agent.profile.bin_categorical`, but counts distinct
+    Same rule as :func:`~mlpack_edge.monitor_agent.profile.bin_categorical`, but counts distinct
     values first (``Counter`` runs in C), so a flush costs one dict lookup per distinct value.
     """
     missing = unseen = 0

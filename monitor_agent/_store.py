@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mlpack._fs import atomic_write_text
-from mlpack.errors import OutboxError
+from mlpack_edge._fs import atomic_write_text
+from mlpack_edge.errors import OutboxError
 
 __all__ = [
     "DB_NAME",
@@ -40,7 +40,7 @@ __all__ = [
     "reserve",
 ]
 
-log = logging.getLogger("mlpack.monitor_agent")
+log = logging.getLogger("mlpack_edge.monitor_agent")
 
 DB_NAME = "outbox.sqlite"
 SEQ_NAME = "outbox.seq"

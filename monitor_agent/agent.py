@@ -34,25 +34,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpack.errors import AgentError, BundleError, MlpackError
-from mlpack.monitor_agent.config import AgentConfig, load_config
-from mlpack.monitor_agent.drift import Thresholds
-from mlpack.monitor_agent.profile import Profile
-from mlpack.monitor_agent.recorder import Recorder
-from mlpack.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, SystemSampler
+from mlpack_edge.errors import AgentError, BundleError, MlpackError
+from mlpack_edge.monitor_agent.config import AgentConfig, load_config
+from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.recorder import Recorder
+from mlpack_edge.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, SystemSampler
 
 if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at exit, if at all
     import random
 
-    from mlpack.monitor_agent.outbox import Outbox
-    from mlpack.monitor_agent.status import StatusReport
-    from mlpack.monitor_agent.transport import Transport
-    from mlpack.monitor_agent.uploader import SyncResult, Uploader
-    from mlpack.monitor_agent.wire import Window
+    from mlpack_edge.monitor_agent.outbox import Outbox
+    from mlpack_edge.monitor_agent.status import StatusReport
+    from mlpack_edge.monitor_agent.transport import Transport
+    from mlpack_edge.monitor_agent.uploader import SyncResult, Uploader
+    from mlpack_edge.monitor_agent.wire import Window
 
 __all__ = ["ModelInfo", "Agent"]
 
-log = logging.getLogger("mlpack.monitor_agent")
+log = logging.getLogger("mlpack_edge.monitor_agent")
 
 SNAPSHOT_SECONDS = 10.0
 TICK_SECONDS = 1.0
@@ -185,7 +185,7 @@ class Agent:
         if self._outbox is None:
             with self._opening:
                 if self._outbox is None:
-                    from mlpack.monitor_agent.outbox import Outbox
+                    from mlpack_edge.monitor_agent.outbox import Outbox
 
                     outbox = Outbox.open(self.state_dir, self.config.cap_bytes, self._clock)
                     try:
@@ -203,8 +203,8 @@ class Agent:
         if self._uploader is None:
             import random
 
-            from mlpack.monitor_agent.transport import UrllibTransport
-            from mlpack.monitor_agent.uploader import Uploader
+            from mlpack_edge.monitor_agent.transport import UrllibTransport
+            from mlpack_edge.monitor_agent.uploader import Uploader
 
             transport = self._transport if self._transport is not None else UrllibTransport()
             self._uploader = Uploader(self.outbox, self.config, transport, self._rng or random.Random())
@@ -254,7 +254,7 @@ class Agent:
         if live is not None:
             windows.append(live)
         m = self.model
-        from mlpack.monitor_agent.status import build_status
+        from mlpack_edge.monitor_agent.status import build_status
 
         return build_status(
             m.content_hash, m.name, m.version, m.profile, m.thresholds, windows, since, now,
@@ -263,7 +263,7 @@ class Agent:
 
     def metrics_text(self, hours: float = 24.0) -> str:
         """Prometheus text for the device's ``/metrics`` endpoint."""
-        from mlpack.monitor_agent.status import render_metrics
+        from mlpack_edge.monitor_agent.status import render_metrics
 
         return render_metrics(self.status(hours))
 

@@ -1,9 +1,9 @@
 """``<model> status`` and ``<model> agent sync|run|config`` on the device.
 
-The device command line (``mlpack.runtime.cli``) registers :data:`status` and
+The device command line (``mlpack_edge.runtime.cli``) registers :data:`status` and
 :data:`agent` lazily and hands over what it opened through ``ctx.obj``: any object with
 a ``state_dir`` attribute (the model's state folder) and optionally ``model_info``
-(a :class:`~mlpack.monitor_agent.agent.ModelInfo`, or a zero-argument callable giving
+(a :class:`~mlpack_edge.monitor_agent.agent.ModelInfo`, or a zero-argument callable giving
 one). ``--state-dir`` / ``--bundle`` override it, so the commands also run on their own.
 
 ``agent sync`` exit codes (for cron and systemd timers):
@@ -31,15 +31,15 @@ from typing import Any
 
 import click
 
-from mlpack._cli import MlpackGroup, fail
-from mlpack.errors import AgentError, MlpackError
-from mlpack.monitor_agent.agent import ModelInfo
-from mlpack.monitor_agent.config import AgentConfig, load_config, read_token_file
-from mlpack.monitor_agent.drift import Thresholds
-from mlpack.monitor_agent.outbox import Outbox
-from mlpack.monitor_agent.profile import Profile
-from mlpack.monitor_agent.status import build_status, render_text
-from mlpack.monitor_agent.uploader import SyncResult, Uploader
+from mlpack_edge._cli import MlpackGroup, fail
+from mlpack_edge.errors import AgentError, MlpackError
+from mlpack_edge.monitor_agent.agent import ModelInfo
+from mlpack_edge.monitor_agent.config import AgentConfig, load_config, read_token_file
+from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.outbox import Outbox
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.status import build_status, render_text
+from mlpack_edge.monitor_agent.uploader import SyncResult, Uploader
 
 __all__ = ["agent", "status", "SYNC_EXIT_CODES"]
 
@@ -186,7 +186,7 @@ def run(ctx: click.Context, state_dir: Path | None, interval: float | None, **fl
 
     def report(result: SyncResult) -> None:
         if result.outcome != "nothing":
-            logging.getLogger("mlpack.monitor_agent").info("%s", result.summary())
+            logging.getLogger("mlpack_edge.monitor_agent").info("%s", result.summary())
 
     with Outbox.open(state, config.cap_bytes) as box:
         uploader = Uploader(box, config)

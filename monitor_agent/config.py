@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlpack.errors import AgentError
+from mlpack_edge.errors import AgentError
 
 __all__ = [
     "AgentConfig",
@@ -143,7 +143,7 @@ def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") 
 
 def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path:
     """Store ``config`` in ``state_dir`` (token in ``agent.token``, mode 0600); returns agent.json."""
-    from mlpack._fs import atomic_write_text, canonical_json  # install time only: predict need not load it
+    from mlpack_edge._fs import atomic_write_text, canonical_json  # install time only: predict need not load it
 
     state = Path(state_dir)
     body = {k: v for k, v in config.public_dict().items() if k != "token"}

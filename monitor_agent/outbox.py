@@ -41,15 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlpack.errors import OutboxError
-from mlpack.monitor_agent import _store
-from mlpack.monitor_agent._compact import STAGES, Stored, plan_merges
-from mlpack.monitor_agent.config import DEFAULT_CAP_BYTES
-from mlpack.monitor_agent.wire import Window, WireError, merge_windows
+from mlpack_edge.errors import OutboxError
+from mlpack_edge.monitor_agent import _store
+from mlpack_edge.monitor_agent._compact import STAGES, Stored, plan_merges
+from mlpack_edge.monitor_agent.config import DEFAULT_CAP_BYTES
+from mlpack_edge.monitor_agent.wire import Window, WireError, merge_windows
 
 __all__ = ["Outbox", "Accounting", "Batch", "DeadLetter", "append_audit", "RECENT_HOURS"]
 
-log = logging.getLogger("mlpack.monitor_agent")
+log = logging.getLogger("mlpack_edge.monitor_agent")
 
 RECENT_HOURS = 48
 _EVENT = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlpack.errors import BundleError
+from mlpack_edge.errors import BundleError
 
 __all__ = [
     "PROFILE_FORMAT",

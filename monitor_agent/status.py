@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlpack.monitor_agent.drift import Thresholds, classify
-from mlpack.monitor_agent.histogram import ALPHA
-from mlpack.monitor_agent.profile import CategoricalProfile, FeatureProfile, Profile
-from mlpack.monitor_agent.wire import BinCounts, Window, merge_windows
+from mlpack_edge.monitor_agent.drift import Thresholds, classify
+from mlpack_edge.monitor_agent.histogram import ALPHA
+from mlpack_edge.monitor_agent.profile import CategoricalProfile, FeatureProfile, Profile
+from mlpack_edge.monitor_agent.wire import BinCounts, Window, merge_windows
 
 __all__ = ["FeatureStatus", "StatusReport", "build_status", "render_text", "render_metrics"]
 

@@ -1,7 +1,7 @@
 """System samples (psutil): how loaded the device is while it serves the model.
 
 One sample = process CPU % and RSS, machine CPU % and memory %, free bytes on the
-state dir's disk; it becomes a :class:`~mlpack.monitor_agent.wire.SystemStats` with
+state dir's disk; it becomes a :class:`~mlpack_edge.monitor_agent.wire.SystemStats` with
 ``samples = 1`` so windows add them up (averages are ``sum / samples``).
 
 CPU percentages cover the time since the previous sample; the first sample covers the
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlpack.monitor_agent.wire import SystemStats
+from mlpack_edge.monitor_agent.wire import SystemStats
 
 __all__ = ["SystemSampler", "Sampler", "DEFAULT_SAMPLE_SECONDS"]
 

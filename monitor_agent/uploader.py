@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
 
-from mlpack import __version__
-from mlpack.errors import AgentError
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.monitor_agent.outbox import Batch, Outbox
-from mlpack.monitor_agent.transport import Response, Transport, TransportError, UrllibTransport
-from mlpack.monitor_agent.wire import MAX_WINDOWS_PER_BATCH, SCHEMA_VERSION
+from mlpack_edge import __version__
+from mlpack_edge.errors import AgentError
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.monitor_agent.outbox import Batch, Outbox
+from mlpack_edge.monitor_agent.transport import Response, Transport, TransportError, UrllibTransport
+from mlpack_edge.monitor_agent.wire import MAX_WINDOWS_PER_BATCH, SCHEMA_VERSION
 
 try:  # POSIX; elsewhere a second uploader only causes duplicates, which the collector absorbs
     import fcntl
@@ -57,7 +57,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Backoff", "SyncResult", "Uploader", "Outcome", "BACKOFF_BASE", "BACKOFF_CAP"]
 
-log = logging.getLogger("mlpack.monitor_agent")
+log = logging.getLogger("mlpack_edge.monitor_agent")
 
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0

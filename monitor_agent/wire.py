@@ -75,7 +75,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpack.monitor_agent.histogram import ALPHA, LatencyHistogram
+from mlpack_edge.monitor_agent.histogram import ALPHA, LatencyHistogram
 
 __all__ = [
     "SCHEMA_VERSION",

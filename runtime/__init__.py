@@ -2,7 +2,7 @@
 
 Python API::
 
-    from mlpack.runtime import open_model
+    from mlpack_edge.runtime import open_model
     model = open_model("dist/iris-1.0.0")          # verifies every file first
     model.predict({"sepal_length": 5.1, ...})      # one row -> one label (or value)
     model.predict_proba(rows)                      # batch -> [N, C], columns = model.classes
@@ -23,7 +23,7 @@ pandas, scipy or onnx.
 
 from __future__ import annotations
 
-from mlpack._lazy import lazy_attributes
+from mlpack_edge._lazy import lazy_attributes
 
 __all__ = [
     "Bundle",

@@ -2,7 +2,7 @@
 
 Installs, upgrades, rollbacks, uninstalls, trust changes, refused bundles, failed
 verifications and fallbacks go into the outbox's audit table
-(:func:`mlpack.monitor_agent.outbox.append_audit`), which the agent delivers to the
+(:func:`mlpack_edge.monitor_agent.outbox.append_audit`), which the agent delivers to the
 collector exactly once with the telemetry. Recording is best effort by design: a
 damaged or unwritable state folder must not stop an install, a rollback or a fallback,
 so a failure comes back as a warning line for the caller to show, never as an error.
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlpack.errors import MlpackError
+from mlpack_edge.errors import MlpackError
 
 __all__ = ["NO_AUDIT_ENV", "record"]
 
@@ -31,7 +31,7 @@ def record(state_dir: str | os.PathLike[str] | None, event: str, detail: Mapping
     """
     if state_dir is None or not Path(state_dir).is_dir() or os.environ.get(NO_AUDIT_ENV):
         return None
-    from mlpack.monitor_agent.outbox import append_audit
+    from mlpack_edge.monitor_agent.outbox import append_audit
 
     try:
         append_audit(state_dir, event, detail)

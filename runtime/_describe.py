@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlpack.runtime.manifest import Feature, Manifest
+from mlpack_edge.runtime.manifest import Feature, Manifest
 
 __all__ = ["describe_manifest"]
 

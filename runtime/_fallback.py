@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from mlpack.runtime._trust import BUNDLE_DIR
+from mlpack_edge.runtime._trust import BUNDLE_DIR
 
 __all__ = [
     "FALLBACK_ENV",

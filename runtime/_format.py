@@ -43,5 +43,5 @@ def json_floats(values: np.ndarray) -> list[Any]:
 
 
 def error_record(error: Any) -> dict[str, Any]:
-    """An :class:`~mlpack.errors.InputError` as JSON: message, row and field."""
+    """An :class:`~mlpack_edge.errors.InputError` as JSON: message, row and field."""
     return {"error": str(error), "row": error.row, "field": error.field}

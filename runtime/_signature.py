@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from mlpack.errors import BundleError
-from mlpack.runtime.manifest import Manifest
+from mlpack_edge.errors import BundleError
+from mlpack_edge.runtime.manifest import Manifest
 
 __all__ = ["Signature", "bind"]
 

@@ -11,7 +11,7 @@ other file: checking it first and the digests after proves the whole bundle. The
 is the first 16 hex digits of sha256(raw public key); public keys travel as PEM
 (SubjectPublicKeyInfo), as ``mlpack keys generate`` writes them.
 
-Trust policy (checked by :meth:`mlpack.runtime.bundle.Bundle.verify`, the one place):
+Trust policy (checked by :meth:`mlpack_edge.runtime.bundle.Bundle.verify`, the one place):
 
 * **Installed models** (``<prefix>/<name>/<version>/bundle``) are strict. ``install``
   requires ``--trust-key KEY.pub`` (repeatable) or an explicit ``--allow-unsigned`` and
@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from mlpack.errors import IntegrityError, SigningKeyError
+from mlpack_edge.errors import IntegrityError, SigningKeyError
 
 __all__ = [
     "SIGNATURE_FORMAT",
@@ -74,7 +74,7 @@ ALGORITHM = "ed25519"
 TRUST_DIR = "trust"
 POLICY_FILE = "policy.json"
 TRUSTED_KEYS_ENV = "MLPACK_TRUSTED_KEYS"
-#: An installed version's bundle folder: ``mlpack.runtime.embedded.BUNDLE_DIR``, repeated here
+#: An installed version's bundle folder: ``mlpack_edge.runtime.embedded.BUNDLE_DIR``, repeated here
 #: so that opening a bundle does not import the archive code (a test keeps them equal).
 BUNDLE_DIR = "bundle"
 _CURRENT = "current"
@@ -152,7 +152,7 @@ class Signature(NamedTuple):
 
     def to_bytes(self) -> bytes:
         """The file's bytes (canonical JSON: the same signature gives the same file)."""
-        from mlpack._fs import canonical_json
+        from mlpack_edge._fs import canonical_json
 
         return canonical_json(self.to_dict()).encode("utf-8")
 
@@ -239,7 +239,7 @@ def check_signature(manifest_raw: bytes, sig_raw: bytes | None, policy: TrustPol
             raise IntegrityError(f"{where}: unsigned bundle refused ({hint})")
         return SignatureCheck(None, False, policy)
     sig = Signature.parse(sig_raw, where)
-    from mlpack.runtime import _ed25519  # ctypes: loaded only when there is a signature
+    from mlpack_edge.runtime import _ed25519  # ctypes: loaded only when there is a signature
 
     try:
         valid = _ed25519.verify(sig.public_key, sig.signature, manifest_raw)
@@ -292,7 +292,7 @@ def read_trust_dir(folder: str | os.PathLike[str]) -> TrustPolicy:
 
 def write_trust_dir(folder: str | os.PathLike[str], policy: TrustPolicy) -> Path:
     """Replace ``folder`` with ``policy`` (``policy.json`` + one ``<key id>.pub`` per key) atomically."""
-    from mlpack._fs import canonical_json
+    from mlpack_edge._fs import canonical_json
 
     doc = {"format": TRUST_FORMAT, "allow_unsigned": policy.allow_unsigned, "keys": [k.key_id for k in policy.keys]}
     files = {f"{k.key_id}.pub": public_key_pem(k.raw).encode("ascii") for k in policy.keys}
@@ -334,7 +334,7 @@ def _snapshot(folder: Path) -> dict[str, bytes] | None:
 
 def _publish(folder: Path, files: Mapping[str, bytes]) -> None:
     """Replace ``folder`` by one holding ``files``, in one rename; readable by the service's user."""
-    from mlpack._fs import atomic_directory
+    from mlpack_edge._fs import atomic_directory
 
     with atomic_directory(folder, replace=True) as tmp:
         for name, data in files.items():

@@ -3,7 +3,7 @@
 :meth:`Bundle.verify` is the one integrity check on the device: every runtime entry
 point (Python API, ``predict``, ``serve``, ``verify``) goes through it before the model
 is used. It first checks ``manifest.sig`` over the manifest's bytes against the trust
-policy (:mod:`mlpack.runtime._trust`: the installed model's trust folder, else the
+policy (:mod:`mlpack_edge.runtime._trust`: the installed model's trust folder, else the
 trust given, else ``$MLPACK_TRUSTED_KEYS``, else integrity only); the digests in the
 manifest then cover every other file.
 
@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpack.errors import BundleError
-from mlpack.runtime._trust import SignatureCheck, TrustPolicy, check_signature, policy_for
-from mlpack.runtime.manifest import (
+from mlpack_edge.errors import BundleError
+from mlpack_edge.runtime._trust import SignatureCheck, TrustPolicy, check_signature, policy_for
+from mlpack_edge.runtime.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Manifest,
@@ -32,8 +32,8 @@ from mlpack.runtime.manifest import (
 )
 
 if TYPE_CHECKING:  # imported when used: predict and serve start without them
-    from mlpack.monitor_agent.profile import Profile
-    from mlpack.runtime.golden import Golden
+    from mlpack_edge.monitor_agent.profile import Profile
+    from mlpack_edge.runtime.golden import Golden
 
 __all__ = ["Bundle", "ARCHIVE_SUFFIXES"]
 
@@ -74,7 +74,7 @@ class Bundle:
         """Open the bundle at ``path`` and, unless told otherwise, verify it.
 
         ``trust`` applies unless ``path`` is an installed model's bundle, whose installed
-        trust always applies (see :func:`mlpack.runtime._trust.policy_for`). ``label``
+        trust always applies (see :func:`mlpack_edge.runtime._trust.policy_for`). ``label``
         names the bundle in messages instead of ``path`` (a downloaded executable's bundle
         lives in a temporary folder the user never sees: the executable is named instead).
         """
@@ -134,7 +134,7 @@ class Bundle:
         """The reference profile, or ``None`` when the bundle ships none."""
         if "profile.json" not in self.manifest.files:
             return None
-        from mlpack.monitor_agent.profile import Profile
+        from mlpack_edge.monitor_agent.profile import Profile
 
         return Profile.from_dict(self.read_json("profile.json"), f"{self.location}/profile.json")
 
@@ -142,7 +142,7 @@ class Bundle:
         """The golden probe set, or ``None`` when the bundle ships none."""
         if "golden.json" not in self.manifest.files:
             return None
-        from mlpack.runtime.golden import Golden
+        from mlpack_edge.runtime.golden import Golden
 
         return Golden.parse(self.read("golden.json"), f"{self.location}/golden.json")
 

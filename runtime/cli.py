@@ -2,7 +2,7 @@
 
 The same click group runs as ``mlpack device --bundle DIR ...`` on a workstation and as
 the frozen executable ``<model> ...`` on a device, where the bundle is the one shipped
-with it (:func:`mlpack.runtime.embedded.embedded_bundle`). Each command parses its
+with it (:func:`mlpack_edge.runtime.embedded.embedded_bundle`). Each command parses its
 options, calls one library function and formats the result; imports are lazy so
 ``predict`` starts about as fast as ``import numpy, onnxruntime`` allows.
 
@@ -10,12 +10,12 @@ Exit codes: 0 success; 1 a domain failure (one line on stderr: bad bundle, bad i
 file, a port in use, a failed self-test, or — for ``predict`` — any row that failed
 validation, the output still being complete); 2 a usage error.
 
-Trust (see :mod:`mlpack.runtime._trust`): an installed model always enforces the trust
+Trust (see :mod:`mlpack_edge.runtime._trust`): an installed model always enforces the trust
 its ``install`` wrote; an ad-hoc run enforces ``--trust-key`` / ``$MLPACK_TRUSTED_KEYS``
 when given, and otherwise checks a signature for integrity and runs an unsigned bundle
 with a one-line warning. ``serve`` also replays the golden set before it listens; an
 installed ``current`` version that fails either check hands over to ``previous``
-(:mod:`mlpack.runtime._fallback`). Failures of an installed model are audit events.
+(:mod:`mlpack_edge.runtime._fallback`). Failures of an installed model are audit events.
 
 Monitoring: ``serve`` and ``predict`` feed the monitoring agent when the model has a
 state folder — ``--state-dir`` / ``$MLPACK_STATE_DIR`` (the installed service sets it),
@@ -38,25 +38,25 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlpack._cli import MlpackGroup
-from mlpack.errors import MlpackError
+from mlpack_edge._cli import MlpackGroup
+from mlpack_edge.errors import MlpackError
 
 if TYPE_CHECKING:
-    from mlpack.monitor_agent.agent import Agent, ModelInfo
-    from mlpack.runtime._fallback import Fallback, Installed
-    from mlpack.runtime._trust import TrustPolicy
-    from mlpack.runtime.bundle import Bundle
-    from mlpack.runtime.model import Model
-    from mlpack.runtime.selftest import SelfTest
+    from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+    from mlpack_edge.runtime._fallback import Fallback, Installed
+    from mlpack_edge.runtime._trust import TrustPolicy
+    from mlpack_edge.runtime.bundle import Bundle
+    from mlpack_edge.runtime.model import Model
+    from mlpack_edge.runtime.selftest import SelfTest
 
 __all__ = ["device_cli", "main"]
 
 _LAZY = {
-    "install": ("mlpack.runtime.install_cli:install", "Install this model on this machine (versioned, atomic)."),
-    "rollback": ("mlpack.runtime.install_cli:rollback", "Switch back to the previously installed version."),
-    "uninstall": ("mlpack.runtime.install_cli:uninstall", "Remove this model's installed versions."),
-    "agent": ("mlpack.monitor_agent.cli:agent", "Deliver recorded telemetry to the collector."),
-    "status": ("mlpack.monitor_agent.cli:status", "Drift, errors and latency recorded on this device."),
+    "install": ("mlpack_edge.runtime.install_cli:install", "Install this model on this machine (versioned, atomic)."),
+    "rollback": ("mlpack_edge.runtime.install_cli:rollback", "Switch back to the previously installed version."),
+    "uninstall": ("mlpack_edge.runtime.install_cli:uninstall", "Remove this model's installed versions."),
+    "agent": ("mlpack_edge.monitor_agent.cli:agent", "Deliver recorded telemetry to the collector."),
+    "status": ("mlpack_edge.monitor_agent.cli:status", "Drift, errors and latency recorded on this device."),
 }
 _STATE_ROOT = Path("~/.local/state/mlpack")
 
@@ -64,7 +64,7 @@ _STATE_ROOT = Path("~/.local/state/mlpack")
 class DeviceContext:
     """What the device commands share: where the bundle is, opened at most once.
 
-    ``state_dir`` and ``model_info`` are what ``mlpack.monitor_agent.cli`` looks for.
+    ``state_dir`` and ``model_info`` are what ``mlpack_edge.monitor_agent.cli`` looks for.
     """
 
     def __init__(
@@ -94,8 +94,8 @@ class DeviceContext:
     def bundle(self) -> Bundle:
         """The bundle, opened and verified (the one integrity check) on first use."""
         if self._bundle is None:
-            from mlpack.runtime._fallback import installed_launcher, running_launcher
-            from mlpack.runtime.bundle import Bundle
+            from mlpack_edge.runtime._fallback import installed_launcher, running_launcher
+            from mlpack_edge.runtime.bundle import Bundle
 
             path = self.bundle_path()
             self._installed = installed_launcher(path, running_launcher())
@@ -120,7 +120,7 @@ class DeviceContext:
 
     def _trust(self, path: Path) -> TrustPolicy | None:
         """The trust given here; ``None`` leaves it to the installed trust or ``$MLPACK_TRUSTED_KEYS``."""
-        from mlpack.runtime._trust import TrustPolicy, installed_trust_dir
+        from mlpack_edge.runtime._trust import TrustPolicy, installed_trust_dir
 
         trust_dir = installed_trust_dir(path)
         if trust_dir is not None:
@@ -161,7 +161,7 @@ class DeviceContext:
         return _STATE_ROOT.expanduser() / bundle.manifest.name
 
     def model_info(self) -> ModelInfo:
-        from mlpack.monitor_agent.agent import ModelInfo
+        from mlpack_edge.monitor_agent.agent import ModelInfo
 
         bundle = self.bundle()
         return ModelInfo.from_bundle_bytes(bundle.manifest.raw, bundle.read("profile.json"), bundle.location)
@@ -239,7 +239,7 @@ def info(obj: DeviceContext, as_json: bool) -> None:
     if as_json:
         click.echo(bundle.manifest.raw.decode("utf-8"), nl=False)
         return
-    from mlpack.runtime._describe import describe_manifest
+    from mlpack_edge.runtime._describe import describe_manifest
 
     click.echo(describe_manifest(bundle.manifest, bundle.location))
     if bundle.signature is not None:
@@ -258,9 +258,9 @@ def verify(obj: DeviceContext, threads: int | None) -> None:
 
 def _self_test(obj: DeviceContext, threads: int | None) -> SelfTest:
     """Integrity (in ``obj.bundle()``) and the golden replay; a failure is recorded, then raised."""
-    from mlpack.errors import ParityError
-    from mlpack.runtime.model import Model
-    from mlpack.runtime.selftest import self_test
+    from mlpack_edge.errors import ParityError
+    from mlpack_edge.runtime.model import Model
+    from mlpack_edge.runtime.selftest import self_test
 
     bundle = obj.bundle()
     try:
@@ -304,8 +304,8 @@ def predict(
     for a good row). Bad rows are also listed on stderr, numbered from 1 (the CSV header
     is not a row); if any row failed, the exit code is 1 — the output is still complete.
     """
-    from mlpack.runtime.io import detect_format, predict_stream
-    from mlpack.runtime.session import batch_threads
+    from mlpack_edge.runtime.io import detect_format, predict_stream
+    from mlpack_edge.runtime.session import batch_threads
 
     report = _ErrorEcho()
     with _serving_model(obj, threads or batch_threads(), state_dir, no_monitor, one_shot=True) as (model, _agent):
@@ -386,7 +386,7 @@ class _output_stream:
     def __enter__(self) -> Any:
         if self.path == "-":
             return sys.stdout
-        from mlpack.runtime.io import atomic_text_output
+        from mlpack_edge.runtime.io import atomic_text_output
 
         self._cm = atomic_text_output(self.path)
         try:
@@ -432,7 +432,7 @@ def serve(
     Before listening, the bundle is verified and its golden set replayed; an installed
     version that fails hands over to the previously installed one (see /health).
     """
-    from mlpack.runtime.server import PredictServer, ServeConfig, limit_malloc_arenas
+    from mlpack_edge.runtime.server import PredictServer, ServeConfig, limit_malloc_arenas
 
     limit_malloc_arenas()  # before any request thread: see its docstring for what it saves
     config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections)
@@ -466,7 +466,7 @@ def _checked_start(obj: DeviceContext, threads: int | None) -> Fallback | None:
     Returns why this version serves as a fallback (``None``: it is the current one). A
     fallback never falls back again.
     """
-    from mlpack.runtime._fallback import Fallback, exec_previous, previous_launcher
+    from mlpack_edge.runtime._fallback import Fallback, exec_previous, previous_launcher
 
     arrived = Fallback.from_env()
     try:
@@ -493,7 +493,7 @@ def _checked_start(obj: DeviceContext, threads: int | None) -> Fallback | None:
 
 
 def _audit(state_dir: Path, event: str, detail: dict[str, Any]) -> None:
-    from mlpack.runtime._audit import record
+    from mlpack_edge.runtime._audit import record
 
     warning = record(state_dir, event, detail)
     if warning is not None:
@@ -507,7 +507,7 @@ class _serving_model:
     """``(model, agent)``: the opened model, fed to the monitoring agent when it has a state folder.
 
     ``one_shot`` (batch ``predict``): the agent runs no threads and touches the disk only
-    when it stores a window (at exit, for a short run): see :mod:`mlpack.monitor_agent.agent`.
+    when it stores a window (at exit, for a short run): see :mod:`mlpack_edge.monitor_agent.agent`.
     """
 
     def __init__(
@@ -518,7 +518,7 @@ class _serving_model:
         self.agent: Agent | None = None
 
     def __enter__(self) -> tuple[Model, Agent | None]:
-        from mlpack.runtime.model import Model
+        from mlpack_edge.runtime.model import Model
 
         bundle = self.obj.bundle()
         self.agent = None if self.no_monitor else _open_agent(self.obj, bundle, self.state_dir, self.one_shot)
@@ -546,7 +546,7 @@ def _open_agent(obj: DeviceContext, bundle: Bundle, state_dir: Path | None, one_
         state = obj.state_dir
         if state is None or not state.is_dir():
             return None  # never configured here: do not litter a workstation with state folders
-    from mlpack.monitor_agent.agent import Agent
+    from mlpack_edge.monitor_agent.agent import Agent
 
     try:
         return Agent.open(obj.model_info(), state, deferred=one_shot)
@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the device executable: ``prog_name`` is the model's name.
 
     Called with the process's own command line (``argv`` is ``None``: the executable,
-    ``python -m mlpack.runtime.cli``), the process ends as soon as the command is done,
+    ``python -m mlpack_edge.runtime.cli``), the process ends as soon as the command is done,
     without tearing the interpreter down (:func:`_end_process`). With an explicit
     ``argv`` it raises ``SystemExit`` like any click command, for callers that go on.
     """
@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         found = _embedded_bundle()
         if found is not None:
-            from mlpack.runtime.manifest import read_manifest
+            from mlpack_edge.runtime.manifest import read_manifest
 
             prog = read_manifest(found).name
     except MlpackError:
@@ -626,7 +626,7 @@ def _embedded_bundle() -> Path | None:
     if not getattr(sys, "frozen", False):
         return None
     try:
-        from mlpack.runtime.embedded import embedded_bundle
+        from mlpack_edge.runtime.embedded import embedded_bundle
     except ImportError:
         return None
     found = embedded_bundle()

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mlpack.errors import BundleError, IntegrityError
-from mlpack.runtime.manifest import MANIFEST_NAME, Manifest, verify_files
+from mlpack_edge.errors import BundleError, IntegrityError
+from mlpack_edge.runtime.manifest import MANIFEST_NAME, Manifest, verify_files
 
 __all__ = [
     "APPENDED_FORMAT",
@@ -168,12 +168,12 @@ def executable_identity(path: str | Path) -> dict[str, Any]:
     """The hashes that identify a device executable, each checked before it is returned.
 
     * ``sha256``/``size``: the whole file. Two clean builds of one spec and data on one
-      machine give the same value (see :mod:`mlpack.builder._freeze`).
+      machine give the same value (see :mod:`mlpack_edge.builder._freeze`).
     * ``runtime_sha256``/``runtime_size``: the frozen runtime in front of the bundle,
       proven against the trailer; the same for every model built with one cached runtime.
     * ``content_hash``: sha256 of the embedded ``manifest.json``, which lists the sha256 of
       every bundle file (all proven here): the model's identity, equal to the bundle
-      folder's :attr:`~mlpack.runtime.manifest.Manifest.content_hash` wherever it was packaged.
+      folder's :attr:`~mlpack_edge.runtime.manifest.Manifest.content_hash` wherever it was packaged.
     * ``name``/``version``/``files``: from that manifest and the appended zip.
 
     ``BundleError`` when the file is no device executable, ``IntegrityError`` when a part

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.errors import BundleError
+from mlpack_edge.errors import BundleError
 
 __all__ = ["GOLDEN_FORMAT", "Golden", "GoldenCheck", "compare"]
 

@@ -7,7 +7,7 @@ Layout under a prefix (default ``/opt/mlpack``)::
         current -> <version>  what runs; replaced by one rename, so never half-switched
         previous -> <version> where ``rollback`` goes
         state/                the monitoring agent's config and outbox (kept by uninstall)
-        trust/                trusted public keys + policy.json (see mlpack.runtime._trust)
+        trust/                trusted public keys + policy.json (see mlpack_edge.runtime._trust)
         mlpack-<name>.service systemd unit running ``current/<name> serve``
 
 Trust: the first install needs a policy (``trust``: keys to trust, or unsigned allowed
@@ -22,7 +22,7 @@ folder renamed into place and ``current`` switched. A failure anywhere before th
 leaves the previous version serving and nothing new on disk. Versions other than
 ``current`` and ``previous`` are removed after a successful switch (a device's disk is
 small). Installs, upgrades, rollbacks, uninstalls, trust changes, refused bundles and
-failed verifications are audit events in ``state/`` (:mod:`mlpack.runtime._audit`).
+failed verifications are audit events in ``state/`` (:mod:`mlpack_edge.runtime._audit`).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from mlpack._fs import atomic_directory, atomic_write_text, fsync_directory
-from mlpack.errors import InstallError, IntegrityError, MlpackError
-from mlpack.runtime import _audit
-from mlpack.runtime._trust import (
+from mlpack_edge._fs import atomic_directory, atomic_write_text, fsync_directory
+from mlpack_edge.errors import InstallError, IntegrityError, MlpackError
+from mlpack_edge.runtime import _audit
+from mlpack_edge.runtime._trust import (
     TRUST_DIR,
     SignatureCheck,
     TrustPolicy,
@@ -50,7 +50,7 @@ from mlpack.runtime._trust import (
     check_signature,
     read_trust_dir,
 )
-from mlpack.runtime.embedded import (
+from mlpack_edge.runtime.embedded import (
     BUNDLE_DIR,
     INTERNAL_DIR,
     LAUNCHER_DATA_NAME,
@@ -58,10 +58,10 @@ from mlpack.runtime.embedded import (
     frozen_mode,
     open_appended,
 )
-from mlpack.runtime.manifest import SIGNATURE_NAME, Manifest, read_manifest, verify_files
+from mlpack_edge.runtime.manifest import SIGNATURE_NAME, Manifest, read_manifest, verify_files
 
 if TYPE_CHECKING:
-    from mlpack.monitor_agent.config import AgentConfig
+    from mlpack_edge.monitor_agent.config import AgentConfig
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -203,7 +203,7 @@ def install(
 
     ``trust`` becomes the model's trust policy; it is required the first time, and
     ``None`` later keeps the installed one. ``agent_config`` (an
-    ``mlpack.monitor_agent.config.AgentConfig``) is written to the model's state folder
+    ``mlpack_edge.monitor_agent.config.AgentConfig``) is written to the model's state folder
     for the agent that ``serve`` runs.
     """
     prefix = Path(prefix).absolute()
@@ -514,7 +514,7 @@ def _link_target(link: Path) -> str | None:
 def _configure_agent(model_dir: Path, config: AgentConfig | None, result: InstallResult) -> None:
     if config is None:
         return
-    from mlpack.monitor_agent.config import write_config
+    from mlpack_edge.monitor_agent.config import write_config
 
     (model_dir / STATE).mkdir(exist_ok=True)
     written = write_config(model_dir / STATE, config)

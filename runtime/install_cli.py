@@ -1,4 +1,4 @@
-"""``<model> install | rollback | uninstall``: thin click faces of :mod:`mlpack.runtime.install`.
+"""``<model> install | rollback | uninstall``: thin click faces of :mod:`mlpack_edge.runtime.install`.
 
 Registered lazily by the device command group; the model they act on is the one this
 executable carries (``--name`` picks another installed model, e.g. from plain Python).
@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mlpack.errors import InstallError, MlpackError
-from mlpack.runtime import install as _install
-from mlpack.runtime.embedded import embedded_bundle
-from mlpack.runtime.manifest import read_manifest
+from mlpack_edge.errors import InstallError, MlpackError
+from mlpack_edge.runtime import install as _install
+from mlpack_edge.runtime.embedded import embedded_bundle
+from mlpack_edge.runtime.manifest import read_manifest
 
 if TYPE_CHECKING:
-    from mlpack.monitor_agent.config import AgentConfig
+    from mlpack_edge.monitor_agent.config import AgentConfig
 
 __all__ = ["install", "rollback", "uninstall"]
 
@@ -75,7 +75,7 @@ def install(
     Refusals, installs, upgrades and trust changes are audit events the monitoring
     agent uploads.
     """
-    from mlpack.runtime._trust import TrustPolicy
+    from mlpack_edge.runtime._trust import TrustPolicy
 
     config = _agent_config(collector_url, device_id, token_file)
     trust = TrustPolicy.from_key_files(trust_keys, allow_unsigned) if trust_keys or allow_unsigned else None
@@ -121,7 +121,7 @@ def _own_name() -> str:
 def _agent_config(collector_url: str | None, device_id: str | None, token_file: Path | None) -> AgentConfig | None:
     if collector_url is None and device_id is None and token_file is None:
         return None
-    from mlpack.monitor_agent.config import AgentConfig
+    from mlpack_edge.monitor_agent.config import AgentConfig
 
     token = None
     if token_file is not None:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from mlpack.errors import InputError
-from mlpack.runtime._format import float_texts
-from mlpack.runtime.model import BatchResult, Model
-from mlpack.runtime.schema import Batch, Schema, row_error
+from mlpack_edge.errors import InputError
+from mlpack_edge.runtime._format import float_texts
+from mlpack_edge.runtime.model import BatchResult, Model
+from mlpack_edge.runtime.schema import Batch, Schema, row_error
 
 __all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "atomic_text_output"]
 
@@ -248,8 +248,8 @@ class _JsonlSink:
 
 
 def atomic_text_output(path: str | os.PathLike[str]) -> contextlib.AbstractContextManager[IO[str]]:
-    """A UTF-8 text file that appears at ``path`` only complete (see ``mlpack._fs.atomic_open``):
+    """A UTF-8 text file that appears at ``path`` only complete (see ``mlpack_edge._fs.atomic_open``):
     a failed predict leaves no partial output behind."""
-    from mlpack._fs import atomic_open
+    from mlpack_edge._fs import atomic_open
 
     return atomic_open(path, text=True, mode=0o644)

@@ -2,7 +2,7 @@
 
 The builder writes it with :func:`write_bundle`; the device reads it with
 :func:`read_manifest` and proves the files intact with :func:`verify_files`;
-:meth:`mlpack.runtime.bundle.Bundle.verify` checks the signature (``manifest.sig``)
+:meth:`mlpack_edge.runtime.bundle.Bundle.verify` checks the signature (``manifest.sig``)
 before calling it.
 
 Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock time)::
@@ -46,12 +46,12 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
     }
 
 ``evaluation`` is optional (bundles built before it lack it; the device never reads it);
-:mod:`mlpack.builder._card_eval` writes it.
+:mod:`mlpack_edge.builder._card_eval` writes it.
 
 The *content hash* of a bundle is the sha256 of ``manifest.json``'s bytes: it covers
 every file through ``files``, and is what telemetry uses to name the model. A signed
 bundle also holds ``manifest.sig`` (an Ed25519 signature over those bytes, format
-``mlpack.signature/1``, see :mod:`mlpack.runtime._trust`); it is not listed in
+``mlpack.signature/1``, see :mod:`mlpack_edge.runtime._trust`); it is not listed in
 ``files`` (it cannot hash itself) and does not change the content hash.
 """
 
@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mlpack.errors import BundleError, IntegrityError
+from mlpack_edge.errors import BundleError, IntegrityError
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -204,11 +204,11 @@ def write_bundle(
 
     ``manifest`` holds every field but ``format`` and ``files``, which are filled in here.
     ``sign(manifest_bytes) -> manifest.sig bytes`` adds a signature (see
-    :mod:`mlpack.runtime._trust`), written in the same atomic step.
+    :mod:`mlpack_edge.runtime._trust`), written in the same atomic step.
     Raises ``FileExistsError`` if ``target`` exists, unless ``replace`` is set: then the old
     folder is swapped for the new one in one rename (a reader never sees a mixture).
     """
-    from mlpack._fs import atomic_directory, canonical_json  # the device only reads bundles
+    from mlpack_edge._fs import atomic_directory, canonical_json  # the device only reads bundles
 
     for name in files:
         if not _SAFE_NAME.match(name) or name in (MANIFEST_NAME, SIGNATURE_NAME):

@@ -4,7 +4,7 @@ Three ways in, for three kinds of caller:
 
 * :meth:`Model.predict` / :meth:`Model.predict_proba` — one row (a dict, a list in
   manifest order, a 1-D array) gives one answer; a batch (a list of rows, a 2-D array)
-  gives an array. Any invalid row raises :class:`~mlpack.errors.InputError`.
+  gives an array. Any invalid row raises :class:`~mlpack_edge.errors.InputError`.
 * :meth:`Model.predict_one` — one row as a :class:`Prediction` with class names.
 * :meth:`Model.predict_rows` — a batch that never raises for bad rows: the good ones are
   predicted, the bad ones come back as errors (what ``predict`` on the CLI and ``serve``
@@ -26,13 +26,13 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from mlpack.errors import BundleError, InferenceError, InputError
-from mlpack.runtime._format import error_record, finite_or_none, json_floats, short_floats
-from mlpack.runtime._signature import Signature, bind
-from mlpack.runtime.bundle import Bundle
-from mlpack.runtime.manifest import Manifest
-from mlpack.runtime.schema import Batch, Schema
-from mlpack.runtime.session import create_session, first_line, runner
+from mlpack_edge.errors import BundleError, InferenceError, InputError
+from mlpack_edge.runtime._format import error_record, finite_or_none, json_floats, short_floats
+from mlpack_edge.runtime._signature import Signature, bind
+from mlpack_edge.runtime.bundle import Bundle
+from mlpack_edge.runtime.manifest import Manifest
+from mlpack_edge.runtime.schema import Batch, Schema
+from mlpack_edge.runtime.session import create_session, first_line, runner
 
 __all__ = ["Recorder", "Prediction", "BatchResult", "Model", "open_model"]
 

@@ -2,7 +2,7 @@
 
 Rows arrive as dicts (feature -> value), lists in manifest order, numpy arrays, or
 columns of strings straight from a CSV file. Every form ends up as a :class:`Batch`:
-the valid rows as ONNX-ready arrays, plus one :class:`~mlpack.errors.InputError` per
+the valid rows as ONNX-ready arrays, plus one :class:`~mlpack_edge.errors.InputError` per
 invalid row naming the row and the field. A bad row never loses the good ones.
 
 Rules (the same for every form):
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.errors import InputError
-from mlpack.runtime.manifest import Feature
+from mlpack_edge.errors import InputError
+from mlpack_edge.runtime.manifest import Feature
 
 __all__ = ["Batch", "Schema", "row_error"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlpack.errors import ParityError
-from mlpack.runtime.golden import GoldenCheck, compare
-from mlpack.runtime.model import Model
+from mlpack_edge.errors import ParityError
+from mlpack_edge.runtime.golden import GoldenCheck, compare
+from mlpack_edge.runtime.model import Model
 
 __all__ = ["SelfTest", "self_test"]
 

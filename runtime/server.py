@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mlpack.errors import InferenceError, InputError, ServeError
-from mlpack.runtime._format import error_record
-from mlpack.runtime.metrics import CONTENT_TYPE, ServeMetrics
-from mlpack.runtime.model import Model
+from mlpack_edge.errors import InferenceError, InputError, ServeError
+from mlpack_edge.runtime._format import error_record
+from mlpack_edge.runtime.metrics import CONTENT_TYPE, ServeMetrics
+from mlpack_edge.runtime.model import Model
 
 __all__ = ["ServeConfig", "PredictServer", "limit_malloc_arenas"]
 
-log = logging.getLogger("mlpack.runtime.server")
+log = logging.getLogger("mlpack_edge.runtime.server")
 _JSON = "application/json"
 
 

@@ -11,7 +11,7 @@ shared and noisy, so trust the ratios more than the numbers):
 * spinning: with it on, a row every millisecond costs ~730 µs of CPU per call (a worker
   spins between requests, burning a core the HTTP threads need) vs ~35 µs off.
 
-So :class:`~mlpack.runtime.model.Model` and ``serve`` default to **1** thread (single
+So :class:`~mlpack_edge.runtime.model.Model` and ``serve`` default to **1** thread (single
 rows; ``serve`` gets its parallelism from concurrent requests), batch ``predict``
 defaults to one thread per usable core (:func:`batch_threads`), and spinning is always
 off. ``--threads`` / ``threads=`` override. Graph optimisation is done once, at load.
@@ -24,7 +24,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from mlpack.errors import BundleError
+from mlpack_edge.errors import BundleError
 
 __all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_session", "runner", "first_line"]
 

@@ -11,9 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from mlpack._cli import MlpackGroup
-from mlpack.cli import main
-from mlpack.runtime.cli import device_cli
+from mlpack_edge._cli import MlpackGroup
+from mlpack_edge.cli import main
+from mlpack_edge.runtime.cli import device_cli
 
 
 GROUPS = {"mlpack": main, "device": device_cli}

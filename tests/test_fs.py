@@ -1,4 +1,4 @@
-"""Crash-safe output (mlpack._fs): all or nothing, and never a rename over what is not a file."""
+"""Crash-safe output (mlpack_edge._fs): all or nothing, and never a rename over what is not a file."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpack._fs import atomic_directory, atomic_open, atomic_write_bytes
+from mlpack_edge._fs import atomic_directory, atomic_open, atomic_write_bytes
 
 
 def test_a_failed_write_leaves_the_old_content_and_no_temp_file(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-BLOCKED = ("sklearn", "skl2onnx", "onnx", "pandas", "scipy", "mlpack.builder", "mlpack.collector")
+BLOCKED = ("sklearn", "skl2onnx", "onnx", "pandas", "scipy", "mlpack_edge.builder", "mlpack_edge.collector")
 
 _PROBE = textwrap.dedent(
     """
@@ -24,14 +24,14 @@ _PROBE = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Block())
-    import pkgutil, mlpack
-    import mlpack.runtime, mlpack.monitor_agent
-    for pkg in (mlpack.runtime, mlpack.monitor_agent):
+    import pkgutil, mlpack_edge
+    import mlpack_edge.runtime, mlpack_edge.monitor_agent
+    for pkg in (mlpack_edge.runtime, mlpack_edge.monitor_agent):
         for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
             importlib.import_module(info.name)
     leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
     print("LEAKED", leaked)
-    core = sorted(m.split(".")[1] for m in sys.modules if m.count(".") == 1 and m.startswith("mlpack."))
+    core = sorted(m.split(".")[1] for m in sys.modules if m.count(".") == 1 and m.startswith("mlpack_edge."))
     print("CORE", " ".join(core))
     """
 )
@@ -47,11 +47,11 @@ def test_runtime_and_agent_import_without_training_stack() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "LEAKED []" in proc.stdout
     # Whatever of the top package the device side imports must be frozen into the executable.
-    from mlpack.builder._freeze import _CORE
+    from mlpack_edge.builder._freeze import _CORE
 
     core = next(line for line in proc.stdout.splitlines() if line.startswith("CORE ")).split()[1:]
     frozen = {name.removesuffix(".py") for name in _CORE} | {"runtime", "monitor_agent"}
-    assert set(core) <= frozen, f"the device imports mlpack.{set(core) - frozen} which the freeze leaves out"
+    assert set(core) <= frozen, f"the device imports mlpack_edge.{set(core) - frozen} which the freeze leaves out"
 
 
 def test_block_really_blocks() -> None:

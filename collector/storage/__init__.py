@@ -10,10 +10,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from mlpack.collector.models import ModelInfo
-from mlpack.collector.storage._sql import DeviceRow, SqlStorage, WriteTx
-from mlpack.collector.storage.migrations import LATEST
-from mlpack.errors import CollectorError
+from mlpack_edge.collector.models import ModelInfo
+from mlpack_edge.collector.storage._sql import DeviceRow, SqlStorage, WriteTx
+from mlpack_edge.collector.storage.migrations import LATEST
+from mlpack_edge.errors import CollectorError
 
 __all__ = ["Storage", "DeviceRow", "WriteTx", "open_storage", "LATEST"]
 
@@ -43,11 +43,11 @@ def open_storage(url: str, migrate: bool = True, readers: int = 4) -> SqlStorage
     """Open the database at ``url`` and (by default) bring its schema up to date."""
     storage: SqlStorage
     if url.startswith("sqlite:///"):
-        from mlpack.collector.storage.sqlite import SqliteStorage
+        from mlpack_edge.collector.storage.sqlite import SqliteStorage
 
         storage = SqliteStorage(url, readers)
     elif url.startswith(("postgresql://", "postgres://")):
-        from mlpack.collector.storage.postgres import PostgresStorage
+        from mlpack_edge.collector.storage.postgres import PostgresStorage
 
         storage = PostgresStorage(url, readers)
     else:

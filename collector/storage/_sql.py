@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlpack.collector.models import ModelInfo
-from mlpack.collector.rollup import Rollup, RollupKey
-from mlpack.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
-from mlpack.errors import CollectorError, StorageError
-from mlpack.monitor_agent.drift import Thresholds
+from mlpack_edge.collector.models import ModelInfo
+from mlpack_edge.collector.rollup import Rollup, RollupKey
+from mlpack_edge.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
+from mlpack_edge.errors import CollectorError, StorageError
+from mlpack_edge.monitor_agent.drift import Thresholds
 
 __all__ = ["DeviceRow", "SqlStorage", "WriteTx"]
 

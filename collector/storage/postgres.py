@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from mlpack.collector.storage._sql import SqlStorage
-from mlpack.errors import StorageError
+from mlpack_edge.collector.storage._sql import SqlStorage
+from mlpack_edge.errors import StorageError
 
 __all__ = ["PostgresStorage"]
 

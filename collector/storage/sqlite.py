@@ -11,8 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from mlpack.collector.storage._sql import SqlStorage
-from mlpack.errors import StorageError
+from mlpack_edge.collector.storage._sql import SqlStorage
+from mlpack_edge.errors import StorageError
 
 __all__ = ["SqliteStorage"]
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from mlpack.builder import BuildResult, build
-from mlpack.cli import main
+from mlpack_edge.builder import BuildResult, build
+from mlpack_edge.cli import main
 from tests._data import binary_rows, csv_text, mixed_rows, regression_rows, spec_text
 
 __all__ = ["EXAMPLES", "Project", "binary_rows", "csv_text", "mixed_rows", "regression_rows", "spec_text"]

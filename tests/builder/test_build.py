@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlpack.builder import RecordingReporter, build
-from mlpack.cli import main
-from mlpack.errors import PackagingError
-from mlpack.monitor_agent.profile import Profile
-from mlpack.runtime.manifest import read_manifest, verify_files
+from mlpack_edge.builder import RecordingReporter, build
+from mlpack_edge.cli import main
+from mlpack_edge.errors import PackagingError
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
 from .conftest import EXAMPLES, Project, binary_rows, spec_text
 

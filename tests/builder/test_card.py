@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlpack.builder import build
-from mlpack.builder.report import CARD_FILE, render_card
-from mlpack.monitor_agent.profile import CategoricalProfile, NumericProfile, Profile
+from mlpack_edge.builder import build
+from mlpack_edge.builder.report import CARD_FILE, render_card
+from mlpack_edge.monitor_agent.profile import CategoricalProfile, NumericProfile, Profile
 
 from tests._data import mixed_rows, regression_rows
 
@@ -364,8 +364,8 @@ def test_regression_card_has_residuals_target_and_no_confusion(regression: Bundl
 
 
 def test_a_signed_build_names_its_key_on_the_card(tmp_path: Path) -> None:
-    from mlpack.builder.signing import generate_key
-    from mlpack.runtime.manifest import SIGNATURE_NAME
+    from mlpack_edge.builder.signing import generate_key
+    from mlpack_edge.runtime.manifest import SIGNATURE_NAME
 
     keys = generate_key(tmp_path / "keys", "release")
     (tmp_path / "data.csv").write_text(regression_rows(n=120, seed=5))

@@ -17,10 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from mlpack.builder import build
-from mlpack.builder.report import CARD_FILE
+from mlpack_edge.builder import build
+from mlpack_edge.builder.report import CARD_FILE
 
-from mlpack._svg import PALETTE
+from mlpack_edge._svg import PALETTE
 from tests._services import require_chromium
 
 from .conftest import EXAMPLES

@@ -8,9 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from mlpack.builder.parity import UNSEEN_PROBE
-from mlpack.errors import ConversionError, ParityError
-from mlpack.runtime.golden import Golden, compare
+from mlpack_edge.builder.parity import UNSEEN_PROBE
+from mlpack_edge.errors import ConversionError, ParityError
+from mlpack_edge.runtime.golden import Golden, compare
 
 from .conftest import Project, binary_rows, csv_text, mixed_rows, spec_text
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpack.builder.data import load_data
-from mlpack.builder.spec import DataSpec, FeatureSpec
-from mlpack.errors import DataError
+from mlpack_edge.builder.data import load_data
+from mlpack_edge.builder.spec import DataSpec, FeatureSpec
+from mlpack_edge.errors import DataError
 
 from .conftest import mixed_rows
 

@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
-from mlpack.builder.estimators import resolve_class
-from mlpack.errors import TrainingError
+from mlpack_edge.builder.estimators import resolve_class
+from mlpack_edge.errors import TrainingError
 
 from .conftest import Project, binary_rows, mixed_rows, spec_text
 

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from mlpack.builder import build
-from mlpack.builder.inspect_cli import inspect_command
-from mlpack.runtime.embedded import append_bundle
+from mlpack_edge.builder import build
+from mlpack_edge.builder.inspect_cli import inspect_command
+from mlpack_edge.runtime.embedded import append_bundle
 
-from mlpack._fs import canonical_json
+from mlpack_edge._fs import canonical_json
 from tests._data import binary_rows, spec_text
 
 RUNTIME = b"\x7fELF not really a runtime, inspect never runs it\n" * 64
@@ -294,7 +294,7 @@ def test_unsigned_with_trusted_keys_and_bad_key_files(bundle: Path, tmp_path: Pa
 
 
 def test_a_bundle_signed_by_mlpack_build(tmp_path: Path) -> None:
-    from mlpack.builder.signing import generate_key
+    from mlpack_edge.builder.signing import generate_key
 
     keys = generate_key(tmp_path / "keys", "release")
     (tmp_path / "data.csv").write_text(binary_rows(n=120, seed=6))
@@ -349,7 +349,7 @@ def test_usage_errors_exit_2() -> None:
 @pytest.mark.slow
 def test_a_real_device_executable(tmp_path: Path) -> None:
     """Through `mlpack build`: a frozen PyInstaller runtime, not a stand-in, in front of the zip."""
-    from mlpack.builder.executable import frozen_runtime
+    from mlpack_edge.builder.executable import frozen_runtime
 
     (tmp_path / "data.csv").write_text(binary_rows(n=120, seed=4))
     (tmp_path / "mlpack.toml").write_text(spec_text())
@@ -371,7 +371,7 @@ def test_inspect_does_not_load_the_training_stack(bundle: Path) -> None:
 
     probe = (
         "import sys\n"
-        "from mlpack.builder.inspect_cli import inspect_command\n"
+        "from mlpack_edge.builder.inspect_cli import inspect_command\n"
         f"try:\n    inspect_command([{str(bundle)!r}, '--json'])\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
         "print(sorted(m for m in ('sklearn', 'skl2onnx', 'pandas', 'onnx', 'scipy') if m in sys.modules))\n"
     )

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mlpack.builder.metrics import check_gates, evaluate, parse_gate
-from mlpack.errors import GateError
+from mlpack_edge.builder.metrics import check_gates, evaluate, parse_gate
+from mlpack_edge.errors import GateError
 
 
 def test_binary_metrics_score_the_positive_class() -> None:

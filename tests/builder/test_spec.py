@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.builder.metrics import Gate
-from mlpack.builder.spec import DEFAULT_MISSING, StepSpec, load_spec
-from mlpack.errors import SpecError
+from mlpack_edge.builder.metrics import Gate
+from mlpack_edge.builder.spec import DEFAULT_MISSING, StepSpec, load_spec
+from mlpack_edge.errors import SpecError
 
 from .conftest import spec_text
 

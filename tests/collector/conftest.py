@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.profile import Profile
 from tests.collector.process import Collector, pg_schema, start_collector, stop_collector
 from tests.collector.sim import make_profile, model_hash
 

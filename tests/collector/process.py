@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import httpx
 import psycopg
 
-from mlpack.collector import admin
-from mlpack.monitor_agent.profile import Profile
+from mlpack_edge.collector import admin
+from mlpack_edge.monitor_agent.profile import Profile
 from tests._services import require_postgres
 from tests._proc import start_and_wait
 from tests.collector.sim import SimDevice
@@ -42,8 +42,8 @@ class Collector:
 
 
 def start_collector(db_url: str, *extra: str) -> Collector:
-    """Start ``python -m mlpack.cli collector serve --port 0`` and wait for its 'listening on' line."""
-    cmd = [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", db_url, "--port", "0", *extra]
+    """Start ``python -m mlpack_edge.cli collector serve --port 0`` and wait for its 'listening on' line."""
+    cmd = [sys.executable, "-m", "mlpack_edge.cli", "collector", "serve", "--db", db_url, "--port", "0", *extra]
     started = start_and_wait(cmd, "listening on ", stream="stdout", stderr=subprocess.STDOUT)
     if started.line is None:
         raise AssertionError("collector did not start:\n" + started.output())

@@ -1,7 +1,7 @@
 """Simulated devices for the collector tests: real profiles, real binning, real wire windows.
 
 Rows are drawn from known distributions and binned with the very functions a device
-uses (:mod:`mlpack.monitor_agent.profile`), so a shifted device really drifts.
+uses (:mod:`mlpack_edge.monitor_agent.profile`), so a shifted device really drifts.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.monitor_agent.histogram import LatencyHistogram
-from mlpack.monitor_agent.profile import Profile, bin_categorical, bin_numeric, build_profile
-from mlpack.monitor_agent.wire import BinCounts, SystemStats, Window
+from mlpack_edge.monitor_agent.histogram import LatencyHistogram
+from mlpack_edge.monitor_agent.profile import Profile, bin_categorical, bin_numeric, build_profile
+from mlpack_edge.monitor_agent.wire import BinCounts, SystemStats, Window
 
 COLOURS = ["blue", "green", "red"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlpack.cli import main
-from mlpack.collector import open_storage
-from mlpack.collector.auth import hash_token
-from mlpack.runtime.manifest import write_bundle
+from mlpack_edge.cli import main
+from mlpack_edge.collector import open_storage
+from mlpack_edge.collector.auth import hash_token
+from mlpack_edge.runtime.manifest import write_bundle
 from tests.collector.sim import make_profile
 
 
@@ -110,7 +110,7 @@ def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--data-dir", str(tmp_path), "--port", str(port)],
+            [sys.executable, "-m", "mlpack_edge.cli", "collector", "serve", "--data-dir", str(tmp_path), "--port", str(port)],
             capture_output=True, text=True, timeout=60,
         )
     assert proc.returncode == 1

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from mlpack.collector import admin, open_storage
-from mlpack.collector.rollup import FLEET
+from mlpack_edge.collector import admin, open_storage
+from mlpack_edge.collector.rollup import FLEET
 from tests.collector.process import pg_schema, start_collector, stop_collector
 from tests.collector.sim import SimDevice, gz, make_profile, model_hash
 

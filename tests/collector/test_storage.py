@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlpack.collector import apply_batches, open_storage, parse_batch
-from mlpack.collector.auth import hash_token
-from mlpack.collector.rollup import DAY, HOUR, Rollup, plan_range
-from mlpack.collector.storage import LATEST
-from mlpack.collector.storage.migrations import MIGRATIONS
-from mlpack.errors import CollectorError
-from mlpack.monitor_agent.drift import js_divergence, js_rows, psi, psi_rows
-from mlpack.monitor_agent.wire import merge_windows
+from mlpack_edge.collector import apply_batches, open_storage, parse_batch
+from mlpack_edge.collector.auth import hash_token
+from mlpack_edge.collector.rollup import DAY, HOUR, Rollup, plan_range
+from mlpack_edge.collector.storage import LATEST
+from mlpack_edge.collector.storage.migrations import MIGRATIONS
+from mlpack_edge.errors import CollectorError
+from mlpack_edge.monitor_agent.drift import js_divergence, js_rows, psi, psi_rows
+from mlpack_edge.monitor_agent.wire import merge_windows
 from tests.collector.sim import SimDevice, make_profile, model_hash
 
 
@@ -158,8 +158,8 @@ def _one_batch(url: str) -> tuple:
 
 
 def test_a_broken_database_is_503_with_retry_after_not_a_crash(sqlite_url: str) -> None:
-    from mlpack.collector.ingest import Rejected, Writer
-    from mlpack.collector.storage.sqlite import SqliteStorage
+    from mlpack_edge.collector.ingest import Rejected, Writer
+    from mlpack_edge.collector.storage.sqlite import SqliteStorage
 
     batch = _one_batch(sqlite_url)
     path = sqlite_url.removeprefix("sqlite:///")
@@ -179,7 +179,7 @@ def test_a_broken_database_is_503_with_retry_after_not_a_crash(sqlite_url: str) 
 
 
 def test_a_full_write_queue_is_503_before_anything_is_read(sqlite_url: str) -> None:
-    from mlpack.collector.ingest import Rejected, Writer
+    from mlpack_edge.collector.ingest import Rejected, Writer
 
     batch = _one_batch(sqlite_url)
     s = open_storage(sqlite_url)
@@ -198,7 +198,7 @@ def test_a_full_write_queue_is_503_before_anything_is_read(sqlite_url: str) -> N
 def test_batches_of_new_replayed_and_overlapping_windows(sqlite_url: str) -> None:
     """A batch's seq span is checked in one query; any span meeting stored windows is
     checked window by window: duplicates acknowledged, overlaps refused, gaps filled."""
-    from mlpack.collector.ingest import Ack, Rejected
+    from mlpack_edge.collector.ingest import Ack, Rejected
 
     s = open_storage(sqlite_url)
     try:

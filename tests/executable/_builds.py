@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "breast_cancer"
-#: How a build that reused a cached runtime says so (mlpack.builder.executable).
+#: How a build that reused a cached runtime says so (mlpack_edge.builder.executable).
 REUSED = "reusing cached device runtime "
 
 
@@ -40,7 +40,7 @@ def spec_copy(work: Path, version: str, c: float) -> Path:
 
 def build_with_cache(spec: Path, dist: Path, cache: Path, **env: str) -> tuple[Any, list[tuple[str, ...]]]:
     """``mlpack build`` of ``spec`` with runtime cache ``cache`` (and extra environment); result and progress."""
-    from mlpack.builder import RecordingReporter, build
+    from mlpack_edge.builder import RecordingReporter, build
 
     reporter = RecordingReporter()
     with pytest.MonkeyPatch.context() as mp:
@@ -54,7 +54,7 @@ def build_with_cache(spec: Path, dist: Path, cache: Path, **env: str) -> tuple[A
 
 def key_material() -> dict[str, Any]:
     """What the runtime cache key covers right now (device-side sources, versions, freeze recipe)."""
-    from mlpack.builder._freeze import key_material, stage_sources
+    from mlpack_edge.builder._freeze import key_material, stage_sources
 
     return key_material(stage_sources())
 

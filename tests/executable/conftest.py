@@ -1,7 +1,7 @@
 """Fixtures for the executable tests.
 
 Fast tier: a fake "frozen" payload whose launcher is a real small Python script that
-implements ``verify`` (opens the bundle next to it with :class:`mlpack.runtime.bundle.Bundle`
+implements ``verify`` (opens the bundle next to it with :class:`mlpack_edge.runtime.bundle.Bundle`
 and refuses a model whose bytes are ``b"broken"``, like a failed golden replay), so
 install/rollback/uninstall run their real subprocess verify without a PyInstaller build.
 
@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from mlpack.runtime._trust import TrustPolicy
-from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle
-from mlpack.runtime.install import Payload
-from mlpack.runtime.manifest import write_bundle
+from mlpack_edge.runtime._trust import TrustPolicy
+from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME, append_bundle
+from mlpack_edge.runtime.install import Payload
+from mlpack_edge.runtime.manifest import write_bundle
 
 #: The trust these tests install with: their toy bundles are unsigned (signing is tested in tests/governance).
 UNSIGNED_OK = TrustPolicy(allow_unsigned=True)
@@ -36,8 +36,8 @@ from pathlib import Path
 here = Path(sys.argv[0]).resolve().parent
 if sys.argv[1:] != ["verify"]:
     sys.exit(2)
-from mlpack.errors import MlpackError
-from mlpack.runtime.bundle import Bundle
+from mlpack_edge.errors import MlpackError
+from mlpack_edge.runtime.bundle import Bundle
 
 try:
     bundle = Bundle.open(here / "bundle")

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.builder import _freeze
-from mlpack.builder._freeze_inputs import INPUTS_NAME, record_inputs, stale_reason
-from mlpack.builder._freeze_spec import excluded_uses
-from mlpack.builder.executable import build_executable, executable_name
-from mlpack.errors import PackagingError
-from mlpack.runtime.embedded import open_appended
+from mlpack_edge.builder import _freeze
+from mlpack_edge.builder._freeze_inputs import INPUTS_NAME, record_inputs, stale_reason
+from mlpack_edge.builder._freeze_spec import excluded_uses
+from mlpack_edge.builder.executable import build_executable, executable_name
+from mlpack_edge.errors import PackagingError
+from mlpack_edge.runtime.embedded import open_appended
 
 VERSIONS = {"python": "3.11.7", "numpy": "2.4.6", "onnxruntime": "1.32.0"}
 
@@ -25,7 +25,7 @@ def test_cache_key_is_stable_and_follows_every_runtime_source() -> None:
     sources = _freeze.stage_sources()
     key = _freeze.runtime_key(sources, VERSIONS)
     assert key == _freeze.runtime_key(dict(sources), VERSIONS)
-    for path in ("mlpack/runtime/bundle.py", "mlpack/monitor_agent/wire.py", "mlpack/_cli.py"):
+    for path in ("mlpack_edge/runtime/bundle.py", "mlpack_edge/monitor_agent/wire.py", "mlpack_edge/_cli.py"):
         changed = dict(sources)
         changed[path] = changed[path] + b"\n# changed\n"
         assert _freeze.runtime_key(changed, VERSIONS) != key, path
@@ -36,7 +36,7 @@ def test_staged_sources_are_exactly_the_device_side() -> None:
     sources = _freeze.stage_sources()
     tops = {p.split("/")[1] for p in sources}
     assert tops == {"__init__.py", "errors.py", "_fs.py", "_cli.py", "_lazy.py", "runtime", "monitor_agent"}
-    assert "mlpack/runtime/install.py" in sources and "mlpack/monitor_agent/wire.py" in sources
+    assert "mlpack_edge/runtime/install.py" in sources and "mlpack_edge/monitor_agent/wire.py" in sources
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in sources)
 
 
@@ -51,26 +51,26 @@ def test_excluded_module_use_is_found_with_its_line() -> None:
         b"    return np.random.default_rng(0)\n"
         b"import importlib\n"
         b"importlib.import_module('sklearn.linear_model')\n"
-        b"from mlpack.collector import app\n"
+        b"from mlpack_edge.collector import app\n"
         b"from numpy import zeros, polynomial\n"
     )
-    assert excluded_uses({"mlpack/runtime/x.py": source, "mlpack/runtime/y.py": b"import onnxruntime\n"}) == [
-        "mlpack/runtime/x.py:3 numpy.random",
-        "mlpack/runtime/x.py:5 sklearn.linear_model",
-        "mlpack/runtime/x.py:6 mlpack.collector",
-        "mlpack/runtime/x.py:7 numpy.polynomial",
+    assert excluded_uses({"mlpack_edge/runtime/x.py": source, "mlpack_edge/runtime/y.py": b"import onnxruntime\n"}) == [
+        "mlpack_edge/runtime/x.py:3 numpy.random",
+        "mlpack_edge/runtime/x.py:5 sklearn.linear_model",
+        "mlpack_edge/runtime/x.py:6 mlpack_edge.collector",
+        "mlpack_edge/runtime/x.py:7 numpy.polynomial",
     ]
 
 
 def test_staged_sources_carry_no_trace_of_the_umask_or_the_clock(tmp_path: Path) -> None:
-    sources = {"mlpack/runtime/b.py": b"B = 2\n", "mlpack/a.py": b"A = 1\n", "mlpack/runtime/t.sql": b"--\n"}
+    sources = {"mlpack_edge/runtime/b.py": b"B = 2\n", "mlpack_edge/a.py": b"A = 1\n", "mlpack_edge/runtime/t.sql": b"--\n"}
     umask = os.umask(0o077)
     try:
         _freeze._stage(sources, tmp_path / "stage")
     finally:
         os.umask(umask)
     found = {p.relative_to(tmp_path / "stage").as_posix(): p for p in (tmp_path / "stage").rglob("*")}
-    assert sorted(found) == ["mlpack", "mlpack/a.py", "mlpack/runtime", "mlpack/runtime/b.py", "mlpack/runtime/t.sql"]
+    assert sorted(found) == ["mlpack_edge", "mlpack_edge/a.py", "mlpack_edge/runtime", "mlpack_edge/runtime/b.py", "mlpack_edge/runtime/t.sql"]
     for rel, path in found.items():
         st = path.stat()
         assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.errors import BundleError, IntegrityError
-from mlpack.runtime.bundle import Bundle
-from mlpack.runtime.embedded import append_bundle, executable_identity, frozen_mode, locate_bundle, open_appended
+from mlpack_edge.errors import BundleError, IntegrityError
+from mlpack_edge.runtime.bundle import Bundle
+from mlpack_edge.runtime.embedded import append_bundle, executable_identity, frozen_mode, locate_bundle, open_appended
 
 RUNTIME = bytes(range(256)) * 400  # stands in for the frozen onefile
 FILES = {"model.onnx": b"\x08\x07onnx" * 50, "manifest.json": b'{"x": 1}\n', "golden.json": b"[]"}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.errors import InstallError
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.runtime.install import Payload, install, installed_versions, rollback, uninstall
+from mlpack_edge.errors import InstallError
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.runtime.install import Payload, install, installed_versions, rollback, uninstall
 
 from .conftest import UNSIGNED_OK, FakeSystemd
 
@@ -308,7 +308,7 @@ def test_agent_config_goes_to_the_state_folder(make_payload: MakePayload, tmp_pa
 def test_model_name_that_cannot_be_a_folder_is_refused(
     make_bundle: Callable[..., Path], fake_runtime: Path, tmp_path: Path, no_systemd: FakeSystemd
 ) -> None:
-    from mlpack.runtime.embedded import LAUNCHER_DATA_NAME
+    from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME
 
     bundle = make_bundle("current")
     with pytest.raises(InstallError) as err:

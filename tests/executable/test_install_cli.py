@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from mlpack._cli import MlpackGroup
-from mlpack.runtime.install import Payload, install
+from mlpack_edge._cli import MlpackGroup
+from mlpack_edge.runtime.install import Payload, install
 
 from .conftest import UNSIGNED_OK, FakeSystemd
 
 _LAZY = {
-    name: (f"mlpack.runtime.install_cli:{name}", f"{name} help")
+    name: (f"mlpack_edge.runtime.install_cli:{name}", f"{name} help")
     for name in ("install", "rollback", "uninstall")
 }
 

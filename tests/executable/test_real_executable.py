@@ -22,10 +22,10 @@ from typing import IO
 import numpy as np
 import pytest
 
-from mlpack.builder.executable import build_executable, executable_contents
-from mlpack.runtime.embedded import open_appended
-from mlpack.runtime.manifest import read_manifest, write_bundle
-from mlpack.runtime.model import open_model
+from mlpack_edge.builder.executable import build_executable, executable_contents
+from mlpack_edge.runtime.embedded import open_appended
+from mlpack_edge.runtime.manifest import read_manifest, write_bundle
+from mlpack_edge.runtime.model import open_model
 
 from ._builds import Built, assert_reused
 
@@ -81,9 +81,9 @@ def test_contents_hold_runtime_and_bundle_but_no_training_stack(built: Built) ->
     names = executable_contents(built.v1)
     tops = {re.split(r"[/.!]", n.removeprefix("_onedir_launcher!"))[0] for n in names}
     assert not tops & FORBIDDEN, sorted(tops & FORBIDDEN)
-    assert not [n for n in names if re.search(r"mlpack[/.](builder|collector)", n)]
+    assert not [n for n in names if re.search(r"mlpack_edge[/.](builder|collector)", n)]
     assert any(n.startswith("onnxruntime/capi/onnxruntime_pybind11_state") for n in names)
-    assert "mlpack/runtime/install.pyc" in names and "mlpack/monitor_agent/agent.pyc" in names
+    assert "mlpack_edge/runtime/install.pyc" in names and "mlpack_edge/monitor_agent/agent.pyc" in names
     assert any(n.startswith("_onedir_launcher!") for n in names)
     assert {"bundle/manifest.json", "bundle/model.onnx", "bundle/golden.json"} <= set(names)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.runtime.embedded import LAUNCHER_DATA_NAME, executable_identity, open_appended
+from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME, executable_identity, open_appended
 
 from ._builds import Built, assert_reused, build_with_cache, key_changes, key_material, spec_copy
 

@@ -3,7 +3,7 @@
 * ``keys``: two key pairs from ``generate_key`` — ``signer`` signs the bundles, ``stranger``
   is a key no device was told to trust.
 * ``bundles``: real bundles of one small model "gov" (LogisticRegression), built by
-  ``mlpack.builder.build``: 1.0.0 and 1.1.0 signed by ``signer``, 1.2.0 unsigned, and
+  ``mlpack_edge.builder.build``: 1.0.0 and 1.1.0 signed by ``signer``, 1.2.0 unsigned, and
   1.3.0 signed but with a golden set this CPU cannot reproduce (installable only by
   skipping the install-time verify: it stands for a device whose arithmetic changed).
 * ``make_payload(bundle)``: a payload as a onefile executable would see itself, whose
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.builder import build
-from mlpack.builder.signing import KeyPair, generate_key, load_signing_key
-from mlpack.runtime._trust import TrustPolicy
-from mlpack.runtime.embedded import LAUNCHER_DATA_NAME
-from mlpack.runtime.install import Payload
-from mlpack.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, write_bundle
+from mlpack_edge.builder import build
+from mlpack_edge.builder.signing import KeyPair, generate_key, load_signing_key
+from mlpack_edge.runtime._trust import TrustPolicy
+from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME
+from mlpack_edge.runtime.install import Payload
+from mlpack_edge.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, write_bundle
 from tests._data import binary_rows, spec_text
 
 NAME = "gov"
@@ -38,7 +38,7 @@ _LAUNCHER = """#!{python}
 import sys
 from pathlib import Path
 
-from mlpack.runtime.cli import main
+from mlpack_edge.runtime.cli import main
 
 main(["--bundle", str(Path(sys.argv[0]).resolve().parent / "bundle"), *sys.argv[1:]])
 """
@@ -125,7 +125,7 @@ def make_payload(tmp_path: Path) -> Callable[[Path], Payload]:
 @pytest.fixture
 def v1_installed(bundles: Bundles, keys: Keys, make_payload: Callable[[Path], Payload], tmp_path: Path) -> Path:
     """gov 1.0.0 installed under ``tmp_path/opt``, trusting the signer; returns the prefix."""
-    from mlpack.runtime.install import install
+    from mlpack_edge.runtime.install import install
 
     prefix = tmp_path / "opt"
     install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())

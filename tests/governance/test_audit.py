@@ -14,12 +14,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from mlpack.collector import admin
-from mlpack.errors import InstallError, IntegrityError
-from mlpack.monitor_agent._store import DB_NAME
-from mlpack.monitor_agent.cli import agent
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.runtime.install import Payload, install, rollback, uninstall
+from mlpack_edge.collector import admin
+from mlpack_edge.errors import InstallError, IntegrityError
+from mlpack_edge.monitor_agent._store import DB_NAME
+from mlpack_edge.monitor_agent.cli import agent
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.runtime.install import Payload, install, rollback, uninstall
 from tests.collector.process import Collector, start_collector, stop_collector
 
 from .conftest import NAME, Bundles, Keys, NoSystemd, trusting

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mlpack.runtime import _ed25519
+from mlpack_edge.runtime import _ed25519
 
 # RFC 8032, section 7.1, TEST 2 (one-byte message 0x72).
 RFC_PUBLIC = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
@@ -110,7 +110,7 @@ def test_verification_needs_no_cryptography_package() -> None:
                     raise ImportError("blocked on a device: " + name)
 
         sys.meta_path.insert(0, Block())
-        from mlpack.runtime import _ed25519
+        from mlpack_edge.runtime import _ed25519
         print(_ed25519.verify({RFC_PUBLIC!r}, {RFC_SIGNATURE!r}, {RFC_MESSAGE!r}))
         print(sorted(m for m in sys.modules if m.startswith("cryptography")))
         """

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from mlpack.monitor_agent._store import DB_NAME
-from mlpack.runtime.install import Payload, install
+from mlpack_edge.monitor_agent._store import DB_NAME
+from mlpack_edge.runtime.install import Payload, install
 from tests._proc import start_and_wait
 
 from .conftest import NAME, Bundles, Keys, NoSystemd, trusting
@@ -155,5 +155,5 @@ def test_an_ad_hoc_run_of_an_installed_bundle_does_not_fall_back(
     _two_versions(bundles, keys, make_payload, prefix)
     reason = _tamper(prefix, "1.1.0")
     bundle = prefix / NAME / "1.1.0" / "bundle"
-    started = serving([sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(bundle)])
+    started = serving([sys.executable, "-m", "mlpack_edge.cli", "device", "--bundle", str(bundle)])
     assert (started.proc.returncode, started.lines) == (1, [f"Error: {reason}"])

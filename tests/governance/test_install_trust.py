@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlpack.cli import main
-from mlpack.errors import InstallError, IntegrityError, SigningKeyError
-from mlpack.runtime._trust import read_trust_dir
-from mlpack.runtime.install import Payload, install, installed_versions, rollback
+from mlpack_edge.cli import main
+from mlpack_edge.errors import InstallError, IntegrityError, SigningKeyError
+from mlpack_edge.runtime._trust import read_trust_dir
+from mlpack_edge.runtime.install import Payload, install, installed_versions, rollback
 
 from .conftest import NAME, Bundles, Keys, NoSystemd, resign, trusting
 
@@ -229,7 +229,7 @@ def test_rollback_checks_the_previous_version_against_the_current_trust(
 
 
 def test_the_installed_layout_names_agree() -> None:
-    from mlpack.runtime import _trust, embedded, install
+    from mlpack_edge.runtime import _trust, embedded, install
 
     assert _trust.BUNDLE_DIR == embedded.BUNDLE_DIR
     assert _trust.TRUST_DIR in install._RESERVED  # a version called "trust" cannot shadow the trust folder

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mlpack.builder.signing import describe_key, generate_key, load_signing_key
-from mlpack.cli import main
-from mlpack.errors import SigningKeyError
-from mlpack.runtime._trust import load_public_key, parse_public_key
+from mlpack_edge.builder.signing import describe_key, generate_key, load_signing_key
+from mlpack_edge.cli import main
+from mlpack_edge.errors import SigningKeyError
+from mlpack_edge.runtime._trust import load_public_key, parse_public_key
 
 
 def _mode(path: Path) -> int:

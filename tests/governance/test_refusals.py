@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mlpack.cli import main
-from mlpack.errors import IntegrityError, MlpackError
-from mlpack.runtime._trust import TrustPolicy
-from mlpack.runtime.bundle import Bundle
-from mlpack.runtime.install import Payload, install
-from mlpack.runtime.model import open_model
+from mlpack_edge.cli import main
+from mlpack_edge.errors import IntegrityError, MlpackError
+from mlpack_edge.runtime._trust import TrustPolicy
+from mlpack_edge.runtime.bundle import Bundle
+from mlpack_edge.runtime.install import Payload, install
+from mlpack_edge.runtime.model import open_model
 
 from .conftest import NAME, Bundles, Keys, NoSystemd, resign, trusting
 

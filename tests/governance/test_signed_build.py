@@ -10,9 +10,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from mlpack.cli import main
-from mlpack.runtime.bundle import Bundle
-from mlpack.runtime.manifest import read_manifest
+from mlpack_edge.cli import main
+from mlpack_edge.runtime.bundle import Bundle
+from mlpack_edge.runtime.manifest import read_manifest
 from tests._data import binary_rows, spec_text
 
 from .conftest import NAME, Bundles, Keys

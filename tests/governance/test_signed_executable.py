@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from mlpack.builder.executable import executable_contents
-from mlpack.runtime.embedded import open_appended
+from mlpack_edge.builder.executable import executable_contents
+from mlpack_edge.runtime.embedded import open_appended
 from tests._proc import start_and_wait
 
 from .conftest import Keys
@@ -43,7 +43,7 @@ def _spec(work: Path, version: str) -> Path:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Built:
-    from mlpack.builder import build
+    from mlpack_edge.builder import build
 
     work = tmp_path_factory.mktemp("signed-exe")
     exes = [build(_spec(work, v), work / "dist", sign_key=keys.signer.private).executable for v in ("1.0.0", "1.1.0")]

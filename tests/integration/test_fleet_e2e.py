@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mlpack.cli import main
-from mlpack.collector import admin
-from mlpack.monitor_agent.agent import Agent, ModelInfo
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.runtime import Bundle, Model
+from mlpack_edge.cli import main
+from mlpack_edge.collector import admin
+from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.runtime import Bundle, Model
 from tests.collector.process import start_collector, stop_collector
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def rows(shift_sd: float) -> list[dict[str, float]]:
 
 def test_collector_shows_the_drifting_device_and_not_the_steady_one(tmp_path: Path) -> None:
     build = subprocess.run(
-        [sys.executable, "-m", "mlpack.cli", "build", str(REPO / "examples" / "breast_cancer" / "mlpack.toml"),
+        [sys.executable, "-m", "mlpack_edge.cli", "build", str(REPO / "examples" / "breast_cancer" / "mlpack.toml"),
          "--out", str(tmp_path / "dist"), "--no-executable", "--quiet"],
         capture_output=True, text=True, timeout=600,
     )

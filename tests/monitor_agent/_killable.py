@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpack.monitor_agent.agent import Agent, ModelInfo
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.monitor_agent.wire import Window
+from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.monitor_agent.wire import Window
 
 from .helpers import MODEL_HASH, T0, FakeClock, fixed_sampler, make_profile, traffic
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlpack.monitor_agent.agent import ModelInfo
-from mlpack.monitor_agent.drift import Thresholds
-from mlpack.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.agent import ModelInfo
+from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.profile import Profile
 
 from .helpers import MODEL_HASH, FakeClock, FakeCollector, make_profile
 

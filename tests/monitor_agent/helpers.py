@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from mlpack.monitor_agent.profile import Profile, build_profile
-from mlpack.monitor_agent.transport import Response, TransportError
-from mlpack.monitor_agent.wire import SystemStats, validate_batch
+from mlpack_edge.monitor_agent.profile import Profile, build_profile
+from mlpack_edge.monitor_agent.transport import Response, TransportError
+from mlpack_edge.monitor_agent.wire import SystemStats, validate_batch
 
 MODEL_HASH = "ab" * 32
 T0 = 1_764_000_000.0  # a multiple of 60 and of 3600

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpack.errors import BundleError, OutboxError
-from mlpack.monitor_agent.agent import Agent, ModelInfo
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.monitor_agent.drift import Thresholds
-from mlpack.monitor_agent.outbox import Outbox
+from mlpack_edge.errors import BundleError, OutboxError
+from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.outbox import Outbox
 
 from .helpers import T0, FakeClock, FakeCollector, fixed_sampler, traffic
 

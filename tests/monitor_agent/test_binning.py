@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpack.monitor_agent._binning import NumericBinner, count_categorical
-from mlpack.monitor_agent.histogram import LatencyHistogram
-from mlpack.monitor_agent.profile import NumericProfile, bin_categorical, bin_numeric, numeric_profile
+from mlpack_edge.monitor_agent._binning import NumericBinner, count_categorical
+from mlpack_edge.monitor_agent.histogram import LatencyHistogram
+from mlpack_edge.monitor_agent.profile import NumericProfile, bin_categorical, bin_numeric, numeric_profile
 
 
 def _profiles(rng: np.random.Generator) -> list[NumericProfile]:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mlpack.monitor_agent.agent import Agent, ModelInfo
-from mlpack.monitor_agent.cli import agent, status
-from mlpack.monitor_agent.config import AgentConfig, write_config
+from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+from mlpack_edge.monitor_agent.cli import agent, status
+from mlpack_edge.monitor_agent.config import AgentConfig, write_config
 
 from .helpers import FakeClock, FakeCollector, fixed_sampler, traffic
 

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mlpack.collector import admin
-from mlpack.monitor_agent.agent import Agent, ModelInfo
-from mlpack.monitor_agent.cli import agent as agent_cli
-from mlpack.monitor_agent.config import AgentConfig, write_config
-from mlpack.monitor_agent.outbox import Outbox, append_audit
+from mlpack_edge.collector import admin
+from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+from mlpack_edge.monitor_agent.cli import agent as agent_cli
+from mlpack_edge.monitor_agent.config import AgentConfig, write_config
+from mlpack_edge.monitor_agent.outbox import Outbox, append_audit
 from tests._proc import start_and_wait
 
 from .helpers import FakeClock, fixed_sampler, traffic
@@ -54,7 +54,7 @@ class Collector:
         return f"sqlite:///{self.db}"
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "mlpack.cli", "collector", "serve", "--db", self.db_url,
+        cmd = [sys.executable, "-m", "mlpack_edge.cli", "collector", "serve", "--db", self.db_url,
                "--port", str(self.port)]
         started = start_and_wait(cmd, "listening on ", stream="stdout", stderr=subprocess.STDOUT, cwd=REPO)
         self.proc, self.output = started.proc, started.lines
@@ -262,7 +262,7 @@ def test_agent_run_delivers_windows_and_audit_events_then_stops_on_sigterm(
     recording = Agent.open(model, state, clock=clock, sampler=fixed_sampler)
     rows = _record(recording, clock, 3, np.random.default_rng(9))
     recording.outbox.close()
-    cmd = [sys.executable, "-c", "from mlpack.monitor_agent.cli import agent; agent()", "run", "--state-dir", str(state)]
+    cmd = [sys.executable, "-c", "from mlpack_edge.monitor_agent.cli import agent; agent()", "run", "--state-dir", str(state)]
     proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

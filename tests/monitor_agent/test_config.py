@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.errors import AgentError
-from mlpack.monitor_agent.config import AgentConfig, load_config, write_config
+from mlpack_edge.errors import AgentError
+from mlpack_edge.monitor_agent.config import AgentConfig, load_config, write_config
 
 TOKEN = "s3cr3t-token-value"
 

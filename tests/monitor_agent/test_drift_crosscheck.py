@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 
-from mlpack.monitor_agent.drift import EPSILON, Thresholds, js_divergence, psi
-from mlpack.monitor_agent.profile import Profile
-from mlpack.monitor_agent.recorder import Recorder
-from mlpack.monitor_agent.status import build_status
+from mlpack_edge.monitor_agent.drift import EPSILON, Thresholds, js_divergence, psi
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.recorder import Recorder
+from mlpack_edge.monitor_agent.status import build_status
 
 from .helpers import MODEL_HASH, T0, FakeClock, traffic
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpack.errors import OutboxError
-from mlpack.monitor_agent import _store
-from mlpack.monitor_agent._compact import Stored, plan_merges
-from mlpack.monitor_agent.outbox import Outbox, append_audit
-from mlpack.monitor_agent.profile import Profile
-from mlpack.monitor_agent.recorder import Recorder
-from mlpack.monitor_agent.wire import Window
+from mlpack_edge.errors import OutboxError
+from mlpack_edge.monitor_agent import _store
+from mlpack_edge.monitor_agent._compact import Stored, plan_merges
+from mlpack_edge.monitor_agent.outbox import Outbox, append_audit
+from mlpack_edge.monitor_agent.profile import Profile
+from mlpack_edge.monitor_agent.recorder import Recorder
+from mlpack_edge.monitor_agent.wire import Window
 
 from .helpers import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
 
@@ -136,7 +136,7 @@ def test_damaged_store_is_set_aside_and_sequence_continues(tmp_path: Path, caplo
         for i in range(3):
             box.add_window(_window(T0 + 60 * i))
     (tmp_path / "outbox.sqlite").write_bytes(b"this is not a database" * 500)
-    with caplog.at_level(logging.ERROR, logger="mlpack.monitor_agent"):
+    with caplog.at_level(logging.ERROR, logger="mlpack_edge.monitor_agent"):
         box = Outbox.open(tmp_path)
     asides = sorted(p.name for p in tmp_path.glob("outbox.sqlite.corrupt-*"))
     assert len(asides) == 1

@@ -8,9 +8,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mlpack.monitor_agent.profile import Profile, bin_categorical, bin_numeric
-from mlpack.monitor_agent.recorder import Recorder
-from mlpack.monitor_agent.wire import Window, merge_windows
+from mlpack_edge.monitor_agent.profile import Profile, bin_categorical, bin_numeric
+from mlpack_edge.monitor_agent.recorder import Recorder
+from mlpack_edge.monitor_agent.wire import Window, merge_windows
 
 from .helpers import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
 
@@ -126,7 +126,7 @@ def test_memory_stays_flat_in_the_number_of_rows(profile: Profile, clock: FakeCl
 
 
 def test_regression_predictions_use_prediction_bins(clock: FakeClock) -> None:
-    from mlpack.monitor_agent.profile import build_profile
+    from mlpack_edge.monitor_agent.profile import build_profile
 
     rng = np.random.default_rng(7)
     prof = build_profile([("x", "numeric", rng.normal(size=300))], prediction=("numeric", rng.normal(size=300), None))

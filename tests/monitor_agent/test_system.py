@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from mlpack.monitor_agent.system import SystemSampler, _busy_percent, _machine_jiffies
+from mlpack_edge.monitor_agent.system import SystemSampler, _busy_percent, _machine_jiffies
 
 
 def test_samples_are_sane(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_making_a_sampler_does_not_import_psutil(tmp_path: Path) -> None:
     """A one-shot predict makes its sampler at start and samples at exit: psutil is loaded only then."""
     probe = (
         "import sys\n"
-        "from mlpack.monitor_agent.system import SystemSampler\n"
+        "from mlpack_edge.monitor_agent.system import SystemSampler\n"
         f"s = SystemSampler({str(tmp_path)!r})\n"
         "print('psutil' in sys.modules, end=' ')\n"
         "s()\n"

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from mlpack.errors import AgentError
-from mlpack.monitor_agent.config import AgentConfig
-from mlpack.monitor_agent.outbox import Outbox
-from mlpack.monitor_agent.transport import Response, TransportError
-from mlpack.monitor_agent.uploader import BACKOFF_CAP, Backoff, SyncResult, Uploader
-from mlpack.monitor_agent.wire import Window
+from mlpack_edge.errors import AgentError
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.monitor_agent.outbox import Outbox
+from mlpack_edge.monitor_agent.transport import Response, TransportError
+from mlpack_edge.monitor_agent.uploader import BACKOFF_CAP, Backoff, SyncResult, Uploader
+from mlpack_edge.monitor_agent.wire import Window
 
 from .helpers import MODEL_HASH, T0, FakeCollector, fixed_sampler, unreachable
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mlpack.monitor_agent.histogram import LatencyHistogram
-from mlpack.monitor_agent.wire import BinCounts, SystemStats, Window, WireError, validate_batch
+from mlpack_edge.monitor_agent.histogram import LatencyHistogram
+from mlpack_edge.monitor_agent.wire import BinCounts, SystemStats, Window, WireError, validate_batch
 
 from .helpers import MODEL_HASH, T0
 

@@ -1,4 +1,4 @@
-"""Real bundles for the runtime tests, built once per session by ``mlpack.builder.build``.
+"""Real bundles for the runtime tests, built once per session by ``mlpack_edge.builder.build``.
 
 * ``binary_bundle``: LogisticRegression, numeric a, b, c (c has gaps -> nullable),
   matrix layout, classes "no"/"yes".
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.builder import build
+from mlpack_edge.builder import build
 from tests._data import binary_rows, mixed_rows, regression_rows
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mlpack.errors import BundleError, IntegrityError
-from mlpack.runtime import Bundle, Model
-from mlpack.runtime.manifest import write_bundle
+from mlpack_edge.errors import BundleError, IntegrityError
+from mlpack_edge.runtime import Bundle, Model
+from mlpack_edge.runtime.manifest import write_bundle
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from mlpack.cli import main
-from mlpack.runtime.cli import device_cli
-from mlpack.runtime.manifest import write_bundle
+from mlpack_edge.cli import main
+from mlpack_edge.runtime.cli import device_cli
+from mlpack_edge.runtime.manifest import write_bundle
 
 GOOD_CSV = "x1,x2,colour,shape\n1.5,,red,round\n-1,0.5,,square\n"
 BAD_CSV = "x1,x2,colour,shape\n1.5,,red,round\nabc,1,red,round\n2,1,blue,square\n"
@@ -168,12 +168,12 @@ def test_predict_does_not_import_server_or_agent(binary_bundle: Path, tmp_path: 
     (tmp_path / "in.csv").write_text("a,b,c\n1,2,3\n")
     probe = (
         "import sys\n"
-        "from mlpack.runtime.cli import main\n"
+        "from mlpack_edge.runtime.cli import main\n"
         "try:\n"
         f"    main(['--bundle', {str(binary_bundle)!r}, 'predict', {str(tmp_path / 'in.csv')!r}])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "heavy = ['http.server', 'mlpack.monitor_agent.agent', 'psutil', 'sklearn', 'pandas']\n"
+        "heavy = ['http.server', 'mlpack_edge.monitor_agent.agent', 'psutil', 'sklearn', 'pandas']\n"
         "print('LOADED', [m for m in heavy if m in sys.modules], file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
@@ -189,7 +189,7 @@ def test_verify_on_every_bundle_kind(bundle_name: str, request: pytest.FixtureRe
 
 def test_predict_into_a_closed_pipe_stops_quietly(binary_bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("a,b,c\n" + "1,2,3\n" * 50_000)
-    cmd = [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(binary_bundle), "predict", str(tmp_path / "in.csv")]
+    cmd = [sys.executable, "-m", "mlpack_edge.runtime.cli", "--bundle", str(binary_bundle), "predict", str(tmp_path / "in.csv")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline() == b"label,proba_no,proba_yes,error\n"
@@ -209,7 +209,7 @@ def test_entry_point_ends_the_process_with_the_command_status(mixed_bundle: Path
         "class Teardown:\n"
         "    def __del__(self): print('interpreter teardown', file=sys.stderr)\n"
         "witness = Teardown()\n"
-        "from mlpack.runtime.cli import main\n"
+        "from mlpack_edge.runtime.cli import main\n"
         "main()\n"
         "print('not reached', file=sys.stderr)\n"
     )
@@ -247,18 +247,18 @@ def test_predict_with_monitoring_stores_its_window_at_exit(mixed_bundle: Path, t
         "        return self.inner.write(s)\n"
         "    def __getattr__(self, name): return getattr(self.inner, name)\n"
         "sys.stdout = spy = Spy(sys.stdout)\n"
-        "from mlpack.runtime.cli import main\n"
+        "from mlpack_edge.runtime.cli import main\n"
         "try:\n"
         f"    main(['--bundle', {str(mixed_bundle)!r}, '--allow-unsigned', 'predict', '--state-dir', {str(state)!r},"
         f" {str(tmp_path / 'in.csv')!r}])\n"
         "except SystemExit as exc:\n"
         "    assert exc.code == 0, exc.code\n"
-        "late = ['http.client', 'mlpack.monitor_agent.uploader', 'mlpack.monitor_agent.status']\n"
+        "late = ['http.client', 'mlpack_edge.monitor_agent.uploader', 'mlpack_edge.monitor_agent.status']\n"
         "print('WRITING', spy.loaded, spy.threads, 'EXIT', [m for m in late if m in sys.modules], file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.stderr == "WRITING [] [] EXIT []\n"
-    from mlpack.monitor_agent.outbox import Outbox
+    from mlpack_edge.monitor_agent.outbox import Outbox
 
     with Outbox.open(state) as box:
         assert [(w.rows, w.requests, w.system.samples) for w in box.pending_windows()] == [(2, 1, 1)]

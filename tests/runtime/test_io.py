@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlpack.errors import InputError
-from mlpack.runtime import Model, open_model, predict_stream
-from mlpack.runtime.io import atomic_text_output, detect_format
+from mlpack_edge.errors import InputError
+from mlpack_edge.runtime import Model, open_model, predict_stream
+from mlpack_edge.runtime.io import atomic_text_output, detect_format
 
 
 @pytest.fixture(scope="module")

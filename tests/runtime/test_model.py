@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlpack.errors import InferenceError, InputError
-from mlpack.runtime import Bundle, Model, Prediction, open_model
-from mlpack.runtime.manifest import write_bundle
+from mlpack_edge.errors import InferenceError, InputError
+from mlpack_edge.runtime import Bundle, Model, Prediction, open_model
+from mlpack_edge.runtime.manifest import write_bundle
 
 
 def _golden(bundle: Path) -> dict[str, Any]:

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mlpack.errors import InputError
-from mlpack.runtime.manifest import Feature
-from mlpack.runtime.schema import Schema
+from mlpack_edge.errors import InputError
+from mlpack_edge.runtime.manifest import Feature
+from mlpack_edge.runtime.schema import Schema
 
 NUMERIC = Schema([Feature("a", "numeric", False), Feature("b", "numeric", True)])
 MIXED = Schema(

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from mlpack.cli import main
-from mlpack.runtime import Model, PredictServer, ServeConfig, open_model
+from mlpack_edge.cli import main
+from mlpack_edge.runtime import Model, PredictServer, ServeConfig, open_model
 from tests._proc import Started, start_and_wait
 
 ROW = {"x1": 1.0, "x2": None, "colour": "red", "shape": "round"}
@@ -184,7 +184,7 @@ def test_port_in_use_is_one_line_exit_1(mixed_bundle: Path) -> None:
 
 def _serve_process(bundle: Path, *args: str, env: dict[str, str] | None = None) -> tuple[Started, str]:
     started = start_and_wait(
-        [sys.executable, "-m", "mlpack.cli", "device", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", *args],
+        [sys.executable, "-m", "mlpack_edge.cli", "device", "--bundle", str(bundle), "--allow-unsigned", "serve", "--port", "0", *args],
         "serving ",
         env={**os.environ, **(env or {})},
     )
@@ -256,7 +256,7 @@ def test_a_real_server_under_load_always_stops_on_sigterm(mixed_bundle: Path) ->
     """Raising KeyboardInterrupt from the SIGTERM handler (the old way) could land inside
     process_request, be swallowed as a request error, and leave the server serving: it
     happened in 2-5 of 40 stops under load. The handler now only sets an event."""
-    cmd = [sys.executable, "-m", "mlpack.runtime.cli", "--bundle", str(mixed_bundle), "--allow-unsigned",
+    cmd = [sys.executable, "-m", "mlpack_edge.runtime.cli", "--bundle", str(mixed_bundle), "--allow-unsigned",
            "serve", "--port", "0", "--no-monitor"]
     for attempt in range(20):
         started = start_and_wait(cmd, "serving ")
@@ -290,7 +290,7 @@ def test_limit_malloc_arenas_caps_the_heaps_threads_get(tmp_path: Path) -> None:
     """glibc gives each new thread its own arena (up to 8 per core); serve caps them at 2."""
     probe = (
         "import ctypes, sys, threading\n"
-        "from mlpack.runtime.server import limit_malloc_arenas\n"
+        "from mlpack_edge.runtime.server import limit_malloc_arenas\n"
         "if sys.argv[1] == 'limit':\n"
         "    assert limit_malloc_arenas(2)\n"
         "hold, together = [], threading.Barrier(6)\n"  # all alive at once: an exited thread's arena is reused

@@ -1,6 +1,6 @@
 """What every mlpack command line shares: lazy subcommands and the error contract.
 
-Library code raises :class:`mlpack.errors.MlpackError`; :class:`MlpackGroup` is the only
+Library code raises :class:`mlpack_edge.errors.MlpackError`; :class:`MlpackGroup` is the only
 place it becomes a one-line ``click.ClickException`` (exit 1). Usage mistakes stay
 click's (exit 2). Subcommands are imported only when run, so ``mlpack build`` never
 pays for the collector's web stack and the device CLI starts fast.
@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from mlpack.errors import MlpackError
+from mlpack_edge.errors import MlpackError
 
 __all__ = ["MlpackGroup", "fail"]
 
