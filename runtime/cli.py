@@ -353,28 +353,32 @@ def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
 
 
 class _input_lines:
-    """Text lines of a file or stdin (UTF-8, a leading BOM dropped, newlines kept for csv)."""
+    """Text lines of a file or stdin: strict UTF-8 (a leading BOM dropped), newlines kept for csv.
+
+    Bytes that are not UTF-8, wherever they are, end in one line naming the file and the
+    byte offset (:func:`mlpack_edge.runtime.io.utf8_lines`).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def __enter__(self) -> Iterator[str]:
-        if self.path == "-":
-            import io
+        from mlpack_edge.runtime.io import utf8_lines
 
-            self._fh = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        if self.path == "-":
+            if sys.stdin is None:  # started with stdin closed
+                raise click.UsageError("no input: stdin is closed; name an INPUT file")
+            self._fh = sys.stdin.buffer
         else:
             try:
-                self._fh = open(self.path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed in __exit__
+                self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
             except OSError as exc:
                 raise click.FileError(self.path, exc.strerror) from None
-        return iter(self._fh)
+        return utf8_lines(self._fh, "stdin" if self.path == "-" else self.path)
 
     def __exit__(self, *exc: object) -> None:
         if self.path != "-":
             self._fh.close()
-        else:
-            self._fh.detach()
 
 
 class _output_stream:

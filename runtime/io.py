@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,10 +34,13 @@ from mlpack_edge.runtime._format import float_texts
 from mlpack_edge.runtime.model import BatchResult, Model
 from mlpack_edge.runtime.schema import Batch, Schema, row_error
 
-__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "atomic_text_output"]
+__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "utf8_lines", "atomic_text_output"]
 
 FORMATS = ("csv", "jsonl")
 DEFAULT_CHUNK_ROWS = 2048
+_READ_BLOCK = 1 << 16
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -60,6 +64,67 @@ def detect_format(name: str | None, first_line: str) -> str:
         if fmt:
             return fmt
     return "jsonl" if first_line.lstrip().startswith("{") else "csv"
+
+
+def utf8_lines(raw: IO[bytes], where: str, block: int = _READ_BLOCK) -> Iterator[str]:
+    """The text lines of a binary stream, decoded as strict UTF-8 with a byte offset on failure.
+
+    Lines keep their endings and split as ``open(..., newline="")`` splits them
+    (``\\n``, ``\\r\\n``, a lone ``\\r``), which is what :mod:`csv` expects. A leading UTF-8
+    BOM is dropped. Text that is not UTF-8 anywhere in the stream raises a one-line
+    :class:`InputError` naming ``where``, the byte offset (counted from the start,
+    BOM included) and the line, instead of a ``UnicodeDecodeError`` from the depths of
+    a text wrapper. The stream is read in blocks of at most ``block`` bytes (``read1``
+    when the stream has it, so a slow pipe is processed as it arrives); memory is one
+    block plus the longest line.
+    """
+    read = getattr(raw, "read1", None) or raw.read
+    pending = bytearray()  # bytes after the last line end seen, not yet decoded
+    base = 0  # stream offset of pending[0]
+    lines_done = 0
+    while True:
+        chunk = read(block)
+        if not chunk:
+            if pending:
+                yield from _decoded_lines(bytes(pending), base, lines_done, where)
+            return
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            cut = chunk.rfind(b"\r", 0, len(chunk) - 1)  # a final \r may be half of \r\n
+        if cut < 0:
+            pending += chunk
+            continue
+        pending += chunk[: cut + 1]
+        data = bytes(pending)
+        pending = bytearray(chunk[cut + 1 :])
+        lines = _decoded_lines(data, base, lines_done, where)
+        lines_done += len(lines)
+        base += len(data)
+        yield from lines
+
+
+def _decoded_lines(data: bytes, base: int, lines_done: int, where: str) -> list[str]:
+    """``data`` (whole lines, from stream offset ``base``) as text lines; an ``InputError`` on bad bytes."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(data, exc, base, lines_done, where) from None
+    if base == 0 and text.startswith("\ufeff"):
+        text = text[1:]
+    return list(io.StringIO(text, newline=""))
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError, base: int, lines_done: int, where: str) -> InputError:
+    offset = base + exc.start
+    before = list(io.StringIO(data[: exc.start].decode("utf-8"), newline=""))
+    complete = len(before) - (1 if before and not before[-1].endswith(("\n", "\r")) else 0)
+    line = lines_done + complete + 1
+    if offset == 0 and data.startswith(_UTF16_BOMS):
+        why = "it starts with a UTF-16 byte-order mark"
+    else:
+        bad = data[exc.start : exc.end]
+        why = f"{exc.reason} ({' '.join(f'0x{b:02x}' for b in bad[:4])})"
+    return InputError(f"{where}: not UTF-8 text at byte {offset} (line {line}): {why}; convert it to UTF-8")
 
 
 def predict_stream(
