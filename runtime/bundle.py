@@ -163,64 +163,22 @@ def _folder_reader(folder: Path) -> Callable[[str], bytes]:
 
 
 def _open_archive(path: Path, trust: TrustPolicy, label: str | None = None) -> Bundle:
-    """Read an archive's regular files into memory (no extraction, so no path tricks)."""
-    name = path.name.lower()
-    if name.endswith(".zip"):
-        members = _zip_members(path)
-    elif name.endswith((".tar", ".tar.gz", ".tgz")):
-        members = _tar_members(path)
-    else:
-        raise BundleError(f"{path}: not a bundle folder or archive ({', '.join(ARCHIVE_SUFFIXES)})")
-    prefix = _bundle_prefix(members, path)
-    files = {k[len(prefix) :]: v for k, v in members.items() if k.startswith(prefix) and "/" not in k[len(prefix) :]}
-    manifest = Manifest.parse(files[MANIFEST_NAME], f"{path}:{prefix}{MANIFEST_NAME}")
+    """An archive's bundle, read in place (no extraction, so no path tricks) with bounded memory.
+
+    Members the manifest does not list are refused before any data is read; listed files
+    are proven while they stream in (:mod:`mlpack_edge.runtime._archive`).
+    """
+    from mlpack_edge.runtime._archive import open_archive
+
+    archive = open_archive(path)
+    manifest = archive.manifest()
 
     def read(member: str) -> bytes:
-        try:
-            return files[member]
-        except KeyError:
-            raise FileNotFoundError(member) from None
+        if member == SIGNATURE_NAME:
+            sig = archive.signature()
+            if sig is None:
+                raise FileNotFoundError(member)
+            return sig
+        return archive.read_verified(member)
 
     return Bundle(label or str(path), manifest, read, trust)
-
-
-def _bundle_prefix(members: dict[str, bytes], path: Path) -> str:
-    """``manifest.json`` at the archive's root or inside exactly one top-level folder."""
-    if MANIFEST_NAME in members:
-        return ""
-    tops = [k[: -len(MANIFEST_NAME)] for k in members if k.endswith("/" + MANIFEST_NAME) and k.count("/") == 1]
-    if len(tops) != 1:
-        raise BundleError(f"{path}: archive holds no single bundle (no manifest.json at its top)")
-    return tops[0]
-
-
-def _corrupt(path: Path, exc: BaseException) -> BundleError:
-    return BundleError(f"{path}: unreadable or corrupt archive ({exc.__class__.__name__}: {exc})")
-
-
-def _zip_members(path: Path) -> dict[str, bytes]:
-    import zipfile
-    import zlib
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return {i.filename: zf.read(i) for i in zf.infolist() if not i.is_dir()}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
-        raise _corrupt(path, exc) from None
-
-
-def _tar_members(path: Path) -> dict[str, bytes]:
-    import tarfile
-    import zlib
-
-    out: dict[str, bytes] = {}
-    try:
-        with tarfile.open(path, "r:*") as tf:
-            for member in tf:
-                if member.isfile():
-                    fh = tf.extractfile(member)
-                    if fh is not None:
-                        out[member.name.removeprefix("./")] = fh.read()
-    except (OSError, EOFError, ValueError, tarfile.TarError, zlib.error) as exc:
-        raise _corrupt(path, exc) from None
-    return out

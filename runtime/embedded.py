@@ -27,10 +27,13 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlpack_edge.errors import BundleError, IntegrityError
-from mlpack_edge.runtime.manifest import MANIFEST_NAME, Manifest, verify_files
+from mlpack_edge.runtime.manifest import MANIFEST_NAME, Manifest
+
+if TYPE_CHECKING:
+    from mlpack_edge.runtime._archive import BundleArchive
 
 __all__ = [
     "APPENDED_FORMAT",
@@ -98,19 +101,47 @@ class AppendedBundle:
     names: tuple[str, ...]
 
     def read(self, name: str) -> bytes:
-        """One member's bytes; ``FileNotFoundError`` when absent (as ``verify_files`` expects)."""
+        """One member's bytes, unverified (``mlpack inspect`` shows damage); ``FileNotFoundError`` when absent.
+
+        Capped at the largest file a bundle may hold; the device itself reads through
+        :meth:`verify` and :meth:`extract`, which prove each file as it streams in.
+        """
+        from mlpack_edge.runtime._archive import MAX_MEMBER_BYTES
+
         if name not in self.names:
             raise FileNotFoundError(name)
         try:
-            with zipfile.ZipFile(self.path) as zf:
-                return zf.read(name)
+            with zipfile.ZipFile(self.path) as zf, zf.open(name) as fh:
+                data = fh.read(MAX_MEMBER_BYTES + 1)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
             raise IntegrityError(f"{self.path}: bundle file {name} is corrupt ({exc})") from None
+        if len(data) > MAX_MEMBER_BYTES:
+            raise BundleError(f"{self.path}: bundle file {name} is more than {MAX_MEMBER_BYTES} bytes")
+        return data
+
+    def archive(self) -> BundleArchive:
+        """The appended zip as a :class:`~mlpack_edge.runtime._archive.BundleArchive` (bounded, manifest-checked reads)."""
+        from mlpack_edge.runtime._archive import zip_archive
+
+        return zip_archive(self.path)
+
+    def verify(self) -> Manifest:
+        """The manifest, once every member is one it lists and every listed file matches it.
+
+        Streams each member through sha256 (one chunk in memory at a time), so a tampered
+        or padded executable is refused without being read into memory.
+        """
+        archive = self.archive()
+        archive.verify()
+        return archive.manifest()
 
     def extract(self, target: Path) -> None:
-        """Write every member into the existing folder ``target`` (names are plain: no traversal)."""
-        for name in self.names:
-            (target / name).write_bytes(self.read(name))
+        """Write the bundle into the existing folder ``target``, each file proven as it is written.
+
+        Members the manifest does not list are refused before anything is written; names are
+        plain (no traversal).
+        """
+        self.archive().extract(target)
 
     def check_runtime(self) -> str:
         """Prove the frozen runtime in front of the zip is byte-for-byte what was built.
@@ -134,8 +165,11 @@ class AppendedBundle:
 
 def open_appended(path: str | Path) -> AppendedBundle:
     """Read the appended zip's directory; one-line ``BundleError`` when it is not there."""
+    from mlpack_edge.runtime._archive import check_zip_directory
+
     exe = Path(path)
     try:
+        check_zip_directory(exe, str(exe))
         with zipfile.ZipFile(exe) as zf:
             infos = zf.infolist()
             comment = zf.comment
@@ -181,12 +215,9 @@ def executable_identity(path: str | Path) -> dict[str, Any]:
     """
     appended = open_appended(path)
     whole = appended.check_runtime()
-    try:
-        raw = appended.read(MANIFEST_NAME)
-    except FileNotFoundError:
-        raise BundleError(f"{appended.path}: the appended bundle has no {MANIFEST_NAME}") from None
-    manifest = Manifest.parse(raw, f"{appended.path}: {MANIFEST_NAME}")
-    verify_files(manifest, appended.read, str(appended.path))
+    if MANIFEST_NAME not in appended.names:
+        raise BundleError(f"{appended.path}: the appended bundle has no {MANIFEST_NAME}")
+    manifest = appended.verify()
     return {
         "sha256": whole,
         "size": appended.path.stat().st_size,

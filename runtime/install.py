@@ -28,6 +28,7 @@ failed verifications are audit events in ``state/`` (:mod:`mlpack_edge.runtime._
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -35,13 +36,14 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from mlpack_edge._fs import atomic_directory, atomic_write_text, fsync_directory
 from mlpack_edge.errors import InstallError, IntegrityError, MlpackError
 from mlpack_edge.runtime import _audit
+from mlpack_edge.runtime._archive import ARCHIVE_SUFFIXES, BundleArchive, open_archive
 from mlpack_edge.runtime._trust import (
     TRUST_DIR,
     SignatureCheck,
@@ -54,11 +56,17 @@ from mlpack_edge.runtime.embedded import (
     BUNDLE_DIR,
     INTERNAL_DIR,
     LAUNCHER_DATA_NAME,
-    AppendedBundle,
     frozen_mode,
     open_appended,
 )
-from mlpack_edge.runtime.manifest import SIGNATURE_NAME, Manifest, read_manifest, verify_files
+from mlpack_edge.runtime.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Manifest,
+    read_manifest,
+    sha256_bytes,
+    verify_files,
+)
 
 if TYPE_CHECKING:
     from mlpack_edge.monitor_agent.config import AgentConfig
@@ -70,6 +78,7 @@ __all__ = [
     "SystemctlSystemd",
     "InstallResult",
     "current_payload",
+    "with_bundle",
     "install",
     "rollback",
     "uninstall",
@@ -88,7 +97,7 @@ _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _VERIFY_TIMEOUT_S = 300
 
 Verifier = Callable[[Path, str], None]
-Status = Literal["installed", "switched", "unchanged", "rolled back", "uninstalled"]
+Status = Literal["installed", "switched", "unchanged", "repaired", "rolled back", "uninstalled"]
 
 
 class Systemd(Protocol):
@@ -116,8 +125,9 @@ class SystemctlSystemd:
 class Payload:
     """What an install copies: the onedir launcher, the libraries, the bundle.
 
-    ``bundle`` is a bundle folder or a device executable with the bundle appended.
-    ``skip`` names entries of ``internal`` that are not part of the runtime.
+    ``bundle`` is a bundle folder, a ``.zip``/``.tar``/``.tar.gz``/``.tgz`` archive of one,
+    or a device executable with the bundle appended. ``skip`` names entries of
+    ``internal`` that are not part of the runtime.
     """
 
     launcher: Path
@@ -157,6 +167,21 @@ def current_payload() -> Payload:
         return Payload(Path(meipass) / LAUNCHER_DATA_NAME, Path(meipass), exe,
                        frozenset({LAUNCHER_DATA_NAME, "_mlpack_bundle"}))
     return Payload(exe.resolve(), Path(meipass), exe.resolve().parent / BUNDLE_DIR)
+
+
+def with_bundle(payload: Payload, bundle: Path) -> Payload:
+    """``payload``'s runtime with another bundle (``<model> --bundle PATH install``).
+
+    ``bundle`` is a bundle folder or archive; it is verified like any payload (signature
+    under the device's trust, every file against its manifest, then the laid-out version's
+    own ``verify`` on this runtime and CPU) before anything is switched.
+    """
+    if not bundle.is_dir() and not bundle.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise InstallError(
+            f"--bundle {bundle}: install takes a bundle folder or a {'/'.join(ARCHIVE_SUFFIXES)} archive of one"
+            " (to install another device executable, run its own install)"
+        )
+    return replace(payload, bundle=bundle)
 
 
 def verify_failure(executable: Path, timeout: float = _VERIFY_TIMEOUT_S) -> str | None:
@@ -219,44 +244,54 @@ def install(
     signature = _accepted(manifest, sig_raw, trust or read_trust_dir(prefix / name / TRUST_DIR), payload.bundle, state)
     model_dir = _writable(prefix, name)
     systemd = systemd or SystemctlSystemd()
-    with _locked(model_dir):
+    with _one_line_os_errors(model_dir), _locked(model_dir):
         _remove_stale(model_dir)
         target = model_dir / version
         current = _link_target(model_dir / CURRENT)
         checked = _audited(verifier, state, version, "install")
+        # what the installed copy was judged by (applied_trust may replace it just below)
+        installed_policy = read_trust_dir(model_dir / TRUST_DIR) if (model_dir / TRUST_DIR).is_dir() else None
         with applied_trust(model_dir / TRUST_DIR, trust) as trust_changed:
+            repaired: list[str] = []
             if target.is_dir():
-                _same_content(target, manifest, version)
-                if current == version:
+                repaired = _damage(target, payload, manifest, sig_raw, name, installed_policy)
+                if repaired:  # tampered or damaged: lay it out again from this (verified) payload
+                    _laid_out(payload, source, target, name, checked, current, replace_existing=True)
+                elif current == version:
                     result = InstallResult(name, version, target, "unchanged", _link_target(model_dir / PREVIOUS))
                     if trust_changed:  # the installed copy must pass the new policy too
                         checked(target, name)
                     _reconfigure(model_dir, result, systemd, agent_config, enable, trust_changed, trust)
                     result.signature = signature
                     return result
-                checked(target, name)
-                status: Status = "switched"
+                else:
+                    checked(target, name)
+                status: Status = "repaired" if repaired and current == version else "switched"
             else:
-                try:
-                    _lay_out(payload, source, target, name, checked)
-                except InstallError as exc:
-                    if current is None:
-                        raise
-                    raise InstallError(f"{exc}; {name} {current} stays current") from None
+                _laid_out(payload, source, target, name, checked, current)
                 status = "installed"
             result = InstallResult(name, version, target, status, current, signature=signature)
             _switch(model_dir, version, previous=current)
-        state.mkdir(exist_ok=True)
+        with _after_switch(result, "recording the install"):
+            state.mkdir(exist_ok=True)
         _trust_events(state, result, trust_changed, trust)
-        detail = {
-            "version": version,
-            "previous": current,
-            "content_hash": manifest.content_hash,
-            "signed_by": signature.key_id,
-        }
-        _note(result, _audit.record(state, "install" if current is None else "upgrade", detail))
-        _configure_agent(model_dir, agent_config, result)
-        result.unit = _write_unit(model_dir, name)
+        if repaired:
+            shown = ", ".join(repaired[:5]) + (f" (+{len(repaired) - 5} more)" if len(repaired) > 5 else "")
+            result.notes.append(f"repaired {len(repaired)} file{'s' if len(repaired) != 1 else ''} that did not match this executable: {shown}")
+            detail = {"version": version, "files": repaired[:20], "count": len(repaired), "content_hash": manifest.content_hash}
+            _note(result, _audit.record(state, "repaired", detail))
+        if current != version:
+            detail = {
+                "version": version,
+                "previous": current,
+                "content_hash": manifest.content_hash,
+                "signed_by": signature.key_id,
+            }
+            _note(result, _audit.record(state, "install" if current is None else "upgrade", detail))
+        with _after_switch(result, "configuring the monitoring agent"):
+            _configure_agent(model_dir, agent_config, result)
+        with _after_switch(result, f"writing {unit_name(name)}"):
+            result.unit = _write_unit(model_dir, name)
         _prune(model_dir, result)
         _service_after_switch(systemd, result, enable)
     return result
@@ -332,23 +367,28 @@ def installed_versions(prefix: Path, name: str) -> tuple[str | None, str | None,
 # -- steps ---------------------------------------------------------------------------
 
 
-def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | AppendedBundle, bytes | None]:
-    """Read and verify the payload's files; ``source`` is what ``_lay_out`` copies, then ``manifest.sig``."""
+def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | BundleArchive, bytes | None]:
+    """Read and verify the payload's files; ``source`` is what ``_lay_out`` copies, then ``manifest.sig``.
+
+    Archives and the appended bundle are proven as they stream (bounded memory) and refuse
+    any member their manifest does not list (:mod:`mlpack_edge.runtime._archive`).
+    """
     try:
         if payload.bundle.is_dir():
             manifest = read_manifest(payload.bundle)
             verify_files(manifest, lambda n: (payload.bundle / n).read_bytes(), str(payload.bundle))
             sig_path = payload.bundle / SIGNATURE_NAME
             return manifest, payload.bundle, sig_path.read_bytes() if sig_path.is_file() else None
-        appended = open_appended(payload.bundle)
-        appended.check_runtime()
-        try:
-            raw = appended.read("manifest.json")
-        except FileNotFoundError:
-            raise InstallError(f"{payload.bundle}: the appended bundle has no manifest.json") from None
-        manifest = Manifest.parse(raw, f"{payload.bundle}:manifest.json")
-        verify_files(manifest, appended.read, str(payload.bundle))
-        return manifest, appended, appended.read(SIGNATURE_NAME) if SIGNATURE_NAME in appended.names else None
+        if payload.bundle.name.lower().endswith(ARCHIVE_SUFFIXES):
+            archive = open_archive(payload.bundle)
+        else:
+            appended = open_appended(payload.bundle)
+            appended.check_runtime()
+            if MANIFEST_NAME not in appended.names:
+                raise InstallError(f"{payload.bundle}: the appended bundle has no manifest.json")
+            archive = appended.archive()
+        archive.verify()
+        return archive.manifest(), archive, archive.signature()
     except InstallError:
         raise
     except MlpackError as exc:
@@ -439,44 +479,252 @@ def _installed_dir(prefix: Path, name: str) -> Path:
     return model_dir
 
 
-def _same_content(target: Path, manifest: Manifest, version: str) -> None:
+def _damage(
+    target: Path, payload: Payload, manifest: Manifest, sig_raw: bytes | None, name: str, policy: TrustPolicy | None
+) -> list[str]:
+    """Files of the installed ``target`` that differ from ``payload`` (missing, altered or extra), in order.
+
+    An empty list: the installed version is this payload, byte for byte. A version folder
+    holding a *different*, intact model under the same version number is refused (that is
+    a build mistake, not damage); one whose manifest no longer verifies is damage.
+    ``policy`` is the trust the installed copy was installed under: a signature by another
+    key that it accepted is not damage (the new trust judges that copy in ``verify``).
+    """
+    there_dir = target / BUNDLE_DIR
     try:
-        there = read_manifest(target / BUNDLE_DIR)
+        there = read_manifest(there_dir)
     except MlpackError:
         there = None
-    if there is None or there.content_hash != manifest.content_hash:
+    if there is not None and there.content_hash != manifest.content_hash and _intact(there, there_dir, policy):
         raise InstallError(
-            f"version {version} is already installed at {target} with different content;"
+            f"version {manifest.version} is already installed at {target} with different content;"
             " give the new model a new version"
         )
+    damaged: list[str] = []
+    if not _same_file(payload.launcher, target / name):
+        damaged.append(name)
+    damaged += [f"{INTERNAL_DIR}/{rel}" for rel in _tree_differences(payload.internal, target / INTERNAL_DIR, payload.skip)]
+    expected = {MANIFEST_NAME: sha256_bytes(manifest.raw), **manifest.files}
+    if sig_raw is not None:
+        expected[SIGNATURE_NAME] = sha256_bytes(sig_raw)
+    present = {p.name: p for p in there_dir.iterdir()} if there_dir.is_dir() else {}
+    if SIGNATURE_NAME in present and there is not None and there.content_hash == manifest.content_hash:
+        if policy is not None and _intact(there, there_dir, policy):  # signed otherwise, and accepted then
+            expected[SIGNATURE_NAME] = _sha256(present[SIGNATURE_NAME])
+    for file in sorted(set(expected) | set(present)):
+        path = present.get(file)
+        if file not in expected or path is None or not path.is_file() or path.is_symlink() or _sha256(path) != expected[file]:
+            damaged.append(f"{BUNDLE_DIR}/{file}")
+    top = {p.name for p in target.iterdir()} - {name, INTERNAL_DIR, BUNDLE_DIR}
+    damaged += sorted(top)
+    return damaged
+
+
+def _intact(manifest: Manifest, folder: Path, policy: TrustPolicy | None) -> bool:
+    """Whether an installed bundle still verifies on its own (files, and signature under ``policy``)."""
+    if policy is None:
+        return False
+    try:
+        verify_files(manifest, lambda n: (folder / n).read_bytes(), str(folder))
+        sig = folder / SIGNATURE_NAME
+        check_signature(manifest.raw, sig.read_bytes() if sig.is_file() else None, policy, str(folder))
+    except (MlpackError, OSError):
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same kind and bytes (a symlink: same target); a missing ``b`` differs."""
+    if a.is_symlink() or b.is_symlink():
+        return a.is_symlink() and b.is_symlink() and os.readlink(a) == os.readlink(b)
+    try:
+        if not b.is_file() or a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
+
+
+def _tree_differences(src: Path, dst: Path, skip: frozenset[str]) -> list[str]:
+    """Relative paths under ``dst`` that are not what ``src`` holds (``skip``: top-level names of ``src`` left out)."""
+    out: list[str] = []
+
+    def walk(a: Path, b: Path, rel: str, top: bool) -> None:
+        names_a = {n for n in os.listdir(a) if not (top and n in skip)} if a.is_dir() else set()
+        names_b = set(os.listdir(b)) if b.is_dir() and not b.is_symlink() else set()
+        for n in sorted(names_a | names_b):
+            pa, pb, r = a / n, b / n, f"{rel}{n}"
+            if n not in names_a or n not in names_b:
+                out.append(r)
+            elif pa.is_dir() and not pa.is_symlink():
+                if not pb.is_dir() or pb.is_symlink():
+                    out.append(r)
+                else:
+                    walk(pa, pb, r + "/", False)
+            elif not _same_file(pa, pb):
+                out.append(r)
+
+    walk(src, dst, "", True)
+    return out
+
+
+def _laid_out(
+    payload: Payload,
+    source: Path | BundleArchive,
+    target: Path,
+    name: str,
+    verifier: Verifier,
+    current: str | None,
+    replace_existing: bool = False,
+) -> None:
+    """:func:`_lay_out`, saying which version keeps serving when it fails."""
+    try:
+        _lay_out(payload, source, target, name, verifier, replace_existing)
+    except InstallError as exc:
+        if current is None:
+            raise
+        raise InstallError(f"{exc}; {name} {current} stays current") from None
 
 
 def _lay_out(
-    payload: Payload, source: Path | AppendedBundle, target: Path, name: str, verifier: Verifier
+    payload: Payload,
+    source: Path | BundleArchive,
+    target: Path,
+    name: str,
+    verifier: Verifier,
+    replace_existing: bool = False,
 ) -> None:
-    """Assemble the version folder aside, verify it there, then rename it into place."""
+    """Assemble the version folder aside, verify it there, then rename it into place.
+
+    A write that fails (a full disk) stops at once and names the one file and why, with
+    the free space there and what the version needs.
+    """
+    doing = ["creating a temporary folder beside it"]
+    tmp: Path | None = None
     try:
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, replace=replace_existing) as tmp:
+            doing[0] = f"writing {name}"
             shutil.copy2(payload.launcher, tmp / name)
             os.chmod(tmp / name, 0o755)
-            shutil.copytree(
-                payload.internal, tmp / INTERNAL_DIR, symlinks=True,
-                ignore=lambda d, names: [n for n in names if Path(d) == payload.internal and n in payload.skip],
-            )
+            _copy_tree(payload.internal, tmp / INTERNAL_DIR, payload.skip, doing)
+            doing[0] = f"writing {BUNDLE_DIR}/"
             (tmp / BUNDLE_DIR).mkdir()
             if isinstance(source, Path):
-                for member in sorted(source.iterdir()):
-                    if member.is_file():
-                        shutil.copy2(member, tmp / BUNDLE_DIR / member.name)
+                manifest = read_manifest(source)
+                for member in sorted({MANIFEST_NAME, SIGNATURE_NAME, *manifest.files}):
+                    if (source / member).is_file():
+                        doing[0] = f"writing {BUNDLE_DIR}/{member}"
+                        shutil.copy2(source / member, tmp / BUNDLE_DIR / member)
             else:
                 source.extract(tmp / BUNDLE_DIR)
+            doing[0] = "setting permissions"
             _readable_by_all(tmp)
             try:
                 verifier(tmp, name)
             except InstallError as exc:  # name the folder it was meant for, not the temporary one
                 raise InstallError(str(exc).replace(str(tmp), str(target))) from None
+            doing[0] = f"renaming it into place{' over the damaged copy' if replace_existing else ''}"
     except OSError as exc:
-        raise InstallError(f"cannot install into {target}: {exc.strerror or exc}") from None
+        what = doing[0]
+        if exc.filename and tmp is not None and str(exc.filename).startswith(str(tmp) + os.sep):
+            what = f"writing {os.path.relpath(exc.filename, tmp)}"
+        raise InstallError(_write_failure(target, what, exc, payload)) from None
+    except MlpackError as exc:
+        if isinstance(exc, InstallError):
+            raise
+        raise InstallError(f"not installed: {exc}") from None
+
+
+def _copy_tree(src: Path, dst: Path, skip: frozenset[str], doing: list[str]) -> None:
+    """``shutil.copytree`` that stops at the first failure (it would try every file, then report them all)."""
+    dst.mkdir()
+    for root, dirs, files in os.walk(src):
+        rel_root = Path(root).relative_to(src)
+        if rel_root == Path("."):
+            dirs[:] = [d for d in dirs if d not in skip]
+            files = [f for f in files if f not in skip]
+        for d in sorted(dirs):
+            a, b = Path(root) / d, dst / rel_root / d
+            doing[0] = f"writing {INTERNAL_DIR}/{(rel_root / d).as_posix()}"
+            if a.is_symlink():
+                os.symlink(os.readlink(a), b)
+            else:
+                b.mkdir()
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        for f in sorted(files):
+            a, b = Path(root) / f, dst / rel_root / f
+            doing[0] = f"writing {INTERNAL_DIR}/{(rel_root / f).as_posix()}"
+            if a.is_symlink():
+                os.symlink(os.readlink(a), b)
+            else:
+                shutil.copy2(a, b)
+
+
+def _write_failure(target: Path, what: str, exc: OSError, payload: Payload) -> str:
+    """One line: where, which file, why; with the space figures when the disk is full."""
+    reason = exc.strerror or str(exc).splitlines()[0]
+    message = f"cannot install into {target}: {what} failed: {reason}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            free = shutil.disk_usage(target.parent).free
+            message += f" ({_size(free)} free on {target.parent}, this version needs about {_size(_payload_size(payload))})"
+        except OSError:
+            pass
+    return message
+
+
+def _payload_size(payload: Payload) -> int:
+    total = payload.launcher.stat().st_size + payload.bundle.stat().st_size
+    for root, dirs, files in os.walk(payload.internal):
+        if Path(root) == payload.internal:
+            dirs[:] = [d for d in dirs if d not in payload.skip]
+            files = [f for f in files if f not in payload.skip]
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, f)).st_size
+    if payload.bundle.is_dir():
+        total += sum(p.stat().st_size for p in payload.bundle.iterdir() if p.is_file())
+    return total
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+@contextlib.contextmanager
+def _one_line_os_errors(model_dir: Path) -> Iterator[None]:
+    """The last net: an ``OSError`` not handled closer to its cause (writing the trust folder
+    on a full disk, say) is still one line naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or model_dir
+        raise InstallError(f"cannot install under {model_dir}: {where}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _after_switch(result: InstallResult, what: str) -> Iterator[None]:
+    """A failure after the switch (a full disk) is one line saying the new version is in place already."""
+    try:
+        yield
+    except OSError as exc:
+        raise InstallError(
+            f"{result.name} {result.version} is installed and current, but {what} failed:"
+            f" {exc.strerror or exc}; free some space and run install again"
+        ) from None
 
 
 def _readable_by_all(root: Path) -> None:
