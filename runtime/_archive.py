@@ -43,6 +43,7 @@ __all__ = [
     "zip_archive",
     "tar_archive",
     "check_zip_directory",
+    "read_at_most",
     "ARCHIVE_SUFFIXES",
     "MAX_MEMBERS",
     "MAX_MEMBER_BYTES",
@@ -77,6 +78,9 @@ class Member:
 
 class BundleArchive:
     """The bundle in an archive, its shape checked; :meth:`manifest` refuses members it does not list."""
+
+    #: Unverified bytes of one member kept in memory at most (an instance may lower it).
+    keep_limit = KEEP_LIMIT
 
     def __init__(
         self, where: str, members: dict[str, Member], opened: Opener, errors: Callable[[], tuple[type[BaseException], ...]]
@@ -117,7 +121,7 @@ class BundleArchive:
         if member.size > cap:
             raise BundleError(f"{self.where}: {name} is {member.size} bytes, more than the {cap} allowed")
         with self._reading(name) as open_member, open_member(member.ref) as fh:
-            data = fh.read(cap + 1)
+            data = read_at_most(fh, cap + 1)
         if len(data) > cap:
             raise BundleError(f"{self.where}: {name} is more than the {cap} bytes allowed")
         return data
@@ -126,7 +130,7 @@ class BundleArchive:
         """A member's bytes unverified (``mlpack inspect`` shows damage instead of refusing it); size-capped."""
         member = self._member(name)
         with self._reading(name) as open_member, open_member(member.ref) as fh:
-            data = fh.read(MAX_MEMBER_BYTES + 1)
+            data = read_at_most(fh, MAX_MEMBER_BYTES + 1)
         if len(data) > MAX_MEMBER_BYTES:
             raise BundleError(f"{self.where}: {name} is more than {MAX_MEMBER_BYTES} bytes")
         return data
@@ -135,7 +139,7 @@ class BundleArchive:
         """A listed file's bytes, returned only once they match the manifest's sha256."""
         digest = self._digest(name)
         member = self._member(name)
-        keep = member.size <= KEEP_LIMIT
+        keep = member.size <= self.keep_limit
         with self._reading(name) as open_member:
             with open_member(member.ref) as fh:
                 data = self._hashed(fh, name, digest, keep)
@@ -225,6 +229,16 @@ class BundleArchive:
                 yield open_member
         except self._errors() as exc:  # evaluated when something was raised
             raise BundleError(f"{self.where}: unreadable or corrupt archive ({exc.__class__.__name__}: {exc})") from None
+
+
+def read_at_most(fh: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes, read a chunk at a time (``BufferedReader.read(n)`` allocates ``n`` up front)."""
+    parts: list[bytes] = []
+    left = limit
+    while left > 0 and (chunk := fh.read(min(CHUNK, left))):
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 class _WriteFailed(Exception):
@@ -395,13 +409,17 @@ def tar_archive(path: Path, where: str | None = None) -> BundleArchive:
                     break  # refused below before its data is read (a tar is read front to back)
                 if kind == "file" and allowed is None and name.split("/")[-1] == MANIFEST_NAME and name.count("/") <= 1:
                     allowed = _early_allowed(tf, info, name)
+                    if allowed is not None and any(e[1] == "file" and e[0].removeprefix("./") not in allowed for e in entries):
+                        break
     except errors() as exc:
         raise BundleError(f"{where}: unreadable or corrupt archive ({exc.__class__.__name__}: {exc})") from None
-    if allowed is not None and entries[-1][1] == "file" and entries[-1][0].removeprefix("./") not in allowed:
-        raise IntegrityError(
-            f"{where}: member {entries[-1][0]!r} is not listed in the manifest"
-            " (a bundle holds manifest.json, manifest.sig and the files its manifest lists; refused)"
-        )
+    if allowed is not None:
+        for raw, kind, *_ in entries:
+            if kind == "file" and raw.removeprefix("./") not in allowed:
+                raise IntegrityError(
+                    f"{where}: member {raw!r} is not listed in the manifest"
+                    " (a bundle holds manifest.json, manifest.sig and the files its manifest lists; refused)"
+                )
 
     @contextlib.contextmanager
     def opened() -> Iterator[Callable[[Any], IO[bytes]]]:

@@ -106,13 +106,13 @@ class AppendedBundle:
         Capped at the largest file a bundle may hold; the device itself reads through
         :meth:`verify` and :meth:`extract`, which prove each file as it streams in.
         """
-        from mlpack_edge.runtime._archive import MAX_MEMBER_BYTES
+        from mlpack_edge.runtime._archive import MAX_MEMBER_BYTES, read_at_most
 
         if name not in self.names:
             raise FileNotFoundError(name)
         try:
             with zipfile.ZipFile(self.path) as zf, zf.open(name) as fh:
-                data = fh.read(MAX_MEMBER_BYTES + 1)
+                data = read_at_most(fh, MAX_MEMBER_BYTES + 1)
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
             raise IntegrityError(f"{self.path}: bundle file {name} is corrupt ({exc})") from None
         if len(data) > MAX_MEMBER_BYTES:

@@ -1,7 +1,8 @@
 """``<model> install | rollback | uninstall``: thin click faces of :mod:`mlpack_edge.runtime.install`.
 
 Registered lazily by the device command group; the model they act on is the one this
-executable carries (``--name`` picks another installed model, e.g. from plain Python).
+executable carries, or the bundle the group's ``--bundle`` names (``--name`` picks
+another installed model, e.g. from plain Python).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ _prefix_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding this device's collector token (copied to the state folder, mode 0600).",
 )
+@click.pass_context
 def install(
+    ctx: click.Context,
     prefix: Path,
     trust_keys: tuple[Path, ...],
     allow_unsigned: bool,
@@ -74,14 +77,28 @@ def install(
       - an unsigned bundle is refused unless --allow-unsigned
     Refusals, installs, upgrades and trust changes are audit events the monitoring
     agent uploads.
+
+    \b
+    With --bundle PATH (a bundle folder or .tar/.tar.gz/.tgz/.zip archive) the model
+    installed is that bundle, run by this executable's runtime: checked like any
+    install (signature, files, then verify in place on this CPU) before it is switched.
+    Installing a version that is installed already but whose files were altered lays
+    it out again from this executable and records a 'repaired' audit event.
     """
     from mlpack_edge.runtime._trust import TrustPolicy
 
     config = _agent_config(collector_url, device_id, token_file)
     trust = TrustPolicy.from_key_files(trust_keys, allow_unsigned) if trust_keys or allow_unsigned else None
-    result = _install.install(_install.current_payload(), prefix, trust=trust, enable=enable, agent_config=config)
+    payload = _install.current_payload()
+    explicit = _explicit_bundle(ctx)
+    if explicit is not None:
+        payload = _install.with_bundle(payload, explicit)
+        click.echo(f"installing the bundle {explicit} with this executable's runtime")
+    result = _install.install(payload, prefix, trust=trust, enable=enable, agent_config=config)
     if result.status == "unchanged":
         click.echo(f"{result.name} {result.version} already installed at {result.path}")
+    elif result.status == "repaired":
+        click.echo(f"repaired {result.name} {result.version} at {result.path}; still current")
     else:
         was = f" (previous: {result.previous})" if result.previous and result.previous != result.version else ""
         click.echo(f"{result.status} {result.name} {result.version} at {result.path}; now current{was}")
@@ -93,9 +110,10 @@ def install(
 @click.command("rollback")
 @_prefix_option
 @click.option("--name", help="Installed model to roll back [default: this executable's model].")
-def rollback(prefix: Path, name: str | None) -> None:
+@click.pass_context
+def rollback(ctx: click.Context, prefix: Path, name: str | None) -> None:
     """Make the previously installed version current again."""
-    result = _install.rollback(prefix, name or _own_name())
+    result = _install.rollback(prefix, name or _own_name(ctx))
     click.echo(f"rolled back {result.name} to {result.version} (was {result.previous})")
     _notes(result)
 
@@ -104,14 +122,29 @@ def rollback(prefix: Path, name: str | None) -> None:
 @_prefix_option
 @click.option("--name", help="Installed model to remove [default: this executable's model].")
 @click.option("--purge", is_flag=True, help="Also delete the state folder (agent config, unsent telemetry).")
-def uninstall(prefix: Path, name: str | None, purge: bool) -> None:
+@click.pass_context
+def uninstall(ctx: click.Context, prefix: Path, name: str | None, purge: bool) -> None:
     """Remove every installed version of this model and its service unit."""
-    result = _install.uninstall(prefix, name or _own_name(), purge=purge)
+    result = _install.uninstall(prefix, name or _own_name(ctx), purge=purge)
     click.echo(f"uninstalled {result.name} from {result.path}")
     _notes(result)
 
 
-def _own_name() -> str:
+def _explicit_bundle(ctx: click.Context) -> Path | None:
+    """The device group's ``--bundle`` (or ``$MLPACK_BUNDLE``), when one was given."""
+    explicit = getattr(ctx.obj, "explicit", None)
+    return Path(explicit) if explicit is not None else None
+
+
+def _own_name(ctx: click.Context) -> str:
+    """The model these commands act on: the one ``--bundle`` names, else this executable's."""
+    explicit = _explicit_bundle(ctx)
+    if explicit is not None:
+        if explicit.is_dir():
+            return read_manifest(explicit).name
+        from mlpack_edge.runtime._archive import open_archive
+
+        return open_archive(explicit).manifest().name
     bundle = embedded_bundle()
     if bundle is None:
         raise InstallError("not running from a device executable: pass --name")
