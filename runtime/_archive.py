@@ -74,6 +74,7 @@ class Member:
     size: int
     ref: Any
     order: int  # position in the archive (tar: data offset), to read in one forward pass
+    path: str = ""  # as the archive spells it (with its top folder)
 
 
 class BundleArchive:
@@ -103,7 +104,7 @@ class BundleArchive:
             raw = self.read_capped(MANIFEST_NAME, MAX_MANIFEST_BYTES)
             manifest = Manifest.parse(raw, f"{self.where}:{MANIFEST_NAME}")
             allowed = set(manifest.files) | {MANIFEST_NAME, SIGNATURE_NAME}
-            extra = sorted(n for n in self.members if n not in allowed)
+            extra = sorted(m.path or m.name for n, m in self.members.items() if n not in allowed)
             if extra:
                 raise IntegrityError(
                     f"{self.where}: member {extra[0]!r} is not listed in the manifest"
@@ -312,7 +313,7 @@ def _bundle_names(where: str, entries: list[tuple[str, str, int, Any, int]]) -> 
             raise IntegrityError(f"{where}: member {raw!r} appears twice in the archive; refused")
         if size > MAX_MEMBER_BYTES:
             raise BundleError(f"{where}: {raw} declares {size} bytes, more than the {MAX_MEMBER_BYTES} a bundle file may have")
-        members[short] = Member(short, size, ref, order)
+        members[short] = Member(short, size, ref, order, raw)
     return members
 
 
