@@ -28,7 +28,7 @@ from mlpack_edge.collector import page, queries
 from mlpack_edge.collector._openapi import INGEST_OPENAPI
 from mlpack_edge.collector.auth import bearer_token, hash_token
 from mlpack_edge.collector.config import CollectorConfig
-from mlpack_edge.collector.ingest import Ack, Rejected, Writer, decode_body, parse_batch
+from mlpack_edge.collector.ingest import REPLAY_CONFLICT, Ack, Rejected, Writer, decode_body, parse_batch
 from mlpack_edge.collector.storage import Storage
 from mlpack_edge.errors import StorageError
 
@@ -203,6 +203,8 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
             assert isinstance(outcome, Ack)
         except Rejected as exc:
             counters.request(exc.status, size)
+            if exc.kind == REPLAY_CONFLICT:
+                counters.conflict()
             if exc.status >= 500:
                 log.warning("ingest: %s", exc.message)
             return _error(exc.status, exc.message, exc.retry_after)

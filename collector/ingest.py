@@ -12,6 +12,14 @@ The path of one ``POST /api/v1/ingest``:
    consistent, bins match the profile, (device, seq) idempotency, then windows, audit,
    device state and roll-ups.
 
+Idempotency is by content, not by number alone: a window replayed with the seq range of
+a stored one is acknowledged as a duplicate only when its body is the stored one. A
+replay with other contents (a device whose outbox was reset, a bug, or a forgery) or
+other bounds is refused with 409, the stored window is kept, and the refusal is recorded
+per (device, seq) in ``ingest_conflicts`` — the fleet page's alert, the device's audit
+list and the collector's conflict counter come from it. Comparing costs nothing for new
+windows: only a seq range that meets a stored one reads that one's body back.
+
 Every refusal is a :class:`Rejected` carrying the HTTP status and a one-line message.
 """
 
@@ -35,7 +43,7 @@ from mlpack_edge.collector.storage import Storage, WriteTx
 from mlpack_edge.errors import StorageError
 from mlpack_edge.monitor_agent.wire import Window, WireError, validate_batch
 
-__all__ = ["Rejected", "Batch", "Ack", "decode_body", "parse_batch", "apply_batches", "Writer"]
+__all__ = ["Rejected", "REPLAY_CONFLICT", "Batch", "Ack", "decode_body", "parse_batch", "apply_batches", "Writer"]
 
 log = logging.getLogger("mlpack_edge.collector")
 
@@ -44,14 +52,22 @@ _RETRIES = 3
 _compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
-class Rejected(Exception):
-    """An upload refused with an HTTP ``status`` and a one-line ``message``."""
+#: :attr:`Rejected.kind` of a batch refused because it replays a stored window differently.
+REPLAY_CONFLICT = "replay_conflict"
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+
+class Rejected(Exception):
+    """An upload refused with an HTTP ``status`` and a one-line ``message``.
+
+    ``kind`` names refusals that are counted on their own (:data:`REPLAY_CONFLICT`).
+    """
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.kind = kind
 
 
 @dataclass
@@ -206,6 +222,7 @@ def _apply_one(
 
     ack = Ack()
     fresh: list[int] = []
+    replayed: list[int] = []  # same bounds as a stored window: a duplicate if the contents agree
     prev: Window | None = None
     # New windows (the common case) are checked against the device's stored ones with one
     # query for the batch's whole seq span; only a span that meets a stored window is
@@ -219,6 +236,8 @@ def _apply_one(
         if prev is not None and prev.seq_last is not None and w.seq <= prev.seq_last:
             if (w.seq, w.seq_last) != (prev.seq, prev.seq_last):
                 raise Rejected(409, f"windows[{i}]: seq {w.seq}-{w.seq_last} overlaps seq {prev.seq}-{prev.seq_last} in the same batch")
+            if _body(w) != _body(prev):
+                raise Rejected(409, f"windows[{i}]: seq {w.seq}-{w.seq_last} appears twice in the batch with different contents")
             ack.duplicates.append(w.seq)
             continue
         prev = w
@@ -226,13 +245,30 @@ def _apply_one(
         if hit is None:
             fresh.append(i)
         elif hit == (w.seq, w.seq_last):
-            ack.duplicates.append(w.seq)
+            replayed.append(i)
         else:
+            reason = f"other bounds than the stored window seq {hit[0]}-{hit[1]}"
+            tx.record_conflict(b.device, w.seq, w.seq_last, hit, reason, now)
             raise Rejected(
                 409,
                 f"windows[{i}]: seq {w.seq}-{w.seq_last} overlaps the stored window seq {hit[0]}-{hit[1]} "
                 f"of device {b.device} with different bounds",
+                kind=REPLAY_CONFLICT,
             )
+    if replayed:
+        stored = tx.window_bodies(b.device, [b.windows[i].seq for i in replayed])
+        for i in replayed:
+            w = b.windows[i]
+            assert w.seq_last is not None
+            if not _same_body(stored.get(w.seq), _body(w)):
+                tx.record_conflict(b.device, w.seq, w.seq_last, (w.seq, w.seq_last), "other contents than the stored window", now)
+                raise Rejected(
+                    409,
+                    f"windows[{i}]: seq {w.seq}-{w.seq_last} of device {b.device} was stored with other contents;"
+                    " the stored window is kept and this one refused (outbox reset, device bug or forgery)",
+                    kind=REPLAY_CONFLICT,
+                )
+            ack.duplicates.append(w.seq)
 
     for m in new_models.values():
         tx.insert_model(m, now)
@@ -240,7 +276,7 @@ def _apply_one(
     window_rows = []
     for i in fresh:
         w, m = b.windows[i], model_of[i]
-        window_rows.append((b.device, w.seq, w.seq_last, w.model, w.start, w.end, now, _compact(w.to_dict())))
+        window_rows.append((b.device, w.seq, w.seq_last, w.model, w.start, w.end, now, _body(w)))
         key = ("h", w.model, b.device, bucket_of(w.start, "h"))
         delta = hours.get(key)
         if delta is None:
@@ -265,6 +301,22 @@ def _apply_one(
     ack.stored.sort()
     ack.duplicates.sort()
     return ack
+
+
+def _body(w: Window) -> str:
+    """A window as stored: compact JSON of its canonical dict."""
+    return _compact(w.to_dict())
+
+
+def _same_body(stored: str | None, body: str) -> bool:
+    """Whether a replay carries the stored contents (byte-equal, else equal as JSON values:
+    a body stored by another collector version may order its keys differently)."""
+    if stored is None or stored == body:
+        return stored is not None
+    try:
+        return bool(json.loads(stored) == json.loads(body))
+    except ValueError:
+        return False
 
 
 class Writer:

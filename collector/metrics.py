@@ -26,6 +26,7 @@ class IngestCounters:
         self.groups = 0
         self.group_batches = 0
         self.write_seconds = 0.0
+        self.conflicts = 0
 
     def request(self, status: int, body_bytes: int) -> None:
         with self._lock:
@@ -36,6 +37,11 @@ class IngestCounters:
         with self._lock:
             self.windows["stored"] += stored
             self.windows["duplicate"] += duplicates
+
+    def conflict(self) -> None:
+        """An upload refused for replaying a stored window with other contents or bounds."""
+        with self._lock:
+            self.conflicts += 1
 
     def group(self, batches: int, seconds: float) -> None:
         with self._lock:
@@ -64,11 +70,14 @@ def render(counters: IngestCounters, pending: int, fleet: dict[str, Any]) -> str
         req = dict(counters.requests)
         win = dict(counters.windows)
         nbytes, groups, gb, secs = counters.bytes_received, counters.groups, counters.group_batches, counters.write_seconds
+        conflicts = counters.conflicts
     out: list[str] = []
     out += _family("mlpack_collector_ingest_requests_total", "counter", "Ingest requests by HTTP status.",
                    [({"code": c}, n) for c, n in sorted(req.items())])
     out += _family("mlpack_collector_ingest_windows_total", "counter", "Windows received, stored or acknowledged as duplicates.",
                    [({"result": k}, win.get(k, 0)) for k in ("stored", "duplicate")])
+    out += _family("mlpack_collector_ingest_conflicts_total", "counter",
+                   "Uploads refused (409) for replaying a stored window with other contents or bounds.", [({}, conflicts)])
     out += _family("mlpack_collector_ingest_bytes_total", "counter", "Request body bytes received on the ingest path.", [({}, nbytes)])
     out += _family("mlpack_collector_write_groups_total", "counter", "Write transactions (group commits).", [({}, groups)])
     out += _family("mlpack_collector_write_batches_total", "counter", "Batches written in group commits.", [({}, gb)])
@@ -94,5 +103,5 @@ def render(counters: IngestCounters, pending: int, fleet: dict[str, Any]) -> str
     out += _family("mlpack_fleet_latency_seconds", "gauge", "Latency quantiles per model version over the last 24 hours.", lrows)
     out += _family("mlpack_fleet_feature_psi", "gauge", "PSI per feature (and prediction) over the last 24 hours.", drows)
     out += _family("mlpack_fleet_alerts", "gauge", "Open alerts by kind.",
-                   [({"kind": k}, sum(1 for a in fleet["alerts"] if a["kind"] == k)) for k in ("drift", "error_rate", "silent", "dropped")])
+                   [({"kind": k}, sum(1 for a in fleet["alerts"] if a["kind"] == k)) for k in ("drift", "error_rate", "silent", "dropped", "replay_conflict")])
     return "\n".join(out) + "\n"

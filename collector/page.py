@@ -202,7 +202,8 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
     if not data["models"]:
         parts.append('<section><p class="muted">No windows from this device in the range.</p></section>')
     audit = "".join(
-        f'<tr{_AUDIT_ROW.get(str(a["event"]), "")}><td class="num">{a["seq"]}</td><td>{utc(a.get("time"))}</td>'
+        f'<tr{_AUDIT_ROW.get(str(a["event"]), "")}><td class="num">{"collector" if a["seq"] is None else a["seq"]}</td>'
+        f'<td>{utc(a.get("time"))}</td>'
         f'<td>{escape(str(a["event"]))}</td><td class="detail">{_audit_detail(a.get("detail"))}</td></tr>'
         for a in data["audit"]
     )
@@ -216,7 +217,7 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
 
 
 #: Audit events that mean a model was refused or failed on the device: marked like a drifting row.
-_AUDIT_ROW = {e: ' class="row-drift"' for e in ("refused", "verify_failed", "fallback")}
+_AUDIT_ROW = {e: ' class="row-drift"' for e in ("refused", "verify_failed", "fallback", "replay_refused")}
 
 
 def _audit_detail(detail: Any) -> str:

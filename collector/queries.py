@@ -308,6 +308,7 @@ def _alerts(
     jump_factor: float,
     jump_min_rate: float,
     jump_min_requests: int,
+    conflicts: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     alerts: list[dict[str, Any]] = []
     fleet_rate = {s["model"]["hash"]: s["total"]["error_rate"] for s in series}
@@ -359,6 +360,18 @@ def _alerts(
                 "severity": "warning", "kind": "dropped", "model": m["hash"] if m else None, "device": name, "feature": None,
                 "message": f"{name}: outbox full, {dropped} windows dropped on the device",
             })
+    by_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in conflicts or ():
+        by_device[c["device"]].append(c)
+    for name, refused in by_device.items():
+        seqs = sorted({c["seq"] for c in refused})
+        shown = ", ".join(map(str, seqs[:5])) + (f" (+{len(seqs) - 5} more)" if len(seqs) > 5 else "")
+        alerts.append({
+            "severity": "critical", "kind": "replay_conflict", "model": None, "device": name, "feature": None,
+            "message": f"{name}: {len(seqs)} replayed window{'s' if len(seqs) != 1 else ''} refused, same sequence"
+            f" numbers as stored ones but {refused[0]['reason'].split(' than ')[0]} (seq {shown}, last"
+            f" {utc(max(c['last_at'] for c in refused))}); the stored windows are kept. Outbox reset, device bug or forgery",
+        })
     order = {"critical": 0, "warning": 1}
     alerts.sort(key=lambda a: (order[a["severity"]], a["kind"], a["device"] or "", a["feature"] or ""))
     return alerts
@@ -393,7 +406,9 @@ def fleet_overview(
         "models": series,
         "devices": table,
         "status_counts": by_status,
-        "alerts": _alerts(table, series, silent_after, jump_factor, jump_min_rate, jump_min_requests),
+        "alerts": _alerts(
+            table, series, silent_after, jump_factor, jump_min_rate, jump_min_requests, storage.conflicts(since=rng.start)
+        ),
     }
 
 
@@ -410,8 +425,27 @@ def device_detail(storage: Storage, name: str, rng: TimeRange, now: float, silen
         "device": row,
         "range": rng.to_dict(),
         "models": [model_series(storage, models[h], rng, device=name) for h in used if h in models],
-        "audit": storage.audit(name, limit=50),
+        "audit": _collector_events(storage.conflicts(device=name)) + storage.audit(name, limit=50),
     }
+
+
+def _collector_events(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The collector's own audit events about a device (refused replays), shaped like the device's."""
+    return [
+        {
+            "seq": None,
+            "time": c["last_at"],
+            "event": "replay_refused",
+            "origin": "collector",
+            "detail": {
+                "seq": f"{c['seq']}-{c['seq_last']}",
+                "reason": c["reason"],
+                "attempts": c["attempts"],
+                "first_at": utc(c["first_at"]),
+            },
+        }
+        for c in conflicts
+    ]
 
 
 def model_detail(storage: Storage, content_hash: str, rng: TimeRange, now: float, silent_after: float) -> dict[str, Any] | None:

@@ -120,6 +120,28 @@ class WriteTx:
             return int(row[0]), int(row[1])
         return None
 
+    def window_bodies(self, device: str, seqs: Sequence[int]) -> dict[int, str]:
+        """The stored bodies of ``device``'s windows starting at ``seqs`` (to compare a replay with)."""
+        out: dict[int, str] = {}
+        for i in range(0, len(seqs), 500):
+            part = list(seqs[i : i + 500])
+            marks = ", ".join("?" * len(part))
+            rows = self._exec(f"SELECT seq, body FROM windows WHERE device = ? AND seq IN ({marks})", [device, *part])
+            out.update((int(r[0]), str(r[1])) for r in rows.fetchall())
+        return out
+
+    def record_conflict(
+        self, device: str, seq: int, seq_last: int, stored: tuple[int, int], reason: str, now: float
+    ) -> None:
+        """A replayed window refused (other contents or bounds than the stored one): counted per (device, seq)."""
+        self._exec(
+            "INSERT INTO ingest_conflicts (device, seq, seq_last, stored_seq, stored_seq_last, reason, first_at, "
+            "last_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (device, seq) DO UPDATE SET "
+            "seq_last = excluded.seq_last, reason = excluded.reason, last_at = excluded.last_at, "
+            "attempts = ingest_conflicts.attempts + 1",
+            (device, seq, seq_last, stored[0], stored[1], reason, now, now),
+        )
+
     def model(self, content_hash: str) -> ModelInfo | None:
         row = self._exec(
             "SELECT hash, name, version, profile, thresholds, source FROM models WHERE hash = ?", (content_hash,)
@@ -455,6 +477,23 @@ class SqlStorage:
         if device is None:
             return int(self._query("SELECT COUNT(*) FROM windows")[0][0])
         return int(self._query("SELECT COUNT(*) FROM windows WHERE device = ?", (device,))[0][0])
+
+    def conflicts(self, device: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        """Refused replays (see :meth:`WriteTx.record_conflict`), newest first."""
+        where, params = [], []
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        if since is not None:
+            where.append("last_at >= ?")
+            params.append(since)
+        rows = self._query(
+            "SELECT device, seq, seq_last, stored_seq, stored_seq_last, reason, first_at, last_at, attempts "
+            "FROM ingest_conflicts" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY last_at DESC, device, seq",
+            params,
+        )
+        keys = ("device", "seq", "seq_last", "stored_seq", "stored_seq_last", "reason", "first_at", "last_at", "attempts")
+        return [dict(zip(keys, r)) for r in rows]
 
     def audit(self, device: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._query(

@@ -85,6 +85,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX windows_by_model_time ON windows (model, start_ts)",
         ],
     ),
+    (
+        3,
+        "replayed windows refused for other contents or bounds (ingest conflicts)",
+        [
+            # One row per refused (device, seq): when it was first and last tried, how often,
+            # and why; the stored window it met is kept as it was.
+            """CREATE TABLE ingest_conflicts (
+                device TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                seq_last {bigint} NOT NULL,
+                stored_seq {bigint} NOT NULL,
+                stored_seq_last {bigint} NOT NULL,
+                reason TEXT NOT NULL,
+                first_at {real} NOT NULL,
+                last_at {real} NOT NULL,
+                attempts {bigint} NOT NULL,
+                PRIMARY KEY (device, seq)
+            )""",
+            "CREATE INDEX ingest_conflicts_by_time ON ingest_conflicts (last_at)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
