@@ -17,7 +17,11 @@ left known models out     reset answers "unknown model"): forget that it knows t
                           resend the same windows with their models, before anything else
 other 4xx (400, 409,      the batch is bad: halve it until the offending window (or event)
 413, 422, ...)            is alone, then move it to the dead-letter table (kept, reported
-                          in ``outbox.dead_letter``, never retried)
+                          in ``outbox.dead_letter``, never retried) with the collector's
+                          one-line reason. 409 is a window whose seq the collector holds
+                          with other contents or bounds (this outbox was reset, or a bug):
+                          the collector keeps its copy and raises an alert; resending would
+                          never succeed
 ========================  ==================================================================
 
 A model's ``models`` entry (name, version, reference profile: ~8 KiB for 20 features)
