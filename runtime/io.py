@@ -306,7 +306,15 @@ class _JsonlSink:
         if self._keep:
             for pos, rec in enumerate(records):
                 records[pos] = {**{k: v[pos] for k, v in zip(self._keep, kept)}, **rec}
-        self._out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        if "\x85" in text or "\u2028" in text or "\u2029" in text:
+            text = text.translate(_LINE_BREAKS)
+        self._out.write(text)
+
+
+#: Characters JSON leaves raw (ensure_ascii=False) that many line readers split on
+#: (Python's ``str.splitlines``, editors): escaped, so one record stays one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 # ---------------------------------------------------------------------------- output file
