@@ -114,8 +114,9 @@ def decode_body(body: bytes, encoding: str | None, max_decompressed: int) -> Any
         raise Rejected(415, f"Content-Encoding: {enc!r} is not supported, use gzip or identity")
     try:
         return json.loads(data)
-    except UnicodeDecodeError:
-        raise Rejected(400, "body: not UTF-8 JSON") from None
+    except UnicodeDecodeError as exc:
+        where = "after inflating, " if enc == "gzip" else ""
+        raise Rejected(400, f"body: not UTF-8 JSON ({where}byte {exc.start}: {exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise Rejected(400, f"body: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except RecursionError:

@@ -1,7 +1,8 @@
 """Governance events on the device: appended to the model's state folder, uploaded by the agent.
 
 Installs, upgrades, rollbacks, uninstalls, trust changes, refused bundles, failed
-verifications and fallbacks go into the outbox's audit table
+verifications, repairs of a tampered installed copy (``repaired``: version, the files that
+differed) and fallbacks go into the outbox's audit table
 (:func:`mlpack_edge.monitor_agent.outbox.append_audit`), which the agent delivers to the
 collector exactly once with the telemetry. Recording is best effort by design: a
 damaged or unwritable state folder must not stop an install, a rollback or a fallback,

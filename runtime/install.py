@@ -19,10 +19,19 @@ the install fails.
 A new version is assembled in a hidden temporary folder, its own launcher runs
 ``verify`` there (signature, integrity, golden probes on this CPU), and only then is the
 folder renamed into place and ``current`` switched. A failure anywhere before the switch
-leaves the previous version serving and nothing new on disk. Versions other than
-``current`` and ``previous`` are removed after a successful switch (a device's disk is
-small). Installs, upgrades, rollbacks, uninstalls, trust changes, refused bundles and
-failed verifications are audit events in ``state/`` (:mod:`mlpack_edge.runtime._audit`).
+leaves the previous version serving and nothing new on disk; a failed write (a full disk)
+stops at that file and says which, why, and the free vs needed space, in one line.
+Versions other than ``current`` and ``previous`` are removed after a successful switch (a
+device's disk is small). Installs, upgrades, rollbacks, uninstalls, trust changes, refused
+bundles, failed verifications and repairs are audit events in ``state/``
+(:mod:`mlpack_edge.runtime._audit`).
+
+Installing a version that is there already first compares it with the payload, file by
+file (launcher, every library, every bundle file; extra files count): a copy that was
+altered is laid out again from the payload (which was just verified), verified in place,
+swapped in, and recorded as a ``repaired`` event; an intact copy is left alone. The payload
+is normally the running executable; ``with_bundle`` pairs its runtime with a bundle folder
+or archive given as ``--bundle``.
 """
 
 from __future__ import annotations

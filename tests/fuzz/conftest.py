@@ -31,3 +31,18 @@ def fuzz_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def features(fuzz_bundle: Path) -> list[str]:
     manifest = json.loads((fuzz_bundle / "manifest.json").read_bytes())
     return [f["name"] for f in manifest["input"]["features"]]
+
+
+@pytest.fixture(scope="session")
+def valid(fuzz_bundle: Path) -> dict[str, list[object]]:
+    """Per feature, values the model accepts (numbers; categories; None where nullable)."""
+    return valid_values(fuzz_bundle)
+
+
+def valid_values(bundle: Path) -> dict[str, list[object]]:
+    manifest = json.loads((bundle / "manifest.json").read_bytes())
+    out: dict[str, list[object]] = {}
+    for f in manifest["input"]["features"]:
+        values: list[object] = list(f.get("categories", [])) if f["kind"] == "categorical" else [0.0, 1.5, -3.25, 1e3, 17.0]
+        out[f["name"]] = values + ([None] if f["nullable"] else [])
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -41,14 +41,27 @@ def json_value(leaf_size: int = 12) -> st.SearchStrategy[Any]:
                         max_leaves=12)
 
 
-def row_dict(features: Sequence[str]) -> st.SearchStrategy[dict[str, Any]]:
-    """A row object: some features, values of any type, perhaps unknown keys."""
+#: Feature name -> values the model accepts for it (JSON types: numbers, category strings, None).
+Valid = Mapping[str, Sequence[Any]]
+
+
+def row_dict(features: Sequence[str], valid: Valid | None = None) -> st.SearchStrategy[dict[str, Any]]:
+    """A row object: some features, values of any type, perhaps unknown keys; or, given
+    ``valid``, often a row the model accepts (so predictions get formatted and written too)."""
     value = st.one_of(json_value(), st.sampled_from(EDGE_TEXT), JSON_NUMBERS)
-    return st.builds(
+    wild = st.builds(
         lambda known, extra: {**known, **extra},
         st.fixed_dictionaries({}, optional={f: value for f in features}),
         st.dictionaries(st.text(max_size=8), value, max_size=2),
     )
+    if not valid:
+        return wild
+    good = st.fixed_dictionaries({f: st.sampled_from(list(valid[f])) for f in features if f in valid})
+    return st.one_of(wild, good)
+
+
+def _as_cell(value: Any) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
 @st.composite
@@ -69,7 +82,7 @@ def damaged(draw: st.DrawFn, text: str) -> bytes:
 
 
 @st.composite
-def csv_text(draw: st.DrawFn, features: Sequence[str]) -> str:
+def csv_text(draw: st.DrawFn, features: Sequence[str], valid: Valid | None = None) -> str:
     names = list(draw(st.permutations(list(features))))
     shape = draw(st.sampled_from(["ok", "ok", "drop", "extra", "dup", "none"]))
     if shape == "drop" and names:
@@ -80,6 +93,10 @@ def csv_text(draw: st.DrawFn, features: Sequence[str]) -> str:
         names.append(names[0])
     header = names if shape != "none" else []
     rows = draw(st.lists(st.lists(cell_text(), min_size=0, max_size=len(features) + 2), max_size=12))
+    if valid and header and draw(st.booleans()):  # rows the model accepts, some of them
+        good = [[_as_cell(draw(st.sampled_from(list(valid[n])))) if n in valid else draw(cell_text()) for n in header]
+                for _ in range(draw(st.integers(1, 8)))]
+        rows = [r for pair in zip(good, rows + [None] * len(good)) for r in pair if r is not None]
     rows = [r if draw(st.booleans()) else (r + [""] * len(header))[: len(header)] for r in rows]
     eol = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     if draw(st.booleans()):
@@ -94,9 +111,9 @@ def csv_text(draw: st.DrawFn, features: Sequence[str]) -> str:
 
 
 @st.composite
-def jsonl_text(draw: st.DrawFn, features: Sequence[str]) -> str:
+def jsonl_text(draw: st.DrawFn, features: Sequence[str], valid: Valid | None = None) -> str:
     lines = draw(st.lists(st.one_of(
-        st.tuples(row_dict(features), st.booleans()).map(lambda t: json.dumps(t[0], ensure_ascii=t[1])),
+        st.tuples(row_dict(features, valid), st.booleans()).map(lambda t: json.dumps(t[0], ensure_ascii=t[1])),
         json_value().map(json.dumps),
         st.sampled_from(["", "   ", "{", "[" * 3000, '{"x1": NaN}', '{"x1": 1e999}', "{'x1': 1}", "null", "\x00"]),
         st.text(max_size=30),
@@ -104,18 +121,19 @@ def jsonl_text(draw: st.DrawFn, features: Sequence[str]) -> str:
     return draw(st.sampled_from(["\n", "\r\n"])).join(lines) + draw(st.sampled_from(["", "\n"]))
 
 
-def input_bytes(features: Sequence[str]) -> st.SearchStrategy[bytes]:
+def input_bytes(features: Sequence[str], valid: Valid | None = None) -> st.SearchStrategy[bytes]:
     """What ``predict`` may be handed: near-CSV, near-JSON Lines, or anything at all."""
     return st.one_of(
-        csv_text(features).flatmap(damaged),
-        jsonl_text(features).flatmap(damaged),
+        csv_text(features, valid).flatmap(damaged),
+        jsonl_text(features, valid).flatmap(damaged),
         st.binary(max_size=600),
     )
 
 
-def predict_bodies(features: Sequence[str]) -> st.SearchStrategy[bytes]:
+def predict_bodies(features: Sequence[str], valid: Valid | None = None) -> st.SearchStrategy[bytes]:
     """``POST /predict`` bodies: a row, a batch, any JSON, damaged JSON, raw bytes."""
-    rows = st.one_of(row_dict(features), st.lists(st.one_of(row_dict(features), json_value()), max_size=8))
+    row = row_dict(features, valid)
+    rows = st.one_of(row, st.lists(st.one_of(row, json_value()), max_size=8))
     text = st.one_of(
         rows.map(json.dumps), json_value().map(json.dumps),
         st.sampled_from(["", "{", "[" * 5000 + "]" * 5000, '{"x1": NaN}', "[1e999]", '{"x1": -Infinity}', "\ufeff{}"]),

@@ -84,7 +84,7 @@ def uploads(draw: st.DrawFn, template: dict[str, Any]) -> tuple[bytes, str | Non
     return raw, encoding
 
 
-@fuzz(examples=150)
+@fuzz(examples=100)
 @given(data=st.data())
 def test_ingest_answers_every_upload_below_500_and_stores_whole_batches(
     fleet: tuple[Collector, str, str, dict[str, Any]], data: st.DataObject

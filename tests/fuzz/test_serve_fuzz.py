@@ -55,13 +55,13 @@ def check_json_reply(r: httpx.Response) -> object:
     return payload
 
 
-@fuzz(examples=150)
+@fuzz(examples=100)
 @given(data=st.data())
 def test_predict_answers_every_body_below_500_with_one_line_errors(
-    served: tuple[Started, httpx.Client], features: list[str], data: st.DataObject
+    served: tuple[Started, httpx.Client], features: list[str], valid: dict[str, list[object]], data: st.DataObject
 ) -> None:
     _, client = served
-    body = data.draw(predict_bodies(features), label="body")
+    body = data.draw(predict_bodies(features, valid), label="body")
     ctype = data.draw(st.sampled_from(CONTENT_TYPES), label="content-type")
     r = client.post("/predict", content=body, headers={"Content-Type": ctype} if ctype else {})
     event(f"HTTP {r.status_code}")
@@ -71,3 +71,15 @@ def test_predict_answers_every_body_below_500_with_one_line_errors(
         errors = [p["error"] for p in payload["predictions"] if isinstance(p, dict) and "error" in p]
         assert payload["failed"] == len(errors)
         assert all(isinstance(e, str) and "\n" not in e for e in errors)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"x1": 1, "colour": "r\xe9d"}'.encode("latin-1"), '{"x1": 1}'.encode("utf-16"), b"\xff\xfe\x00garbage"],
+    ids=["latin-1", "utf-16", "garbage"],
+)
+def test_a_body_that_is_not_utf8_json_is_a_one_line_4xx(served: tuple[Started, httpx.Client], body: bytes) -> None:
+    _, client = served
+    r = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    check_json_reply(r)
+    assert r.status_code in (400, 422), r.text
