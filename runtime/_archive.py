@@ -127,15 +127,6 @@ class BundleArchive:
             raise BundleError(f"{self.where}: {name} is more than the {cap} bytes allowed")
         return data
 
-    def read_raw(self, name: str) -> bytes:
-        """A member's bytes unverified (``mlpack inspect`` shows damage instead of refusing it); size-capped."""
-        member = self._member(name)
-        with self._reading(name) as open_member, open_member(member.ref) as fh:
-            data = read_at_most(fh, MAX_MEMBER_BYTES + 1)
-        if len(data) > MAX_MEMBER_BYTES:
-            raise BundleError(f"{self.where}: {name} is more than {MAX_MEMBER_BYTES} bytes")
-        return data
-
     def read_verified(self, name: str) -> bytes:
         """A listed file's bytes, returned only once they match the manifest's sha256."""
         digest = self._digest(name)
