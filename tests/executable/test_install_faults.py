@@ -33,6 +33,8 @@ from mlpack_edge.runtime._trust import TrustPolicy
 from mlpack_edge.runtime.embedded import APPENDED_FORMAT, locate_bundle, open_appended
 from mlpack_edge.runtime.install import Payload, install, with_bundle
 
+from tests._craft import Zeros, write_zip
+
 from .conftest import UNSIGNED_OK, FakeSystemd
 
 MakePayload = Callable[..., Payload]
@@ -307,18 +309,9 @@ def test_with_bundle_is_verified_like_any_install(
 
 def _padded_executable(path: Path, runtime: bytes, files: dict[str, bytes], extra_size: int) -> Path:
     """A device executable whose appended zip carries an unlisted member of ``extra_size`` zero bytes."""
-    path.write_bytes(runtime)
-    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in sorted(files):
-            zf.writestr(name, files[name])
-        with zf.open("extra.bin", "w", force_zip64=True) as fh:
-            for _ in range(extra_size // MB):
-                fh.write(bytes(MB))
-        zf.comment = json.dumps(
-            {"format": APPENDED_FORMAT, "runtime_size": len(runtime), "runtime_sha256": hashlib.sha256(runtime).hexdigest()},
-            sort_keys=True,
-        ).encode()
-    return path
+    trailer = {"format": APPENDED_FORMAT, "runtime_size": len(runtime), "runtime_sha256": hashlib.sha256(runtime).hexdigest()}
+    members = [*sorted(files.items()), ("extra.bin", Zeros(extra_size))]
+    return write_zip(path, members, prefix=runtime, comment=json.dumps(trailer, sort_keys=True).encode())
 
 
 def test_an_executable_padded_with_an_unlisted_member_is_refused_in_bounded_memory(
