@@ -36,7 +36,10 @@ __all__ = [
 ]
 
 TASKS = {"binary": "binary classification", "multiclass": "multiclass classification", "regression": "regression"}
-VERSION_KEYS = ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+VERSION_KEYS = (
+    *("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas"),
+    *("xgboost", "lightgbm", "onnxmltools"),  # builds with a booster (builder/boosters.py)
+)
 
 Row = tuple[str, str]
 #: Summary statistics in reading order (a manifest read back from disk has its keys sorted).
@@ -147,6 +150,8 @@ def parity_rows(m: Mapping[str, Any]) -> list[Row]:
         ("held-out rows", str(p["rows"])),
         ("probe rows", f"{p['probe_rows']} (missing values, unseen categories, out of range)"),
     ]
+    if p.get("missing_rows"):
+        rows.append(("missing rows", f"{p['missing_rows']} (rows with a missing value, compared too)"))
     if p.get("label_agreement") is not None:
         rows.append(("label agreement", share(p["label_agreement"])))
     rows += [

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpack_edge._fs import canonical_json
-from mlpack_edge.builder import _inputs, convert, data, estimators, metrics, parity
+from mlpack_edge.builder import _inputs, boosters, convert, data, estimators, metrics, parity
 from mlpack_edge.builder.convert import Converted
 from mlpack_edge.builder.data import Dataset
 from mlpack_edge.builder.estimators import Model, UserEstimator
@@ -310,6 +310,7 @@ def _manifest(
         "seed": m.seed,
         "estimator": estimators.describe(model.estimator),
         **_versions(),
+        **boosters.versions(model.estimator),
     }
     if spec.estimator.factory is not None:
         lineage["factory"] = spec.estimator.factory
