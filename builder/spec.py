@@ -45,7 +45,8 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
                                   # impute: most_frequent|none; encode: onehot|ordinal
 
     [estimator]                   # exactly one of class / steps / factory
-    class = "RandomForestClassifier"            # scikit-learn name or dotted sklearn path
+    class = "RandomForestClassifier"            # scikit-learn name or dotted sklearn path, or
+                                  # xgboost.XGBClassifier|XGBRegressor, lightgbm.LGBMClassifier|LGBMRegressor
     params = { n_estimators = 100, max_depth = 8 }
     # steps = [{ class = "StandardScaler" }, { class = "LogisticRegression", params = { C = 0.5 } }]
     # factory = "model.py:make_estimator"       # returns an unfitted estimator
