@@ -238,3 +238,54 @@ def test_estimator_and_onnx_together_is_a_spec_error(project: Project) -> None:
         "Error: mlpack.toml: [estimator] cannot be used with model.onnx (the ONNX file is the whole model);"
         " remove [estimator] or model.onnx"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["onnx_network", "fleet_faults_xgboost"])
+def test_the_device_executable_runs_the_example_unchanged(tmp_path: Path, example: str) -> None:
+    """The executable the build freezes (the same runtime as for scikit-learn) verifies and predicts."""
+    import csv
+    import os
+    import subprocess
+
+    from mlpack_edge.builder import build
+
+    from .conftest import EXAMPLES
+
+    result = build(EXAMPLES / example, tmp_path / "dist")
+    assert result.executable is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [str(result.executable), *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
+    verify = run("verify")
+    assert verify.returncode == 0, verify.stderr
+    assert "golden set:" in verify.stdout and " agree " in verify.stdout
+    spec_data = {"onnx_network": EXAMPLES / "breast_cancer" / "breast_cancer.csv",
+                 "fleet_faults_xgboost": EXAMPLES / "fleet_faults" / "fleet_faults.csv"}[example]
+    features = [f["name"] for f in result.manifest["input"]["features"]]
+    with spec_data.open() as f:
+        rows = list(csv.DictReader(f))[:20]
+    rows_csv = tmp_path / "rows.csv"
+    with rows_csv.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(features)
+        w.writerows([[r[c] for c in features] for r in rows])
+    predict = run("predict", rows_csv)
+    assert predict.returncode == 0, predict.stderr
+    got = list(csv.DictReader(io.StringIO(predict.stdout)))
+    assert len(got) == 20 and all(r["error"] == "" for r in got)
+    if example == "onnx_network":  # PyTorch's own answers for those rows
+        with (EXAMPLES / "onnx_network" / "reference.csv").open() as f:
+            ref = list(csv.DictReader(f))[:20]
+        assert [r["label"] for r in got] == [r["label"] for r in ref]
+        for g, r in zip(got, ref, strict=True):
+            assert abs(float(g["proba_malignant"]) - float(r["proba_malignant"])) < 1e-5
+    else:
+        x = pd.read_csv(rows_csv, dtype=str, keep_default_na=False)
+        frame = pd.DataFrame({
+            f["name"]: (pd.to_numeric(x[f["name"]].replace("", np.nan)).astype(np.float32) if f["kind"] == "numeric"
+                        else x[f["name"]])
+            for f in result.manifest["input"]["features"]
+        })
+        assert [r["label"] for r in got] == [str(v) for v in result.estimator.predict(frame)]
