@@ -9,6 +9,13 @@ statuses included, is a :class:`Response`.
 
 Redirects are never followed: a ``3xx`` is returned as it is, so an ``https://``
 collector can never send the device's token and telemetry on to a plain ``http://`` one.
+
+A refused client certificate: in TLS 1.3 the client finishes its handshake before the
+server has checked the client's certificate, and Python servers (asyncio, uvloop) close
+the connection without flushing the alert that would say why, so the agent just sees
+the connection closed with no reply. When that happens with a client certificate
+configured, one TLS 1.2 handshake (where the server decides inside the handshake) tells
+a refused certificate from any other failure.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ class Transport(Protocol):
         ...
 
 
+#: How a connection closed under the request looks (a refused TLS 1.3 client certificate does too).
+_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None  # the 3xx reaches the caller as an HTTPError
@@ -62,10 +73,14 @@ class UrllibTransport:
     """
 
     def __init__(
-        self, timeout: float = 30.0, context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None
+        self,
+        timeout: float = 30.0,
+        context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
+        client_cert: bool = False,
     ) -> None:
         self.timeout = timeout
         self._context = context
+        self._client_cert = client_cert  # the context presents one: diagnose closed connections
         self._openers: dict[bool, urllib.request.OpenerDirector] = {}
 
     def _opener(self, https: bool) -> urllib.request.OpenerDirector:
@@ -89,13 +104,42 @@ class UrllibTransport:
                 data = exc.read() if exc.fp is not None else b""
                 return Response(exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, data)
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, _CLOSED):
+                self._diagnose_closed(url)
             if isinstance(exc.reason, ssl.SSLError):
                 raise _tls_error(url, exc.reason) from None
             raise TransportError(f"{_host(url)}: {exc.reason}") from None
-        except ssl.SSLError as exc:  # a TLS alert read with the reply (TLS 1.3 client-certificate refusals)
+        except ssl.SSLError as exc:  # a TLS alert (or a closed TLS session) while sending or reading
+            if isinstance(exc, _CLOSED):
+                self._diagnose_closed(url)
             raise _tls_error(url, exc) from None
         except (OSError, socket.timeout, http.client.HTTPException) as exc:  # reset mid-reply, timeout while reading
+            if isinstance(exc, _CLOSED):
+                self._diagnose_closed(url)
             raise TransportError(f"{_host(url)}: {exc.__class__.__name__}: {exc}") from None
+
+    def _diagnose_closed(self, url: str) -> None:
+        """Raise :class:`TlsError` if the server refuses our client certificate (see the module doc)."""
+        parts = urlsplit(url)
+        if not (self._client_cert and parts.scheme == "https" and callable(self._context) and parts.hostname):
+            return
+        ctx = self._context()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            with socket.create_connection((parts.hostname, parts.port or 443), timeout=self.timeout) as sock:
+                with ctx.wrap_socket(sock, server_hostname=parts.hostname):
+                    return  # the handshake with our certificate passes: the closed connection was something else
+        except ssl.SSLCertVerificationError as exc:
+            raise _tls_error(url, exc) from None
+        except ssl.SSLError as exc:
+            if "PROTOCOL_VERSION" in (exc.reason or "").upper():  # a TLS 1.3-only server: cannot tell
+                return
+            raise TlsError(
+                f"{_host(url)}: the collector refused the TLS handshake: client certificate not accepted "
+                "(is it issued by the CA the collector trusts, and still valid?)"
+            ) from None
+        except OSError:
+            return
 
     def __repr__(self) -> str:
         return f"UrllibTransport(timeout={self.timeout})"
@@ -115,7 +159,7 @@ def transport_for(config: AgentConfig, timeout: float = 30.0) -> UrllibTransport
 
         return client_context(config.ca_file, config.client_cert, config.client_key)
 
-    return UrllibTransport(timeout, context)
+    return UrllibTransport(timeout, context, client_cert=bool(config.client_cert))
 
 
 def _host(url: str) -> str:
