@@ -87,6 +87,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         3,
+        "device client certificates (mutual TLS): SHA-256 fingerprint -> device",
+        [
+            """CREATE TABLE device_certs (
+                fingerprint TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                not_after {real},
+                added_at {real} NOT NULL
+            )""",
+            "CREATE INDEX device_certs_by_device ON device_certs (device)",
+        ],
+    ),
+    (
+        4,
         "replayed windows refused for other contents or bounds (ingest conflicts)",
         [
             # One row per refused (device, seq): when it was first and last tried, how often,

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mlpack_edge.collector import admin, open_storage
-from mlpack_edge.collector.storage.migrations import LATEST
+from mlpack_edge.collector.storage import LATEST
 from mlpack_edge.monitor_agent.wire import merge_windows
 from tests.collector.process import Collector
 from tests.collector.sim import gz, make_profile, model_hash
