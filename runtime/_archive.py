@@ -121,7 +121,7 @@ class BundleArchive:
         member = self._member(name)
         if member.size > cap:
             raise BundleError(f"{self.where}: {name} is {member.size} bytes, more than the {cap} allowed")
-        with self._reading(name) as open_member, open_member(member.ref) as fh:
+        with self._reading() as open_member, self._member_errors(name), open_member(member.ref) as fh:
             data = read_at_most(fh, cap + 1)
         if len(data) > cap:
             raise BundleError(f"{self.where}: {name} is more than the {cap} bytes allowed")
@@ -132,7 +132,7 @@ class BundleArchive:
         digest = self._digest(name)
         member = self._member(name)
         keep = member.size <= self.keep_limit
-        with self._reading(name) as open_member:
+        with self._reading() as open_member, self._member_errors(name):
             with open_member(member.ref) as fh:
                 data = self._hashed(fh, name, digest, keep)
             if data is None:  # big: proven by a hashing pass, now read (and proven) again
@@ -146,9 +146,9 @@ class BundleArchive:
         manifest = self.manifest()
         order = sorted((self._member(n) for n in manifest.files if n in self.members), key=lambda m: m.order)
         self._missing(manifest)
-        with self._reading("a member") as open_member:
+        with self._reading() as open_member:
             for m in order:
-                with open_member(m.ref) as fh:
+                with self._member_errors(m.name), open_member(m.ref) as fh:
                     self._hashed(fh, m.name, manifest.files[m.name], keep=False)
 
     def extract(self, target: Path) -> None:
@@ -167,9 +167,9 @@ class BundleArchive:
             (target / SIGNATURE_NAME).write_bytes(sig)
         order = sorted((self._member(n) for n in manifest.files), key=lambda m: m.order)
         try:
-            with self._reading("a member") as open_member:
+            with self._reading() as open_member:
                 for m in order:
-                    with open_member(m.ref) as fh, _writing(target / m.name) as write:
+                    with self._member_errors(m.name), open_member(m.ref) as fh, _writing(target / m.name) as write:
                         self._hashed(fh, m.name, manifest.files[m.name], keep=False, sink=write)
         except _WriteFailed as failed:
             raise failed.error from None
@@ -215,12 +215,21 @@ class BundleArchive:
         return b"".join(parts) if keep else None
 
     @contextlib.contextmanager
-    def _reading(self, what: str) -> Iterator[Callable[[Any], IO[bytes]]]:
+    def _reading(self) -> Iterator[Callable[[Any], IO[bytes]]]:
+        """The archive opened for reading members; a failure to open it is one line."""
         try:
             with self._opened() as open_member:
                 yield open_member
         except self._errors() as exc:  # evaluated when something was raised
             raise BundleError(f"{self.where}: unreadable or corrupt archive ({exc.__class__.__name__}: {exc})") from None
+
+    @contextlib.contextmanager
+    def _member_errors(self, name: str) -> Iterator[None]:
+        """A member whose compressed data or checksum is damaged: an ``IntegrityError`` naming it."""
+        try:
+            yield
+        except self._errors() as exc:
+            raise IntegrityError(f"{self.where}: bundle file {name} is corrupt ({exc.__class__.__name__}: {exc})") from None
 
 
 def read_at_most(fh: IO[bytes], limit: int) -> bytes:

@@ -37,7 +37,6 @@ or archive given as ``--bundle``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -49,10 +48,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from mlpack_edge._fs import atomic_directory, atomic_write_text, fsync_directory
+from mlpack_edge._fs import atomic_write_text, fsync_directory
 from mlpack_edge.errors import InstallError, IntegrityError, MlpackError
 from mlpack_edge.runtime import _audit
 from mlpack_edge.runtime._archive import ARCHIVE_SUFFIXES, BundleArchive, open_archive
+from mlpack_edge.runtime._damage import damage
+from mlpack_edge.runtime._layout import lay_out
 from mlpack_edge.runtime._trust import (
     TRUST_DIR,
     SignatureCheck,
@@ -63,7 +64,6 @@ from mlpack_edge.runtime._trust import (
 )
 from mlpack_edge.runtime.embedded import (
     BUNDLE_DIR,
-    INTERNAL_DIR,
     LAUNCHER_DATA_NAME,
     frozen_mode,
     open_appended,
@@ -73,7 +73,6 @@ from mlpack_edge.runtime.manifest import (
     SIGNATURE_NAME,
     Manifest,
     read_manifest,
-    sha256_bytes,
     verify_files,
 )
 
@@ -263,7 +262,7 @@ def install(
         with applied_trust(model_dir / TRUST_DIR, trust) as trust_changed:
             repaired: list[str] = []
             if target.is_dir():
-                repaired = _damage(target, payload, manifest, sig_raw, name, installed_policy)
+                repaired = damage(target, payload, manifest, sig_raw, name, installed_policy)
                 if repaired:  # tampered or damaged: lay it out again from this (verified) payload
                     _laid_out(payload, source, target, name, checked, current, replace_existing=True)
                 elif current == version:
@@ -377,7 +376,7 @@ def installed_versions(prefix: Path, name: str) -> tuple[str | None, str | None,
 
 
 def _payload_manifest(payload: Payload) -> tuple[Manifest, Path | BundleArchive, bytes | None]:
-    """Read and verify the payload's files; ``source`` is what ``_lay_out`` copies, then ``manifest.sig``.
+    """Read and verify the payload's files; ``source`` is what ``lay_out`` copies, then ``manifest.sig``.
 
     Archives and the appended bundle are proven as they stream (bounded memory) and refuse
     any member their manifest does not list (:mod:`mlpack_edge.runtime._archive`).
@@ -488,108 +487,6 @@ def _installed_dir(prefix: Path, name: str) -> Path:
     return model_dir
 
 
-def _damage(
-    target: Path, payload: Payload, manifest: Manifest, sig_raw: bytes | None, name: str, policy: TrustPolicy | None
-) -> list[str]:
-    """Files of the installed ``target`` that differ from ``payload`` (missing, altered or extra), in order.
-
-    An empty list: the installed version is this payload, byte for byte. A version folder
-    holding a *different*, intact model under the same version number is refused (that is
-    a build mistake, not damage); one whose manifest no longer verifies is damage.
-    ``policy`` is the trust the installed copy was installed under: a signature by another
-    key that it accepted is not damage (the new trust judges that copy in ``verify``).
-    """
-    there_dir = target / BUNDLE_DIR
-    try:
-        there = read_manifest(there_dir)
-    except MlpackError:
-        there = None
-    if there is not None and there.content_hash != manifest.content_hash and _intact(there, there_dir, policy):
-        raise InstallError(
-            f"version {manifest.version} is already installed at {target} with different content;"
-            " give the new model a new version"
-        )
-    damaged: list[str] = []
-    if not _same_file(payload.launcher, target / name):
-        damaged.append(name)
-    damaged += [f"{INTERNAL_DIR}/{rel}" for rel in _tree_differences(payload.internal, target / INTERNAL_DIR, payload.skip)]
-    expected = {MANIFEST_NAME: sha256_bytes(manifest.raw), **manifest.files}
-    if sig_raw is not None:
-        expected[SIGNATURE_NAME] = sha256_bytes(sig_raw)
-    present = {p.name: p for p in there_dir.iterdir()} if there_dir.is_dir() else {}
-    if SIGNATURE_NAME in present and there is not None and there.content_hash == manifest.content_hash:
-        if policy is not None and _intact(there, there_dir, policy):  # signed otherwise, and accepted then
-            expected[SIGNATURE_NAME] = _sha256(present[SIGNATURE_NAME])
-    for file in sorted(set(expected) | set(present)):
-        path = present.get(file)
-        if file not in expected or path is None or not path.is_file() or path.is_symlink() or _sha256(path) != expected[file]:
-            damaged.append(f"{BUNDLE_DIR}/{file}")
-    top = {p.name for p in target.iterdir()} - {name, INTERNAL_DIR, BUNDLE_DIR}
-    damaged += sorted(top)
-    return damaged
-
-
-def _intact(manifest: Manifest, folder: Path, policy: TrustPolicy | None) -> bool:
-    """Whether an installed bundle still verifies on its own (files, and signature under ``policy``)."""
-    if policy is None:
-        return False
-    try:
-        verify_files(manifest, lambda n: (folder / n).read_bytes(), str(folder))
-        sig = folder / SIGNATURE_NAME
-        check_signature(manifest.raw, sig.read_bytes() if sig.is_file() else None, policy, str(folder))
-    except (MlpackError, OSError):
-        return False
-    return True
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Same kind and bytes (a symlink: same target); a missing ``b`` differs."""
-    if a.is_symlink() or b.is_symlink():
-        return a.is_symlink() and b.is_symlink() and os.readlink(a) == os.readlink(b)
-    try:
-        if not b.is_file() or a.stat().st_size != b.stat().st_size:
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x, y = fa.read(1 << 20), fb.read(1 << 20)
-                if x != y:
-                    return False
-                if not x:
-                    return True
-    except OSError:
-        return False
-
-
-def _tree_differences(src: Path, dst: Path, skip: frozenset[str]) -> list[str]:
-    """Relative paths under ``dst`` that are not what ``src`` holds (``skip``: top-level names of ``src`` left out)."""
-    out: list[str] = []
-
-    def walk(a: Path, b: Path, rel: str, top: bool) -> None:
-        names_a = {n for n in os.listdir(a) if not (top and n in skip)} if a.is_dir() else set()
-        names_b = set(os.listdir(b)) if b.is_dir() and not b.is_symlink() else set()
-        for n in sorted(names_a | names_b):
-            pa, pb, r = a / n, b / n, f"{rel}{n}"
-            if n not in names_a or n not in names_b:
-                out.append(r)
-            elif pa.is_dir() and not pa.is_symlink():
-                if not pb.is_dir() or pb.is_symlink():
-                    out.append(r)
-                else:
-                    walk(pa, pb, r + "/", False)
-            elif not _same_file(pa, pb):
-                out.append(r)
-
-    walk(src, dst, "", True)
-    return out
-
-
 def _laid_out(
     payload: Payload,
     source: Path | BundleArchive,
@@ -599,118 +496,13 @@ def _laid_out(
     current: str | None,
     replace_existing: bool = False,
 ) -> None:
-    """:func:`_lay_out`, saying which version keeps serving when it fails."""
+    """:func:`~mlpack_edge.runtime._layout.lay_out`, saying which version keeps serving when it fails."""
     try:
-        _lay_out(payload, source, target, name, verifier, replace_existing)
+        lay_out(payload, source, target, name, verifier, replace_existing)
     except InstallError as exc:
         if current is None:
             raise
         raise InstallError(f"{exc}; {name} {current} stays current") from None
-
-
-def _lay_out(
-    payload: Payload,
-    source: Path | BundleArchive,
-    target: Path,
-    name: str,
-    verifier: Verifier,
-    replace_existing: bool = False,
-) -> None:
-    """Assemble the version folder aside, verify it there, then rename it into place.
-
-    A write that fails (a full disk) stops at once and names the one file and why, with
-    the free space there and what the version needs.
-    """
-    doing = ["creating a temporary folder beside it"]
-    tmp: Path | None = None
-    try:
-        with atomic_directory(target, replace=replace_existing) as tmp:
-            doing[0] = f"writing {name}"
-            shutil.copy2(payload.launcher, tmp / name)
-            os.chmod(tmp / name, 0o755)
-            _copy_tree(payload.internal, tmp / INTERNAL_DIR, payload.skip, doing)
-            doing[0] = f"writing {BUNDLE_DIR}/"
-            (tmp / BUNDLE_DIR).mkdir()
-            if isinstance(source, Path):
-                manifest = read_manifest(source)
-                for member in sorted({MANIFEST_NAME, SIGNATURE_NAME, *manifest.files}):
-                    if (source / member).is_file():
-                        doing[0] = f"writing {BUNDLE_DIR}/{member}"
-                        shutil.copy2(source / member, tmp / BUNDLE_DIR / member)
-            else:
-                source.extract(tmp / BUNDLE_DIR)
-            doing[0] = "setting permissions"
-            _readable_by_all(tmp)
-            try:
-                verifier(tmp, name)
-            except InstallError as exc:  # name the folder it was meant for, not the temporary one
-                raise InstallError(str(exc).replace(str(tmp), str(target))) from None
-            doing[0] = f"renaming it into place{' over the damaged copy' if replace_existing else ''}"
-    except OSError as exc:
-        what = doing[0]
-        if exc.filename and tmp is not None and str(exc.filename).startswith(str(tmp) + os.sep):
-            what = f"writing {os.path.relpath(exc.filename, tmp)}"
-        raise InstallError(_write_failure(target, what, exc, payload)) from None
-    except MlpackError as exc:
-        if isinstance(exc, InstallError):
-            raise
-        raise InstallError(f"not installed: {exc}") from None
-
-
-def _copy_tree(src: Path, dst: Path, skip: frozenset[str], doing: list[str]) -> None:
-    """``shutil.copytree`` that stops at the first failure (it would try every file, then report them all)."""
-    dst.mkdir()
-    for root, dirs, files in os.walk(src):
-        rel_root = Path(root).relative_to(src)
-        if rel_root == Path("."):
-            dirs[:] = [d for d in dirs if d not in skip]
-            files = [f for f in files if f not in skip]
-        for d in sorted(dirs):
-            a, b = Path(root) / d, dst / rel_root / d
-            doing[0] = f"writing {INTERNAL_DIR}/{(rel_root / d).as_posix()}"
-            if a.is_symlink():
-                os.symlink(os.readlink(a), b)
-            else:
-                b.mkdir()
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-        for f in sorted(files):
-            a, b = Path(root) / f, dst / rel_root / f
-            doing[0] = f"writing {INTERNAL_DIR}/{(rel_root / f).as_posix()}"
-            if a.is_symlink():
-                os.symlink(os.readlink(a), b)
-            else:
-                shutil.copy2(a, b)
-
-
-def _write_failure(target: Path, what: str, exc: OSError, payload: Payload) -> str:
-    """One line: where, which file, why; with the space figures when the disk is full."""
-    reason = exc.strerror or str(exc).splitlines()[0]
-    message = f"cannot install into {target}: {what} failed: {reason}"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = shutil.disk_usage(target.parent).free
-            message += f" ({_size(free)} free on {target.parent}, this version needs about {_size(_payload_size(payload))})"
-        except OSError:
-            pass
-    return message
-
-
-def _payload_size(payload: Payload) -> int:
-    total = payload.launcher.stat().st_size + payload.bundle.stat().st_size
-    for root, dirs, files in os.walk(payload.internal):
-        if Path(root) == payload.internal:
-            dirs[:] = [d for d in dirs if d not in payload.skip]
-            files = [f for f in files if f not in payload.skip]
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, f)).st_size
-    if payload.bundle.is_dir():
-        total += sum(p.stat().st_size for p in payload.bundle.iterdir() if p.is_file())
-    return total
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 @contextlib.contextmanager
@@ -734,15 +526,6 @@ def _after_switch(result: InstallResult, what: str) -> Iterator[None]:
             f"{result.name} {result.version} is installed and current, but {what} failed:"
             f" {exc.strerror or exc}; free some space and run install again"
         ) from None
-
-
-def _readable_by_all(root: Path) -> None:
-    """0755 folders, 0644/0755 files: the service may run as another user than the installer."""
-    for path in (root, *root.rglob("*")):
-        if path.is_symlink():
-            continue
-        executable = path.is_dir() or path.stat().st_mode & 0o100
-        os.chmod(path, 0o755 if executable else 0o644)
 
 
 def _switch(model_dir: Path, version: str, previous: str | None) -> None:

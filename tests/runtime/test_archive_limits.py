@@ -199,3 +199,15 @@ def test_archive_digest_matches_the_folder(binary_bundle: Path, tmp_path: Path, 
         bundle = Bundle.open(archive)
         for name in bundle.manifest.files:
             assert hashlib.sha256(bundle.read(name)).hexdigest() == bundle.manifest.files[name]
+
+
+def test_a_damaged_member_is_named(tmp_path: Path, files: dict[str, bytes]) -> None:
+    archive = _zip(tmp_path / "ok.zip", files)
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("model.onnx")
+    data[info.header_offset + 30 + len("model.onnx") + 5] ^= 0xFF  # inside model.onnx's deflated data
+    archive.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError) as err:
+        Bundle.open(archive)
+    assert str(err.value).startswith(f"{archive}: bundle file model.onnx is corrupt (")
