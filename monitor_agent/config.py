@@ -2,7 +2,15 @@
 
 Layers, later wins: defaults < ``<state dir>/agent.json`` (+ ``agent.token``) < environment
 (``MLPACK_COLLECTOR_URL``, ``MLPACK_DEVICE_ID``, ``MLPACK_DEVICE_TOKEN``,
-``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``) < command-line flags.
+``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``, ``MLPACK_CHECKPOINT_SECONDS``,
+``MLPACK_CHECKPOINT_ROWS``) < command-line flags.
+
+``checkpoint_seconds`` / ``checkpoint_rows`` bound what a ``kill -9`` or a power cut can
+lose: the open window's counts are written durably at least that often (``serve``: on
+the agent's tick thread, never on the request path; a one-shot ``predict``: between
+chunks), and a restarted agent stores the last checkpoint of a dead process as a normal
+window (:mod:`._checkpoint`). ``checkpoint_seconds = 0`` turns checkpoints off (a kill
+then loses the whole open window).
 
 The token lives in its own file (mode 0600) so ``agent.json`` can be shown and copied
 freely; it is excluded from ``repr`` and never put into a message or a log line.
@@ -27,6 +35,8 @@ __all__ = [
     "TOKEN_NAME",
     "DEFAULT_CAP_BYTES",
     "MIN_CAP_BYTES",
+    "DEFAULT_CHECKPOINT_SECONDS",
+    "DEFAULT_CHECKPOINT_ROWS",
     "ENV_VARS",
     "write_config",
     "load_config",
@@ -36,7 +46,13 @@ __all__ = [
 CONFIG_NAME = "agent.json"
 TOKEN_NAME = "agent.token"
 DEFAULT_CAP_BYTES = 64 * 1024 * 1024
+#: The smallest cap accepted before the model is known (the outbox refuses a cap too small
+#: for the model's windows when it opens: see ``Outbox.smallest_cap``).
 MIN_CAP_BYTES = 128 * 1024
+#: Half a second: a kill loses at most the rows of the last ~0.5 s plus one write, so
+#: comfortably less than the rows of the last second.
+DEFAULT_CHECKPOINT_SECONDS = 0.5
+DEFAULT_CHECKPOINT_ROWS = 50_000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: environment variable -> config field
@@ -46,6 +62,8 @@ ENV_VARS = {
     "MLPACK_DEVICE_TOKEN": "token",
     "MLPACK_WINDOW_SECONDS": "window_seconds",
     "MLPACK_OUTBOX_CAP": "cap_bytes",
+    "MLPACK_CHECKPOINT_SECONDS": "checkpoint_seconds",
+    "MLPACK_CHECKPOINT_ROWS": "checkpoint_rows",
 }
 
 
@@ -58,6 +76,8 @@ class AgentConfig:
     token: str | None = field(default=None, repr=False)
     window_seconds: float = 60.0
     cap_bytes: int = DEFAULT_CAP_BYTES
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
 
     def __post_init__(self) -> None:
         _check(self)
@@ -79,6 +99,8 @@ class AgentConfig:
             "token": "set" if self.token else None,
             "window_seconds": self.window_seconds,
             "cap_bytes": self.cap_bytes,
+            "checkpoint_seconds": self.checkpoint_seconds,
+            "checkpoint_rows": self.checkpoint_rows,
         }
 
     def with_overrides(self, overrides: Mapping[str, Any], source: str) -> AgentConfig:
@@ -94,11 +116,16 @@ class AgentConfig:
 def _parse_field(name: str, value: Any, where: str) -> Any:
     if name not in {f.name for f in fields(AgentConfig)}:
         raise AgentError(f"{where}: unknown setting")
-    if name == "window_seconds":
+    if name in ("window_seconds", "checkpoint_seconds"):
         try:
             return float(value)
         except (TypeError, ValueError):
             raise AgentError(f"{where}: expected a number of seconds, got {value!r}") from None
+    if name == "checkpoint_rows":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise AgentError(f"{where}: expected a whole number of rows, got {value!r}") from None
     if name == "cap_bytes":
         return _parse_size(value, where)
     if not isinstance(value, str):
@@ -131,6 +158,12 @@ def _check(c: AgentConfig) -> None:
         raise AgentError(f"window_seconds must be between 1 and 86400, got {c.window_seconds!r}")
     if not isinstance(c.cap_bytes, int) or c.cap_bytes < MIN_CAP_BYTES:
         raise AgentError(f"cap_bytes must be at least {MIN_CAP_BYTES}, got {c.cap_bytes!r}")
+    s = c.checkpoint_seconds
+    if not (isinstance(s, (int, float)) and (s == 0 or 0.05 <= s <= 3600)):
+        raise AgentError(f"checkpoint_seconds must be 0 (off) or between 0.05 and 3600, got {s!r}")
+    r = c.checkpoint_rows
+    if not (isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 10**9):
+        raise AgentError(f"checkpoint_rows must be between 1 and 1000000000, got {r!r}")
 
 
 def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") -> str:
@@ -147,6 +180,11 @@ def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path
 
     state = Path(state_dir)
     body = {k: v for k, v in config.public_dict().items() if k != "token"}
+    # Checkpoint settings only when changed: an agent.json without them stays readable by
+    # an older agent after a rollback (it refuses settings it does not know).
+    for key, default in (("checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS), ("checkpoint_rows", DEFAULT_CHECKPOINT_ROWS)):
+        if body[key] == default:
+            del body[key]
     token_path = state / TOKEN_NAME
     if config.token:
         atomic_write_text(token_path, config.token + "\n", mode=0o600)
