@@ -213,9 +213,8 @@ class Recorder:
             self._record_now(numeric, categorical, predictions, latency_s, requests, n)
             return
         if self.auto_roll:
-            self._rows_since += n
-            if self._clock() >= self._due or self._rows_since >= self._due_rows:
-                self._on_due()
+            self._record_auto(numeric, categorical, predictions, latency_s, requests, n)
+            return
         # No lock on the common path: deque.append is atomic, and the buffered count only
         # decides when to flush (a lost increment under a race just flushes a bit later).
         self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
@@ -223,6 +222,29 @@ class Recorder:
         if self._buffered >= self._buffer_rows:
             with self._lock:
                 self._flush_locked()
+
+    def _record_auto(
+        self,
+        numeric: np.ndarray | None,
+        categorical: Sequence[Sequence[Any]] | None,
+        predictions: np.ndarray | None,
+        latency_s: float,
+        requests: int,
+        n: int,
+    ) -> None:
+        """``record`` with ``auto_roll``: close a due window first (this call belongs to the
+        next one), checkpoint after (the checkpoint includes this call)."""
+        now = self._clock()
+        if now >= self._end:
+            self.roll(now)
+        self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
+        self._buffered += n + 1
+        if self._buffered >= self._buffer_rows:
+            with self._lock:
+                self._flush_locked()
+        self._rows_since += n
+        if now >= self._due or self._rows_since >= self._due_rows:
+            self._on_due()
 
     def _record_now(
         self,
