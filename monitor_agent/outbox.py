@@ -454,8 +454,8 @@ class Outbox:
         """How many rows one write may touch with its WAL within the headroom: with small
         pages a window row fills a b-tree leaf of its own, so deleting, flagging or
         merging k rows rewrites about k pages."""
-        frames = self.headroom // (2 * self._page + 24) - 2 * -(-self._largest // (self._page - 40)) - 8
-        return max(1, frames)
+        frames = self.headroom // (2 * self._page + 24) - -(-self._largest // (self._page - 40)) - 6
+        return max(2, frames)
 
     @property
     def headroom(self) -> int:
@@ -539,7 +539,7 @@ class Outbox:
             for group in plan_merges(stored, span, level):
                 # In chunks, so no merge's WAL (each deleted row rewrites its leaf page)
                 # outgrows the headroom: the first chunk's result absorbs the next chunk.
-                chunk = max(2, self._rows_per_write() // 2)
+                chunk = self._rows_per_write()
                 head, rest = group[:chunk], group[chunk:]
                 while True:
                     self._merge(conn, head, level)
