@@ -521,13 +521,16 @@ class Outbox:
         hours then days, and only then the oldest unsent windows -- never the newest one.
         """
         limit = self.cap_bytes - self.headroom
+        # Lossless steps free a little more than needed, so the next writes do not
+        # compact again one by one; drops stop at the limit (no row lost early).
+        target = limit - self.cap_bytes // 16
         self._settle(conn, limit)
         if self.footprint() <= limit:
             return
         for step in (self._trim_history, self._trim_dead_letters, self._trim_models):
             while step(conn):
                 self._settle(conn, limit)
-                if self.footprint() <= limit:
+                if self.footprint() <= target:
                     return
         for span, level in STAGES:
             stored = [
@@ -544,11 +547,13 @@ class Outbox:
                 while True:
                     self._merge(conn, head, level)
                     self._settle(conn, limit)
-                    if self.footprint() <= limit:
+                    if self.footprint() <= target:
                         return
                     if not rest:
                         break
                     head, rest = [head[0], *rest[: chunk - 1]], rest[chunk - 1 :]
+        if self.footprint() <= limit:
+            return
         dropped = 0
         while self.footprint() > limit:
             row = conn.execute(

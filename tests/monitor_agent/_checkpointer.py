@@ -8,6 +8,10 @@
 * ``predict``: a deferred agent (as a one-shot ``predict``), ``CHUNKS`` records of
   ``ROWS`` rows with the fake clock moving 0.2 s per chunk, so ``record`` checkpoints on
   its own every 0.5 s; then ``AFTER`` more rows.
+* ``closing`` / ``closing-no-checkpoint``: as ``serve`` (checkpoints off in the second),
+  then the window's end passes and the tick closes it on a slow disk: the transaction
+  storing it hangs before its commit, and ``closing`` is printed -- the moment the
+  parent kills it (the window closed on its boundary, its write still in flight).
 
 Prints ``ready <rows recorded> <rows checkpointed>`` on stderr, then sleeps until killed.
 The fake clock starts at ``T0``; windows are 3600 s long so nothing closes on its own.
@@ -31,9 +35,11 @@ def main(argv: list[str]) -> int:
     state, mode, chunks, rows = argv[0], argv[1], int(argv[2]), int(argv[3])
     after = int(argv[4]) if len(argv) > 4 else 0
     clock = FakeClock()
-    config = AgentConfig(window_seconds=3600, checkpoint_seconds=0.5, checkpoint_rows=10**6)
+    every = 0 if mode == "closing-no-checkpoint" else 0.5
+    config = AgentConfig(window_seconds=3600, checkpoint_seconds=every, checkpoint_rows=10**6)
     agent = Agent.open(ModelInfo(MODEL_HASH, "churn", "1.2.0", make_profile()), Path(state), config, clock=clock,
                        sampler=fixed_sampler, deferred=mode == "predict")
+    agent.recorder.auto_roll = mode == "predict"  # serve: only the tick closes windows and checkpoints
     rng = np.random.default_rng(7)
     recorded = 0
     for _ in range(chunks):
@@ -41,12 +47,27 @@ def main(argv: list[str]) -> int:
             clock.advance(0.2)
         agent.recorder.record(*traffic(rng, rows), 0.002)
         recorded += rows
-    if mode == "serve":
-        agent.checkpoint()
-    checkpointed = agent.recorder.snapshot().rows if mode == "serve" else _last_checkpoint(agent)
+    if mode != "predict":
+        agent.checkpoint() if every else None
+    checkpointed = (agent.recorder.snapshot().rows if every else 0) if mode != "predict" else _last_checkpoint(agent)
     for _ in range(after):
         agent.recorder.record(*traffic(rng, 1), 0.002)
         recorded += 1
+    if mode.startswith("closing"):
+        from mlpack_edge.monitor_agent.outbox import Outbox
+
+        insert = Outbox._insert_window
+
+        def slow_disk(self: Outbox, conn: object, window: object) -> int:
+            seq = insert(self, conn, window)  # type: ignore[arg-type]
+            print(f"ready {recorded} {checkpointed}", file=sys.stderr, flush=True)  # closed, not committed
+            time.sleep(600)
+            return seq
+
+        Outbox._insert_window = slow_disk  # type: ignore[method-assign]
+        clock.advance(3600)
+        agent.tick()
+        return 1
     print(f"ready {recorded} {checkpointed}", file=sys.stderr, flush=True)
     time.sleep(600)
     return 1

@@ -19,6 +19,7 @@ from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
 from mlpack_edge.monitor_agent.cli import status as status_cli
 from mlpack_edge.monitor_agent.config import AgentConfig
 from mlpack_edge.monitor_agent.outbox import Outbox
+from mlpack_edge.monitor_agent.wire import Window
 from tests._proc import start_and_wait
 
 from .helpers import MODEL_HASH, T0, FakeClock, FakeCollector, fixed_sampler, traffic
@@ -62,6 +63,31 @@ def test_a_killed_serve_leaves_a_checkpoint_the_next_agent_stores_as_its_next_wi
     assert _windows(state) == [(1, 30), (2, 100)]
     assert _checkpoint.dead_owners(state) == [] and list((state / "checkpoints").iterdir()) == []
     again.stop()
+
+
+@pytest.mark.parametrize("mode", ["closing", "closing-no-checkpoint"])
+def test_a_kill_while_a_closed_window_is_being_written_loses_only_rows_since_its_checkpoint(
+    tmp_path: Path, model: ModelInfo, mode: str
+) -> None:
+    """The PostgreSQL run's two lost windows: a window closed on its boundary exists only in
+    memory until its transaction commits (a flush, an fsync, a WAL checkpoint: tens of ms
+    on a loaded machine), so a kill 8 ms after the boundary lost it with the new open
+    window, and no sequence number went missing (it was never committed). With
+    checkpoints, its last checkpoint survives the kill until that same transaction
+    deletes it, and becomes the window."""
+    state = tmp_path / "state"
+    first = Agent.open(model, state, CONFIG, clock=FakeClock(), sampler=fixed_sampler)
+    first.recorder.record(*traffic(np.random.default_rng(1), 30), 0.002)
+    first.stop()  # seq 1
+    recorded, checkpointed = _killed_child(state, mode, 5, 20, after=6)
+    assert recorded == 106
+    Outbox.open(state).close()  # the next process: stores the dead one's checkpoint
+    if mode == "closing":
+        assert checkpointed == 100 and _windows(state) == [(1, 30), (2, 100)]  # lost: the 6 rows after it
+    else:  # before checkpoints: the whole closed window is gone, and seq 2 is simply the next one
+        assert checkpointed == 0 and _windows(state) == [(1, 30)]
+        with Outbox.open(state) as box:
+            assert box.add_window(Window(model=model.content_hash, seq=0, start=T0, end=T0 + 1)) == 2
 
 
 def test_a_killed_one_shot_predict_loses_at_most_its_last_half_second(tmp_path: Path) -> None:
