@@ -26,8 +26,9 @@ One run per backend:
    sequence ranges at the collector, the outbox's accounting, and the device's
    ``status`` rows against the collector's.
 
-``--predict`` adds a one-shot ``predict`` of a large CSV killed near its end: rows it had
-written vs rows the collector counts from it.
+``--predict ROWS`` adds a one-shot ``predict`` of a ROWS-row CSV (default 60-second window)
+killed once 90% of its output arrived: rows it had written vs rows the collector counts
+from it, next to the rows it wrote in its last second.
 
 The rule the slow test (tests/chaos) asserts: rows lost per kill <= rows answered in the
 process's last second; no duplicate; accounting balanced. ``--checkpoint-seconds 0``
@@ -109,7 +110,8 @@ class Report:
     duplicates: int = 0  # rows counted beyond answered + one in-flight request per client, summed
     accounting: dict[str, int] = field(default_factory=dict)
     balanced: bool = False
-    status_rows: int | None = None
+    status_rows: int | None = None  # what the device's ``status`` counts, after everything ran
+    collector_rows: int = 0  # what the collector counts for the device, after everything ran
     unattributed: int = 0  # rows in windows whose end fell in no process's span
     predict: dict[str, Any] | None = None
 
@@ -141,6 +143,7 @@ class Report:
             "accounting": self.accounting,
             "balanced": self.balanced,
             "status_rows": self.status_rows,
+            "collector_rows": self.collector_rows,
             "predict": self.predict,
         }
 
@@ -393,7 +396,9 @@ def run(
             report.collector_kills = collector.kills
             stored = collector.windows(device)
             if predict_rows:
-                report.predict = _predict_killed(launcher, env, collector, device, predict_rows, work, len(stored))
+                report.predict = _predict_killed(launcher, device_env(60, checkpoint_seconds), collector, device,
+                                                 predict_rows, work, len(stored))
+            report.collector_rows = sum(rows for *_, rows in collector.windows(device))
             collector.stop()
         _attribute(report, lives, load.times(), stored, clients)
         _books(report, state, launcher, env)
@@ -465,7 +470,9 @@ def _books(report: Report, state: Path, launcher: Path, env: dict[str, str]) -> 
 
 def _predict_killed(launcher: Path, env: dict[str, str], collector: Collector, device: str, rows: int,
                     work: Path, before: int) -> dict[str, Any]:
-    """A one-shot ``predict`` of ``rows`` rows killed once 90% of its output arrived."""
+    """A one-shot ``predict`` of ``rows`` rows killed once 90% of its output arrived (with the
+    default 60-second window: without checkpoints a kill loses everything since the
+    minute began)."""
     data = work / "big.csv"
     with open(EXAMPLE / "breast_cancer.csv", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -523,7 +530,7 @@ def _print(report: Report) -> None:
     print(f"duplicates {s['duplicates']}, overlapping seq ranges {s['overlapping_ranges']}, windows {s['windows']},"
           f" unattributed rows {s['unattributed_rows']}")
     print(f"outbox accounting {s['accounting']} balanced={s['balanced']}; device status rows {s['status_rows']}"
-          f" vs collector {s['counted']}")
+          f" vs collector {s['collector_rows']}")
     if s["predict"]:
         print(f"one-shot predict killed near its end: {s['predict']}")
 

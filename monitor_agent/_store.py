@@ -6,11 +6,13 @@ that fails ``quick_check`` or has an unknown schema is renamed aside (with its `
 ``-shm``) and a fresh one is created, with one clear log line; only the newest
 :data:`KEEP_ASIDE` set-aside copies are kept so a flapping disk cannot fill itself up.
 
-Page size: 1 KiB for an outbox created with a cap under :data:`SMALL_PAGES_BELOW` (the
-empty schema then takes ~20 KiB instead of ~80 KiB, and one write's WAL frames shrink
-with it, which is what lets a 128 KiB cap hold windows at all); SQLite's 4 KiB otherwise.
-The WAL is checkpointed by the outbox itself (see ``Outbox``'s cap), so SQLite's own
-automatic checkpoint is only a safety net here.
+Page size: :data:`PAGE_SIZE` (1 KiB) for every new outbox, whatever the cap it is created
+with (an ``install`` creates it for its audit events before the agent's cap is known):
+the empty schema then takes ~20 KiB instead of ~80 KiB with SQLite's 4 KiB pages, and
+one write's WAL frames shrink with it, which is what lets a 128 KiB cap hold windows at
+all. An outbox created earlier keeps its page size (the cap accounts for it). The WAL is
+checkpointed by the outbox itself (see ``Outbox``'s cap), so SQLite's own automatic
+checkpoint is only a safety net here.
 
 Tables added after schema 1 shipped (``known_models``, ``checkpoints``) are created on open when missing
 and the schema number stays 1: an older agent (after a rollback) ignores a table it does
@@ -44,7 +46,7 @@ __all__ = [
     "connect",
     "set_aside",
     "reserve",
-    "SMALL_PAGES_BELOW",
+    "PAGE_SIZE",
 ]
 
 log = logging.getLogger("mlpack_edge.monitor_agent")
@@ -53,7 +55,7 @@ DB_NAME = "outbox.sqlite"
 SEQ_NAME = "outbox.seq"
 KEEP_ASIDE = 3
 RESERVE_BLOCK = 1024
-SMALL_PAGES_BELOW = 8 * 1024 * 1024
+PAGE_SIZE = 1024
 SCHEMA_VERSION = 1
 _COUNTERS = (
     "produced", "delivered", "merged", "dropped", "dropped_rows", "dead_letter",
@@ -127,7 +129,7 @@ def _open(path: Path, cap_bytes: int) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
         if fresh:  # only effective before the first table exists
-            conn.execute(f"PRAGMA page_size = {1024 if cap_bytes < SMALL_PAGES_BELOW else 4096}")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
