@@ -81,14 +81,14 @@ CREATE TABLE current (model TEXT NOT NULL, pid INTEGER NOT NULL, time REAL NOT N
 """
 # Added to schema 1 later (see the module docstring): models the collector at ``url``
 # acknowledged, so batches to it leave their ``models`` entries out; the durable
-# checkpoints of open windows, one per (model, owner process) (``_checkpoint``), which
+# checkpoints of open windows, one per model, owner process and window (``_checkpoint``), which
 # replace the ``current`` snapshots (left in the schema for an older agent after a rollback).
 _ADDED = {
     "known_models": "CREATE TABLE IF NOT EXISTS known_models (url TEXT NOT NULL, hash TEXT NOT NULL, "
     "PRIMARY KEY (url, hash))",
     "checkpoints": "CREATE TABLE IF NOT EXISTS checkpoints (model TEXT NOT NULL, owner TEXT NOT NULL, "
     "start REAL NOT NULL, time REAL NOT NULL, rows INTEGER NOT NULL, body BLOB NOT NULL, "
-    "PRIMARY KEY (model, owner))",
+    "PRIMARY KEY (model, owner, start))",
 }
 
 

@@ -156,7 +156,7 @@ class Agent:
         self._owner: _checkpoint.Owner | None = None
         self._stored_start = float("-inf")  # start of the last window this process stored
         self._checkpointed: tuple[Any, ...] | None = None  # what the last checkpoint held
-        self._store_failed = False
+        self._store_failed = False  # a window could not be stored: its checkpoint must outlive us
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopped = False

@@ -316,7 +316,8 @@ class Outbox:
 
         ``owner`` (a :class:`._checkpoint.Owner` name): the same transaction deletes that
         process's checkpoint of this window, so a crash leaves either the checkpoint or
-        the window, never both.
+        the window, never both. (A checkpoint of an earlier window whose own store failed
+        stays, for the next process to recover.)
         """
 
         def op(conn: sqlite3.Connection) -> int:
@@ -324,7 +325,7 @@ class Outbox:
                 seq = self._insert_window(conn, window)
                 if owner is not None:
                     conn.execute(
-                        "DELETE FROM checkpoints WHERE model = ? AND owner = ? AND start <= ?",
+                        "DELETE FROM checkpoints WHERE model = ? AND owner = ? AND start = ?",
                         (window.model, owner, window.start),
                     )
             return seq
@@ -363,7 +364,7 @@ class Outbox:
     # ------------------------------------------------------------------ checkpoints of open windows
 
     def save_checkpoint(self, window: Window, owner: str) -> None:
-        """Durably replace ``owner``'s checkpoint of its open window of ``window.model``.
+        """Durably replace ``owner``'s checkpoint of its open window (``window.model``, ``window.start``).
 
         If ``owner`` dies before it stores the window itself, :meth:`recover_checkpoints`
         (in whichever process opens the outbox next) stores this as a normal window.
@@ -406,13 +407,14 @@ class Outbox:
             def op(conn: sqlite3.Connection) -> int:
                 with self._tx(conn):  # read inside the write lock: two recoverers never both store one
                     row = conn.execute(
-                        "SELECT model, body FROM checkpoints WHERE owner = ? ORDER BY time LIMIT 1", (owner,)
+                        "SELECT model, start, body FROM checkpoints WHERE owner = ? ORDER BY start LIMIT 1", (owner,)
                     ).fetchone()
                     if row is None:
                         return 0
-                    window = Window.from_dict(_unpack(row[1]))
+                    window = Window.from_dict(_unpack(row[2]))
                     seq = self._insert_window(conn, window)
-                    conn.execute("DELETE FROM checkpoints WHERE model = ? AND owner = ?", (row[0], owner))
+                    conn.execute("DELETE FROM checkpoints WHERE model = ? AND owner = ? AND start = ?",
+                                 (row[0], owner, row[1]))
                 log.info(
                     "stored the last checkpoint of a process that ended without closing its window as seq %d"
                     " (%d rows, %.3f..%.3f)", seq, window.rows, window.start, window.end,
@@ -828,7 +830,7 @@ class Outbox:
                 "SELECT body FROM recent WHERE model = ? AND (bucket + 1) * 3600 > ? ORDER BY bucket", (model, since)
             ).fetchall()
             rows += conn.execute(
-                "SELECT body FROM checkpoints WHERE model = ? AND time >= ? AND owner != ? ORDER BY time",
+                "SELECT body FROM checkpoints WHERE model = ? AND time >= ? AND owner != ? ORDER BY start",
                 (model, since, skip_owner or ""),
             ).fetchall()
             return [r[0] for r in rows]

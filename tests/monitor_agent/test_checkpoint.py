@@ -163,6 +163,26 @@ def test_a_window_and_its_checkpoint_never_both_count(
     ok.stop()
 
 
+def test_the_checkpoint_of_a_window_that_could_not_be_stored_outlives_later_windows(
+    tmp_path: Path, model: ModelInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    agent = Agent.open(model, tmp_path, CONFIG, clock=clock, sampler=None)
+    agent.recorder.auto_roll = False
+    agent.recorder.record(*traffic(np.random.default_rng(1), 8), 0.002)
+    assert agent.checkpoint()
+    monkeypatch.setattr(Outbox, "_add_recent", lambda *a: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+    clock.advance(3600)
+    agent.recorder.roll()  # the first window cannot be stored: its checkpoint stays
+    monkeypatch.undo()
+    agent.recorder.record(*traffic(np.random.default_rng(2), 5), 0.002)
+    assert agent.checkpoint()  # the next window's checkpoint is a row of its own
+    clock.advance(3600)
+    agent.recorder.roll()  # stored
+    agent.stop()
+    assert [rows for _, rows in _windows(tmp_path)] == [5, 8]  # the first recovered after the second
+
+
 def test_an_idle_agent_writes_no_checkpoint(tmp_path: Path, model: ModelInfo) -> None:
     clock = FakeClock()
     agent = Agent.open(model, tmp_path, CONFIG, clock=clock, sampler=fixed_sampler)
