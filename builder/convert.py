@@ -24,6 +24,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import all_estimators
 
+from mlpack_edge.builder import boosters
 from mlpack_edge.builder.data import Dataset
 from mlpack_edge.builder.estimators import Model, describe
 from mlpack_edge.errors import ConversionError
@@ -47,6 +48,7 @@ class Converted:
 
 def convert(model: Model, data: Dataset, graph_name: str) -> Converted:
     """Convert ``model``; an unsupported step or a converter failure is a ConversionError."""
+    boosters.register_converters(model.estimator)
     bad = unsupported_step(model.estimator)
     if bad is not None:
         raise ConversionError(bad)
@@ -77,6 +79,7 @@ def convert(model: Model, data: Dataset, graph_name: str) -> Converted:
         ) from None
     if model.layout == "columns":
         _restore_input_names(onx.graph, [f.name for f in data.features])
+    _sort_opsets(onx)
     output = _outputs([o.name for o in onx.graph.output], data.task)
     return Converted(onx.SerializeToString(deterministic=True), dict(OPSET), inputs, output)
 
@@ -94,6 +97,7 @@ def unsupported_step(estimator: Any) -> str | None:
             else ("transformers", "transformer")
         )
         same = sorted(n for n, cls in all_estimators(type_filter=flt) if _has_converter(cls))
+        same += [d for d, (_, _, r) in boosters.SUPPORTED.items() if r == flt]
         return (
             f"step '{path}' ({type(obj).__name__}) cannot be converted to ONNX: skl2onnx has no converter for it;"
             f" supported {role}: {', '.join(same)}"
@@ -138,6 +142,15 @@ def _walk(est: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 def _final(est: Any) -> Any:
     return est.steps[-1][1] if isinstance(est, Pipeline) else est
+
+
+def _sort_opsets(onx: Any) -> None:
+    """Order ``opset_import`` by domain: onnxmltools' converters collect domains in a set,
+    so their order (and the file's bytes) followed the process's hash seed."""
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in imports:
+        onx.opset_import.add(domain=domain, version=version)
 
 
 def _restore_input_names(graph: Any, names: list[str]) -> None:
