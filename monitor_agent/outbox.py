@@ -273,7 +273,7 @@ class Outbox:
                 conn.execute("INSERT OR REPLACE INTO models (hash, body) VALUES (?, ?)", (content_hash, body))
 
         self._registered[content_hash] = body  # (first: the cap never trims a model being registered)
-        self._write(op, len(body))
+        self._write(op, len(body), often=True)
 
     def models(self) -> dict[str, dict[str, Any]]:
         """content hash -> ``{"wire": {name, version, profile}, "thresholds": {...}}``."""
