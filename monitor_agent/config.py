@@ -114,9 +114,17 @@ class AgentConfig:
             "token": "set" if self.token else None,
             "window_seconds": self.window_seconds,
             "cap_bytes": self.cap_bytes,
-            "checkpoint_seconds": self.checkpoint_seconds,
-            "checkpoint_rows": self.checkpoint_rows,
-        } | self._tls_dict()
+        } | self._checkpoint_dict() | self._tls_dict()
+
+    def _checkpoint_dict(self) -> dict[str, Any]:
+        """The checkpoint settings that differ from the defaults (so an ``agent.json`` written
+        with the defaults stays readable by an older agent after a rollback)."""
+        shown: dict[str, Any] = {}
+        if self.checkpoint_seconds != DEFAULT_CHECKPOINT_SECONDS:
+            shown["checkpoint_seconds"] = self.checkpoint_seconds
+        if self.checkpoint_rows != DEFAULT_CHECKPOINT_ROWS:
+            shown["checkpoint_rows"] = self.checkpoint_rows
+        return shown
 
     def _tls_dict(self) -> dict[str, Any]:
         """The TLS settings that are set (file paths are not secrets; a key's content never leaves its file)."""
@@ -230,11 +238,6 @@ def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path
 
         config = replace(config, **store_tls_files(state, {k: getattr(config, k) for k in _TLS_PATHS}))
     body = {k: v for k, v in config.public_dict().items() if k != "token"}
-    # Checkpoint settings only when changed: an agent.json without them stays readable by
-    # an older agent after a rollback (it refuses settings it does not know).
-    for key, default in (("checkpoint_seconds", DEFAULT_CHECKPOINT_SECONDS), ("checkpoint_rows", DEFAULT_CHECKPOINT_ROWS)):
-        if body[key] == default:
-            del body[key]
     token_path = state / TOKEN_NAME
     if config.token:
         atomic_write_text(token_path, config.token + "\n", mode=0o600)

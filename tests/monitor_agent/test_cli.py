@@ -104,7 +104,7 @@ def test_config_shows_the_effective_settings_without_the_token(tmp_path: Path) -
     assert res.exit_code == 0, res.output
     assert json.loads(res.output) == {
         "cap_bytes": 1048576, "collector_url": "http://collector.local", "device_id": "press-08",
-        "token": "set", "window_seconds": 30.0, "checkpoint_seconds": 0.5, "checkpoint_rows": 50000,
+        "token": "set", "window_seconds": 30.0,
     }
     assert "secret" not in res.output
 
