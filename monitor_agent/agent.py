@@ -157,6 +157,7 @@ class Agent:
         self._stored_start = float("-inf")  # start of the last window this process stored
         self._checkpointed: tuple[Any, ...] | None = None  # what the last checkpoint held
         self._store_failed = False  # a window could not be stored: its checkpoint must outlive us
+        self._checkpoint_logged = float("-inf")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopped = False
@@ -288,7 +289,10 @@ class Agent:
                         raise AgentError(f"{self.state_dir}: cannot create a checkpoint owner file ({exc.strerror})") from None
                 outbox.save_checkpoint(snap, self._owner.name)
             except MlpackError as exc:
-                log.error("telemetry checkpoint of window %s not stored: %s", snap.start, exc)
+                now = time.monotonic()
+                if now - self._checkpoint_logged >= 60:  # twice a second is too often to repeat it
+                    self._checkpoint_logged = now
+                    log.error("telemetry checkpoint of window %s not stored: %s", snap.start, exc)
                 return False
             self._checkpointed = key
             return True

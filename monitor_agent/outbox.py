@@ -163,7 +163,10 @@ class Outbox:
         self._page = 4096
         self._largest = 0  # the largest body written or expected (``expect``): sizes the headroom
         self._wal_allowance = max(0, cap_bytes // 64)  # WAL bytes left between writes before a checkpoint
-        self._warned = float("-inf")
+        self._warned = self._warned_drops = float("-inf")
+        self._unwarned_drops = 0
+        self._merge_floor: dict[int, int] = {}  # see _first_mergeable
+        self._capped = [str(self.state_dir / name) for name in _CAPPED]
         self._reopen()
         self.recover_checkpoints()
 
@@ -199,6 +202,7 @@ class Outbox:
             self._conn.close()
             self._conn = None
         conn = _store.connect(self.state_dir, self.cap_bytes, self._clock)
+        self._merge_floor = {}
         self._inode = self.path.stat().st_ino
         self._page = int(conn.execute("PRAGMA page_size").fetchone()[0])
         if self._registered:  # a replaced store must still know the models our windows name
@@ -343,20 +347,18 @@ class Outbox:
             (seq, seq, window.model, window.start, window.end, window.rows, body),
         )
         self._bump(conn, produced=1)
-        self._add_recent(conn, window)
+        self._add_recent(conn, window, body)
         return seq
 
-    def _add_recent(self, conn: sqlite3.Connection, window: Window) -> None:
+    def _add_recent(self, conn: sqlite3.Connection, window: Window, body: bytes) -> None:
+        """Merge ``window`` (packed: ``body``) into its hour of ``status`` history."""
         bucket = int(window.start // 3600)
         row = conn.execute("SELECT body FROM recent WHERE model = ? AND bucket = ?", (window.model, bucket)).fetchone()
-        merged = window
         if row is not None:  # (merge leaves ``window`` as it is)
             merged = Window.from_dict(_unpack(row[0]))
             merged.merge(window)
-        conn.execute(
-            "INSERT OR REPLACE INTO recent (model, bucket, body) VALUES (?, ?, ?)",
-            (window.model, bucket, _pack(merged.to_dict())),
-        )
+            body = _pack(merged.to_dict())
+        conn.execute("INSERT OR REPLACE INTO recent (model, bucket, body) VALUES (?, ?, ?)", (window.model, bucket, body))
         conn.execute("DELETE FROM recent WHERE bucket < ?", (bucket - RECENT_HOURS,))
         # Snapshots an older agent left (schema 1's ``current``; checkpoints replaced them).
         conn.execute("DELETE FROM current WHERE time < ?", (window.start - RECENT_HOURS * 3600,))
@@ -438,9 +440,9 @@ class Outbox:
     def footprint(self) -> int:
         """Bytes the outbox holds on disk now: what the cap bounds (see the module docstring)."""
         total = 0
-        for name in _CAPPED:
+        for path in self._capped:
             try:
-                total += os.stat(self.state_dir / name).st_size
+                total += os.stat(path).st_size
             except FileNotFoundError:
                 pass
         return total
@@ -535,10 +537,14 @@ class Outbox:
                 if self.footprint() <= target:
                     return
         for span, level in STAGES:
+            first = self._first_mergeable(conn, span, level)
+            if first is None:
+                continue
             stored = [
                 Stored(*r)
                 for r in conn.execute(
-                    "SELECT seq, seq_last, model, start, level FROM windows WHERE attempted = 0 ORDER BY seq"
+                    "SELECT seq, seq_last, model, start, level FROM windows WHERE attempted = 0 AND seq >= ? "
+                    "ORDER BY seq", (first,)
                 )
             ]
             for group in plan_merges(stored, span, level):
@@ -570,8 +576,34 @@ class Outbox:
                 self._bump(conn, dropped=1, dropped_rows=row[1])
             dropped += 1
             self._settle(conn, limit)
-        if dropped:
-            log.warning("outbox cap of %d bytes reached: dropped the %d oldest windows", self.cap_bytes, dropped)
+        self._unwarned_drops += dropped
+        now = self._clock()
+        if self._unwarned_drops and now - self._warned_drops >= 3600:  # at most once an hour while it lasts
+            log.warning("outbox cap of %d bytes reached: dropped the %d oldest unsent windows", self.cap_bytes,
+                        self._unwarned_drops)
+            self._warned_drops, self._unwarned_drops = now, 0
+
+    def _first_mergeable(self, conn: sqlite3.Connection, span: int, level: int) -> int | None:
+        """The first unsent window that :func:`plan_merges` could merge with the next one at
+        ``level`` (``None``: nothing to merge), found by SQLite instead of reading every row.
+
+        Only from ``_merge_floor[level]`` on: below it nothing could merge when last
+        looked at, and nothing there changes but by merges here (which lower it again);
+        new windows arrive above it.
+        """
+        floor = self._merge_floor.get(level, 0)
+        row = conn.execute(
+            "SELECT MIN(a.seq) FROM windows a JOIN windows b ON b.seq = a.seq_last + 1 "
+            "WHERE a.seq >= ? AND a.attempted = 0 AND b.attempted = 0 AND a.model = b.model AND a.level <= ? "
+            "AND b.level <= ? AND CAST(a.start / ? AS INTEGER) = CAST(b.start / ? AS INTEGER)",
+            (floor, level, level, span, span),
+        ).fetchone()
+        if row is None or row[0] is None:
+            last = conn.execute("SELECT MAX(seq) FROM windows").fetchone()[0]
+            self._merge_floor[level] = max(floor, int(last or 0))  # the newest may pair with the next
+            return None
+        self._merge_floor[level] = int(row[0])
+        return int(row[0])
 
     def _warn_full(self) -> None:
         now = self._clock()
@@ -622,6 +654,9 @@ class Outbox:
         return True
 
     def _merge(self, conn: sqlite3.Connection, seqs: Sequence[int], level: int) -> None:
+        for above in list(self._merge_floor):  # a merged window may pair with its neighbours at coarser levels
+            if above > level:
+                self._merge_floor[above] = min(self._merge_floor[above], seqs[0] - 1)
         with self._tx(conn):
             marks = ",".join("?" * len(seqs))
             bodies = conn.execute(f"SELECT body FROM windows WHERE seq IN ({marks}) ORDER BY seq", seqs).fetchall()
