@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -10,9 +11,10 @@ from typing import Any
 
 import click
 
-from mlpack_edge._cli import MlpackGroup
+from mlpack_edge._cli import MlpackGroup, echo_json_error
 from mlpack_edge.collector import admin
 from mlpack_edge.collector.config import DEFAULT_DATA_DIR, CollectorConfig, resolve_db_url
+from mlpack_edge.errors import MlpackError
 
 __all__ = ["collector"]
 
@@ -24,7 +26,13 @@ def _db_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                   help=f"Folder of the embedded SQLite database [default: {DEFAULT_DATA_DIR}].")
     @functools.wraps(fn)
     def wrapper(db: str | None, data_dir: str | None, **kw: Any) -> Any:
-        return fn(db_url=resolve_db_url(db, data_dir), **kw)
+        try:
+            db_url = resolve_db_url(db, data_dir)
+        except MlpackError as exc:
+            if kw.get("as_json"):
+                echo_json_error(exc)
+            raise
+        return fn(db_url=db_url, **kw)
 
     return wrapper
 
@@ -75,9 +83,25 @@ def revoke_device(db_url: str, name: str) -> None:
 
 @collector.command("list-devices")
 @_db_options
-def list_devices(db_url: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"devices": [{name, revoked, created_at, revoked_at, last_seen, last_model, last_seq}]}'
+              " (times in epoch seconds; errors as JSON too).")
+def list_devices(db_url: str, as_json: bool) -> None:
     """List registered devices with their state and last upload."""
-    rows = admin.list_devices(db_url)
+    try:
+        rows = admin.list_devices(db_url)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise
+    if as_json:
+        devices = [
+            {"name": d.name, "revoked": d.revoked, "created_at": d.created_at, "revoked_at": d.revoked_at,
+             "last_seen": d.last_seen, "last_model": d.last_model, "last_seq": d.last_seq}
+            for d in rows
+        ]
+        click.echo(json.dumps({"devices": devices}, indent=2, sort_keys=True))
+        return
     if not rows:
         click.echo("no devices registered (add one with: mlpack collector add-device NAME)")
         return
