@@ -14,6 +14,7 @@ import email.parser
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -161,7 +162,7 @@ def test_installed_wheel_builds_an_example_serves_a_collector_and_verifies(
     finally:
         started.proc.terminate()
         code, output = started.finish()
-    assert code == 0, output
+    assert code in (0, -signal.SIGTERM) and "Traceback" not in output, output  # uvicorn re-raises the SIGTERM
 
     verified = _run([str(exe), "verify"], tmp_path, env)
     assert verified.stdout.startswith("OK: breast-cancer 1.0.0"), verified.stdout
