@@ -157,8 +157,11 @@ def test_installed_wheel_builds_an_example_serves_a_collector_and_verifies(
             assert docs.status_code == 200 and "swagger-ui" in docs.text
             asset = docs.text.split('src="')[1].split('"')[0]
             assert client.get(asset).status_code == 200, asset
-            metrics = client.get("/metrics").text
-            assert 'mlpack_fleet_device_status{device="wheel-01",status="ok"} 1.0' in metrics
+            from prometheus_client.parser import text_string_to_metric_families
+
+            status = {s.labels["status"]: s.value for f in text_string_to_metric_families(client.get("/metrics").text)
+                      if f.name == "mlpack_fleet_device_status" for s in f.samples if s.labels["device"] == "wheel-01"}
+            assert status[devices[0]["status"]] == 1.0 and sum(status.values()) == 1.0, status
     finally:
         started.proc.terminate()
         code, output = started.finish()
@@ -166,5 +169,21 @@ def test_installed_wheel_builds_an_example_serves_a_collector_and_verifies(
 
     verified = _run([str(exe), "verify"], tmp_path, env)
     assert verified.stdout.startswith("OK: breast-cancer 1.0.0"), verified.stdout
-    version = _run([str(exe), "--version"], tmp_path, env)
-    assert version.stdout.startswith(f"breast-cancer 1.0.0 (model {result['content_hash'][:12]}"), version.stdout
+    version = _run([str(exe), "--version"], tmp_path, env).stdout.splitlines()
+    assert version[:2] == ["breast-cancer 1.0.0", f"content hash {result['content_hash']}"], version
+    assert version[2].startswith("runtime mlpack-edge 0.1.0 (onnxruntime "), version
+    completion = _run([str(exe)], tmp_path, {**env, "_BREAST_CANCER_COMPLETE": "bash_complete",
+                                             "COMP_WORDS": "breast-cancer ver", "COMP_CWORD": "1"})
+    assert completion.stdout.split() == ["plain,verify"]
+
+
+@pytest.mark.slow
+def test_installs_beside_pypis_mlpack_the_cpp_librarys_binding(installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """PyPI's ``mlpack`` (import mlpack) and ``mlpack-edge`` (import mlpack_edge) share no
+    package and no command: both import, and ``mlpack`` stays this project's command."""
+    venv, env = installed
+    py = str(venv / "bin" / "python")
+    _run([py, "-m", "pip", "install", "--quiet", "mlpack>=4"], tmp_path, env, timeout=1200)
+    both = _run([py, "-c", "import mlpack, mlpack_edge; print(callable(mlpack.knn), mlpack_edge.__version__)"], tmp_path, env)
+    assert both.stdout == "True 0.1.0\n"
+    assert _run([str(venv / "bin" / "mlpack"), "--version"], tmp_path, env).stdout == "mlpack (mlpack-edge) 0.1.0\n"
