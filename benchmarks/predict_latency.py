@@ -4,7 +4,8 @@
 
 Builds real bundles with the builder (no executable): breast_cancer (30 numeric
 features, matrix layout) with LogisticRegression, RandomForest (100 trees, depth 10),
-HistGradientBoosting and MLP, plus the fleet_faults example (mixed numeric and
+HistGradientBoosting, MLP, XGBoost and LightGBM (100 trees each; their baseline is the
+library's own ``predict_proba``), plus the fleet_faults example (mixed numeric and
 categorical ColumnTransformer, columns layout). For each, in one run:
 
 1. single row, p50 of per-call timings: scikit-learn ``predict_proba``, bare
@@ -60,6 +61,10 @@ ESTIMATORS = {
     "RandomForest": ('class = "RandomForestClassifier"\nparams = { n_estimators = 100, max_depth = 10 }', False),
     "HistGradientBoosting": ('class = "HistGradientBoostingClassifier"\nparams = { max_iter = 100 }', False),
     "MLP": ('class = "MLPClassifier"\nparams = { hidden_layer_sizes = [64, 32], max_iter = 500 }', True),
+    # The [xgboost]/[lightgbm] extras. Their "sklearn" column is the library's own
+    # predict_proba, single-threaded (n_jobs = 1: on one row more threads only add wake-ups).
+    "XGBoost": ('class = "xgboost.XGBClassifier"\nparams = { n_estimators = 100, max_depth = 6, n_jobs = 1 }', False),
+    "LightGBM": ('class = "lightgbm.LGBMClassifier"\nparams = { n_estimators = 100, num_leaves = 31, n_jobs = 1 }', False),
 }
 
 
@@ -146,6 +151,9 @@ def measure_model(label: str, result: Any, spec_path: Path, calls: int, batch_ro
         "api_dict": lambda: model.predict_proba(d),
         "sklearn": lambda: result.estimator.predict_proba(sk_input),
     }
+    raw = _booster_call(result.estimator, sk_input)
+    if raw is not None:  # the library's lowest-level single-row call, for XGBoost/LightGBM
+        fns["booster"] = raw
     if layout == "matrix":
         x = feeds1["X"][0].copy()
         fns["api_numpy"] = lambda: model.predict_proba(x)
@@ -172,8 +180,26 @@ def measure_model(label: str, result: Any, spec_path: Path, calls: int, batch_ro
         "api_dict_vs_ort": single["api_dict"] / single["ort"],
         "api_dict_vs_ort_dict": single["api_dict"] / single.get("ort_dict", single["ort"]),
         "sklearn_vs_api": single["sklearn"] / single["api_dict"],
+        "booster_vs_api": single["booster"] / single["api_dict"] if "booster" in single else None,
         "batch_throughput_ratio": batch["ort"] / batch["api"],
     }
+
+
+def _booster_call(estimator: Any, x: Any) -> Callable[[], Any] | None:
+    """XGBoost's ``Booster.inplace_predict`` / LightGBM's ``Booster.predict`` on the row, if the model is one.
+
+    These skip the scikit-learn wrapper (and mlpack's imputer in front, harmless on a row
+    without gaps): the fastest native path a user could pick instead of the bundle.
+    """
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    module = type(final).__module__
+    if getattr(type(final), "_mlpack_library", None) == "xgboost" or module.startswith("xgboost"):
+        booster = final.get_booster()
+        return lambda: booster.inplace_predict(x)
+    if module.startswith("lightgbm"):
+        booster = final.booster_
+        return lambda: booster.predict(x)
+    return None
 
 
 def thread_study(bundle: Path, frame_x: np.ndarray, batch_rows: int, calls: int) -> list[tuple[str, float, float]]:
@@ -229,6 +255,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=4000, help="single-row calls per side")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads [runtime default]")
     ap.add_argument("--quick", action="store_true", help="fewer calls and rows (smoke test)")
+    ap.add_argument("--models", default="", help="comma-separated subset of the breast_cancer models, e.g. XGBoost,LightGBM")
     args = ap.parse_args()
     if args.quick:
         args.calls, args.batch_rows = 600, 20_000
@@ -238,23 +265,26 @@ def main() -> None:
         work = Path(tmp)
         cancer_spec = None
         lr_bundle = None
-        for label, (est, scale) in ESTIMATORS.items():
+        chosen = [m for m in args.models.split(",") if m] or list(ESTIMATORS)
+        for label, (est, scale) in ((k, ESTIMATORS[k]) for k in chosen):
             result = _build(work, label, est, scale)
             cancer_spec = work / label / "mlpack.toml"
             lr_bundle = lr_bundle or result.bundle_dir
             rows.append(measure_model(label, result, cancer_spec, args.calls, args.batch_rows, args.threads))
             print(f"measured {label}", file=sys.stderr)
-        fleet = build(ROOT / "examples" / "fleet_faults" / "mlpack.toml", work / "fleet", executable=False)
-        rows.append(
-            measure_model("ColumnTransformer+HGB (fleet_faults)", fleet, ROOT / "examples" / "fleet_faults" / "mlpack.toml",
-                          args.calls, args.batch_rows, args.threads)
-        )
-        assert cancer_spec is not None and lr_bundle is not None
-        ds, frame = _rows(cancer_spec)
-        threads_rows = thread_study(lr_bundle, frame.to_numpy(dtype=np.float32), args.batch_rows, args.calls // 2)
-        rf_bundle = work / "RandomForest" / "dist" / "randomforest-1.0.0"
-        threads_rf = thread_study(rf_bundle, frame.to_numpy(dtype=np.float32), args.batch_rows, args.calls // 2)
-        start = cold_start(lr_bundle, work, 5 if args.quick else 15)
+        full = not args.models
+        if full:
+            fleet = build(ROOT / "examples" / "fleet_faults" / "mlpack.toml", work / "fleet", executable=False)
+            rows.append(
+                measure_model("ColumnTransformer+HGB (fleet_faults)", fleet, ROOT / "examples" / "fleet_faults" / "mlpack.toml",
+                              args.calls, args.batch_rows, args.threads)
+            )
+            assert cancer_spec is not None and lr_bundle is not None
+            ds, frame = _rows(cancer_spec)
+            threads_rows = thread_study(lr_bundle, frame.to_numpy(dtype=np.float32), args.batch_rows, args.calls // 2)
+            rf_bundle = work / "RandomForest" / "dist" / "randomforest-1.0.0"
+            threads_rf = thread_study(rf_bundle, frame.to_numpy(dtype=np.float32), args.batch_rows, args.calls // 2)
+            start = cold_start(lr_bundle, work, 5 if args.quick else 15)
 
     print(f"\nSingle row, p50 µs (threads={args.threads or 'default'}); ratios target: api/ort <= 1.3, sklearn/api >= 10")
     print("  api/ort: numpy row (columns layout: dict row) vs a bare run on a prepared array;")
@@ -271,12 +301,20 @@ def main() -> None:
             f"{r['model']:40} {s['sklearn']:9.1f} {s['ort']:7.1f} {ort_dict:>9} {api_np:>8} {s['api_dict']:9.1f}"
             f" {r['api_vs_ort']:8.2f} {r['api_dict_vs_ort']:9.2f} {r['api_dict_vs_ort_dict']:14.2f} {r['sklearn_vs_api']:7.1f}"
         )
+    boosted = [r for r in rows if r["booster_vs_api"] is not None]
+    if boosted:
+        print("\nXGBoost/LightGBM vs their lowest-level native call (Booster.inplace_predict / Booster.predict), p50 µs")
+        for r in boosted:
+            s = r["single_us"]
+            print(f"{r['model']:40} booster {s['booster']:8.1f}  api dict {s['api_dict']:8.1f}  booster/api {r['booster_vs_api']:6.1f}")
     print(f"\nBatch of {args.batch_rows} rows, best of runs, same threads both sides (target: api throughput >= 0.9x ort)")
     print(f"{'model':40} {'ort ms':>9} {'api ms':>9} {'ratio':>7}  input")
     for r in rows:
         b = r["batch_s"]
         kind = "float32 matrix" if r["layout"] == "matrix" else "dict rows (api) vs prepared tensors (ort)"
         print(f"{r['model']:40} {b['ort'] * 1e3:9.2f} {b['api'] * 1e3:9.2f} {r['batch_throughput_ratio']:7.2f}  {kind}")
+    if not full:
+        return
     for name, study in (("LogisticRegression", threads_rows), ("RandomForest", threads_rf)):
         print(f"\nonnxruntime settings, {name}: single-row p50 µs / {args.batch_rows}-row batch ms")
         for label, single, batch in study:

@@ -30,13 +30,18 @@ __all__ = [
     "class_balance",
     "metric_rows",
     "parity_rows",
+    "parity_heading",
+    "parity_chip",
     "lineage_rows",
     "gates_passed",
     "stat_table",
 ]
 
 TASKS = {"binary": "binary classification", "multiclass": "multiclass classification", "regression": "regression"}
-VERSION_KEYS = ("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas")
+VERSION_KEYS = (
+    *("python", "mlpack", "sklearn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas"),
+    *("xgboost", "lightgbm", "onnxmltools"),  # builds with a booster (builder/boosters.py)
+)
 
 Row = tuple[str, str]
 #: Summary statistics in reading order (a manifest read back from disk has its keys sorted).
@@ -139,14 +144,58 @@ def gates_passed(m: Mapping[str, Any]) -> tuple[int, int]:
     return sum(bool(g["passed"]) for g in gates), len(gates)
 
 
+def parity_heading(m: Mapping[str, Any]) -> tuple[str, str]:
+    """``(title, what was compared)`` for the parity section of the card and ``inspect``."""
+    p = m.get("parity") or {}
+    if p.get("proven") is False:
+        return (
+            "Parity: not proven",
+            "This ONNX model was brought as it is and no reference outputs were given, so nothing shows it answers"
+            " like the framework that trained it. Give [model] reference_outputs to prove it.",
+        )
+    if p.get("against"):
+        return (
+            "Parity: ONNX against the reference outputs",
+            "The ONNX model (onnxruntime) against the outputs its own framework gave, on every row of the data.",
+        )
+    return (
+        "Parity: ONNX against scikit-learn",
+        "The exported model (onnxruntime) against the trained one, on the held-out rows and on probes "
+        "built to break conversions.",
+    )
+
+
+def parity_chip(m: Mapping[str, Any]) -> tuple[str, bool | None]:
+    """The card header's parity chip: text and state (``None``: neither passed nor failed)."""
+    p = m.get("parity") or {}
+    if p.get("proven") is False:
+        return "parity not proven", None
+    return ("parity passed", True) if p.get("passed") else ("parity FAILED", False)
+
+
 def parity_rows(m: Mapping[str, Any]) -> list[Row]:
     p = m.get("parity") or {}
     if not p:
         return []
+    if p.get("proven") is False:  # a bring-your-own ONNX model without reference outputs
+        return [("result", str(p.get("status") or "not proven")), ("tolerance", f"{p['tolerance']:g}")]
+    if p.get("against"):
+        rows = [("compared with", f"{p['against']} ({p.get('reference', '')})"), ("data rows", str(p["rows"]))]
+        if p.get("missing_rows"):
+            rows.append(("missing rows", f"{p['missing_rows']} (rows with a missing value, compared too)"))
+        if p.get("label_agreement") is not None:
+            rows.append(("label agreement", share(p["label_agreement"])))
+        return rows + [
+            ("max abs diff", f"{p['max_abs_diff']:.3e}"),
+            ("tolerance", f"{p['tolerance']:g}"),
+            ("result", "passed" if p["passed"] else "FAILED"),
+        ]
     rows = [
         ("held-out rows", str(p["rows"])),
         ("probe rows", f"{p['probe_rows']} (missing values, unseen categories, out of range)"),
     ]
+    if p.get("missing_rows"):
+        rows.append(("missing rows", f"{p['missing_rows']} (rows with a missing value, compared too)"))
     if p.get("label_agreement") is not None:
         rows.append(("label agreement", share(p["label_agreement"])))
     rows += [
@@ -167,6 +216,10 @@ def lineage_rows(m: Mapping[str, Any]) -> list[Row]:
         ("data_sha256", "data sha256"),
         ("factory", "factory"),
         ("factory_sha256", "factory sha256"),
+        ("onnx_file", "ONNX file"),
+        ("onnx_sha256", "ONNX sha256"),
+        ("reference_outputs", "reference outputs"),
+        ("reference_sha256", "reference sha256"),
     ):
         if key in lin:
             rows.append((label, str(lin[key])))

@@ -98,7 +98,7 @@ def render_text(ins: Inspection) -> str:
     if ev.get("residuals"):
         out += ["", "Residuals (true - predicted, held-out split)"] + _stats({"held_out": ev["residuals"]})
     for title, rows_ in (
-        ("Parity: ONNX against scikit-learn", facts.parity_rows(m)),
+        (facts.parity_heading(m)[0], facts.parity_rows(m)),
         ("Lineage", facts.lineage_rows(m)),
     ):
         if rows_:

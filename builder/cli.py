@@ -43,8 +43,20 @@ __all__ = ["build", "keys"]
     envvar="MLPACK_SIGN_KEY",
     help="Ed25519 private key (mlpack keys generate) to sign the bundle with [$MLPACK_SIGN_KEY].",
 )
+@click.option(
+    "--onnx",
+    "onnx_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Bring your own ONNX model (in place of the spec's [estimator]; same as [model] onnx = FILE).",
+)
 def build(
-    spec: Path, out_dir: Path | None, no_executable: bool, as_json: bool, quiet: bool, sign_key: Path | None
+    spec: Path,
+    out_dir: Path | None,
+    no_executable: bool,
+    as_json: bool,
+    quiet: bool,
+    sign_key: Path | None,
+    onnx_file: Path | None,
 ) -> None:
     """Train, gate, convert and bundle the model described by SPEC.
 
@@ -64,7 +76,9 @@ def build(
         reporter = progress.ConsoleReporter(sys.stderr)
         click.echo(f"mlpack build {spec}", err=True)
     try:
-        result = pipeline.build(spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key)
+        result = pipeline.build(
+            spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key, onnx=onnx_file
+        )
     except MlpackError as exc:
         if as_json:
             click.echo(json.dumps(_failure(exc, reporter.stages()), indent=2, sort_keys=True))

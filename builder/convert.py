@@ -24,6 +24,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils import all_estimators
 
+from mlpack_edge.builder import boosters
 from mlpack_edge.builder.data import Dataset
 from mlpack_edge.builder.estimators import Model, describe
 from mlpack_edge.errors import ConversionError
@@ -47,6 +48,7 @@ class Converted:
 
 def convert(model: Model, data: Dataset, graph_name: str) -> Converted:
     """Convert ``model``; an unsupported step or a converter failure is a ConversionError."""
+    boosters.register_converters(model.estimator)
     bad = unsupported_step(model.estimator)
     if bad is not None:
         raise ConversionError(bad)
@@ -94,6 +96,7 @@ def unsupported_step(estimator: Any) -> str | None:
             else ("transformers", "transformer")
         )
         same = sorted(n for n, cls in all_estimators(type_filter=flt) if _has_converter(cls))
+        same += [d for d, (_, _, r) in boosters.SUPPORTED.items() if r == flt]
         return (
             f"step '{path}' ({type(obj).__name__}) cannot be converted to ONNX: skl2onnx has no converter for it;"
             f" supported {role}: {', '.join(same)}"

@@ -1,6 +1,7 @@
 """From the spec's ``[estimator]`` and ``[preprocess]`` to a fitted scikit-learn model.
 
-Names resolve only to scikit-learn classes: a spec is data, and must not be able to
+Names resolve only to scikit-learn classes and the four XGBoost/LightGBM estimators of
+:mod:`mlpack_edge.builder.boosters`: a spec is data, and must not be able to
 instantiate arbitrary Python. Arbitrary code goes through ``factory``, a file in the
 project that the author wrote on purpose.
 
@@ -34,6 +35,7 @@ try:  # what scikit-learn raises for a bad parameter value (a ValueError subclas
 except ImportError:  # pragma: no cover - moved in a future scikit-learn
     InvalidParameterError = ValueError  # type: ignore[misc,assignment]
 
+from mlpack_edge.builder import boosters
 from mlpack_edge.builder._inputs import model_input
 from mlpack_edge.builder._suggest import nearest
 from mlpack_edge.builder.data import Dataset
@@ -121,15 +123,21 @@ def resolve_estimator(spec: Spec) -> UserEstimator:
 
 
 def resolve_class(name: str) -> type:
-    """A scikit-learn estimator class from a short name or a dotted ``sklearn.`` path.
+    """A scikit-learn estimator class from a short name or a dotted ``sklearn.`` path,
+    or a supported XGBoost/LightGBM estimator (``xgboost.XGBClassifier`` or ``XGBClassifier``).
 
-    Raises ``LookupError`` with a suggestion when there is no such estimator.
+    Raises ``LookupError`` with a suggestion when there is no such estimator, and with
+    the pip command when it belongs to an optional library that is not installed.
     """
+    if boosters.canonical_name(name) is not None:
+        return boosters.resolve(name)
     if "." in name:
         module_name, _, attr = name.rpartition(".")
         if not (module_name == "sklearn" or module_name.startswith("sklearn.")):
+            allowed = ", ".join(boosters.SUPPORTED)
             raise LookupError(
-                f"{name!r} is not a scikit-learn class (only sklearn.* names are allowed; use estimator.factory for other code)"
+                f"{name!r} is not a scikit-learn class (only sklearn.* names and {allowed} are allowed;"
+                " use estimator.factory for other code)"
             )
         try:
             cls = getattr(importlib.import_module(module_name), attr, None)
@@ -142,7 +150,7 @@ def resolve_class(name: str) -> type:
         cls = getattr(importlib.import_module(f"sklearn.{module_name}"), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseEstimator):
             return cls
-    known = sorted({n for n, _ in all_estimators()})
+    known = sorted({n for n, _ in all_estimators()} | {d.split(".")[1] for d in boosters.SUPPORTED})
     close = nearest(name, known)
     hint = f" (did you mean '{close}'?)" if close else ""
     raise LookupError(f"unknown scikit-learn estimator {name!r}{hint}")
@@ -153,7 +161,7 @@ def _instantiate(step: StepSpec, spec_path: Path) -> Any:
         cls = resolve_class(step.class_name)
     except LookupError as exc:
         raise TrainingError(f"{spec_path}: {step.where}.class: {exc}") from None
-    accepted = _param_names(cls)
+    accepted = boosters.accepted_params(cls) if boosters.is_booster_class(cls) else _param_names(cls)
     params = {}
     for key, value in step.params.items():
         if key not in accepted:
@@ -241,6 +249,7 @@ def assemble(user: UserEstimator, data: Dataset, prep: PreprocessSpec, seed: int
         raise TrainingError(f"{spec_path}: estimator.steps: step name {clash!r} is reserved for mlpack's preprocessing")
     model = Pipeline(front + steps) if front or len(steps) > 1 else steps[0][1]
     _inject_seed(model, seed)
+    boosters.prepare(model)
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     if data.task == "regression" and not is_regressor(final):
         raise TrainingError(f"{spec_path}: task is regression but {type(final).__name__} is not a regressor")

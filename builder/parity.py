@@ -47,6 +47,7 @@ class ParityResult:
     label_agreement: float | None  # classification only
     max_abs_diff: float
     tolerance: float
+    missing_rows: int = 0  # compared rows with a missing value (NaN, or "" for a category)
 
     @property
     def passed(self) -> bool:
@@ -56,6 +57,7 @@ class ParityResult:
         return {
             "rows": self.rows,
             "probe_rows": self.probe_rows,
+            "missing_rows": self.missing_rows,
             "label_agreement": self.label_agreement,
             "max_abs_diff": self.max_abs_diff,
             "tolerance": self.tolerance,
@@ -63,9 +65,10 @@ class ParityResult:
         }
 
     def describe(self) -> str:
+        missing = f"{self.missing_rows} with missing values; " if self.missing_rows else ""
         return (
             f"{self.rows} held-out + {self.probe_rows} probe rows agree"
-            f" (max abs diff {self.max_abs_diff:.2e} <= {self.tolerance:g})"
+            f" ({missing}max abs diff {self.max_abs_diff:.2e} <= {self.tolerance:g})"
         )
 
 
@@ -102,7 +105,8 @@ def prove(model: Model, converted: Converted, data: Dataset, tolerance: float, s
     bad = labels_bad | (diff > tolerance)
     max_diff = float(diff.max()) if diff.size else 0.0
     agreement = None if data.task == "regression" else float(1.0 - labels_bad.mean())
-    result = ParityResult(len(data.x_test), len(probes), agreement, max_diff, tolerance)
+    missing_rows = int(_missing_mask(frame, data).sum())
+    result = ParityResult(len(data.x_test), len(probes), agreement, max_diff, tolerance, missing_rows)
     if bad.any():
         raise ParityError(_explain(bad, labels_bad, diff, groups, frame, data, tolerance, sk))
     golden = _golden(model, data, probes, tolerance)
@@ -263,10 +267,7 @@ def _explain(
         mask = np.array([x == g for x in groups])
         by_group.append(f"{g} {int((bad & mask).sum())}/{int(mask.sum())}")
     parts.append(": " + ", ".join(by_group))
-    has_missing = np.zeros(n, dtype=bool)
-    for f in data.features:
-        col = frame[f.name].to_numpy()
-        has_missing |= np.isnan(col.astype(np.float64)) if f.kind == "numeric" else (col == "")
+    has_missing = _missing_mask(frame, data)
     if has_missing[bad].all():
         parts.append(
             " — every disagreeing row has a missing value: this model does not treat missing values the same"
@@ -280,6 +281,15 @@ def _explain(
                 f" to about {scale * 1e-6:.1g}"
             )
     return "".join(parts)
+
+
+def _missing_mask(frame: pd.DataFrame, data: Dataset) -> np.ndarray:
+    """Rows with at least one missing value (NaN numeric, ``""`` categorical)."""
+    has_missing = np.zeros(len(frame), dtype=bool)
+    for f in data.features:
+        col = frame[f.name].to_numpy()
+        has_missing |= np.isnan(col.astype(np.float64)) if f.kind == "numeric" else (col == "")
+    return has_missing
 
 
 # --------------------------------------------------------------------------- golden set

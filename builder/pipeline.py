@@ -1,5 +1,5 @@
 """The build, stage by stage: spec -> data -> train -> evaluate -> convert -> parity -> profile
--> bundle (-> executable).
+-> bundle (-> executable); for a bring-your-own ONNX model, load replaces train and convert.
 
 Nothing touches the output folder until every check has passed; the bundle is written
 atomically and replaces an older build of the same version in one rename. With an
@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from mlpack_edge._fs import canonical_json
-from mlpack_edge.builder import _inputs, convert, data, estimators, metrics, parity
+from mlpack_edge.builder import _inputs, boosters, byo, convert, data, estimators, metrics, parity
 from mlpack_edge.builder.convert import Converted
 from mlpack_edge.builder.data import Dataset
-from mlpack_edge.builder.estimators import Model, UserEstimator
+from mlpack_edge.builder.estimators import UserEstimator
 from mlpack_edge.builder.metrics import Evaluation
-from mlpack_edge.builder.parity import ParityResult
 from mlpack_edge.builder.progress import NullReporter, Reporter
 from mlpack_edge.builder.report import CARD_FILE, evaluation_section, render_card
 from mlpack_edge.builder.signing import load_signing_key
 from mlpack_edge.builder.spec import Spec, load_spec
 from mlpack_edge.errors import DataError, MlpackError, PackagingError
 from mlpack_edge.monitor_agent.profile import build_profile
+from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, write_bundle
 
 __all__ = ["BuildResult", "build"]
@@ -112,19 +112,22 @@ def build(
     executable: bool = True,
     reporter: Reporter | None = None,
     sign_key: str | Path | None = None,
+    onnx: str | Path | None = None,
 ) -> BuildResult:
     """Build the bundle ``<out_dir>/<name>-<version>/`` (and the device executable) from a spec.
 
-    ``out_dir`` defaults to ``./dist``. Raises an :class:`~mlpack_edge.errors.MlpackError`
-    subclass for every expected failure; nothing is written to ``out_dir`` then.
+    ``out_dir`` defaults to ``./dist``; ``onnx`` (``--onnx``) is a bring-your-own ONNX model
+    in place of ``[estimator]`` (:mod:`mlpack_edge.builder.byo`). Raises an
+    :class:`~mlpack_edge.errors.MlpackError` subclass for every expected failure; nothing
+    is written to ``out_dir`` then.
     """
     rep = reporter if reporter is not None else NullReporter()
     out = Path(out_dir) if out_dir is not None else Path.cwd() / "dist"
     timer = _Timer(rep)
 
     with timer.stage("spec") as st:
-        spec = load_spec(spec_path)
-        user = estimators.resolve_estimator(spec)
+        spec = load_spec(spec_path, onnx=onnx)
+        user = estimators.resolve_estimator(spec) if spec.model.onnx is None else None
         n_gates = len(spec.evaluate.gates)
         st.summary = (
             f"{spec.model.name} {spec.model.version}, task {spec.model.task}, {n_gates} gate{'s' * (n_gates != 1)}"
@@ -133,9 +136,13 @@ def build(
         _check_target(target)  # before training, not after: fail fast
         signer = load_signing_key(sign_key) if sign_key is not None else None
         sign = signer.sign_manifest if signer is not None else None
+        own = byo.read(spec.model.onnx) if spec.model.onnx is not None else None
+        if own is not None:
+            st.summary += f"; ONNX model {spec.model.onnx.path_text} ({own.producer}, {len(own.raw) / 1024:.1f} kB)"  # type: ignore[union-attr]
 
     with timer.stage("data") as st:
-        ds = data.load_data(spec.data, spec.model.task, spec.model.seed)
+        data_spec = spec.data if own is None else byo.data_spec(spec.data, own)
+        ds = data.load_data(data_spec, spec.model.task, spec.model.seed)
         _check_positive(spec, ds)
         st.summary = (
             f"{ds.rows} rows, {len(ds.features)} features; {len(ds.x_train)} train / {len(ds.x_test)} held out"
@@ -144,32 +151,13 @@ def build(
     for line in _feature_lines(ds):
         rep.info(line)
 
-    with timer.stage("train") as st:
-        model = estimators.fit(
-            estimators.assemble(user, ds, spec.preprocess, spec.model.seed, spec.path), ds, spec.path
-        )
-        st.summary = f"{estimators.describe(model.estimator)} ({model.layout} layout)"
-    for w in model.warnings:
-        rep.info(f"warning: {w}")
-
-    with timer.stage("evaluate") as st:
-        x_test = _inputs.model_input(ds.x_test, model.layout)
-        y_pred = model.estimator.predict(x_test)
-        proba = None if ds.task == "regression" else model.estimator.predict_proba(x_test)
-        evaluation = metrics.evaluate(
-            ds.task, ds.y_test, y_pred, proba, ds.classes, spec.evaluate.gates, spec.evaluate.positive
-        )
-        st.summary = f"{metrics.format_metrics(evaluation.metrics)}; {metrics.gate_summary(evaluation.gates)}"
-        metrics.check_gates(evaluation)
-
-    with timer.stage("convert") as st:
-        converted = convert.convert(model, ds, spec.model.name)
-        opset = ", ".join(f"{domain or 'ai.onnx'} {v}" for domain, v in sorted(converted.opset.items()))
-        st.summary = f"ONNX {len(converted.model) / 1024:.1f} kB, opset {opset}"
-
-    with timer.stage("parity") as st:
-        proof = parity.prove(model, converted, ds, spec.parity.tolerance, spec.model.seed)
-        st.summary = proof.result.describe()
+    if own is None:
+        assert user is not None
+        done = _trained(timer, rep, spec, ds, user)
+    else:
+        done = _brought(timer, spec, ds, own)
+    ds = done.dataset
+    evaluation, converted, y_pred = done.evaluation, done.converted, done.y_pred
 
     with timer.stage("profile") as st:
         prediction: tuple[Any, Any, Any]
@@ -182,12 +170,12 @@ def build(
         )
         st.summary = f"{len(profile.features)} features + predictions, {spec.drift.bins} bins"
 
-    manifest = _manifest(spec, ds, user, model, evaluation, converted, proof.result)
+    manifest = _manifest(spec, ds, done)
     manifest["evaluation"] = evaluation_section(ds, evaluation, y_pred)
     files = {
         MODEL_FILE: converted.model,
         PROFILE_FILE: canonical_json(profile.to_dict()).encode("utf-8"),
-        GOLDEN_FILE: canonical_json(proof.golden.to_dict()).encode("utf-8"),
+        GOLDEN_FILE: canonical_json(done.golden.to_dict()).encode("utf-8"),
         CARD_FILE: render_card(manifest, profile, signing_key_id=signer.key_id if signer else None).encode("utf-8"),
     }
     exe = None
@@ -210,8 +198,115 @@ def build(
         content_hash=hashlib.sha256(raw).hexdigest(),
         replaced=replaced,
         signed_by=signer.key_id if signer is not None else None,
-        estimator=model.estimator,
+        estimator=done.estimator,
     )
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A model ready to bundle, whichever way it came: trained here or brought as ONNX."""
+
+    dataset: Dataset
+    layout: str
+    converted: Converted
+    evaluation: Evaluation
+    y_pred: Any
+    parity: dict[str, Any]
+    golden: Golden
+    lineage: dict[str, Any]
+    estimator: Any = None  # the fitted scikit-learn model (trained builds)
+
+
+def _trained(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, user: UserEstimator) -> _Done:
+    """train -> evaluate -> convert -> parity, for a spec with [estimator]."""
+    with timer.stage("train") as st:
+        model = estimators.fit(
+            estimators.assemble(user, ds, spec.preprocess, spec.model.seed, spec.path), ds, spec.path
+        )
+        st.summary = f"{estimators.describe(model.estimator)} ({model.layout} layout)"
+    for w in model.warnings:
+        rep.info(f"warning: {w}")
+
+    with timer.stage("evaluate") as st:
+        x_test = _inputs.model_input(ds.x_test, model.layout)
+        y_pred = model.estimator.predict(x_test)
+        proba = None if ds.task == "regression" else model.estimator.predict_proba(x_test)
+        evaluation = metrics.evaluate(
+            ds.task, ds.y_test, y_pred, proba, ds.classes, spec.evaluate.gates, spec.evaluate.positive
+        )
+        st.summary = f"{metrics.format_metrics(evaluation.metrics)}; {metrics.gate_summary(evaluation.gates)}"
+        metrics.check_gates(evaluation)
+
+    with timer.stage("convert") as st:
+        converted = convert.convert(model, ds, spec.model.name)
+        st.summary = f"ONNX {len(converted.model) / 1024:.1f} kB, opset {_opset(converted)}"
+
+    with timer.stage("parity") as st:
+        proof = parity.prove(model, converted, ds, spec.parity.tolerance, spec.model.seed)
+        st.summary = proof.result.describe()
+    lineage: dict[str, Any] = {"estimator": estimators.describe(model.estimator), **boosters.versions(model.estimator)}
+    if spec.estimator.factory is not None:
+        lineage["factory"] = spec.estimator.factory
+        lineage["factory_sha256"] = user.factory_sha256
+    return _Done(
+        ds, model.layout, converted, evaluation, y_pred, proof.result.to_dict(), proof.golden, lineage, model.estimator
+    )
+
+
+def _brought(timer: _Timer, spec: Spec, ds: Dataset, own: byo.OnnxModel) -> _Done:
+    """load -> evaluate -> parity, for a spec with [model] onnx (no training)."""
+    onnx_spec = spec.model.onnx
+    assert onnx_spec is not None
+    where = onnx_spec.path_text
+    with timer.stage("load") as st:
+        bound = byo.bind(own, ds, onnx_spec)
+        ds = bound.dataset
+        added = f"; appended {', '.join(bound.added)}" if bound.added else ""
+        st.summary = (
+            f"ONNX {len(bound.converted.model) / 1024:.1f} kB, opset {_opset(bound.converted)}"
+            f" ({bound.layout} layout){added}"
+        )
+
+    with timer.stage("evaluate") as st:
+        held = byo.run(bound, ds.x_test, where)
+        byo.check_probabilities(held, bound, where, onnx_spec)
+        byo.check_values(held, bound, where)
+        y_pred = held.values if ds.task == "regression" else held.labels
+        evaluation = metrics.evaluate(
+            ds.task, ds.y_test, y_pred, held.probabilities, ds.classes, spec.evaluate.gates, spec.evaluate.positive
+        )
+        st.summary = f"{metrics.format_metrics(evaluation.metrics)}; {metrics.gate_summary(evaluation.gates)}"
+        metrics.check_gates(evaluation)
+
+    with timer.stage("parity") as st:
+        lineage: dict[str, Any] = {
+            "estimator": f"ONNX model ({own.producer})",
+            "onnx_file": Path(onnx_spec.path_text).name,
+            "onnx_sha256": own.sha256,
+        }
+        if onnx_spec.reference_outputs is not None:
+            assert onnx_spec.reference_text is not None
+            frame = byo.all_rows(ds, spec.data)
+            expected = byo.read_reference(onnx_spec.reference_outputs, ds, len(frame))
+            got = byo.run(bound, frame, where)
+            result = byo.prove(got, expected, frame, ds, spec.parity.tolerance, onnx_spec.reference_text)
+            section = {**result.to_dict(), "against": "reference outputs", "reference": onnx_spec.reference_text}
+            lineage["reference_outputs"] = onnx_spec.reference_text
+            lineage["reference_sha256"] = hashlib.sha256(onnx_spec.reference_outputs.read_bytes()).hexdigest()
+            missing = f"{result.missing_rows} with missing values; " if result.missing_rows else ""
+            st.summary = (
+                f"{result.rows} data rows agree with {onnx_spec.reference_text}"
+                f" ({missing}max abs diff {result.max_abs_diff:.2e} <= {result.tolerance:g})"
+            )
+        else:
+            section = byo.not_proven(spec.parity.tolerance)
+            st.summary = f"{byo.NOT_PROVEN}: set [model] reference_outputs to prove it"
+        golden = byo.golden(bound, spec.parity.tolerance, where)
+    return _Done(ds, bound.layout, bound.converted, evaluation, y_pred, section, golden, lineage)
+
+
+def _opset(converted: Converted) -> str:
+    return ", ".join(f"{domain or 'ai.onnx'} {v}" for domain, v in sorted(converted.opset.items()))
 
 
 def _with_executable(
@@ -286,16 +381,8 @@ def _feature_lines(ds: Dataset) -> list[str]:
     return lines
 
 
-def _manifest(
-    spec: Spec,
-    ds: Dataset,
-    user: UserEstimator,
-    model: Model,
-    evaluation: Evaluation,
-    converted: Converted,
-    parity_result: ParityResult,
-) -> dict[str, Any]:
-    output: dict[str, Any] = dict(converted.output)
+def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
+    output: dict[str, Any] = dict(done.converted.output)
     if ds.task != "regression":
         output["classes"] = list(ds.classes)
     m = spec.model
@@ -308,12 +395,9 @@ def _manifest(
         "train_rows": len(ds.x_train),
         "test_rows": len(ds.x_test),
         "seed": m.seed,
-        "estimator": estimators.describe(model.estimator),
+        **done.lineage,
         **_versions(),
     }
-    if spec.estimator.factory is not None:
-        lineage["factory"] = spec.estimator.factory
-        lineage["factory_sha256"] = user.factory_sha256
     if ds.task == "binary":
         lineage["positive_class"] = spec.evaluate.positive if spec.evaluate.positive is not None else ds.classes[1]
     return {
@@ -323,12 +407,12 @@ def _manifest(
         "owner": m.owner,
         "intended_use": m.intended_use,
         "task": ds.task,
-        "input": {"layout": model.layout, "features": [f.to_dict() for f in ds.features]},
+        "input": {"layout": done.layout, "features": [f.to_dict() for f in ds.features]},
         "output": output,
-        "onnx": converted.manifest_section(MODEL_FILE),
-        "metrics": {k: (None if math.isnan(v) else v) for k, v in evaluation.metrics.items()},
-        "gates": [_finite(r.to_dict()) for r in evaluation.gates],
-        "parity": parity_result.to_dict(),
+        "onnx": done.converted.manifest_section(MODEL_FILE),
+        "metrics": {k: (None if math.isnan(v) else v) for k, v in done.evaluation.metrics.items()},
+        "gates": [_finite(r.to_dict()) for r in done.evaluation.gates],
+        "parity": done.parity,
         "drift": {"psi_warn": spec.drift.psi_warn, "psi_drift": spec.drift.psi_drift},
         "lineage": lineage,
     }

@@ -53,10 +53,9 @@ def render_card(manifest: Mapping[str, Any], profile: Profile | None, *, signing
         _predictions(m, profile),
         _section(
             "parity",
-            "Parity: ONNX against scikit-learn",
+            facts.parity_heading(m)[0],
             _facts_table(facts.parity_rows(m), "parity"),
-            "The exported model (onnxruntime) against the trained one, on the held-out rows and on probes "
-            "built to break conversions.",
+            facts.parity_heading(m)[1],
         ),
         _section("lineage", "Lineage", _facts_table(facts.lineage_rows(m), "lineage")),
         _signature(signing_key_id),
@@ -100,10 +99,9 @@ def _chip(name: str, text: str, ok: bool | None) -> str:
 
 def _header(m: Mapping[str, Any], signing_key_id: str | None) -> str:
     ok, total = facts.gates_passed(m)
-    parity = (m.get("parity") or {}).get("passed")
     chips = [
         _chip("gates", f"gates {ok}/{total} passed" if total else "no gates", ok == total if total else None),
-        _chip("parity", "parity passed" if parity else "parity FAILED", bool(parity)),
+        _chip("parity", *facts.parity_chip(m)),
         _chip(
             "signature",
             f"signed: key {signing_key_id}" if signing_key_id else "unsigned",

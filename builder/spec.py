@@ -15,6 +15,14 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
                                   # ("classification" = binary or multiclass, from the data)
     description = "..."           # optional, as are owner and intended_use (model card)
     seed = 0                      # drives the split and every estimator's random_state
+    # Bring your own ONNX model instead of [estimator] (see builder/byo.py):
+    # onnx = "model.onnx"         # or `mlpack build --onnx FILE`; no [estimator]/[preprocess]
+    # reference_outputs = "expected.csv"   # your framework's outputs for every data row:
+    #                             # proba_<class> columns (+ optional label), or value
+    # onnx_outputs = { probabilities = "probs" }   # which graph output is which:
+    #                             # label, probabilities, logits (softmax added), value
+    # classes = ["setosa", "versicolor", "virginica"]   # probability column order
+    #                             # (default: the target's classes, sorted)
 
     [data]
     path = "data.csv"             # CSV with a header row, relative to this file
@@ -37,7 +45,8 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
                                   # impute: most_frequent|none; encode: onehot|ordinal
 
     [estimator]                   # exactly one of class / steps / factory
-    class = "RandomForestClassifier"            # scikit-learn name or dotted sklearn path
+    class = "RandomForestClassifier"            # scikit-learn name or dotted sklearn path, or
+                                  # xgboost.XGBClassifier|XGBRegressor, lightgbm.LGBMClassifier|LGBMRegressor
     params = { n_estimators = 100, max_depth = 8 }
     # steps = [{ class = "StandardScaler" }, { class = "LogisticRegression", params = { C = 0.5 } }]
     # factory = "model.py:make_estimator"       # returns an unfitted estimator
@@ -70,7 +79,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -83,6 +92,7 @@ __all__ = [
     "DEFAULT_MISSING",
     "Spec",
     "ModelSpec",
+    "OnnxSpec",
     "DataSpec",
     "FeatureSpec",
     "NumericPrep",
@@ -107,7 +117,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # "estimator.steps[]" any one step's.
 _SCHEMA: dict[str, tuple[str, ...]] = {
     "": ("model", "data", "preprocess", "estimator", "evaluate", "gates", "parity", "drift"),
-    "model": ("name", "version", "task", "description", "owner", "intended_use", "seed"),
+    "model": (
+        *("name", "version", "task", "description", "owner", "intended_use", "seed"),
+        *("onnx", "reference_outputs", "onnx_outputs", "classes"),
+    ),
+    "model.onnx_outputs": ("label", "probabilities", "logits", "value"),
     "data": ("path", "target", "test_size", "exclude", "unseen", "missing", "features"),
     "data.features.*": ("kind", "nullable", "unseen"),
     "preprocess": ("numeric", "categorical"),
@@ -130,6 +144,19 @@ class ModelSpec:
     description: str = ""
     owner: str = ""
     intended_use: str = ""
+    onnx: OnnxSpec | None = None  # bring your own ONNX model (no [estimator])
+
+
+@dataclass(frozen=True)
+class OnnxSpec:
+    """``[model] onnx = ...`` and its companions: a model trained elsewhere, exported to ONNX."""
+
+    path: Path  # resolved against the spec's folder (or as given on the command line)
+    path_text: str  # as written (lineage: no absolute paths)
+    reference_outputs: Path | None = None
+    reference_text: str | None = None
+    outputs: Mapping[str, str] = field(default_factory=dict)  # role (label|probabilities|logits|value) -> output name
+    classes: tuple[Any, ...] | None = None  # probability column order
 
 
 @dataclass(frozen=True)
@@ -233,8 +260,11 @@ class Spec:
 # --------------------------------------------------------------------------- loading
 
 
-def load_spec(path: str | Path) -> Spec:
-    """Read, check and type a spec file (or a folder's ``mlpack.toml``); defects are :class:`SpecError`."""
+def load_spec(path: str | Path, onnx: str | Path | None = None) -> Spec:
+    """Read, check and type a spec file (or a folder's ``mlpack.toml``); defects are :class:`SpecError`.
+
+    ``onnx`` (``mlpack build --onnx FILE``) sets ``[model] onnx`` from the command line.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "mlpack.toml"
@@ -250,6 +280,12 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: not UTF-8 text, expected a TOML spec") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    if onnx is not None:
+        model_t = doc.get("model")
+        if isinstance(model_t, dict):
+            if "onnx" in model_t:
+                raise SpecError(f"{path}: --onnx given, but the spec names model.onnx too; keep one")
+            model_t["onnx"] = str(Path(onnx).resolve())  # relative to where the command runs
     return _Reader(path).spec(doc, hashlib.sha256(raw).hexdigest())
 
 
@@ -325,7 +361,16 @@ class _Reader:
         self.check_keys(doc, "", "")
         model = self.model(self.table(doc, "model", required=True))
         data = self.data(self.table(doc, "data", required=True))
-        estimator = self.estimator(self.table(doc, "estimator", required=True))
+        if model.onnx is not None:
+            for table in ("estimator", "preprocess"):
+                if table in doc:
+                    raise SpecError(
+                        f"{self.path}: [{table}] cannot be used with model.onnx (the ONNX file is the whole model);"
+                        f" remove [{table}] or model.onnx"
+                    )
+            estimator = EstimatorSpec()
+        else:
+            estimator = self.estimator(self.table(doc, "estimator", required=True))
         preprocess = self.preprocess(doc)
         evaluate = self.evaluate(doc, model.task)
         parity_t = self.table(doc, "parity")
@@ -358,16 +403,60 @@ class _Reader:
         seed = self.integer(t, "seed", "model", 0)
         if not 0 <= seed < 2**32:
             raise self.fail("model.seed", f"expected an integer in [0, 2**32), got {seed}")
+        task = self.choice(
+            t, "task", "model", ("binary", "multiclass", "regression", "classification"), "classification"
+        )
         return ModelSpec(
             name=name,
             version=version,
-            task=self.choice(
-                t, "task", "model", ("binary", "multiclass", "regression", "classification"), "classification"
-            ),
+            task=task,
             seed=seed,
             description=self.string(t, "description", "model", ""),
             owner=self.string(t, "owner", "model", ""),
             intended_use=self.string(t, "intended_use", "model", ""),
+            onnx=self.onnx(t, task),
+        )
+
+    def onnx(self, t: dict[str, Any], task: str) -> OnnxSpec | None:
+        companions = [k for k in ("reference_outputs", "onnx_outputs", "classes") if k in t]
+        if "onnx" not in t:
+            if companions:
+                raise self.fail(f"model.{companions[0]}", "only goes with model.onnx (a bring-your-own ONNX model)")
+            return None
+        text = self.string(t, "onnx", "model")
+        ref = self.string(t, "reference_outputs", "model") if "reference_outputs" in t else None
+        outputs_t = t.get("onnx_outputs", {})
+        if not isinstance(outputs_t, dict):
+            raise self.fail("model.onnx_outputs", f"expected a table like {{ probabilities = \"probs\" }}, got {_show(outputs_t)}")
+        self.check_keys(outputs_t, "model.onnx_outputs", "model.onnx_outputs")
+        outputs = {k: self.string(outputs_t, k, "model.onnx_outputs") for k in outputs_t}
+        roles = set(outputs)
+        if task == "regression" and roles - {"value"}:
+            raise self.fail("model.onnx_outputs", f"a regression model has one output: value (got {', '.join(sorted(roles))})")
+        if task != "regression" and "value" in roles:
+            raise self.fail("model.onnx_outputs.value", "is for regression; a classifier has probabilities (or logits) and label")
+        if {"probabilities", "logits"} <= roles:
+            raise self.fail("model.onnx_outputs", "give probabilities or logits, not both")
+        classes = None
+        if "classes" in t:
+            value = t["classes"]
+            if task == "regression":
+                raise self.fail("model.classes", "applies to classification, not regression")
+            ok = isinstance(value, list) and len(value) >= 2 and (
+                all(isinstance(c, str) for c in value) or all(isinstance(c, int) and not isinstance(c, bool) for c in value)
+            )
+            if not ok or len(set(value)) != len(value):
+                raise self.fail("model.classes", f"expected a list of two or more distinct labels (all strings or all integers), got {_show(value)}")
+            classes = tuple(value)
+        base = self.path.parent
+        path = Path(text) if Path(text).is_absolute() else base / text
+        return OnnxSpec(
+            path=path,
+            path_text=text,
+            reference_outputs=(base / ref) if ref is not None else None,
+            reference_text=ref,
+            outputs=MappingProxyType(outputs),
+            classes=classes,
         )
 
     def data(self, t: dict[str, Any]) -> DataSpec:

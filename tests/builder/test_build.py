@@ -313,7 +313,7 @@ def test_usage_errors_exit_2() -> None:
 # ---------------------------------------------------------------------------- examples
 
 
-@pytest.mark.parametrize("example", ["breast_cancer", "diabetes", "fleet_faults"])
+@pytest.mark.parametrize("example", ["breast_cancer", "diabetes", "fleet_faults", "fleet_faults_xgboost", "onnx_network"])
 def test_examples_build(tmp_path: Path, example: str) -> None:
     result = CliRunner().invoke(
         main, ["build", str(EXAMPLES / example), "--no-executable", "-o", str(tmp_path), "--json"]

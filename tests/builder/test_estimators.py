@@ -30,7 +30,9 @@ def test_resolve_short_and_dotted_names() -> None:
         ),
         (
             "os.system",
-            "'os.system' is not a scikit-learn class (only sklearn.* names are allowed; use estimator.factory for other code)",
+            "'os.system' is not a scikit-learn class (only sklearn.* names and xgboost.XGBClassifier,"
+            " xgboost.XGBRegressor, lightgbm.LGBMClassifier, lightgbm.LGBMRegressor are allowed;"
+            " use estimator.factory for other code)",
         ),
         ("sklearn.ensemble.Nope", "unknown scikit-learn estimator 'sklearn.ensemble.Nope'"),
         ("sklearn.utils.check_array", "unknown scikit-learn estimator 'sklearn.utils.check_array'"),

@@ -1,5 +1,9 @@
 """Every supported estimator family: build -> the bundle's ONNX answers like scikit-learn.
 
+XGBoost and LightGBM (the ``[xgboost]``/``[lightgbm]`` extras, installed by the test
+command) are here twice: behind mlpack's imputer, and fed the missing values themselves
+(``impute = "none"``), which both route natively and the ONNX graph must route the same.
+
 The comparison here is the test's own, not the build's parity stage: it reads the
 bundle's model.onnx with onnxruntime and scores fresh rows (a third with missing values,
 some with unseen categories) against the fitted estimator the build returns.
@@ -29,6 +33,13 @@ CLASSIFIERS = {
     ),
     "knn": ('class = "KNeighborsClassifier"\nparams = { n_neighbors = 5 }', "scale = true"),
     "decision-tree": ('class = "DecisionTreeClassifier"\nparams = { max_depth = 4 }', ""),
+    "xgboost": ('class = "xgboost.XGBClassifier"\nparams = { n_estimators = 20, max_depth = 3 }', ""),
+    "xgboost-native-nan": ('class = "xgboost.XGBClassifier"\nparams = { n_estimators = 20 }', 'impute = "none"'),
+    "lightgbm": ('class = "lightgbm.LGBMClassifier"\nparams = { n_estimators = 20, num_leaves = 8 }', ""),
+    "lightgbm-native-nan": (
+        'class = "lightgbm.LGBMClassifier"\nparams = { n_estimators = 20, min_child_samples = 5 }',
+        'impute = "none"',
+    ),
 }
 REGRESSORS = {
     "linear": 'class = "LinearRegression"',
@@ -39,6 +50,13 @@ REGRESSORS = {
     "hist-gradient-boosting": 'class = "HistGradientBoostingRegressor"\nparams = { max_iter = 30 }',
     "mlp": 'steps = [{ class = "StandardScaler" }, { class = "MLPRegressor", params = { hidden_layer_sizes = [8], max_iter = 400 } }]',
     "knn": 'class = "KNeighborsRegressor"',
+    "xgboost": 'class = "xgboost.XGBRegressor"\nparams = { n_estimators = 30, max_depth = 3 }',
+    "lightgbm": 'class = "LGBMRegressor"\nparams = { n_estimators = 30, num_leaves = 8 }',
+}
+# Regressors fed the missing values themselves (no imputer in front).
+NATIVE_NAN_REGRESSORS = {
+    "xgboost": 'class = "xgboost.XGBRegressor"\nparams = { n_estimators = 30, max_depth = 3 }',
+    "lightgbm": 'class = "lightgbm.LGBMRegressor"\nparams = { n_estimators = 30, min_child_samples = 5 }',
 }
 COLUMN_PIPELINES = {
     "onehot-logistic": (
@@ -49,6 +67,11 @@ COLUMN_PIPELINES = {
     "ordinal-forest": (
         'class = "RandomForestClassifier"\nparams = { n_estimators = 10, max_depth = 5 }',
         'numeric = { impute = "median" }\ncategorical = { impute = "none", encode = "ordinal" }',
+    ),
+    "onehot-xgboost": ('class = "xgboost.XGBClassifier"\nparams = { n_estimators = 20, max_depth = 3 }', ""),
+    "ordinal-lightgbm": (
+        'class = "lightgbm.LGBMClassifier"\nparams = { n_estimators = 20, num_leaves = 8 }',
+        'numeric = { impute = "none" }\ncategorical = { impute = "none", encode = "ordinal" }',
     ),
     "passthrough-hgb": (
         'class = "HistGradientBoostingClassifier"\nparams = { max_iter = 20 }',
@@ -89,7 +112,7 @@ def _sklearn_input(manifest: dict[str, Any], frame: pd.DataFrame) -> Any:
     return frame.to_numpy(np.float32) if manifest["input"]["layout"] == "matrix" else frame
 
 
-def _check_classifier(project: Project, data_name: str) -> None:
+def _check_classifier(project: Project, data_name: str) -> Any:
     result = project.build()
     m = result.manifest
     frame = _fresh_rows(project.root / data_name, m)
@@ -99,13 +122,17 @@ def _check_classifier(project: Project, data_name: str) -> None:
     np.testing.assert_array_equal(labels, result.estimator.predict(x))
     np.testing.assert_allclose(proba, result.estimator.predict_proba(x), atol=1e-4, rtol=0)
     assert m["output"]["classes"] == [str(c) if isinstance(c, str) else c for c in result.estimator.classes_]
+    return result
 
 
 @pytest.mark.parametrize("family", sorted(CLASSIFIERS))
 def test_classifier_families(project: Project, family: str) -> None:
     estimator, numeric = CLASSIFIERS[family]
     project.write(spec_text(estimator=estimator, extra=f"[preprocess]\nnumeric = {{ {numeric} }}\n"), binary_rows())
-    _check_classifier(project, "data.csv")
+    result = _check_classifier(project, "data.csv")
+    if "none" in numeric:  # the booster itself is fed the gaps, and the build's proof covered them
+        assert "Imputer" not in result.manifest["lineage"]["estimator"]
+        assert result.manifest["parity"]["missing_rows"] > 0
 
 
 @pytest.mark.parametrize("family", sorted(COLUMN_PIPELINES))
@@ -118,13 +145,20 @@ def test_column_transformer_pipelines(project: Project, family: str) -> None:
     _check_classifier(project, "data.csv")
 
 
-@pytest.mark.parametrize("family", sorted(REGRESSORS))
-def test_regressor_families(project: Project, family: str) -> None:
-    project.write(spec_text(task="regression", estimator=REGRESSORS[family]), regression_rows())
+@pytest.mark.parametrize(
+    ("family", "native_nan"),
+    [(f, False) for f in sorted(REGRESSORS)] + [(f, True) for f in sorted(NATIVE_NAN_REGRESSORS)],
+)
+def test_regressor_families(project: Project, family: str, native_nan: bool) -> None:
+    estimator = NATIVE_NAN_REGRESSORS[family] if native_nan else REGRESSORS[family]
+    extra = '[preprocess]\nnumeric = { impute = "none" }\n' if native_nan else ""
+    project.write(spec_text(task="regression", estimator=estimator, extra=extra), regression_rows())
     result = project.build()
     m = result.manifest
     frame = _fresh_rows(project.root / "data.csv", m)
     assert frame.isna().to_numpy().any()
     (values,) = _onnx(result.bundle_dir, m, frame)
+    if native_nan:
+        assert "Imputer" not in m["lineage"]["estimator"] and m["parity"]["missing_rows"] > 0
     np.testing.assert_allclose(values.ravel(), result.estimator.predict(_sklearn_input(m, frame)), atol=1e-4, rtol=0)
     assert list(m["output"]) == ["value"]
