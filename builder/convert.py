@@ -79,6 +79,7 @@ def convert(model: Model, data: Dataset, graph_name: str) -> Converted:
         ) from None
     if model.layout == "columns":
         _restore_input_names(onx.graph, [f.name for f in data.features])
+    _sort_opsets(onx)
     output = _outputs([o.name for o in onx.graph.output], data.task)
     return Converted(onx.SerializeToString(deterministic=True), dict(OPSET), inputs, output)
 
@@ -141,6 +142,15 @@ def _walk(est: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 def _final(est: Any) -> Any:
     return est.steps[-1][1] if isinstance(est, Pipeline) else est
+
+
+def _sort_opsets(onx: Any) -> None:
+    """Order ``opset_import`` by domain: onnxmltools' converters collect domains in a set,
+    so their order (and the file's bytes) followed the process's hash seed."""
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in imports:
+        onx.opset_import.add(domain=domain, version=version)
 
 
 def _restore_input_names(graph: Any, names: list[str]) -> None:

@@ -6,29 +6,62 @@ import json
 import time
 from pathlib import Path
 
-from mlpack_edge.collector.auth import check_device_name, hash_token, new_token
+from collections.abc import Sequence
+
+from mlpack_edge.collector.auth import check_device_name, hash_token, new_token, read_cert
 from mlpack_edge.collector.models import ModelInfo, model_from_upload
-from mlpack_edge.collector.storage import DeviceRow, open_storage
+from mlpack_edge.collector.storage import DeviceCert, DeviceRow, open_storage
 from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["add_device", "revoke_device", "list_devices", "add_model", "model_from_bundle"]
+__all__ = ["add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
+           "model_from_bundle"]
 
 
-def add_device(db_url: str, name: str) -> str:
-    """Register ``name`` and return its token (shown once: only its hash is stored)."""
+def add_device(db_url: str, name: str, cert_files: Sequence[str | Path] = ()) -> str:
+    """Register ``name`` (with client certificates, for mutual TLS) and return its token
+    (shown once: only its hash is stored)."""
     try:
         check_device_name(name)
     except ValueError as exc:
         raise CollectorError(str(exc)) from None
+    now = time.time()
+    certs = _certs(name, cert_files, now)  # every file checked before anything is stored
     token = new_token()
     storage = open_storage(db_url)
     try:
-        storage.add_device(name, hash_token(token), time.time())
+        storage.add_device(name, hash_token(token), now, certs)
     finally:
         storage.close()
     return token
+
+
+def add_device_certs(db_url: str, name: str, cert_files: Sequence[str | Path]) -> list[DeviceCert]:
+    """Register more client certificates for an active device (e.g. a renewed one)."""
+    certs = _certs(name, cert_files, time.time())
+    storage = open_storage(db_url)
+    try:
+        storage.add_device_certs(name, certs)
+    finally:
+        storage.close()
+    return certs
+
+
+def device_certs(db_url: str, name: str | None = None) -> list[DeviceCert]:
+    storage = open_storage(db_url)
+    try:
+        return storage.device_certs(name)
+    finally:
+        storage.close()
+
+
+def _certs(name: str, cert_files: Sequence[str | Path], now: float) -> list[DeviceCert]:
+    certs: dict[str, DeviceCert] = {}
+    for path in cert_files:
+        info = read_cert(path, now)
+        certs[info.fingerprint] = DeviceCert(info.fingerprint, name, info.subject, info.not_after, now)
+    return list(certs.values())
 
 
 def revoke_device(db_url: str, name: str) -> None:

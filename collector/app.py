@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -34,8 +34,8 @@ from mlpack_edge import __version__
 from mlpack_edge.collector import _openapi as api
 from mlpack_edge.collector import page, queries
 from mlpack_edge.collector._openapi import INGEST_OPENAPI
+from mlpack_edge.collector.auth import bearer_token, hash_token, peer_fingerprint
 from mlpack_edge.collector.metrics import CONTENT_TYPE, Metrics
-from mlpack_edge.collector.auth import bearer_token, hash_token
 from mlpack_edge.collector.config import CollectorConfig
 from mlpack_edge.collector.ingest import Ack, Rejected, Writer, decode_body, parse_batch
 from mlpack_edge.collector.storage import Storage
@@ -105,10 +105,11 @@ Span = Annotated[_Span, Depends(_span)]
 
 
 class _TokenCache:
-    """Recently seen token hashes -> device; only a pre-filter (the write transaction decides)."""
+    """Recently seen token hashes (or certificate fingerprints) -> active device; only a
+    pre-filter (the write transaction decides)."""
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
+    def __init__(self, lookup: Callable[[str], str | None]) -> None:
+        self._lookup = lookup
         self._hits: dict[str, tuple[str, float]] = {}
 
     def device(self, token_hash: str) -> str | None:
@@ -116,7 +117,7 @@ class _TokenCache:
         hit = self._hits.get(token_hash)
         if hit is not None and now - hit[1] < _TOKEN_TTL:
             return hit[0]
-        name = self._storage.device_for_token(token_hash)
+        name = self._lookup(token_hash)
         if name is None:
             self._hits.pop(token_hash, None)
         else:
@@ -176,7 +177,42 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
 
 def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     """The ASGI app over an open, migrated ``storage``; the writer thread lives with the app."""
-    tokens = _TokenCache(storage)
+    tokens = _TokenCache(storage.device_for_token)
+
+    def active_cert_owner(fingerprint: str) -> str | None:
+        found = storage.device_for_cert(fingerprint)
+        return found[0] if found is not None and not found[1] else None
+
+    certs = _TokenCache(active_cert_owner)
+    mode = config.device_auth
+
+    def authenticate(request: Request) -> tuple[str, str | None, str]:
+        """``(device, token hash or None, credential)`` by the fleet's rule, or a 401 saying what is wrong."""
+        device = token_hash = None
+        if mode != "cert":
+            token = bearer_token(request.headers.get("authorization"))
+            if token is None:
+                raise Rejected(401, "Authorization: expected 'Bearer <device token>'")
+            token_hash = hash_token(token)
+            device = tokens.device(token_hash)
+            if device is None:
+                raise Rejected(401, "Authorization: unknown, wrong or revoked device token")
+            if mode == "token":
+                return device, token_hash, "token"
+        fingerprint = peer_fingerprint(request.scope)
+        if fingerprint is None:
+            raise Rejected(401, "client certificate: this collector authenticates devices by TLS client "
+                                "certificate and none was presented")
+        owner = certs.device(fingerprint)
+        if owner is None:
+            known = storage.device_for_cert(fingerprint)
+            if known is not None:
+                raise Rejected(401, f"client certificate {fingerprint[:16]}…: device {known[0]!r} is revoked")
+            raise Rejected(401, f"client certificate {fingerprint[:16]}…: not registered to any device "
+                                "(mlpack collector add-device NAME --cert FILE)")
+        if device is not None and owner != device:
+            raise Rejected(401, f"client certificate: belongs to device {owner!r}, not to the token's device")
+        return owner, token_hash, "client certificate" if mode == "cert" else "token"
 
     def overview(r: queries.TimeRange) -> dict[str, Any]:
         return queries.fleet_overview(
@@ -248,7 +284,8 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     @app.post(
         "/api/v1/ingest",
         summary="Upload a telemetry batch",
-        description="Authenticated by `Authorization: Bearer <device token>`. Idempotent on (device, seq): the "
+        description="Authenticated by `Authorization: Bearer <device token>`, the TLS client certificate, or "
+        "both (the collector's `--device-auth`). Idempotent on (device, seq): the "
         "reply is sent only after the batch is committed.",
         openapi_extra=INGEST_OPENAPI,
         response_model=None,
@@ -257,19 +294,14 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     async def ingest(request: Request) -> Response:
         size = 0
         try:
-            token = bearer_token(request.headers.get("authorization"))
-            if token is None:
-                raise Rejected(401, "Authorization: expected 'Bearer <device token>'")
-            token_hash = hash_token(token)
-            device = tokens.device(token_hash)
-            if device is None:
-                raise Rejected(401, "Authorization: unknown, wrong or revoked device token")
+            device, token_hash, credential = authenticate(request)
             body = await _read_limited(request, config.max_body_bytes)
             size = len(body)
             encoding = request.headers.get("content-encoding")
 
             def decode() -> Any:
-                return parse_batch(decode_body(body, encoding, config.max_decompressed_bytes), device, token_hash)
+                return parse_batch(decode_body(body, encoding, config.max_decompressed_bytes), device, token_hash,
+                                   credential)
 
             batch = decode() if size <= _INLINE_DECODE else await run_in_threadpool(decode)
             outcome = await asyncio.wrap_future(writer.submit(batch))

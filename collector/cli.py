@@ -55,23 +55,57 @@ def collector() -> None:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request (never tokens).")
-def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool) -> None:
-    """Serve ingest, the JSON API, the fleet page and /metrics."""
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Serve HTTPS with this certificate (PEM, chain first to last).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Its private key (PEM, unencrypted) if not in --tls-cert.")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False),
+              help="CA (PEM) that issues device certificates: ask devices for one (mutual TLS).")
+@click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
+              help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
+def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str) -> None:
+    """Serve ingest, the JSON API, the fleet page and /metrics.
+
+    \b
+    HTTPS: --tls-cert FILE --tls-key FILE; mutual TLS adds --tls-client-ca FILE and
+    --device-auth cert|both. Beyond 127.0.0.1 without TLS a warning is printed (or keep
+    the collector on loopback behind a TLS reverse proxy: see the README).
+    """
+    from mlpack_edge.collector.server import TlsFiles
     from mlpack_edge.collector.server import serve as run
 
-    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body)
+    if tls_cert is None and (tls_key or tls_client_ca):
+        raise click.UsageError("--tls-key and --tls-client-ca need --tls-cert")
+    if device_auth != "token" and tls_client_ca is None:
+        raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
+    tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
+    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth)
     run(config, host, port, log_level=log_level, access_log=access_log,
-        announce=lambda line: click.echo(line) or sys.stdout.flush())
+        announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
+        warn=lambda line: click.echo(line, err=True))
 
 
 @collector.command("add-device")
 @_db_options
 @click.argument("name")
-def add_device(db_url: str, name: str) -> None:
+@click.option("--cert", "certs", multiple=True, type=click.Path(dir_okay=False),
+              help="The device's client certificate (PEM or DER) for mutual TLS; repeatable.")
+def add_device(db_url: str, name: str, certs: tuple[str, ...]) -> None:
     """Register a device and print its upload token (shown only this once)."""
-    token = admin.add_device(db_url, name)
+    token = admin.add_device(db_url, name, certs)
     click.echo(token)
+    for cert in admin.device_certs(db_url, name):
+        click.echo(f"client certificate {cert.subject} (sha256 {cert.fingerprint[:16]}…) registered", err=True)
     click.echo(f"device {name} registered; store this token now, it is not shown again", err=True)
+
+
+@collector.command("add-cert")
+@_db_options
+@click.argument("name")
+@click.argument("cert", type=click.Path(dir_okay=False))
+def add_cert(db_url: str, name: str, cert: str) -> None:
+    """Register another client certificate for a device (e.g. a renewed one)."""
+    for c in admin.add_device_certs(db_url, name, [cert]):
+        click.echo(f"client certificate {c.subject} (sha256 {c.fingerprint[:16]}…) registered to device {name}")
 
 
 @collector.command("revoke-device")

@@ -52,6 +52,8 @@ class CollectorConfig:
     max_group: int = 128
     # A device that has not uploaded for this long is shown as silent.
     silent_after: float = 3600.0
+    # How devices authenticate: "token", "cert" (TLS client certificate) or "both".
+    device_auth: str = "token"
     # Error-rate jump alert: the last hour's rate against the rest of the range.
     error_jump_factor: float = 2.0
     error_jump_min_rate: float = 0.05

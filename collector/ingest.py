@@ -59,7 +59,7 @@ class Batch:
     """A decoded, shape-checked upload from an authenticated token."""
 
     device: str
-    token_hash: str
+    token_hash: str | None  # None: authenticated by its client certificate alone
     models: dict[str, dict[str, Any]]
     windows: list[Window]
     audit: list[dict[str, Any]]
@@ -106,14 +106,15 @@ def decode_body(body: bytes, encoding: str | None, max_decompressed: int) -> Any
         raise Rejected(400, "body: JSON nested too deeply") from None
 
 
-def parse_batch(payload: Any, device: str, token_hash: str) -> Batch:
-    """Check ``payload`` against the wire schema; the batch must be ``device``'s own."""
+def parse_batch(payload: Any, device: str, token_hash: str | None, credential: str = "token") -> Batch:
+    """Check ``payload`` against the wire schema; the batch must be ``device``'s own
+    (``credential`` names what identified it, for the refusal)."""
     try:
         name, models, windows, audit, outbox = validate_batch(payload)
     except WireError as exc:
         raise Rejected(422, str(exc)) from None
     if name != device:
-        raise Rejected(401, f"device: the token does not belong to device {name!r}")
+        raise Rejected(401, f"device: the {credential} does not belong to device {name!r}")
     if len(audit) > MAX_AUDIT_PER_BATCH:
         raise Rejected(422, f"audit: at most {MAX_AUDIT_PER_BATCH} rows per batch, got {len(audit)}")
     for i, row in enumerate(audit):
@@ -164,7 +165,10 @@ def _apply_one(
 ) -> Ack:
     """Check and store one batch; its windows are added to ``hours`` (device, hour) deltas."""
     row = devices.get(b.device)
-    if row is None or row[1] is not None or not token_matches(b.token_hash, row[0]):
+    if b.token_hash is None:  # certificate only: the pre-check mapped it; revocation is re-checked here
+        if row is None or row[1] is not None:
+            raise Rejected(401, f"client certificate: device {b.device!r} is revoked")
+    elif row is None or row[1] is not None or not token_matches(b.token_hash, row[0]):
         raise Rejected(401, "Authorization: unknown, wrong or revoked device token")
 
     def lookup(h: str) -> ModelInfo | None:

@@ -203,11 +203,10 @@ class Agent:
         if self._uploader is None:
             import random
 
-            from mlpack_edge.monitor_agent.transport import UrllibTransport
             from mlpack_edge.monitor_agent.uploader import Uploader
 
-            transport = self._transport if self._transport is not None else UrllibTransport()
-            self._uploader = Uploader(self.outbox, self.config, transport, self._rng or random.Random())
+            # No transport given: urllib with the config's TLS settings (CA file or system roots).
+            self._uploader = Uploader(self.outbox, self.config, self._transport, self._rng or random.Random())
         return self._uploader
 
     def _store(self, window: Window) -> None:

@@ -14,15 +14,19 @@ one). ``--state-dir`` / ``--bundle`` override it, so the commands also run on th
 4     collector unreachable or busy (network error, 5xx, 429): kept for later
 5     collector refused: bad token or URL (401/403/404), or windows it rejected
       were moved to the dead-letter table
-1     configuration or outbox error (message on stderr); 2 usage error
+6     TLS failure: the server certificate is untrusted, expired or for another
+      host, the collector does not speak TLS there, or it refused the client
+      certificate; everything is kept, and nothing is ever retried over plain HTTP
+1     configuration or outbox error (message on stderr), e.g. no CA roots found,
+      an unreadable key file, plain http:// to another machine; 2 usage error
 ====  =====================================================================
 
 ``status`` exit codes:
 
 ====  =====================================================================
 0     the report was printed (and, with ``--fail-on``, overall is below it)
-6     ``--fail-on drift``: overall is DRIFT; ``--fail-on warn``: WARN or DRIFT
-      (the report is still printed in full first)
+7     ``--fail-on drift``: overall is DRIFT; ``--fail-on warn``: WARN or DRIFT
+      (the report is still printed in full first; 7, not any ``agent sync`` code)
 1     no telemetry here or an outbox error (with ``--json`` also as
       ``{"ok": false, "error": {...}}`` on stdout); 2 usage error
 ====  =====================================================================
@@ -53,9 +57,10 @@ from mlpack_edge.monitor_agent.uploader import SyncResult, Uploader
 
 __all__ = ["agent", "status", "SYNC_EXIT_CODES", "STATUS_FAIL_EXIT"]
 
-SYNC_EXIT_CODES = {"delivered": 0, "nothing": 3, "busy": 3, "unreachable": 4, "refused": 5}
-#: ``status --fail-on LEVEL`` exits with this when the overall status reached LEVEL.
-STATUS_FAIL_EXIT = 6
+SYNC_EXIT_CODES = {"delivered": 0, "nothing": 3, "busy": 3, "unreachable": 4, "refused": 5, "tls": 6}
+#: ``status --fail-on LEVEL`` exits with this when the overall status reached LEVEL (distinct
+#: from every ``agent sync`` code, so a script running both can tell them apart).
+STATUS_FAIL_EXIT = 7
 _LEVEL = {"no-data": 0, "ok": 0, "warn": 1, "drift": 2}
 
 _state_option = click.option(
@@ -87,14 +92,23 @@ def _model_info(ctx: click.Context, bundle: Path | None) -> ModelInfo | None:
     return info() if callable(info) else info
 
 
-def _config(state: Path, collector_url: str | None, device_id: str | None, token_file: Path | None,
-            window_seconds: float | None, cap: str | None) -> AgentConfig:
+def _config(state: Path, **flags: Any) -> AgentConfig:
+    return load_config(state, _overrides(**flags))
+
+
+def _overrides(collector_url: str | None, device_id: str | None, token_file: Path | None,
+               window_seconds: float | None, cap: str | None, ca_file: Path | None = None,
+               client_cert: Path | None = None, client_key: Path | None = None,
+               allow_insecure_http: bool = False) -> dict[str, Any]:
     token = None if token_file is None else read_token_file(token_file)
-    return load_config(
-        state,
-        {"collector_url": collector_url, "device_id": device_id, "token": token,
-         "window_seconds": window_seconds, "cap_bytes": cap},
-    )
+    return {"collector_url": collector_url, "device_id": device_id, "token": token,
+            "window_seconds": window_seconds, "cap_bytes": cap,
+            "ca_file": _path(ca_file), "client_cert": _path(client_cert), "client_key": _path(client_key),
+            "allow_insecure_http": allow_insecure_http or None}
+
+
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p.absolute())
 
 
 def _config_options(f: Any) -> Any:
@@ -105,6 +119,14 @@ def _config_options(f: Any) -> Any:
                      help="File holding the device token (never pass a token as an argument)."),
         click.option("--window-seconds", type=float, help="Telemetry window length."),
         click.option("--cap", help="Outbox size cap, e.g. 64MB."),
+        click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="CA certificate(s) (PEM) the collector's certificate must chain to, instead of the system's."),
+        click.option("--client-cert", type=click.Path(dir_okay=False, path_type=Path),
+                     help="This device's certificate (PEM) for mutual TLS; with --client-key."),
+        click.option("--client-key", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Its private key (unencrypted PEM, mode 0600)."),
+        click.option("--allow-insecure-http", is_flag=True, default=False,
+                     help="Allow a plain http:// collector on another machine (token and telemetry unencrypted)."),
     ]):
         f = opt(f)
     return f
@@ -127,7 +149,7 @@ def status(ctx: click.Context, as_json: bool, hours: float, fail_on: str | None,
            bundle: Path | None) -> None:
     """Drift, errors and latency of recent traffic, from the device's own records (offline).
 
-    Exit codes: 0 printed; 6 the overall status reached --fail-on; 1 no telemetry or an
+    Exit codes: 0 printed; 7 the overall status reached --fail-on; 1 no telemetry or an
     outbox error; 2 usage.
     """
     try:  # a lone command (not under an MlpackGroup) keeps the one-line error contract too
@@ -187,7 +209,7 @@ def agent() -> None:
 @click.pass_context
 def sync(ctx: click.Context, state_dir: Path | None, **flags: Any) -> None:
     """Upload what is pending once, then exit: 0 delivered, 3 nothing to do, 4 collector
-    unreachable, 5 refused (see the module doc)."""
+    unreachable, 5 refused, 6 TLS failure (see the module doc)."""
     state = _state_dir(ctx, state_dir)
     config = _config(state, **flags)
     with Outbox.open(state, config.cap_bytes) as box:
@@ -224,13 +246,35 @@ def run(ctx: click.Context, state_dir: Path | None, interval: float | None, **fl
 @_state_option
 @_config_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--save", is_flag=True,
+              help="Write the flags' settings into the state folder (agent.json; TLS files copied into tls/).")
 @click.pass_context
-def config_command(ctx: click.Context, state_dir: Path | None, as_json: bool, **flags: Any) -> None:
-    """Show the effective agent configuration (file < environment < flags); the token is never shown."""
+def config_command(ctx: click.Context, state_dir: Path | None, as_json: bool, save: bool, **flags: Any) -> None:
+    """Show the effective agent configuration (file < environment < flags); the token is never shown.
+
+    With --save the file and flag settings (not the environment's) are checked and stored:
+    e.g. '--ca-file fleet-ca.pem --save' makes the agent trust the fleet's private CA.
+    """
     state = _state_dir(ctx, state_dir)
-    shown = _config(state, **flags).public_dict()
+    if save:  # then show what was stored (copies in tls/), with the environment on top
+        _save(state, flags)
+        shown = load_config(state).public_dict()
+    else:
+        shown = _config(state, **flags).public_dict()
     if as_json:
         click.echo(json.dumps(shown, indent=2, sort_keys=True))
     else:
         for key, value in shown.items():
             click.echo(f"{key:<15} {'-' if value is None else value}")
+
+
+def _save(state: Path, flags: dict[str, Any]) -> None:
+    """File settings + flags, checked (files readable, key matches, no plain HTTP elsewhere), then written."""
+    from mlpack_edge.monitor_agent.config import write_config
+    from mlpack_edge.monitor_agent.tls import check_tls_files
+
+    saved = load_config(state, _overrides(**flags), environ={})
+    saved.check_transport()
+    check_tls_files(saved.ca_file, saved.client_cert, saved.client_key)
+    state.mkdir(parents=True, exist_ok=True)
+    write_config(state, saved)

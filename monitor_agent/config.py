@@ -2,7 +2,14 @@
 
 Layers, later wins: defaults < ``<state dir>/agent.json`` (+ ``agent.token``) < environment
 (``MLPACK_COLLECTOR_URL``, ``MLPACK_DEVICE_ID``, ``MLPACK_DEVICE_TOKEN``,
-``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``) < command-line flags.
+``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``,
+``MLPACK_CLIENT_KEY``) < command-line flags.
+
+TLS (see :mod:`.tls`): ``ca_file`` is the fleet's CA (else the system's roots),
+``client_cert``/``client_key`` the device's certificate for mutual TLS; :func:`write_config`
+copies them into ``<state>/tls/`` (the key 0600). Plain ``http://`` to another machine is
+refused (:meth:`AgentConfig.check_transport`, at configuration and at upload time) unless
+``allow_insecure_http``.
 
 The token lives in its own file (mode 0600) so ``agent.json`` can be shown and copied
 freely; it is excluded from ``repr`` and never put into a message or a log line.
@@ -46,7 +53,11 @@ ENV_VARS = {
     "MLPACK_DEVICE_TOKEN": "token",
     "MLPACK_WINDOW_SECONDS": "window_seconds",
     "MLPACK_OUTBOX_CAP": "cap_bytes",
+    "MLPACK_CA_FILE": "ca_file",
+    "MLPACK_CLIENT_CERT": "client_cert",
+    "MLPACK_CLIENT_KEY": "client_key",
 }
+_TLS_PATHS = ("ca_file", "client_cert", "client_key")
 
 
 @dataclass(frozen=True)
@@ -58,13 +69,17 @@ class AgentConfig:
     token: str | None = field(default=None, repr=False)
     window_seconds: float = 60.0
     cap_bytes: int = DEFAULT_CAP_BYTES
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    allow_insecure_http: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
 
     @property
     def can_upload(self) -> bool:
-        return bool(self.collector_url and self.device_id and self.token)
+        return bool(self.collector_url and self.device_id and (self.token or self.client_cert))
 
     @property
     def ingest_url(self) -> str:
@@ -79,7 +94,31 @@ class AgentConfig:
             "token": "set" if self.token else None,
             "window_seconds": self.window_seconds,
             "cap_bytes": self.cap_bytes,
-        }
+        } | self._tls_dict()
+
+    def _tls_dict(self) -> dict[str, Any]:
+        """The TLS settings that are set (file paths are not secrets; a key's content never leaves its file)."""
+        shown: dict[str, Any] = {k: getattr(self, k) for k in _TLS_PATHS if getattr(self, k)}
+        if self.allow_insecure_http:
+            shown["allow_insecure_http"] = True
+        return shown
+
+    def check_transport(self) -> None:
+        """Refuse plain HTTP to another machine (the token would cross the network in clear text)
+        unless allowed explicitly, half a client certificate, and a client certificate without HTTPS."""
+        from mlpack_edge.monitor_agent.tls import is_loopback_url
+
+        url = self.collector_url or ""
+        scheme = urlsplit(url).scheme
+        if scheme == "http" and not self.allow_insecure_http and not is_loopback_url(url):
+            raise AgentError(
+                f"collector_url {self.collector_url}: plain HTTP to another machine sends the device token and "
+                "telemetry unencrypted; use https:// or allow it explicitly with --allow-insecure-http"
+            )
+        if bool(self.client_cert) != bool(self.client_key):
+            raise AgentError("client_cert and client_key go together: give both")
+        if scheme == "http" and self.client_cert:
+            raise AgentError(f"client_cert {self.client_cert}: a client certificate needs an https:// collector_url")
 
     def with_overrides(self, overrides: Mapping[str, Any], source: str) -> AgentConfig:
         """This config with ``overrides`` (``None`` values ignored); errors name ``source``."""
@@ -101,6 +140,10 @@ def _parse_field(name: str, value: Any, where: str) -> Any:
             raise AgentError(f"{where}: expected a number of seconds, got {value!r}") from None
     if name == "cap_bytes":
         return _parse_size(value, where)
+    if name == "allow_insecure_http":
+        if isinstance(value, bool):
+            return value
+        raise AgentError(f"{where}: expected true or false, got {value!r}")
     if not isinstance(value, str):
         raise AgentError(f"{where}: expected a string")
     return value.strip() if name == "token" else value
@@ -131,6 +174,8 @@ def _check(c: AgentConfig) -> None:
         raise AgentError(f"window_seconds must be between 1 and 86400, got {c.window_seconds!r}")
     if not isinstance(c.cap_bytes, int) or c.cap_bytes < MIN_CAP_BYTES:
         raise AgentError(f"cap_bytes must be at least {MIN_CAP_BYTES}, got {c.cap_bytes!r}")
+    if any(getattr(c, k) is not None and not getattr(c, k) for k in _TLS_PATHS):
+        raise AgentError("ca_file, client_cert and client_key must be file paths, not empty")
 
 
 def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") -> str:
@@ -142,10 +187,15 @@ def read_token_file(path: str | os.PathLike[str], option: str = "--token-file") 
 
 
 def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path:
-    """Store ``config`` in ``state_dir`` (token in ``agent.token``, mode 0600); returns agent.json."""
+    """Store ``config`` in ``state_dir`` (token in ``agent.token``, mode 0600; TLS files copied
+    into ``tls/``, the key 0600); returns agent.json."""
     from mlpack_edge._fs import atomic_write_text, canonical_json  # install time only: predict need not load it
 
     state = Path(state_dir)
+    if any(getattr(config, k) for k in _TLS_PATHS):
+        from mlpack_edge.monitor_agent.tls import store_tls_files
+
+        config = replace(config, **store_tls_files(state, {k: getattr(config, k) for k in _TLS_PATHS}))
     body = {k: v for k, v in config.public_dict().items() if k != "token"}
     token_path = state / TOKEN_NAME
     if config.token:

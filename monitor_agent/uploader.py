@@ -10,6 +10,9 @@ What the agent does with each reply:
                           recorded as known to this collector URL
 network error, 5xx, 429   keep everything; retry with exponential backoff and full jitter
                           (1 s doubling to a 5 min cap; ``Retry-After`` is honoured)
+TLS failure               keep everything (untrusted, expired or wrong-host server
+                          certificate, client certificate refused); outcome ``tls``,
+                          retried only at the backoff cap; never retried over plain HTTP
 401, 403, 404, 405, 415   keep everything: the credentials or the URL are wrong, not the
                           batch; outcome ``refused``, retried only at the backoff cap
 422 for a batch that      the collector may have lost a model it acknowledged (a database
@@ -47,7 +50,7 @@ from mlpack_edge import __version__
 from mlpack_edge.errors import AgentError
 from mlpack_edge.monitor_agent.config import AgentConfig
 from mlpack_edge.monitor_agent.outbox import Batch, Outbox
-from mlpack_edge.monitor_agent.transport import Response, Transport, TransportError, UrllibTransport
+from mlpack_edge.monitor_agent.transport import Response, TlsError, Transport, TransportError, transport_for
 from mlpack_edge.monitor_agent.wire import MAX_WINDOWS_PER_BATCH, SCHEMA_VERSION
 
 try:  # POSIX; elsewhere a second uploader only causes duplicates, which the collector absorbs
@@ -63,7 +66,7 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 300.0
 _CONFIG_STATUSES = frozenset({401, 403, 404, 405, 415})
 
-Outcome = Literal["delivered", "nothing", "unreachable", "refused", "busy"]
+Outcome = Literal["delivered", "nothing", "unreachable", "refused", "busy", "tls"]
 
 
 class Backoff:
@@ -106,6 +109,7 @@ class SyncResult:
             "unreachable": f"collector unreachable, {self.pending} windows kept for later",
             "refused": f"collector refused the upload, {self.pending} windows kept",
             "busy": "another process is uploading this outbox",
+            "tls": f"TLS failure talking to the collector, {self.pending} windows kept",
         }[self.outcome]
         if self.dead_lettered:
             text += f"; {self.dead_lettered} windows moved to the dead-letter table"
@@ -123,7 +127,7 @@ class Uploader:
 
     outbox: Outbox
     config: AgentConfig
-    transport: Transport = field(default_factory=UrllibTransport)
+    transport: Transport | None = None  # None: urllib with the config's TLS settings
     rng: random.Random = field(default_factory=random.Random)
     max_windows: int = 200
     max_bytes: int = 2_000_000
@@ -131,6 +135,8 @@ class Uploader:
     def __post_init__(self) -> None:
         self.max_windows = max(1, min(self.max_windows, MAX_WINDOWS_PER_BATCH))
         self.backoff = Backoff(self.rng)
+        if self.transport is None:
+            self.transport = transport_for(self.config)
 
     def __repr__(self) -> str:
         return f"Uploader(collector_url={self.config.collector_url!r}, device_id={self.config.device_id!r})"
@@ -143,6 +149,7 @@ class Uploader:
                 f"cannot upload: {', '.join(missing)} not configured "
                 f"(agent.json in {self.outbox.state_dir}, MLPACK_* environment variables or flags)"
             )
+        self.config.check_transport()
 
     def sync(self, max_batches: int | None = None) -> SyncResult:
         """Send batches until the outbox is empty, a request fails, or ``max_batches`` were sent."""
@@ -161,8 +168,11 @@ class Uploader:
             only_windows = limit == 1 and self.outbox.accounting().pending > 0
             url = self.config.ingest_url
             batch = self.outbox.take_batch(limit, self.max_bytes, 0 if only_windows else min(100, limit), collector=url)
+            assert self.transport is not None
             try:
                 reply = self.transport.send(url, self._encode(batch), self._headers())
+            except TlsError as exc:
+                return self._stop(result, "tls", None, str(exc))
             except TransportError as exc:
                 return self._stop(result, "unreachable", None, str(exc))
             result.batches += 1
@@ -239,12 +249,14 @@ class Uploader:
         return gzip.compress(raw, compresslevel=6, mtime=0)
 
     def _headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
-            "Authorization": f"Bearer {self.config.token}",
             "User-Agent": f"mlpack-agent/{__version__}",
         }
+        if self.config.token:  # a device may authenticate by its client certificate alone
+            headers["Authorization"] = f"Bearer {self.config.token}"
+        return headers
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[bool]:
@@ -278,7 +290,7 @@ class Uploader:
                 on_result(result)
             if result.outcome == "unreachable":
                 delay = self.backoff.failure(result.retry_after)
-            elif result.outcome == "refused":
+            elif result.outcome in ("refused", "tls"):
                 delay = self.backoff.cap
             else:
                 self.backoff.success()

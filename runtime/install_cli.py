@@ -53,6 +53,27 @@ _prefix_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding this device's collector token (copied to the state folder, mode 0600).",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The fleet's CA certificate (PEM) the collector's certificate must chain to, instead of the system's"
+    " roots (copied to the state folder).",
+)
+@click.option(
+    "--client-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This device's certificate (PEM) for mutual TLS with the collector; with --client-key (copied).",
+)
+@click.option(
+    "--client-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Its private key, unencrypted PEM (copied to the state folder, mode 0600).",
+)
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// collector on another machine (token and telemetry cross the network unencrypted).",
+)
 def install(
     prefix: Path,
     trust_keys: tuple[Path, ...],
@@ -61,6 +82,10 @@ def install(
     collector_url: str | None,
     device_id: str | None,
     token_file: Path | None,
+    ca_file: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    allow_insecure_http: bool,
 ) -> None:
     """Install this model under PREFIX/<name>/<version>, verify it there, then make it current.
 
@@ -77,7 +102,7 @@ def install(
     """
     from mlpack_edge.runtime._trust import TrustPolicy
 
-    config = _agent_config(collector_url, device_id, token_file)
+    config = _agent_config(collector_url, device_id, token_file, (ca_file, client_cert, client_key), allow_insecure_http)
     trust = TrustPolicy.from_key_files(trust_keys, allow_unsigned) if trust_keys or allow_unsigned else None
     result = _install.install(_install.current_payload(), prefix, trust=trust, enable=enable, agent_config=config)
     if result.status == "unchanged":
@@ -118,10 +143,17 @@ def _own_name() -> str:
     return str(read_manifest(bundle).name)
 
 
-def _agent_config(collector_url: str | None, device_id: str | None, token_file: Path | None) -> AgentConfig | None:
-    if collector_url is None and device_id is None and token_file is None:
+def _agent_config(
+    collector_url: str | None,
+    device_id: str | None,
+    token_file: Path | None,
+    tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+    allow_insecure_http: bool = False,
+) -> AgentConfig | None:
+    if collector_url is None and device_id is None and token_file is None and not any(tls_files):
         return None
     from mlpack_edge.monitor_agent.config import AgentConfig
+    from mlpack_edge.monitor_agent.tls import check_tls_files
 
     token = None
     if token_file is not None:
@@ -129,10 +161,17 @@ def _agent_config(collector_url: str | None, device_id: str | None, token_file: 
             token = token_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise InstallError(f"--token-file {token_file}: cannot read ({exc.strerror})") from None
+    ca_file, client_cert, client_key = (None if p is None else str(p.absolute()) for p in tls_files)
     try:
-        return AgentConfig(collector_url=collector_url, device_id=device_id, token=token)
+        config = AgentConfig(
+            collector_url=collector_url, device_id=device_id, token=token, ca_file=ca_file,
+            client_cert=client_cert, client_key=client_key, allow_insecure_http=allow_insecure_http,
+        )
+        check_tls_files(ca_file, client_cert, client_key)  # readable, PEM, key matches (before anything is installed)
+        config.check_transport()  # plain http:// to another machine, a client certificate over http://
     except MlpackError as exc:
         raise InstallError(f"agent settings: {exc}") from None
+    return config
 
 
 def _notes(result: _install.InstallResult) -> None:

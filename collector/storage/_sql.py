@@ -20,7 +20,7 @@ from mlpack_edge.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
 from mlpack_edge.errors import CollectorError, StorageError
 from mlpack_edge.monitor_agent.drift import Thresholds
 
-__all__ = ["DeviceRow", "SqlStorage", "WriteTx"]
+__all__ = ["DeviceRow", "DeviceCert", "SqlStorage", "WriteTx"]
 
 _ROLLUP_COLS = "windows, requests, rows, errors, error_kinds, latency, counts, system"
 _ROLLUP_ROW = f"SELECT {_ROLLUP_COLS} FROM rollups WHERE level = ? AND device = ? AND model = ? AND bucket = ?"
@@ -40,6 +40,17 @@ class DeviceRow:
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class DeviceCert:
+    """A client certificate registered to a device (mutual TLS)."""
+
+    fingerprint: str  # sha256 of the DER certificate, lowercase hex
+    device: str
+    subject: str
+    not_after: float | None
+    added_at: float
 
 
 class _Pool:
@@ -354,13 +365,55 @@ class SqlStorage:
 
     # ---------------------------------------------------------------- devices
 
-    def add_device(self, name: str, token_hash: str, now: float) -> None:
+    def add_device(self, name: str, token_hash: str, now: float, certs: Sequence[DeviceCert] = ()) -> None:
+        """Register ``name`` with its token hash (and client certificates), in one transaction."""
         with self.write() as tx:
             if tx._exec("SELECT 1 FROM devices WHERE name = ?", (name,)).fetchone():
                 raise CollectorError(f"device {name!r} already exists (revoke-device and add it under a new name)")
             tx._exec(
                 "INSERT INTO devices (name, token_hash, created_at) VALUES (?, ?, ?)", (name, token_hash, now)
             )
+            self._insert_certs(tx, certs)
+
+    def add_device_certs(self, name: str, certs: Sequence[DeviceCert]) -> None:
+        """Register more client certificates for an existing, active device (certificate rotation)."""
+        with self.write() as tx:
+            row = tx._exec("SELECT revoked_at FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise CollectorError(f"device {name!r} is not registered (see list-devices)")
+            if row[0] is not None:
+                raise CollectorError(f"device {name!r} is revoked (add it under a new name)")
+            self._insert_certs(tx, certs)
+
+    def _insert_certs(self, tx: WriteTx, certs: Sequence[DeviceCert]) -> None:
+        for c in certs:
+            owner = tx._exec("SELECT device FROM device_certs WHERE fingerprint = ?", (c.fingerprint,)).fetchone()
+            if owner is not None:
+                raise CollectorError(
+                    f"certificate {c.fingerprint[:16]}… ({c.subject}) is already registered to device {owner[0]!r}"
+                )
+            tx._exec(
+                "INSERT INTO device_certs (fingerprint, device, subject, not_after, added_at) VALUES (?, ?, ?, ?, ?)",
+                (c.fingerprint, c.device, c.subject, c.not_after, c.added_at),
+            )
+
+    def device_for_cert(self, fingerprint: str) -> tuple[str, bool] | None:
+        """``(device, revoked)`` of the device a client certificate is registered to, or ``None``."""
+        rows = self._query(
+            "SELECT d.name, d.revoked_at FROM device_certs c JOIN devices d ON d.name = c.device "
+            "WHERE c.fingerprint = ?",
+            (fingerprint,),
+        )
+        return (str(rows[0][0]), rows[0][1] is not None) if rows else None
+
+    def device_certs(self, name: str | None = None) -> list[DeviceCert]:
+        where, params = ("WHERE device = ?", (name,)) if name is not None else ("", ())
+        rows = self._query(
+            f"SELECT fingerprint, device, subject, not_after, added_at FROM device_certs {where} "
+            "ORDER BY device, added_at, fingerprint",
+            params,
+        )
+        return [DeviceCert(*r) for r in rows]
 
     def revoke_device(self, name: str, now: float) -> None:
         with self.write() as tx:

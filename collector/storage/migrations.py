@@ -85,6 +85,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX windows_by_model_time ON windows (model, start_ts)",
         ],
     ),
+    (
+        3,
+        "device client certificates (mutual TLS): SHA-256 fingerprint -> device",
+        [
+            """CREATE TABLE device_certs (
+                fingerprint TEXT PRIMARY KEY,
+                device TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                not_after {real},
+                added_at {real} NOT NULL
+            )""",
+            "CREATE INDEX device_certs_by_device ON device_certs (device)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from mlpack_edge.collector import admin, open_storage
+from mlpack_edge.collector.storage import LATEST
 from mlpack_edge.monitor_agent.wire import merge_windows
 from tests.collector.process import Collector
 from tests.collector.sim import gz, make_profile, model_hash
@@ -274,7 +275,7 @@ def test_metrics_openapi_and_health(collector, profile, demo_hash) -> None:
     body = spec["paths"]["/api/v1/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"schema", "device", "models", "windows", "audit", "outbox"} <= set(body["properties"])
     assert set(spec["paths"]["/api/v1/ingest"]["post"]["responses"]) >= {"200", "400", "401", "409", "413", "422", "503"}
-    assert health["ok"] is True and health["schema_version"] == 2
+    assert health["ok"] is True and health["schema_version"] == LATEST
 
 
 def test_error_rate_jumps_are_alerted_for_the_fleet_and_the_device(collector, profile) -> None:

@@ -24,7 +24,7 @@ from tests.collector.sim import SimDevice, make_profile, model_hash
 def test_fresh_database_is_migrated_to_the_latest_version(sqlite_url: str) -> None:
     s = open_storage(sqlite_url)
     try:
-        assert s.schema_version() == LATEST == 2
+        assert s.schema_version() == LATEST == MIGRATIONS[-1][0]
         assert s.migrate() == LATEST  # a second run finds everything applied and does nothing
     finally:
         s.close()
@@ -42,7 +42,7 @@ def test_an_old_database_is_upgraded_in_place(sqlite_url: str) -> None:
     conn.close()
     s = open_storage(sqlite_url)
     try:
-        assert s.schema_version() == 2
+        assert s.schema_version() == LATEST
         assert [d.name for d in s.devices()] == ["old"]
         idx = s._query("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'rollups_by_time'")
         assert idx == [("rollups_by_time",)]
@@ -55,7 +55,7 @@ def test_a_newer_schema_is_refused(sqlite_url: str) -> None:
     path = sqlite_url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO schema_version VALUES (99, 'future', 0)")
-    with pytest.raises(CollectorError, match=r"database schema version 99 is newer than this collector \(2\); upgrade mlpack"):
+    with pytest.raises(CollectorError, match=rf"database schema version 99 is newer than this collector \({LATEST}\); upgrade mlpack"):
         open_storage(sqlite_url)
 
 
