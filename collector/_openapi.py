@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "INGEST_OPENAPI",
     "BEARER",
+    "CLIENT_CERT",
+    "ingest_security",
     "DEVICE_NAME_PATTERN",
     "MODEL_HASH_PATTERN",
     "TIME_PATTERN",
@@ -31,8 +33,9 @@ __all__ = [
     "Health",
 ]
 
-#: Name of the bearer scheme in ``components.securitySchemes``.
+#: Names of the device credentials in ``components.securitySchemes``.
 BEARER = "deviceToken"
+CLIENT_CERT = "deviceCertificate"
 #: What :func:`~mlpack_edge.collector.auth.check_device_name` accepts.
 DEVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MODEL_HASH_PATTERN = r"^[0-9a-f]{64}$"
@@ -122,6 +125,11 @@ _BATCH = {
     },
 }
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorReply"}}}}
+
+def ingest_security(device_auth: str) -> list[dict[str, list[str]]]:
+    """The ingest operation's security requirement for ``--device-auth`` token, cert or both."""
+    return {"token": [{BEARER: []}], "cert": [{CLIENT_CERT: []}]}.get(device_auth, [{BEARER: [], CLIENT_CERT: []}])
+
 
 INGEST_OPENAPI: dict[str, Any] = {
     "security": [{BEARER: []}],

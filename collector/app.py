@@ -159,17 +159,27 @@ def _not_found(what: str) -> dict[int | str, dict[str, Any]]:
     return {404: {**_ERROR_BODY, "description": f"No such {what}."}, **_INVALID}
 
 
-def _openapi_document(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the bearer scheme and the error body every route may answer."""
+def _openapi_document(app: FastAPI, device_auth: str) -> dict[str, Any]:
+    """FastAPI's document plus the device credentials ingest takes (per ``--device-auth``)
+    and the error body every route may answer."""
     if app.openapi_schema is None:
         doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
                           tags=app.openapi_tags)
         components = doc.setdefault("components", {})
-        components.setdefault("securitySchemes", {})[api.BEARER] = {
+        schemes = components.setdefault("securitySchemes", {})
+        schemes[api.BEARER] = {
             "type": "http",
             "scheme": "bearer",
             "description": "A device token from `mlpack collector add-device NAME` (shown once; stored as a hash).",
         }
+        schemes[api.CLIENT_CERT] = {
+            "type": "mutualTLS",
+            "description": "A TLS client certificate registered with `mlpack collector add-device NAME --cert FILE` "
+            "(collectors serving HTTPS with --tls-client-ca and --device-auth cert or both).",
+        }
+        ingest = doc.get("paths", {}).get("/api/v1/ingest", {}).get("post")
+        if ingest is not None:
+            ingest["security"] = api.ingest_security(device_auth)
         components.setdefault("schemas", {})["ErrorReply"] = api.ErrorReply.model_json_schema()
         app.openapi_schema = doc
     return app.openapi_schema
@@ -241,7 +251,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
         # Swagger UI would otherwise ask an online validator about the document.
         swagger_ui_parameters={"validatorUrl": None},
     )
-    app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi_document(app, config.device_auth)  # type: ignore[method-assign]
     app.state.storage = storage
     app.state.config = config
     app.state.metrics = metrics

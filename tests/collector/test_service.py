@@ -220,3 +220,21 @@ def test_docs_render_in_chromium_with_no_network(fleet, tmp_path: Path) -> None:
     assert 'class="swagger-ui"' in dom, dom[:2000]
     for path in ("/api/v1/ingest", "/api/v1/fleet", "/api/v1/devices/{name}", "/metrics"):
         assert f'data-path="{path}"' in dom, path
+
+
+@pytest.mark.parametrize(("device_auth", "security"), [
+    ("token", [{"deviceToken": []}]),
+    ("cert", [{"deviceCertificate": []}]),
+    ("both", [{"deviceToken": [], "deviceCertificate": []}]),
+])
+def test_ingest_security_follows_device_auth(tmp_path: Path, device_auth: str, security: list[dict[str, list[str]]]) -> None:
+    from mlpack_edge.collector import CollectorConfig, create_app, open_storage
+
+    url = "sqlite:///" + str(tmp_path / "c.db")
+    storage = open_storage(url)
+    try:
+        doc = create_app(storage, CollectorConfig(db_url=url, device_auth=device_auth)).openapi()
+    finally:
+        storage.close()
+    assert doc["paths"]["/api/v1/ingest"]["post"]["security"] == security
+    assert doc["components"]["securitySchemes"]["deviceCertificate"]["type"] == "mutualTLS"
