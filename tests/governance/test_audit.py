@@ -89,7 +89,8 @@ def test_a_failed_check_of_an_installed_version_is_recorded_once(
     prefix = tmp_path / "opt"
     install(make_payload(bundles.v1), prefix, trust=trusting(keys.signer), systemd=NoSystemd())
     model = prefix / NAME / "1.0.0" / "bundle" / "model.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x00")
+    data = model.read_bytes()
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # always a change, whatever the last byte
     proc = subprocess.run(
         [str(prefix / NAME / "current" / NAME), "verify"], capture_output=True, text=True, timeout=120
     )

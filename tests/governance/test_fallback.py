@@ -77,7 +77,8 @@ def _two_versions(
 
 def _tamper(prefix: Path, version: str) -> str:
     model = prefix / NAME / version / "bundle" / "model.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x01")
+    data = model.read_bytes()
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # always a change, whatever the last byte
     return f"{model.parent}: file model.onnx does not match its sha256 in the manifest (tampered or corrupt)"
 
 

@@ -94,7 +94,8 @@ def test_install_needs_trust_then_falls_back_when_current_is_tampered(built: Bui
     assert proc.returncode == 0, proc.stderr
 
     model = prefix / NAME / "1.1.0" / "bundle" / "model.onnx"
-    model.write_bytes(model.read_bytes()[:-1] + b"\x01")
+    data = model.read_bytes()
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # always a change, whatever the last byte
     current = prefix / NAME / "current" / NAME
     serve = start_and_wait(
         [str(current), "serve", "--port", "0"],
