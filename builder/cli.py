@@ -4,17 +4,22 @@ Imports nothing heavy at module level: ``mlpack build --help`` must not load
 scikit-learn. Errors are the library's :class:`~mlpack_edge.errors.MlpackError`, shown as one
 line with exit code 1; with ``--json`` a JSON result is printed on stdout first, so a CI
 pipeline can read why a build failed as well as that it failed.
+
+Streams: progress (one line per stage) and warnings go to stderr, results (what was
+built, where) and ``--json`` to stdout, so ``mlpack build --json > result.json`` and
+``mlpack build | tail -1`` both see only results.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mlpack_edge._cli import MlpackGroup, fail
+from mlpack_edge._cli import MlpackGroup, error_document, fail
 from mlpack_edge.errors import GateError, MlpackError
 
 __all__ = ["build", "keys"]
@@ -68,8 +73,8 @@ def build(
     elif quiet:
         reporter = progress.NullReporter()
     else:
-        reporter = progress.ConsoleReporter()
-        click.echo(f"mlpack build {spec}")
+        reporter = progress.ConsoleReporter(sys.stderr)
+        click.echo(f"mlpack build {spec}", err=True)
     try:
         result = pipeline.build(
             spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key, onnx=onnx_file
@@ -81,20 +86,22 @@ def build(
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     elif not quiet:
-        click.echo(f"built {result.bundle_dir} (manifest sha256 {result.content_hash[:16]})")
+        replaced = "; replaced the previous build of this version" if result.replaced else ""
+        click.echo(f"built {result.bundle_dir} (manifest sha256 {result.content_hash[:16]}{replaced})")
         if result.signed_by is not None:
             click.echo(f"signed with key {result.signed_by} (manifest.sig)")
         else:
-            click.echo("unsigned: devices refuse it unless allowed (sign with --sign-key KEY)")
+            click.echo("unsigned: devices refuse it unless allowed (sign with --sign-key KEY)", err=True)
         if result.executable is not None:
             click.echo(f"device executable {result.executable}")
 
 
 def _failure(exc: MlpackError, stages: list[dict[str, object]]) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    """:func:`~mlpack_edge._cli.error_document` with the stages that ran and the failed gates."""
+    doc = error_document(exc, stages=stages)
     if isinstance(exc, GateError):
-        error["failures"] = [{"gate": g, "value": v} for g, v in exc.failures]
-    return {"ok": False, "error": error, "stages": stages}
+        doc["error"]["failures"] = [{"gate": g, "value": v} for g, v in exc.failures]
+    return doc
 
 
 @click.group("keys", cls=MlpackGroup)

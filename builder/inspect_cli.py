@@ -2,8 +2,10 @@
 
 Exit codes: 0 the bundle or executable is intact; 1 it is not a bundle/executable, or a
 file, the signature or the runtime is damaged (everything is still printed, then one
-``Error:`` line names the first problem); 2 a usage error. With ``--json`` the document
-goes to stdout in both the intact and the damaged case, so a pipeline can read why.
+``Error:`` line names the first problem); 2 a usage error. With ``--json`` a JSON
+document goes to stdout in every case: the inspection (intact or damaged), or
+``{"ok": false, "error": {"type", "message"}}`` when PATH cannot be inspected at all, so a
+pipeline can always read why.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from mlpack_edge._cli import fail
+from mlpack_edge._cli import echo_json_error, fail
 from mlpack_edge.errors import IntegrityError, MlpackError
 
 __all__ = ["inspect_command"]
@@ -42,6 +44,8 @@ def inspect_command(path: Path, trust_keys: tuple[Path, ...], as_json: bool) -> 
     try:
         result = inspect_path(path, trust_keys)
     except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
         raise fail(exc) from None
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))

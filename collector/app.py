@@ -1,8 +1,14 @@
-"""The collector's HTTP routes: ingest, JSON API, web page, Prometheus metrics.
+"""The collector's HTTP routes: ingest, JSON API, web page, Prometheus metrics, API docs.
 
 Routes stay thin: they parse parameters, call :mod:`.ingest` or :mod:`.queries`, and
 shape the reply. Expected failures are JSON ``{"error": "..."}`` with a 4xx (or 503
 with ``Retry-After``); nothing a client sends can produce a 500.
+
+The OpenAPI document (``/openapi.json``) says what the server does: every read reply is
+a typed model (:mod:`._openapi`), every status a route can answer is listed, parameters
+carry the patterns and bounds the server enforces, and ingest names its bearer scheme.
+``/docs`` (Swagger UI) and ``/redoc`` load their scripts from this server
+(``fastapi-offline`` ships them), so they work on a network with no internet.
 """
 
 from __future__ import annotations
@@ -16,17 +22,20 @@ from datetime import UTC, datetime
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlpack_edge import __version__
-from mlpack_edge.collector import metrics as prom
+from mlpack_edge.collector import _openapi as api
 from mlpack_edge.collector import page, queries
 from mlpack_edge.collector._openapi import INGEST_OPENAPI
 from mlpack_edge.collector.auth import bearer_token, hash_token, peer_fingerprint
+from mlpack_edge.collector.metrics import CONTENT_TYPE, Metrics
 from mlpack_edge.collector.config import CollectorConfig
 from mlpack_edge.collector.ingest import REPLAY_CONFLICT, Ack, Rejected, Writer, decode_body, parse_batch
 from mlpack_edge.collector.storage import Storage
@@ -37,6 +46,14 @@ __all__ = ["create_app"]
 log = logging.getLogger("mlpack_edge.collector")
 _INLINE_DECODE = 64 * 1024  # bigger bodies are decoded off the event loop
 _TOKEN_TTL = 2.0  # seconds a token lookup is trusted before the write re-checks it anyway
+_MIN_HOURS = 1 / 3600  # ranges widen to whole hours anyway; a shorter one is the same range
+_ERROR_BODY = {"model": api.ErrorReply}
+_INVALID = {422: {**_ERROR_BODY, "description": "A parameter is malformed or out of range; `error` names it."}}
+_RANGE_DOC = (
+    "Every read takes a time range: `from`/`to` (epoch seconds or ISO 8601, UTC when no zone is given; `to` "
+    "defaults to now) or `hours` back from `to` (default 24). The range is widened to whole hours; `from` must be "
+    "before `to` and the range at most 400 days (else 422)."
+)
 
 
 def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
@@ -68,14 +85,17 @@ class _Span:
 
 def _span(
     request: Request,
-    from_: str | None = Query(None, alias="from", description="Range start: epoch seconds or ISO 8601 (UTC if no zone)."),
-    to: str | None = Query(None, description="Range end (default: now)."),
-    hours: float | None = Query(None, gt=0, description="Range length when 'from' is not given (default 24)."),
+    from_: str | None = Query(None, alias="from", pattern=api.TIME_PATTERN,
+                              description="Range start: epoch seconds or ISO 8601 (UTC if no zone)."),
+    to: str | None = Query(None, pattern=api.TIME_PATTERN, description="Range end (default: now)."),
+    hours: float | None = Query(None, gt=0, le=api.MAX_HOURS,
+                                description="Range length in hours when 'from' is not given (default 24)."),
 ) -> _Span:
     """The time range every read endpoint accepts, widened to whole hours."""
     config: CollectorConfig = request.app.state.config
+    length = max(hours, _MIN_HOURS) if hours else 24.0
     try:
-        rng = queries.time_range(_parse_time(from_, "from"), _parse_time(to, "to"), config.clock(), hours or 24.0)
+        rng = queries.time_range(_parse_time(from_, "from"), _parse_time(to, "to"), config.clock(), length)
     except ValueError as exc:
         raise Rejected(422, str(exc)) from None
     return _Span(rng, hours or (None if from_ or to else 24.0))
@@ -125,10 +145,48 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: What a parameter's pattern means, for the 422 message (the pattern itself is in the schema).
+_PATTERN_TEXT = {
+    api.TIME_PATTERN: "epoch seconds or an ISO 8601 time",
+    api.DEVICE_NAME_PATTERN: "a device name (letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit)",
+    api.MODEL_HASH_PATTERN: "a content hash (64 lowercase hex digits, the sha256 of manifest.json)",
+}
+_DeviceName = Annotated[str, Path(pattern=api.DEVICE_NAME_PATTERN, description="A registered device's name.")]
+_ModelHash = Annotated[str, Path(pattern=api.MODEL_HASH_PATTERN, description="sha256 of the bundle's manifest.json.")]
+
+
+def _not_found(what: str) -> dict[int | str, dict[str, Any]]:
+    return {404: {**_ERROR_BODY, "description": f"No such {what}."}, **_INVALID}
+
+
+def _openapi_document(app: FastAPI, device_auth: str) -> dict[str, Any]:
+    """FastAPI's document plus the device credentials ingest takes (per ``--device-auth``)
+    and the error body every route may answer."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                          tags=app.openapi_tags)
+        components = doc.setdefault("components", {})
+        schemes = components.setdefault("securitySchemes", {})
+        schemes[api.BEARER] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A device token from `mlpack collector add-device NAME` (shown once; stored as a hash).",
+        }
+        schemes[api.CLIENT_CERT] = {
+            "type": "mutualTLS",
+            "description": "A TLS client certificate registered with `mlpack collector add-device NAME --cert FILE` "
+            "(collectors serving HTTPS with --tls-client-ca and --device-auth cert or both).",
+        }
+        ingest = doc.get("paths", {}).get("/api/v1/ingest", {}).get("post")
+        if ingest is not None:
+            ingest["security"] = api.ingest_security(device_auth)
+        components.setdefault("schemas", {})["ErrorReply"] = api.ErrorReply.model_json_schema()
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
 def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     """The ASGI app over an open, migrated ``storage``; the writer thread lives with the app."""
-    counters = prom.IngestCounters()
-    writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, counters.group)
     tokens = _TokenCache(storage.device_for_token)
 
     def active_cert_owner(fingerprint: str) -> str | None:
@@ -166,6 +224,16 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
             raise Rejected(401, f"client certificate: belongs to device {owner!r}, not to the token's device")
         return owner, token_hash, "client certificate" if mode == "cert" else "token"
 
+    def overview(r: queries.TimeRange) -> dict[str, Any]:
+        return queries.fleet_overview(
+            storage, r, config.clock(), config.silent_after,
+            config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests,
+        )
+
+    metrics = Metrics(lambda: overview(queries.time_range(None, None, config.clock(), 24.0)), lambda: writer.pending)
+    counters = metrics.ingest
+    writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, counters.group)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         writer.start()
@@ -174,14 +242,19 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
         finally:
             await run_in_threadpool(writer.stop)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="mlpack collector",
         version=__version__,
-        description="Fleet telemetry ingest for mlpack devices, fleet statistics, drift and alerts.",
+        description="Fleet telemetry ingest for mlpack devices, fleet statistics, drift and alerts.\n\n" + _RANGE_DOC,
         lifespan=lifespan,
+        static_url="/_docs-assets",
+        # Swagger UI would otherwise ask an online validator about the document.
+        swagger_ui_parameters={"validatorUrl": None},
     )
+    app.openapi = lambda: _openapi_document(app, config.device_auth)  # type: ignore[method-assign]
     app.state.storage = storage
     app.state.config = config
+    app.state.metrics = metrics
     app.state.counters = counters
     app.state.writer = writer
 
@@ -193,11 +266,23 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        expected = _PATTERN_TEXT.get((first.get("ctx") or {}).get("pattern", ""))
+        if first.get("type") == "string_pattern_mismatch" and expected:
+            shown = str(first.get("input", ""))
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            return _error(422, f"{where or 'request'}: expected {expected}, got {shown!r}")
         return _error(422, f"{where or 'request'}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        reply = _error(exc.status_code, str(exc.detail))
+        reply.headers.update(exc.headers or {})  # e.g. 405's Allow (RFC 9110)
+        return reply
+
+    @app.exception_handler(ResponseValidationError)
+    async def _bad_reply(request: Request, exc: ResponseValidationError) -> JSONResponse:
+        log.error("%s %s: reply does not match its documented schema: %s", request.method, request.url.path, exc)
+        return _error(500, "collector: internal error (the reply does not match its documented schema)")
 
     @app.exception_handler(StorageError)
     async def _storage(_: Request, exc: StorageError) -> JSONResponse:
@@ -246,22 +331,21 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
 
     # ------------------------------------------------------------------ JSON API
 
-    @app.get("/api/v1/devices", tags=["fleet"], summary="Devices: last seen, model version, status")
-    def api_devices(
-        sp: Span
-    ) -> dict[str, Any]:
+    @app.get("/api/v1/devices", tags=["fleet"], summary="Devices: last seen, model version, status",
+             response_model=api.DevicesReply, responses=_INVALID)
+    def api_devices(sp: Span) -> dict[str, Any]:
         return {"range": sp.range.to_dict(), "devices": queries.device_table(storage, sp.range, config.clock(), config.silent_after)}
 
-    @app.get("/api/v1/devices/{name}", tags=["fleet"], summary="One device: series per model, drift, audit")
-    def api_device(
-        name: str, sp: Span
-    ) -> dict[str, Any]:
+    @app.get("/api/v1/devices/{name}", tags=["fleet"], summary="One device: series per model, drift, audit",
+             response_model=api.DeviceDetail, responses=_not_found("device"))
+    def api_device(name: _DeviceName, sp: Span) -> dict[str, Any]:
         data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after)
         if data is None:
             raise Rejected(404, f"device {name!r} is not registered")
         return data
 
-    @app.get("/api/v1/models", tags=["fleet"], summary="Known models (name, version, content hash)")
+    @app.get("/api/v1/models", tags=["fleet"], summary="Known models (name, version, content hash)",
+             response_model=api.ModelsReply)
     def api_models() -> dict[str, Any]:
         return {
             "models": [
@@ -270,31 +354,22 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
             ]
         }
 
-    @app.get("/api/v1/models/{content_hash}", tags=["fleet"], summary="One model version: series, drift, devices")
-    def api_model(
-        content_hash: str, sp: Span
-    ) -> dict[str, Any]:
+    @app.get("/api/v1/models/{content_hash}", tags=["fleet"], summary="One model version: series, drift, devices",
+             response_model=api.ModelDetail, responses=_not_found("model"))
+    def api_model(content_hash: _ModelHash, sp: Span) -> dict[str, Any]:
         data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after)
         if data is None:
-            raise Rejected(404, f"model {content_hash[:64]!r} is not known")
+            raise Rejected(404, f"model {content_hash!r} is not known")
         return data
 
-    def overview(r: queries.TimeRange) -> dict[str, Any]:
-        return queries.fleet_overview(
-            storage, r, config.clock(), config.silent_after,
-            config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests,
-        )
-
-    @app.get("/api/v1/fleet", tags=["fleet"], summary="Everything on the fleet page")
-    def api_fleet(
-        sp: Span
-    ) -> dict[str, Any]:
+    @app.get("/api/v1/fleet", tags=["fleet"], summary="Everything on the fleet page",
+             response_model=api.FleetReply, responses=_INVALID)
+    def api_fleet(sp: Span) -> dict[str, Any]:
         return overview(sp.range)
 
-    @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows")
-    def api_alerts(
-        sp: Span
-    ) -> dict[str, Any]:
+    @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows",
+             response_model=api.AlertsReply, responses=_INVALID)
+    def api_alerts(sp: Span) -> dict[str, Any]:
         data = overview(sp.range)
         return {"range": data["range"], "alerts": data["alerts"]}
 
@@ -324,12 +399,13 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
             return HTMLResponse(page.not_found_page(f"No model with hash {content_hash!r}."), status_code=404)
         return HTMLResponse(page.model_page(data, sp.hours))
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"], summary="Prometheus text format")
-    def metrics() -> PlainTextResponse:
-        fleet = overview(queries.time_range(None, None, config.clock(), 24.0))
-        return PlainTextResponse(prom.render(counters, writer.pending, fleet), media_type="text/plain; version=0.0.4")
+    @app.get("/metrics", tags=["ops"], summary="Prometheus text format (prometheus_client)", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                              "description": "Ingest counters of this process; fleet and per-device gauges."}})
+    def metrics_text() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness and schema version")
+    @app.get("/healthz", tags=["ops"], summary="Liveness and schema version", response_model=api.Health)
     def healthz() -> dict[str, Any]:
         return {"ok": True, "schema_version": storage.schema_version(), "pending": writer.pending}
 

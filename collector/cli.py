@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from mlpack_edge._cli import MlpackGroup
+from mlpack_edge._cli import MlpackGroup, echo_json_error
 from mlpack_edge.collector import admin
 from mlpack_edge.collector.config import DEFAULT_DATA_DIR, CollectorConfig, resolve_db_url
+from mlpack_edge.collector.service import DEFAULT_UNIT_DIR
+from mlpack_edge.errors import MlpackError
 
 __all__ = ["collector"]
 
@@ -24,7 +28,13 @@ def _db_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                   help=f"Folder of the embedded SQLite database [default: {DEFAULT_DATA_DIR}].")
     @functools.wraps(fn)
     def wrapper(db: str | None, data_dir: str | None, **kw: Any) -> Any:
-        return fn(db_url=resolve_db_url(db, data_dir), **kw)
+        try:
+            db_url = resolve_db_url(db, data_dir)
+        except MlpackError as exc:
+            if kw.get("as_json"):
+                echo_json_error(exc)
+            raise
+        return fn(db_url=db_url, **kw)
 
     return wrapper
 
@@ -109,9 +119,25 @@ def revoke_device(db_url: str, name: str) -> None:
 
 @collector.command("list-devices")
 @_db_options
-def list_devices(db_url: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"devices": [{name, revoked, created_at, revoked_at, last_seen, last_model, last_seq}]}'
+              " (times in epoch seconds; errors as JSON too).")
+def list_devices(db_url: str, as_json: bool) -> None:
     """List registered devices with their state and last upload."""
-    rows = admin.list_devices(db_url)
+    try:
+        rows = admin.list_devices(db_url)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise
+    if as_json:
+        devices = [
+            {"name": d.name, "revoked": d.revoked, "created_at": d.created_at, "revoked_at": d.revoked_at,
+             "last_seen": d.last_seen, "last_model": d.last_model, "last_seq": d.last_seq}
+            for d in rows
+        ]
+        click.echo(json.dumps({"devices": devices}, indent=2, sort_keys=True))
+        return
     if not rows:
         click.echo("no devices registered (add one with: mlpack collector add-device NAME)")
         return
@@ -129,3 +155,40 @@ def add_model(db_url: str, bundle: str) -> None:
     model, added = admin.add_model(db_url, bundle)
     state = "added" if added else "already known"
     click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")
+
+
+@collector.command("install-service")
+@_db_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the service listens on.")
+@click.option("--port", default=8470, show_default=True, type=click.IntRange(0, 65535), help="Port of the service.")
+@click.option("--silent-after", default=3600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds without an upload before a device is shown as silent.")
+@click.option("--user", help="Run the service as this user (recommended: a dedicated one) [default: root].")
+@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), default=str(DEFAULT_UNIT_DIR),
+              show_default=True, help="Where the unit file goes.")
+@click.option("--name", default="mlpack-collector", show_default=True, help="Unit name (NAME.service).")
+@click.option("--enable/--no-enable", default=True, show_default=True,
+              help="Reload systemd and enable --now the service (when systemd runs here).")
+def install_service(db_url: str, host: str, port: int, silent_after: float, user: str | None, unit_dir: Path,
+                    name: str, enable: bool) -> None:
+    """Write a systemd unit that runs this collector installation (and start it).
+
+    The unit runs `mlpack collector serve` with this environment's Python, restarts it on
+    failure and passes the database URL in its environment, not on the command line. Run
+    it once per collector process (several on one PostgreSQL database: one per port/host).
+    """
+    from mlpack_edge.collector.service import ServiceSpec, write_unit
+    from mlpack_edge.runtime.install import SystemctlSystemd
+
+    path = write_unit(ServiceSpec(db_url, host, port, user, silent_after), unit_dir, name)
+    click.echo(f"wrote {path} (mode 0600: it holds the database URL)")
+    systemd = SystemctlSystemd()
+    if not enable:
+        click.echo(f"not enabled; to start it: systemctl daemon-reload && systemctl enable --now {name}")
+    elif not systemd.running():
+        click.echo(f"systemd is not running here: {name} left disabled "
+                   f"(on a systemd machine: systemctl daemon-reload && systemctl enable --now {name})")
+    else:
+        systemd.run("daemon-reload")
+        systemd.run("enable", "--now", f"{name}.service")
+        click.echo(f"{name} enabled and started (journalctl -u {name} shows where it listens)")

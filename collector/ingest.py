@@ -41,7 +41,7 @@ from mlpack_edge.collector.models import ModelInfo, model_from_upload
 from mlpack_edge.collector.rollup import Rollup, RollupKey, bucket_of, expand_hours
 from mlpack_edge.collector.storage import Storage, WriteTx
 from mlpack_edge.errors import StorageError
-from mlpack_edge.monitor_agent.wire import Window, WireError, validate_batch
+from mlpack_edge.monitor_agent.wire import MAX_COUNT, Window, WireError, validate_batch
 
 __all__ = ["Rejected", "REPLAY_CONFLICT", "Batch", "Ack", "decode_body", "parse_batch", "apply_batches", "Writer"]
 
@@ -136,8 +136,10 @@ def parse_batch(payload: Any, device: str, token_hash: str | None, credential: s
         raise Rejected(422, f"audit: at most {MAX_AUDIT_PER_BATCH} rows per batch, got {len(audit)}")
     for i, row in enumerate(audit):
         seq, event, when = row.get("seq"), row.get("event"), row.get("time")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise Rejected(422, f"audit[{i}].seq: expected a non-negative integer")
+        if type(seq) is float and seq.is_integer():  # JSON does not tell 7 from 7.0
+            row["seq"] = seq = int(seq)
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_COUNT:
+            raise Rejected(422, f"audit[{i}].seq: expected an integer from 0 to 2**53-1")
         if not isinstance(event, str) or not 0 < len(event) <= 64:
             raise Rejected(422, f"audit[{i}].event: expected a string of 1-64 characters")
         if when is not None and (not isinstance(when, (int, float)) or isinstance(when, bool)):

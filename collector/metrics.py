@@ -1,107 +1,166 @@
-"""``/metrics`` in the Prometheus text format: fleet gauges and the collector's own counters.
+"""``/metrics`` through ``prometheus_client``: the collector's own counters and fleet gauges.
 
-Counters are per process (Prometheus sums them across the collectors behind a load
-balancer); fleet gauges are computed from the database at scrape time, so every
-process reports the same fleet.
+Each app gets its own :class:`~prometheus_client.CollectorRegistry` (several apps in one
+process, as in tests, never share counters). Two kinds of series:
+
+* ingest counters (requests by status, windows stored or duplicate, bytes, write
+  groups) are per process, kept by ``prometheus_client`` counters;
+* fleet gauges are computed from the database at scrape time by :class:`FleetCollector`,
+  so every collector process on one database reports the same fleet, including one
+  status series per device and its worst feature's PSI (a Grafana alert on "device X
+  drifting" is ``mlpack_fleet_device_status{status="drift"} == 1``).
+
+Several processes on one PostgreSQL database are several scrape targets (Prometheus
+adds the ``instance`` label): sum the counters across them, and read fleet gauges from
+any one (``max by (...)``), since each reports the whole fleet. ``prometheus_client``'s
+multi-process mode is for workers forked behind one port sharing a metrics folder,
+which ``mlpack collector serve`` does not do: it runs one process per port.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["IngestCounters", "render"]
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mlpack_edge.collector.queries import STATUS_ORDER
+
+__all__ = ["CONTENT_TYPE", "IngestCounters", "FleetCollector", "Metrics"]
+
+# Counters' ``*_created`` timestamps double the series for no use here (process start time
+# is what they would say). A process-wide switch: the collector's process is its own.
+disable_created_metrics()
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_ALERT_KINDS = ("drift", "error_rate", "silent", "dropped", "replay_conflict")
 
 
 class IngestCounters:
-    """Thread-safe counters of this process's ingest path."""
+    """Counters of this process's ingest path (thread-safe: ``prometheus_client`` locks)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[int, int] = defaultdict(int)
-        self.windows: dict[str, int] = defaultdict(int)
-        self.bytes_received = 0
-        self.groups = 0
-        self.group_batches = 0
-        self.write_seconds = 0.0
-        self.conflicts = 0
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("mlpack_collector_ingest_requests", "Ingest requests by HTTP status.", ["code"],
+                                registry=registry)
+        self.windows = Counter("mlpack_collector_ingest_windows",
+                               "Windows received, stored or acknowledged as duplicates.", ["result"], registry=registry)
+        self.bytes_received = Counter("mlpack_collector_ingest_bytes",
+                                      "Request body bytes received on the ingest path.", registry=registry)
+        self.groups = Counter("mlpack_collector_write_groups", "Write transactions (group commits).", registry=registry)
+        self.group_batches = Counter("mlpack_collector_write_batches", "Batches written in group commits.",
+                                     registry=registry)
+        self.write_seconds = Counter("mlpack_collector_write_seconds", "Time spent in write transactions.",
+                                     registry=registry)
+        for result in ("stored", "duplicate"):
+            self.windows.labels(result=result)  # both series exist from the start (0, not absent)
+        self.conflicts = Counter("mlpack_collector_ingest_conflicts",
+                                 "Uploads refused (409) for replaying a stored window with other contents or bounds.",
+                                 registry=registry)
 
     def request(self, status: int, body_bytes: int) -> None:
-        with self._lock:
-            self.requests[status] += 1
-            self.bytes_received += body_bytes
+        self.requests.labels(code=str(status)).inc()
+        self.bytes_received.inc(body_bytes)
 
     def stored(self, stored: int, duplicates: int) -> None:
-        with self._lock:
-            self.windows["stored"] += stored
-            self.windows["duplicate"] += duplicates
+        self.windows.labels(result="stored").inc(stored)
+        self.windows.labels(result="duplicate").inc(duplicates)
 
     def conflict(self) -> None:
         """An upload refused for replaying a stored window with other contents or bounds."""
-        with self._lock:
-            self.conflicts += 1
+        self.conflicts.inc()
 
     def group(self, batches: int, seconds: float) -> None:
-        with self._lock:
-            self.groups += 1
-            self.group_batches += batches
-            self.write_seconds += seconds
+        self.groups.inc()
+        self.group_batches.inc(batches)
+        self.write_seconds.inc(seconds)
 
 
-def _esc(v: Any) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
 
 
-def _line(name: str, labels: dict[str, Any], value: float | int | None) -> str:
-    lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-    val = "NaN" if value is None else repr(float(value)) if isinstance(value, float) else str(value)
-    return f"{name}{{{lab}}} {val}" if lab else f"{name} {val}"
+class FleetCollector(Collector):
+    """Fleet gauges from a :func:`~.queries.fleet_overview` result, computed at scrape time."""
+
+    def __init__(self, overview: Callable[[], dict[str, Any]]) -> None:
+        self._overview = overview
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to check at registration (and no database query then)
+
+    def collect(self) -> Iterator[Metric]:
+        fleet = self._overview()
+        devices = _gauge("mlpack_fleet_devices", "Devices by status over the last 24 hours.", ["status"])
+        for status, n in fleet["status_counts"].items():
+            devices.add_metric([status], n)
+        yield devices
+
+        status = _gauge("mlpack_fleet_device_status",
+                        "1 for each device's current status (revoked, never, silent, drift, warn, ok, idle), else 0.",
+                        ["device", "status"])
+        seen = _gauge("mlpack_fleet_device_last_seen_seconds", "Epoch time of each device's last upload.", ["device"])
+        worst = _gauge("mlpack_fleet_device_drift_psi",
+                       "PSI of each device's most drifted feature over the last 24 hours (its current model).",
+                       ["device", "model", "version", "feature"])
+        requests = _gauge("mlpack_fleet_device_requests", "Requests per device over the last 24 hours.", ["device"])
+        errors = _gauge("mlpack_fleet_device_error_rate", "Error rate per device over the last 24 hours.", ["device"])
+        for d in fleet["devices"]:
+            name = d["name"]
+            for s in STATUS_ORDER:
+                status.add_metric([name, s], 1.0 if d["status"] == s else 0.0)
+            if d["last_seen"] is not None:
+                seen.add_metric([name], d["last_seen"])
+            if d["worst"] is not None and d["model"] is not None:
+                m = d["model"]
+                worst.add_metric([name, m["name"], m["version"], d["worst"]["feature"]], d["worst"]["psi"])
+            requests.add_metric([name], d["requests"])
+            errors.add_metric([name], d["error_rate"])
+        yield from (status, seen, worst, requests, errors)
+
+        labels = ["model", "version", "hash"]
+        mreq = _gauge("mlpack_fleet_requests", "Requests per model version over the last 24 hours.", labels)
+        merr = _gauge("mlpack_fleet_error_rate", "Error rate per model version over the last 24 hours.", labels)
+        mlat = _gauge("mlpack_fleet_latency_seconds", "Latency quantiles per model version over the last 24 hours.",
+                      [*labels, "quantile"])
+        mpsi = _gauge("mlpack_fleet_feature_psi", "PSI per feature (and prediction) over the last 24 hours.",
+                      [*labels, "feature"])
+        for s in fleet["models"]:
+            lab = [s["model"]["name"], s["model"]["version"], s["model"]["hash"][:12]]
+            t = s["total"]
+            mreq.add_metric(lab, t["requests"])
+            merr.add_metric(lab, t["error_rate"])
+            for q in ("p50", "p95", "p99"):
+                v = t[f"{q}_ms"]
+                if v is not None:
+                    mlat.add_metric([*lab, f"0.{q[1:]}"], v / 1000.0)
+            for feat, d in t["drift"].items():
+                mpsi.add_metric([*lab, feat], d["psi"])
+        yield from (mreq, merr, mlat, mpsi)
+
+        alerts = _gauge("mlpack_fleet_alerts", "Open alerts by kind.", ["kind"])
+        for kind in _ALERT_KINDS:
+            alerts.add_metric([kind], sum(1 for a in fleet["alerts"] if a["kind"] == kind))
+        yield alerts
 
 
-def _family(name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, Any], float | int | None]]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *(_line(name, lab, v) for lab, v in samples)]
+class Metrics:
+    """One app's registry: ingest counters, the writer's queue and the fleet gauges."""
 
+    def __init__(self, overview: Callable[[], dict[str, Any]], pending: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.ingest = IngestCounters(self.registry)
+        queue = Gauge("mlpack_collector_write_queue", "Batches waiting for the writer.", registry=self.registry)
+        queue.set_function(lambda: float(pending()))
+        self.registry.register(FleetCollector(overview))
 
-def render(counters: IngestCounters, pending: int, fleet: dict[str, Any]) -> str:
-    """The exposition text for ``counters`` and a :func:`~.queries.fleet_overview` result."""
-    with counters._lock:
-        req = dict(counters.requests)
-        win = dict(counters.windows)
-        nbytes, groups, gb, secs = counters.bytes_received, counters.groups, counters.group_batches, counters.write_seconds
-        conflicts = counters.conflicts
-    out: list[str] = []
-    out += _family("mlpack_collector_ingest_requests_total", "counter", "Ingest requests by HTTP status.",
-                   [({"code": c}, n) for c, n in sorted(req.items())])
-    out += _family("mlpack_collector_ingest_windows_total", "counter", "Windows received, stored or acknowledged as duplicates.",
-                   [({"result": k}, win.get(k, 0)) for k in ("stored", "duplicate")])
-    out += _family("mlpack_collector_ingest_conflicts_total", "counter",
-                   "Uploads refused (409) for replaying a stored window with other contents or bounds.", [({}, conflicts)])
-    out += _family("mlpack_collector_ingest_bytes_total", "counter", "Request body bytes received on the ingest path.", [({}, nbytes)])
-    out += _family("mlpack_collector_write_groups_total", "counter", "Write transactions (group commits).", [({}, groups)])
-    out += _family("mlpack_collector_write_batches_total", "counter", "Batches written in group commits.", [({}, gb)])
-    out += _family("mlpack_collector_write_seconds_total", "counter", "Time spent in write transactions.", [({}, round(secs, 6))])
-    out += _family("mlpack_collector_write_queue", "gauge", "Batches waiting for the writer.", [({}, pending)])
-    out += _family("mlpack_fleet_devices", "gauge", "Devices by status over the last 24 hours.",
-                   [({"status": s}, n) for s, n in fleet["status_counts"].items()])
-    out += _family("mlpack_fleet_device_last_seen_seconds", "gauge", "Epoch time of each device's last upload.",
-                   [({"device": d["name"]}, d["last_seen"]) for d in fleet["devices"] if d["last_seen"] is not None])
-    mrows, erows, lrows, drows = [], [], [], []
-    for s in fleet["models"]:
-        lab = {"model": s["model"]["name"], "version": s["model"]["version"], "hash": s["model"]["hash"][:12]}
-        t = s["total"]
-        mrows.append((lab, t["requests"]))
-        erows.append((lab, t["error_rate"]))
-        for q in ("p50", "p95", "p99"):
-            v = t[f"{q}_ms"]
-            lrows.append(({**lab, "quantile": f"0.{q[1:]}"}, None if v is None else v / 1000.0))
-        for feat, d in t["drift"].items():
-            drows.append(({**lab, "feature": feat}, d["psi"]))
-    out += _family("mlpack_fleet_requests", "gauge", "Requests per model version over the last 24 hours.", mrows)
-    out += _family("mlpack_fleet_error_rate", "gauge", "Error rate per model version over the last 24 hours.", erows)
-    out += _family("mlpack_fleet_latency_seconds", "gauge", "Latency quantiles per model version over the last 24 hours.", lrows)
-    out += _family("mlpack_fleet_feature_psi", "gauge", "PSI per feature (and prediction) over the last 24 hours.", drows)
-    out += _family("mlpack_fleet_alerts", "gauge", "Open alerts by kind.",
-                   [({"kind": k}, sum(1 for a in fleet["alerts"] if a["kind"] == k)) for k in ("drift", "error_rate", "silent", "dropped", "replay_conflict")])
-    return "\n".join(out) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

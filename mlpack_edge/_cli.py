@@ -2,13 +2,15 @@
 
 Library code raises :class:`mlpack_edge.errors.MlpackError`; :class:`MlpackGroup` is the only
 place it becomes a one-line ``click.ClickException`` (exit 1). Usage mistakes stay
-click's (exit 2). Subcommands are imported only when run, so ``mlpack build`` never
+click's (exit 2). A command with ``--json`` prints :func:`error_document` on stdout
+before failing, so a script that reads stdout learns why as well as that it failed. Subcommands are imported only when run, so ``mlpack build`` never
 pays for the collector's web stack and the device CLI starts fast.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +18,18 @@ import click
 
 from mlpack_edge.errors import MlpackError
 
-__all__ = ["MlpackGroup", "fail"]
+__all__ = ["MlpackGroup", "fail", "error_document", "echo_json_error"]
+
+
+def error_document(exc: MlpackError, **extra: Any) -> dict[str, Any]:
+    """``{"ok": false, "error": {"type", "message"}, ...extra}``: the ``--json`` face of a failure."""
+    message = " ".join(str(exc).split("\n")).strip() or exc.__class__.__name__
+    return {"ok": False, "error": {"type": type(exc).__name__, "message": message}, **extra}
+
+
+def echo_json_error(exc: MlpackError, **extra: Any) -> None:
+    """Print :func:`error_document` on stdout (the one-line ``Error:`` still goes to stderr)."""
+    click.echo(json.dumps(error_document(exc, **extra), indent=2, sort_keys=True))
 
 
 def fail(exc: MlpackError) -> click.ClickException:

@@ -17,7 +17,7 @@ _LAZY = {
 
 
 @click.group(cls=MlpackGroup, lazy=_LAZY, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mlpack")
+@click.version_option(__version__, prog_name="mlpack", message="%(prog)s (mlpack-edge) %(version)s")
 def main() -> None:
     """Train, gate, convert and package scikit-learn models for offline devices."""
 

@@ -6,7 +6,15 @@ that fails ``quick_check`` or has an unknown schema is renamed aside (with its `
 ``-shm``) and a fresh one is created, with one clear log line; only the newest
 :data:`KEEP_ASIDE` set-aside copies are kept so a flapping disk cannot fill itself up.
 
-Tables added after schema 1 shipped (``known_models``) are created on open when missing
+Page size: :data:`PAGE_SIZE` (1 KiB) for every new outbox, whatever the cap it is created
+with (an ``install`` creates it for its audit events before the agent's cap is known):
+the empty schema then takes ~20 KiB instead of ~80 KiB with SQLite's 4 KiB pages, and
+one write's WAL frames shrink with it, which is what lets a 128 KiB cap hold windows at
+all. An outbox created earlier keeps its page size (the cap accounts for it). The WAL is
+checkpointed by the outbox itself (see ``Outbox``'s cap), so SQLite's own automatic
+checkpoint is only a safety net here.
+
+Tables added after schema 1 shipped (``known_models``, ``checkpoints``) are created on open when missing
 and the schema number stays 1: an older agent (after a rollback) ignores a table it does
 not know, where a new schema number would make it set the whole outbox aside.
 
@@ -38,6 +46,7 @@ __all__ = [
     "connect",
     "set_aside",
     "reserve",
+    "PAGE_SIZE",
 ]
 
 log = logging.getLogger("mlpack_edge.monitor_agent")
@@ -46,6 +55,7 @@ DB_NAME = "outbox.sqlite"
 SEQ_NAME = "outbox.seq"
 KEEP_ASIDE = 3
 RESERVE_BLOCK = 1024
+PAGE_SIZE = 1024
 SCHEMA_VERSION = 1
 _COUNTERS = (
     "produced", "delivered", "merged", "dropped", "dropped_rows", "dead_letter",
@@ -70,10 +80,15 @@ CREATE TABLE current (model TEXT NOT NULL, pid INTEGER NOT NULL, time REAL NOT N
     body BLOB NOT NULL, PRIMARY KEY (model, pid));
 """
 # Added to schema 1 later (see the module docstring): models the collector at ``url``
-# acknowledged, so batches to it leave their ``models`` entries out.
+# acknowledged, so batches to it leave their ``models`` entries out; the durable
+# checkpoints of open windows, one per model, owner process and window (``_checkpoint``), which
+# replace the ``current`` snapshots (left in the schema for an older agent after a rollback).
 _ADDED = {
     "known_models": "CREATE TABLE IF NOT EXISTS known_models (url TEXT NOT NULL, hash TEXT NOT NULL, "
     "PRIMARY KEY (url, hash))",
+    "checkpoints": "CREATE TABLE IF NOT EXISTS checkpoints (model TEXT NOT NULL, owner TEXT NOT NULL, "
+    "start REAL NOT NULL, time REAL NOT NULL, rows INTEGER NOT NULL, body BLOB NOT NULL, "
+    "PRIMARY KEY (model, owner, start))",
 }
 
 
@@ -113,16 +128,17 @@ def _open(path: Path, cap_bytes: int) -> sqlite3.Connection:
     fresh = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
     try:
-        if fresh:
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only effective before tables exist
+        if fresh:  # only effective before the first table exists
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise OutboxError(f"{path}: the file system does not support SQLite WAL mode")
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute("PRAGMA synchronous = FULL")
-        # Keep the WAL small next to the cap: checkpoint often, truncate after.
+        # The outbox checkpoints the WAL itself, within its cap; this is a safety net.
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, cap_bytes // page // 16)}")
-        conn.execute(f"PRAGMA journal_size_limit = {max(64 * 1024, cap_bytes // 16)}")
+        conn.execute(f"PRAGMA journal_size_limit = {max(page, cap_bytes // 64)}")
         check = conn.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             raise _Corrupt(f"quick_check: {check[0][0]}")

@@ -6,14 +6,22 @@ appended to the executable: the agent never reads bundle files) and calls
 
 * **long-running** (``serve``, ``agent run``): :meth:`Agent.start` / :meth:`Agent.stop`.
   Two daemon threads: one closes windows on time (so requests never wait for the
-  outbox's fsync), samples the system and snapshots the open window for ``status``; the
-  other uploads (only when a collector is configured).
+  outbox's fsync), samples the system, checkpoints the open window every
+  ``checkpoint_seconds`` and stores the checkpoints dead processes left; the other
+  uploads (only when a collector is configured).
 * **one-shot** (batch ``predict``): ``Agent.open(..., deferred=True)`` and no
   :meth:`Agent.start`. Nothing touches the disk or loads SQLite, psutil or HTTP until a
-  window is stored: windows close from ``record`` (``auto_roll``) and at :meth:`stop`,
-  and each gets one system sample as it is stored. A 0.2 s process thus pays for the
-  agent only at exit (benchmarks/executable.py), and one that recorded nothing stores
-  nothing.
+  window is stored or checkpointed: windows close from ``record`` (``auto_roll``) and at
+  :meth:`stop`, ``record`` checkpoints between chunks every ``checkpoint_seconds`` and
+  ``checkpoint_rows``, and each stored window gets one system sample. A 0.2 s process
+  thus pays for the agent only at exit (benchmarks/executable.py), and one that recorded
+  nothing stores nothing.
+
+Checkpoints (:meth:`Agent.checkpoint`) bound what a ``kill -9`` or a power cut loses to
+the rows of the last ``checkpoint_seconds`` plus one write: the next process to open the
+outbox stores a dead process's last checkpoint as a normal window (see
+:mod:`.outbox` and :mod:`._checkpoint`). One lock orders checkpoints and window stores
+within a process, so a checkpoint of a window already stored is never written.
 
 Everything the threads do is also callable directly (:meth:`tick`, :meth:`sync`), which
 is how tests drive the agent with an injected clock and transport. The outbox, the
@@ -44,6 +52,7 @@ from mlpack_edge.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, Sy
 if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at exit, if at all
     import random
 
+    from mlpack_edge.monitor_agent import _checkpoint
     from mlpack_edge.monitor_agent.outbox import Outbox
     from mlpack_edge.monitor_agent.status import StatusReport
     from mlpack_edge.monitor_agent.transport import Transport
@@ -54,7 +63,8 @@ __all__ = ["ModelInfo", "Agent"]
 
 log = logging.getLogger("mlpack_edge.monitor_agent")
 
-SNAPSHOT_SECONDS = 10.0
+CHECKED_CAPS_BELOW = 16 * 1024 * 1024
+RECOVER_SECONDS = 10.0  # how often a long-running agent looks for dead processes' checkpoints
 TICK_SECONDS = 1.0
 
 
@@ -140,7 +150,14 @@ class Agent:
         self._uploader: Uploader | None = None
         self._opening = threading.Lock()
         self._next_sample = 0.0
-        self._next_snapshot = 0.0
+        self._next_checkpoint = 0.0
+        self._next_recover = 0.0
+        self._persist = threading.Lock()  # orders checkpoints and window stores (module docstring)
+        self._owner: _checkpoint.Owner | None = None
+        self._stored_start = float("-inf")  # start of the last window this process stored
+        self._checkpointed: tuple[Any, ...] | None = None  # what the last checkpoint held
+        self._store_failed = False  # a window could not be stored: its checkpoint must outlive us
+        self._checkpoint_logged = float("-inf")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopped = False
@@ -175,6 +192,8 @@ class Agent:
             sample_seconds, transport, rng, deferred,
         )
         recorder.on_window = agent._store
+        if config.checkpoint_seconds > 0:
+            recorder.set_checkpoints(agent.checkpoint, config.checkpoint_seconds, config.checkpoint_rows)
         if not deferred:
             agent.outbox  # noqa: B018 - opens it: a bad state dir fails now, not at the first window
         return agent
@@ -190,7 +209,24 @@ class Agent:
                     outbox = Outbox.open(self.state_dir, self.config.cap_bytes, self._clock)
                     try:
                         m = self.model
-                        outbox.register_model(m.content_hash, m.wire(), m.thresholds.to_dict())
+                        wire, thresholds = m.wire(), m.thresholds.to_dict()
+                        # A cap this large holds any model's windows: spare a one-shot
+                        # predict's exit the estimate (it sizes the headroom of small caps).
+                        if self.config.cap_bytes < CHECKED_CAPS_BELOW:
+                            window_bytes = _window_bytes(m.profile)
+                            outbox.expect(window_bytes)
+                            smallest = outbox.smallest_cap(window_bytes, {"wire": wire, "thresholds": thresholds})
+                        else:
+                            smallest = 0
+                        if self.config.cap_bytes < smallest:
+                            raise AgentError(
+                                f"outbox cap of {self.config.cap_bytes} bytes is too small for the telemetry windows"
+                                f" of {m.name} {m.version}: the smallest workable cap is {smallest} bytes"
+                                f" ({-(-smallest // 1024)} KiB; cap_bytes in agent.json or MLPACK_OUTBOX_CAP)"
+                            )
+                        outbox.register_model(m.content_hash, wire, thresholds)
+                        if not self._deferred:  # a long-running agent: also rows whose owner file is gone
+                            outbox.recover_checkpoints(orphans=True)
                     except BaseException:
                         outbox.close()
                         raise
@@ -219,25 +255,65 @@ class Agent:
                 window.system.add(self._sampler())
             except Exception:  # no sample is better than no window
                 log.exception("system sample failed")
-        try:
-            self.outbox.add_window(window)
-        except MlpackError as exc:
-            log.error("telemetry window %s..%s not stored: %s", window.start, window.end, exc)
+        with self._persist:
+            try:
+                self.outbox.add_window(window, self._owner.name if self._owner is not None else None)
+            except MlpackError as exc:
+                self._store_failed = True
+                log.error("telemetry window %s..%s not stored: %s", window.start, window.end, exc)
+            else:
+                self._stored_start = max(self._stored_start, window.start)
+
+    def checkpoint(self) -> bool:
+        """Durably checkpoint the open window now; ``False`` when there was nothing new to write.
+
+        Called by the tick thread (``serve``) or by ``record`` between chunks (one-shot
+        ``predict``). The first checkpoint opens the outbox (if deferred) and takes this
+        process's owner file (:mod:`._checkpoint`).
+        """
+        with self._persist:
+            snap = self.recorder.snapshot()
+            if snap is None or snap.start <= self._stored_start:
+                return False  # nothing recorded, or a window this process already stored
+            key = (snap.start, snap.requests, snap.rows, sum(snap.errors.values()), snap.system.samples)
+            if key == self._checkpointed:
+                return False  # idle: no write (and no fsync) for nothing
+            try:
+                outbox = self.outbox
+                if self._owner is None:
+                    from mlpack_edge.monitor_agent._checkpoint import Owner
+
+                    try:
+                        self._owner = Owner(self.state_dir)
+                    except OSError as exc:
+                        raise AgentError(f"{self.state_dir}: cannot create a checkpoint owner file ({exc.strerror})") from None
+                outbox.save_checkpoint(snap, self._owner.name)
+            except MlpackError as exc:
+                now = time.monotonic()
+                if now - self._checkpoint_logged >= 60:  # twice a second is too often to repeat it
+                    self._checkpoint_logged = now
+                    log.error("telemetry checkpoint of window %s not stored: %s", snap.start, exc)
+                return False
+            self._checkpointed = key
+            return True
 
     # ------------------------------------------------------------------ one step at a time
 
     def tick(self) -> None:
-        """Close the window when due, sample the system when due, refresh the status snapshot."""
+        """Close the window when due, sample the system when due, checkpoint the open window
+        when due, and now and then store the checkpoints of processes that died."""
         now = self._clock()
         self.recorder.roll(now)  # first, so a sample taken now lands in the window it belongs to
         if self._sampler is not None and now >= self._next_sample:
             self.recorder.add_system(self._sampler())
             self._next_sample = now + self._sample_seconds
-        if now >= self._next_snapshot:
-            snap = self.recorder.snapshot()
-            if snap is not None:
-                self.outbox.save_current(snap)
-            self._next_snapshot = now + SNAPSHOT_SECONDS
+        every = self.config.checkpoint_seconds
+        if every > 0 and now >= self._next_checkpoint:
+            self.checkpoint()
+            self._next_checkpoint = now + every
+        if now >= self._next_recover:
+            self._next_recover = now + RECOVER_SECONDS
+            self.outbox.recover_checkpoints(skip_owner=self._owner.name if self._owner is not None else None)
 
     def sync(self) -> SyncResult:
         """One upload pass now (see :meth:`Uploader.sync`)."""
@@ -248,7 +324,9 @@ class Agent:
         """Drift status over the last ``hours``, including the window still open here."""
         now = self._clock()
         since = now - hours * 3600
-        windows = self.outbox.recent(self.model.content_hash, since, skip_pid=os.getpid())
+        windows = self.outbox.recent(
+            self.model.content_hash, since, skip_owner=self._owner.name if self._owner is not None else None
+        )
         live = self.recorder.snapshot()
         if live is not None:
             windows.append(live)
@@ -275,7 +353,7 @@ class Agent:
         self._stop.clear()
         self._started = True
         self.outbox  # noqa: B018 - a deferred agent that becomes long-running opens it now
-        self.recorder.auto_roll = False  # the tick thread closes windows on time, off the request path
+        self.recorder.auto_roll = False  # the tick thread closes windows and checkpoints, off the request path
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
         if self.config.can_upload:
             self.uploader  # noqa: B018 - made here, not in the thread (imports are not thread-friendly)
@@ -295,13 +373,20 @@ class Agent:
             t.join(timeout)
         busy = any(t.is_alive() for t in self._threads)  # an upload stuck in a slow request
         self._threads = []
+        self.recorder.set_checkpoints(None, 0, 0)
         self.recorder.auto_roll = True
-        try:
-            self.recorder.close()
-            if self._outbox is not None:  # only an opened outbox can hold this process's snapshot
-                self._outbox.clear_current(self.model.content_hash)
-        except AgentError as exc:
-            log.error("could not store the last telemetry window: %s", exc)
+        self.recorder.close()  # stores the open window (and deletes its checkpoint with it)
+        owner = self._owner
+        if owner is not None:
+            if self._store_failed:  # keep the last checkpoint: the next process stores it
+                owner.release(keep_file=True)
+            else:
+                try:
+                    self.outbox.drop_checkpoints(owner.name)
+                    owner.release()
+                except MlpackError as exc:
+                    log.error("could not clear this process's telemetry checkpoint: %s", exc)
+                    owner.release(keep_file=True)
         if not busy and self._outbox is not None:
             self._outbox.close()
 
@@ -319,8 +404,11 @@ class Agent:
                 log.exception("telemetry tick failed")
             # Wake at the window boundary (not up to a second late): records arriving
             # between the boundary and this tick still count in the closing window.
-            until_boundary = self.recorder.window_end - self._clock()
-            self._stop.wait(max(0.001, min(TICK_SECONDS, until_boundary + 0.001)))
+            now = self._clock()
+            until = min(TICK_SECONDS, self.recorder.window_end - now + 0.001)
+            if self.config.checkpoint_seconds > 0:
+                until = min(until, self._next_checkpoint - now)
+            self._stop.wait(max(0.001, until))
 
     def _upload_loop(self) -> None:
         def remember(result: SyncResult) -> None:
@@ -330,3 +418,30 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model.name!r}, state_dir={str(self.state_dir)!r}, config={self.config!r})"
+
+
+def _window_bytes(profile: Profile) -> int:
+    """About how many bytes (packed, as the outbox stores it) a busy window of ``profile`` takes:
+    every bin counted, a latency spread over 200 histogram buckets, all system stats."""
+    import random
+    import zlib
+
+    from mlpack_edge.monitor_agent.histogram import LatencyHistogram
+    from mlpack_edge.monitor_agent.wire import BinCounts, SystemStats, Window
+
+    rnd = random.Random(0)
+
+    def counts(n: int) -> BinCounts:
+        return BinCounts([rnd.randrange(10**6) for _ in range(n)], rnd.randrange(10**4), rnd.randrange(10**4),
+                         rnd.randrange(10**4), rnd.randrange(10**4))
+
+    features = {f.name: counts(f.n_bins) for f in profile.features}
+    pred = counts(profile.prediction.n_bins) if profile.prediction is not None else None
+    first = LatencyHistogram.index(0.0005)
+    w = Window(model="0" * 64, seq=10**9, start=1.7e9, end=1.7e9 + 60.123456, requests=10**6, rows=10**7,
+               errors={"validation": 12345, "runtime": 123}, latency=LatencyHistogram(
+                   {first + i: rnd.randrange(1, 10**5) for i in range(200)}),
+               features=features, predictions=pred,
+               system=SystemStats(samples=6, proc_cpu=123.4, proc_rss_sum=6.1e8, proc_rss_max=1.1e8, cpu=345.6,
+                                  mem=234.5, disk_free_min=1.23e10))
+    return len(zlib.compress(json.dumps(w.to_dict(), separators=(",", ":")).encode(), 1))

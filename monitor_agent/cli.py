@@ -20,6 +20,16 @@ one). ``--state-dir`` / ``--bundle`` override it, so the commands also run on th
 1     configuration or outbox error (message on stderr), e.g. no CA roots found,
       an unreadable key file, plain http:// to another machine; 2 usage error
 ====  =====================================================================
+
+``status`` exit codes:
+
+====  =====================================================================
+0     the report was printed (and, with ``--fail-on``, overall is below it)
+7     ``--fail-on drift``: overall is DRIFT; ``--fail-on warn``: WARN or DRIFT
+      (the report is still printed in full first; 7, not any ``agent sync`` code)
+1     no telemetry here or an outbox error (with ``--json`` also as
+      ``{"ok": false, "error": {...}}`` on stdout); 2 usage error
+====  =====================================================================
 """
 
 from __future__ import annotations
@@ -35,19 +45,23 @@ from typing import Any
 
 import click
 
-from mlpack_edge._cli import MlpackGroup, fail
+from mlpack_edge._cli import MlpackGroup, echo_json_error, fail
 from mlpack_edge.errors import AgentError, MlpackError
 from mlpack_edge.monitor_agent.agent import ModelInfo
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config, read_token_file
 from mlpack_edge.monitor_agent.drift import Thresholds
 from mlpack_edge.monitor_agent.outbox import Outbox
 from mlpack_edge.monitor_agent.profile import Profile
-from mlpack_edge.monitor_agent.status import build_status, render_text
+from mlpack_edge.monitor_agent.status import StatusReport, build_status, render_text
 from mlpack_edge.monitor_agent.uploader import SyncResult, Uploader
 
-__all__ = ["agent", "status", "SYNC_EXIT_CODES"]
+__all__ = ["agent", "status", "SYNC_EXIT_CODES", "STATUS_FAIL_EXIT"]
 
 SYNC_EXIT_CODES = {"delivered": 0, "nothing": 3, "busy": 3, "unreachable": 4, "refused": 5, "tls": 6}
+#: ``status --fail-on LEVEL`` exits with this when the overall status reached LEVEL (distinct
+#: from every ``agent sync`` code, so a script running both can tell them apart).
+STATUS_FAIL_EXIT = 7
+_LEVEL = {"no-data": 0, "ok": 0, "warn": 1, "drift": 2}
 
 _state_option = click.option(
     "--state-dir",
@@ -122,21 +136,34 @@ def _config_options(f: Any) -> Any:
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too, as JSON on stdout).")
 @click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=24.0, show_default=True,
               help="How far back to look (whole hours of closed windows, plus open windows).")
+@click.option("--fail-on", type=click.Choice(["drift", "warn"]), default=None,
+              help=f"Exit {STATUS_FAIL_EXIT} when the overall status is DRIFT (drift) or WARN/DRIFT (warn), "
+              "after printing the report: for cron and scripts.")
 @_state_option
 @_bundle_option
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | None, bundle: Path | None) -> None:
-    """Drift, errors and latency of recent traffic, from the device's own records (offline)."""
+def status(ctx: click.Context, as_json: bool, hours: float, fail_on: str | None, state_dir: Path | None,
+           bundle: Path | None) -> None:
+    """Drift, errors and latency of recent traffic, from the device's own records (offline).
+
+    Exit codes: 0 printed; 7 the overall status reached --fail-on; 1 no telemetry or an
+    outbox error; 2 usage.
+    """
     try:  # a lone command (not under an MlpackGroup) keeps the one-line error contract too
-        click.echo(_status(ctx, as_json, hours, state_dir, bundle))
+        report = _status(ctx, hours, state_dir, bundle)
     except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
         raise fail(exc) from None
+    click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True) if as_json else render_text(report))
+    if fail_on is not None and _LEVEL[report.status] >= _LEVEL[fail_on]:
+        ctx.exit(STATUS_FAIL_EXIT)
 
 
-def _status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | None, bundle: Path | None) -> str:
+def _status(ctx: click.Context, hours: float, state_dir: Path | None, bundle: Path | None) -> StatusReport:
     state = _state_dir(ctx, state_dir)
     info = _model_info(ctx, bundle)
     if not (state / "outbox.sqlite").exists():
@@ -150,7 +177,7 @@ def _status(ctx: click.Context, as_json: bool, hours: float, state_dir: Path | N
             info.content_hash, info.name, info.version, info.profile, info.thresholds, windows,
             now - hours * 3600, now, box.accounting().to_dict(),
         )
-    return json.dumps(report.to_dict(), indent=2, sort_keys=True) if as_json else render_text(report)
+    return report
 
 
 def _only_model(box: Outbox, state: Path) -> ModelInfo:

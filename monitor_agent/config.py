@@ -2,8 +2,16 @@
 
 Layers, later wins: defaults < ``<state dir>/agent.json`` (+ ``agent.token``) < environment
 (``MLPACK_COLLECTOR_URL``, ``MLPACK_DEVICE_ID``, ``MLPACK_DEVICE_TOKEN``,
-``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``,
-``MLPACK_CLIENT_KEY``) < command-line flags.
+``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``, ``MLPACK_CHECKPOINT_SECONDS``,
+``MLPACK_CHECKPOINT_ROWS``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``, ``MLPACK_CLIENT_KEY``)
+< command-line flags.
+
+``checkpoint_seconds`` / ``checkpoint_rows`` bound what a ``kill -9`` or a power cut can
+lose: the open window's counts are written durably at least that often (``serve``: on
+the agent's tick thread, never on the request path; a one-shot ``predict``: between
+chunks), and a restarted agent stores the last checkpoint of a dead process as a normal
+window (:mod:`._checkpoint`). ``checkpoint_seconds = 0`` turns checkpoints off (a kill
+then loses the whole open window).
 
 TLS (see :mod:`.tls`): ``ca_file`` is the fleet's CA (else the system's roots),
 ``client_cert``/``client_key`` the device's certificate for mutual TLS; :func:`write_config`
@@ -34,6 +42,8 @@ __all__ = [
     "TOKEN_NAME",
     "DEFAULT_CAP_BYTES",
     "MIN_CAP_BYTES",
+    "DEFAULT_CHECKPOINT_SECONDS",
+    "DEFAULT_CHECKPOINT_ROWS",
     "ENV_VARS",
     "write_config",
     "load_config",
@@ -43,7 +53,13 @@ __all__ = [
 CONFIG_NAME = "agent.json"
 TOKEN_NAME = "agent.token"
 DEFAULT_CAP_BYTES = 64 * 1024 * 1024
+#: The smallest cap accepted before the model is known (the outbox refuses a cap too small
+#: for the model's windows when it opens: see ``Outbox.smallest_cap``).
 MIN_CAP_BYTES = 128 * 1024
+#: Half a second: a kill loses at most the rows of the last ~0.5 s plus one write, so
+#: comfortably less than the rows of the last second.
+DEFAULT_CHECKPOINT_SECONDS = 0.5
+DEFAULT_CHECKPOINT_ROWS = 50_000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: environment variable -> config field
@@ -53,6 +69,8 @@ ENV_VARS = {
     "MLPACK_DEVICE_TOKEN": "token",
     "MLPACK_WINDOW_SECONDS": "window_seconds",
     "MLPACK_OUTBOX_CAP": "cap_bytes",
+    "MLPACK_CHECKPOINT_SECONDS": "checkpoint_seconds",
+    "MLPACK_CHECKPOINT_ROWS": "checkpoint_rows",
     "MLPACK_CA_FILE": "ca_file",
     "MLPACK_CLIENT_CERT": "client_cert",
     "MLPACK_CLIENT_KEY": "client_key",
@@ -69,6 +87,8 @@ class AgentConfig:
     token: str | None = field(default=None, repr=False)
     window_seconds: float = 60.0
     cap_bytes: int = DEFAULT_CAP_BYTES
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
     ca_file: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
@@ -94,7 +114,17 @@ class AgentConfig:
             "token": "set" if self.token else None,
             "window_seconds": self.window_seconds,
             "cap_bytes": self.cap_bytes,
-        } | self._tls_dict()
+        } | self._checkpoint_dict() | self._tls_dict()
+
+    def _checkpoint_dict(self) -> dict[str, Any]:
+        """The checkpoint settings that differ from the defaults (so an ``agent.json`` written
+        with the defaults stays readable by an older agent after a rollback)."""
+        shown: dict[str, Any] = {}
+        if self.checkpoint_seconds != DEFAULT_CHECKPOINT_SECONDS:
+            shown["checkpoint_seconds"] = self.checkpoint_seconds
+        if self.checkpoint_rows != DEFAULT_CHECKPOINT_ROWS:
+            shown["checkpoint_rows"] = self.checkpoint_rows
+        return shown
 
     def _tls_dict(self) -> dict[str, Any]:
         """The TLS settings that are set (file paths are not secrets; a key's content never leaves its file)."""
@@ -133,11 +163,16 @@ class AgentConfig:
 def _parse_field(name: str, value: Any, where: str) -> Any:
     if name not in {f.name for f in fields(AgentConfig)}:
         raise AgentError(f"{where}: unknown setting")
-    if name == "window_seconds":
+    if name in ("window_seconds", "checkpoint_seconds"):
         try:
             return float(value)
         except (TypeError, ValueError):
             raise AgentError(f"{where}: expected a number of seconds, got {value!r}") from None
+    if name == "checkpoint_rows":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise AgentError(f"{where}: expected a whole number of rows, got {value!r}") from None
     if name == "cap_bytes":
         return _parse_size(value, where)
     if name == "allow_insecure_http":
@@ -174,6 +209,12 @@ def _check(c: AgentConfig) -> None:
         raise AgentError(f"window_seconds must be between 1 and 86400, got {c.window_seconds!r}")
     if not isinstance(c.cap_bytes, int) or c.cap_bytes < MIN_CAP_BYTES:
         raise AgentError(f"cap_bytes must be at least {MIN_CAP_BYTES}, got {c.cap_bytes!r}")
+    s = c.checkpoint_seconds
+    if not (isinstance(s, (int, float)) and (s == 0 or 0.05 <= s <= 3600)):
+        raise AgentError(f"checkpoint_seconds must be 0 (off) or between 0.05 and 3600, got {s!r}")
+    r = c.checkpoint_rows
+    if not (isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 10**9):
+        raise AgentError(f"checkpoint_rows must be between 1 and 1000000000, got {r!r}")
     if any(getattr(c, k) is not None and not getattr(c, k) for k in _TLS_PATHS):
         raise AgentError("ca_file, client_cert and client_key must be file paths, not empty")
 

@@ -15,13 +15,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALPHA", "GAMMA", "LatencyHistogram"]
+__all__ = ["ALPHA", "GAMMA", "MAX_INDEX", "LatencyHistogram"]
 
 ALPHA = 0.01
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
 _LOG_GAMMA = math.log(GAMMA)
 _MIN_VALUE = 1e-7  # 0.1 µs: anything faster is reported as this
 _MIN_INDEX = math.ceil(math.log(_MIN_VALUE) / _LOG_GAMMA)
+#: Bucket indices a histogram from outside may hold: GAMMA**10000 is ~1e86 s, far beyond any
+#: latency, and still a float (an index past ~35,000 overflows when a quantile is read).
+MAX_INDEX = 10_000
+_MAX_COUNT = 2**53 - 1  # wire.MAX_COUNT (the wire module imports this one)
 
 
 class LatencyHistogram:
@@ -95,8 +99,13 @@ class LatencyHistogram:
             raise ValueError("latency.index and latency.counts differ in length")
         out: dict[int, int] = {}
         for i, c in zip(idx, counts):
-            if not isinstance(i, int) or not isinstance(c, int) or isinstance(c, bool) or c < 0:
+            # JSON does not tell 7 from 7.0: an integral float is that integer.
+            i = int(i) if type(i) is float and i.is_integer() else i
+            c = int(c) if type(c) is float and c.is_integer() else c
+            if not isinstance(i, int) or isinstance(i, bool) or not isinstance(c, int) or isinstance(c, bool) or c < 0:
                 raise ValueError("latency buckets must be integers with non-negative counts")
+            if not -MAX_INDEX <= i <= MAX_INDEX or c > _MAX_COUNT:
+                raise ValueError(f"latency bucket indices lie within ±{MAX_INDEX} and counts at most 2**53-1")
             out[i] = out.get(i, 0) + c
         return cls(out)
 

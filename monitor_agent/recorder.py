@@ -10,6 +10,12 @@ once, in fixed-size chunks, so memory stays flat in the number of rows.
 Windows are aligned to multiples of ``window_seconds`` (epoch time), closed by the
 first ``record``/``roll`` at or after their end (only ``roll`` when ``auto_roll`` is off),
 and handed to ``on_window`` outside the lock. A closed window carries ``seq = 0``: the outbox gives it its sequence number.
+
+One-shot use (``auto_roll`` on, no thread: a batch ``predict``) can also ask ``record`` to
+call back for a checkpoint of the open window (:meth:`Recorder.set_checkpoints`) at least
+every so many seconds and rows; the check rides on the clock read ``auto_roll`` does
+anyway, so a ``serve`` request (``auto_roll`` off, the agent's thread checkpoints) pays
+nothing for it.
 """
 
 from __future__ import annotations
@@ -163,6 +169,13 @@ class Recorder:
         self._lock = threading.Lock()
         self._open = self._new_window(clock())
         self._end = self._open.end
+        self.on_checkpoint: Callable[[], None] | None = None
+        self._checkpoint_seconds = 0.0
+        self._checkpoint_rows = 0
+        self._next_checkpoint = math.inf
+        self._rows_since = 0  # rows recorded since the last checkpoint (auto_roll only)
+        self._due_rows = math.inf
+        self._due = self._end  # the earliest of the window's end and the next checkpoint
         # One tuple per record() call, binned together at flush: (numeric, categorical,
         # predictions, latency, requests, rows).
         self._calls: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -199,8 +212,9 @@ class Recorder:
         if n > self._buffer_rows:
             self._record_now(numeric, categorical, predictions, latency_s, requests, n)
             return
-        if self.auto_roll and self._clock() >= self._end:
-            self.roll()
+        if self.auto_roll:
+            self._record_auto(numeric, categorical, predictions, latency_s, requests, n)
+            return
         # No lock on the common path: deque.append is atomic, and the buffered count only
         # decides when to flush (a lost increment under a race just flushes a bit later).
         self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
@@ -208,6 +222,29 @@ class Recorder:
         if self._buffered >= self._buffer_rows:
             with self._lock:
                 self._flush_locked()
+
+    def _record_auto(
+        self,
+        numeric: np.ndarray | None,
+        categorical: Sequence[Sequence[Any]] | None,
+        predictions: np.ndarray | None,
+        latency_s: float,
+        requests: int,
+        n: int,
+    ) -> None:
+        """``record`` with ``auto_roll``: close a due window first (this call belongs to the
+        next one), checkpoint after (the checkpoint includes this call)."""
+        now = self._clock()
+        if now >= self._end:
+            self.roll(now)
+        self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
+        self._buffered += n + 1
+        if self._buffered >= self._buffer_rows:
+            with self._lock:
+                self._flush_locked()
+        self._rows_since += n
+        if now >= self._due or self._rows_since >= self._due_rows:
+            self._on_due()
 
     def _record_now(
         self,
@@ -229,6 +266,44 @@ class Recorder:
             self._bin_locked([numeric], [categorical], [predictions])
         if closed is not None:
             self._emit(closed)
+        if self.auto_roll:
+            self._rows_since += n
+            if self._clock() >= self._due or self._rows_since >= self._due_rows:
+                self._on_due()
+
+    def set_checkpoints(self, callback: Callable[[], None] | None, seconds: float, rows: int) -> None:
+        """With ``auto_roll``: call ``callback`` (which takes a :meth:`snapshot`) from ``record``
+        once ``seconds`` (0: never) have passed or ``rows`` rows were recorded since the
+        window opened or was last checkpointed. Never from inside the lock."""
+        with self._lock:
+            self.on_checkpoint = callback
+            self._checkpoint_seconds = float(seconds)
+            self._checkpoint_rows = int(rows)
+            self._reset_checkpoint_locked(self._clock())
+
+    def _reset_checkpoint_locked(self, now: float) -> None:
+        on = self.on_checkpoint is not None
+        self._rows_since = 0
+        self._next_checkpoint = now + self._checkpoint_seconds if on and self._checkpoint_seconds > 0 else math.inf
+        self._due_rows = self._checkpoint_rows if on and self._checkpoint_rows > 0 else math.inf
+        self._due = min(self._end, self._next_checkpoint)
+
+    def _on_due(self) -> None:
+        """``record`` found the window's end or a checkpoint due (``auto_roll`` only)."""
+        now = self._clock()
+        if now >= self._end:
+            self.roll(now)  # the window is stored: that is the checkpoint
+            return
+        callback = self.on_checkpoint
+        with self._lock:
+            due = now >= self._next_checkpoint or self._rows_since >= self._due_rows
+            if due:
+                self._reset_checkpoint_locked(now)
+        if due and callback is not None:
+            try:
+                callback()
+            except Exception:  # recording must never break a prediction
+                log.exception("telemetry checkpoint failed")
 
     def record_error(self, kind: str, count: int = 1) -> None:
         """Count ``count`` failures of ``kind`` (``validation``, ``runtime``): rows that got no
@@ -302,6 +377,7 @@ class Recorder:
         closed = None if old.empty() else old.to_window(self._layout, self.model_hash, old.end if end is None else end)
         self._open = self._new_window(now)
         self._end = self._open.end
+        self._reset_checkpoint_locked(now)
         return closed
 
     def _flush_locked(self) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mlpack_edge.monitor_agent._prom import family
 from mlpack_edge.monitor_agent.drift import Thresholds, classify
 from mlpack_edge.monitor_agent.histogram import ALPHA
 from mlpack_edge.monitor_agent.profile import CategoricalProfile, FeatureProfile, Profile
@@ -179,50 +180,38 @@ def render_text(report: StatusReport) -> str:
     return "\n".join(lines)
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def render_metrics(report: StatusReport) -> str:
     """Prometheus text exposition of a status report (for the device's ``/metrics``)."""
     r = report
-    base = f'model="{_label(r.name)}",version="{_label(r.version)}"'
+    base = {"model": r.name, "version": r.version}
     out: list[str] = []
 
-    def metric(name: str, help_text: str, samples: list[tuple[str, float | None]]) -> None:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} gauge")
-        for labels, value in samples:
-            if value is not None:
-                out.append(f"{name}{{{base}{labels}}} {value:.10g}")
+    def metric(name: str, help_text: str, samples: list[tuple[dict[str, str], float | int | None]]) -> None:
+        out.extend(family(name, "gauge", help_text, [({**base, **labels}, v) for labels, v in samples]))
 
     feats = r.features
-
-    def fl(f: FeatureStatus) -> str:
-        return f',feature="{_label(f.name)}"'
-
     metric("mlpack_drift_psi", "PSI of recent traffic against the reference profile",
-           [(fl(f), f.psi) for f in feats])
+           [({"feature": f.name}, f.psi) for f in feats])
     metric("mlpack_drift_js", "Jensen-Shannon divergence (bits) against the reference profile",
-           [(fl(f), f.js) for f in feats])
+           [({"feature": f.name}, f.js) for f in feats])
     metric("mlpack_drift_status", "Drift status: -1 no data, 0 ok, 1 warn, 2 drift",
-           [(fl(f), _CODE[f.status]) for f in feats])
-    metric("mlpack_feature_missing_rate", "Share of missing values", [(fl(f), f.missing_rate) for f in feats])
+           [({"feature": f.name}, _CODE[f.status]) for f in feats])
+    metric("mlpack_feature_missing_rate", "Share of missing values", [({"feature": f.name}, f.missing_rate) for f in feats])
     metric("mlpack_feature_out_of_range_rate", "Share outside the training range, or unseen categories",
-           [(fl(f), f.out_of_range_rate) for f in feats])
+           [({"feature": f.name}, f.out_of_range_rate) for f in feats])
     if r.prediction is not None:
         p = r.prediction
-        metric("mlpack_prediction_psi", "PSI of predictions against the reference", [("", p.psi)])
-        metric("mlpack_prediction_js", "Jensen-Shannon divergence of predictions", [("", p.js)])
-        metric("mlpack_prediction_drift_status", "Prediction drift status", [("", _CODE[p.status])])
-    metric("mlpack_drift_overall_status", "Worst drift status over features and predictions", [("", _CODE[r.status])])
-    metric("mlpack_recent_requests", "Requests in the status period", [("", r.requests)])
-    metric("mlpack_recent_rows", "Rows in the status period", [("", r.rows)])
+        metric("mlpack_prediction_psi", "PSI of predictions against the reference", [({}, p.psi)])
+        metric("mlpack_prediction_js", "Jensen-Shannon divergence of predictions", [({}, p.js)])
+        metric("mlpack_prediction_drift_status", "Prediction drift status", [({}, _CODE[p.status])])
+    metric("mlpack_drift_overall_status", "Worst drift status over features and predictions", [({}, _CODE[r.status])])
+    metric("mlpack_recent_requests", "Requests in the status period", [({}, r.requests)])
+    metric("mlpack_recent_rows", "Rows in the status period", [({}, r.rows)])
     metric("mlpack_recent_errors", "Failed requests in the status period",
-           [(f',kind="{_label(k)}"', v) for k, v in r.errors.items()])
+           [({"kind": k}, v) for k, v in r.errors.items()])
     metric("mlpack_recent_latency_seconds", f"Request latency quantiles (relative error {r.latency_error})",
-           [(f',quantile="{int(q[1:]) / 100}"', v) for q, v in r.latency.items()])
+           [({"quantile": str(int(q[1:]) / 100)}, v) for q, v in r.latency.items()])
     if r.outbox is not None:
         metric("mlpack_outbox_windows", "Telemetry windows by where they went",
-               [(f',state="{k}"', v) for k, v in r.outbox.items() if k != "dropped_rows"])
+               [({"state": k}, v) for k, v in r.outbox.items() if k != "dropped_rows"])
     return "\n".join(out) + "\n"

@@ -75,7 +75,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpack_edge.monitor_agent.histogram import ALPHA, LatencyHistogram
+from mlpack_edge.monitor_agent.histogram import ALPHA, MAX_INDEX, LatencyHistogram
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -98,11 +98,21 @@ class WireError(ValueError):
     """A payload does not follow the wire schema; the message names the field."""
 
 
+#: Largest count or sequence number: they are stored as 64-bit integers (SQLite, PostgreSQL,
+#: numpy), and 2**53-1 is the largest integer every JSON reader (JavaScript's included)
+#: and JSON Schema validator compares exactly.
+MAX_COUNT = 2**53 - 1
+
+
 def _count(v: Any, where: str) -> int:
+    if type(v) is float and v.is_integer() and 0 <= v <= MAX_COUNT:
+        return int(v)  # JSON does not tell 7 from 7.0, and some encoders write the latter
     if not isinstance(v, int) or isinstance(v, bool):
         raise WireError(f"{where}: expected an integer count, got {type(v).__name__}")
     if v < 0:
         raise WireError(f"{where}: counts must be non-negative, got {v}")
+    if v > MAX_COUNT:
+        raise WireError(f"{where}: at most 2**53-1, got a {len(str(v))}-digit number")
     return v
 
 
@@ -131,7 +141,7 @@ _INF = math.inf
 
 def _all_counts(values: list[Any]) -> bool:
     """True when every item is a plain non-negative ``int`` (a quick yes; ``False`` means "check one by one")."""
-    return not values or (set(map(type, values)) == _ONLY_INT and min(values) >= 0)
+    return not values or (set(map(type, values)) == _ONLY_INT and min(values) >= 0 and max(values) <= MAX_COUNT)
 
 
 def _counts(values: list[Any], where: str, key: str) -> list[int]:
@@ -144,7 +154,7 @@ def _counts(values: list[Any], where: str, key: str) -> list[int]:
 def _count_at(d: Mapping[str, Any], key: str, where: str, default: Any = 0) -> int:
     """``d[key]`` (``default`` when absent) as a count."""
     v = d.get(key, default)
-    if type(v) is int and v >= 0:
+    if type(v) is int and 0 <= v <= MAX_COUNT:
         return v
     return _count(v, f"{where}.{key}")
 
@@ -166,7 +176,7 @@ def _latency(raw: Any, where: str) -> LatencyHistogram:
             type(index) is list
             and type(counts) is list
             and len(index) == len(counts)
-            and (not index or set(map(type, index)) == _ONLY_INT)
+            and (not index or (set(map(type, index)) == _ONLY_INT and -MAX_INDEX <= min(index) and max(index) <= MAX_INDEX))
             and _all_counts(counts)
         ):
             buckets = dict(zip(index, counts))
@@ -178,7 +188,9 @@ def _latency(raw: Any, where: str) -> LatencyHistogram:
         raise WireError(f"{where}.latency: expected an object")
     try:
         return LatencyHistogram.from_dict(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
+        raise WireError(f"{where}.latency.{exc.args[0]}: missing (latency holds index and counts, or nothing)") from None
+    except (TypeError, ValueError) as exc:
         raise WireError(f"{where}.latency: {exc}") from None
 
 
@@ -373,7 +385,7 @@ class Window:
         for k, v in errors_raw.items():
             if not isinstance(k, str) or not _ERROR_KIND.match(k):
                 raise WireError(f"{where}.errors: invalid error kind {k!r}")
-            errors[k] = v if type(v) is int and v >= 0 else _count(v, f"{where}.errors.{k}")
+            errors[k] = v if type(v) is int and 0 <= v <= MAX_COUNT else _count(v, f"{where}.errors.{k}")
         latency = _latency(d.get("latency"), where)
         feats_raw = d.get("features", {})
         if not isinstance(feats_raw, Mapping):
@@ -424,7 +436,7 @@ def validate_batch(payload: Any) -> tuple[str, dict[str, dict[str, Any]], list[W
     if not isinstance(payload, Mapping):
         raise WireError("batch: expected a JSON object")
     schema = payload.get("schema")
-    if schema != SCHEMA_VERSION:
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
         raise WireError(f"schema: unsupported version {schema!r}, expected {SCHEMA_VERSION}")
     device = payload.get("device")
     if not isinstance(device, str) or not device:

@@ -171,6 +171,8 @@ class DeviceContext:
     cls=MlpackGroup,
     lazy=_LAZY,
     context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,  # for --version alone; no command otherwise is a usage error
+    no_args_is_help=True,
 )
 @click.option(
     "--bundle",
@@ -192,8 +194,16 @@ class DeviceContext:
     is_flag=True,
     help="With --trust-key: also run unsigned bundles. Alone: run an unsigned bundle without the warning.",
 )
+@click.option(
+    "--version",
+    "show_version",
+    is_flag=True,
+    help="Print the model's name and version, its content hash and the runtime's version, and exit.",
+)
 @click.pass_context
-def device_cli(ctx: click.Context, bundle: Path | None, trust_keys: tuple[Path, ...], allow_unsigned: bool) -> None:
+def device_cli(
+    ctx: click.Context, bundle: Path | None, trust_keys: tuple[Path, ...], allow_unsigned: bool, show_version: bool
+) -> None:
     """Run this model offline: batch predict, local HTTP serve, self-checks, install.
 
     Installed models run only bundles their install trusts. Elsewhere, --trust-key
@@ -206,6 +216,32 @@ def device_cli(ctx: click.Context, bundle: Path | None, trust_keys: tuple[Path, 
         ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE for p in ("trust_keys", "allow_unsigned")
     )
     ctx.obj = DeviceContext(bundle, trust_keys, allow_unsigned, on_command_line)
+    if show_version:
+        click.echo(_version_text(ctx.obj))
+        ctx.exit(0)
+    if ctx.invoked_subcommand is None:
+        raise click.UsageError("Missing command.")
+
+
+def _version_text(obj: DeviceContext) -> str:
+    """Three lines: ``NAME VERSION``, the content hash (sha256 of manifest.json), the runtime.
+
+    Read from the manifest without verifying the bundle (``verify`` does that), so it
+    answers fast and even for a damaged copy.
+    """
+    import platform
+
+    import onnxruntime
+
+    from mlpack_edge import __version__
+    from mlpack_edge.runtime.bundle import Bundle
+
+    manifest = Bundle.open(obj.bundle_path(), verify=False).manifest
+    return (
+        f"{manifest.name} {manifest.version}\n"
+        f"content hash {manifest.content_hash}\n"
+        f"runtime mlpack-edge {__version__} (onnxruntime {onnxruntime.__version__}, Python {platform.python_version()})"
+    )
 
 
 def _threads_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -3,8 +3,11 @@
 Three ways in, for three kinds of caller:
 
 * :meth:`Model.predict` / :meth:`Model.predict_proba` — one row (a dict, a list in
-  manifest order, a 1-D array) gives one answer; a batch (a list of rows, a 2-D array)
-  gives an array. Any invalid row raises :class:`~mlpack_edge.errors.InputError`.
+  manifest order, a 1-D array, a pandas Series) gives one answer; a batch (a list of
+  rows, a 2-D array, a pandas DataFrame) gives an array. Any invalid row raises
+  :class:`~mlpack_edge.errors.InputError`. A DataFrame's columns are coerced by the
+  model's schema, the way training read its CSV (:mod:`._frame`: a firmware column that
+  pandas parsed as 1.3 is the category "1.3"); pandas itself is never imported here.
 * :meth:`Model.predict_one` — one row as a :class:`Prediction` with class names.
 * :meth:`Model.predict_rows` — a batch that never raises for bad rows: the good ones are
   predicted, the bad ones come back as errors (what ``predict`` on the CLI and ``serve``
@@ -27,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from mlpack_edge.errors import BundleError, InferenceError, InputError
+from mlpack_edge.runtime import _frame
 from mlpack_edge.runtime._format import error_record, finite_or_none, json_floats, short_floats
 from mlpack_edge.runtime._signature import Signature, bind
 from mlpack_edge.runtime.bundle import Bundle
@@ -246,6 +250,9 @@ class Model:
     # ------------------------------------------------------------------ internals
 
     def _validate(self, rows: Any, start: int | None) -> Batch:
+        if _frame.is_frame(rows):
+            columns, size = _frame.frame_columns(rows, self.schema.features)
+            return self.schema.columns(columns, size, start)
         if isinstance(rows, np.ndarray):
             if rows.ndim == 2:
                 batch = self.schema.matrix(rows, start)
@@ -263,6 +270,8 @@ class Model:
         return self.schema.rows(rows, start)
 
     def _strict(self, X: Any, t0: float) -> tuple[BatchResult, bool]:
+        if _frame.is_series(X):
+            X = _frame.series_row(X, self.schema.features)
         single = _is_single(X)
         batch = self._validate([X] if single else X, None if single else 0)
         if batch.errors:
@@ -382,7 +391,7 @@ def _is_single(X: Any) -> bool:
         return X.ndim == 1
     if isinstance(X, (list, tuple)):
         return bool(X) and not isinstance(X[0], (Mapping, list, tuple, np.ndarray))
-    return False
+    return _frame.is_series(X)
 
 
 def _inference_failed(exc: BaseException, rows: int) -> InferenceError:

@@ -1,7 +1,8 @@
 """Input validation: the manifest's features turned into converters, worked out once at load.
 
-Rows arrive as dicts (feature -> value), lists in manifest order, numpy arrays, or
-columns of strings straight from a CSV file. Every form ends up as a :class:`Batch`:
+Rows arrive as dicts (feature -> value), lists in manifest order, numpy arrays,
+columns of strings straight from a CSV file, or a pandas DataFrame's columns (coerced
+first by :mod:`._frame`). Every form ends up as a :class:`Batch`:
 the valid rows as ONNX-ready arrays, plus one :class:`~mlpack_edge.errors.InputError` per
 invalid row naming the row and the field. A bad row never loses the good ones.
 
@@ -346,6 +347,8 @@ class Schema:
     def _numeric_column(self, values: Sequence[Any], i: int, start: int | None, errors: dict[int, InputError]) -> np.ndarray:
         """float64 values (NaN = missing); unparseable values go into ``errors`` by position."""
         feature = self.features[i]
+        if type(values) is np.ndarray and values.dtype == np.float64:  # e.g. a DataFrame's column
+            return values
         types = set(map(type, values))
         arr: np.ndarray | None = None
         try:

@@ -120,10 +120,12 @@ def test_failed_gate_writes_nothing_and_keeps_the_previous_build(project: Projec
     project.write(spec_text(extra='[evaluate]\ngates = ["accuracy >= 0.999", "recall >= 0.999", "f1 >= 0.1"]\n'))
     result = project.cli()
     assert result.exit_code == 1
+    *progress, error = result.stderr.splitlines()
     assert re.fullmatch(
-        r"Error: 2 of 3 gates failed: accuracy >= 0\.999 \(measured 0\.\d{4}\); recall >= 0\.999 \(measured 0\.\d{4}\)\n",
-        result.stderr,
+        r"Error: 2 of 3 gates failed: accuracy >= 0\.999 \(measured 0\.\d{4}\); recall >= 0\.999 \(measured 0\.\d{4}\)",
+        error,
     ), result.stderr
+    assert re.fullmatch(r"  evaluate +\d+\.\d\ds  FAILED", progress[-1]) and result.stdout == ""
     assert "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in first.bundle_dir.iterdir()} == before
     assert [p.name for p in project.dist.iterdir()] == ["demo-1.0.0"]  # no temp folders left
@@ -152,18 +154,19 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(project: Project) -> N
     assert (precious / "notes.txt").read_text() == "mine"
 
 
-def test_cli_prints_each_stage_with_its_timing(project: Project) -> None:
+def test_cli_prints_each_stage_with_its_timing_on_stderr_and_the_result_on_stdout(project: Project) -> None:
     project.write(spec_text(), binary_rows())
     result = project.cli()
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0] == f"mlpack build {project.spec_path}"
+    progress = result.stderr.splitlines()
+    assert progress[0] == f"mlpack build {project.spec_path}"
     for stage in STAGES:
-        assert any(re.match(rf"  {stage} +\d+\.\d\ds  \S", line) for line in lines), stage
+        assert any(re.match(rf"  {stage} +\d+\.\d\ds  \S", line) for line in progress), stage
+    assert progress[-1] == "unsigned: devices refuse it unless allowed (sign with --sign-key KEY)"  # a warning
+    # stdout: the result only, so `mlpack build | tail -1` or a script reads just that.
     assert re.fullmatch(
-        rf"built {re.escape(str(project.dist / 'demo-1.0.0'))} \(manifest sha256 [0-9a-f]{{16}}\)", lines[-2]
+        rf"built {re.escape(str(project.dist / 'demo-1.0.0'))} \(manifest sha256 [0-9a-f]{{16}}\)\n", result.stdout
     )
-    assert lines[-1] == "unsigned: devices refuse it unless allowed (sign with --sign-key KEY)"
 
 
 def test_cli_json_and_quiet(project: Project) -> None:
@@ -295,8 +298,10 @@ def test_bad_input_is_one_line_exit_1_nothing_written(
         main, ["build", str(tmp_path / "mlpack.toml"), "--no-executable", "-o", str(tmp_path / "dist")]
     )
     assert result.exit_code == 1, result.output
-    assert result.stderr == "Error: " + expected.format(root=tmp_path) + "\n"
-    assert result.stdout == "" or "Traceback" not in result.stdout
+    *progress, error = result.stderr.splitlines()
+    assert error == "Error: " + expected.format(root=tmp_path)
+    assert progress[0] == f"mlpack build {tmp_path / 'mlpack.toml'}" and all(p.startswith("  ") for p in progress[1:])
+    assert result.stdout == ""
     assert not (tmp_path / "dist").exists()
 
 
@@ -323,9 +328,10 @@ def test_strict_gate_example_fails_listing_each_gate(tmp_path: Path) -> None:
         main, ["build", str(EXAMPLES / "strict_gate"), "--no-executable", "-o", str(tmp_path / "dist")]
     )
     assert result.exit_code == 1
-    assert result.stderr == (
-        "Error: 2 of 3 gates failed: recall >= 0.99 (measured 0.9762); precision >= 0.99 (measured 0.8367)\n"
+    assert result.stderr.splitlines()[-1] == (
+        "Error: 2 of 3 gates failed: recall >= 0.99 (measured 0.9762); precision >= 0.99 (measured 0.8367)"
     )
+    assert result.stdout == ""
     assert not (tmp_path / "dist").exists()
 
 

@@ -335,6 +335,8 @@ def test_paths_that_are_not_bundles_fail_in_one_line(tmp_path: Path, bundle: Pat
         assert (result.exit_code, result.stderr, result.stdout) == (1, f"Error: {message}\n", ""), path
         json_result = inspect(path, "--json")
         assert (json_result.exit_code, json_result.stderr) == (1, f"Error: {message}\n")
+        # --json: the error as JSON on stdout too, like build --json.
+        assert json.loads(json_result.stdout) == {"ok": False, "error": {"type": "BundleError", "message": message}}
 
 
 def test_usage_errors_exit_2() -> None:

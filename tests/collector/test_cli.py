@@ -68,6 +68,19 @@ def test_list_and_revoke_devices(tmp_path: Path) -> None:
     assert lines[2].split() == ["b", "active", "never", "-"]
     missing = run("revoke-device", "zz", *d)
     assert (missing.exit_code, missing.stderr) == (1, "Error: device 'zz' is not registered (see list-devices)\n")
+    listed = run("list-devices", "--json", *d)
+    assert listed.exit_code == 0, listed.output
+    devices = json.loads(listed.stdout)["devices"]
+    assert [(x["name"], x["revoked"], x["last_seen"], x["last_model"]) for x in devices] == [
+        ("a", True, None, None), ("b", False, None, None)]
+    assert devices[0]["revoked_at"] >= devices[0]["created_at"] > 0 and devices[1]["revoked_at"] is None
+
+
+def test_list_devices_json_prints_errors_as_json(tmp_path: Path) -> None:
+    bad = run("list-devices", "--json", "--db", "mysql://x")
+    message = "--db: unsupported URL scheme in 'mysql', expected postgresql:// or sqlite:///"
+    assert (bad.exit_code, bad.stderr) == (1, f"Error: {message}\n")
+    assert json.loads(bad.stdout) == {"ok": False, "error": {"type": "CollectorError", "message": message}}
 
 
 def test_bad_device_name_and_db_url(tmp_path: Path) -> None:

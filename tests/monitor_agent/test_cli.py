@@ -70,11 +70,38 @@ def test_status_human_and_json(tmp_path: Path, model: ModelInfo) -> None:
     assert data["prediction"]["name"] == "prediction" and data["outbox"]["pending"] == 3
 
 
+def test_status_fail_on_exits_7_at_or_above_the_level_after_printing(tmp_path: Path, model: ModelInfo) -> None:
+    drifting, steady = tmp_path / "drifting", tmp_path / "steady"
+    _record(drifting, model, 3, shift=12.0)
+    _record(steady, model, 3)
+    runner = CliRunner()
+    calm = json.loads(runner.invoke(status, ["--json"], obj=Obj(steady, model)).stdout)["status"]
+    assert calm in ("ok", "warn")  # 600 unshifted rows: sampling noise may reach warn, never drift
+    cases = [(drifting, "drift", 7), (drifting, "warn", 7), (steady, "drift", 0), (steady, "warn", 7 if calm == "warn" else 0)]
+    for state, fail_on, code in cases:
+        res = runner.invoke(status, ["--fail-on", fail_on], obj=Obj(state, model))
+        assert res.exit_code == code, (state.name, fail_on, res.output)
+        assert f"overall: {'DRIFT' if state is drifting else calm.upper()}" in res.stdout.splitlines()
+        assert res.stderr == ""
+    res = runner.invoke(status, ["--fail-on", "drift", "--json"], obj=Obj(drifting, model))
+    assert res.exit_code == 7 and json.loads(res.stdout)["status"] == "drift"
+    res = runner.invoke(status, [], obj=Obj(drifting, model))
+    assert res.exit_code == 0  # without --fail-on the status is reported, not judged
+    res = runner.invoke(status, ["--fail-on", "sometimes"], obj=Obj(drifting, model))
+    assert res.exit_code == 2 and "'sometimes' is not one of 'drift', 'warn'" in res.stderr
+
+
 def test_status_errors_are_one_line(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(status, ["--state-dir", str(tmp_path)])
     assert res.exit_code == 1
     assert res.output == f"Error: {tmp_path}: no telemetry recorded here yet (no outbox.sqlite)\n"
+    res = runner.invoke(status, ["--state-dir", str(tmp_path), "--json"])
+    assert (res.exit_code, res.stderr) == (1, f"Error: {tmp_path}: no telemetry recorded here yet (no outbox.sqlite)\n")
+    assert json.loads(res.stdout) == {
+        "ok": False,
+        "error": {"type": "AgentError", "message": f"{tmp_path}: no telemetry recorded here yet (no outbox.sqlite)"},
+    }
     res = runner.invoke(status, [], obj=Obj(None))
     assert res.exit_code == 2 and "no model state folder: pass --state-dir" in res.output
 

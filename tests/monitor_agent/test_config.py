@@ -33,6 +33,19 @@ def test_environment_overrides_file_and_flags_override_both(tmp_path: Path) -> N
     assert load_config(tmp_path / "nothing-here", environ={}) == AgentConfig()
 
 
+def test_checkpoint_settings_come_from_the_environment_and_agent_json_names_them_only_when_changed(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(tmp_path, environ={"MLPACK_CHECKPOINT_SECONDS": "0", "MLPACK_CHECKPOINT_ROWS": "20000"})
+    assert (cfg.checkpoint_seconds, cfg.checkpoint_rows) == (0.0, 20000)
+    write_config(tmp_path, AgentConfig(window_seconds=30))  # defaults: not written (an older agent reads it)
+    assert "checkpoint" not in (tmp_path / "agent.json").read_text()
+    changed = AgentConfig(window_seconds=30, checkpoint_seconds=2.0)
+    write_config(tmp_path, changed)
+    assert '"checkpoint_seconds": 2.0' in (tmp_path / "agent.json").read_text()
+    assert load_config(tmp_path, environ={}) == changed
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -41,6 +54,10 @@ def test_environment_overrides_file_and_flags_override_both(tmp_path: Path) -> N
         ({"MLPACK_WINDOW_SECONDS": "0.5"}, "environment variable MLPACK_WINDOW_SECONDS: window_seconds must be between 1 and 86400, got 0.5"),
         ({"MLPACK_OUTBOX_CAP": "lots"}, "environment variable MLPACK_OUTBOX_CAP cap_bytes: expected a size in bytes like 67108864 or 64MB, got 'lots'"),
         ({"MLPACK_OUTBOX_CAP": "1k"}, "environment variable MLPACK_OUTBOX_CAP: cap_bytes must be at least 131072, got 1024"),
+        ({"MLPACK_CHECKPOINT_SECONDS": "0.01"}, "environment variable MLPACK_CHECKPOINT_SECONDS: checkpoint_seconds must be 0 (off) or between 0.05 and 3600, got 0.01"),
+        ({"MLPACK_CHECKPOINT_SECONDS": "often"}, "environment variable MLPACK_CHECKPOINT_SECONDS checkpoint_seconds: expected a number of seconds, got 'often'"),
+        ({"MLPACK_CHECKPOINT_ROWS": "0"}, "environment variable MLPACK_CHECKPOINT_ROWS: checkpoint_rows must be between 1 and 1000000000, got 0"),
+        ({"MLPACK_CHECKPOINT_ROWS": "1e4"}, "environment variable MLPACK_CHECKPOINT_ROWS checkpoint_rows: expected a whole number of rows, got '1e4'"),
         ({"MLPACK_DEVICE_ID": "bad id!"}, "environment variable MLPACK_DEVICE_ID: device_id must be 1-128 letters, digits, '.', '_' or '-', got 'bad id!'"),
     ],
 )

@@ -94,19 +94,19 @@ def _fill(box: Outbox, clock: FakeClock, profile: Profile, windows: int, window_
 
 
 @pytest.mark.slow
-def test_cap_merges_minutes_into_hours_and_days_before_dropping(tmp_path: Path, profile: Profile) -> None:
+def test_cap_merges_minutes_into_hours_and_days_before_dropping(state: Path, profile: Profile) -> None:
     cap = 128 * 1024
     clock = FakeClock()
-    with Outbox.open(tmp_path, cap, clock) as box:
+    with Outbox.open(state, cap, clock) as box:
         sizes = _fill(box, clock, profile, 1200, 300.0)  # ~4 days of 5-minute windows
         acc = box.accounting()
         spans = [w.merged_count for w in box.pending_windows()]
         assert acc.dropped == 0 and acc.merged > 0 and max(spans) > 12  # whole days of 5-minute windows
-        # Never over the cap by more than the page the newest window landed in.
-        assert max(sizes) <= cap + 4096
+        # Never over the cap, every file counted (test_cap.py samples during writes too).
+        assert max(sizes) <= cap
         rows_before = sum(w.rows for w in box.pending_windows())
         assert rows_before == 20 * 1200  # merging loses no row
-    with Outbox.open(tmp_path, cap, clock) as box:
+    with Outbox.open(state, cap, clock) as box:
         # Day-long windows: nothing left to merge, so the oldest are dropped.
         sizes = _fill(box, clock, profile, 400, 86400.0)
         acc = box.accounting()
@@ -114,14 +114,14 @@ def test_cap_merges_minutes_into_hours_and_days_before_dropping(tmp_path: Path, 
         assert acc.produced == 1600 == acc.delivered + acc.pending + acc.merged + acc.dropped + acc.dead_letter
         # Rows balance too: every recorded row is either still pending or reported dropped.
         assert sum(w.rows for w in box.pending_windows()) + acc.dropped_rows == 20 * 1600
-        assert max(sizes) <= cap + 4096
+        assert max(sizes) <= cap
         oldest = box.pending_windows()[0]
         assert oldest.start > T0 + 5 * 86400  # the oldest went first
 
 
-def test_sent_windows_are_never_merged(tmp_path: Path, profile: Profile) -> None:
+def test_sent_windows_are_never_merged(state: Path, profile: Profile) -> None:
     clock = FakeClock()
-    with Outbox.open(tmp_path, 128 * 1024, clock) as box:
+    with Outbox.open(state, 128 * 1024, clock) as box:
         for i in range(3):
             box.add_window(_window(T0 + 60 * i))
         box.take_batch(max_windows=2, max_bytes=10**6)  # 1 and 2 may be at the collector now

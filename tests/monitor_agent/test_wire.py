@@ -52,7 +52,8 @@ W = "windows[3]"
 CASES = [
     (_set("model", "ab" * 31), f"{W}.model: expected a sha256 hex content hash"),
     (_drop("seq"), f"{W}.seq: expected an integer count, got NoneType"),
-    (_set("seq", 7.0), f"{W}.seq: expected an integer count, got float"),
+    (_set("seq", 7.5), f"{W}.seq: expected an integer count, got float"),
+    (_set("seq", 2**53), f"{W}.seq: at most 2**53-1, got a 16-digit number"),
     (_set("seq_last", 6), f"{W}.seq_last: must be >= seq (7), got 6"),
     (_set("seq_last", True), f"{W}.seq_last: expected an integer count, got bool"),
     (_set("start", "now"), f"{W}.start: expected a finite number"),
@@ -67,12 +68,14 @@ CASES = [
     (_set("latency.alpha", 0.02), f"{W}.latency: latency.alpha must be 0.01"),
     (_set("latency.counts", [1]), f"{W}.latency: latency.index and latency.counts differ in length"),
     (_set("latency.counts", [1, 1, -1]), f"{W}.latency: latency buckets must be integers with non-negative counts"),
-    (_set("latency", {"index": []}), f"{W}.latency: 'counts'"),
+    (_set("latency", {"index": []}), f"{W}.latency.counts: missing (latency holds index and counts, or nothing)"),
     (_set("features", [1]), f"{W}.features: expected an object"),
     (_set("features.age", [1, 2, 3]), f"{W}.features.age: expected an object"),
     (_set("features.age.bins", (1, 2, 3)), f"{W}.features.age.bins: expected a list of counts"),
     (_set("features.age.bins.1", -1), f"{W}.features.age.bins[1]: counts must be non-negative, got -1"),
-    (_set("features.age.bins.2", 1.0), f"{W}.features.age.bins[2]: expected an integer count, got float"),
+    (_set("features.age.bins.2", 1.5), f"{W}.features.age.bins[2]: expected an integer count, got float"),
+    (_set("features.age.bins.2", 2**60), f"{W}.features.age.bins[2]: at most 2**53-1, got a 19-digit number"),
+    (_set("latency.index.0", 10_001), f"{W}.latency: latency bucket indices lie within ±10000 and counts at most 2**53-1"),
     (_set("features.age.bins.0", False), f"{W}.features.age.bins[0]: expected an integer count, got bool"),
     (_set("features.colour.unseen", -1), f"{W}.features.colour.unseen: counts must be non-negative, got -1"),
     (_set("features.colour.missing", "1"), f"{W}.features.colour.missing: expected an integer count, got str"),
@@ -143,3 +146,14 @@ def test_batches_name_the_window_and_the_model_key() -> None:
         validate_batch({**base, "models": {"x": {}}})
     device, models, windows, audit, outbox = validate_batch(base)
     assert (device, models, len(windows), audit, outbox) == ("d", {}, 2, [], {})
+
+
+def test_an_integral_float_is_the_integer_json_cannot_tell_apart() -> None:
+    """JSON Schema's "integer" admits 7.0, and some encoders write it: the wire takes it as 7."""
+    d = _window()
+    d["seq"], d["seq_last"], d["rows"] = 7.0, 9.0, 340.0
+    d["features"]["age"]["bins"] = [1.0, 2, 3]
+    d["latency"] = {"alpha": 0.01, "index": [float(i) for i in d["latency"]["index"]], "counts": d["latency"]["counts"]}
+    w = Window.from_dict(d, W)
+    assert (w.seq, w.seq_last, w.rows, w.features["age"].bins) == (7, 9, 340, [1, 2, 3])
+    assert all(type(v) is int for v in (w.seq, w.seq_last, w.rows, *w.features["age"].bins, *w.latency.buckets))

@@ -262,3 +262,28 @@ def test_predict_with_monitoring_stores_its_window_at_exit(mixed_bundle: Path, t
 
     with Outbox.open(state) as box:
         assert [(w.rows, w.requests, w.system.samples) for w in box.pending_windows()] == [(2, 1, 1)]
+
+
+def test_version_names_the_model_its_content_hash_and_the_runtime(binary_bundle: Path) -> None:
+    import platform
+
+    import onnxruntime
+
+    from mlpack_edge import __version__
+    from mlpack_edge.runtime.manifest import sha256_bytes
+
+    r = _device(binary_bundle, "--version")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == (
+        "binary 1.0.0\n"
+        f"content hash {sha256_bytes((binary_bundle / 'manifest.json').read_bytes())}\n"
+        f"runtime mlpack-edge {__version__} (onnxruntime {onnxruntime.__version__}, Python {platform.python_version()})\n"
+    )
+
+
+def test_no_command_is_still_a_usage_error(binary_bundle: Path) -> None:
+    r = _device(binary_bundle)
+    assert r.exit_code == 2
+    assert r.output.endswith("Error: Missing command.\n")
+    r = CliRunner().invoke(device_cli, [])
+    assert r.exit_code in (0, 2) and "Usage:" in r.output  # no arguments at all: the help, as before
