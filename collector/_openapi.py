@@ -272,7 +272,7 @@ class Series(_Reply):
 
 class Alert(_Reply):
     severity: Literal["critical", "warning"]
-    kind: str = Field(description="drift, error_rate, silent or dropped")
+    kind: str = Field(description="drift, error_rate, silent, dropped or replay_conflict")
     model: str | None
     device: str | None
     feature: str | None
@@ -280,9 +280,12 @@ class Alert(_Reply):
 
 
 class AuditEvent(_Reply):
-    seq: int
-    time: float | None = Field(description="Epoch seconds on the device's clock, when it sent one.")
+    seq: int | None = Field(description="The device's audit sequence number; null for the collector's own events.")
+    time: float | None = Field(description="Epoch seconds on the device's clock, when it sent one (the collector's for its own).")
     event: str
+    origin: Literal["device", "collector"] = Field(
+        "device", description="'collector' for what the collector recorded about the device (replay_refused)"
+    )
 
 
 class DevicesReply(_Reply):

@@ -34,9 +34,9 @@ from .test_api import post
 def _conflicts_total(c: Collector) -> int:
     with c.client() as cl:
         text = cl.get("/metrics").text
-    match = re.search(r"^mlpack_collector_ingest_conflicts_total (\d+)$", text, re.M)
+    match = re.search(r"^mlpack_collector_ingest_conflicts_total ([0-9.e+]+)$", text, re.M)
     assert match, text
-    return int(match.group(1))
+    return int(float(match.group(1)))
 
 
 def _stored_body(c: Collector, device: str, seq: int) -> dict:

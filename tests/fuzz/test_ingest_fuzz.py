@@ -54,6 +54,8 @@ def _check_collector(collector: Collector, device: str) -> None:
     with collector.client() as cl:
         assert cl.get("/healthz").status_code == 200
         assert cl.get(f"/devices/{device}").status_code == 200  # the page renders whatever was stored
+        assert cl.get(f"/api/v1/devices/{device}").status_code == 200  # and the typed JSON API describes it
+        assert cl.get("/api/v1/alerts").status_code == 200
     s = open_storage(collector.db_url, migrate=False)
     try:
         rows = s._query("SELECT seq, seq_last FROM windows WHERE device = ?", (device,))
