@@ -61,8 +61,13 @@ def collector() -> None:
               help="CA (PEM) that issues device certificates: ask devices for one (mutual TLS).")
 @click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
+@click.option("--release-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where published bundles are kept [default: a 'releases' folder next to the SQLite database].")
+@click.option("--allow-unsigned-releases", is_flag=True,
+              help="Accept unsigned bundles from mlpack publish (development fleets; devices still apply their own trust).")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
-          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str) -> None:
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str,
+          release_dir: Path | None, allow_unsigned_releases: bool) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
     \b
@@ -78,7 +83,8 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
     if device_auth != "token" and tls_client_ca is None:
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
-    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth)
+    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
+                             release_dir=release_dir, allow_unsigned_releases=allow_unsigned_releases)
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
         warn=lambda line: click.echo(line, err=True))
@@ -89,13 +95,46 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
 @click.argument("name")
 @click.option("--cert", "certs", multiple=True, type=click.Path(dir_okay=False),
               help="The device's client certificate (PEM or DER) for mutual TLS; repeatable.")
-def add_device(db_url: str, name: str, certs: tuple[str, ...]) -> None:
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label rollouts can target (mlpack rollout start --label KEY=VALUE); repeatable.")
+def add_device(db_url: str, name: str, certs: tuple[str, ...], labels: tuple[str, ...]) -> None:
     """Register a device and print its upload token (shown only this once)."""
-    token = admin.add_device(db_url, name, certs)
+    token = admin.add_device(db_url, name, certs, admin.parse_labels(labels))
     click.echo(token)
     for cert in admin.device_certs(db_url, name):
         click.echo(f"client certificate {cert.subject} (sha256 {cert.fingerprint[:16]}…) registered", err=True)
     click.echo(f"device {name} registered; store this token now, it is not shown again", err=True)
+
+
+@collector.command("label-device")
+@_db_options
+@click.argument("name")
+@click.argument("labels", nargs=-1, metavar="KEY=VALUE...")
+def label_device(db_url: str, name: str, labels: tuple[str, ...]) -> None:
+    """Replace a device's labels (none given: remove them)."""
+    parsed = admin.parse_labels(labels, "label")
+    admin.set_labels(db_url, name, parsed)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(parsed.items())) or "no labels"
+    click.echo(f"device {name}: {shown}")
+
+
+@collector.command("add-admin")
+@_db_options
+@click.argument("name")
+def add_admin(db_url: str, name: str) -> None:
+    """Register an administrator and print its token (publish, rollout; shown only this once)."""
+    token = admin.add_admin(db_url, name)
+    click.echo(token)
+    click.echo(f"admin {name} registered; store this token now (mode 0600), it is not shown again", err=True)
+
+
+@collector.command("revoke-admin")
+@_db_options
+@click.argument("name")
+def revoke_admin(db_url: str, name: str) -> None:
+    """Refuse an administrator's token from now on."""
+    admin.revoke_admin(db_url, name)
+    click.echo(f"admin {name} revoked")
 
 
 @collector.command("add-cert")

@@ -59,3 +59,20 @@ class CollectorConfig:
     error_jump_min_rate: float = 0.05
     error_jump_min_requests: int = 20
     clock: Callable[[], float] = field(default=time.time)
+    # Fleet rollout: where published bundles are kept (None: a "releases" folder next to a
+    # SQLite database, else in the default data folder), whether unsigned ones are accepted,
+    # the largest bundle accepted, and how often rollouts are re-evaluated (seconds).
+    release_dir: Path | None = None
+    allow_unsigned_releases: bool = False
+    max_release_bytes: int = 256 * 1024 * 1024
+    rollout_tick: float = 2.0
+
+    def releases_folder(self) -> Path:
+        """Where release archives live: ``--release-dir``, else next to a SQLite database, else
+        ``<default data dir>/releases``."""
+        if self.release_dir is not None:
+            return Path(self.release_dir)
+        if self.db_url.startswith("sqlite:///"):
+            path = self.db_url.removeprefix("sqlite:///")
+            return Path(path if path.startswith("/") else "/" + path).parent / "releases"
+        return DEFAULT_DATA_DIR / "releases"

@@ -13,6 +13,8 @@ _LAZY = {
     "keys": ("mlpack_edge.builder.cli:keys", "Generate and manage bundle signing keys."),
     "device": ("mlpack_edge.runtime.cli:device_cli", "Run device commands against a bundle folder."),
     "collector": ("mlpack_edge.collector.cli:collector", "Run and administer the fleet collector."),
+    "publish": ("mlpack_edge.builder.rollout_cli:publish", "Upload a signed bundle to the collector's release store."),
+    "rollout": ("mlpack_edge.builder.rollout_cli:rollout", "Roll a published release out to devices in stages."),
 }
 
 

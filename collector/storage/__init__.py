@@ -12,11 +12,12 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from mlpack_edge.collector.models import ModelInfo
+from mlpack_edge.collector.storage._rollout_sql import Release, Rollout
 from mlpack_edge.collector.storage._sql import DeviceCert, DeviceRow, SqlStorage, WriteTx
 from mlpack_edge.collector.storage.migrations import LATEST
 from mlpack_edge.errors import CollectorError
 
-__all__ = ["Storage", "DeviceRow", "DeviceCert", "WriteTx", "open_storage", "LATEST"]
+__all__ = ["Storage", "Release", "Rollout", "DeviceRow", "DeviceCert", "WriteTx", "open_storage", "LATEST"]
 
 
 class Storage(Protocol):
