@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpack_edge.collector._openapi import ErrorReply
 
-__all__ = ["ReleaseInfo", "ReleasesReply", "PublishReply", "RolloutStatus", "RolloutsReply", "RolloutRequest",
+__all__ = ["ReleaseInfo", "ReleasesReply", "PublishReply", "RolloutStatus", "RolloutsReply", "RolloutRequest", "UpdatesReply",
            "ADMIN_BEARER", "errors"]
 
 #: Name of the admin credential in ``components.securitySchemes``.
@@ -84,6 +84,23 @@ class RolloutStatus(_Reply):
 
 class RolloutsReply(_Reply):
     rollouts: list[RolloutStatus]
+
+
+class Offer(_Reply):
+    rollout: str
+    action: Literal["install", "rollback"]
+    name: str
+    version: str
+    hash: str = Field(description="Content hash of the release (install it, or roll back from it)")
+    sha256: str = Field(description="sha256 of the bundle download")
+    size: int
+    url: str = Field(description="Path of the bundle download on this collector (Range supported)")
+    shadow: float
+    agreement_floor: float
+
+
+class UpdatesReply(_Reply):
+    updates: list[Offer]
 
 
 class RolloutRequest(BaseModel):

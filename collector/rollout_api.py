@@ -157,6 +157,18 @@ def register(app: FastAPI, storage: Any, config: CollectorConfig, service: Rollo
             raise Rejected(404, f"release {content_hash[:12]} is not published here")
         return FileResponse(path, media_type="application/gzip", headers={"X-Content-SHA256": release.sha256})
 
+    @app.get("/api/v1/updates", tags=["rollout"], summary="What this device should install or roll back (device token)",
+             description="The light poll of `<model> update`; `serve` gets the same list piggy-backed on every "
+             "ingest reply (`updates`, present only when non-empty).",
+             response_model=api.UpdatesReply, responses=api.errors(401),
+             openapi_extra={"security": [{"deviceToken": []}]})
+    def updates(request: Request) -> dict[str, Any]:
+        token = bearer_token(request.headers.get("authorization"))
+        device = storage.device_for_token(hash_token(token)) if token else None
+        if device is None:
+            raise Rejected(401, "Authorization: expected 'Bearer <device token>' of an active device")
+        return {"updates": service.offers_for(device)}
+
     @app.post("/api/v1/rollouts", tags=["rollout"], summary="Start a rollout (admin token)", status_code=201,
               response_model=api.RolloutStatus, responses=api.errors(401, 403, 409, 422),
               openapi_extra={"security": _ADMIN, "requestBody": {"required": True, "content": {"application/json": {

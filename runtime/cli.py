@@ -55,6 +55,7 @@ _LAZY = {
     "install": ("mlpack_edge.runtime.install_cli:install", "Install this model on this machine (versioned, atomic)."),
     "rollback": ("mlpack_edge.runtime.install_cli:rollback", "Switch back to the previously installed version."),
     "uninstall": ("mlpack_edge.runtime.install_cli:uninstall", "Remove this model's installed versions."),
+    "update": ("mlpack_edge.runtime.update_cli:update", "Install what a collector rollout offers this device."),
     "agent": ("mlpack_edge.monitor_agent.cli:agent", "Deliver recorded telemetry to the collector."),
     "status": ("mlpack_edge.monitor_agent.cli:status", "Drift, errors and latency recorded on this device."),
 }
