@@ -95,8 +95,10 @@ class Offer(_Reply):
     sha256: str = Field(description="sha256 of the bundle download")
     size: int
     url: str = Field(description="Path of the bundle download on this collector (Range supported)")
-    shadow: float
+    shadow: float = Field(description="Seconds to run the candidate beside the current model before switching")
     agreement_floor: float
+    error_factor: float
+    p95_factor: float
 
 
 class UpdatesReply(_Reply):

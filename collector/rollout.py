@@ -298,7 +298,8 @@ def offers(storage: Any, now: float) -> dict[str, list[dict[str, Any]]]:
         offer = {"rollout": r.id, "action": action, "name": release.name, "version": release.version,
                  "hash": release.hash, "sha256": release.sha256, "size": release.size,
                  "url": f"/api/v1/releases/{release.hash}/bundle", "shadow": r.plan.get("shadow", 0.0),
-                 "agreement_floor": r.plan.get("agreement_floor", 0.0)}
+                 "agreement_floor": r.plan.get("agreement_floor", 0.0),
+                 "error_factor": r.plan.get("error_factor", 2.0), "p95_factor": r.plan.get("p95_factor", 1.5)}
         for d in stage_devices:
             out.setdefault(d, []).append(offer)
     return out

@@ -127,6 +127,8 @@ class PredictServer:
     ) -> None:
         self.model = model
         self.config = config
+        #: A rollout's candidate running on the same requests (runtime.shadow.LiveShadow), or None.
+        self.shadow: Any = None
         self.metrics = ServeMetrics(model.name, model.version, model.content_hash)
         handler = type("Handler", (_Handler,), {"app": self, "timeout": config.timeout_s})
         self._extra_metrics = extra_metrics
@@ -231,13 +233,19 @@ class PredictServer:
                     self.metrics.rows(0, 1)
                     return 422, _dumps(error_record(exc)), _JSON
                 self.metrics.rows(1, 0)
-                return 200, _dumps(prediction.to_dict()), _JSON
+                reply = _dumps(prediction.to_dict())
+                if self.shadow is not None:  # after the answer is made: it cannot change it
+                    self.shadow.submit(payload)
+                return 200, reply, _JSON
             if isinstance(payload, list):
                 if len(payload) > self.config.max_batch_rows:
                     return _error(413, f"batch of {len(payload)} rows exceeds the limit of {self.config.max_batch_rows}")
                 result = self.model.predict_rows(payload)
                 self.metrics.rows(result.predicted, len(result.errors))
-                return 200, _dumps({"predictions": result.records(), "failed": len(result.errors)}), _JSON
+                reply = _dumps({"predictions": result.records(), "failed": len(result.errors)})
+                if self.shadow is not None:
+                    self.shadow.submit(payload)
+                return 200, reply, _JSON
         except InferenceError as exc:
             return _error(500, str(exc))
         return _error(400, "expected a JSON object (one row) or an array of rows")

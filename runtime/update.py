@@ -26,18 +26,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpack_edge._fs import atomic_write_text
 from mlpack_edge.errors import MlpackError
 from mlpack_edge.runtime import _audit
 from mlpack_edge.runtime import install as _install
 from mlpack_edge.runtime.manifest import read_manifest
+from mlpack_edge.runtime.shadow import LiveShadow, ShadowStats, compare
 
-__all__ = ["UpdateOutcome", "apply_offers", "installed_hash", "poll_offers", "UPDATE_STATE", "DOWNLOADS"]
+if TYPE_CHECKING:
+    from mlpack_edge.runtime.model import Model
+
+__all__ = ["UpdateOutcome", "apply_offers", "ServeUpdater", "judge", "finish", "restart_into", "installed_hash", "poll_offers", "UPDATE_STATE", "DOWNLOADS"]
 
 log = logging.getLogger("mlpack_edge.runtime")
 
@@ -112,9 +116,16 @@ def apply_offers(
     payload: _install.Payload | None = None,
     verifier: _install.Verifier = _install.run_verify,
     systemd: _install.Systemd | None = None,
+    live: Callable[[Model, Model, Mapping[str, Any]], bool] | None = None,
 ) -> UpdateOutcome:
     """Act on this model's offer among ``offers`` (see the module doc). Never raises for an
-    expected failure: it becomes an audit event and an ``UpdateOutcome``."""
+    expected failure: it becomes an audit event and an ``UpdateOutcome``.
+
+    With a shadow time in the offer, ``live(current, candidate, offer)`` may start a live
+    shadow (``serve``) and return True: the outcome is then ``shadowing`` and the caller
+    finishes it (:func:`judge`, :func:`finish`). Otherwise the two models are compared on
+    the golden probe inputs of both builds before installing.
+    """
     from mlpack_edge.monitor_agent.download import DownloadError, download
     from mlpack_edge.monitor_agent.transport import TransportError
 
@@ -165,16 +176,153 @@ def apply_offers(
         _event(state_dir, "update_download_failed", offer, reason=str(exc))
         return UpdateOutcome("unreachable", str(exc))
     _event(state_dir, "update_downloaded", offer, bytes=archive.stat().st_size)
+    if float(offer.get("shadow") or 0) > 0:
+        try:
+            current_model, candidate = _models(prefix / name, archive)
+        except MlpackError as exc:
+            return _failed(state_dir, offer, archive, str(exc))
+        if live is not None and live(current_model, candidate, offer):
+            _event(state_dir, "update_shadow", offer, phase="started", seconds=float(offer.get("shadow") or 0))
+            _remember(state_dir, offer, "shadowing")
+            return UpdateOutcome("shadowing", f"running {offer.get('version')} in shadow for {offer.get('shadow')} s")
+        stats = compare(current_model, candidate, _probe_rows(current_model, candidate))
+        reason = judge(state_dir, offer, stats)
+        if reason is not None:
+            return _failed(state_dir, offer, archive, reason)
+    return finish(offer, archive, prefix=prefix, name=name, payload=payload, verifier=verifier, systemd=systemd)
+
+
+def judge(state_dir: Path, offer: Mapping[str, Any], stats: ShadowStats) -> str | None:
+    """Record the shadow phase's figures (an ``update_shadow`` event) and say why it fails, if it does."""
+    reason = stats.verdict(float(offer.get("agreement_floor", 0.0)), float(offer.get("error_factor", 2.0)),
+                           float(offer.get("p95_factor", 1.5)))
+    _event(state_dir, "update_shadow", offer, phase="done", passed=reason is None, **stats.summary())
+    return reason
+
+
+def finish(offer: Mapping[str, Any], archive: Path, *, prefix: Path, name: str, payload: _install.Payload | None = None,
+           verifier: _install.Verifier = _install.run_verify, systemd: _install.Systemd | None = None) -> UpdateOutcome:
+    """Install a downloaded (and shadowed) candidate through the install path; events either way."""
+    state_dir = prefix / name / _install.STATE
     try:
         base = payload if payload is not None else _install.current_payload()
         result = _install.install(_install.with_bundle(base, archive), prefix, verifier=verifier, systemd=systemd)
     except MlpackError as exc:
-        _event(state_dir, "update_failed", offer, reason=str(exc))
-        _remember(state_dir, offer, "failed", str(exc))
-        archive.unlink(missing_ok=True)
-        return UpdateOutcome("failed", str(exc))
+        return _failed(state_dir, offer, archive, str(exc))
     archive.unlink(missing_ok=True)
     _event(state_dir, "update_installed", offer, previous=result.previous)
     _remember(state_dir, offer, "installed")
     return UpdateOutcome("installed", f"{result.name} {result.version} is current (previous: {result.previous})",
                          result.version)
+
+
+def _failed(state_dir: Path, offer: Mapping[str, Any], archive: Path, reason: str) -> UpdateOutcome:
+    _event(state_dir, "update_failed", offer, reason=reason)
+    _remember(state_dir, offer, "failed", reason)
+    archive.unlink(missing_ok=True)
+    return UpdateOutcome("failed", reason)
+
+
+def _models(model_dir: Path, archive: Path) -> tuple[Model, Model]:
+    """The running model and the candidate, the candidate checked against this device's trust."""
+    from mlpack_edge.runtime._trust import TRUST_DIR, read_trust_dir
+    from mlpack_edge.runtime.bundle import Bundle
+    from mlpack_edge.runtime.model import Model
+
+    current = Model(Bundle.open(model_dir / _install.CURRENT / _install.BUNDLE_DIR), threads=1)
+    policy = read_trust_dir(model_dir / TRUST_DIR)
+    candidate = Model(Bundle.open(archive, trust=policy, label=f"release {archive.name[:12]}"), threads=1)
+    return current, candidate
+
+
+def _probe_rows(current: Model, candidate: Model) -> list[dict[str, Any]]:
+    """Rows to shadow on when there is no live traffic: the golden probe inputs of both builds."""
+    rows: list[dict[str, Any]] = []
+    for m in (current, candidate):
+        golden = m.bundle.golden()
+        if golden is not None:
+            rows.extend(golden.rows)
+    return rows
+
+
+class ServeUpdater:
+    """The uploader's ``on_updates`` hook in ``serve``: offers are applied in the upload thread
+    while the running model keeps answering. With a shadow time, the candidate first runs
+    on the live requests (:class:`~mlpack_edge.runtime.shadow.LiveShadow`, attached to the
+    server) until that time is over; the next acknowledgement after it decides. Once
+    ``current`` changed, ``on_switch`` lets ``serve`` restart into it."""
+
+    def __init__(self, model_dir: Path, config: Any, fetcher: Any, server: Callable[[], Any],
+                 on_switch: Callable[[UpdateOutcome], None], clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.model_dir, self.config, self.fetcher, self._server = model_dir, config, fetcher, server
+        self.on_switch = on_switch
+        self.clock = clock or time.time
+        self.headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self.live: LiveShadow | None = None
+        self.archive: Path | None = None
+
+    @property
+    def server(self) -> Any:
+        return self._server()
+
+    def __call__(self, offers: list[dict[str, Any]]) -> None:
+        name = self.model_dir.name
+        if self.server is None:  # not listening yet: the next acknowledgement brings the offer again
+            return
+        if self.live is not None:
+            offer = next((o for o in offers if o.get("name") == name), None)
+            same = offer is not None and offer.get("rollout") == self.live.offer.get("rollout") \
+                and offer.get("action") == "install"
+            if same and not self.live.done():
+                return
+            outcome = self._end_shadow(same)
+        else:
+            outcome = apply_offers(offers, prefix=self.model_dir.parent, name=name,
+                                   collector_url=self.config.collector_url, headers=self.headers,
+                                   fetcher=self.fetcher, live=self._start)
+        if outcome.action in ("installed", "rolled back"):
+            self.on_switch(outcome)
+        elif outcome.action in ("failed", "unreachable"):
+            log.warning("update: %s: %s", outcome.action, outcome.detail)
+
+    def _start(self, current: Model, candidate: Model, offer: Mapping[str, Any]) -> bool:
+        from mlpack_edge.runtime.shadow import LiveShadow
+
+        # Compare with the model that answers the requests (the one the server holds).
+        self.live = LiveShadow(self.server.model, candidate, dict(offer), self.clock(), self.clock)
+        self.archive = self.model_dir / _install.STATE / DOWNLOADS / f"{offer.get('sha256')}.tar.gz"
+        self.server.shadow = self.live
+        return True
+
+    def _end_shadow(self, still_wanted: bool) -> UpdateOutcome:
+        live, archive = self.live, self.archive
+        assert live is not None and archive is not None
+        self.server.shadow = None
+        stats = live.stop()
+        self.live = self.archive = None
+        state_dir = self.model_dir / _install.STATE
+        if not still_wanted:  # paused, aborted or replaced meanwhile: drop the candidate
+            archive.unlink(missing_ok=True)
+            return UpdateOutcome("none", "the rollout no longer offers this release")
+        if stats.rows == 0:  # no traffic during the shadow time: judge on the probe inputs
+            compare(live.current, live.candidate, _probe_rows(live.current, live.candidate), stats)
+        reason = judge(state_dir, live.offer, stats)
+        if reason is not None:
+            return _failed(state_dir, live.offer, archive, reason)
+        return finish(live.offer, archive, prefix=self.model_dir.parent, name=self.model_dir.name)
+
+
+def restart_into(launcher: Path, argv: Sequence[str]) -> None:
+    """Replace this process with the now-current version's launcher (no return unless exec fails)."""
+    import os
+    import sys
+
+    from mlpack_edge.runtime._fallback import FALLBACK_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != FALLBACK_ENV}
+    env["PYINSTALLER_RESET_ENVIRONMENT"] = "1"  # a PyInstaller app starting another must not look like its child
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(str(launcher), [str(launcher), *argv], env)

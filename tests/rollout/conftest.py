@@ -75,3 +75,19 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStora
         s = open_storage(url)
         yield s
         s.close()
+
+
+@pytest.fixture(scope="session")
+def inverted(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
+    """gov 1.4.0, signed by the trusted signer, trained on the same rows with every label
+    inverted: it passes its own build and golden set, and disagrees with 1.0.0 on almost
+    every row (what only a shadow phase can catch)."""
+    from mlpack_edge.builder import build
+    from tests._data import binary_rows, spec_text
+
+    root = tmp_path_factory.mktemp("gov-inverted")
+    lines = binary_rows(n=120, seed=4).splitlines()
+    flipped = [lines[0]] + [ln.rsplit(",", 1)[0] + "," + ("no" if ln.endswith("yes") else "yes") for ln in lines[1:]]
+    (root / "data.csv").write_text("\n".join(flipped) + "\n", encoding="utf-8")
+    (root / "mlpack.toml").write_text(spec_text(name="gov", version="1.4.0"), encoding="utf-8")
+    return build(root / "mlpack.toml", root / "dist", executable=False, sign_key=keys.signer.private).bundle_dir

@@ -100,7 +100,8 @@ def test_an_offered_release_is_downloaded_verified_installed_and_reported(device
     doc = rollout(device.fleet)
     assert doc["state"] == "completed", doc
     assert [e for e in device.collector_events() if e[0].startswith("update_")] == [
-        ("update_offered", doc["id"]), ("update_downloaded", doc["id"]), ("update_installed", doc["id"])]
+        ("update_offered", doc["id"]), ("update_downloaded", doc["id"]), ("update_shadow", doc["id"]),
+        ("update_installed", doc["id"])]
     assert [e["event"] for e in doc["events"]] == ["started", "completed"]
     (stage,) = doc["stages"]
     assert [d["device"] for d in stage["devices"]] == ["press-01"]
@@ -123,6 +124,26 @@ def test_a_bundle_signed_by_a_key_the_device_does_not_trust_fails_the_stage(
     assert doc["reason"].startswith("stage 1 (100%): device press-01: ")
     assert "not trusted here" in doc["reason"]
     assert device.update().action == "none"  # the offer is now a rollback of a build this device never ran
+
+
+def test_a_candidate_that_disagrees_with_the_current_model_fails_its_shadow_phase(
+        device: Device, inverted: Path) -> None:
+    """Trained on inverted labels, it passes its own gates and golden set: only the shadow phase
+    (here on the golden probe inputs of both builds: ``update`` has no live traffic) catches it."""
+    publish_and_start(device.fleet, inverted, "1.4.0", shadow=60, agreement_floor=0.9)
+    outcome = device.update()
+    assert outcome.action == "failed"
+    assert outcome.detail.startswith("shadow: agreement ") and "is below the floor 0.9" in outcome.detail
+    assert installed_hash(device.prefix, "gov") != read_manifest(inverted).content_hash
+    assert not (device.prefix / "gov" / "1.4.0").exists()
+    device.report()
+    doc = rollout(device.fleet)
+    assert doc["state"] == "failed" and "shadow: agreement" in doc["reason"]
+    (d,) = doc["stages"][0]["devices"]
+    assert d["state"] == "failed"
+    shadow = [e for e in httpx.get(f"{device.fleet.url}/api/v1/devices/press-01").json()["audit"]
+              if e["event"] == "update_shadow"][0]["detail"]
+    assert shadow["passed"] is False and shadow["agreement"] < 0.5 and shadow["rows"] >= 20
 
 
 def test_a_golden_set_this_cpu_cannot_reproduce_fails_the_stage(device: Device, bundles: Bundles) -> None:
