@@ -58,6 +58,7 @@ class Stage(_Reply):
     started: bool
     counts: dict[str, int]
     devices: list[StageDevice]
+    agreement: float | None = Field(description="Lowest shadow agreement reported by the stage's devices")
 
 
 class RolloutEvent(_Reply):

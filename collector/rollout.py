@@ -255,8 +255,11 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
         counts: dict[str, int] = {}
         for d in devices:
             counts[d["state"]] = counts.get(d["state"], 0) + 1
+        agreements = [d["detail"]["shadow"]["agreement"] for d in devices
+                      if isinstance(d["detail"].get("shadow"), dict) and d["detail"]["shadow"].get("agreement") is not None]
         stages_out.append({"stage": i + 1, "percent": pct, "started": i <= rollout.stage and rollout.state != "aborted",
-                           "counts": counts, "devices": devices})
+                           "counts": counts, "devices": devices,
+                           "agreement": min(agreements) if agreements else None})
     return {
         "id": rollout.id, "model": rollout.model, "release": release.to_dict() if release else {"hash": rollout.release},
         "state": rollout.state, "stage": rollout.stage + 1, "stage_started_at": rollout.stage_started_at,
@@ -313,6 +316,14 @@ def observe_audit(storage: Any, device: str, audit: Sequence[Mapping[str, Any]],
         detail = row.get("detail")
         if state is None or not isinstance(detail, Mapping) or not isinstance(detail.get("rollout"), str):
             continue
-        storage.set_rollout_device(str(detail["rollout"]), device, state, dict(detail), now)
+        rollout = str(detail["rollout"])
+        known = storage.rollout_device(rollout, device)
+        shadow = (known or {}).get("detail", {}).get("shadow")
+        body = dict(detail)
+        if row.get("event") == "update_shadow" and detail.get("phase") == "done":
+            shadow = {k: v for k, v in detail.items() if k not in ("rollout", "version", "hash", "phase")}
+        if shadow is not None:  # the shadow figures stay with the device through its later steps
+            body["shadow"] = shadow
+        storage.set_rollout_device(rollout, device, state, body, now)
         seen += 1
     return seen

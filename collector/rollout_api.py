@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mlpack_edge.collector import _rollout_openapi as api
@@ -213,6 +213,12 @@ def register(app: FastAPI, storage: Any, config: CollectorConfig, service: Rollo
     @app.get("/api/v1/rollouts", tags=["rollout"], summary="Rollouts, newest first", response_model=api.RolloutsReply)
     def list_rollouts(model: str | None = None) -> dict[str, Any]:
         return {"rollouts": [ro.status(storage, r) for r in storage.rollouts(model)]}
+
+    @app.get("/rollouts", response_class=HTMLResponse, include_in_schema=False)
+    def rollouts_html() -> str:
+        from mlpack_edge.collector.rollout_page import rollouts_page
+
+        return rollouts_page([ro.status(storage, r) for r in storage.rollouts()])
 
     @app.get("/api/v1/rollouts/{model}", tags=["rollout"], summary="A model's newest rollout, per stage and device",
              response_model=api.RolloutStatus, responses=api.errors(404, 422))

@@ -186,6 +186,11 @@ class RolloutSql:
                 (rollout, device, state, json.dumps(detail, sort_keys=True), now),
             )
 
+    def rollout_device(self, rollout: str, device: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT state, detail, updated_at FROM rollout_devices WHERE rollout = ? AND device = ?",
+                           (rollout, device))
+        return {"state": rows[0][0], "detail": json.loads(rows[0][1]), "updated_at": rows[0][2]} if rows else None
+
     def rollouts(self, model: str | None = None, active_only: bool = False) -> list[Rollout]:
         where, params = [], []
         if model is not None:

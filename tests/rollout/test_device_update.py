@@ -106,6 +106,7 @@ def test_an_offered_release_is_downloaded_verified_installed_and_reported(device
     (stage,) = doc["stages"]
     assert [d["device"] for d in stage["devices"]] == ["press-01"]
     assert stage["devices"][0]["state"] == "updated"
+    assert stage["agreement"] == stage["devices"][0]["detail"]["shadow"]["agreement"] == 1.0
     assert device.update().action == "none"  # running it already: nothing downloaded again
 
 
@@ -141,6 +142,11 @@ def test_a_candidate_that_disagrees_with_the_current_model_fails_its_shadow_phas
     assert doc["state"] == "failed" and "shadow: agreement" in doc["reason"]
     (d,) = doc["stages"][0]["devices"]
     assert d["state"] == "failed"
+    assert d["detail"]["shadow"]["passed"] is False
+    assert doc["stages"][0]["agreement"] == d["detail"]["shadow"]["agreement"] < 0.5
+    html = httpx.get(f"{device.fleet.url}/rollouts").text  # the page says the same
+    assert f"Halted: stage 1 (100%): device press-01: shadow: agreement" in html
+    assert f"lowest shadow agreement {doc['stages'][0]['agreement'] * 100:.1f} %" in html
     shadow = [e for e in httpx.get(f"{device.fleet.url}/api/v1/devices/press-01").json()["audit"]
               if e["event"] == "update_shadow"][0]["detail"]
     assert shadow["passed"] is False and shadow["agreement"] < 0.5 and shadow["rows"] >= 20
