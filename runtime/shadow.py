@@ -58,7 +58,8 @@ class ShadowStats:
         per = max(1, cur.size)
         self.current_ms.append(cur_s * 1000 / per)
         self.candidate_ms.append(cand_s * 1000 / per)
-        both = np.intersect1d(cur.ok, cand.ok)
+        # Plain sets, not np.intersect1d: that needs numpy.ma, which the device executable leaves out.
+        both = np.asarray(sorted(set(cur.ok.tolist()) & set(cand.ok.tolist())), dtype=np.int64)
         if both.size == 0:
             return
         ci = np.searchsorted(cur.ok, both)
@@ -83,8 +84,8 @@ class ShadowStats:
         return self.agree / self.rows if self.rows else None
 
     def summary(self) -> dict[str, Any]:
-        def p95(xs: list[float]) -> float | None:
-            return round(float(np.percentile(xs, 95)), 4) if xs else None
+        def p95(xs: list[float]) -> float | None:  # nearest rank, without numpy's quantile machinery
+            return round(sorted(xs)[min(len(xs) - 1, int(0.95 * len(xs)))], 4) if xs else None
 
         n = max(1, self.inputs)
         return {

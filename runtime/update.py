@@ -185,7 +185,10 @@ def apply_offers(
             _event(state_dir, "update_shadow", offer, phase="started", seconds=float(offer.get("shadow") or 0))
             _remember(state_dir, offer, "shadowing")
             return UpdateOutcome("shadowing", f"running {offer.get('version')} in shadow for {offer.get('shadow')} s")
-        stats = compare(current_model, candidate, _probe_rows(current_model, candidate))
+        try:
+            stats = compare(current_model, candidate, _probe_rows(current_model, candidate))
+        except Exception as exc:  # never switch on a comparison that did not run: fail safe, say why
+            return _failed(state_dir, offer, archive, f"shadow: the comparison failed here ({exc.__class__.__name__}: {exc})")
         reason = judge(state_dir, offer, stats)
         if reason is not None:
             return _failed(state_dir, offer, archive, reason)
