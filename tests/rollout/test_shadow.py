@@ -46,9 +46,13 @@ def test_verdicts_on_error_rate_and_p95_latency() -> None:
                     current_ms=[0.1] * 100, candidate_ms=[0.1] * 100)
     assert s.verdict(0.9, 2.0, 1.5) == "shadow: error rate 0.0500 vs 0.0100 for the current model (factor 2)"
     assert s.verdict(0.9, 6.0, 1.5) is None
-    slow = ShadowStats(rows=100, agree=100, inputs=100, current_ms=[0.1] * 100, candidate_ms=[0.5] * 100)
-    assert slow.verdict(0.9, 2.0, 1.5) == "shadow: p95 latency 0.500 ms vs 0.100 ms for the current model (factor 1.5)"
+    slow = ShadowStats(rows=100, agree=100, inputs=100, current_ms=[0.2] * 100, candidate_ms=[1.0] * 100)
+    assert slow.verdict(0.9, 2.0, 1.5) == "shadow: p95 latency 1.000 ms vs 0.200 ms for the current model (factor 1.5)"
     assert slow.verdict(0.9, 2.0, 6.0) is None
+    noise = ShadowStats(rows=100, agree=100, inputs=100, current_ms=[0.05] * 100, candidate_ms=[0.3] * 100)
+    assert noise.verdict(0.9, 2.0, 1.5) is None  # 6x, but a quarter of a millisecond: not held against it
+    few = ShadowStats(rows=5, agree=5, inputs=5, current_ms=[0.2] * 5, candidate_ms=[5.0] * 5)
+    assert few.verdict(0.9, 2.0, 1.5) is None  # five calls say nothing about a p95
     assert ShadowStats().verdict(0.9, 2.0, 1.5) is None  # nothing seen: nothing to hold against it
 
 
