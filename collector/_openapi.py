@@ -272,7 +272,7 @@ class Series(_Reply):
 
 class Alert(_Reply):
     severity: Literal["critical", "warning"]
-    kind: str = Field(description="drift, error_rate, silent, dropped or replay_conflict")
+    kind: str = Field(description="drift, error_rate, silent, dropped, replay_conflict or production_gate")
     model: str | None
     device: str | None
     feature: str | None

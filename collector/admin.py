@@ -106,9 +106,16 @@ def model_from_bundle(bundle_dir: str | Path) -> ModelInfo:
 
 def add_model(db_url: str, bundle_dir: str | Path) -> tuple[ModelInfo, bool]:
     """Teach the collector a model before any device uploads it; ``(model, newly_added)``."""
+    from mlpack_edge.monitor_agent.kpi import kpi_reference
+    from mlpack_edge.runtime.manifest import read_manifest
+
     model = model_from_bundle(bundle_dir)
+    kpi = kpi_reference(read_manifest(Path(bundle_dir)).data)
     storage = open_storage(db_url)
     try:
-        return model, storage.add_model(model, time.time())
+        added = storage.add_model(model, time.time())
+        if kpi is not None:
+            storage.set_model_kpi(model.hash, kpi)
+        return model, added
     finally:
         storage.close()

@@ -61,8 +61,10 @@ def collector() -> None:
               help="CA (PEM) that issues device certificates: ask devices for one (mutual TLS).")
 @click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
+@click.option("--min-labels", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Labelled predictions a production gate needs over the range before it can raise an alert.")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
-          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str) -> None:
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str, min_labels: int) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
     \b
@@ -78,7 +80,8 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
     if device_auth != "token" and tls_client_ca is None:
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
-    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth)
+    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
+                             kpi_min_labels=min_labels)
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
         warn=lambda line: click.echo(line, err=True))

@@ -197,8 +197,14 @@ def _apply_one(
         return m
 
     new_models: dict[str, ModelInfo] = {}
+    kpis: list[tuple[str, str]] = []
     for h, entry in b.models.items():
         where = f"models.{h[:12]}"
+        kpi = entry.get("kpi")
+        if kpi is not None:
+            if not isinstance(kpi, dict) or kpi.get("task") not in ("binary", "multiclass", "regression"):
+                raise Rejected(422, f"{where}.kpi: expected an object with task binary, multiclass or regression")
+            kpis.append((h, _compact(kpi)))
         known_model = lookup(h)
         if known_model is not None and known_model.matches_entry(entry):
             continue
@@ -291,6 +297,15 @@ def _apply_one(
         delta.add_window(w, m.vector(w))
         ack.stored.append(w.seq)
     tx.insert_windows(window_rows)
+    feedback_rows = [
+        (b.device, b.windows[i].seq, b.windows[i].model, b.windows[i].start, _compact(b.windows[i].feedback.to_dict()))
+        for i in fresh
+        if b.windows[i].feedback is not None
+    ]
+    if feedback_rows:
+        tx.insert_feedback(feedback_rows)
+    for h, body in kpis:
+        tx.set_model_kpi(h, body)
     tx.insert_audit(
         [
             (b.device, a["seq"], a.get("time"), a["event"], json.dumps(a, sort_keys=True, default=str), now)

@@ -31,6 +31,7 @@ parts it runs.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -45,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from mlpack_edge.errors import AgentError, BundleError, MlpackError
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
 from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.kpi import kpi_reference
 from mlpack_edge.monitor_agent.profile import Profile
 from mlpack_edge.monitor_agent.recorder import Recorder
 from mlpack_edge.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, SystemSampler
@@ -53,6 +55,8 @@ if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at 
     import random
 
     from mlpack_edge.monitor_agent import _checkpoint
+    from mlpack_edge.monitor_agent._ids import IdMaker
+    from mlpack_edge.monitor_agent.feedback import FeedbackStore, Target
     from mlpack_edge.monitor_agent.outbox import Outbox
     from mlpack_edge.monitor_agent.status import StatusReport
     from mlpack_edge.monitor_agent.transport import Transport
@@ -66,6 +70,7 @@ log = logging.getLogger("mlpack_edge.monitor_agent")
 CHECKED_CAPS_BELOW = 16 * 1024 * 1024
 RECOVER_SECONDS = 10.0  # how often a long-running agent looks for dead processes' checkpoints
 TICK_SECONDS = 1.0
+REMEMBER_ROWS = 50_000  # one-shot: prediction ids buffered before they go to the join store
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,24 @@ class ModelInfo:
     version: str
     profile: Profile
     thresholds: Thresholds = field(default_factory=Thresholds)
+    #: Classes in prediction-code order (``str``), ``None`` for regression: what labels are.
+    classes: tuple[str, ...] | None = None
+    #: What production KPIs are judged against (:func:`kpi_reference`): task, classes, the
+    #: positive class, the build's held-out metrics and its gates. ``None``: unknown.
+    kpi: dict[str, Any] | None = None
 
     def wire(self) -> dict[str, Any]:
-        """The ``models[hash]`` entry of an upload batch."""
-        return {"name": self.name, "version": self.version, "profile": self.profile.to_dict()}
+        """The ``models[hash]`` entry of an upload batch (``kpi``: collectors before it ignore it)."""
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "profile": self.profile.to_dict()}
+        if self.kpi is not None:
+            out["kpi"] = self.kpi
+        return out
+
+    @property
+    def target(self) -> Target:
+        from mlpack_edge.monitor_agent.feedback import Target
+
+        return Target(self.classes)
 
     @classmethod
     def from_bundle_bytes(cls, manifest: bytes, profile: bytes, source: str = "bundle") -> ModelInfo:
@@ -101,12 +120,15 @@ class ModelInfo:
             thresholds = Thresholds.from_dict(drift)
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{source}/manifest.json: drift thresholds must be numbers ({exc})") from None
+        kpi = kpi_reference(data)
         return cls(
             content_hash=hashlib.sha256(manifest).hexdigest(),
             name=data["name"],
             version=data["version"],
             profile=Profile.from_dict(prof, f"{source}/profile.json"),
             thresholds=thresholds,
+            classes=None if kpi is None or kpi["task"] == "regression" else tuple(kpi["classes"]),
+            kpi=kpi,
         )
 
     @classmethod
@@ -148,6 +170,11 @@ class Agent:
         self._started = False
         self._outbox: Outbox | None = None
         self._uploader: Uploader | None = None
+        self._feedback: FeedbackStore | None = None
+        self._ids: IdMaker | None = None
+        self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
+        self._remembered_rows = 0
+        self._next_handoff = 0.0
         self._opening = threading.Lock()
         self._next_sample = 0.0
         self._next_checkpoint = 0.0
@@ -245,6 +272,65 @@ class Agent:
             self._uploader = Uploader(self.outbox, self.config, self._transport, self._rng or random.Random())
         return self._uploader
 
+    @property
+    def feedback(self) -> FeedbackStore:
+        """The state folder's join store (``feedback.sqlite``), opened on first use."""
+        if self._feedback is None:
+            with self._opening:
+                if self._feedback is None:
+                    from mlpack_edge.monitor_agent.feedback import FeedbackStore
+
+                    c = self.config
+                    self._feedback = FeedbackStore(self.state_dir, c.feedback_join_seconds, c.feedback_max_pending, self._clock)
+        return self._feedback
+
+    def new_ids(self, n: int) -> list[str]:
+        """``n`` fresh prediction ids (unique across processes and restarts)."""
+        if self._ids is None:
+            from mlpack_edge.monitor_agent._ids import IdMaker
+
+            self._ids = IdMaker()
+        return [self._ids.one()] if n == 1 else self._ids.many(n)
+
+    def remember(self, ids: list[str], predictions: Any) -> None:
+        """Keep what a later label for ``ids`` is compared with (class indices or values).
+
+        Only a list append here: the tick thread (or, one-shot, the exit or every
+        :data:`REMEMBER_ROWS` rows) writes them to the join store, so a one-shot ``predict``
+        loads SQLite only at exit, as the rest of the agent does.
+        """
+        self._remembered.append((ids, predictions, self._clock()))
+        self._remembered_rows += len(ids)
+        if self._remembered_rows >= REMEMBER_ROWS and not self._started:
+            self._drain_remembered()
+
+    def _drain_remembered(self) -> None:
+        """Hand what :meth:`remember` buffered to the join store (opening it) and write it."""
+        if not self._remembered:
+            return
+        store, h = self.feedback, self.model.content_hash
+        while self._remembered:
+            ids, preds, t = self._remembered.popleft()
+            self._remembered_rows -= len(ids)
+            store.remember(h, ids, preds, t)
+        store.flush()
+
+    def _has_feedback_store(self) -> bool:
+        from mlpack_edge.monitor_agent.feedback import DB_NAME
+
+        return (self.state_dir / DB_NAME).exists()
+
+    def add_labels(self, items: list[tuple[str, Any]]) -> list[str]:
+        """Join ground-truth labels to this model's predictions; durable on return (see :mod:`.feedback`).
+
+        A one-shot process (never started) hands the counts to the outbox at once.
+        """
+        self._drain_remembered()
+        outcomes = self.feedback.add_labels(self.model.content_hash, self.model.target, items)
+        if not self._started:
+            self.feedback.handoff(self.outbox)
+        return outcomes
+
     def _store(self, window: Window) -> None:
         """The recorder's ``on_window``: a closed window into the outbox (one log line if it cannot).
 
@@ -311,6 +397,13 @@ class Agent:
         if every > 0 and now >= self._next_checkpoint:
             self.checkpoint()
             self._next_checkpoint = now + every
+        if self._remembered:
+            self._drain_remembered()
+        if self._feedback is not None:
+            self._feedback.flush()
+            if now >= self._next_handoff:
+                self._next_handoff = now + self.config.window_seconds
+                self._feedback.handoff(self.outbox)
         if now >= self._next_recover:
             self._next_recover = now + RECOVER_SECONDS
             self.outbox.recover_checkpoints(skip_owner=self._owner.name if self._owner is not None else None)
@@ -331,11 +424,17 @@ class Agent:
         if live is not None:
             windows.append(live)
         m = self.model
+        if self._feedback is not None:  # labels joined here but not yet handed to the outbox
+            unsent = self._feedback.unsent(m.content_hash)
+            if unsent is not None:
+                from mlpack_edge.monitor_agent.wire import Window
+
+                windows.append(Window(model=m.content_hash, seq=0, start=now, end=now, feedback=unsent))
         from mlpack_edge.monitor_agent.status import build_status
 
         return build_status(
             m.content_hash, m.name, m.version, m.profile, m.thresholds, windows, since, now,
-            self.outbox.accounting().to_dict(),
+            self.outbox.accounting().to_dict(), m.kpi,
         )
 
     def metrics_text(self, hours: float = 24.0) -> str:
@@ -353,6 +452,8 @@ class Agent:
         self._stop.clear()
         self._started = True
         self.outbox  # noqa: B018 - a deferred agent that becomes long-running opens it now
+        if self._has_feedback_store():
+            self.feedback  # noqa: B018 - opened now: counts a dead process left are handed over by the tick
         self.recorder.auto_roll = False  # the tick thread closes windows and checkpoints, off the request path
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
         if self.config.can_upload:
@@ -376,6 +477,15 @@ class Agent:
         self.recorder.set_checkpoints(None, 0, 0)
         self.recorder.auto_roll = True
         self.recorder.close()  # stores the open window (and deletes its checkpoint with it)
+        if self._remembered or self._feedback is not None or self._has_feedback_store():
+            try:
+                self._drain_remembered()
+                self.feedback.flush()
+                self.feedback.handoff(self.outbox)
+            except MlpackError as exc:
+                log.error("feedback not handed to the outbox: %s", exc)
+            if self._feedback is not None:
+                self._feedback.close()
         owner = self._owner
         if owner is not None:
             if self._store_failed:  # keep the last checkpoint: the next process stores it

@@ -60,6 +60,8 @@ MIN_CAP_BYTES = 128 * 1024
 #: comfortably less than the rows of the last second.
 DEFAULT_CHECKPOINT_SECONDS = 0.5
 DEFAULT_CHECKPOINT_ROWS = 50_000
+DEFAULT_FEEDBACK_JOIN_SECONDS = 7 * 86400.0
+DEFAULT_FEEDBACK_MAX_PENDING = 1_000_000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: environment variable -> config field
@@ -71,6 +73,8 @@ ENV_VARS = {
     "MLPACK_OUTBOX_CAP": "cap_bytes",
     "MLPACK_CHECKPOINT_SECONDS": "checkpoint_seconds",
     "MLPACK_CHECKPOINT_ROWS": "checkpoint_rows",
+    "MLPACK_FEEDBACK_JOIN_SECONDS": "feedback_join_seconds",
+    "MLPACK_FEEDBACK_MAX_PENDING": "feedback_max_pending",
     "MLPACK_CA_FILE": "ca_file",
     "MLPACK_CLIENT_CERT": "client_cert",
     "MLPACK_CLIENT_KEY": "client_key",
@@ -89,6 +93,10 @@ class AgentConfig:
     cap_bytes: int = DEFAULT_CAP_BYTES
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
+    #: How long after its prediction a label still counts (later: counted as ``late``), and
+    #: how many predictions the join store keeps at most (oldest evicted first). See :mod:`.feedback`.
+    feedback_join_seconds: float = DEFAULT_FEEDBACK_JOIN_SECONDS
+    feedback_max_pending: int = DEFAULT_FEEDBACK_MAX_PENDING
     ca_file: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
@@ -124,6 +132,10 @@ class AgentConfig:
             shown["checkpoint_seconds"] = self.checkpoint_seconds
         if self.checkpoint_rows != DEFAULT_CHECKPOINT_ROWS:
             shown["checkpoint_rows"] = self.checkpoint_rows
+        if self.feedback_join_seconds != DEFAULT_FEEDBACK_JOIN_SECONDS:
+            shown["feedback_join_seconds"] = self.feedback_join_seconds
+        if self.feedback_max_pending != DEFAULT_FEEDBACK_MAX_PENDING:
+            shown["feedback_max_pending"] = self.feedback_max_pending
         return shown
 
     def _tls_dict(self) -> dict[str, Any]:
@@ -163,12 +175,12 @@ class AgentConfig:
 def _parse_field(name: str, value: Any, where: str) -> Any:
     if name not in {f.name for f in fields(AgentConfig)}:
         raise AgentError(f"{where}: unknown setting")
-    if name in ("window_seconds", "checkpoint_seconds"):
+    if name in ("window_seconds", "checkpoint_seconds", "feedback_join_seconds"):
         try:
             return float(value)
         except (TypeError, ValueError):
             raise AgentError(f"{where}: expected a number of seconds, got {value!r}") from None
-    if name == "checkpoint_rows":
+    if name in ("checkpoint_rows", "feedback_max_pending"):
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -215,6 +227,12 @@ def _check(c: AgentConfig) -> None:
     r = c.checkpoint_rows
     if not (isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 10**9):
         raise AgentError(f"checkpoint_rows must be between 1 and 1000000000, got {r!r}")
+    j = c.feedback_join_seconds
+    if not (isinstance(j, (int, float)) and 1 <= j <= 366 * 86400):
+        raise AgentError(f"feedback_join_seconds must be between 1 and 31622400 (366 days), got {j!r}")
+    n = c.feedback_max_pending
+    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10**9):
+        raise AgentError(f"feedback_max_pending must be between 1 and 1000000000, got {n!r}")
     if any(getattr(c, k) is not None and not getattr(c, k) for k in _TLS_PATHS):
         raise AgentError("ca_file, client_cert and client_key must be file paths, not empty")
 

@@ -138,8 +138,15 @@ def predict_stream(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     where: str = "input",
     on_error: Callable[[InputError], None] | None = None,
+    feedback: Any = None,
+    id_column: str | None = None,
 ) -> StreamSummary:
     """Predict every row of ``lines`` into ``out``; bad rows are reported, never fatal.
+
+    ``feedback`` (the monitoring agent, :class:`mlpack_edge.runtime.server.FeedbackSink`):
+    every predicted row gets an id, remembered for ``<model> feedback``; the ids are
+    the input's ``id_column`` (copied to the output like ``keep``) or generated, in an
+    ``id`` output column.
 
     File-level problems (no CSV header, a header that does not fit the model, text that
     is not UTF-8, a CSV syntax error) raise :class:`InputError` naming ``where``.
@@ -149,11 +156,16 @@ def predict_stream(
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
     summary = StreamSummary()
+    if id_column is not None and id_column not in keep:
+        keep = (*keep, id_column)
+    out_keep = tuple(keep) if feedback is None or id_column is not None else (*keep, "id")
     try:
         source = _CsvSource(lines, model.schema, keep, where) if in_format == "csv" else _JsonlSource(lines, model.schema, keep)
-        sink = _CsvSink(out, model, keep) if out_format == "csv" else _JsonlSink(out, keep)
+        sink = _CsvSink(out, model, out_keep) if out_format == "csv" else _JsonlSink(out, out_keep)
         for batch, kept in source.chunks(chunk_rows):
             result = model.predict_batch(batch)
+            if feedback is not None:
+                kept = _with_ids(model, result, kept, feedback, keep.index(id_column) if id_column is not None else None)
             sink.write(result, kept)
             summary.rows += batch.size
             summary.failed += len(batch.errors)
@@ -165,6 +177,34 @@ def predict_stream(
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not UTF-8 text after row {summary.rows} ({exc.reason})") from None
     return summary
+
+
+def _with_ids(
+    model: Model, result: BatchResult, kept: Sequence[Sequence[Any]], feedback: Any, column: int | None
+) -> Sequence[Sequence[Any]]:
+    """Remember the chunk's predictions under their ids; the kept columns, plus ``id`` when generated."""
+    ok = result.ok.tolist()
+    if column is None:
+        fresh = feedback.new_ids(len(ok)) if ok else []
+        ids: list[Any] = [""] * result.size
+        for j, k in enumerate(ok):
+            ids[k] = fresh[j]
+        if ok:
+            feedback.remember(fresh, model.codes(result))
+        return [*kept, ids]
+    given = kept[column]
+    chosen = [str(given[k]) if given[k] not in (None, "") else None for k in ok]
+    missing = [j for j, v in enumerate(chosen) if v is None]
+    if missing:  # a row without an id still gets one (and it is shown in the id column)
+        fresh = feedback.new_ids(len(missing))
+        col = list(given)
+        for j, f in zip(missing, fresh):
+            chosen[j] = f
+            col[ok[j]] = f
+        kept = [*kept[:column], col, *kept[column + 1 :]]
+    if ok:
+        feedback.remember(chosen, model.codes(result))
+    return kept
 
 
 # ---------------------------------------------------------------------------- sources

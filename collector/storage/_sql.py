@@ -175,6 +175,21 @@ class WriteTx:
             rows,
         )
 
+    def insert_feedback(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(device, seq, model, start, body)``: the feedback sections of stored windows."""
+        self._s.executemany(
+            self._c,
+            "INSERT INTO feedback (device, seq, model, start_ts, body) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (device, seq) DO NOTHING",
+            rows,
+        )
+
+    def set_model_kpi(self, content_hash: str, body: str) -> None:
+        self._exec(
+            "INSERT INTO model_kpi (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET body = excluded.body",
+            (content_hash, body),
+        )
+
     def insert_audit(self, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(device, seq, time, event, body, received_at)``; replays are ignored."""
         self._s.executemany(
@@ -487,7 +502,30 @@ class SqlStorage:
             tx.insert_model(m, now)
         return True
 
+    def set_model_kpi(self, content_hash: str, kpi: dict[str, Any]) -> None:
+        """What ``content_hash``'s production KPIs are judged against (from its manifest)."""
+        with self.write() as tx:
+            tx.set_model_kpi(content_hash, json.dumps(kpi, sort_keys=True))
+
     # ---------------------------------------------------------------- reads for queries
+
+    def model_kpis(self) -> dict[str, dict[str, Any]]:
+        """content hash -> KPI reference (task, classes, positive, metrics, gates)."""
+        return {str(h): json.loads(b) for h, b in self._query("SELECT hash, body FROM model_kpi")}
+
+    def feedback(
+        self, start: float, end: float, *, model: str | None = None, device: str | None = None
+    ) -> list[tuple[str, str, float, str]]:
+        """``(device, model, start, body)`` of the feedback sections of windows starting in ``[start, end)``."""
+        sql = "SELECT device, model, start_ts, body FROM feedback WHERE start_ts >= ? AND start_ts < ?"
+        params: list[Any] = [start, end]
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        if device is not None:
+            sql += " AND device = ?"
+            params.append(device)
+        return [(str(r[0]), str(r[1]), float(r[2]), str(r[3])) for r in self._query(sql + " ORDER BY start_ts", params)]
 
     def rollups(
         self,
