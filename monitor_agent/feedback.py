@@ -123,6 +123,7 @@ class FeedbackStore:
         self._lock = threading.Lock()
         self._buffer: list[tuple[str, str, float, float]] = []  # (model hash, id, time, prediction)
         self._model_keys: dict[str, int] = {}
+        self._count: int | None = None  # rows in ``predictions`` (this process's view; see _evict_locked)
         try:
             self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -157,11 +158,19 @@ class FeedbackStore:
             return 0
         buf, self._buffer = self._buffer, []
         try:
-            with self._tx() as conn:
-                n = self._insert_locked(conn, buf)
-                self._evict_locked(conn)
+            # Predictions need to survive a crash (WAL, synchronous=NORMAL does: the OS has
+            # the frames), not a power cut: no fsync per write on the serve path's neighbour.
+            # The next label transaction (FULL) makes them durable with it.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self._tx() as conn:
+                    n = self._insert_locked(conn, buf)
+                    self._evict_locked(conn)
+            finally:
+                self._conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             self._buffer[:0] = buf  # try again at the next flush
+            self._count = None
             raise AgentError(f"{self.path}: cannot store predictions for feedback ({exc})") from None
         return n
 
@@ -171,6 +180,8 @@ class FeedbackStore:
         # A repeated id (a user's id column seen twice) keeps its first prediction.
         conn.executemany("INSERT OR IGNORE INTO predictions (model, id, time, pred) VALUES (?, ?, ?, ?)", rows)
         ignored = len(rows) - (conn.total_changes - before)
+        if self._count is not None:
+            self._count += len(rows) - ignored
         if ignored:
             self._bump(conn, "repeated_ids", ignored)
         return len(rows)
@@ -178,14 +189,18 @@ class FeedbackStore:
     def _evict_locked(self, conn: sqlite3.Connection) -> None:
         cut = self._clock() - 2 * self.join_seconds
         gone = conn.execute("DELETE FROM predictions WHERE time < ?", (cut,)).rowcount
-        total = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-        over = total - self.max_pending
+        if self._count is None:  # counted once per process, then kept up to date (a COUNT(*) per write would scan)
+            self._count = int(conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+        else:
+            self._count -= gone
+        over = self._count - self.max_pending
         if over > 0:
             conn.execute(
                 "DELETE FROM predictions WHERE (model, id) IN (SELECT model, id FROM predictions ORDER BY time LIMIT ?)",
                 (over,),
             )
             self._bump(conn, "evicted", over)
+            self._count -= over
         if gone:
             self._bump(conn, "expired", gone)
 
@@ -240,6 +255,7 @@ class FeedbackStore:
                     self._accumulate(conn, model, fb, now)
             except sqlite3.Error as exc:
                 self._buffer[:0] = buf
+                self._count = None
                 raise AgentError(f"{self.path}: cannot store labels ({exc})") from None
         return outcomes
 
