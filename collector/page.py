@@ -179,7 +179,7 @@ def fleet_page(data: dict[str, Any], hours: float | None) -> str:
         + '<section id="models"><h2>Model versions</h2><table class="models"><tr><th>Model</th><th>Hash</th>'
         '<th class="num">Requests</th><th class="num">Rows</th><th class="num">Error rate</th><th class="num">p50 ms</th>'
         f'<th class="num">p95 ms</th><th class="num">p99 ms</th><th>Worst feature (PSI)</th></tr>{models}</table></section>'
-        + _production(data.get("production") or [], "fleet-wide")
+        + _production(data.get("production") or [], "fleet-wide", rng)
         + f'<section id="fleet"><h2>Devices</h2>{_device_rows(data["devices"])}</section>'
     )
     return _render("mlpack fleet", body, hours)
@@ -234,7 +234,18 @@ def _ci(interval: Sequence[float] | None) -> str:
     return "–" if not interval else f"{interval[0]:.4f} – {interval[1]:.4f}"
 
 
-def _production(entries: Sequence[dict[str, Any]], scope: str) -> str:
+def _production_chart(e: dict[str, Any], rng: dict[str, int] | None, chart_id: str) -> str:
+    """Each measurable gate's production value per bucket, its threshold dashed."""
+    gates = [g for g in e["kpi"].get("gates") or [] if g["status"] != "not measurable"]
+    if rng is None or not gates or not e.get("series"):
+        return ""
+    step = rng["bucket"]
+    lines = [(str(g["gate"]), [(p["t"] + step / 2, p.get(g["gate"])) for p in e["series"]]) for g in gates]
+    return line_chart(chart_id, "Gate metrics in production", lines, (float(rng["from"]), float(rng["to"])),
+                      thresholds=[(float(g["threshold"]), str(g["gate"])) for g in gates])
+
+
+def _production(entries: Sequence[dict[str, Any]], scope: str, rng: dict[str, int] | None = None) -> str:
     """The production KPI section (fleet, device and model pages)."""
     if not entries:
         return ('<section id="production"><h2>Production KPIs</h2>'
@@ -243,7 +254,7 @@ def _production(entries: Sequence[dict[str, Any]], scope: str) -> str:
     for e in entries:
         k = e["kpi"]
         parts.append(f'<h3>{_model_label(e["model"])} · {escape(scope)} · gates need at least {k["min_labels"]:,} labels</h3>'
-                     + _kpi_block(k))
+                     + _kpi_block(k) + _production_chart(e, rng, f'kpi-{e["model"]["hash"][:12]}'))
     return '<section id="production"><h2>Production KPIs</h2>' + "".join(parts) + "</section>"
 
 
@@ -264,7 +275,7 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
         )
     if not data["models"]:
         parts.append('<section><p class="muted">No windows from this device in the range.</p></section>')
-    parts.append(_production(data.get("production") or [], "this device"))
+    parts.append(_production(data.get("production") or [], "this device", data["range"]))
     audit = "".join(
         f'<tr{_AUDIT_ROW.get(str(a["event"]), "")}><td class="num">{"collector" if a["seq"] is None else a["seq"]}</td>'
         f'<td>{utc(a.get("time"))}</td>'
@@ -303,7 +314,7 @@ def model_page(data: dict[str, Any], hours: float | None) -> str:
         f'drift {m["thresholds"]["psi_drift"]}</p>'
         f'<section><h2>Fleet</h2>{_stats_line(s["total"])}{_charts([s], s["range"], "model-", True)}</section>'
         f'<section><h2>Drift per feature</h2>{_drift_table(s["total"]["drift"])}</section>'
-        + _production(data.get("production") or [], "fleet-wide")
+        + _production(data.get("production") or [], "fleet-wide", s["range"])
         + f'<section><h2>Devices on this model</h2>{_device_rows(data["devices"], with_model=False)}</section>'
     )
     return _render(f"Model {m['name']} {m['version']}", body, hours)

@@ -226,6 +226,15 @@ def render_metrics(report: StatusReport) -> str:
     if r.outbox is not None:
         metric("mlpack_outbox_windows", "Telemetry windows by where they went",
                [({"state": k}, v) for k, v in r.outbox.items() if k != "dropped_rows"])
+    if r.production is not None:
+        prod = r.production
+        metric("mlpack_feedback_labels", "Ground-truth labels in the status period by outcome",
+               [({"outcome": k}, v) for k, v in prod["feedback"].items() if k != "labels"])
+        gates = [g for g in prod.get("gates") or [] if g["production"] is not None]
+        metric("mlpack_production_gate_value", "A gate's metric measured on labelled production traffic",
+               [({"gate": str(g["gate"])}, g["production"]) for g in gates])
+        metric("mlpack_production_gate_failing", "1 when a gate fails with at least min_labels labels behind it",
+               [({"gate": str(g["gate"])}, int(g["status"] == "fail")) for g in gates])
     return "\n".join(out) + "\n"
 
 

@@ -358,7 +358,7 @@ def predict(
                     summary = predict_stream(
                         model, _prepend(first, lines), out, in_format=fmt, out_format=output_format or fmt,
                         keep=keep, chunk_rows=chunk_rows, where=input_path if input_path != "-" else "stdin",
-                        on_error=report, feedback=_agent, id_column=id_column if _agent is not None else None,
+                        on_error=report, feedback=_agent, id_column=id_column,
                     )
             except BrokenPipeError:  # `predict big.csv | head`: the reader left; stop quietly
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -56,7 +56,7 @@ def test_feedback_is_merged_per_version_and_device_and_a_failing_gate_alerts(col
     assert kinds == sorted([("production_gate", "", "critical"), ("production_gate", a.name, "critical"),
                             ("production_gate", b.name, "critical")])
     assert "fails gate recall >= 0.9; 0.930 at build" in next(x["message"] for x in alerts if x["device"] is None)
-    assert "Production KPIs" in page and "recall of class 1" in page
+    assert "Production KPIs" in page and "recall of class 1" in page and "Gate metrics in production" in page
 
 
 def test_feedback_with_the_wrong_classes_is_refused_and_windows_without_it_stay_valid(collector: Collector, profile) -> None:

@@ -80,6 +80,8 @@ def test_serve_returns_ids_and_joins_feedback(served: tuple[str, Agent, Model]) 
     fb = report.production["feedback"]
     assert (fb["labels"], fb["matched"], fb["duplicate"], fb["unmatched"], fb["unknown_label"]) == (5, 2, 1, 1, 1)
     assert report.production["labelled"] == 2 and report.production["accuracy"] == 0.5
+    metrics = agent.metrics_text()  # what GET /metrics adds
+    assert 'mlpack_feedback_labels{model="mixed",version="1.0.0",outcome="duplicate"} 1' in metrics
 
 
 def test_serve_without_monitoring_answers_feedback_with_409(mixed_bundle: Path) -> None:
@@ -136,6 +138,11 @@ def test_predict_uses_the_id_column(mixed_bundle: Path, tmp_path: Path) -> None:
         assert store.stats()["pending"] == 2
     finally:
         store.close()
+    # Without monitoring the id column is still accepted (copied), no ids are made.
+    r = CliRunner().invoke(main, ["device", "--bundle", str(mixed_bundle), "--allow-unsigned", "predict",
+                                  str(tmp_path / "in.csv"), "--no-monitor", "--id-column", "order"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].split(",")[0] == "order" and "id" not in r.stdout.splitlines()[0].split(",")
 
 
 @pytest.mark.slow
