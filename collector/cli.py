@@ -160,6 +160,20 @@ def add_model(db_url: str, bundle: str) -> None:
     click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")
 
 
+@collector.command("export-samples")
+@_db_options
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--all", "include_unlabelled", is_flag=True, help="Also rows without a label (empty target cell).")
+def export_samples(db_url: str, model: str, output: str, include_unlabelled: bool) -> None:
+    """Export the rows devices captured for MODEL (hash or NAME:VERSION) as a CSV in the training columns.
+
+    Captured rows are real inputs: personal data. Capture is off unless a device sets capture_rate.
+    """
+    info, n = admin.export_samples(db_url, model, output, include_unlabelled)
+    click.echo(f"wrote {n} rows of {info.name} {info.version} to {output}")
+
+
 @collector.command("install-service")
 @_db_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the service listens on.")

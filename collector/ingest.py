@@ -50,6 +50,8 @@ log = logging.getLogger("mlpack_edge.collector")
 MAX_AUDIT_PER_BATCH = 1000
 _RETRIES = 3
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+#: Days of captured rows the collector keeps (with each device's per-day reservoir, the bound).
+SAMPLE_DAYS = 90
 
 
 #: :attr:`Rejected.kind` of a batch refused because it replays a stored window differently.
@@ -304,6 +306,14 @@ def _apply_one(
     ]
     if feedback_rows:
         tx.insert_feedback(feedback_rows)
+    sample_rows = [
+        (b.device, b.windows[i].model, x["day"], x["slot"], x["time"], x["id"], _compact(x["row"]),
+         _compact(x["output"]), None if x["label"] is None else _compact(x["label"]))
+        for i in fresh
+        for x in b.windows[i].samples or ()
+    ]
+    if sample_rows:
+        tx.upsert_samples(sample_rows, int(now // 86400) - SAMPLE_DAYS)
     for h, body in kpis:
         tx.set_model_kpi(h, body)
     tx.insert_audit(

@@ -174,6 +174,7 @@ class Agent:
         self._ids: IdMaker | None = None
         self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
         self._remembered_rows = 0
+        self._to_capture: collections.deque[tuple[list[tuple[str, dict[str, Any], Any]], float]] = collections.deque()
         self._next_handoff = 0.0
         self._opening = threading.Lock()
         self._next_sample = 0.0
@@ -218,6 +219,8 @@ class Agent:
             model, state, config, recorder, SystemSampler(state) if sampler is None else sampler, clock,
             sample_seconds, transport, rng, deferred,
         )
+        if config.capture_rate > 0:
+            _check_capture(model, config)
         recorder.on_window = agent._store
         if config.checkpoint_seconds > 0:
             recorder.set_checkpoints(agent.checkpoint, config.checkpoint_seconds, config.checkpoint_rows)
@@ -281,7 +284,8 @@ class Agent:
                     from mlpack_edge.monitor_agent.feedback import FeedbackStore
 
                     c = self.config
-                    self._feedback = FeedbackStore(self.state_dir, c.feedback_join_seconds, c.feedback_max_pending, self._clock)
+                    self._feedback = FeedbackStore(self.state_dir, c.feedback_join_seconds, c.feedback_max_pending,
+                                                   self._clock, c.capture_max_rows_per_day)
         return self._feedback
 
     def new_ids(self, n: int) -> list[str]:
@@ -304,11 +308,26 @@ class Agent:
         if self._remembered_rows >= REMEMBER_ROWS and not self._started:
             self._drain_remembered()
 
+    @property
+    def capture_rate(self) -> float:
+        """Share of predicted rows offered to the capture reservoir (0: capture is off, the default)."""
+        return self.config.capture_rate
+
+    def capture(self, ids: list[str], rows: list[dict[str, Any]], outputs: list[Any]) -> None:
+        """Offer sampled input rows (with their prediction) to the day's reservoir; ``capture_exclude``
+        columns are dropped here, before anything is written."""
+        drop = self.config.capture_exclude
+        kept = [{k: v for k, v in r.items() if k not in drop} for r in rows] if drop else rows
+        self._to_capture.append((list(zip(ids, kept, outputs)), self._clock()))
+
     def _drain_remembered(self) -> None:
-        """Hand what :meth:`remember` buffered to the join store (opening it) and write it."""
-        if not self._remembered:
+        """Hand what :meth:`remember` and :meth:`capture` buffered to the join store (opening it) and write it."""
+        if not self._remembered and not self._to_capture:
             return
         store, h = self.feedback, self.model.content_hash
+        while self._to_capture:
+            items, t = self._to_capture.popleft()
+            store.capture(h, items, t)
         while self._remembered:
             ids, preds, t = self._remembered.popleft()
             self._remembered_rows -= len(ids)
@@ -397,7 +416,7 @@ class Agent:
         if every > 0 and now >= self._next_checkpoint:
             self.checkpoint()
             self._next_checkpoint = now + every
-        if self._remembered:
+        if self._remembered or self._to_capture:
             self._drain_remembered()
         if self._feedback is not None:
             self._feedback.flush()
@@ -477,7 +496,7 @@ class Agent:
         self.recorder.set_checkpoints(None, 0, 0)
         self.recorder.auto_roll = True
         self.recorder.close()  # stores the open window (and deletes its checkpoint with it)
-        if self._remembered or self._feedback is not None or self._has_feedback_store():
+        if self._remembered or self._to_capture or self._feedback is not None or self._has_feedback_store():
             try:
                 self._drain_remembered()
                 self.feedback.flush()
@@ -528,6 +547,21 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model.name!r}, state_dir={str(self.state_dir)!r}, config={self.config!r})"
+
+
+def _check_capture(model: ModelInfo, config: AgentConfig) -> None:
+    """Refuse a capture setting whose day of rows could not fit the outbox (a quarter of its cap)."""
+    row = {f.name: 123456.789 if f.kind == "numeric" else "x" * 12 for f in model.profile.features
+           if f.name not in config.capture_exclude}
+    sample = {"day": 20000, "slot": 999, "time": 1.7e9, "id": "0123abcd-fffff", "row": row, "output": "x" * 12, "label": "x" * 12}
+    per_row = len(json.dumps(sample, separators=(",", ":"))) // 2  # zlib level 1 halves such rows at least
+    day = per_row * config.capture_max_rows_per_day
+    if day > config.cap_bytes // 4:
+        raise AgentError(
+            f"capture_max_rows_per_day {config.capture_max_rows_per_day} keeps about {day} bytes of rows a day for"
+            f" {model.name} ({per_row} bytes per row), more than a quarter of the outbox cap ({config.cap_bytes} bytes):"
+            f" lower capture_max_rows_per_day to at most {max(1, config.cap_bytes // 4 // per_row)} or raise cap_bytes"
+        )
 
 
 def _window_bytes(profile: Profile) -> int:

@@ -39,6 +39,7 @@ import contextlib
 import itertools
 import json
 import math
+import random
 import secrets
 import sqlite3
 import threading
@@ -70,7 +71,15 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions (time);
 CREATE TABLE IF NOT EXISTS counts (model TEXT PRIMARY KEY, start REAL NOT NULL, "end" REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS handoffs (token TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    model TEXT NOT NULL, day INTEGER NOT NULL, slot INTEGER NOT NULL, id TEXT NOT NULL, time REAL NOT NULL,
+    row TEXT NOT NULL, output TEXT NOT NULL, label TEXT, sent INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (model, day, slot));
+CREATE INDEX IF NOT EXISTS samples_by_id ON samples (model, id);
+CREATE TABLE IF NOT EXISTS sample_days (model TEXT NOT NULL, day INTEGER NOT NULL, seen INTEGER NOT NULL,
+    PRIMARY KEY (model, day));
 """
+SAMPLES_PER_HANDOFF = 200
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,13 @@ class Target:
     @property
     def index(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.classes or ())}
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (and anything else json cannot write) as plain values."""
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
 
 
 def label_value(label: Any, target: Target, index: dict[str, int]) -> float | None:
@@ -115,6 +131,7 @@ class FeedbackStore:
         join_seconds: float = 7 * 86400.0,
         max_pending: int = 1_000_000,
         clock: Callable[[], float] = time.time,
+        capture_max_rows_per_day: int = 1000,
     ) -> None:
         self.path = Path(state_dir) / DB_NAME
         self.join_seconds = float(join_seconds)
@@ -122,6 +139,9 @@ class FeedbackStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._buffer: list[tuple[str, str, float, float]] = []  # (model hash, id, time, prediction)
+        self.capture_max_rows_per_day = int(capture_max_rows_per_day)
+        self._captured: list[tuple[str, str, float, str, str]] = []  # (model, id, time, row JSON, output JSON)
+        self._rng = random.Random(secrets.randbits(64))
         self._model_keys: dict[str, int] = {}
         self._count: int | None = None  # rows in ``predictions`` (this process's view; see _evict_locked)
         try:
@@ -148,15 +168,36 @@ class FeedbackStore:
         else:
             self._buffer.extend(zip(itertools.repeat(model), ids, itertools.repeat(t), map(float, predictions)))
 
+    def capture(self, model: str, items: Sequence[tuple[str, dict[str, Any], Any]], when: float | None = None) -> None:
+        """Offer ``(id, row, output)`` to the day's reservoir of captured rows (opt-in; buffered)."""
+        t = self._clock() if when is None else when
+        for pid, row, output in items:
+            self._captured.append((model, pid, t, json.dumps(row, allow_nan=False, default=_plain), json.dumps(output, default=_plain)))
+
+    def _reservoir_locked(self, conn: sqlite3.Connection, items: list[tuple[str, str, float, str, str]]) -> None:
+        """Algorithm R per (model, UTC day): every offered row ends up kept with the same chance."""
+        k = self.capture_max_rows_per_day
+        for model, pid, t, row, output in items:
+            day = int(t // 86400)
+            got = conn.execute("SELECT seen FROM sample_days WHERE model = ? AND day = ?", (model, day)).fetchone()
+            seen = (got[0] if got else 0) + 1
+            conn.execute("INSERT OR REPLACE INTO sample_days (model, day, seen) VALUES (?, ?, ?)", (model, day, seen))
+            slot = seen - 1 if seen <= k else self._rng.randrange(seen)
+            if slot < k:
+                conn.execute(
+                    "INSERT OR REPLACE INTO samples (model, day, slot, id, time, row, output, label, sent) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0)", (model, day, slot, pid, t, row, output))
+
     def flush(self) -> int:
         """Write the buffered predictions (and evict what is too old or too many); returns how many."""
         with self._lock:
             return self._flush_locked()
 
     def _flush_locked(self) -> int:
-        if not self._buffer:
+        if not self._buffer and not self._captured:
             return 0
         buf, self._buffer = self._buffer, []
+        captured, self._captured = self._captured, []
         try:
             # Predictions need to survive a crash (WAL, synchronous=NORMAL does: the OS has
             # the frames), not a power cut: no fsync per write on the serve path's neighbour.
@@ -165,11 +206,13 @@ class FeedbackStore:
             try:
                 with self._tx() as conn:
                     n = self._insert_locked(conn, buf)
+                    self._reservoir_locked(conn, captured)
                     self._evict_locked(conn)
             finally:
                 self._conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             self._buffer[:0] = buf  # try again at the next flush
+            self._captured[:0] = captured
             self._count = None
             raise AgentError(f"{self.path}: cannot store predictions for feedback ({exc})") from None
         return n
@@ -203,6 +246,9 @@ class FeedbackStore:
             self._count -= over
         if gone:
             self._bump(conn, "expired", gone)
+        # Captured rows stay while a label may still come (then they are sent again with it).
+        conn.execute("DELETE FROM samples WHERE sent = 1 AND time < ?", (cut,))
+        conn.execute("DELETE FROM sample_days WHERE day < ?", (int(cut // 86400) - 1,))
 
     def _key(self, conn: sqlite3.Connection, model: str) -> int:
         k = self._model_keys.get(model)
@@ -247,9 +293,12 @@ class FeedbackStore:
                 with self._tx() as conn:
                     if buf:
                         self._insert_locked(conn, buf)
+                    if self._captured:  # rows captured just before their label: in the reservoir first
+                        captured, self._captured = self._captured, []
+                        self._reservoir_locked(conn, captured)
                     key = self._key(conn, model)
                     for pid, label in items:
-                        outcome = self._one(conn, key, str(pid), label_value(label, target, index), now, fb)
+                        outcome = self._one(conn, key, str(pid), label_value(label, target, index), now, fb, model, label)
                         outcomes.append(outcome)
                     fb.labels = len(items)
                     self._accumulate(conn, model, fb, now)
@@ -259,7 +308,10 @@ class FeedbackStore:
                 raise AgentError(f"{self.path}: cannot store labels ({exc})") from None
         return outcomes
 
-    def _one(self, conn: sqlite3.Connection, key: int, pid: str, value: float | None, now: float, fb: Feedback) -> str:
+    def _one(
+        self, conn: sqlite3.Connection, key: int, pid: str, value: float | None, now: float, fb: Feedback,
+        model: str, raw_label: Any,
+    ) -> str:
         row = conn.execute("SELECT time, pred, labelled FROM predictions WHERE model = ? AND id = ?", (key, pid)).fetchone()
         if row is None:
             fb.unmatched += 1
@@ -272,6 +324,9 @@ class FeedbackStore:
             fb.unknown_label += 1
             return "unknown_label"
         conn.execute("UPDATE predictions SET labelled = 1 WHERE model = ? AND id = ?", (key, pid))
+        # A captured row gets its label (and goes to the collector again, replacing its copy there).
+        conn.execute("UPDATE samples SET label = ?, sent = 0 WHERE model = ? AND id = ?",
+                     (json.dumps(raw_label, default=_plain), model, pid))
         if now - t > self.join_seconds:
             fb.late += 1
             return "late"
@@ -312,6 +367,7 @@ class FeedbackStore:
                         conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)",
                                      (secrets.token_hex(16), json.dumps(w.to_dict())))
                     conn.execute("DELETE FROM counts")
+                    self._handoff_samples_locked(conn)
                 pending = self._conn.execute("SELECT token, body FROM handoffs ORDER BY rowid").fetchall()
             except sqlite3.Error as exc:
                 raise AgentError(f"{self.path}: cannot hand labels over to the outbox ({exc})") from None
@@ -322,6 +378,32 @@ class FeedbackStore:
                 self._conn.execute("DELETE FROM handoffs WHERE token = ?", (token,))
             n += 1
         return n
+
+    def _handoff_samples_locked(self, conn: sqlite3.Connection) -> None:
+        """Unsent captured rows into hand-off windows (``SAMPLES_PER_HANDOFF`` each), marked sent."""
+        while True:
+            rows = conn.execute(
+                "SELECT model, day, slot, id, time, row, output, label FROM samples WHERE sent = 0 "
+                "ORDER BY model, time LIMIT ?", (SAMPLES_PER_HANDOFF,)).fetchall()
+            if not rows:
+                return
+            by_model: dict[str, list[dict[str, Any]]] = {}
+            for model, day, slot, pid, t, row, output, label in rows:
+                by_model.setdefault(model, []).append({
+                    "day": day, "slot": slot, "time": t, "id": pid, "row": json.loads(row),
+                    "output": json.loads(output), "label": None if label is None else json.loads(label)})
+                conn.execute("UPDATE samples SET sent = 1 WHERE model = ? AND day = ? AND slot = ?", (model, day, slot))
+            for model, samples in by_model.items():
+                times = [x["time"] for x in samples]
+                w = Window(model=model, seq=0, start=min(times), end=max(times), samples=samples)
+                conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)", (secrets.token_hex(16), json.dumps(w.to_dict())))
+
+    def captured(self, model: str) -> dict[str, int]:
+        """How many rows are kept for ``model`` and how many wait to be sent."""
+        with self._lock:
+            kept, unsent = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(sent = 0), 0) FROM samples WHERE model = ?", (model,)).fetchone()
+        return {"kept": int(kept), "unsent": int(unsent)}
 
     # ------------------------------------------------------------------ state
 

@@ -52,6 +52,9 @@ def kpi_reference(manifest: dict[str, Any]) -> dict[str, Any] | None:
         positive = (manifest.get("lineage") or {}).get("positive_class")
         if task == "binary":
             out["positive"] = str(positive) if positive is not None else out["classes"][-1]
+    target = (manifest.get("lineage") or {}).get("target")
+    if isinstance(target, str) and target:
+        out["target"] = target  # the training data's label column (export-samples writes it)
     metrics = manifest.get("metrics")
     out["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))} if isinstance(metrics, dict) else {}
     gates = manifest.get("gates")

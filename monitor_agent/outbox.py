@@ -44,6 +44,7 @@ drops what a collector turned out not to know (its database was reset).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -362,7 +363,11 @@ class Outbox:
         return seq
 
     def _add_recent(self, conn: sqlite3.Connection, window: Window, body: bytes) -> None:
-        """Merge ``window`` (packed: ``body``) into its hour of ``status`` history."""
+        """Merge ``window`` (packed: ``body``) into its hour of ``status`` history (captured rows left out)."""
+        if window.samples:
+            window = copy.copy(window)
+            window.samples = None
+            body = _pack(window.to_dict())
         bucket = int(window.start // 3600)
         row = conn.execute("SELECT body FROM recent WHERE model = ? AND bucket = ?", (window.model, bucket)).fetchone()
         if row is not None:  # (merge leaves ``window`` as it is)

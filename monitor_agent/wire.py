@@ -73,6 +73,13 @@ windows without labels leave it out)::
                    "residuals": {"count": 30, "sum": -1.5, "sum_sq": 80.2, "abs_sum": 41.0,
                                  "abs_error": {"alpha": 0.01, "index": [...], "counts": [...]}}}  # regression
 
+``samples`` (optional, only with the opt-in capture: real input rows, personal data)::
+
+      "samples": [{"day": 20425, "slot": 3,       # UTC day and reservoir slot: the key at the
+                   "time": 1764..., "id": "...",   # collector (a later copy replaces an earlier one)
+                   "row": {"age": 41.0, "colour": "red"},   # features (excluded ones left out)
+                   "output": "yes", "label": null}]        # the prediction, the label once known
+
 Labels are counted in the window during which they arrive (not that of their prediction),
 so the counts merge by addition like everything else; error = prediction - label.
 
@@ -366,6 +373,39 @@ def _abs_hist(raw: Any, where: str) -> LatencyHistogram:
         raise WireError(f"{where}: {exc}") from None
 
 
+MAX_SAMPLES_PER_WINDOW = 1000
+_SAMPLE_VALUE = (str, int, float, type(None))
+
+
+def _samples(raw: Any, where: str) -> list[dict[str, Any]]:
+    """A window's ``samples``: checked shape (the collector checks the row's feature names)."""
+    if type(raw) is not list:
+        raise WireError(f"{where}: expected a list")
+    if len(raw) > MAX_SAMPLES_PER_WINDOW:
+        raise WireError(f"{where}: at most {MAX_SAMPLES_PER_WINDOW} per window, got {len(raw)}")
+    out = []
+    for i, s in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(s, Mapping):
+            raise WireError(f"{at}: expected an object")
+        row = s.get("row")
+        if not isinstance(row, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, _SAMPLE_VALUE) and not isinstance(v, bool) for k, v in row.items()
+        ):
+            raise WireError(f"{at}.row: expected an object of feature values (numbers, strings or null)")
+        for key in ("output", "label"):
+            v = s.get(key)
+            if not isinstance(v, _SAMPLE_VALUE) or isinstance(v, bool):
+                raise WireError(f"{at}.{key}: expected a number, a string or null")
+        pid = s.get("id")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 200:
+            raise WireError(f"{at}.id: expected the prediction id")
+        out.append({"day": _count_at(s, "day", at, None), "slot": _count_at(s, "slot", at, None),
+                    "time": _number_at(s, "time", at, None), "id": pid, "row": dict(row),
+                    "output": s.get("output"), "label": s.get("label")})
+    return out
+
+
 _FEEDBACK_COUNTS = ("labels", "matched", "unmatched", "late", "duplicate", "unknown_label")
 
 
@@ -445,6 +485,7 @@ class Window:
     predictions: BinCounts | None = None
     system: SystemStats = field(default_factory=SystemStats)
     feedback: Feedback | None = None
+    samples: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.seq_last is None:
@@ -486,6 +527,8 @@ class Window:
             if self.feedback is None:
                 self.feedback = Feedback()
             self.feedback.add(other.feedback)
+        if other.samples:
+            self.samples = [*(self.samples or []), *other.samples]
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -504,6 +547,8 @@ class Window:
         }
         if self.feedback is not None:  # left out otherwise: stored bodies of older windows stay byte-equal
             out["feedback"] = self.feedback.to_dict()
+        if self.samples:
+            out["samples"] = [dict(x) for x in self.samples]
         return out
 
     @classmethod
@@ -544,6 +589,8 @@ class Window:
         rows = _count_at(d, "rows", where)
         fb_raw = d.get("feedback")
         feedback = None if fb_raw is None else Feedback.from_dict(fb_raw, f"{where}.feedback")
+        samples_raw = d.get("samples")
+        samples = None if samples_raw is None else _samples(samples_raw, f"{where}.samples")
         return cls(
             model=model,
             seq=seq,
@@ -558,6 +605,7 @@ class Window:
             predictions=predictions,
             system=system,
             feedback=feedback,
+            samples=samples,
         )
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from mlpack_edge.errors import InputError
 from mlpack_edge.runtime._format import float_texts
 from mlpack_edge.runtime.model import BatchResult, Model
@@ -166,6 +168,8 @@ def predict_stream(
             result = model.predict_batch(batch)
             if feedback is not None:
                 kept = _with_ids(model, result, kept, feedback, keep.index(id_column) if id_column is not None else None)
+                if feedback.capture_rate:
+                    _capture(model, batch, result, kept, feedback, keep.index(id_column) if id_column is not None else len(keep))
             sink.write(result, kept)
             summary.rows += batch.size
             summary.failed += len(batch.errors)
@@ -205,6 +209,39 @@ def _with_ids(
     if ok:
         feedback.remember(chosen, model.codes(result))
     return kept
+
+
+def _capture(model: Model, batch: Batch, result: BatchResult, kept: Sequence[Sequence[Any]], feedback: Any, id_col: int) -> None:
+    """Offer a random ``capture_rate`` share of the chunk's predicted rows (features as parsed) to the capture."""
+    import random
+
+    rate = feedback.capture_rate
+    ok = result.ok.tolist()
+    picked = [j for j in range(len(ok)) if random.random() < rate]
+    if not picked:
+        return
+    schema = model.schema
+    names = schema.names
+    num = [names[i] for i in schema.numeric]
+    cat = [names[i] for i in schema.categorical]
+    rows: list[dict[str, Any]] = []
+    for j in picked:
+        row: dict[str, Any] = {}
+        if batch.numeric is not None:
+            for c, name in enumerate(num):
+                v = float(batch.numeric[j, c])
+                row[name] = None if v != v else v  # NaN: missing
+        for c, name in enumerate(cat):
+            v = batch.categorical[c][j]
+            row[name] = None if v in ("", None) else str(v)
+        rows.append(row)
+    if result.values is not None:
+        values = np.asarray(result.values).ravel()
+        outputs = [float(values[j]) for j in picked]
+    else:
+        assert result.labels is not None
+        outputs = [result.labels[j].item() if hasattr(result.labels[j], "item") else result.labels[j] for j in picked]
+    feedback.capture([str(kept[id_col][ok[j]]) for j in picked], rows, outputs)
 
 
 # ---------------------------------------------------------------------------- sources

@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import random
 import signal
 import socket
 import sys
@@ -74,6 +75,11 @@ class FeedbackSink(Protocol):
     def remember(self, ids: list[str], predictions: Any) -> None: ...
 
     def add_labels(self, items: list[tuple[str, Any]]) -> list[str]: ...
+
+    @property
+    def capture_rate(self) -> float: ...
+
+    def capture(self, ids: list[str], rows: list[dict[str, Any]], outputs: list[Any]) -> None: ...
 
 
 MAX_ID_CHARS = 200
@@ -265,6 +271,9 @@ class PredictServer:
                     ids = [given] if given is not None else fb.new_ids(1)
                     fb.remember(ids, (self.model.code(prediction),))
                     out["id"] = ids[0]
+                    rate = fb.capture_rate
+                    if rate and random.random() < rate:  # opt-in capture of real rows (see FeedbackSink)
+                        fb.capture(ids, [payload], [prediction.value if prediction.value is not None else prediction.label])
                 return 200, _dumps(out), _JSON
             if isinstance(payload, list):
                 if len(payload) > self.config.max_batch_rows:
@@ -284,6 +293,12 @@ class PredictServer:
                     fb.remember(ids, self.model.codes(result))
                     for j, k in enumerate(ok):
                         records[k]["id"] = ids[j]
+                    rate = fb.capture_rate
+                    if rate:
+                        picked = [j for j in range(len(ok)) if random.random() < rate]
+                        if picked:
+                            fb.capture([ids[j] for j in picked], [payload[ok[j]] for j in picked],
+                                       [records[ok[j]].get("label", records[ok[j]].get("value")) for j in picked])
                 return 200, _dumps({"predictions": records, "failed": len(result.errors)}), _JSON
         except InferenceError as exc:
             return _error(500, str(exc))

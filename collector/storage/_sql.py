@@ -184,6 +184,20 @@ class WriteTx:
             rows,
         )
 
+    def upsert_samples(self, rows: list[tuple[Any, ...]], keep_after_day: int) -> None:
+        """Rows ``(device, model, day, slot, time, id, row, output, label)``: a later copy of a
+        slot (a replaced reservoir row, or the same row with its label) replaces the earlier one.
+        Days before ``keep_after_day`` are dropped (the collector's bound)."""
+        self._s.executemany(
+            self._c,
+            "INSERT INTO samples (device, model, day, slot, time_ts, id, row_json, output, label) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, model, day, slot) DO UPDATE SET "
+            "time_ts = excluded.time_ts, id = excluded.id, row_json = excluded.row_json, "
+            "output = excluded.output, label = excluded.label",
+            rows,
+        )
+        self._exec("DELETE FROM samples WHERE day < ?", (keep_after_day,))
+
     def set_model_kpi(self, content_hash: str, body: str) -> None:
         self._exec(
             "INSERT INTO model_kpi (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET body = excluded.body",
@@ -508,6 +522,15 @@ class SqlStorage:
             tx.set_model_kpi(content_hash, json.dumps(kpi, sort_keys=True))
 
     # ---------------------------------------------------------------- reads for queries
+
+    def samples(self, model: str, labelled_only: bool = True) -> list[tuple[str, float, dict[str, Any], Any, Any]]:
+        """``(device, time, row, output, label)`` of ``model``'s captured rows, oldest first."""
+        sql = "SELECT device, time_ts, row_json, output, label FROM samples WHERE model = ?"
+        if labelled_only:
+            sql += " AND label IS NOT NULL"
+        rows = self._query(sql + " ORDER BY time_ts, device, slot", (model,))
+        return [(str(r[0]), float(r[1]), json.loads(r[2]), json.loads(r[3]), None if r[4] is None else json.loads(r[4]))
+                for r in rows]
 
     def model_kpis(self) -> dict[str, dict[str, Any]]:
         """content hash -> KPI reference (task, classes, positive, metrics, gates)."""

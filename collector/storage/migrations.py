@@ -139,6 +139,25 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE TABLE model_kpi (hash TEXT PRIMARY KEY, body TEXT NOT NULL)",
         ],
     ),
+    (
+        6,
+        "opt-in captured input rows for retraining: one per (device, model, UTC day, reservoir slot)",
+        [
+            """CREATE TABLE samples (
+                device TEXT NOT NULL,
+                model TEXT NOT NULL,
+                day {bigint} NOT NULL,
+                slot {bigint} NOT NULL,
+                time_ts {real} NOT NULL,
+                id TEXT NOT NULL,
+                row_json TEXT NOT NULL,
+                output TEXT NOT NULL,
+                label TEXT,
+                PRIMARY KEY (device, model, day, slot)
+            )""",
+            "CREATE INDEX samples_by_model ON samples (model, day)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -72,3 +72,42 @@ def test_feedback_with_the_wrong_classes_is_refused_and_windows_without_it_stay_
     assert r.status_code == 200 and r.json()["stored"] == [plain.seq]
     with collector.client() as cl:
         assert cl.get(f"/api/v1/models/{h}").json()["production"] == []
+
+
+def test_captured_rows_are_upserted_by_slot_and_exported_in_training_columns(collector: Collector, profile, tmp_path) -> None:
+    import csv
+
+    from click.testing import CliRunner
+
+    from mlpack_edge.cli import main
+
+    h = model_hash("capture", uuid.uuid4().hex)
+    dev, token = collector.device(profile, h)
+    now = time.time()
+    day = int(now // 86400)
+    row = {"x0": 0.5, "x1": -1.25, "x2": None, "colour": "red"}
+    w1 = dev.window(now - 600)
+    w1.samples = [{"day": day, "slot": 0, "time": now - 590, "id": "p-1", "row": row, "output": "1", "label": None},
+                  {"day": day, "slot": 1, "time": now - 580, "id": "p-2", "row": {**row, "x0": 2.0}, "output": "0",
+                   "label": None}]
+    batch = dev.batch([w1], name="capture")
+    batch["models"][h]["kpi"] = {**KPI, "target": "churned"}
+    assert post(collector, token, gz(batch)).status_code == 200
+    w2 = dev.window(now - 540)  # slot 0 again, now with its label: replaces the first copy
+    w2.samples = [{**w1.samples[0], "label": "0"}]
+    assert post(collector, token, gz(dev.batch([w2], name="capture"))).status_code == 200
+    bad = dev.window(now - 480)
+    bad.samples = [{**w1.samples[0], "row": {"email": "someone@example.org"}}]
+    r = post(collector, token, gz(dev.batch([bad], name="capture")))
+    assert r.status_code == 422 and r.json()["error"] == "windows[0].samples[0].row.email: not a feature of model capture 1.0.0"
+
+    out = tmp_path / "fresh.csv"
+    r = CliRunner().invoke(main, ["collector", "export-samples", h[:12], "--db", collector.db_url, "-o", str(out)])
+    assert r.exit_code == 0 and r.output == f"wrote 1 rows of capture 1.0.0 to {out}\n", r.output
+    rows = list(csv.reader(out.open()))
+    assert rows == [["x0", "x1", "x2", "colour", "churned"], ["0.5", "-1.25", "", "red", "0"]]
+    r = CliRunner().invoke(main, ["collector", "export-samples", "capture:1.0.0", "--all", "--db", collector.db_url,
+                                  "-o", str(out)])
+    assert r.exit_code == 0 and len(list(csv.reader(out.open()))) == 3
+    r = CliRunner().invoke(main, ["collector", "export-samples", "nope:1", "--db", collector.db_url, "-o", str(out)])
+    assert r.exit_code == 1 and "model 'nope:1': no such model" in r.output

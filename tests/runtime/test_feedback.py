@@ -171,3 +171,40 @@ def test_labels_survive_kill_9_of_serve(mixed_bundle: Path, tmp_path: Path) -> N
     with Outbox.open(state) as box:
         fbs = [w.feedback for w in box.pending_windows() if w.feedback is not None]
     assert len(fbs) == 1 and fbs[0].matched == 5 and fbs[0].labels == 5
+
+
+def test_capture_keeps_a_bounded_daily_sample_with_labels(mixed_bundle: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    info = ModelInfo.from_bundle_dir(mixed_bundle)
+    config = AgentConfig(capture_rate=1.0, capture_max_rows_per_day=3, capture_exclude=("colour",))
+    agent = Agent.open(info, state, config, sampler=SystemStats)
+    model = Model(Bundle.open(mixed_bundle), threads=1, recorder=agent.recorder)
+    agent.start()
+    server = PredictServer(model, ServeConfig(port=0), feedback=agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            first = c.post("/predict", json={**ROW, "x1": 0.0}).json()
+            more = c.post("/predict", json=[{**ROW, "x1": float(i)} for i in range(1, 10)]).json()["predictions"]
+            assert c.post("/feedback", json={"id": first["id"], "label": first["label"]}).json()["outcome"] == "matched"
+    finally:
+        server.shutdown()
+        agent.stop()
+    with Outbox.open(state) as box:
+        samples = [x for w in box.pending_windows() for x in (w.samples or [])]
+    assert len(samples) == 3 and {x["slot"] for x in samples} == {0, 1, 2}  # 10 offered, a reservoir of 3 kept
+    assert all("colour" not in x["row"] and x["row"]["shape"] == "round" for x in samples)  # excluded before storing
+    ids = {p["id"] for p in [first, *more]}
+    assert {x["id"] for x in samples} <= ids
+    labelled = [x for x in samples if x["label"] is not None]
+    assert all(x["id"] == first["id"] and x["label"] == first["label"] for x in labelled)
+
+
+def test_capture_that_cannot_fit_the_outbox_is_refused(mixed_bundle: Path, tmp_path: Path) -> None:
+    from mlpack_edge.errors import AgentError
+
+    info = ModelInfo.from_bundle_dir(mixed_bundle)
+    config = AgentConfig(cap_bytes=256 * 1024, capture_rate=0.5, capture_max_rows_per_day=100_000)
+    with pytest.raises(AgentError, match=r"capture_max_rows_per_day 100000 keeps about \d+ bytes of rows a day for mixed"):
+        Agent.open(info, tmp_path, config, sampler=SystemStats)
