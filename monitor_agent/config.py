@@ -3,7 +3,8 @@
 Layers, later wins: defaults < ``<state dir>/agent.json`` (+ ``agent.token``) < environment
 (``MLPACK_COLLECTOR_URL``, ``MLPACK_DEVICE_ID``, ``MLPACK_DEVICE_TOKEN``,
 ``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``, ``MLPACK_CHECKPOINT_SECONDS``,
-``MLPACK_CHECKPOINT_ROWS``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``, ``MLPACK_CLIENT_KEY``)
+``MLPACK_CHECKPOINT_ROWS``, ``MLPACK_FEEDBACK_JOIN_SECONDS``, ``MLPACK_FEEDBACK_MAX_PENDING``,
+``MLPACK_CAPTURE_RATE``, ``MLPACK_CAPTURE_MAX_ROWS_PER_DAY``, ``MLPACK_CAPTURE_EXCLUDE``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``, ``MLPACK_CLIENT_KEY``)
 < command-line flags.
 
 ``checkpoint_seconds`` / ``checkpoint_rows`` bound what a ``kill -9`` or a power cut can

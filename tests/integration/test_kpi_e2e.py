@@ -62,7 +62,7 @@ def test_collector_kpis_equal_sklearn_and_a_failing_gate_alerts(tmp_path: Path) 
         token = admin.add_device(db_url, "clinic-1")
         clock = Clock(time.time() - 3 * 3600)
         config = AgentConfig(collector_url=collector.url, device_id="clinic-1", token=token,
-                             feedback_join_seconds=3600)
+                             feedback_join_seconds=3600, capture_rate=0.5, capture_max_rows_per_day=600)
         info = ModelInfo.from_bundle_dir(bundle_dir)
         agent = Agent.open(info, tmp_path / "state", config, clock=clock, sampler=None)
         model = Model(Bundle.open(bundle_dir), recorder=agent.recorder)
@@ -92,9 +92,17 @@ def test_collector_kpis_equal_sklearn_and_a_failing_gate_alerts(tmp_path: Path) 
             server.shutdown()
         clock.t += 61
         agent.tick()  # closes the traffic window, writes the ids, hands the labels to the outbox
-        result = agent.sync()
-        assert result.outcome == "delivered", result
+        while True:
+            result = agent.sync()
+            assert result.outcome in ("delivered", "nothing"), result
+            if result.outcome == "nothing":
+                break
         agent.stop()
+        fresh = tmp_path / "fresh" / "fresh.csv"
+        fresh.parent.mkdir()
+        exported = CliRunner().invoke(main, ["collector", "export-samples", "breast-cancer:1.0.0", "--db", db_url,
+                                             "-o", str(fresh)])
+        assert exported.exit_code == 0, exported.output
         with httpx.Client(base_url=collector.url, timeout=30) as cl:
             detail = cl.get(f"/api/v1/models/{info.content_hash}").json()
             device = cl.get("/api/v1/devices/clinic-1").json()
@@ -123,3 +131,24 @@ def test_collector_kpis_equal_sklearn_and_a_failing_gate_alerts(tmp_path: Path) 
     breaches = [a for a in alerts if a["kind"] == "production_gate"]
     assert {(a["device"], a["feature"]) for a in breaches} >= {(None, "recall"), ("clinic-1", "recall")}
     assert "Production KPIs" in page and "recall &gt;= 0.9" in page
+
+    # Capture: about half of the 2,000 rows were offered, a day's reservoir of 600 kept; the
+    # labelled ones export in the training columns, and the next build trains on them.
+    with open(fresh, newline="") as fh:
+        got = list(csv.reader(fh))
+    assert got[0] == list(data[0].keys())  # the training CSV's columns, target last as in the example
+    from collections import Counter
+
+    exported_pairs = Counter((tuple(float(v) for v in r[:-1]), r[-1]) for r in got[1:])
+    # Every exported row is one the device labelled (on time or late; first label wins, an
+    # unknown label attaches nothing), with that label: a sub-multiset of the labelled pairs.
+    labelled_pairs = Counter((tuple(rows[k].values()), labels[k]) for k in [*range(1300), *range(1400, 1500)])
+    assert 300 < sum(exported_pairs.values()) <= 600
+    assert not exported_pairs - labelled_pairs
+    spec = (REPO / "examples" / "breast_cancer" / "mlpack.toml").read_text().replace('"breast_cancer.csv"', '"fresh.csv"')
+    spec = spec.replace('gates = ["precision >= 0.9", "recall >= 0.9", "roc_auc >= 0.95"]', "gates = []")
+    (fresh.parent / "mlpack.toml").write_text(spec)
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "mlpack_edge.cli", "build", str(fresh.parent / "mlpack.toml"), "--out",
+         str(tmp_path / "dist2"), "--no-executable", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr
