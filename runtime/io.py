@@ -229,8 +229,9 @@ def _capture(model: Model, batch: Batch, result: BatchResult, kept: Sequence[Seq
         row: dict[str, Any] = {}
         if batch.numeric is not None:
             for c, name in enumerate(num):
-                v = float(batch.numeric[j, c])
-                row[name] = None if v != v else v  # NaN: missing
+                x = batch.numeric[j, c]
+                # NaN: missing; a float32 by its shortest text (18.77, not 18.770000457763672)
+                row[name] = None if x != x else float(str(x))
         for c, name in enumerate(cat):
             v = batch.categorical[c][j]
             row[name] = None if v in ("", None) else str(v)
