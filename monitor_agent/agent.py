@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import logging
 import os
 import threading
@@ -174,6 +175,7 @@ class Agent:
         self._ids: IdMaker | None = None
         self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
         self._remembered_rows = 0
+        self._draining = threading.Lock()  # orders drains of the buffers and label joins (see add_labels)
         self._to_capture: collections.deque[tuple[list[tuple[str, dict[str, Any], Any]], float]] = collections.deque()
         self._next_handoff = 0.0
         self._opening = threading.Lock()
@@ -317,19 +319,29 @@ class Agent:
         """Offer sampled input rows (with their prediction) to the day's reservoir; ``capture_exclude``
         columns are dropped here, before anything is written."""
         drop = self.config.capture_exclude
-        kept = [{k: v for k, v in r.items() if k not in drop} for r in rows] if drop else rows
+        kept = [{k: _finite(v) for k, v in r.items() if k not in drop} for r in rows]
         self._to_capture.append((list(zip(ids, kept, outputs)), self._clock()))
 
     def _drain_remembered(self) -> None:
         """Hand what :meth:`remember` and :meth:`capture` buffered to the join store (opening it) and write it."""
         if not self._remembered and not self._to_capture:
             return
+        with self._draining:  # a label must never be joined while its prediction is between the buffers
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
         store, h = self.feedback, self.model.content_hash
-        while self._to_capture:
-            items, t = self._to_capture.popleft()
+        while True:
+            try:
+                items, t = self._to_capture.popleft()
+            except IndexError:
+                break
             store.capture(h, items, t)
-        while self._remembered:
-            ids, preds, t = self._remembered.popleft()
+        while True:
+            try:
+                ids, preds, t = self._remembered.popleft()
+            except IndexError:
+                break
             self._remembered_rows -= len(ids)
             store.remember(h, ids, preds, t)
         store.flush()
@@ -344,8 +356,9 @@ class Agent:
 
         A one-shot process (never started) hands the counts to the outbox at once.
         """
-        self._drain_remembered()
-        outcomes = self.feedback.add_labels(self.model.content_hash, self.model.target, items)
+        with self._draining:
+            self._drain_locked()
+            outcomes = self.feedback.add_labels(self.model.content_hash, self.model.target, items)
         if not self._started:
             self.feedback.handoff(self.outbox)
         return outcomes
@@ -547,6 +560,11 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model.name!r}, state_dir={str(self.state_dir)!r}, config={self.config!r})"
+
+
+def _finite(v: Any) -> Any:
+    """A captured value as JSON can carry it: NaN and infinities (missing) become ``None``."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _check_capture(model: ModelInfo, config: AgentConfig) -> None:

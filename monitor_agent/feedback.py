@@ -163,16 +163,17 @@ class FeedbackStore:
     def remember(self, model: str, ids: Sequence[str], predictions: Sequence[float], when: float | None = None) -> None:
         """Keep ``ids[i] -> predictions[i]`` (class index or value) for the join; buffered."""
         t = self._clock() if when is None else when
-        if len(ids) == 1:
-            self._buffer.append((model, ids[0], t, float(predictions[0])))
-        else:
-            self._buffer.extend(zip(itertools.repeat(model), ids, itertools.repeat(t), map(float, predictions)))
+        rows = list(zip(itertools.repeat(model), ids, itertools.repeat(t), map(float, predictions)))
+        with self._lock:  # a flush swaps the buffer under this lock: nothing appended to a list being written
+            self._buffer.extend(rows)
 
     def capture(self, model: str, items: Sequence[tuple[str, dict[str, Any], Any]], when: float | None = None) -> None:
         """Offer ``(id, row, output)`` to the day's reservoir of captured rows (opt-in; buffered)."""
         t = self._clock() if when is None else when
-        for pid, row, output in items:
-            self._captured.append((model, pid, t, json.dumps(row, allow_nan=False, default=_plain), json.dumps(output, default=_plain)))
+        rows = [(model, pid, t, json.dumps(row, allow_nan=False, default=_plain), json.dumps(output, default=_plain))
+                for pid, row, output in items]
+        with self._lock:
+            self._captured.extend(rows)
 
     def _reservoir_locked(self, conn: sqlite3.Connection, items: list[tuple[str, str, float, str, str]]) -> None:
         """Algorithm R per (model, UTC day): every offered row ends up kept with the same chance."""

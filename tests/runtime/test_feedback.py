@@ -208,3 +208,26 @@ def test_capture_that_cannot_fit_the_outbox_is_refused(mixed_bundle: Path, tmp_p
     config = AgentConfig(cap_bytes=256 * 1024, capture_rate=0.5, capture_max_rows_per_day=100_000)
     with pytest.raises(AgentError, match=r"capture_max_rows_per_day 100000 keeps about \d+ bytes of rows a day for mixed"):
         Agent.open(info, tmp_path, config, sampler=SystemStats)
+
+
+def test_concurrent_predictions_and_labels_lose_no_id(served: tuple[str, Agent, Model]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, agent, model = served
+
+    def client(n: int) -> list[tuple[str, str]]:
+        out = []
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in range(50):
+                p = c.post("/predict", json={**ROW, "x1": float(n * 100 + i)}).json()
+                out.append((p["id"], p["label"]))
+                if i % 10 == 9:  # label what this client has so far while the others keep predicting
+                    r = c.post("/feedback", json=[{"id": pid, "label": lab} for pid, lab in out[-10:]]).json()
+                    assert r["counts"] == {"matched": 10}, r
+        return out
+
+    with ThreadPoolExecutor(4) as pool:
+        got = [x for part in pool.map(client, range(4)) for x in part]
+    assert len({pid for pid, _ in got}) == 200
+    fb = agent.status().production["feedback"]
+    assert (fb["matched"], fb["unmatched"], fb["duplicate"]) == (200, 0, 0)
