@@ -151,7 +151,7 @@ def test_labels_survive_kill_9_of_serve(mixed_bundle: Path, tmp_path: Path) -> N
     started = start_and_wait(
         [sys.executable, "-m", "mlpack_edge.cli", "device", "--bundle", str(mixed_bundle), "--allow-unsigned",
          "serve", "--port", "0", "--state-dir", str(state)],
-        "serving ", env={**os.environ, "MLPACK_WINDOW_SECONDS": "3600"},
+        "serving ", env={**os.environ, "MLPACK_WINDOW_SECONDS": "3600", "MLPACK_CAPTURE_RATE": "1"},
     )
     assert started.line is not None, started.output()
     url = started.line.split(" on ")[1].split()[0]
@@ -170,7 +170,11 @@ def test_labels_survive_kill_9_of_serve(mixed_bundle: Path, tmp_path: Path) -> N
         agent.stop()
     with Outbox.open(state) as box:
         fbs = [w.feedback for w in box.pending_windows() if w.feedback is not None]
+        samples = [x for w in box.pending_windows() for x in w.samples or ()]
     assert len(fbs) == 1 and fbs[0].matched == 5 and fbs[0].labels == 5
+    # The captured rows (written with the labels' join) are handed over once too, labelled.
+    assert sorted(x["id"] for x in samples) == sorted(p["id"] for p in preds)
+    assert all(x["label"] == x["output"] for x in samples)
 
 
 def test_capture_keeps_a_bounded_daily_sample_with_labels(mixed_bundle: Path, tmp_path: Path) -> None:
