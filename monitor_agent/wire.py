@@ -373,7 +373,9 @@ def _abs_hist(raw: Any, where: str) -> LatencyHistogram:
         raise WireError(f"{where}: {exc}") from None
 
 
-MAX_SAMPLES_PER_WINDOW = 1000
+#: Generous: the outbox merges windows under pressure (their samples with them), and a batch's
+#: size is bounded by the collector's body limits anyway.
+MAX_SAMPLES_PER_WINDOW = 100_000
 _SAMPLE_VALUE = (str, int, float, type(None))
 
 
