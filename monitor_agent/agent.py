@@ -32,6 +32,7 @@ parts it runs.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import math
@@ -216,13 +217,17 @@ class Agent:
         """
         state = Path(state_dir)
         config = load_config(state) if config is None else config
+        if config.capture_rate > 0:
+            try:
+                check_capture(model, config)
+            except AgentError as exc:  # install refuses it; a hand-edited agent.json keeps the rest of monitoring
+                log.error("capture is off: %s", exc)
+                config = dataclasses.replace(config, capture_rate=0.0)
         recorder = Recorder(model.profile, model.content_hash, window_seconds=config.window_seconds, clock=clock)
         agent = cls(
             model, state, config, recorder, SystemSampler(state) if sampler is None else sampler, clock,
             sample_seconds, transport, rng, deferred,
         )
-        if config.capture_rate > 0:
-            _check_capture(model, config)
         recorder.on_window = agent._store
         if config.checkpoint_seconds > 0:
             recorder.set_checkpoints(agent.checkpoint, config.checkpoint_seconds, config.checkpoint_rows)
@@ -567,7 +572,7 @@ def _finite(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _check_capture(model: ModelInfo, config: AgentConfig) -> None:
+def check_capture(model: ModelInfo, config: AgentConfig) -> None:
     """Refuse a capture setting whose day of rows could not fit the outbox (a quarter of its cap)."""
     row = {f.name: 123456.789 if f.kind == "numeric" else "x" * 12 for f in model.profile.features
            if f.name not in config.capture_exclude}

@@ -205,13 +205,16 @@ def test_capture_keeps_a_bounded_daily_sample_with_labels(mixed_bundle: Path, tm
     assert all(x["id"] == first["id"] and x["label"] == first["label"] for x in labelled)
 
 
-def test_capture_that_cannot_fit_the_outbox_is_refused(mixed_bundle: Path, tmp_path: Path) -> None:
-    from mlpack_edge.errors import AgentError
-
+def test_capture_that_cannot_fit_the_outbox_stays_off(mixed_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     info = ModelInfo.from_bundle_dir(mixed_bundle)
     config = AgentConfig(cap_bytes=256 * 1024, capture_rate=0.5, capture_max_rows_per_day=100_000)
-    with pytest.raises(AgentError, match=r"capture_max_rows_per_day 100000 keeps about \d+ bytes of rows a day for mixed"):
-        Agent.open(info, tmp_path, config, sampler=SystemStats)
+    agent = Agent.open(info, tmp_path, config, sampler=SystemStats)  # the rest of monitoring runs
+    try:
+        assert agent.capture_rate == 0.0
+    finally:
+        agent.stop()
+    (line,) = [r.getMessage() for r in caplog.records if "capture is off" in r.getMessage()]
+    assert "capture_max_rows_per_day 100000 keeps about" in line and "lower capture_max_rows_per_day to at most" in line
 
 
 def test_concurrent_predictions_and_labels_lose_no_id(served: tuple[str, Agent, Model]) -> None:
@@ -235,3 +238,17 @@ def test_concurrent_predictions_and_labels_lose_no_id(served: tuple[str, Agent, 
     assert len({pid for pid, _ in got}) == 200
     fb = agent.status().production["feedback"]
     assert (fb["matched"], fb["unmatched"], fb["duplicate"]) == (200, 0, 0)
+
+
+def test_install_checks_capture_settings(mixed_bundle: Path, tmp_path: Path) -> None:
+    base = ["device", "--bundle", str(mixed_bundle), "--allow-unsigned", "install", "--prefix", str(tmp_path / "opt")]
+    r = CliRunner().invoke(main, [*base, "--capture-rate", "2"])
+    assert (r.exit_code, r.output) == (1, "Error: agent settings: capture_rate must be between 0 (off) and 1, got 2.0\n")
+    r = CliRunner().invoke(main, [*base, "--capture-rate", "0.1", "--capture-max-rows-per-day", "1000000"])
+    assert r.exit_code == 1 and r.output.startswith(
+        "Error: agent settings: capture_max_rows_per_day 1000000 keeps about "), r.output
+    assert "lower capture_max_rows_per_day to at most" in r.output and len(r.output.splitlines()) == 1
+    assert not (tmp_path / "opt").exists()
+    # Valid settings pass the checks and reach the next one (this is plain Python, not an executable).
+    r = CliRunner().invoke(main, [*base, "--capture-rate", "0.1", "--capture-exclude", "colour"])
+    assert r.output.startswith("Error: install runs from a device executable"), r.output
