@@ -3,7 +3,6 @@ outbox, the wire section, and the KPIs against scikit-learn's on the same pairs.
 
 from __future__ import annotations
 
-import json
 import math
 import sqlite3
 from pathlib import Path
@@ -17,7 +16,7 @@ from mlpack_edge.monitor_agent.config import AgentConfig
 from mlpack_edge.monitor_agent.feedback import FeedbackStore, IdMaker, Target, read_labels
 from mlpack_edge.monitor_agent.kpi import production_kpis, wilson
 from mlpack_edge.monitor_agent.outbox import Outbox
-from mlpack_edge.monitor_agent.wire import Feedback, Window, WireError, validate_batch
+from mlpack_edge.monitor_agent.wire import Feedback, SystemStats, Window, WireError, validate_batch
 
 from .helpers import MODEL_HASH, FakeClock
 
@@ -218,8 +217,7 @@ def test_agent_hands_labels_to_the_outbox_and_status_shows_kpis(state: Path, clo
            "gates": [{"gate": "accuracy >= 0.8", "metric": "accuracy", "op": ">=", "threshold": 0.8}]}
     info = ModelInfo(model.content_hash, model.name, model.version, model.profile, model.thresholds, CLASSES, kpi)
     state.mkdir(parents=True)
-    agent = Agent.open(info, state, AgentConfig(), clock=clock, sampler=lambda: __import__(
-        "mlpack_edge.monitor_agent.wire", fromlist=["SystemStats"]).SystemStats())
+    agent = Agent.open(info, state, AgentConfig(), clock=clock, sampler=SystemStats)
     agent.start()
     try:
         ids = agent.new_ids(3)
@@ -236,4 +234,3 @@ def test_agent_hands_labels_to_the_outbox_and_status_shows_kpis(state: Path, clo
         assert box.models()[MODEL_HASH]["wire"]["kpi"] == kpi  # the collector learns the gates with the model
     con = sqlite3.connect(state / "feedback.sqlite")
     assert con.execute("SELECT COUNT(*) FROM handoffs").fetchone()[0] == 0
-    assert json.loads(json.dumps(kpi)) == kpi
