@@ -58,6 +58,8 @@ class CollectorConfig:
     error_jump_factor: float = 2.0
     error_jump_min_rate: float = 0.05
     error_jump_min_requests: int = 20
+    # Production gate alert: labelled predictions a gate needs (over the range) before it can fail.
+    kpi_min_labels: int = 100
     clock: Callable[[], float] = field(default=time.time)
     # Fleet rollout: where published bundles are kept (None: a "releases" folder next to a
     # SQLite database, else in the default data folder), whether unsigned ones are accepted,
