@@ -263,6 +263,10 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
         swagger_ui_parameters={"validatorUrl": None},
     )
     app.openapi = lambda: _openapi_document(app, config.device_auth)  # type: ignore[method-assign]
+    if config.viewer_token_hash:
+        from mlpack_edge.collector.viewer import viewer_middleware
+
+        app.middleware("http")(viewer_middleware(config.viewer_token_hash, lambda h: storage.admin_for_token(h) is not None))
     app.state.storage = storage
     app.state.config = config
     app.state.metrics = metrics

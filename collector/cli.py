@@ -67,9 +67,12 @@ def collector() -> None:
               help="Where published bundles are kept [default: a 'releases' folder next to the SQLite database].")
 @click.option("--allow-unsigned-releases", is_flag=True,
               help="Accept unsigned bundles from mlpack publish (development fleets; devices still apply their own trust).")
+@click.option("--viewer-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Require this token (or an admin token) for the fleet page and read API; set it when listening "
+              "beyond 127.0.0.1.")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
           tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str, min_labels: int,
-          release_dir: Path | None, allow_unsigned_releases: bool) -> None:
+          release_dir: Path | None, allow_unsigned_releases: bool, viewer_token_file: Path | None) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
     \b
@@ -87,10 +90,26 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
     config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
                              kpi_min_labels=min_labels, release_dir=release_dir,
-                             allow_unsigned_releases=allow_unsigned_releases)
+                             allow_unsigned_releases=allow_unsigned_releases,
+                             viewer_token_hash=_viewer_hash(viewer_token_file))
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
         warn=lambda line: click.echo(line, err=True))
+
+
+def _viewer_hash(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from mlpack_edge.collector.auth import hash_token
+
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot read ({exc.strerror})", param_hint="--viewer-token-file") from None
+    if len(token) < 16:
+        raise click.BadParameter(f"{path}: a viewer token needs at least 16 characters (e.g. python -c "
+                                 "'import secrets; print(secrets.token_urlsafe(32))')", param_hint="--viewer-token-file")
+    return hash_token(token)
 
 
 @collector.command("add-device")

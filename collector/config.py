@@ -68,6 +68,8 @@ class CollectorConfig:
     allow_unsigned_releases: bool = False
     max_release_bytes: int = 256 * 1024 * 1024
     rollout_tick: float = 2.0
+    # sha256 of the viewer token the page and read API require (None: open, see collector.viewer).
+    viewer_token_hash: str | None = None
 
     def releases_folder(self) -> Path:
         """Where release archives live: ``--release-dir``, else next to a SQLite database, else

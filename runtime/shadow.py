@@ -158,6 +158,7 @@ class LiveShadow:
         self.current, self.candidate, self.offer = current, candidate, offer
         self.started, self.clock = started, clock
         self.stats = ShadowStats()
+        self._turn = 0
         self._queue: queue.Queue[Any] = queue.Queue(max_queue)
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="mlpack-shadow", daemon=True)
@@ -185,19 +186,31 @@ class LiveShadow:
             if payload is None:
                 return
             rows = payload if isinstance(payload, list) else [payload]
+            self._turn += 1
             try:
-                cur, t_cur = _run(self.current, rows)
-                try:
-                    cand, t_cand = _run(self.candidate, rows)
-                except Exception:  # the candidate failing where the current one answered is an error of its own
-                    with self._lock:
-                        self.stats.inputs += len(rows)
-                        self.stats.candidate_errors += len(rows)
-                    continue
+                if self._turn % 2:  # alternate who runs first, as in compare()
+                    try:
+                        cand, t_cand = _run(self.candidate, rows)
+                    except Exception:  # the candidate failing on an input is an error of its own
+                        self._candidate_failed(len(rows))
+                        continue
+                    cur, t_cur = _run(self.current, rows)
+                else:
+                    cur, t_cur = _run(self.current, rows)
+                    try:
+                        cand, t_cand = _run(self.candidate, rows)
+                    except Exception:
+                        self._candidate_failed(len(rows))
+                        continue
                 with self._lock:
                     self.stats.add(cur, cand, t_cur, t_cand)
             except Exception:  # an input the current model cannot take either: not the candidate's fault
                 log.debug("shadow: input skipped", exc_info=True)
+
+    def _candidate_failed(self, n: int) -> None:
+        with self._lock:
+            self.stats.inputs += n
+            self.stats.candidate_errors += n
 
     def stop(self) -> ShadowStats:
         if self._thread.is_alive():

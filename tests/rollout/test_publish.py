@@ -170,3 +170,32 @@ def test_bad_rollout_options_are_one_line_errors(fleet: Fleet, args: list[str]) 
                *args)
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("Error: ")
+
+
+def test_a_viewer_token_guards_the_page_and_read_api_but_not_devices(tmp_path: Path) -> None:
+    viewer = tmp_path / "viewer.token"
+    viewer.write_text("v" * 8 + "-viewer-secret-1234\n")
+    f = start_fleet(tmp_path / "guarded", "--viewer-token-file", str(viewer))
+    try:
+        token = viewer.read_text().strip()
+        with httpx.Client(base_url=f.url, timeout=30) as c:
+            for path in ("/", "/rollouts", "/metrics", "/api/v1/devices", "/api/v1/fleet", "/api/v1/releases"):
+                r = c.get(path)
+                assert r.status_code == 401 and "needs a viewer token" in r.json()["error"], path
+                assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200, path
+            assert c.get("/api/v1/devices", headers={"Authorization": f"Bearer {f.token('admin')}"}).status_code == 200
+            assert c.get("/api/v1/devices", headers={"Authorization": f"Bearer {f.token('press-01')}"}).status_code == 401
+            opened = c.get(f"/?token={token}")
+            assert opened.status_code == 200 and "mlpack_viewer" in opened.headers["set-cookie"]
+            assert "HttpOnly" in opened.headers["set-cookie"]
+            assert c.get("/rollouts").status_code == 200  # the cookie from here on
+        with httpx.Client(base_url=f.url, timeout=30) as c:  # what stays open: health, and the devices' own routes
+            assert c.get("/healthz").status_code == 200
+            assert c.get("/api/v1/updates", headers={"Authorization": f"Bearer {f.token('press-01')}"}).json() == {
+                "updates": []}
+    finally:
+        stop_collector(f.collector)
+    short = tmp_path / "short.token"
+    short.write_text("abc")
+    r = mlpack("collector", "serve", "--data-dir", tmp_path / "x", "--viewer-token-file", short)
+    assert r.returncode == 2 and "a viewer token needs at least 16 characters" in r.stderr

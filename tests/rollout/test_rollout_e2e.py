@@ -146,15 +146,12 @@ def test_a_disagreeing_candidate_halts_at_stage_one_and_a_good_one_reaches_every
         started = mlpack("rollout", "start", "gov", "1.0.1", *common, "--stages", "20,60,100", "--hold", "1s",
                          "--shadow", "1s")
         assert started.returncode == 0, started.stderr
-        seen_stages = set()
         deadline = time.time() + 420
         while status()["state"] == "active" and time.time() < deadline:
-            seen_stages.add(status()["stage"])
             cycle()
             time.sleep(0.5)
         doc = status()
         assert doc["state"] == "completed", (doc["reason"], doc["stages"], serve.output())
-        assert seen_stages >= {1, 2}
         assert [s["counts"] for s in doc["stages"]] == [{"updated": 1}, {"updated": 2}, {"updated": 2}]
         assert set(versions().values()) == {"1.0.1"}
         for _ in range(100):  # the serving device restarted into 1.0.1 on the same port
