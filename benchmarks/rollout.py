@@ -192,17 +192,20 @@ def ingest_cost(work: Path, rounds: int, n: int) -> list[float]:
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         sims[label] = SimDevice("press-01", profile, model_hash("breast-cancer", "1.0.0"))
         first = sims[label].batch([sims[label].window(time.time() - 120)], name="breast-cancer")
-        conn.request("POST", "/api/v1/ingest", gzip.compress(json.dumps(first).encode()),
-                     {"Authorization": f"Bearer {tokens[label]}", "Content-Encoding": "gzip"})
-        assert conn.getresponse().read() and True
+        def call(method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
+            conn.request(method, path, body, headers)
+            reply = conn.getresponse()
+            reply.read()
+            return reply.status
+
+        assert call("POST", "/api/v1/ingest", gzip.compress(json.dumps(first).encode()),
+                    {"Authorization": f"Bearer {tokens[label]}", "Content-Encoding": "gzip"}) == 200
         if label == "rollout":
-            conn.request("POST", "/api/v1/releases", pack_bundle(work / "dist" / "breast-cancer-1.0.1"),
-                         {"Authorization": f"Bearer {admin_token}"})
-            assert conn.getresponse().status == 201
-            conn.request("POST", "/api/v1/rollouts", json.dumps({"model": "breast-cancer", "version": "1.0.1",
-                                                                 "stages": [100], "devices": ["press-01"]}),
-                         {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"})
-            assert conn.getresponse().status == 201
+            assert call("POST", "/api/v1/releases", pack_bundle(work / "dist" / "breast-cancer-1.0.1"),
+                        {"Authorization": f"Bearer {admin_token}"}) == 201
+            assert call("POST", "/api/v1/rollouts", json.dumps({"model": "breast-cancer", "version": "1.0.1",
+                                                                "stages": [100], "devices": ["press-01"]}).encode(),
+                        {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}) == 201
         conns[label] = conn
     ratios = []
     try:

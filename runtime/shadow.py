@@ -12,8 +12,10 @@ model and the two are compared row by row:
 :class:`LiveShadow` does it in ``serve`` on live requests: the request thread only puts the
 request body on a bounded queue after its answer is computed (a full queue drops the
 sample, counted), and one background thread runs both models on it, so answers never
-change and the cost on the request path is one queue put. :func:`compare` does it on a
-fixed set of rows (``<model> update``, which has no live traffic: the golden probe inputs
+change and the cost on the request path is one queue put. The thread keeps to a duty cycle
+(``budget``, a quarter of one core by default): after spending ``t`` on a sample it skips
+new ones for ``t·(1-budget)/budget``; skipped samples are counted in ``dropped``.
+:func:`compare` does it on a fixed set of rows (``<model> update``, which has no live traffic: the golden probe inputs
 of both builds). :meth:`ShadowStats.verdict` says why a candidate fails, if it does.
 """
 
@@ -36,6 +38,7 @@ __all__ = ["ShadowStats", "LiveShadow", "compare", "REGRESSION_TOLERANCE"]
 
 log = logging.getLogger("mlpack_edge.runtime")
 REGRESSION_TOLERANCE = 0.05  # relative difference under which two regression values "agree"
+DEFAULT_BUDGET = 0.25  # share of one core the live comparison may use; samples beyond it are skipped
 MIN_LATENCY_CALLS = 20  # fewer timed calls than this: no latency verdict
 LATENCY_SLACK_MS = 0.5  # a p95 worse by less than this is not held against the candidate
 
@@ -154,10 +157,13 @@ class LiveShadow:
     """The candidate on ``serve``'s live inputs, in one background thread (see the module doc)."""
 
     def __init__(self, current: Model, candidate: Model, offer: dict[str, Any], started: float,
-                 clock: Callable[[], float] = time.time, max_queue: int = 256, worker: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, max_queue: int = 256, worker: bool = True,
+                 budget: float = DEFAULT_BUDGET) -> None:
         self.current, self.candidate, self.offer = current, candidate, offer
         self.started, self.clock = started, clock
         self.stats = ShadowStats()
+        self.budget = budget  # share of one core the comparison may use
+        self._resume_at = 0.0  # perf_counter time before which new samples are skipped (duty cycle)
         self._turn = 0
         self._queue: queue.Queue[Any] = queue.Queue(max_queue)
         self._lock = threading.Lock()
@@ -173,7 +179,13 @@ class LiveShadow:
         return self.clock() - self.started >= self.duration
 
     def submit(self, payload: Any) -> None:
-        """A request body the serving model just answered (a row or a list of rows); never blocks."""
+        """A request body the serving model just answered (a row or a list of rows); never blocks.
+
+        Skipped (and counted) while the worker is over its budget or the queue is full."""
+        if time.perf_counter() < self._resume_at:
+            with self._lock:
+                self.stats.dropped += 1
+            return
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
@@ -186,26 +198,35 @@ class LiveShadow:
             if payload is None:
                 return
             rows = payload if isinstance(payload, list) else [payload]
-            self._turn += 1
+            started = time.perf_counter()
             try:
-                if self._turn % 2:  # alternate who runs first, as in compare()
-                    try:
-                        cand, t_cand = _run(self.candidate, rows)
-                    except Exception:  # the candidate failing on an input is an error of its own
-                        self._candidate_failed(len(rows))
-                        continue
-                    cur, t_cur = _run(self.current, rows)
-                else:
-                    cur, t_cur = _run(self.current, rows)
-                    try:
-                        cand, t_cand = _run(self.candidate, rows)
-                    except Exception:
-                        self._candidate_failed(len(rows))
-                        continue
-                with self._lock:
-                    self.stats.add(cur, cand, t_cur, t_cand)
-            except Exception:  # an input the current model cannot take either: not the candidate's fault
-                log.debug("shadow: input skipped", exc_info=True)
+                self._compare(rows)
+            finally:
+                spent = time.perf_counter() - started
+                # Duty cycle: after spending t, rest t * (1 - budget) / budget before the next sample.
+                self._resume_at = time.perf_counter() + spent * (1.0 - self.budget) / self.budget
+
+    def _compare(self, rows: list[Any]) -> None:
+        self._turn += 1
+        try:
+            if self._turn % 2:  # alternate who runs first, as in compare()
+                try:
+                    cand, t_cand = _run(self.candidate, rows)
+                except Exception:  # the candidate failing on an input is an error of its own
+                    self._candidate_failed(len(rows))
+                    return
+                cur, t_cur = _run(self.current, rows)
+            else:
+                cur, t_cur = _run(self.current, rows)
+                try:
+                    cand, t_cand = _run(self.candidate, rows)
+                except Exception:
+                    self._candidate_failed(len(rows))
+                    return
+            with self._lock:
+                self.stats.add(cur, cand, t_cur, t_cand)
+        except Exception:  # an input the current model cannot take either: not the candidate's fault
+            log.debug("shadow: input skipped", exc_info=True)
 
     def _candidate_failed(self, n: int) -> None:
         with self._lock:

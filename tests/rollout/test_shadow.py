@@ -71,7 +71,7 @@ def test_live_shadow_sees_every_request_and_changes_no_answer(served: PredictSer
         plain = [c.post("/predict", json=r).json() for r in probe]
         plain_batch = c.post("/predict", json=probe).json()
         now = [1000.0]
-        shadow = LiveShadow(served.model, model(inverted), {"shadow": 60}, 1000.0, clock=lambda: now[0])
+        shadow = LiveShadow(served.model, model(inverted), {"shadow": 60}, 1000.0, clock=lambda: now[0], budget=1.0)
         served.shadow = shadow
         shadowed = [c.post("/predict", json=r).json() for r in probe]
         shadowed_batch = c.post("/predict", json=probe).json()
@@ -98,3 +98,19 @@ def test_a_full_shadow_queue_drops_samples_instead_of_waiting(bundles: Bundles) 
         shadow.submit(r)
     assert time.perf_counter() - t0 < 1.0
     assert shadow.stats.dropped == len(probe) - 1  # one fits; the others are counted, not waited for
+
+
+def test_the_live_shadow_keeps_to_its_cpu_budget(bundles: Bundles, inverted: Path) -> None:
+    shadow = LiveShadow(model(bundles.v1), model(inverted), {"shadow": 60}, time.time(), budget=0.25)
+    probe = rows(bundles.v1)
+    t0 = time.perf_counter()
+    i = 0
+    while time.perf_counter() - t0 < 1.5:  # a flood of requests, far more than a quarter core can compare
+        shadow.submit(probe[i % len(probe)])
+        i += 1
+        time.sleep(0.0002)
+    elapsed = time.perf_counter() - t0
+    stats = shadow.stop()
+    spent = (sum(stats.current_ms) + sum(stats.candidate_ms)) / 1000  # one row per sample: per-row ms = per call
+    assert stats.rows > 0 and stats.dropped > stats.rows  # sampled, not all
+    assert spent <= 0.25 * elapsed * 1.5 + 0.05, (spent, elapsed, stats.rows)
