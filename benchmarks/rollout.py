@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/rollout.py [--rounds 7] [--block 400] [--ingest 300]
 
+``--budget`` (repeatable) sets the live shadow's CPU budget (``runtime.shadow.DEFAULT_BUDGET``
+otherwise); ``--skip-ingest`` skips part 3.
+
 1. **Bytes for a model-only update vs the full executable.** The breast-cancer example is
    built as 1.0.0 (device executable) and 1.0.1 (bundle only, another C); 1.0.1 is
    published to a real collector process and downloaded by the device's own downloader
@@ -115,15 +118,16 @@ from mlpack_edge.runtime.server import PredictServer, ServeConfig
 from mlpack_edge.runtime.shadow import LiveShadow
 model = Model(Bundle.open(sys.argv[1]))
 server = PredictServer(model, ServeConfig(port=0))
-if len(sys.argv) > 2:
-    server.shadow = LiveShadow(model, Model(Bundle.open(sys.argv[2])), {"shadow": 1e9}, time.time())
+if len(sys.argv) > 3:
+    server.shadow = LiveShadow(model, Model(Bundle.open(sys.argv[3])), {"shadow": 1e9}, time.time(),
+                               budget=float(sys.argv[2]))
 print("serving on", server.url, flush=True)
 server.serve_forever()
 """
 
 
-def _server(bundle: Path, candidate: Path | None) -> tuple[object, http.client.HTTPConnection]:
-    cmd = [sys.executable, "-c", _SERVER, str(bundle)] + ([str(candidate)] if candidate else [])
+def _server(bundle: Path, candidate: Path | None, budget: float) -> tuple[object, http.client.HTTPConnection]:
+    cmd = [sys.executable, "-c", _SERVER, str(bundle), str(budget)] + ([str(candidate)] if candidate else [])
     started = start_and_wait(cmd, "serving on ", stream="stdout", timeout=120)
     assert started.line is not None, started.output()
     host, port = started.line.split("http://")[1].strip().split(":")
@@ -146,7 +150,7 @@ def _p50(conn: http.client.HTTPConnection, path: str, bodies: list[bytes], n: in
     return out
 
 
-def shadow_cost(work: Path, rounds: int, block: int) -> list[float]:
+def shadow_cost(work: Path, rounds: int, block: int, budget: float) -> list[float]:
     bundle = work / "dist" / "breast-cancer-1.0.0"
     candidate = work / "dist" / "breast-cancer-1.0.1"
     import csv
@@ -157,7 +161,7 @@ def shadow_cost(work: Path, rounds: int, block: int) -> list[float]:
     ratios = []
     for rnd in range(rounds):
         order = [None, candidate] if rnd % 2 == 0 else [candidate, None]
-        servers = {str(c): _server(bundle, c) for c in order}
+        servers = {str(c): _server(bundle, c, budget) for c in order}
         times: dict[str, list[float]] = {k: [] for k in servers}
         for _ in range(3):
             for k, (_, conn) in servers.items():
@@ -240,6 +244,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--block", type=int, default=400)
     ap.add_argument("--ingest", type=int, default=300, help="uploads per collector per round")
+    ap.add_argument("--budget", type=float, action="append",
+                    help="the live shadow's CPU budget (share of one core); repeatable [default: the runtime's]")
+    ap.add_argument("--skip-ingest", action="store_true")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,9 +254,15 @@ def main() -> None:
         b = bytes_for_update(work)
         print(f"model-only update: {b['downloaded']:,} bytes downloaded vs the {b['executable']:,}-byte executable "
               f"= {b['ratio'] * 100:.3f}%")
-        print("shadow cost on single-row serve p50 (shadow / plain):")
-        s = shadow_cost(work, args.rounds, args.block)
-        print(f"shadow cost: min {min(s):.3f}x, median {statistics.median(s):.3f}x over {len(s)} rounds")
+        from mlpack_edge.runtime.shadow import DEFAULT_BUDGET
+
+        for budget in args.budget or [DEFAULT_BUDGET]:
+            print(f"shadow cost on single-row serve p50 (shadow / plain), budget {budget:g} of a core:")
+            s = shadow_cost(work, args.rounds, args.block, budget)
+            print(f"shadow cost (budget {budget:g}): min {min(s):.3f}x, median {statistics.median(s):.3f}x "
+                  f"over {len(s)} rounds")
+        if args.skip_ingest:
+            return
         print("offer check on ingest (with an offer in the reply / without):")
         i = ingest_cost(work, args.rounds, args.ingest)
         print(f"ingest cost: min {min(i):.3f}x, median {statistics.median(i):.3f}x over {len(i)} rounds")

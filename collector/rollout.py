@@ -170,9 +170,10 @@ def device_state(storage: Any, rollout: Rollout, device: str, last_model: str | 
     reported = rollout.devices.get(device)
     if reported is not None and reported["state"] in ("failed", "rolled_back"):
         return reported["state"], reported["updated_at"]
-    seen = storage.first_window_at(device, rollout.release, rollout.created_at)
-    if seen is not None and last_model == rollout.release:
-        return "updated", seen
+    if last_model == rollout.release:  # one query only for devices already on the release
+        seen = storage.first_window_at(device, rollout.release, rollout.created_at)
+        if seen is not None:
+            return "updated", seen
     if reported is not None:
         return reported["state"], reported["updated_at"]
     return "waiting", None

@@ -13,7 +13,7 @@ model and the two are compared row by row:
 request body on a bounded queue after its answer is computed (a full queue drops the
 sample, counted), and one background thread runs both models on it, so answers never
 change and the cost on the request path is one queue put. The thread keeps to a duty cycle
-(``budget``, a quarter of one core by default): after spending ``t`` on a sample it skips
+(``budget``, a tenth of one core by default): after spending ``t`` on a sample it skips
 new ones for ``t·(1-budget)/budget``; skipped samples are counted in ``dropped``.
 :func:`compare` does it on a fixed set of rows (``<model> update``, which has no live traffic: the golden probe inputs
 of both builds). :meth:`ShadowStats.verdict` says why a candidate fails, if it does.
@@ -38,7 +38,7 @@ __all__ = ["ShadowStats", "LiveShadow", "compare", "REGRESSION_TOLERANCE"]
 
 log = logging.getLogger("mlpack_edge.runtime")
 REGRESSION_TOLERANCE = 0.05  # relative difference under which two regression values "agree"
-DEFAULT_BUDGET = 0.25  # share of one core the live comparison may use; samples beyond it are skipped
+DEFAULT_BUDGET = 0.1  # share of one core the live comparison may use; samples beyond it are skipped
 MIN_LATENCY_CALLS = 20  # fewer timed calls than this: no latency verdict
 LATENCY_SLACK_MS = 0.5  # a p95 worse by less than this is not held against the candidate
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import CollectorError
 
@@ -71,9 +71,9 @@ _RELEASE_COLS = "hash, name, version, size, sha256, signed_by, runtime, publishe
 class RolloutSql:
     """Methods :class:`~mlpack_edge.collector.storage._sql.SqlStorage` gains (``self`` is one)."""
 
-    # Provided by SqlStorage.
-    def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]: ...  # pragma: no cover
-    def write(self) -> Any: ...  # pragma: no cover
+    if TYPE_CHECKING:  # provided by SqlStorage, which mixes this class in
+        def _query(self, statement: str, params: Sequence[Any] = ()) -> list[Any]: ...
+        def write(self) -> Any: ...
 
     # ---------------------------------------------------------------- admin tokens
 
