@@ -148,7 +148,7 @@ def _tensor(t: Any, i: int, binary: bytes, offset: int) -> tuple[str, str, list[
     name = t["name"]
     where = f"input {name!r}"
     datatype = t.get("datatype")
-    if datatype not in _NUMPY and datatype != "BYTES":
+    if not isinstance(datatype, str) or (datatype not in _NUMPY and datatype != "BYTES"):
         raise InputError(f"{where}: datatype must be one of {_DATATYPES}, got {datatype!r}")
     shape = t.get("shape")
     if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):

@@ -233,7 +233,7 @@ class PredictServer:
         return 200, self._openapi, _JSON
 
     def ping(self) -> Reply:
-        return 200, b"\n", _JSON  # what MLflow's scoring server answers (its client waits on it)
+        return 200, b'{"status": "ok"}', _JSON  # MLflow's client waits for a 200 here
 
     def v2_server(self) -> Reply:
         return 200, self._v2_server, _JSON
@@ -492,7 +492,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._reply(self.path, *self._not_here(self.path.split("?", 1)[0]))
 
-    do_DELETE = do_PATCH = do_PUT
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (DELETE, TRACE, HEAD, QUERY, ...): 405 with ``Allow``, not http.server's 501 page."""
+        if name.startswith("do_"):
+            self.close_connection = self.command == "HEAD"  # its client reads no body: do not reuse the connection
+            return self.do_PUT
+        raise AttributeError(name)
 
     def _not_here(self, path: str) -> Reply:
         v2 = _v2_path(path)

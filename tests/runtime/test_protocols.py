@@ -127,6 +127,24 @@ def test_mlflow_json_formats(client: httpx.Client, model: Model, payload: dict[s
     assert (r.status_code, r.json()) == (200, {"predictions": expected_labels(model, ROWS)})
 
 
+# What MLflow 3.18's own client sends (mlflow.pyfunc.scoring_server.client.ScoringServerClient.invoke,
+# through mlflow.utils.proto_json_utils.dump_input_data), recorded byte for byte for a pandas
+# DataFrame of ROWS and for a dict of numpy arrays: note the NaN literals, which is how it
+# writes a missing value (pandas' to_json), numeric or categorical.
+MLFLOW_CLIENT_BODIES = [
+    b'{"dataframe_split": {"index": [0, 1, 2], "columns": ["x1", "x2", "colour", "shape"], "data": [[1.0, NaN, "red",'
+    b' "round"], [-0.5, 2.0, "blue", "square"], [0.25, -1.0, NaN, "round"]]}}',
+    b'{"inputs": {"x1": [1.0], "x2": [NaN], "colour": ["red"], "shape": ["round"]}}',
+]
+
+
+@pytest.mark.parametrize("body", MLFLOW_CLIENT_BODIES, ids=["dataframe", "dict-of-arrays"])
+def test_mlflow_client_bodies(client: httpx.Client, model: Model, body: bytes) -> None:
+    r = client.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+    n = body.count(b"round") + body.count(b"square")
+    assert (r.status_code, r.json()) == (200, {"predictions": expected_labels(model, ROWS[:n])})
+
+
 def test_mlflow_one_row_of_scalars(client: httpx.Client, model: Model) -> None:
     r = client.post("/invocations", json={"inputs": ROWS[0]})
     assert r.json() == {"predictions": expected_labels(model, ROWS[:1])}
@@ -284,9 +302,13 @@ def test_v2_shapes_datatypes_and_a_chosen_output(client: httpx.Client, model: Mo
          "input 'x1': datatype must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16,"
          " FP32, FP64, BYTES, got 'FP128'"),
         (lambda p: p.update(outputs=[{"name": "proba"}]), 400, "unknown output 'proba' (the model gives: label, probabilities)"),
+        (lambda p: p["inputs"][0].update(datatype={}), 400,  # found by schemathesis: was a 500
+         "input 'x1': datatype must be one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16,"
+         " FP32, FP64, BYTES, got {}"),
         (lambda p: p.pop("inputs"), 400, "'inputs': expected a non-empty list of tensors {name, datatype, shape, data}"),
     ],
-    ids=["missing", "unknown", "bytes-expected", "number-expected", "count", "wide", "bad-row", "datatype", "output", "no-inputs"],
+    ids=["missing", "unknown", "bytes-expected", "number-expected", "count", "wide", "bad-row", "datatype", "output",
+         "datatype-object", "no-inputs"],
 )
 def test_v2_errors(client: httpx.Client, openapi: dict[str, Any], mutate: Any, status: int, error: str) -> None:
     payload = {"inputs": v2_inputs(ROWS)}
@@ -304,6 +326,9 @@ def test_v2_unknown_model_and_methods(client: httpx.Client) -> None:
     r = client.post("/v2/models/mixed")
     assert r.status_code == 405 and r.headers["allow"] == "GET"
     assert client.get("/v2/models/mixed/explain").status_code == 404
+    for method in ("TRACE", "QUERY", "OPTIONS"):  # http.server would answer 501 with an HTML page
+        r = client.request(method, "/v2/health/live")
+        assert (r.status_code, r.headers["allow"], r.json()) == (405, "GET", {"error": f"{method} is not allowed on /v2/health/live (use GET)"})
 
 
 def test_v2_one_matrix_tensor_for_an_all_numeric_model(binary_bundle: Path) -> None:
