@@ -446,3 +446,23 @@ def test_predict_health_info_responses_conform(client: httpx.Client, openapi: di
         ("get", "/v2", {}),
     ]:
         conforms(openapi, path, method, client.request(method.upper(), path, **kwargs))
+
+
+def test_v2_integer_classes_decode_with_tritonclient() -> None:
+    """INT64 labels (a model whose classes are integers), binary and JSON, read back by tritonclient's own decoder."""
+    http = pytest.importorskip("tritonclient.http")
+    from mlpack_edge.runtime import _v2
+    from mlpack_edge.runtime.schema import Schema
+
+    labels = np.array([1, 0, 2], dtype=np.int64)
+    proba = np.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.0, 0.25, 0.75]], dtype=np.float32)
+    batch = Schema(()).columns([], 3)
+    for binary in (True, False):
+        request = _v2.InferRequest("7", batch, (("label", binary), ("probabilities", binary)))
+        body, header_length = _v2.infer_response(request, "m", "1", (0, 1, 2), {"label": labels, "probabilities": proba})
+        assert (header_length is not None) == binary
+        result = http.InferResult.from_response_body(body, header_length=header_length)
+        assert result.get_output("label")["datatype"] == "INT64"
+        np.testing.assert_array_equal(result.as_numpy("label"), labels)
+        np.testing.assert_array_equal(result.as_numpy("probabilities"), proba)
+        assert result.get_response()["id"] == "7"
