@@ -260,7 +260,7 @@ def _outputs(payload: dict[str, Any], task: str) -> tuple[tuple[str, bool], ...]
     params = payload.get("parameters")
     default_binary = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
     asked = payload.get("outputs")
-    if asked is None:
+    if asked is None or asked == []:  # not specified (or an empty list): every output, as the protocol says
         return tuple((n, default_binary) for n in names)
     if not isinstance(asked, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in asked):
         raise InputError("'outputs': expected a list of objects with a 'name'")

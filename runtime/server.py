@@ -253,10 +253,12 @@ class PredictServer:
                 log.exception("monitoring metrics failed")
         return 200, text.encode(), CONTENT_TYPE
 
-    def predict(self, body: bytes) -> Reply:
+    def predict(self, body: bytes, headers: Mapping[str, str] | None = None) -> Reply:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
+            if headers is not None and (headers.get("Content-Type") or "").lower().startswith("text/csv"):
+                return _error(400, "/predict takes JSON; POST CSV to /invocations (MLflow's protocol, Content-Type: text/csv)")
             return _error(400, f"request body is not valid JSON ({exc})")
         except RecursionError:
             return _error(400, "request body is not valid JSON (nested too deeply)")
@@ -474,17 +476,17 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/predict":
             t0 = time.perf_counter()
-            status, body, ctype = self._read_and_call(self.app.predict)
+            status, body, ctype = self._read_and_call(self.app.predict, self.headers)
             self._reply(path, status, body, ctype, t0=t0)
             return
         v2 = _v2_path(path)
         if path == "/invocations":
             t0 = time.perf_counter()
-            self._reply(path, *self._read_and_call(lambda body: self.app.invocations(body, self.headers)), t0=t0)
+            self._reply(path, *self._read_and_call(self.app.invocations, self.headers), t0=t0)
         elif v2 is not None and v2[2] == "infer":
             t0 = time.perf_counter()
             name, version, _ = v2
-            reply = self._read_and_call(lambda body: self.app.v2_infer(name, version, body, self.headers))
+            reply = self._read_and_call(lambda body, headers: self.app.v2_infer(name, version, body, headers), self.headers)
             self._reply(_v2_endpoint("infer"), *reply, t0=t0)
         else:
             self._reply(path, *self._not_here(path))
@@ -516,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
             " (KServe v2), GET /health, /info, /metrics, /openapi.json",
         )
 
-    def _read_and_call(self, call: Callable[[bytes], Reply]) -> Reply:
+    def _read_and_call(self, call: Callable[[bytes, Any], Reply], headers: Any) -> Reply:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             return _error(411, "send the body with a Content-Length (chunked transfer is not accepted)")
@@ -537,7 +539,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return _error(400, "request body ended before Content-Length bytes")
         try:
-            return call(body)
+            return call(body, headers)
         except Exception:  # a bug, not the client's fault: answer 500, keep serving
             log.exception("request failed")
             return _error(500, "internal error")

@@ -217,6 +217,9 @@ def test_predict_names_the_right_endpoint(client: httpx.Client) -> None:
     r = client.post("/predict", json={"inputs": [{"name": "x1", "shape": [1], "datatype": "FP32", "data": [1.0]}]})
     assert (r.status_code, r.json()) == (400, {"error": "this is a KServe v2 inference request: POST it to"
                                                 " /v2/models/mixed/infer (/predict takes one row {feature: value} or a list of rows)"})
+    r = client.post("/predict", content="x1,x2,colour,shape\n1,2,red,round\n", headers={"Content-Type": "text/csv"})
+    assert (r.status_code, r.json()) == (400, {"error": "/predict takes JSON; POST CSV to /invocations (MLflow's"
+                                                " protocol, Content-Type: text/csv)"})
     r = client.post("/predict", json={"x1": 1.0})  # a real row that lacks features still says so
     assert r.status_code == 422 and r.json()["error"].startswith("missing features 'x2', 'colour', 'shape'")
 
@@ -282,6 +285,8 @@ def test_v2_shapes_datatypes_and_a_chosen_output(client: httpx.Client, model: Mo
     inputs[0]["shape"] = [3, 1]
     r = client.post("/v2/models/mixed/versions/1.0.0/infer", json={"inputs": inputs, "outputs": [{"name": "label"}]})
     assert r.json()["outputs"] == [{"name": "label", "datatype": "BYTES", "shape": [3], "data": expected_labels(model, ROWS)}]
+    r = client.post("/v2/models/mixed/infer", json={"inputs": inputs, "outputs": []})  # found by the fuzz test
+    assert [o["name"] for o in r.json()["outputs"]] == ["label", "probabilities"]
 
 
 @pytest.mark.parametrize(
