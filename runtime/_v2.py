@@ -35,7 +35,7 @@ from mlpack_edge.errors import InputError
 from mlpack_edge.runtime._format import json_floats
 from mlpack_edge.runtime.schema import Batch, Schema
 
-__all__ = ["PLATFORM", "DATATYPES", "InferRequest", "server_metadata", "model_metadata", "read_infer", "infer_response"]
+__all__ = ["PLATFORM", "DATATYPES", "looks_like_v2", "InferRequest", "server_metadata", "model_metadata", "read_infer", "infer_response"]
 
 PLATFORM = "onnxruntime_onnx"
 EXTENSIONS = ["binary_tensor_data"]
@@ -97,6 +97,17 @@ def model_metadata(name: str, version: str, task: str, classes: Sequence[Any], s
 # ---------------------------------------------------------------------------- requests
 
 
+def looks_like_v2(payload: Any, schema: Schema) -> bool:
+    """A body shaped for ``infer`` (``inputs``: tensors with a name and a datatype), for pointing a client there."""
+    inputs = payload.get("inputs") if isinstance(payload, dict) else None
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(t, dict) and "name" in t and "datatype" in t for t in inputs)
+        and not {"name", "datatype"} & set(schema.names)
+    )
+
+
 def read_infer(body: bytes, header_length: str | None, schema: Schema, task: str) -> InferRequest:
     """Parse and validate an ``infer`` body (JSON, or JSON + binary tensors) into rows."""
     head, binary = _split_body(body, header_length)
@@ -110,6 +121,9 @@ def read_infer(body: bytes, header_length: str | None, schema: Schema, task: str
         raise InputError("expected a JSON object with 'inputs' (a list of tensors)")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
+        mlflow = [k for k in ("dataframe_split", "dataframe_records", "instances") if k in payload]
+        if mlflow:
+            raise InputError(f"this is an MLflow scoring request ({mlflow[0]!r}): POST it to /invocations")
         raise InputError("'inputs': expected a non-empty list of tensors {name, datatype, shape, data}")
     tensors: dict[str, tuple[str, list[int], Any]] = {}
     offset = 0

@@ -287,19 +287,17 @@ class PredictServer:
     def _meant_elsewhere(self, payload: dict[str, Any]) -> str | None:
         """For a /predict body shaped for another protocol: which endpoint takes it."""
         key = _mlflow.looks_like_mlflow(payload, self.model.schema)
-        inputs = payload.get("inputs")
-        if isinstance(inputs, list) and inputs and all(isinstance(t, dict) and "datatype" in t for t in inputs):
-            if "inputs" not in self.model.schema.names:
-                return (
-                    f"this is a KServe v2 inference request: POST it to /v2/models/{self.model.name}/infer"
-                    " (/predict takes one row {feature: value} or a list of rows)"
-                )
+        if "inputs" not in self.model.schema.names and _v2.looks_like_v2(payload, self.model.schema):
+            return f"{self._v2_hint()} (/predict takes one row {{feature: value}} or a list of rows)"
         if key is not None:
             return (
                 f"this is an MLflow scoring request ({key!r}): POST it to /invocations"
                 " (/predict takes one row {feature: value} or a list of rows)"
             )
         return None
+
+    def _v2_hint(self) -> str:
+        return f"this is a KServe v2 inference request: POST it to /v2/models/{self.model.name}/infer"
 
     def invocations(self, body: bytes, headers: Mapping[str, str]) -> Reply:
         """MLflow's scoring protocol: ``{"predictions": [...]}``, errors as ``{"error_code", "message"}``."""
@@ -326,6 +324,8 @@ class PredictServer:
                     return _mlflow_error(400, f"request body is not valid JSON ({exc})")
                 except RecursionError:
                     return _mlflow_error(400, "request body is not valid JSON (nested too deeply)")
+                if _v2.looks_like_v2(payload, self.model.schema):
+                    return _mlflow_error(400, self._v2_hint())
                 batch = _mlflow.json_batch(payload, self.model.schema)
                 probabilities = _mlflow.wants_probabilities(payload)
             if batch.size > self.config.max_batch_rows:

@@ -224,6 +224,15 @@ def test_predict_names_the_right_endpoint(client: httpx.Client) -> None:
     assert r.status_code == 422 and r.json()["error"].startswith("missing features 'x2', 'colour', 'shape'")
 
 
+def test_each_protocol_points_to_the_other(client: httpx.Client) -> None:
+    r = client.post("/invocations", json={"inputs": v2_inputs(ROWS)})
+    assert (r.status_code, r.json()) == (400, {"error_code": "BAD_REQUEST", "message": "this is a KServe v2 inference"
+                                                " request: POST it to /v2/models/mixed/infer"})
+    r = client.post("/v2/models/mixed/infer", json={"dataframe_records": ROWS})
+    assert (r.status_code, r.json()) == (400, {"error": "this is an MLflow scoring request ('dataframe_records'):"
+                                                " POST it to /invocations"})
+
+
 def test_mlflow_ping(client: httpx.Client) -> None:
     assert client.get("/ping").status_code == 200  # MLflow's client waits on it
 
