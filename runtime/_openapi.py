@@ -17,6 +17,7 @@ from mlpack_edge.runtime.manifest import Feature
 __all__ = ["document"]
 
 _REF = "#/components/schemas/"
+_ID = {"type": "string", "description": "With the monitoring agent: the prediction's id, the key of POST /feedback"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -41,14 +42,14 @@ def _feature(f: Feature) -> dict[str, Any]:
     return s
 
 
-def _schemas(model: Any) -> dict[str, Any]:
+def _schemas(model: Any, ids: bool) -> dict[str, Any]:
     features = model.schema.features
     classes = list(model.classes)
     regression = model.task == "regression"
     label: dict[str, Any] = {"enum": classes}
     prediction = (
-        {"type": "object", "required": ["value"], "properties": {"value": {"type": ["number", "null"]}},
-         "additionalProperties": False}
+        {"type": "object", "required": ["value"], "additionalProperties": False,
+         "properties": {"value": {"type": ["number", "null"]}, "id": _ID}}
         if regression
         else {
             "type": "object",
@@ -62,6 +63,7 @@ def _schemas(model: Any) -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {str(c): {"type": ["number", "null"]} for c in classes},
                 },
+                "id": _ID,
             },
         }
     )
@@ -128,12 +130,31 @@ def _schemas(model: Any) -> dict[str, Any]:
         "MlflowPredictions": {
             "type": "object",
             "required": ["predictions"],
-            "properties": {"predictions": {"type": "array", "items": mlflow_item}},
+            "properties": {"predictions": {"type": "array", "items": mlflow_item},
+                           "ids": {"type": "array", "items": {"type": "string"},
+                                   "description": "With the monitoring agent: each row's prediction id (POST /feedback)."}},
             "description": "Labels (classification), values (regression), or with params.probabilities"
             " {label, probabilities} records.",
         },
         "MlflowError": {"type": "object", "required": ["error_code", "message"],
                         "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}},
+        "Feedback": {
+            "type": "object",
+            "required": ["id", "label"],
+            "properties": {"id": {"type": ["string", "integer"]},
+                           "label": {"type": "number"} if regression else {"enum": classes,
+                                     "description": "The true class (another value counts as unknown_label)"}},
+        },
+        "FeedbackOutcome": {"enum": ["matched", "duplicate", "late", "unmatched", "unknown_label"]},
+        "FeedbackReply": {
+            "anyOf": [
+                {"type": "object", "required": ["id", "outcome"],
+                 "properties": {"id": {"type": "string"}, "outcome": _ref("FeedbackOutcome")}},
+                {"type": "object", "required": ["outcomes", "counts"],
+                 "properties": {"outcomes": {"type": "array", "items": _ref("FeedbackOutcome")},
+                                "counts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            ]
+        },
         "V2ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"],
                              "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                                             "extensions": {"type": "array", "items": {"type": "string"}}}},
@@ -167,7 +188,7 @@ def _schemas(model: Any) -> dict[str, Any]:
                                    "data": {}},
                 }},
                 "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                       "properties": {"name": {"enum": [o["name"] for o in _v2.output_specs(model.task, classes)]},
+                                                       "properties": {"name": {"enum": [o["name"] for o in _v2.output_specs(model.task, classes, ids)]},
                                                                       "parameters": {"type": "object"}}}},
             },
         },
@@ -192,13 +213,16 @@ def _schemas(model: Any) -> dict[str, Any]:
 
 def _errors(*codes: int, schema: str = "Error") -> dict[str, Any]:
     why = {400: "Bad request (the message names the row, field or tensor)", 404: "Not this model",
-           411: "No Content-Length", 413: "Body or batch too large", 415: "Unsupported Content-Type",
-           422: "The row failed validation", 500: "Inference failed", 503: "Too many connections"}
+           409: "No monitoring agent: feedback is off", 411: "No Content-Length", 413: "Body or batch too large", 415: "Unsupported Content-Type",
+           422: "The row failed validation", 500: "Inference failed", 503: "Too many connections, or feedback not stored (send it again)"}
     return {str(c): _json(_ref(schema), why[c]) for c in codes}
 
 
-def document(model: Any, version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``model`` served by mlpack-edge ``version``."""
+def document(model: Any, version: str, ids: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``model`` served by mlpack-edge ``version``.
+
+    ``ids``: the monitoring agent runs (predictions carry ids; ``/feedback`` takes labels).
+    """
     name = model.name
     common = _errors(503)
     body_errors = _errors(400, 411, 413, 500, 503)
@@ -246,6 +270,14 @@ def document(model: Any, version: str) -> dict[str, Any]:
                 **body_errors,
             },
         }},
+        "/feedback": {"post": {
+            "summary": "Ground truth for earlier predictions, by id (needs the monitoring agent)",
+            "tags": ["mlpack"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "anyOf": [_ref("Feedback"), {"type": "array", "minItems": 1, "items": _ref("Feedback")}]}}}},
+            "responses": {"200": _json(_ref("FeedbackReply"), "One outcome per label"),
+                          **_errors(400, 409, 411, 413, 500, 503)},
+        }},
         "/health": get("Liveness and identity of the served model", _json(_ref("Health"), "Serving"), "mlpack"),
         "/info": get("The bundle's manifest", _json(_ref("Manifest"), "manifest.json"), "mlpack"),
         "/metrics": get("Prometheus metrics", {"description": "Text exposition format 0.0.4",
@@ -278,5 +310,5 @@ def document(model: Any, version: str) -> dict[str, Any]:
             " Open Inference Protocol v2.",
         },
         "paths": paths,
-        "components": {"schemas": _schemas(model)},
+        "components": {"schemas": _schemas(model, ids)},
     }

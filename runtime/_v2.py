@@ -11,7 +11,8 @@ tensors. Here:
   manifest order), as KServe's sklearn server does.
 * outputs: classification ``label`` (``[N]``, INT64 when every class is an integer,
   else BYTES) and ``probabilities`` (FP32 ``[N, C]``, columns in the manifest's class
-  order); regression ``value`` (FP32 ``[N]``). ``outputs`` in the request picks some.
+  order); regression ``value`` (FP32 ``[N]``); with the monitoring agent also ``id``
+  (BYTES ``[N]``, the key of ``POST /feedback``). ``outputs`` in the request picks some.
 * Triton's binary tensor extension, which ``tritonclient`` uses by default: a body of
   JSON followed by raw tensor bytes (header ``Inference-Header-Content-Length``), inputs
   with ``parameters.binary_data_size``, and binary outputs when asked for
@@ -67,13 +68,19 @@ def _label_datatype(classes: Sequence[Any]) -> str:
     return "INT64" if classes and all(type(c) is int for c in classes) else "BYTES"
 
 
-def output_specs(task: str, classes: Sequence[Any]) -> list[dict[str, Any]]:
-    """The model's output tensors (names, datatypes, shapes; -1 is the batch size)."""
+def output_specs(task: str, classes: Sequence[Any], ids: bool = False) -> list[dict[str, Any]]:
+    """The model's output tensors (names, datatypes, shapes; -1 is the batch size).
+
+    ``ids``: the monitoring agent runs, so each prediction has an id (BYTES ``id``), the
+    key ``POST /feedback`` joins ground truth on, as on ``/predict``.
+    """
+    id_spec = [{"name": "id", "datatype": "BYTES", "shape": [-1]}] if ids else []
     if task == "regression":
-        return [{"name": "value", "datatype": "FP32", "shape": [-1]}]
+        return [{"name": "value", "datatype": "FP32", "shape": [-1]}, *id_spec]
     return [
         {"name": "label", "datatype": _label_datatype(classes), "shape": [-1]},
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(classes)]},
+        *id_spec,
     ]
 
 
@@ -84,13 +91,15 @@ def input_specs(schema: Schema) -> list[dict[str, Any]]:
     ]
 
 
-def model_metadata(name: str, version: str, task: str, classes: Sequence[Any], schema: Schema) -> dict[str, Any]:
+def model_metadata(
+    name: str, version: str, task: str, classes: Sequence[Any], schema: Schema, ids: bool = False
+) -> dict[str, Any]:
     return {
         "name": name,
         "versions": [version],
         "platform": PLATFORM,
         "inputs": input_specs(schema),
-        "outputs": output_specs(task, classes),
+        "outputs": output_specs(task, classes, ids),
     }
 
 
@@ -108,7 +117,7 @@ def looks_like_v2(payload: Any, schema: Schema) -> bool:
     )
 
 
-def read_infer(body: bytes, header_length: str | None, schema: Schema, task: str) -> InferRequest:
+def read_infer(body: bytes, header_length: str | None, schema: Schema, task: str, ids: bool = False) -> InferRequest:
     """Parse and validate an ``infer`` body (JSON, or JSON + binary tensors) into rows."""
     head, binary = _split_body(body, header_length)
     try:
@@ -138,7 +147,7 @@ def read_infer(body: bytes, header_length: str | None, schema: Schema, task: str
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InputError("'id' must be text")
-    return InferRequest(request_id, _batch(tensors, schema), _outputs(payload, task))
+    return InferRequest(request_id, _batch(tensors, schema), _outputs(payload, task, ids))
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -269,8 +278,8 @@ def _matrix(name: str, datatype: str, shape: list[int], values: Any, schema: Sch
     return schema.matrix(x, 0)
 
 
-def _outputs(payload: dict[str, Any], task: str) -> tuple[tuple[str, bool], ...]:
-    names = [o["name"] for o in output_specs(task, ())]
+def _outputs(payload: dict[str, Any], task: str, ids: bool) -> tuple[tuple[str, bool], ...]:
+    names = [o["name"] for o in output_specs(task, (), ids)]
     params = payload.get("parameters")
     default_binary = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
     asked = payload.get("outputs")
@@ -298,7 +307,7 @@ def infer_response(
     """The response body and, when some output is binary, the JSON header's length.
 
     ``arrays`` maps output names to results for every row: ``label`` [N], ``probabilities``
-    [N, C], ``value`` [N].
+    [N, C], ``value`` [N], ``id`` [N] (text).
     """
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
@@ -306,6 +315,8 @@ def infer_response(
         arr = arrays[out_name]
         if out_name == "label":
             datatype = _label_datatype(classes)
+        elif out_name == "id":
+            datatype = "BYTES"
         else:
             datatype, arr = "FP32", arr.astype(np.float32, copy=False)
         entry: dict[str, Any] = {"name": out_name, "datatype": datatype, "shape": list(arr.shape)}

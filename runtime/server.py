@@ -59,6 +59,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+import numpy as np
+
 from mlpack_edge import __version__
 from mlpack_edge.errors import InferenceError, InputError, MlpackError, ServeError
 from mlpack_edge.runtime import _mlflow, _openapi, _v2
@@ -190,9 +192,9 @@ class PredictServer:
         ).encode()
         self._v2_server = _dumps(_v2.server_metadata(__version__))
         self._v2_model = _dumps(
-            _v2.model_metadata(model.name, model.version, model.task, model.classes, model.schema)
+            _v2.model_metadata(model.name, model.version, model.task, model.classes, model.schema, feedback is not None)
         )
-        self._openapi = _dumps(_openapi.document(model, __version__))
+        self._openapi = _dumps(_openapi.document(model, __version__, feedback is not None))
         try:
             self._httpd = _Server((config.host, config.port), handler, config.max_connections)
         except socket.gaierror as exc:
@@ -395,6 +397,7 @@ class PredictServer:
             if batch.size > self.config.max_batch_rows:
                 return _mlflow_error(413, f"batch of {batch.size} rows exceeds the limit of {self.config.max_batch_rows}")
             result = self._predict_all(batch)
+            ids = self._remember(batch, result)
         except InputError as exc:
             return _mlflow_error(400, str(exc))
         except InferenceError as exc:
@@ -406,7 +409,24 @@ class PredictServer:
         else:
             assert result.labels is not None
             predictions = result.labels.tolist()
-        return 200, _dumps({"predictions": predictions}), _JSON
+        if ids is None:
+            return 200, _dumps({"predictions": predictions}), _JSON
+        return 200, _dumps({"predictions": predictions, "ids": ids}), _JSON  # MLflow clients keep extra keys
+
+    def _remember(self, batch: Batch, result: BatchResult) -> list[str] | None:
+        """With the monitoring agent: ids for the rows, remembered for ``/feedback``, and the
+        opt-in capture, as ``/predict`` does; ``None`` without the agent."""
+        fb = self.feedback
+        if fb is None:
+            return None
+        ids = fb.new_ids(result.predicted) if result.predicted else []
+        if ids:
+            fb.remember(ids, self.model.codes(result))
+            if fb.capture_rate:
+                from mlpack_edge.runtime.io import _capture  # the CLI predict's sampler, rows as parsed
+
+                _capture(self.model, batch, result, [ids], fb, 0)
+        return ids
 
     def _predict_all(self, batch: Batch) -> BatchResult:
         try:
@@ -431,10 +451,13 @@ class PredictServer:
             return missing
         model = self.model
         try:
-            request = _v2.read_infer(body, headers.get("Inference-Header-Content-Length"), model.schema, model.task)
+            request = _v2.read_infer(
+                body, headers.get("Inference-Header-Content-Length"), model.schema, model.task, self.feedback is not None
+            )
             if request.batch.size > self.config.max_batch_rows:
                 return _error(413, f"batch of {request.batch.size} rows exceeds the limit of {self.config.max_batch_rows}")
             result = self._predict_all(request.batch)
+            ids = self._remember(request.batch, result)
         except InputError as exc:
             return _error(400, str(exc))
         except InferenceError as exc:
@@ -444,6 +467,8 @@ class PredictServer:
         else:
             assert result.labels is not None and result.probabilities is not None
             arrays = {"label": result.labels, "probabilities": result.probabilities}
+        if ids is not None:
+            arrays["id"] = np.array(ids, dtype=object)
         out, header_length = _v2.infer_response(request, model.name, model.version, model.classes, arrays)
         if header_length is None:
             return 200, out, _JSON

@@ -439,7 +439,7 @@ def test_openapi_document_is_valid_and_covers_every_endpoint(openapi: dict[str, 
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(openapi)
     assert set(openapi["paths"]) == {
-        "/predict", "/health", "/info", "/metrics", "/openapi.json", "/invocations", "/ping", "/v2", "/v2/health/live",
+        "/predict", "/feedback", "/health", "/info", "/metrics", "/openapi.json", "/invocations", "/ping", "/v2", "/v2/health/live",
         "/v2/health/ready", "/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}",
         "/v2/models/{model_name}/ready", "/v2/models/{model_name}/versions/{model_version}/ready",
         "/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer",
@@ -480,3 +480,37 @@ def test_v2_integer_classes_decode_with_tritonclient() -> None:
         np.testing.assert_array_equal(result.as_numpy("label"), labels)
         np.testing.assert_array_equal(result.as_numpy("probabilities"), proba)
         assert result.get_response()["id"] == "7"
+
+
+def test_with_the_agent_protocol_predictions_have_ids_that_feedback_joins(mixed_bundle: Path, tmp_path: Path) -> None:
+    from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+    from mlpack_edge.monitor_agent.config import AgentConfig
+    from mlpack_edge.monitor_agent.wire import SystemStats
+    from mlpack_edge.runtime.bundle import Bundle
+
+    agent = Agent.open(ModelInfo.from_bundle_dir(mixed_bundle), tmp_path, AgentConfig(), sampler=SystemStats)
+    model = Model(Bundle.open(mixed_bundle), threads=1, recorder=agent.recorder)
+    agent.start()
+    server = PredictServer(model, ServeConfig(port=0), feedback=agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            doc = c.get("/openapi.json").json()
+            r = c.post("/invocations", json={"dataframe_records": ROWS})
+            conforms(doc, "/invocations", "post", r)
+            mlflow = r.json()
+            assert mlflow["predictions"] == expected_labels(model, ROWS) and len(set(mlflow["ids"])) == 3
+            meta = c.get("/v2/models/mixed").json()
+            assert meta["outputs"][-1] == {"name": "id", "datatype": "BYTES", "shape": [-1]}
+            r = c.post("/v2/models/mixed/infer", json={"inputs": v2_inputs(ROWS)})
+            conforms(doc, "/v2/models/{model_name}/infer", "post", r)
+            out = {o["name"]: o for o in r.json()["outputs"]}
+            v2_ids = out["id"]["data"]
+            assert len(v2_ids) == 3 and not set(v2_ids) & set(mlflow["ids"])
+            labels = expected_labels(model, ROWS)
+            r = c.post("/feedback", json=[{"id": i, "label": y} for i, y in zip(mlflow["ids"] + v2_ids, labels * 2)])
+            conforms(doc, "/feedback", "post", r)
+            assert r.json()["counts"] == {"matched": 6}
+    finally:
+        server.shutdown()
+        agent.stop()

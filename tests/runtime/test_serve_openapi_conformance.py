@@ -47,7 +47,7 @@ def test_schemathesis_finds_no_failure(mixed_bundle: Path, tmp_path: Path) -> No
         assert proc.returncode == 0, proc.stdout[-15000:] + proc.stderr[-3000:]
         run = json.loads(report.read_text())
         assert run["complete"] and run["failures"] == [] and run["errors"] == []
-        assert run["operations"]["tested"] == run["operations"]["total"] == 15
+        assert run["operations"]["tested"] == run["operations"]["total"] == 16
         assert run["test_cases"]["generated"] >= 1000, run["test_cases"]
     finally:
         started.proc.terminate()
