@@ -69,6 +69,7 @@ def test_executable_serves_mlflow_and_v2_clients(built: Built, tmp_path: Path) -
             inputs.append(i)
         result = client.infer(NAME, inputs)
         assert [v.decode() for v in result.as_numpy("label")] == list(labels)
+        assert len(set(result.as_numpy("id").tolist())) == len(x)  # the agent runs: ids for /feedback
         np.testing.assert_array_equal(result.as_numpy("probabilities"), proba)
         matrix = http.InferInput("input-0", list(x.shape), "FP64")  # one [N, 30] tensor: all features are numeric
         matrix.set_data_from_numpy(x)
@@ -76,9 +77,12 @@ def test_executable_serves_mlflow_and_v2_clients(built: Built, tmp_path: Path) -
 
         with httpx.Client(base_url=url, timeout=30) as c:
             r = c.post("/invocations", content=built.rows_csv.read_bytes(), headers={"Content-Type": "text/csv"})
-            assert r.json() == {"predictions": list(labels)}
+            assert r.json()["predictions"] == list(labels)
             split = {"dataframe_split": {"columns": header, "data": x.tolist()}}
-            assert c.post("/invocations", json=split).json() == {"predictions": list(labels)}
+            answer = c.post("/invocations", json=split).json()
+            assert answer["predictions"] == list(labels)
+            fb = c.post("/feedback", json=[{"id": i, "label": y} for i, y in zip(answer["ids"], labels)]).json()
+            assert fb["counts"] == {"matched": len(x)}
             validator.validate(c.get("/openapi.json").json())
             metrics = c.get("/metrics").text
         assert f'mlpack_rows_total{{outcome="predicted"}} {4 * len(x)}' in metrics

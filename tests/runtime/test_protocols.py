@@ -514,3 +514,31 @@ def test_with_the_agent_protocol_predictions_have_ids_that_feedback_joins(mixed_
     finally:
         server.shutdown()
         agent.stop()
+
+
+def test_capture_samples_protocol_rows_too(mixed_bundle: Path, tmp_path: Path) -> None:
+    from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+    from mlpack_edge.monitor_agent.config import AgentConfig
+    from mlpack_edge.monitor_agent.outbox import Outbox
+    from mlpack_edge.monitor_agent.wire import SystemStats
+    from mlpack_edge.runtime.bundle import Bundle
+
+    config = AgentConfig(capture_rate=1.0, capture_max_rows_per_day=100)
+    agent = Agent.open(ModelInfo.from_bundle_dir(mixed_bundle), tmp_path, config, sampler=SystemStats)
+    model = Model(Bundle.open(mixed_bundle), threads=1, recorder=agent.recorder)
+    agent.start()
+    server = PredictServer(model, ServeConfig(port=0), feedback=agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            ids = c.post("/invocations", json={"dataframe_records": ROWS}).json()["ids"]
+            out = c.post("/v2/models/mixed/infer", json={"inputs": v2_inputs(ROWS)}).json()["outputs"]
+            ids += next(o["data"] for o in out if o["name"] == "id")
+    finally:
+        server.shutdown()
+        agent.stop()
+    with Outbox.open(tmp_path) as box:
+        samples = [x for w in box.pending_windows() for x in (w.samples or [])]
+    assert sorted(x["id"] for x in samples) == sorted(ids)
+    by_id = {x["id"]: x["row"] for x in samples}
+    assert [by_id[i] for i in ids] == ROWS * 2  # the rows as parsed (missing as null), from either protocol
