@@ -184,6 +184,8 @@ class Thresholds(_Reply):
     psi_drift: float
     missing_jump: float
     out_of_range: float
+    alpha: float = Field(0.005, description="Family-wise false-alarm rate of the drift test over a model's features.")
+    min_count: int = Field(20, description="The fewest observed values a feature needs for a drift verdict.")
 
 
 class ModelRef(_Reply):
@@ -193,10 +195,16 @@ class ModelRef(_Reply):
     thresholds: Thresholds
 
 
+DriftStatus = Literal["ok", "warn", "drift", "not-enough-data", "no-data"]
+
+
 class Worst(_Reply):
     feature: str
     psi: float
-    status: Literal["ok", "warn", "drift"]
+    status: DriftStatus
+    n: int = Field(description="Values the verdict is based on.")
+    min_count: int = Field(description="The fewest values for a verdict ('not enough data (n of min_count)').")
+    p_value: float | None = Field(description="Chi-square test p-value; null when no test ran.")
 
 
 DeviceStatus = Literal["revoked", "never", "silent", "drift", "warn", "ok", "idle"]
@@ -212,7 +220,7 @@ class DeviceRow(_Reply):
     rows: int
     errors: int
     error_rate: float
-    worst: Worst | None = Field(description="The feature with the highest PSI in the range.")
+    worst: Worst | None = Field(description="The most severe feature in the range (status first, then PSI).")
     outbox: dict[str, int] | None = Field(description="The device's outbox accounting at its last upload.")
     revoked: bool
 
@@ -246,15 +254,32 @@ class Point(Stats):
     max_psi: float | None = None
 
 
+class Bins(_Reply):
+    labels: list[str] = Field(description="One label per bin: a category, or a numeric value range.")
+    reference: list[float] = Field(description="Reference share per bin (training split).")
+    observed: list[int] = Field(description="Observed count per bin in the range.")
+
+
 class FeatureDrift(_Reply):
-    psi: float
-    js: float
-    status: Literal["ok", "warn", "drift", "no-data"]
+    psi: float = Field(description="Effect size: population stability index.")
+    js: float = Field(description="Effect size: Jensen-Shannon divergence, bits.")
+    status: DriftStatus = Field(
+        description="drift/warn: PSI at its threshold AND the chi-square test significant at alpha "
+        "(Bonferroni over the model's features); not-enough-data: n below min_count."
+    )
+    n: int = Field(description="Values the verdict is based on.")
+    min_count: int
+    test: str = Field(description="'chi2': two-sample Pearson chi-square of the binned counts against the reference.")
+    statistic: float | None
+    df: int | None
+    p_value: float | None
+    alpha: float | None = Field(description="The level p_value is held against (alpha / number of tests).")
     observed: int
     missing: int | None = None
     below: int | None = None
     above: int | None = None
     unseen: int | None = None
+    bins: Bins | None = Field(None, description="Reference and observed distribution, bin by bin.")
 
 
 class Total(Stats):

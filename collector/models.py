@@ -40,6 +40,8 @@ class Section:
     n_bins: int
     shares: tuple[float, ...]
     labels: tuple[str, ...]
+    reference_count: int = 0  # values behind the shares (the drift test's reference sample size)
+    ordered: bool = True  # numeric bins (pooled with neighbours); False: categories
 
     @property
     def stop(self) -> int:
@@ -138,7 +140,15 @@ def _sections(profile: Mapping[str, Any]) -> tuple[Section, ...]:
             labels = _numeric_labels([float(e) for e in f["edges"]])
         else:
             labels = [str(c) for c in f["categories"]]
-        sec = Section(str(f["name"]), start, len(labels), tuple(float(s) for s in f["shares"]), tuple(labels))
+        sec = Section(
+            str(f["name"]),
+            start,
+            len(labels),
+            tuple(float(s) for s in f["shares"]),
+            tuple(labels),
+            int(round(int(f.get("count", 0)) * (1.0 - float(f.get("missing_rate", 0.0))))),
+            f["kind"] == "numeric",
+        )
         out.append(sec)
         start = sec.stop
     return tuple(out)

@@ -19,7 +19,7 @@ from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
 from mlpack_edge.collector.rollup import DAY, HOUR, Rollup, plan_range
 from mlpack_edge.collector.storage import DeviceRow, Storage
-from mlpack_edge.monitor_agent.drift import Thresholds, classify, js_rows, psi_rows
+from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, pooled_cells, psi_rows
 
 __all__ = [
     "TimeRange",
@@ -93,35 +93,72 @@ def rollup_stats(r: Rollup) -> dict[str, Any]:
     }
 
 
+_RANK = {s: i for i, s in enumerate(STATUSES)}
+
+
+def score_section(model: ModelInfo, sec: Section, bins: np.ndarray) -> DriftScore:
+    """The device's verdict (:func:`~mlpack_edge.monitor_agent.drift.classify`) for one section."""
+    return classify(
+        sec.shares,
+        bins,
+        model.thresholds,
+        reference_count=sec.reference_count,
+        n_tests=len(model.sections),
+        ordered=sec.ordered,
+    )
+
+
+def _test_fields(score: DriftScore) -> dict[str, Any]:
+    return {
+        "n": score.n,
+        "min_count": score.min_count,
+        "test": score.test,
+        "statistic": None if score.statistic is None else round(score.statistic, 6),
+        "df": score.df,
+        "p_value": score.p_value,
+        "alpha": score.alpha,
+    }
+
+
 def drift_of(model: ModelInfo, counts: np.ndarray | None) -> dict[str, dict[str, Any]]:
-    """Per feature (and ``prediction``): PSI, JS, status and the observed extras."""
+    """Per feature (and ``prediction``): PSI, JS, the test, status, the observed extras, and
+    the reference shares and observed counts per bin (to show them side by side)."""
     out: dict[str, dict[str, Any]] = {}
     for sec in model.sections:
         if counts is None or counts.size < sec.stop:
-            out[sec.name] = {"psi": 0.0, "js": 0.0, "status": "no-data", "observed": 0}
-            continue
-        bins = counts[sec.start : sec.start + sec.n_bins]
-        score = classify(list(sec.shares), bins.tolist(), model.thresholds)
-        extras = counts[sec.start + sec.n_bins : sec.stop].tolist()
+            bins = np.zeros(sec.n_bins, dtype=np.int64)
+            extras = [0, 0, 0, 0]
+        else:
+            bins = counts[sec.start : sec.start + sec.n_bins]
+            extras = counts[sec.start + sec.n_bins : sec.stop].tolist()
+        score = score_section(model, sec, bins)
         out[sec.name] = {
             "psi": round(score.psi, 6),
             "js": round(score.js, 6),
             "status": score.status,
+            **_test_fields(score),
             "observed": int(bins.sum()),
             "missing": extras[0],
             "below": extras[1],
             "above": extras[2],
             "unseen": extras[3],
+            "bins": {
+                "labels": list(sec.labels),
+                "reference": [round(x, 6) for x in sec.shares],
+                "observed": [int(x) for x in bins.tolist()],
+            },
         }
     return out
 
 
 def _worst(drift: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    scored = [(v["psi"], k) for k, v in drift.items() if v["status"] != "no-data"]
+    scored = [(_RANK[v["status"]], v["psi"], k) for k, v in drift.items() if v["status"] != "no-data"]
     if not scored:
         return None
-    psi, name = max(scored)
-    return {"feature": name, "psi": psi, "status": drift[name]["status"]}
+    _, psi, name = max(scored)
+    d = drift[name]
+    return {"feature": name, "psi": psi, "status": d["status"], "n": d["n"], "min_count": d["min_count"],
+            "p_value": d["p_value"]}
 
 
 def _section_scores(sections: Iterable[Section], matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -249,15 +286,9 @@ def device_table(
         scores = _section_scores(feats, matrix)
         observed = np.stack([matrix[:, s.start : s.start + s.n_bins].sum(axis=1) for s in feats], axis=1)
         psis = np.stack([scores[s.name][0] for s in feats], axis=1)
-        psis = np.where(observed > 0, psis, -1.0)
-        best = psis.argmax(axis=1)
+        need = max(1, m.thresholds.min_count)
         for i, n in enumerate(names):
-            p = float(psis[i, best[i]])
-            worst[n] = None if p < 0 else {
-                "feature": feats[best[i]].name,
-                "psi": round(p, 6),
-                "status": _psi_status(p, m.thresholds),
-            }
+            worst[n] = _device_worst(m, feats, matrix[i], psis[i], observed[i], need)
     out = []
     for d in devices:
         h = chosen.get(d.name)
@@ -283,8 +314,38 @@ def device_table(
     return out
 
 
-def _psi_status(p: float, t: Thresholds) -> str:
-    return "drift" if p >= t.psi_drift else "warn" if p >= t.psi_warn else "ok"
+def _device_worst(
+    m: ModelInfo, feats: list[Section], counts: np.ndarray, psis: np.ndarray, observed: np.ndarray, need: int
+) -> dict[str, Any] | None:
+    """A device's most severe feature (status first, then PSI), by the device's own verdict.
+
+    The (vectorised) PSI already decides most features: below ``psi_warn`` the verdict is
+    ``ok`` whatever the test says (if one is possible), so the test runs only where PSI reaches it.
+    """
+    best: tuple[int, float, int] | None = None
+    tested: dict[int, DriftScore] = {}
+    for j, sec in enumerate(feats):
+        n = int(observed[j])
+        if n == 0:
+            continue
+        p = float(psis[j])
+        if n >= need and p >= m.thresholds.psi_warn:
+            tested[j] = score_section(m, sec, counts[sec.start : sec.start + sec.n_bins])
+            status = tested[j].status
+        elif n < need or len(pooled_cells(sec.shares, n, sec.ordered)) < 2:
+            status = "not-enough-data"
+        else:
+            status = "ok"
+        key = (_RANK[status], p, -j)
+        if best is None or key > best:
+            best = key
+    if best is None:
+        return None
+    j = -best[2]
+    sec = feats[j]
+    score = tested.get(j) or score_section(m, sec, counts[sec.start : sec.start + sec.n_bins])
+    return {"feature": sec.name, "psi": round(score.psi, 6), "status": score.status, "n": score.n,
+            "min_count": score.min_count, "p_value": score.p_value}
 
 
 def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silent_after: float) -> str:
@@ -319,7 +380,8 @@ def _alerts(
             if d["status"] == "drift":
                 alerts.append({
                     "severity": "critical", "kind": "drift", "model": m["hash"], "device": None, "feature": feat,
-                    "message": f"{label}: {feat} drifted fleet-wide (PSI {d['psi']:.3f} >= {m['thresholds']['psi_drift']})",
+                    "message": f"{label}: {feat} drifted fleet-wide (PSI {d['psi']:.3f} >= {m['thresholds']['psi_drift']}, "
+                    f"chi-square p {d['p_value']:.2g}, n {d['n']})",
                 })
         pts = [p for p in s["points"] if p["requests"] >= jump_min_requests]
         if len(pts) >= 2:
@@ -345,7 +407,8 @@ def _alerts(
             alerts.append({
                 "severity": "critical", "kind": "drift", "model": m["hash"] if m else None, "device": name,
                 "feature": w["feature"],
-                "message": f"{name}: {w['feature']} drifted (PSI {w['psi']:.3f}) on {m['name']} {m['version']}" if m else "",
+                "message": f"{name}: {w['feature']} drifted (PSI {w['psi']:.3f}, chi-square p {w['p_value']:.2g}, n {w['n']}) "
+                f"on {m['name']} {m['version']}" if m else "",
             })
         if m and row["requests"] >= jump_min_requests:
             base = fleet_rate.get(m["hash"], 0.0)
