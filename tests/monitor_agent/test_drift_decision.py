@@ -170,3 +170,21 @@ def test_status_text_json_and_collector_show_the_same_test_and_verdict() -> None
     assert small.status == "not-enough-data"
     assert "overall: NOT ENOUGH DATA (12 of 20)" in render_text(small)
     assert "not enough data (12 of 20)" in render_text(small)
+
+
+def test_profile_edges_agree_with_what_the_device_counts_for_float64_training_values() -> None:
+    """0.7 is 0.69999998807907 in float32: a tie group on an edge must not change bins on the device."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.full(300, 0.1), np.full(400, 0.7), np.full(300, 0.9), rng.normal(0.5, 0.2, 200)])
+    f = build_profile([("x", "numeric", x)]).features[0]
+    device = np.asarray(x, dtype=np.float32)  # what the runtime hands the recorder
+    from mlpack_edge.monitor_agent._binning import NumericBinner
+
+    binner = NumericBinner([f])
+    counts = binner.column(binner.count(device.reshape(-1, 1)), 0)
+    assert np.allclose(counts / counts.sum(), f.shares, rtol=0, atol=1e-12)
+    # the float64 recomputation documented in the profile format agrees too
+    again = bin_numeric(np.asarray(f.edges), x.astype(np.float32)).counts
+    assert again.tolist() == counts.tolist()
+    assert classify(f.shares, counts, T, reference_count=reference_count(f)).status == "ok"
+    assert f.max == float(np.float32(x.max())) and f.min == float(np.float32(x.min()))
