@@ -207,12 +207,15 @@ class Worst(_Reply):
     p_value: float | None = Field(description="Chi-square test p-value; null when no test ran.")
 
 
-DeviceStatus = Literal["revoked", "never", "silent", "drift", "warn", "ok", "idle"]
+DeviceStatus = Literal["revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle"]
 
 
 class DeviceRow(_Reply):
     name: str
-    status: DeviceStatus
+    status: DeviceStatus = Field(
+        description="failing: at least 5% of at least 20 requests in the range answered with an error; "
+        "drift/warn: its most severe feature; silent: no upload for silent_after seconds."
+    )
     last_seen: float | None = Field(description="Epoch seconds of the last upload; null if never.")
     silent_for: float | None
     model: ModelRef | None = Field(description="The model its drift is scored for (its current one).")

@@ -105,11 +105,11 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
-_SEVERITY = {s: i for i, s in enumerate(("drift", "warn", "silent", "ok", "idle", "never", "revoked"))}
+_SEVERITY = {s: i for i, s in enumerate(("failing", "drift", "warn", "silent", "ok", "idle", "never", "revoked"))}
 
 
 def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str:
-    """The device table, worst first: drifting, warned and silent devices lead."""
+    """The device table, worst first: failing, drifting, warned and silent devices lead."""
     out = []
     for d in sorted(rows, key=lambda r: (_SEVERITY.get(r["status"], 99), r["name"])):
         w = d["worst"]

@@ -32,9 +32,15 @@ __all__ = [
     "device_detail",
     "model_detail",
     "STATUS_ORDER",
+    "FAILING_RATE",
+    "FAILING_MIN_REQUESTS",
 ]
 
-STATUS_ORDER = ("revoked", "never", "silent", "drift", "warn", "ok", "idle")
+STATUS_ORDER = ("revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle")
+#: A device answering at least this share of its requests with an error (over at least
+#: ``FAILING_MIN_REQUESTS`` requests in the range) is ``failing``, whatever its drift.
+FAILING_RATE = 0.05
+FAILING_MIN_REQUESTS = 20
 _MAX_HOURLY_SPAN = 14 * DAY
 
 
@@ -251,8 +257,13 @@ def device_table(
     models: dict[str, ModelInfo] | None = None,
     devices: list[DeviceRow] | None = None,
     only_model: str | None = None,
+    failing_rate: float = FAILING_RATE,
+    failing_min_requests: int = FAILING_MIN_REQUESTS,
 ) -> list[dict[str, Any]]:
     """One row per device: status, model, counts and the worst drifting feature in the range.
+
+    The status weighs errors too: a device answering ``failing_rate`` or more of at least
+    ``failing_min_requests`` requests with an error is ``failing`` (not ``ok``).
 
     A device's drift is scored for its current model (the one of its last window), or
     for ``only_model`` when given; all devices of a model are scored in one numpy call
@@ -295,10 +306,13 @@ def device_table(
         agg = aggs.get((d.name, h)) if h else None
         m = models.get(h) if h else None
         w = worst.get(d.name)
+        requests = agg.requests if agg else 0
+        error_rate = (agg.errors / agg.requests) if agg and agg.requests else 0.0
+        failing = requests >= failing_min_requests and error_rate >= failing_rate
         out.append(
             {
                 "name": d.name,
-                "status": _device_status(d, w, now, silent_after),
+                "status": _device_status(d, w, now, silent_after, failing),
                 "last_seen": d.last_seen,
                 "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
                 "model": _model_ref(m) if m else None,
@@ -348,13 +362,15 @@ def _device_worst(
             "min_count": score.min_count, "p_value": score.p_value}
 
 
-def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silent_after: float) -> str:
+def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silent_after: float, failing: bool) -> str:
     if d.revoked:
         return "revoked"
     if d.last_seen is None:
         return "never"
     if now - d.last_seen > silent_after:
         return "silent"
+    if failing:
+        return "failing"
     if worst is not None and worst["status"] in ("drift", "warn"):
         return str(worst["status"])
     if d.outbox and d.outbox.get("dropped", 0) > 0:
@@ -458,7 +474,8 @@ def fleet_overview(
     """Everything the fleet page shows: model series, the device table, alerts."""
     models = {m.hash: m for m in storage.models()}
     series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
-    table = device_table(storage, rng, now, silent_after, models=models)
+    table = device_table(storage, rng, now, silent_after, models=models,
+                         failing_rate=jump_min_rate, failing_min_requests=jump_min_requests)
     by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
     for row in table:
         by_status[row["status"]] += 1
