@@ -176,7 +176,10 @@ class ErrorReply(BaseModel):
 class TimeRange(_Reply):
     start: int = Field(alias="from", description="Range start, epoch seconds (widened to a whole hour).")
     to: int = Field(description="Range end, epoch seconds, exclusive.")
-    bucket: int = Field(description="Chart resolution in seconds: 3600 up to two weeks, 86400 beyond.")
+    bucket: int = Field(
+        description="Chart resolution in seconds: 60 up to eight hours, 3600 up to two weeks, 86400 beyond "
+        "(a series of windows stored before minute roll-ups existed says 3600)."
+    )
 
 
 class Thresholds(_Reply):

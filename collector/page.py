@@ -71,7 +71,7 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     """Latency, throughput, error rate and drift charts; one line per model version, or per
     feature (``per_feature``) when the page is about one model."""
     xr = (float(rng["from"]), float(rng["to"]))
-    step = rng["bucket"]
+    step = series_list[0]["range"]["bucket"] if series_list else rng["bucket"]
 
     def pts(s: dict[str, Any], key: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
         return [(p["t"] + step / 2, None if p.get(key) is None else p[key] * scale) for p in s["points"]]
@@ -79,7 +79,7 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     def label(s: dict[str, Any]) -> str:
         return f'{s["model"]["name"]} {s["model"]["version"]}'
 
-    per_hour = "per hour" if step == 3600 else "per day"
+    per_hour = {60: "per minute", 3600: "per hour"}.get(step, "per day")
     if per_feature and series_list:
         s = series_list[0]
         lat = [("p50", pts(s, "p50_ms")), ("p95", pts(s, "p95_ms")), ("p99", pts(s, "p99_ms"))]

@@ -17,7 +17,7 @@ import numpy as np
 
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
-from mlpack_edge.collector.rollup import DAY, HOUR, Rollup, plan_range
+from mlpack_edge.collector.rollup import DAY, HOUR, MINUTE, Rollup, plan_range
 from mlpack_edge.collector.storage import DeviceRow, Storage
 from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, pooled_cells, psi_rows
 
@@ -42,6 +42,8 @@ STATUS_ORDER = ("revoked", "never", "silent", "failing", "drift", "warn", "ok", 
 FAILING_RATE = 0.05
 FAILING_MIN_REQUESTS = 20
 _MAX_HOURLY_SPAN = 14 * DAY
+_MAX_MINUTE_SPAN = 8 * HOUR  # the page's "6 h", widened to whole hours, spans 7
+_LEVEL = {MINUTE: "m", HOUR: "h", DAY: "d"}
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,14 @@ class TimeRange:
 
     @property
     def bucket(self) -> int:
-        """Chart resolution: hours up to two weeks, days beyond."""
-        return HOUR if self.end - self.start <= _MAX_HOURLY_SPAN else DAY
+        """Chart resolution: minutes up to eight hours, hours up to two weeks, days beyond."""
+        span = self.end - self.start
+        return MINUTE if span <= _MAX_MINUTE_SPAN else HOUR if span <= _MAX_HOURLY_SPAN else DAY
+
+    @property
+    def level(self) -> str:
+        """The roll-up level of :attr:`bucket`."""
+        return _LEVEL[self.bucket]
 
     def to_dict(self) -> dict[str, int]:
         return {"from": self.start, "to": self.end, "bucket": self.bucket}
@@ -178,8 +186,11 @@ def _section_scores(sections: Iterable[Section], matrix: np.ndarray) -> dict[str
 
 def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str | None = None) -> dict[str, Any]:
     """Stats and drift per time bucket of one model (the fleet's, or one device's)."""
-    level = "h" if rng.bucket == HOUR else "d"
-    rows = storage.rollups(level, rng.start, rng.end, model=model.hash, device=device)
+    rows = storage.rollups(rng.level, rng.start, rng.end, model=model.hash, device=device)
+    step = rng.bucket
+    if not rows and rng.level == "m":  # windows stored before minute roll-ups existed: hours
+        rows = storage.rollups("h", rng.start, rng.end, model=model.hash, device=device)
+        step = HOUR
     total = Rollup()
     points: list[dict[str, Any]] = []
     vectors: list[np.ndarray] = []
@@ -199,7 +210,7 @@ def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str
     return {
         "model": _model_ref(model),
         "device": device,
-        "range": rng.to_dict(),
+        "range": {**rng.to_dict(), "bucket": step},
         "points": points,
         "total": {**rollup_stats(total), "drift": drift, "worst": _worst(drift)},
     }
@@ -378,6 +389,21 @@ def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silen
     return "ok" if worst is not None else "idle"
 
 
+def _hourly(series: dict[str, Any]) -> list[dict[str, Any]]:
+    """A series' points summed per hour (requests, errors, rate): error jumps are judged per
+    hour whatever the chart's resolution."""
+    if series["range"]["bucket"] >= HOUR:
+        return list(series["points"])
+    hours: dict[int, dict[str, Any]] = {}
+    for p in series["points"]:
+        h = hours.setdefault(p["t"] // HOUR * HOUR, {"t": p["t"] // HOUR * HOUR, "requests": 0, "errors": 0})
+        h["requests"] += p["requests"]
+        h["errors"] += p["errors"]
+    for h in hours.values():
+        h["error_rate"] = h["errors"] / h["requests"] if h["requests"] else 0.0
+    return [hours[t] for t in sorted(hours)]
+
+
 def _alerts(
     table: list[dict[str, Any]],
     series: list[dict[str, Any]],
@@ -399,7 +425,7 @@ def _alerts(
                     "message": f"{label}: {feat} drifted fleet-wide (PSI {d['psi']:.3f} >= {m['thresholds']['psi_drift']}, "
                     f"chi-square p {d['p_value']:.2g}, n {d['n']})",
                 })
-        pts = [p for p in s["points"] if p["requests"] >= jump_min_requests]
+        pts = [p for p in _hourly(s) if p["requests"] >= jump_min_requests]
         if len(pts) >= 2:
             last = pts[-1]
             base_req = sum(p["requests"] for p in pts[:-1])
@@ -457,7 +483,7 @@ def _alerts(
 
 
 def _active_models(storage: Storage, rng: TimeRange, models: dict[str, ModelInfo]) -> list[ModelInfo]:
-    level = "h" if rng.bucket == HOUR else "d"
+    level = "h" if rng.bucket <= HOUR else "d"  # hours cover minute ranges (and old data)
     seen = {row[1] for row in storage.rollups(level, rng.start, rng.end, columns="windows")}
     return sorted((models[h] for h in seen if h in models), key=lambda m: (m.name, m.version, m.hash))
 
@@ -499,7 +525,7 @@ def device_detail(storage: Storage, name: str, rng: TimeRange, now: float, silen
         return None
     models = {m.hash: m for m in storage.models()}
     row = device_table(storage, rng, now, silent_after, models=models, devices=devices)[0]
-    level = "h" if rng.bucket == HOUR else "d"
+    level = "h" if rng.bucket <= HOUR else "d"
     used = sorted({r[1] for r in storage.rollups(level, rng.start, rng.end, device=name, columns="windows")})
     return {
         "device": row,

@@ -329,3 +329,25 @@ def test_error_rate_jumps_are_alerted_for_the_fleet_and_the_device(collector, pr
     assert rows[fleet[0][0].name]["error_rate"] > 0.2 and rows[fleet[0][0].name]["status"] == "failing"
     assert [rows[d.name]["status"] for d, _ in fleet[1:]] == ["ok", "ok"]
     assert '<span class="status status-failing">failing</span>' in page
+
+
+def test_short_ranges_chart_minutes_and_long_ranges_hours(collector, profile) -> None:
+    h = model_hash("minutes", "1.0.0")
+    dev, tok = collector.device(profile, h, seed=9)
+    now = time.time()
+    minute = now // 60 * 60
+    starts = [minute - 60 * k for k in (50, 30, 29, 3)]  # four distinct minutes in the last hour
+    assert post(collector, tok, gz(dev.batch([dev.window(t + 1) for t in sorted(starts)], name="minutes"))).status_code == 200
+    with collector.client() as cl:
+        short = cl.get(f"/api/v1/models/{h}", params={"hours": 6}).json()["series"]
+        long = cl.get(f"/api/v1/models/{h}", params={"hours": 24}).json()["series"]
+        mine = cl.get(f"/api/v1/devices/{dev.name}", params={"hours": 2}).json()["models"][0]
+        page = cl.get(f"/models/{h}", params={"hours": 6}).text
+    assert short["range"]["bucket"] == 60 and mine["range"]["bucket"] == 60
+    assert [p["t"] for p in short["points"]] == sorted(int(t) for t in starts)
+    assert [p["t"] for p in mine["points"]] == sorted(int(t) for t in starts)
+    assert [p["requests"] for p in short["points"]] == [50, 50, 50, 50]
+    assert long["range"]["bucket"] == 3600
+    assert sum(p["requests"] for p in long["points"]) == 200 and len(long["points"]) <= 2
+    assert short["total"]["requests"] == long["total"]["requests"] == 200
+    assert "Throughput (requests per minute)" in page
