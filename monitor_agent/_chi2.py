@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["chi2_sf"]
+__all__ = ["chi2_sf", "chi2_cdf"]
 
 _EPS = 1e-15
 _TINY = 1e-300
@@ -62,3 +62,17 @@ def chi2_sf(x: float, df: float) -> float:
     if half < a + 1.0:
         return min(1.0, max(0.0, 1.0 - _p_series(a, half)))
     return min(1.0, max(0.0, _q_fraction(a, half)))
+
+
+def chi2_cdf(x: float, df: float) -> float:
+    """P(X <= x) for X ~ chi-square with ``df`` degrees of freedom; precise in the lower tail."""
+    if df <= 0:
+        raise ValueError(f"df must be positive, got {df}")
+    if not x > 0:
+        return 0.0
+    if math.isinf(x):
+        return 1.0
+    a, half = 0.5 * df, 0.5 * x
+    if half < a + 1.0:
+        return min(1.0, max(0.0, _p_series(a, half)))
+    return min(1.0, max(0.0, 1.0 - _q_fraction(a, half)))

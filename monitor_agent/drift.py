@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlpack_edge.monitor_agent._chi2 import chi2_sf
+from mlpack_edge.monitor_agent._chi2 import chi2_cdf, chi2_sf
 
 __all__ = [
     "EPSILON",
@@ -45,6 +45,8 @@ __all__ = [
     "pooled_cells",
     "chi2_test",
     "ChiSquare",
+    "poisson_sf",
+    "rate_exceeds",
     "Thresholds",
     "DriftScore",
     "classify",
@@ -166,6 +168,27 @@ def pooled_cells(shares: Sequence[float], n: int, ordered: bool, min_expected: f
         else:
             groups.append(current)
     return groups
+
+
+def poisson_sf(k: int, mean: float) -> float:
+    """P(X >= k) for X ~ Poisson(``mean``): ``P(chi2 with 2k df <= 2 * mean)``."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    return chi2_cdf(2.0 * mean, 2 * k)
+
+
+def rate_exceeds(count: int, total: int, rate: float, level: float) -> bool:
+    """Is ``count`` of ``total`` significantly above ``rate`` (one-sided, at ``level``)?
+
+    Both the share must exceed ``rate`` and the Poisson tail (an upper bound for the
+    binomial's at small rates) must be below ``level``: one odd value in 80 (1.25%) is
+    not evidence that more than 1% of values are odd; 200 of 10,000 is.
+    """
+    if total <= 0 or count <= rate * total:
+        return False
+    return poisson_sf(count, rate * total) < level
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 predictions with :mod:`.drift` (PSI, JS, status from the manifest's thresholds), and
 flags jumps the PSI cannot see: a missing rate above the profile's by more than
 ``missing_jump``, values outside the training range or unseen categories above
-``out_of_range``. Verdicts are sample-size aware (see :mod:`.drift`): each feature carries its chi-square
+``out_of_range`` (each significantly so: a Poisson tail test at the drift test's level). Verdicts are sample-size aware (see :mod:`.drift`): each feature carries its chi-square
 test (statistic, degrees of freedom, p-value against ``alpha`` over the number of
 features and prediction) and its count ``n``; below ``min_count`` it says "not enough
 data (n of N)" instead of a status. The same report feeds ``<model> status`` (text or ``--json``) and
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlpack_edge.monitor_agent._prom import family
-from mlpack_edge.monitor_agent.drift import STATUSES, Thresholds, classify
+from mlpack_edge.monitor_agent.drift import STATUSES, Thresholds, classify, rate_exceeds
 from mlpack_edge.monitor_agent.histogram import ALPHA
 from mlpack_edge.monitor_agent.profile import CategoricalProfile, FeatureProfile, Profile
 from mlpack_edge.monitor_agent.wire import BinCounts, Window, merge_windows
@@ -116,13 +116,17 @@ def _score(ref: FeatureProfile, counts: BinCounts | None, thresholds: Thresholds
         n_tests=n_tests,
         ordered=not isinstance(ref, CategoricalProfile),
     )
+    # Flags are rates too: each must be significantly above its threshold (same level as
+    # the drift test), so one odd value among a few dozen is not a warning.
+    level = thresholds.alpha / max(1, n_tests)
     flags = []
-    if missing_rate is not None and missing_rate - ref.missing_rate > thresholds.missing_jump:
+    if missing_rate is not None and rate_exceeds(
+        counts.missing, total, min(1.0, ref.missing_rate + thresholds.missing_jump), level
+    ):
         flags.append("missing")
-    if oor is not None and oor > thresholds.out_of_range:
+    if oor is not None and rate_exceeds(odd, seen, thresholds.out_of_range, level):
         flags.append("unseen" if isinstance(ref, CategoricalProfile) else "out-of-range")
     status = score.status
-    # A flag is a rate too: on a handful of values (one odd value in three) it means nothing.
     if flags and total >= score.min_count and _RANK[status] < _RANK["warn"]:
         status = "warn"
     return FeatureStatus(

@@ -11,14 +11,16 @@ from scipy import stats
 
 from mlpack_edge.collector.models import ModelInfo
 from mlpack_edge.collector.queries import drift_of
-from mlpack_edge.monitor_agent._chi2 import chi2_sf
+from mlpack_edge.monitor_agent._chi2 import chi2_cdf, chi2_sf
 from mlpack_edge.monitor_agent.drift import (
     MIN_EXPECTED,
     Thresholds,
     chi2_test,
     classify,
+    poisson_sf,
     pooled_cells,
     psi,
+    rate_exceeds,
 )
 from mlpack_edge.monitor_agent.profile import Profile, bin_numeric, build_profile
 from mlpack_edge.monitor_agent.status import build_status, reference_count, render_metrics, render_text
@@ -36,6 +38,23 @@ def test_chi2_sf_matches_scipy_from_the_body_to_the_far_tail(df: int) -> None:
         if want > 1e-280:
             assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-300), (x, df, got, want)
     assert chi2_sf(0.0, df) == 1.0 and chi2_sf(math.inf, df) == 0.0 and chi2_sf(math.nan, df) == 1.0
+    for x in xs:
+        want = float(stats.chi2.cdf(x, df))
+        if want > 1e-280:
+            assert math.isclose(chi2_cdf(float(x), df), want, rel_tol=1e-9), (x, df)
+
+
+@pytest.mark.parametrize(("k", "mean"), [(1, 0.8), (5, 1.0), (200, 100.0), (3, 0.01), (50, 60.0), (1000, 990.0)])
+def test_poisson_tail_matches_scipy(k: int, mean: float) -> None:
+    assert math.isclose(poisson_sf(k, mean), float(stats.poisson.sf(k - 1, mean)), rel_tol=1e-9)
+
+
+def test_a_rate_flag_needs_evidence_not_one_odd_value() -> None:
+    level = 0.005 / 10
+    assert not rate_exceeds(1, 80, 0.01, level)  # 1.25% of 80: the old rule warned
+    assert rate_exceeds(200, 10_000, 0.01, level)  # 2% of 10,000
+    assert not rate_exceeds(5, 1000, 0.01, level)  # below the rate itself
+    assert rate_exceeds(10, 80, 0.01, level)
 
 
 def test_two_sample_statistic_is_scipys_contingency_test_on_the_pooled_cells() -> None:
