@@ -111,7 +111,10 @@ _BATCH = {
                     "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "version": {"type": "string", "maxLength": 100},
                     "profile": {"type": "object", "description": "mlpack.profile/1"},
-                    "drift": {"type": "object", "properties": {"psi_warn": {"type": "number"}, "psi_drift": {"type": "number"}}},
+                    "drift": {"type": "object", "properties": {
+                        "psi_warn": {"type": "number"}, "psi_drift": {"type": "number"},
+                        "alpha": {"type": "number"}, "min_count": {"type": "integer"},
+                    }},
                 },
             },
         },
