@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlpack_edge.errors import BundleError
-from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.drift import Thresholds, present_count
 from mlpack_edge.monitor_agent.profile import Profile
 from mlpack_edge.monitor_agent.wire import Window, WireError
 
@@ -146,7 +146,7 @@ def _sections(profile: Mapping[str, Any]) -> tuple[Section, ...]:
             len(labels),
             tuple(float(s) for s in f["shares"]),
             tuple(labels),
-            int(round(int(f.get("count", 0)) * (1.0 - float(f.get("missing_rate", 0.0))))),
+            present_count(f.get("count", 0), f.get("missing_rate", 0.0)),
             f["kind"] == "numeric",
         )
         out.append(sec)

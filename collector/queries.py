@@ -7,6 +7,7 @@ hours. Drift uses :mod:`mlpack_edge.monitor_agent.drift` — the same numbers th
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -17,9 +18,10 @@ import numpy as np
 
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
-from mlpack_edge.collector.rollup import DAY, HOUR, MINUTE, Rollup, plan_range
+from mlpack_edge.collector.rollup import DAY, HOUR, MINUTE, Rollup, minute_rollups, plan_range
 from mlpack_edge.collector.storage import DeviceRow, Storage
 from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, pooled_cells, psi_rows
+from mlpack_edge.monitor_agent.wire import Window
 
 __all__ = [
     "TimeRange",
@@ -186,8 +188,11 @@ def _section_scores(sections: Iterable[Section], matrix: np.ndarray) -> dict[str
 
 def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str | None = None) -> dict[str, Any]:
     """Stats and drift per time bucket of one model (the fleet's, or one device's)."""
-    rows = storage.rollups(rng.level, rng.start, rng.end, model=model.hash, device=device)
     step = rng.bucket
+    if rng.level == "m" and device is not None:
+        rows = _device_minutes(storage, model, rng, device)
+    else:
+        rows = storage.rollups(rng.level, rng.start, rng.end, model=model.hash, device=device)
     if not rows and rng.level == "m":  # windows stored before minute roll-ups existed: hours
         rows = storage.rollups("h", rng.start, rng.end, model=model.hash, device=device)
         step = HOUR
@@ -214,6 +219,14 @@ def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str
         "points": points,
         "total": {**rollup_stats(total), "drift": drift, "worst": _worst(drift)},
     }
+
+
+def _device_minutes(storage: Storage, model: ModelInfo, rng: TimeRange, device: str) -> list[tuple[Any, ...]]:
+    """One device's minute rows (shaped like roll-up rows), summed from its stored windows:
+    at most a few hundred in a short range, and no per-device minute roll-up to write."""
+    windows = [Window.from_dict(json.loads(b)) for b in storage.window_bodies_between(device, rng.start, rng.end, model.hash)]
+    minutes = minute_rollups((w, model.vector(w)) for w in windows)
+    return [(device, model.hash, t, *minutes[t].to_row()) for t in sorted(minutes)]
 
 
 def _model_ref(m: ModelInfo) -> dict[str, Any]:

@@ -46,6 +46,7 @@ __all__ = [
     "chi2_test",
     "ChiSquare",
     "poisson_sf",
+    "present_count",
     "rate_exceeds",
     "Thresholds",
     "DriftScore",
@@ -168,6 +169,11 @@ def pooled_cells(shares: Sequence[float], n: int, ordered: bool, min_expected: f
         else:
             groups.append(current)
     return groups
+
+
+def present_count(count: int, missing_rate: float) -> int:
+    """Values behind a profile's shares (its non-missing rows): the test's reference sample size."""
+    return int(round(int(count) * (1.0 - float(missing_rate))))
 
 
 def poisson_sf(k: int, mean: float) -> float:

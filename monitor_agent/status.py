@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mlpack_edge.monitor_agent._prom import family
-from mlpack_edge.monitor_agent.drift import STATUSES, Thresholds, classify, rate_exceeds
+from mlpack_edge.monitor_agent.drift import STATUSES, Thresholds, classify, present_count, rate_exceeds
 from mlpack_edge.monitor_agent.histogram import ALPHA
 from mlpack_edge.monitor_agent.profile import CategoricalProfile, FeatureProfile, Profile
 from mlpack_edge.monitor_agent.wire import BinCounts, Window, merge_windows
@@ -78,7 +78,7 @@ class StatusReport:
 
 def reference_count(ref: FeatureProfile) -> int:
     """How many values the reference shares were computed from (the non-missing ones)."""
-    return int(round(ref.count * (1.0 - ref.missing_rate)))
+    return present_count(ref.count, ref.missing_rate)
 
 
 def verdict(status: str, n: int, min_count: int) -> str:
