@@ -20,7 +20,7 @@ from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
 from mlpack_edge.collector.rollup import DAY, HOUR, MINUTE, Rollup, minute_rollups, plan_range
 from mlpack_edge.collector.storage import DeviceRow, Storage
-from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, pooled_cells, psi_rows
+from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, psi_rows, min_testable_count
 from mlpack_edge.monitor_agent.wire import Window
 
 __all__ = [
@@ -370,7 +370,7 @@ def _device_worst(
         if n >= need and p >= m.thresholds.psi_warn:
             tested[j] = score_section(m, sec, counts[sec.start : sec.start + sec.n_bins])
             status = tested[j].status
-        elif n < need or len(pooled_cells(sec.shares, n, sec.ordered)) < 2:
+        elif n < need or n < min_testable_count(sec.shares, sec.ordered):
             status = "not-enough-data"
         else:
             status = "ok"

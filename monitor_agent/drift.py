@@ -25,6 +25,7 @@ and fleet view reach the same verdict for the same counts.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ __all__ = [
     "psi_rows",
     "js_rows",
     "pooled_cells",
+    "min_testable_count",
     "chi2_test",
     "ChiSquare",
     "poisson_sf",
@@ -361,6 +363,13 @@ def classify(
     else:
         status = "ok"
     return DriftScore(p, j, status, n, need, "chi2", test.statistic, test.df, test.p_value, level)
+
+
+@functools.lru_cache(maxsize=4096)
+def min_testable_count(shares: tuple[float, ...], ordered: bool) -> int:
+    """The fewest values for which the bins pool into two cells (a test is possible); the
+    answer is monotone in n, so ``n >= min_testable_count(...)`` replaces pooling per call."""
+    return _needed(shares, ordered, 1)
 
 
 def _needed(reference: Sequence[float], ordered: bool, n: int) -> int:

@@ -21,6 +21,7 @@ from mlpack_edge.monitor_agent.drift import (
     pooled_cells,
     psi,
     rate_exceeds,
+    min_testable_count,
 )
 from mlpack_edge.monitor_agent.profile import Profile, bin_numeric, build_profile
 from mlpack_edge.monitor_agent.status import build_status, reference_count, render_metrics, render_text
@@ -87,6 +88,10 @@ def test_pooling_gives_every_cell_enough_expected_values_and_keeps_numeric_bins_
             if ordered:
                 assert all(g == list(range(g[0], g[-1] + 1)) for g in groups)
     assert len(pooled_cells(q, 1000, True)) == 10  # enough data: no pooling
+    for ordered in (True, False):  # min_testable_count is the exact threshold of "two cells or more"
+        k = min_testable_count(tuple(q), ordered)
+        assert len(pooled_cells(q, k, ordered)) >= 2 > len(pooled_cells(q, k - 1, ordered))
+        assert all(len(pooled_cells(q, m, ordered)) >= 2 for m in range(k, k + 200))
     assert len(pooled_cells([0.97, 0.03], 20, False)) == 1  # 0.6 expected in the rare one: no test
 
 
