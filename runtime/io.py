@@ -36,7 +36,7 @@ from mlpack_edge.runtime._format import float_texts
 from mlpack_edge.runtime.model import BatchResult, Model
 from mlpack_edge.runtime.schema import Batch, Schema, row_error
 
-__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "utf8_lines", "atomic_text_output"]
+__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "csv_batch", "utf8_lines", "atomic_text_output"]
 
 FORMATS = ("csv", "jsonl")
 DEFAULT_CHUNK_ROWS = 2048
@@ -181,6 +181,22 @@ def predict_stream(
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not UTF-8 text after row {summary.rows} ({exc.reason})") from None
     return summary
+
+
+def csv_batch(text: IO[str], schema: Schema, where: str) -> Batch:
+    """A whole CSV (header + rows, already in memory) as one batch, rows numbered from 1.
+
+    For a request body (``serve``'s ``POST /invocations``): the same header checks and
+    per-row validation as ``predict``, and a leading unnamed column (the index
+    ``pandas.DataFrame.to_csv()`` writes by default) is ignored.
+    """
+    first = text.readline()
+    text.seek(0)
+    header = next(csv.reader([first]), [])
+    source = _CsvSource(text, schema, ("",) if header[:1] == [""] else (), where)
+    for batch, _ in source.chunks(1 << 62):
+        return batch
+    return schema.columns([() for _ in schema.names], 0, 1)
 
 
 def _with_ids(

@@ -247,6 +247,21 @@ class Model:
         """Predict an already validated :class:`Batch` (e.g. columns from a CSV reader)."""
         return self._infer(batch, time.perf_counter() if self._recorder is not None else 0.0)
 
+    def predict_all(self, batch: Batch) -> BatchResult:
+        """Predict a validated batch only if every row passed: all rows or none.
+
+        For protocols whose answer has no slot for a per-row error (MLflow's
+        ``/invocations``, KServe v2 tensors). Invalid rows are reported to the recorder
+        as on every other path; the first one is raised, with how many failed.
+        """
+        if batch.errors:
+            if self._recorder is not None:
+                self._recorder.record_error("validation", len(batch.errors))
+            first = batch.errors[0]
+            more = f" ({len(batch.errors)} of {batch.size} rows invalid; nothing predicted)" if batch.size > 1 else ""
+            raise InputError(f"{first}{more}", row=first.row, field=first.field)
+        return self.predict_batch(batch)
+
     # ------------------------------------------------------------------ internals
 
     def _validate(self, rows: Any, start: int | None) -> Batch:
