@@ -49,6 +49,7 @@ class Dataset:
     rows: int
     inferred: bool  # kinds were inferred (no [data.features])
     ignored: tuple[str, ...]  # CSV columns that are neither feature nor target
+    missing: tuple[str, ...] = ("",)  # text read as missing ([data] missing): the manifest's input.missing
 
     @property
     def numeric(self) -> tuple[str, ...]:
@@ -131,6 +132,7 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
         rows=len(table),
         inferred=spec.features is None,
         ignored=tuple(c for c in header if c not in used),
+        missing=tuple(spec.missing),
     )
 
 

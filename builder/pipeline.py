@@ -407,7 +407,11 @@ def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
         "owner": m.owner,
         "intended_use": m.intended_use,
         "task": ds.task,
-        "input": {"layout": done.layout, "features": [f.to_dict() for f in ds.features]},
+        "input": {
+            "layout": done.layout,
+            "missing": list(ds.missing),  # the device reads these cells as missing, as the build did
+            "features": [f.to_dict() for f in ds.features],
+        },
         "output": output,
         "onnx": done.converted.manifest_section(MODEL_FILE),
         "metrics": {k: (None if math.isnan(v) else v) for k, v in done.evaluation.metrics.items()},

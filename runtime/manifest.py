@@ -14,6 +14,7 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
       "task": "binary" | "multiclass" | "regression",
       "input": {
         "layout": "matrix" | "columns",      # one float32 [N, F] tensor, or one [N, 1] per feature
+        "missing": ["", "NA", "nan", ...],   # text cells read as missing (data.missing); optional
         "features": [
           {"name": "age", "kind": "numeric", "nullable": false},
           {"name": "colour", "kind": "categorical", "nullable": true,
@@ -44,6 +45,10 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
       "files": {"model.onnx": "<sha256>", "profile.json": "<sha256>",
                 "model_card.html": "<sha256>", ...}
     }
+
+``input.missing`` lists the text the build read as missing (``[data] missing``), so the
+device reads the same cells as missing (a cell matches when its text, stripped of
+surrounding blanks, is in the list). Bundles built before it lack it and mean ``[""]``.
 
 ``evaluation`` is optional (bundles built before it lack it; the device never reads it);
 :mod:`mlpack_edge.builder._card_eval` writes it.
@@ -136,6 +141,11 @@ class Manifest:
         return list(self.data["output"].get("classes", []))
 
     @property
+    def missing(self) -> tuple[str, ...]:
+        """Text read as missing, as the build read it (``input.missing``; ``("",)`` for older bundles)."""
+        return tuple(self.data["input"].get("missing", [""]))
+
+    @property
     def files(self) -> dict[str, str]:
         return dict(self.data["files"])
 
@@ -163,6 +173,9 @@ class Manifest:
         inp = data["input"]
         if not isinstance(inp, dict) or inp.get("layout") not in ("matrix", "columns"):
             raise BundleError(f"{source}: input.layout must be 'matrix' or 'columns'")
+        tokens = inp.get("missing", [""])
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise BundleError(f"{source}: input.missing must be a list of strings")
         feats = []
         for i, f in enumerate(inp.get("features") or []):
             try:

@@ -145,7 +145,7 @@ class Model:
             bundle.verify()
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
-        self.schema = Schema(self.manifest.features)
+        self.schema = Schema(self.manifest.features, self.manifest.missing)
         where = f"{bundle.location}/{bundle.model_file}"
         if self.manifest.layout == "matrix" and not self.schema.all_numeric:
             raise BundleError(f"{bundle.location}/manifest.json: input.layout 'matrix' needs numeric features only")

@@ -12,8 +12,11 @@ Rules (the same for every form):
   lists and objects are the wrong type; values must be finite and fit float32;
 * categorical features take strings (integers are accepted as their decimal text);
   a category not in the manifest is an error, or missing, per the feature's ``unseen``;
-* ``None``, NaN and the empty string are *missing*: allowed only on nullable features
-  (fed to ONNX as NaN, or as ``""`` for a categorical);
+* ``None``, NaN, the empty string and the text the build read as missing (the
+  manifest's ``input.missing``, e.g. ``"NA"``; matched after stripping surrounding
+  blanks, as the build matched it) are *missing*: allowed only on nullable features (fed
+  to ONNX as NaN, or as ``""`` for a categorical). The tokens apply to text only: a
+  JSON number ``-999`` is a number even when the text ``"-999"`` is a missing token;
 * every feature must be present and nothing else may be.
 
 Validation is column-wise (one numpy conversion per feature, a Python loop only for a
@@ -95,8 +98,13 @@ def _listing(names: Sequence[str]) -> str:
 class Schema:
     """Converters for one model's input features (manifest order)."""
 
-    def __init__(self, features: Sequence[Feature]) -> None:
+    def __init__(self, features: Sequence[Feature], missing: Sequence[str] = ()) -> None:
         self.features = tuple(features)
+        # Text read as missing: the build's tokens, plus "" (always missing on the device).
+        self._missing = frozenset(missing) | {""}
+        # Tokens numpy would parse as a number ("-999", "inf"): numeric text columns then
+        # need a per-value look (NaN-like tokens need none: numpy reads them as NaN).
+        self._number_tokens = any(_parses_as_number(t) for t in self._missing)
         self.names = tuple(f.name for f in self.features)
         self.width = len(self.names)
         self._nameset = frozenset(self.names)
@@ -355,16 +363,21 @@ class Schema:
             if types <= _PLAIN_NUMBERS:
                 arr = np.array(values, dtype=np.float64)
             elif types == {str}:
+                missing = self._missing
                 try:
                     arr = np.array(values, dtype=np.float64)
-                except ValueError:  # most often empty cells (CSV missing values): read them as NaN
-                    arr = np.array([v or "nan" for v in values], dtype=np.float64)
+                except ValueError:  # most often missing cells ("", "NA"): read them as NaN
+                    arr = np.array(["nan" if v.strip() in missing else v for v in values], dtype=np.float64)
+                if self._number_tokens:
+                    for pos, v in enumerate(values):
+                        if v.strip() in missing:
+                            arr[pos] = math.nan
         except (TypeError, ValueError, OverflowError):
             arr = None
         if arr is None:
             arr = np.empty(len(values), dtype=np.float64)
             for pos, v in enumerate(values):
-                x, problem = _to_number(v)
+                x, problem = _to_number(v, self._missing)
                 arr[pos] = x
                 if problem is not None and pos not in errors:
                     errors[pos] = row_error(_at(start, pos), feature.name, problem)
@@ -385,14 +398,18 @@ class Schema:
                 if problem is not None and pos not in errors:
                     errors[pos] = row_error(_at(start, pos), name, problem)
             original = texts
+        unseen = set(original) - self._categories[i]
+        unseen.discard("")
+        blanks = {v for v in unseen if v.strip() in self._missing}  # "NA", " ": missing, as in training
+        if blanks:
+            original = ["" if v in blanks else v for v in original]
+            unseen -= blanks
         if not feature.nullable and "" in original:
             for pos, v in enumerate(original):
                 if v == "" and pos not in errors:
                     errors[pos] = row_error(
                         _at(start, pos), name, "is missing (null/empty) but the feature is not nullable"
                     )
-        unseen = set(original) - self._categories[i]
-        unseen.discard("")
         if not unseen:
             return original, original
         if feature.unseen == "missing":
@@ -408,7 +425,15 @@ class Schema:
         return original, original
 
 
-def _to_number(v: Any) -> tuple[float, str | None]:
+def _parses_as_number(text: str) -> bool:
+    """Whether numpy would read ``text`` as a number other than NaN."""
+    try:
+        return not math.isnan(float(text))
+    except ValueError:
+        return False
+
+
+def _to_number(v: Any, missing: frozenset[str] = frozenset({""})) -> tuple[float, str | None]:
     """One value as a float (NaN = missing), or NaN and what is wrong with it."""
     if isinstance(v, (bool, np.bool_)):
         return math.nan, "expected a number, got a boolean"
@@ -421,7 +446,7 @@ def _to_number(v: Any) -> tuple[float, str | None]:
         return math.nan, None
     if isinstance(v, str):
         text = v.strip()
-        if not text:
+        if not text or text in missing:
             return math.nan, None
         try:
             return float(text), None
