@@ -50,6 +50,7 @@ class Dataset:
     inferred: bool  # kinds were inferred (no [data.features])
     ignored: tuple[str, ...]  # CSV columns that are neither feature nor target
     missing: tuple[str, ...] = ("",)  # text read as missing ([data] missing): the manifest's input.missing
+    dropped_target: int = 0  # rows left out for a missing target ([data] drop_missing_target)
 
     @property
     def numeric(self) -> tuple[str, ...]:
@@ -89,6 +90,14 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
     if table.empty:
         raise DataError(f"{where}: has a header but no data rows")
     missing_tokens = frozenset(spec.missing)
+    lines = np.arange(len(table)) + 2  # file line of each row (the header is line 1), kept across dropping
+    no_target = table[spec.target].str.strip().isin(missing_tokens).to_numpy()
+    dropped = int(no_target.sum()) if spec.drop_missing_target else 0
+    if dropped:
+        if dropped == len(table):
+            raise DataError(f"{where}: every row's target '{spec.target}' is missing; nothing to train on")
+        table = table[~no_target].reset_index(drop=True)
+        lines = lines[~no_target]
     columns: dict[str, pd.Series] = {}
     features: list[tuple[FeatureSpec, str, pd.Series]] = []
     for f in declared:
@@ -100,17 +109,17 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
             )
         kind = f.kind or ("numeric" if _all_numbers(cells[~missing]) else "categorical")
         if kind == "numeric":
-            values = _numeric(cells, missing, f.name, where)
+            values = _numeric(cells, missing, f.name, where, lines)
         else:
             values = cells.where(~missing, "").astype(object)
         if f.nullable is False and bool(missing.any()):
-            line = int(np.flatnonzero(missing.to_numpy())[0]) + 2
+            line = int(lines[np.flatnonzero(missing.to_numpy())[0]])
             raise DataError(
                 f"{where}: line {line}: column '{f.name}' is missing but the feature is declared nullable = false"
             )
         columns[f.name] = values
         features.append((f, kind, missing))
-    y, classes, resolved = _target(table[spec.target], task, missing_tokens, spec.target, where)
+    y, classes, resolved = _target(table[spec.target], task, missing_tokens, spec.target, where, lines)
     train_idx, test_idx = _split(len(table), y, resolved, spec.test_size, seed, where)
     frame = pd.DataFrame(columns)
     x_train = frame.iloc[train_idx].reset_index(drop=True)
@@ -133,6 +142,7 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
         inferred=spec.features is None,
         ignored=tuple(c for c in header if c not in used),
         missing=tuple(spec.missing),
+        dropped_target=dropped,
     )
 
 
@@ -173,25 +183,26 @@ def _all_numbers(cells: pd.Series) -> bool:
     return bool(np.isfinite(parsed.to_numpy(dtype=np.float64)).all())
 
 
-def _numeric(cells: pd.Series, missing: pd.Series, name: str, where: str) -> pd.Series:
+def _numeric(cells: pd.Series, missing: pd.Series, name: str, where: str, lines: np.ndarray) -> pd.Series:
     parsed = pd.to_numeric(cells.str.strip().where(~missing), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~missing.to_numpy() & ~(np.isfinite(parsed) & (np.abs(np.nan_to_num(parsed)) <= _F32_MAX))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where}: line {i + 2}: column '{name}' expects a number, got {cells.iloc[i]!r}")
+        raise DataError(f"{where}: line {lines[i]}: column '{name}' expects a number, got {cells.iloc[i]!r}")
     return pd.Series(parsed.astype(np.float32), index=cells.index)
 
 
 def _target(
-    cells: pd.Series, task: str, missing_tokens: frozenset[str], name: str, where: str
+    cells: pd.Series, task: str, missing_tokens: frozenset[str], name: str, where: str, lines: np.ndarray
 ) -> tuple[np.ndarray, tuple[Any, ...], str]:
     """The target as an array, its sorted classes, and the task resolved from the data."""
     missing = cells.str.strip().isin(missing_tokens).to_numpy()
     if missing.any():
-        line = int(np.flatnonzero(missing)[0]) + 2
+        line = int(lines[np.flatnonzero(missing)[0]])
         count = int(missing.sum())
         raise DataError(
-            f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target)"
+            f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target;"
+            " leave them out with [data] drop_missing_target = true)"
         )
     if task == "regression":
         parsed = pd.to_numeric(cells.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
@@ -199,7 +210,7 @@ def _target(
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{where}: line {i + 2}: target '{name}' must be a number for regression, got {cells.iloc[i]!r}"
+                f"{where}: line {lines[i]}: target '{name}' must be a number for regression, got {cells.iloc[i]!r}"
             )
         return parsed, (), "regression"
     y = _labels(cells)

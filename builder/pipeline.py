@@ -148,8 +148,9 @@ def build(
         data_spec = spec.data if own is None else byo.data_spec(spec.data, own)
         ds = data.load_data(data_spec, spec.model.task, spec.model.seed)
         _check_positive(spec, ds)
+        dropped = f" ({ds.dropped_target} without a target left out)" if ds.dropped_target else ""
         st.summary = (
-            f"{ds.rows} rows, {len(ds.features)} features; {len(ds.x_train)} train / {len(ds.x_test)} held out"
+            f"{ds.rows} rows{dropped}, {len(ds.features)} features; {len(ds.x_train)} train / {len(ds.x_test)} held out"
             f" ({'stratified, ' if ds.stratified else ''}seed {spec.model.seed}); task {ds.task}"
         )
     for line in _feature_lines(ds):
@@ -463,6 +464,8 @@ def _lineage(spec: Spec, ds: Dataset, extra: dict[str, Any]) -> dict[str, Any]:
         **extra,
         **_versions(),
     }
+    if ds.dropped_target:
+        lineage["dropped_missing_target"] = ds.dropped_target
     if ds.task == "binary":
         lineage["positive_class"] = spec.evaluate.positive if spec.evaluate.positive is not None else ds.classes[1]
     return lineage

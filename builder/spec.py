@@ -32,6 +32,8 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
     unseen = "error"              # default policy for categories never seen in training:
                                   # "error" (reject the row) | "missing" (treat as missing)
     missing = ["", "NA", "N/A", "NaN", "nan", "null", "NULL"]   # cells read as missing
+    drop_missing_target = false   # true: leave out rows whose target is missing (counted
+                                  # in the data stage); false: such a row is an error
 
     [data.features]               # optional; default: every column but target/exclude,
     age = "numeric"               # kind inferred (numbers -> numeric, else categorical)
@@ -122,7 +124,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
         *("onnx", "reference_outputs", "onnx_outputs", "classes"),
     ),
     "model.onnx_outputs": ("label", "probabilities", "logits", "value"),
-    "data": ("path", "target", "test_size", "exclude", "unseen", "missing", "features"),
+    "data": ("path", "target", "test_size", "exclude", "unseen", "missing", "drop_missing_target", "features"),
     "data.features.*": ("kind", "nullable", "unseen"),
     "preprocess": ("numeric", "categorical"),
     "preprocess.numeric": ("impute", "scale", "fill_value"),
@@ -179,6 +181,7 @@ class DataSpec:
     exclude: tuple[str, ...] = ()
     unseen: Unseen = "error"
     missing: tuple[str, ...] = DEFAULT_MISSING
+    drop_missing_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -481,6 +484,7 @@ class _Reader:
             exclude=self.strings(t, "exclude", "data", ()),
             unseen=unseen,
             missing=self.strings(t, "missing", "data", DEFAULT_MISSING),
+            drop_missing_target=self.boolean(t, "drop_missing_target", "data", False),
         )
 
     def feature(self, name: str, value: Any) -> FeatureSpec:
