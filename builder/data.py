@@ -26,6 +26,7 @@ import pandas as pd
 from mlpack_edge.builder._suggest import nearest
 from mlpack_edge.builder.spec import DataSpec, FeatureSpec
 from mlpack_edge.errors import DataError
+from mlpack_edge.runtime import _datetime
 from mlpack_edge.runtime.manifest import Feature
 
 __all__ = ["Dataset", "load_data"]
@@ -51,6 +52,9 @@ class Dataset:
     ignored: tuple[str, ...]  # CSV columns that are neither feature nor target
     missing: tuple[str, ...] = ("",)  # text read as missing ([data] missing): the manifest's input.missing
     dropped_target: int = 0  # rows left out for a missing target ([data] drop_missing_target)
+    # datetime columns: {"name", "format", "parts", "nullable"}; the model sees their parts
+    # as numeric features <name>_<part> (the manifest's input.datetime)
+    datetimes: tuple[dict[str, Any], ...] = ()
 
     @property
     def numeric(self) -> tuple[str, ...]:
@@ -100,6 +104,7 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
         lines = lines[~no_target]
     columns: dict[str, pd.Series] = {}
     features: list[tuple[FeatureSpec, str, pd.Series]] = []
+    datetimes: list[dict[str, Any]] = []
     for f in declared:
         cells = table[f.name]
         missing = cells.str.strip().isin(missing_tokens)
@@ -107,6 +112,13 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
             raise DataError(
                 f"{where}: column '{f.name}' has no values (every row is missing); exclude it (data.exclude)"
             )
+        if f.kind == "datetime":
+            source = _datetime_parts(f, cells, missing, missing_tokens, header, where, lines)
+            for name, values in source.pop("columns").items():
+                columns[name] = values
+                features.append((FeatureSpec(name, "numeric", f.nullable), "numeric", missing))
+            datetimes.append(source)
+            continue
         kind = f.kind or ("numeric" if _all_numbers(cells[~missing]) else "categorical")
         if kind == "numeric":
             values = _numeric(cells, missing, f.name, where, lines)
@@ -143,7 +155,54 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
         ignored=tuple(c for c in header if c not in used),
         missing=tuple(spec.missing),
         dropped_target=dropped,
+        datetimes=tuple(datetimes),
     )
+
+
+def _datetime_parts(
+    f: FeatureSpec,
+    cells: pd.Series,
+    missing: pd.Series,
+    tokens: frozenset[str],
+    header: list[str],
+    where: str,
+    lines: np.ndarray,
+) -> dict[str, Any]:
+    """A datetime column's derived part columns (float32), its format (declared or inferred) and parts."""
+    present = ~missing.to_numpy()
+    if f.nullable is False and not present.all():
+        line = int(lines[np.flatnonzero(~present)[0]])
+        raise DataError(f"{where}: line {line}: column '{f.name}' is missing but the feature is declared nullable = false")
+    fmt = f.format
+    if fmt is None:
+        values = cells[present].tolist()
+        fmt, bad = _datetime.infer_format(values)
+        if fmt is None:
+            assert bad is not None
+            line = int(lines[np.flatnonzero(present)[bad]])
+            tried = ", ".join(_datetime.describe(x) for x in _datetime.INFERRED)
+            raise DataError(
+                f"{where}: line {line}: column '{f.name}' is not a date/time in a format mlpack infers"
+                f" (got {values[bad]!r}; tried {tried}); declare its format (data.features.{f.name}.format)"
+            )
+    derived, problems = _datetime.derive(cells.tolist(), fmt, f.parts, tokens)
+    if problems:
+        pos = min(problems)
+        raise DataError(f"{where}: line {int(lines[pos])}: column '{f.name}': {problems[pos]}")
+    names = _datetime.part_names(f.name, f.parts)
+    for name in names:
+        if name in header:
+            raise DataError(
+                f"{where}: column '{name}' is also the name of a part of datetime column '{f.name}'; rename or exclude it"
+            )
+    has_missing = bool(missing.any())
+    return {
+        "name": f.name,
+        "format": fmt,
+        "parts": list(f.parts),
+        "nullable": has_missing if f.nullable is None else f.nullable,
+        "columns": {n: pd.Series(derived[:, j].astype(np.float32), index=cells.index) for j, n in enumerate(names)},
+    }
 
 
 def _read_bytes(path: Path) -> bytes:

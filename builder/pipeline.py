@@ -37,6 +37,7 @@ from mlpack_edge.builder.signing import load_signing_key
 from mlpack_edge.builder.spec import Spec, load_spec
 from mlpack_edge.errors import DataError, MlpackError, PackagingError
 from mlpack_edge.monitor_agent.profile import Profile, build_profile
+from mlpack_edge.runtime._datetime import describe as describe_format
 from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, write_bundle
 
@@ -377,7 +378,11 @@ def _feature_lines(ds: Dataset) -> list[str]:
         return shown + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
 
     how = "inferred" if ds.inferred else "declared"
-    lines = []
+    lines = [
+        f"datetime {d['name']} ({describe_format(d['format'])}) -> numeric "
+        + ", ".join(f"{d['name']}_{p}" for p in d["parts"])
+        for d in ds.datetimes
+    ]
     if ds.numeric:
         lines.append(f"{len(ds.numeric)} numeric ({how}): {names(ds.numeric)}")
     if ds.categorical:
@@ -431,7 +436,7 @@ def _failed_report(
         "owner": m.owner,
         "intended_use": m.intended_use,
         "task": ds.task,
-        "input": {"layout": layout, "missing": list(ds.missing), "features": [f.to_dict() for f in ds.features]},
+        "input": _input(ds, layout),
         "output": {} if ds.task == "regression" else {"classes": list(ds.classes)},
         "metrics": {k: (None if math.isnan(v) else v) for k, v in evaluation.metrics.items()},
         "gates": [_finite(r.to_dict()) for r in evaluation.gates],
@@ -448,6 +453,17 @@ def _failed_report(
         rep.info(f"warning: cannot write the report of the failed build to {path} ({exc.strerror or exc})")
         return None
     return str(path)
+
+
+def _input(ds: Dataset, layout: str) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "layout": layout,
+        "missing": list(ds.missing),  # the device reads these cells as missing, as the build did
+        "features": [f.to_dict() for f in ds.features],
+    }
+    if ds.datetimes:  # the device derives these features' parts itself (runtime/_datetime.py)
+        section["datetime"] = [dict(d) for d in ds.datetimes]
+    return section
 
 
 def _lineage(spec: Spec, ds: Dataset, extra: dict[str, Any]) -> dict[str, Any]:
@@ -484,11 +500,7 @@ def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
         "owner": m.owner,
         "intended_use": m.intended_use,
         "task": ds.task,
-        "input": {
-            "layout": done.layout,
-            "missing": list(ds.missing),  # the device reads these cells as missing, as the build did
-            "features": [f.to_dict() for f in ds.features],
-        },
+        "input": _input(ds, done.layout),
         "output": output,
         "onnx": done.converted.manifest_section(MODEL_FILE),
         "metrics": {k: (None if math.isnan(v) else v) for k, v in done.evaluation.metrics.items()},

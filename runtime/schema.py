@@ -98,7 +98,9 @@ def _listing(names: Sequence[str]) -> str:
 class Schema:
     """Converters for one model's input features (manifest order)."""
 
-    def __init__(self, features: Sequence[Feature], missing: Sequence[str] = ()) -> None:
+    def __init__(
+        self, features: Sequence[Feature], missing: Sequence[str] = (), datetimes: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         self.features = tuple(features)
         # Text read as missing: the build's tokens, plus "" (always missing on the device).
         self._missing = frozenset(missing) | {""}
@@ -119,6 +121,102 @@ class Schema:
         self._numeric_values = _getter(self.numeric)
         self._categorical_values = _getter(self.categorical)
         self._category_sets = tuple(self._categories[i] for i in self.categorical)
+        self._init_inputs(datetimes)
+
+    def _init_inputs(self, datetimes: Sequence[Mapping[str, Any]]) -> None:
+        """What callers send: the model's features, a datetime column in place of its parts.
+
+        ``inputs``/``input_names`` are those (a datetime column as ``Feature(name,
+        "datetime", nullable)`` at the place of its first part); ``features``/``names``
+        stay the model's. Without datetime columns the two are the same.
+        """
+        self._datetimes = tuple(dict(d) for d in datetimes)
+        if not self._datetimes:
+            self.inputs = self.features
+            self.input_names = self.names
+            return
+        owner = {}
+        for k, d in enumerate(self._datetimes):
+            for part in d["parts"]:
+                owner[f"{d['name']}_{part}"] = k
+        inputs: list[Feature] = []
+        emitted: set[int] = set()
+        for f in self.features:
+            k = owner.get(f.name)
+            if k is None:
+                inputs.append(f)
+            elif k not in emitted:
+                emitted.add(k)
+                d = self._datetimes[k]
+                inputs.append(Feature(d["name"], "datetime", bool(d["nullable"])))  # type: ignore[arg-type]
+        self.inputs = tuple(inputs)
+        self.input_names = tuple(f.name for f in inputs)
+        self._input_set = frozenset(self.input_names)
+        self._model_position = {n: i for i, n in enumerate(self.names)}
+
+    # ------------------------------------------------------------------ datetime columns
+
+    def _expand_columns(
+        self, columns: Sequence[Sequence[Any]]
+    ) -> tuple[list[Sequence[Any]], dict[int, tuple[str, str]]]:
+        """Columns in input order -> columns in model order, each datetime column derived into
+        its parts; and ``{position: (field, problem)}`` for values that are not dates."""
+        from mlpack_edge.runtime._datetime import derive
+
+        out: list[Sequence[Any]] = [()] * self.width
+        found: dict[int, tuple[str, str]] = {}
+        by_name = dict(zip(self.input_names, columns))
+        for d in self._datetimes:
+            name = d["name"]
+            parts, problems = derive(by_name.pop(name), d["format"], d["parts"], self._missing)
+            for pos, problem in problems.items():
+                found.setdefault(pos, (name, problem))
+            if not d["nullable"]:
+                for pos in np.flatnonzero(np.isnan(parts[:, 0])).tolist():
+                    found.setdefault(pos, (name, "is missing (null/empty) but the feature is not nullable"))
+            for j, part in enumerate(d["parts"]):
+                out[self._model_position[f"{name}_{part}"]] = parts[:, j]
+        for name, values in by_name.items():
+            out[self._model_position[name]] = values
+        return out, found
+
+    def _expand_rows(self, rows: Sequence[Any], start: int | None, errors: dict[int, InputError]) -> list[Any]:
+        """Rows by input names -> dict rows by model names (rows already keyed by the model's names pass)."""
+        keyed: list[Any] = []
+        todo: list[int] = []
+        for pos, r in enumerate(rows):
+            if pos in errors:
+                keyed.append(None)
+                continue
+            if isinstance(r, (list, tuple)) or (isinstance(r, np.ndarray) and r.ndim == 1):
+                if len(r) != len(self.input_names):
+                    problem = f"expected {len(self.input_names)} values in manifest order, got {len(r)}"
+                    errors[pos] = row_error(_at(start, pos), None, problem, name_field=False)
+                    keyed.append(None)
+                    continue
+                r = dict(zip(self.input_names, r))
+            if isinstance(r, Mapping):
+                if r.keys() == self._input_set:
+                    keyed.append(r)
+                    todo.append(pos)
+                    continue
+                if r.keys() == self._nameset:  # already the model's features (golden rows)
+                    keyed.append(r)
+                    continue
+                problem, field = self._key_problem(r, self.input_names, self._input_set)
+                errors[pos] = row_error(_at(start, pos), field, problem, name_field=False)
+                keyed.append(None)
+                continue
+            keyed.append(r)  # not a row at all: rows() names the problem
+        if todo:
+            columns = [[keyed[p][n] for p in todo] for n in self.input_names]
+            expanded, found = self._expand_columns(columns)
+            for k, p in enumerate(todo):
+                if k in found:
+                    errors[p] = row_error(_at(start, p), *found[k])
+                    continue
+                keyed[p] = {n: (c[k].item() if isinstance(c, np.ndarray) else c[k]) for n, c in zip(self.names, expanded)}
+        return keyed
 
     # ------------------------------------------------------------------ single row
 
@@ -198,6 +296,8 @@ class Schema:
         ``errors`` holds rows already known to be bad (by position); their values are ignored.
         """
         errors = dict(errors or {})
+        if self._datetimes:
+            rows = self._expand_rows(rows, start, errors)
         table: list[Sequence[Any]] = []
         for pos, r in enumerate(rows):
             if pos in errors:
@@ -247,10 +347,20 @@ class Schema:
         ``errors`` holds rows already known to be bad (by position); their values are ignored.
         """
         errs = dict(errors or {})
+        if self._datetimes:
+            columns, found = self._expand_columns(columns)
+            for pos, (field, problem) in found.items():
+                errs.setdefault(pos, row_error(_at(start, pos), field, problem))
         return self._complete(self._parse_numeric(columns, size, start, errs), columns, size, start, errs)
 
     def matrix(self, X: np.ndarray, start: int | None = 0) -> Batch:
         """Validate a numeric 2-D array whose columns are the features in manifest order."""
+        if self._datetimes:  # a datetime column arrives as text (or datetimes): row by row
+            if X.ndim != 2 or X.shape[1] != len(self.input_names):
+                raise row_error(
+                    None, None, f"expected an array of shape (n, {len(self.input_names)}) in manifest order, got {X.shape}"
+                )
+            return self.rows(X.tolist() if X.dtype.kind != "O" else list(X), start)
         if X.ndim != 2 or X.shape[1] != self.width:
             raise row_error(None, None, f"expected an array of shape (n, {self.width}) in manifest order, got {X.shape}")
         if not self.all_numeric or X.dtype.kind not in "fiu":
@@ -341,14 +451,18 @@ class Schema:
             [[c[p] for p in keep] for c in fed],
         )
 
-    def _key_problem(self, row: Mapping[Any, Any]) -> tuple[str, str | None]:
-        missing = [n for n in self.names if n not in row]
+    def _key_problem(
+        self, row: Mapping[Any, Any], names: Sequence[str] | None = None, nameset: frozenset[str] | None = None
+    ) -> tuple[str, str | None]:
+        names = self.names if names is None else names
+        nameset = self._nameset if nameset is None else nameset
+        missing = [n for n in names if n not in row]
         if missing:
             return f"missing feature{'s' if len(missing) > 1 else ''} {_listing([repr(m) for m in missing])}", missing[0]
-        unknown = [str(k) for k in row if k not in self._nameset]
+        unknown = [str(k) for k in row if k not in nameset]
         return (
             f"unknown feature{'s' if len(unknown) > 1 else ''} {_listing([repr(u) for u in unknown])}"
-            f" (the model takes: {_listing(list(self.names))})",
+            f" (the model takes: {_listing(list(names))})",
             unknown[0],
         )
 

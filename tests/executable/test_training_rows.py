@@ -7,7 +7,9 @@ estimator's ``predict`` on the same rows, its probabilities (or values) within t
 bundle's parity tolerance. The brought ONNX network is checked against its committed
 reference outputs (PyTorch's), the same comparison its build proves. One more project,
 ``tests/builder/data/r_export.csv`` (R's ``write.csv``: ``NA`` cells in a numeric and a
-categorical column), checks that the executable reads as missing what the build did.
+categorical column), checks that the executable reads as missing what the build did,
+and a project with a ``datetime`` column checks the frozen runtime derives its parts
+(``%Y/%m/%d %H:%M`` text, ``NA`` gaps) as the build did.
 
 Cost: the examples are built once for the module, all into the session's runtime cache,
 so the runtime is frozen at most once (a run that froze it already reuses it).
@@ -25,6 +27,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.builder.test_datetime_build import _data as datetime_data
+from tests.builder.test_datetime_build import _spec as datetime_spec
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +97,8 @@ def _rows_csv(name: str, spec_path: Path, manifest: dict[str, Any], folder: Path
     from mlpack_edge.builder.spec import load_spec
 
     spec = load_spec(spec_path)
-    features = [f["name"] for f in manifest["input"]["features"]]
+    parts = {f"{d['name']}_{p}": d["name"] for d in manifest["input"].get("datetime", []) for p in d["parts"]}
+    features = list(dict.fromkeys(parts.get(f["name"], f["name"]) for f in manifest["input"]["features"]))
     with open(spec.data.path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     out = folder / f"{name}-rows.csv"
@@ -111,7 +117,13 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Example]:
     (work / "r").mkdir()
     shutil.copy(R_EXPORT, work / "r" / "r_export.csv")
     (work / "r" / "mlpack.toml").write_text(R_SPEC)
-    specs = {name: EXAMPLES / name / "mlpack.toml" for name in BUILT} | {"r_export": work / "r" / "mlpack.toml"}
+    (work / "dt").mkdir()
+    (work / "dt" / "data.csv").write_text(datetime_data())
+    (work / "dt" / "mlpack.toml").write_text(datetime_spec())
+    specs = {name: EXAMPLES / name / "mlpack.toml" for name in BUILT} | {
+        "r_export": work / "r" / "mlpack.toml",
+        "datetime": work / "dt" / "mlpack.toml",
+    }
     built: dict[str, Example] = {}
     for name, spec_path in specs.items():
         if name == "fleet_faults_xgboost" and importlib.util.find_spec("xgboost") is None:
@@ -124,7 +136,7 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Example]:
     return built
 
 
-@pytest.mark.parametrize("name", [*BUILT, "r_export"])
+@pytest.mark.parametrize("name", [*BUILT, "r_export", "datetime"])
 def test_the_training_csv_predicts_row_for_row(examples: dict[str, Example], name: str, tmp_path: Path) -> None:
     if name not in examples:
         pytest.skip("xgboost is not installed (pip install 'mlpack-edge[xgboost]')")
