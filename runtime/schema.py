@@ -152,6 +152,7 @@ class Schema:
         self.inputs = tuple(inputs)
         self.input_names = tuple(f.name for f in inputs)
         self._input_set = frozenset(self.input_names)
+        self._input_values = _getter(self.input_names)
         self._model_position = {n: i for i, n in enumerate(self.names)}
 
     # ------------------------------------------------------------------ datetime columns
@@ -180,43 +181,54 @@ class Schema:
             out[self._model_position[name]] = values
         return out, found
 
-    def _expand_rows(self, rows: Sequence[Any], start: int | None, errors: dict[int, InputError]) -> list[Any]:
-        """Rows by input names -> dict rows by model names (rows already keyed by the model's names pass)."""
-        keyed: list[Any] = []
-        todo: list[int] = []
+    def _rows_by_input(self, rows: Sequence[Any], start: int | None, errors: dict[int, InputError]) -> Batch:
+        """:meth:`rows` for a model with datetime columns: rows by input names, validated column-wise.
+
+        Rows keyed by the model's own features (the golden set's) are taken as they are.
+        """
+        size = len(rows)
+        given: list[int] = []  # positions of rows by input names
+        table: list[Sequence[Any]] = []
+        own: dict[int, Mapping[Any, Any]] = {}  # position -> row by the model's features
+        width = len(self.input_names)
         for pos, r in enumerate(rows):
             if pos in errors:
-                keyed.append(None)
                 continue
-            if isinstance(r, (list, tuple)) or (isinstance(r, np.ndarray) and r.ndim == 1):
-                if len(r) != len(self.input_names):
-                    problem = f"expected {len(self.input_names)} values in manifest order, got {len(r)}"
-                    errors[pos] = row_error(_at(start, pos), None, problem, name_field=False)
-                    keyed.append(None)
-                    continue
-                r = dict(zip(self.input_names, r))
             if isinstance(r, Mapping):
                 if r.keys() == self._input_set:
-                    keyed.append(r)
-                    todo.append(pos)
-                    continue
-                if r.keys() == self._nameset:  # already the model's features (golden rows)
-                    keyed.append(r)
-                    continue
-                problem, field = self._key_problem(r, self.input_names, self._input_set)
-                errors[pos] = row_error(_at(start, pos), field, problem, name_field=False)
-                keyed.append(None)
-                continue
-            keyed.append(r)  # not a row at all: rows() names the problem
-        if todo:
-            columns = [[keyed[p][n] for p in todo] for n in self.input_names]
-            expanded, found = self._expand_columns(columns)
-            for k, p in enumerate(todo):
-                if k in found:
-                    errors[p] = row_error(_at(start, p), *found[k])
-                    continue
-                keyed[p] = {n: (c[k].item() if isinstance(c, np.ndarray) else c[k]) for n, c in zip(self.names, expanded)}
-        return keyed
+                    given.append(pos)
+                    table.append(self._input_values(r))
+                elif r.keys() == self._nameset:
+                    own[pos] = r
+                else:
+                    problem, field = self._key_problem(r, self.input_names, self._input_set)
+                    errors[pos] = row_error(_at(start, pos), field, problem, name_field=False)
+            elif isinstance(r, (list, tuple)) or (isinstance(r, np.ndarray) and r.ndim == 1):
+                if len(r) == width:
+                    given.append(pos)
+                    table.append(r)  # type: ignore[arg-type]
+                else:
+                    problem = f"expected {width} values in manifest order, got {len(r)}"
+                    errors[pos] = row_error(_at(start, pos), None, problem, name_field=False)
+            else:
+                problem = f"expected an object (feature -> value) or a list of {width} values, got {type(r).__name__}"
+                errors[pos] = row_error(_at(start, pos), None, problem, name_field=False)
+        inputs = list(zip(*table)) if table else [() for _ in self.input_names]
+        derived, found = self._expand_columns(inputs)
+        for k, (field, problem) in found.items():
+            errors.setdefault(given[k], row_error(_at(start, given[k]), field, problem))
+        if len(given) == size:  # the common case: every row by input names, nothing to scatter
+            columns: list[Sequence[Any]] = derived
+        else:
+            columns = [[None] * size for _ in self.names]
+            for j, col in enumerate(derived):
+                target = columns[j]
+                for k, pos in enumerate(given):
+                    target[pos] = col[k]
+            for pos, r in own.items():
+                for j, name in enumerate(self.names):
+                    columns[j][pos] = r[name]
+        return self._complete(self._parse_numeric(columns, size, start, errors), columns, size, start, errors)
 
     # ------------------------------------------------------------------ single row
 
@@ -297,7 +309,7 @@ class Schema:
         """
         errors = dict(errors or {})
         if self._datetimes:
-            rows = self._expand_rows(rows, start, errors)
+            return self._rows_by_input(rows, start, errors)
         table: list[Sequence[Any]] = []
         for pos, r in enumerate(rows):
             if pos in errors:

@@ -78,3 +78,24 @@ def test_epoch_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match=r"^expected a date/time \(epoch seconds\), got '1e20'$"):
         parse("1e20", "epoch")
     assert parse("0", "epoch") == datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("fmt", ["%Y/%m/%d", "%Y/%m/%d %H:%M", "%Y/%m/%d %H:%M:%S"])
+def test_the_fast_path_reads_exactly_what_strptime_reads(fmt: str) -> None:
+    """Common slash formats skip strptime; valid or not, the outcome must be strptime's."""
+    import itertools
+
+    texts = [
+        datetime(2000, 1, 1).strftime(fmt).replace("2000/01/01", f"{y}/{m:02d}/{d:02d}").replace("00:00", f"{h:02d}:{mi:02d}")
+        for y, m, d, h, mi in itertools.product([1999, 2012, 2024], range(0, 14), range(0, 33), [0, 23, 24], [0, 59, 60])
+    ] + ["2012/1/3", "2012/01/03 1:05", "٢٠١٢/01/03", " 2012/01/03 ", "2012/02/30", "2012/01/03 10:00:61"]
+    for text in texts:
+        try:
+            expected: object = datetime.strptime(text.strip(), fmt)
+        except ValueError:
+            expected = ValueError
+        try:
+            got: object = parse(text, fmt)
+        except ValueError:
+            got = ValueError
+        assert got == expected, text
