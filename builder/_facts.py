@@ -124,6 +124,11 @@ def data_rows(m: Mapping[str, Any]) -> list[Row]:
 
 def feature_rows(m: Mapping[str, Any], profile: Profile | None) -> list[FeatureRow]:
     by_name = {f.name: f for f in profile.features} if profile is not None else {}
+    derived = {  # part feature -> what it is, for datetime columns (the device derives it)
+        f"{d['name']}_{p}": f"{p} of date column {d['name']} ({d['format']})"
+        for d in m["input"].get("datetime", [])
+        for p in d["parts"]
+    }
     out = []
     for f in m["input"]["features"]:
         p = by_name.get(f["name"])
@@ -135,6 +140,8 @@ def feature_rows(m: Mapping[str, Any], profile: Profile | None) -> list[FeatureR
             detail = f"{p.min:.4g} … {p.max:.4g}"
         else:
             detail = ""
+        if f["name"] in derived:
+            detail = derived[f["name"]] + (f"; {detail}" if detail else "")
         out.append(FeatureRow(f["name"], f["kind"], bool(f["nullable"]), p.missing_rate if p else None, detail))
     return out
 

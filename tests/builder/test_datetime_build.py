@@ -202,3 +202,15 @@ def test_a_2d_object_array_in_input_order(built: tuple[BuildResult, list], model
     labels, _ = _expected(built[0], unseen)
     X = unseen[["when", "x"]].to_numpy(dtype=object)
     assert [str(v) for v in model.predict(X)] == labels
+
+
+def test_card_and_inspect_say_where_the_parts_come_from(built: tuple[BuildResult, list]) -> None:
+    from click.testing import CliRunner
+
+    from mlpack_edge.builder.inspect_cli import inspect_command
+
+    result = built[0]
+    card = (result.bundle_dir / "model_card.html").read_text()
+    assert "hour of date column when (%Y/%m/%d %H:%M); 0 … 23" in card
+    out = CliRunner().invoke(inspect_command, [str(result.bundle_dir)]).stdout
+    assert "month of date column when (%Y/%m/%d %H:%M); 1 … 12" in out
