@@ -62,6 +62,10 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
 
     [evaluate]
     gates = ["precision >= 0.9", "recall >= 0.85"]   # metric (>=|>|<=|<) number
+                                  # accuracy, precision, recall, f1, roc_auc | mae, rmse, r2;
+                                  # multiclass precision/recall/f1/roc_auc are macro averages
+                                  # (also named precision_macro, recall_macro, f1_macro,
+                                  # roc_auc_macro; for binary those average both classes)
     positive = "malignant"        # binary: the class precision/recall/F1/ROC AUC score
                                   # (default: the second class in sorted order)
 
