@@ -289,10 +289,10 @@ class _CsvSource:
             if name in index:
                 raise InputError(f"{where}: duplicate column {name!r} in the CSV header")
             index[name] = i
-        missing = [n for n in schema.names if n not in index]
+        missing = [n for n in schema.input_names if n not in index]
         if missing:
             raise InputError(f"{where}: the CSV header lacks feature{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
-        unknown = [n for n in header if n not in schema.names and n not in keep]
+        unknown = [n for n in header if n not in schema.input_names and n not in keep]
         if unknown:
             raise InputError(
                 f"{where}: unknown CSV column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
@@ -301,7 +301,7 @@ class _CsvSource:
         absent = [k for k in keep if k not in index]
         if absent:
             raise InputError(f"{where}: --keep column {absent[0]!r} is not in the CSV header")
-        self._features = [index[n] for n in schema.names]
+        self._features = [index[n] for n in schema.input_names]
         self._kept = [index[k] for k in keep]
 
     def chunks(self, size: int) -> Iterator[tuple[Batch, Sequence[Sequence[Any]]]]:
@@ -337,7 +337,7 @@ class _JsonlSource:
         self._lines = lines
         self._schema = schema
         self._keep = tuple(keep)
-        self._strip = tuple(k for k in keep if k not in schema.names)  # kept fields that are not features
+        self._strip = tuple(k for k in keep if k not in schema.input_names)  # kept fields that are not features
 
     def chunks(self, size: int) -> Iterator[tuple[Batch, Sequence[Sequence[Any]]]]:
         start = 1

@@ -145,7 +145,7 @@ class Model:
             bundle.verify()
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
-        self.schema = Schema(self.manifest.features)
+        self.schema = Schema(self.manifest.features, self.manifest.missing, self.manifest.datetimes)
         where = f"{bundle.location}/{bundle.model_file}"
         if self.manifest.layout == "matrix" and not self.schema.all_numeric:
             raise BundleError(f"{bundle.location}/manifest.json: input.layout 'matrix' needs numeric features only")
@@ -184,7 +184,8 @@ class Model:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self.schema.names
+        """What a row holds: the model's features, a datetime column in place of its parts."""
+        return self.schema.input_names
 
     @property
     def threads(self) -> int:
@@ -266,7 +267,7 @@ class Model:
 
     def _validate(self, rows: Any, start: int | None) -> Batch:
         if _frame.is_frame(rows):
-            columns, size = _frame.frame_columns(rows, self.schema.features)
+            columns, size = _frame.frame_columns(rows, self.schema.inputs)
             return self.schema.columns(columns, size, start)
         if isinstance(rows, np.ndarray):
             if rows.ndim == 2:
@@ -286,7 +287,7 @@ class Model:
 
     def _strict(self, X: Any, t0: float) -> tuple[BatchResult, bool]:
         if _frame.is_series(X):
-            X = _frame.series_row(X, self.schema.features)
+            X = _frame.series_row(X, self.schema.inputs)
         single = _is_single(X)
         batch = self._validate([X] if single else X, None if single else 0)
         if batch.errors:
