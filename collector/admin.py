@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 from mlpack_edge.collector.auth import check_device_name, hash_token, new_token, read_cert
 from mlpack_edge.collector.models import ModelInfo, model_from_upload
-from mlpack_edge.collector.storage import DeviceCert, DeviceRow, open_storage
+from mlpack_edge.collector.storage import DeviceCert, DeviceRow, WebhookRow, open_storage
+from mlpack_edge.collector.webhooks import FORMATS, check_url, read_secret
 from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
+__all__ = ["add_webhook", "remove_webhook", "list_webhooks", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
            "model_from_bundle"]
 
 
@@ -110,5 +111,41 @@ def add_model(db_url: str, bundle_dir: str | Path) -> tuple[ModelInfo, bool]:
     storage = open_storage(db_url)
     try:
         return model, storage.add_model(model, time.time())
+    finally:
+        storage.close()
+
+
+def add_webhook(db_url: str, url: str, fmt: str = "json", secret_file: str | Path | None = None) -> int:
+    """Register a webhook every alert transition is sent to (from the next one on); returns its id.
+
+    The secret (for the HMAC signature header) is read from a file so it never appears in
+    the shell history or the process list; it is stored in the collector database.
+    """
+    check_url(url)
+    if fmt not in FORMATS:
+        raise CollectorError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    secret = read_secret(secret_file) if secret_file is not None else None
+    storage = open_storage(db_url)
+    try:
+        return storage.add_webhook(url, fmt, secret, time.time())
+    finally:
+        storage.close()
+
+
+def remove_webhook(db_url: str, webhook_id: int) -> None:
+    """Stop sending to a webhook; its pending deliveries are cancelled (history stays)."""
+    storage = open_storage(db_url)
+    try:
+        if not storage.remove_webhook(webhook_id, time.time()):
+            raise CollectorError(f"webhook {webhook_id}: no such active webhook (see list-webhooks)")
+    finally:
+        storage.close()
+
+
+def list_webhooks(db_url: str) -> tuple[list[WebhookRow], dict[int, dict[str, int]]]:
+    """Every webhook (removed ones too) and its deliveries per state."""
+    storage = open_storage(db_url)
+    try:
+        return storage.webhooks(include_removed=True), storage.delivery_counts()
     finally:
         storage.close()

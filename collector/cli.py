@@ -61,8 +61,17 @@ def collector() -> None:
               help="CA (PEM) that issues device certificates: ask devices for one (mutual TLS).")
 @click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
+@click.option("--alert-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between alert evaluations with no upload (uploads trigger one sooner).")
+@click.option("--webhook-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1, max=300),
+              help="Seconds one webhook attempt may take before it counts as failed.")
+@click.option("--webhook-backoff", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds before the first retry of a failed delivery (doubling, at most 15 min).")
+@click.option("--external-url", default="", metavar="URL",
+              help="This collector's address as webhook receivers should link to it [default: where it listens].")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
-          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str) -> None:
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str,
+          alert_interval: float, webhook_timeout: float, webhook_backoff: float, external_url: str) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
     \b
@@ -78,7 +87,10 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
     if device_auth != "token" and tls_client_ca is None:
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
-    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth)
+    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
+                             alert_interval=alert_interval, alert_min_interval=min(1.0, alert_interval),
+                             webhook_timeout=webhook_timeout, webhook_backoff=webhook_backoff,
+                             external_url=external_url)
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
         warn=lambda line: click.echo(line, err=True))
@@ -155,6 +167,62 @@ def add_model(db_url: str, bundle: str) -> None:
     model, added = admin.add_model(db_url, bundle)
     state = "added" if added else "already known"
     click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")
+
+
+@collector.command("add-webhook")
+@_db_options
+@click.argument("url")
+@click.option("--format", "fmt", type=click.Choice(["json", "alertmanager"]), default="json", show_default=True,
+              help="json: mlpack's alert body; alertmanager: Prometheus Alertmanager's webhook body (version 4).")
+@click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding a secret: requests then carry X-Mlpack-Signature: sha256=HMAC-SHA256(secret, body).")
+def add_webhook(db_url: str, url: str, fmt: str, secret_file: str | None) -> None:
+    """Send every alert transition (opened, resolved) to URL, with retries."""
+    from mlpack_edge.collector.webhooks import public_url
+
+    hook = admin.add_webhook(db_url, url, fmt, secret_file)
+    signed = ", signed (X-Mlpack-Signature)" if secret_file else ""
+    click.echo(f"webhook {hook} added: {public_url(url)} ({fmt}{signed}); running collectors use it from their next alert")
+
+
+@collector.command("remove-webhook")
+@_db_options
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+def remove_webhook(db_url: str, webhook_id: int) -> None:
+    """Stop sending alerts to a webhook (its pending deliveries are cancelled)."""
+    admin.remove_webhook(db_url, webhook_id)
+    click.echo(f"webhook {webhook_id} removed")
+
+
+@collector.command("list-webhooks")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print {\"webhooks\": [...]} (errors as JSON too).")
+def list_webhooks(db_url: str, as_json: bool) -> None:
+    """List webhooks with their delivery counts."""
+    from mlpack_edge.collector.webhooks import public_url
+
+    try:
+        hooks, counts = admin.list_webhooks(db_url)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise
+    rows = [
+        {"id": h.id, "url": public_url(h.url), "format": h.format, "signed": bool(h.secret), "created_at": h.created_at,
+         "removed_at": h.removed_at, **{k: counts.get(h.id, {}).get(k, 0) for k in ("delivered", "pending", "failed")}}
+        for h in hooks
+    ]
+    if as_json:
+        click.echo(json.dumps({"webhooks": rows}, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no webhooks (add one with: mlpack collector add-webhook URL)")
+        return
+    click.echo(f"{'ID':>3} {'FORMAT':<12} {'SIGNED':<6} {'STATE':<8} {'SENT':>5} {'PEND':>5} {'FAIL':>5} URL")
+    for r in rows:
+        state = "removed" if r["removed_at"] else "active"
+        click.echo(f"{r['id']:>3} {r['format']:<12} {'yes' if r['signed'] else 'no':<6} {state:<8} "
+                   f"{r['delivered']:>5} {r['pending']:>5} {r['failed']:>5} {r['url']}")
 
 
 @collector.command("install-service")
