@@ -62,7 +62,8 @@ def collector() -> None:
 @click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
 @click.option("--alert-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds between alert evaluations with no upload (uploads trigger one sooner).")
+              help="Seconds between alert evaluations with no upload (an upload triggers one sooner, at most "
+              "every 5 s or this, whichever is less).")
 @click.option("--webhook-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1, max=300),
               help="Seconds one webhook attempt may take before it counts as failed.")
 @click.option("--webhook-backoff", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
@@ -88,7 +89,7 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
     config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
-                             alert_interval=alert_interval, alert_min_interval=min(1.0, alert_interval),
+                             alert_interval=alert_interval, alert_min_interval=min(5.0, alert_interval),
                              webhook_timeout=webhook_timeout, webhook_backoff=webhook_backoff,
                              external_url=external_url)
     run(config, host, port, log_level=log_level, access_log=access_log,

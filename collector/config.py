@@ -61,7 +61,7 @@ class CollectorConfig:
     # Alert state: evaluated at least every ``alert_interval`` seconds, and after ingest but
     # at most once per ``alert_min_interval``; conditions look back ``alert_range_hours``.
     alert_interval: float = 30.0
-    alert_min_interval: float = 1.0
+    alert_min_interval: float = 5.0
     alert_range_hours: float = 24.0
     # Webhook delivery: seconds per attempt, first retry delay (doubling), cap, attempts.
     webhook_timeout: float = 5.0

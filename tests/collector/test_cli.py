@@ -134,3 +134,36 @@ def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["serve", "--port", "70000"], ["add-device"]])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     assert run(*args).exit_code == 2
+
+
+def test_webhooks_add_list_remove_and_bad_input(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    assert run("list-webhooks", *d).stdout == "no webhooks (add one with: mlpack collector add-webhook URL)\n"
+    (tmp_path / "secret").write_text("a-secret\n")
+    added = run("add-webhook", "https://ci.example.org/hooks/retrain?token=t0ps3cret", "--format", "alertmanager",
+                "--secret-file", str(tmp_path / "secret"), *d)
+    assert added.exit_code == 0, added.output
+    assert added.stdout == ("webhook 1 added: https://ci.example.org/hooks/retrain?… (alertmanager, signed "
+                            "(X-Mlpack-Signature)); running collectors use it from their next alert\n")
+    assert run("add-webhook", "http://127.0.0.1:9000/a", *d).exit_code == 0
+    lines = run("list-webhooks", *d).stdout.splitlines()
+    assert [ln.split() for ln in lines] == [
+        ["ID", "FORMAT", "SIGNED", "STATE", "SENT", "PEND", "FAIL", "URL"],
+        ["1", "alertmanager", "yes", "active", "0", "0", "0", "https://ci.example.org/hooks/retrain?…"],
+        ["2", "json", "no", "active", "0", "0", "0", "http://127.0.0.1:9000/a"],
+    ]
+    assert "t0ps3cret" not in run("list-webhooks", "--json", *d).stdout
+    assert run("remove-webhook", "1", *d).stdout == "webhook 1 removed\n"
+    again = run("remove-webhook", "1", *d)
+    assert (again.exit_code, again.stderr) == (1, "Error: webhook 1: no such active webhook (see list-webhooks)\n")
+    hooks = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
+    assert [(h["id"], h["signed"], h["removed_at"] is not None) for h in hooks] == [(1, True, True), (2, False, False)]
+
+    bad = run("add-webhook", "ftp://example.org/x", *d)
+    assert (bad.exit_code, bad.stderr) == (1, "Error: webhook URL 'ftp://example.org/x': expected http://HOST[:PORT]/PATH or https://…\n")
+    (tmp_path / "empty").write_text("\n")
+    empty = run("add-webhook", "http://127.0.0.1:9000/a", "--secret-file", str(tmp_path / "empty"), *d)
+    assert (empty.exit_code, empty.stderr) == (1, f"Error: --secret-file {tmp_path / 'empty'}: expected one line of 1 to 4096 characters\n")
+    usage = run("add-webhook", "http://127.0.0.1:9000/a", "--format", "slack", *d)
+    assert usage.exit_code == 2 and "'slack' is not one of 'json', 'alertmanager'" in usage.stderr
+    assert len(json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]) == 2  # nothing half-added
