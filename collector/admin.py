@@ -16,7 +16,7 @@ from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["add_webhook", "remove_webhook", "list_webhooks", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
+__all__ = ["add_webhook", "remove_webhook", "list_webhooks", "set_webhooks", "read_webhooks_file", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
            "model_from_bundle"]
 
 
@@ -147,5 +147,82 @@ def list_webhooks(db_url: str) -> tuple[list[WebhookRow], dict[int, dict[str, in
     storage = open_storage(db_url)
     try:
         return storage.webhooks(include_removed=True), storage.delivery_counts()
+    finally:
+        storage.close()
+
+
+def read_webhooks_file(path: str | Path) -> list[tuple[str, str, str | None]]:
+    """``(url, format, secret)`` of each ``[[webhook]]`` table in a TOML file, every entry
+    checked (a one-line error names the file and the entry) before anything is used.
+
+    ``secret_file`` paths are relative to the file::
+
+        [[webhook]]
+        url = "https://ci.example.org/hooks/retrain"
+        format = "alertmanager"          # or "json" (the default)
+        secret_file = "retrain.secret"   # optional: sign requests
+    """
+    import tomllib
+
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text("utf-8"))
+    except OSError as exc:
+        raise CollectorError(f"{file}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CollectorError(f"{file}: not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"webhook"})
+    if unknown:
+        raise CollectorError(f"{file}: unknown key {unknown[0]!r}; expected [[webhook]] tables")
+    entries = data.get("webhook", [])
+    if not isinstance(entries, list):
+        raise CollectorError(f"{file}: 'webhook' must be an array of tables ([[webhook]])")
+    out: list[tuple[str, str, str | None]] = []
+    for i, e in enumerate(entries, 1):
+        where = f"{file}: webhook {i}"
+        extra = sorted(set(e) - {"url", "format", "secret_file"})
+        if extra:
+            raise CollectorError(f"{where}: unknown key {extra[0]!r} (expected url, format, secret_file)")
+        url, fmt, secret_file = e.get("url"), e.get("format", "json"), e.get("secret_file")
+        if not isinstance(url, str):
+            raise CollectorError(f"{where}: 'url' is required (a string)")
+        try:
+            check_url(url)
+            if fmt not in FORMATS:
+                raise CollectorError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
+            if secret_file is not None and not isinstance(secret_file, str):
+                raise CollectorError("'secret_file' must be a string (a path relative to this file)")
+            secret = read_secret(file.parent / secret_file, "secret_file") if secret_file is not None else None
+        except CollectorError as exc:
+            raise CollectorError(f"{where}: {exc}") from None
+        out.append((url, fmt, secret))
+    return out
+
+
+def set_webhooks(db_url: str, path: str | Path) -> tuple[list[int], list[int], list[int]]:
+    """Make the active webhooks exactly those of a TOML file: ``(kept, added, removed)`` ids.
+
+    A webhook is kept when its URL, format and secret are unchanged, so its pending
+    deliveries go on; a changed one is removed (its pending deliveries cancelled) and added anew.
+    """
+    wanted = read_webhooks_file(path)
+    now = time.time()
+    storage = open_storage(db_url)
+    try:
+        active = storage.webhooks()
+        kept: list[int] = []
+        added: list[int] = []
+        left = list(wanted)
+        for h in active:
+            key = (h.url, h.format, h.secret)
+            if key in left:
+                left.remove(key)
+                kept.append(h.id)
+        removed = [h.id for h in active if h.id not in kept]
+        for hook_id in removed:
+            storage.remove_webhook(hook_id, now)
+        for url, fmt, secret in left:
+            added.append(storage.add_webhook(url, fmt, secret, now))
+        return kept, added, removed
     finally:
         storage.close()

@@ -235,7 +235,14 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
             config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests,
         )
 
-    metrics = Metrics(lambda: overview(queries.time_range(None, None, config.clock(), 24.0)), lambda: writer.pending)
+    def delivery_counts() -> list[tuple[int, str, str, int]]:
+        counts = storage.delivery_counts()
+        return [(h.id, h.format, state, counts.get(h.id, {}).get(state, 0))
+                for h in storage.webhooks(include_removed=True)
+                for state in ("pending", "delivered", "failed", "cancelled")]
+
+    metrics = Metrics(lambda: overview(queries.time_range(None, None, config.clock(), 24.0)), lambda: writer.pending,
+                      delivery_counts)
     counters = metrics.ingest
     policy = RetryPolicy(config.webhook_timeout, config.webhook_backoff, config.webhook_max_backoff,
                          config.webhook_max_attempts)

@@ -186,6 +186,25 @@ def add_webhook(db_url: str, url: str, fmt: str, secret_file: str | None) -> Non
     click.echo(f"webhook {hook} added: {public_url(url)} ({fmt}{signed}); running collectors use it from their next alert")
 
 
+@collector.command("set-webhooks")
+@_db_options
+@click.argument("file", type=click.Path(dir_okay=False))
+def set_webhooks(db_url: str, file: str) -> None:
+    """Make the webhooks exactly those listed in a TOML file (for configuration management).
+
+    \b
+    [[webhook]]
+    url = "https://ci.example.org/hooks/retrain"
+    format = "alertmanager"          # or "json" (default)
+    secret_file = "retrain.secret"   # optional, relative to FILE
+
+    Unchanged webhooks are kept (with their pending deliveries); the rest are removed or added.
+    """
+    kept, added, removed = admin.set_webhooks(db_url, file)
+    show = lambda ids: ", ".join(map(str, ids)) or "none"  # noqa: E731
+    click.echo(f"webhooks: kept {show(kept)}; added {show(added)}; removed {show(removed)}")
+
+
 @collector.command("remove-webhook")
 @_db_options
 @click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))

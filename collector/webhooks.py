@@ -56,18 +56,19 @@ def public_url(url: str) -> str:
     return f"{p.scheme}://{host}{f':{p.port}' if p.port else ''}{p.path}" + ("?…" if p.query else "")
 
 
-def read_secret(path: str | Path) -> str:
-    """The signing secret in ``path`` (surrounding whitespace dropped), or a one-line error."""
+def read_secret(path: str | Path, what: str = "--secret-file") -> str:
+    """The signing secret in ``path`` (surrounding whitespace dropped), or a one-line error
+    starting with ``what`` (the option or key that named the file)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise CollectorError(f"--secret-file {path}: cannot read ({exc.strerror or exc})") from None
+        raise CollectorError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
     try:
         secret = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise CollectorError(f"--secret-file {path}: not UTF-8 text") from None
+        raise CollectorError(f"{what} {path}: not UTF-8 text") from None
     if not secret or len(secret) > _MAX_SECRET or "\n" in secret:
-        raise CollectorError(f"--secret-file {path}: expected one line of 1 to {_MAX_SECRET} characters")
+        raise CollectorError(f"{what} {path}: expected one line of 1 to {_MAX_SECRET} characters")
     return secret
 
 

@@ -136,6 +136,10 @@ def test_a_webhook_answering_500_then_200_gets_the_alert_once(fresh_db: str, pro
                                       a["deliveries"][0]["state"] == "delivered"], what="delivered")
             (d,) = alert["deliveries"]
             assert (d["attempts"], d["last_status"], d["last_error"]) == (3, 200, None)
+            with c.client() as cl:
+                text = cl.get("/metrics").text
+            assert 'mlpack_webhook_deliveries{format="json",state="delivered",webhook="1"} 1.0' in text
+            assert 'mlpack_webhook_deliveries{format="json",state="pending",webhook="1"} 0.0' in text
             time.sleep(1.0)
             assert _attempts(rx.requests)[first.headers["x-mlpack-delivery"]] == [500, 500, 200]  # nothing after the success
         finally:

@@ -167,3 +167,38 @@ def test_webhooks_add_list_remove_and_bad_input(tmp_path: Path) -> None:
     usage = run("add-webhook", "http://127.0.0.1:9000/a", "--format", "slack", *d)
     assert usage.exit_code == 2 and "'slack' is not one of 'json', 'alertmanager'" in usage.stderr
     assert len(json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]) == 2  # nothing half-added
+
+
+def test_set_webhooks_from_a_file_adds_keeps_and_removes(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    (tmp_path / "ci.secret").write_text("ci-secret\n")
+    conf = tmp_path / "webhooks.toml"
+    conf.write_text('[[webhook]]\nurl = "https://ci.example.org/hooks/retrain"\nformat = "alertmanager"\n'
+                    'secret_file = "ci.secret"\n\n[[webhook]]\nurl = "http://127.0.0.1:9000/a"\n')
+    assert run("add-webhook", "http://127.0.0.1:9999/old", *d).exit_code == 0
+    first = run("set-webhooks", str(conf), *d)
+    assert (first.exit_code, first.stdout) == (0, "webhooks: kept none; added 2, 3; removed 1\n")
+    again = run("set-webhooks", str(conf), *d)
+    assert again.stdout == "webhooks: kept 2, 3; added none; removed none\n"  # idempotent
+    (tmp_path / "ci.secret").write_text("rotated\n")
+    rotated = run("set-webhooks", str(conf), *d)
+    assert rotated.stdout == "webhooks: kept 3; added 4; removed 2\n"  # a new secret is a new webhook
+    hooks = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
+    assert [(h["id"], h["format"], h["signed"]) for h in hooks if h["removed_at"] is None] == [
+        (3, "json", False), (4, "alertmanager", True)]
+
+    for text, message in (
+        ('[[webhook]]\nurl = "ftp://x/y"\n', "webhook 1: webhook URL 'ftp://x/y': expected"),
+        ('[[webhook]]\nurl = "http://a/b"\nformat = "slack"\n', "webhook 1: format 'slack': expected one of json, alertmanager"),
+        ('[[webhook]]\nurl = "http://a/b"\nsecret_file = "nope"\n', "webhook 1: secret_file "),
+        ('[[webhook]]\nurl = "http://a/b"\nretries = 3\n', "webhook 1: unknown key 'retries'"),
+        ('[[webhook]]\nformat = "json"\n', "webhook 1: 'url' is required"),
+        ("[[webhook]\n", "not valid TOML"),
+        ('hooks = 1\n', "unknown key 'hooks'; expected [[webhook]] tables"),
+    ):
+        conf.write_text(text)
+        bad = run("set-webhooks", str(conf), *d)
+        assert bad.exit_code == 1 and bad.stderr.startswith(f"Error: {conf}: ") and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.splitlines()) == 1
+    after = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
+    assert after == hooks  # nothing changed by a bad file
