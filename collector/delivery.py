@@ -97,7 +97,8 @@ class Dispatcher:
     def attempt(self, d: DueDelivery) -> Outcome | None:
         """Claim ``d``, send it once and record the result; ``None`` if another process had it."""
         now = self._clock()
-        if not self._storage.claim_delivery(d.id, now, now + self.policy.timeout + 30.0):
+        # the lease outlasts the attempt (timeout + the grace of _post_within + the write)
+        if not self._storage.claim_delivery(d.id, now, now + self.policy.timeout + 5.0):
             return None
         out = self.send(d)
         done = self._clock()

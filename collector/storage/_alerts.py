@@ -27,6 +27,7 @@ __all__ = ["Firing", "AlertRow", "WebhookRow", "DueDelivery", "Transition", "Ale
 _ALERT_LOCK = 0x6D6C7062  # PostgreSQL advisory lock: one alert evaluation at a time across processes
 _ALERT_COLS = "id, key, kind, severity, model, device, feature, message, opened_at, resolved_at, checked_at"
 DELIVERY_STATES = ("pending", "delivered", "failed", "cancelled")
+SEVERITIES = ("critical", "warning")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class Firing:
     model: str | None = None
     device: str | None = None
     feature: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"alert {self.kind!r}: severity {self.severity!r}, expected one of {', '.join(SEVERITIES)}")
+        if not self.kind or "|" in self.kind:
+            raise ValueError(f"alert kind {self.kind!r}: expected a non-empty name without '|'")
 
     @property
     def key(self) -> str:

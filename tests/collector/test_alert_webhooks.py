@@ -211,3 +211,27 @@ def pg_url_fresh() -> Iterator[str]:
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def test_a_pending_delivery_survives_a_kill_9_of_the_collector(fresh_db: str, profile, demo_hash) -> None:
+    with receiver([500] * 1000) as rx:
+        admin.add_webhook(fresh_db, rx.url, "json")
+        c = start_collector(fresh_db, *FAST)
+        dev, token = c.device(profile, demo_hash)
+        _upload(c, dev, token)
+        first = rx.wait_for(2)[0]  # the firing alert, refused twice so far
+        delivery = first.headers["x-mlpack-delivery"]
+        c.proc.kill()  # SIGKILL: no shutdown, whatever was in memory is gone
+        c.proc.wait(timeout=30)
+        with rx.arrived:
+            rx.script.clear()  # the receiver recovers while the collector is down
+        c = start_collector(fresh_db, *FAST)
+        try:
+            _wait(lambda: 200 in _attempts(rx.requests)[delivery], what="the delivery after the restart")
+            time.sleep(1.0)
+            answers = _attempts(rx.requests)[delivery]
+            assert answers.count(200) == 1 and set(answers[:-1]) == {500}
+            mine = [r.json()["alert"]["id"] for r in rx.requests if r.json()["alert"]["device"] == dev.name]
+            assert len(set(mine)) == 1  # still the one episode: the restart opened nothing again
+        finally:
+            stop_collector(c)

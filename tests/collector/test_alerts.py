@@ -261,3 +261,10 @@ def test_json_body(storage) -> None:
                       "message": "edge-1: silent for 2 h", "opened_at": T0, "resolved_at": None,
                       "url": "http://127.0.0.1:8470/alerts#alert-1"},
         }
+
+
+def test_a_condition_must_name_a_known_severity_and_a_plain_kind() -> None:
+    with pytest.raises(ValueError, match=r"alert 'gate_breach': severity 'info', expected one of critical, warning"):
+        Firing("gate_breach", "info", "x")
+    with pytest.raises(ValueError, match=r"alert kind 'a\|b'"):
+        Firing("a|b", "warning", "x")
