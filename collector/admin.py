@@ -7,16 +7,17 @@ import time
 from pathlib import Path
 
 from collections.abc import Sequence
+from typing import Any
 
 from mlpack_edge.collector.auth import check_device_name, hash_token, new_token, read_cert
 from mlpack_edge.collector.models import ModelInfo, model_from_upload
-from mlpack_edge.collector.storage import DeviceCert, DeviceRow, WebhookRow, open_storage
+from mlpack_edge.collector.storage import AlertRow, DeviceCert, DeviceRow, WebhookRow, open_storage
 from mlpack_edge.collector.webhooks import FORMATS, check_url, read_secret
 from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["add_webhook", "remove_webhook", "list_webhooks", "set_webhooks", "read_webhooks_file", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
+__all__ = ["alert_history", "add_webhook", "remove_webhook", "list_webhooks", "set_webhooks", "read_webhooks_file", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
            "model_from_bundle"]
 
 
@@ -224,5 +225,18 @@ def set_webhooks(db_url: str, path: str | Path) -> tuple[list[int], list[int], l
         for url, fmt, secret in left:
             added.append(storage.add_webhook(url, fmt, secret, now))
         return kept, added, removed
+    finally:
+        storage.close()
+
+
+def alert_history(db_url: str, state: str = "all", limit: int = 50) -> list[tuple[AlertRow, list[dict[str, Any]]]]:
+    """Alert episodes, newest first, each with its webhook deliveries (oldest first)."""
+    storage = open_storage(db_url)
+    try:
+        rows = storage.alert_history(state, limit=limit)
+        sent: dict[int, list[dict[str, Any]]] = {}
+        for d in storage.deliveries(alerts=[a.id for a in rows]):
+            sent.setdefault(d["alert"], []).insert(0, d)
+        return [(a, sent.get(a.id, [])) for a in rows]
     finally:
         storage.close()

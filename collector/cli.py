@@ -170,6 +170,38 @@ def add_model(db_url: str, bundle: str) -> None:
     click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")
 
 
+@collector.command("alerts")
+@_db_options
+@click.option("--state", type=click.Choice(["all", "open", "resolved"]), default="all", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first, at most this many.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"alerts": [{id, kind, severity, state, device, model, feature, message, opened_at, '
+              'resolved_at, deliveries}]} (errors as JSON too).')
+def alerts(db_url: str, state: str, limit: int, as_json: bool) -> None:
+    """Alert history: when each alert opened and resolved, and whether webhooks got it."""
+    try:
+        rows = admin.alert_history(db_url, state, limit)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise
+    if as_json:
+        click.echo(json.dumps({"alerts": [{**a.to_dict(), "deliveries": d} for a, d in rows]}, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no alerts recorded")
+        return
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) if t else "-"
+
+    click.echo(f"{'ID':>4} {'KIND':<16} {'STATE':<8} {'OPENED (UTC)':<19} {'RESOLVED (UTC)':<19} {'SENT':>5} MESSAGE")
+    for a, sent in rows:
+        ok = sum(1 for d in sent if d["state"] == "delivered")
+        click.echo(f"{a.id:>4} {a.kind:<16} {a.state:<8} {when(a.opened_at):<19} {when(a.resolved_at):<19} "
+                   f"{f'{ok}/{len(sent)}':>5} {a.message}")
+
+
 @collector.command("add-webhook")
 @_db_options
 @click.argument("url")

@@ -202,3 +202,30 @@ def test_set_webhooks_from_a_file_adds_keeps_and_removes(tmp_path: Path) -> None
         assert len(bad.stderr.splitlines()) == 1
     after = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
     assert after == hooks  # nothing changed by a bad file
+
+
+def test_alerts_lists_the_history_with_deliveries(tmp_path: Path) -> None:
+    from mlpack_edge.collector.storage import Firing
+
+    d = ["--data-dir", str(tmp_path)]
+    assert run("alerts", *d).stdout == "no alerts recorded\n"
+    s = open_storage("sqlite:///" + str(tmp_path / "collector.db"))
+    try:
+        s.add_webhook("http://127.0.0.1:9/a", "json", None, 1.0)
+        silent = Firing("silent", "warning", "edge-1: silent for 2 h", device="edge-1")
+        drift = Firing("drift", "critical", "edge-2: x0 drifted", model="a" * 64, device="edge-2", feature="x0")
+        s.record_alerts([silent], 1_800_000_000.0, lambda h, a, e: "{}")
+        s.record_alerts([drift], 1_800_000_600.0, lambda h, a, e: "{}")  # silent resolves, drift opens
+        (due,) = [x for x in s.due_deliveries(1_800_000_700.0) if x.event == "firing" and x.alert == 1]
+        assert s.claim_delivery(due.id, 1_800_000_700.0, 1_800_000_710.0)
+        s.finish_delivery(due.id, 1_800_000_701.0, 200, None, None)
+    finally:
+        s.close()
+    lines = run("alerts", *d).stdout.splitlines()
+    assert lines[0].split() == ["ID", "KIND", "STATE", "OPENED", "(UTC)", "RESOLVED", "(UTC)", "SENT", "MESSAGE"]
+    assert lines[1].split() == ["2", "drift", "open", "2027-01-15", "08:10:00", "-", "0/1", "edge-2:", "x0", "drifted"]
+    assert lines[2].split() == ["1", "silent", "resolved", "2027-01-15", "08:00:00", "2027-01-15", "08:10:00", "1/2",
+                                "edge-1:", "silent", "for", "2", "h"]
+    only_open = json.loads(run("alerts", "--state", "open", "--json", *d).stdout)["alerts"]
+    assert [(a["id"], a["kind"], a["state"], a["feature"], [x["event"] for x in a["deliveries"]]) for a in only_open] == [
+        (2, "drift", "open", "x0", ["firing"])]
