@@ -250,20 +250,34 @@ def _delivery(d: dict[str, Any]) -> str:
     err = f' · <span class="muted">{escape(d["last_error"])}</span>' if d["last_error"] else ""
     status = f' · HTTP {d["last_status"]}' if d["last_status"] else ""
     return (f'<li data-state="{d["state"]}">webhook {d["webhook"]} · {d["event"]} · '
-            f'{_status(d["state"])} · {d["attempts"]} attempt{"s" if d["attempts"] != 1 else ""}'
+            f'{_chip(d["state"])} · {d["attempts"]} attempt{"s" if d["attempts"] != 1 else ""}'
             f'{status} · {when}{err}</li>')
+
+
+#: Alert and delivery states drawn with the device status colours.
+_CHIP = {"critical": "drift", "warning": "warn", "resolved": "ok", "delivered": "ok", "pending": "warn",
+         "failed": "drift", "cancelled": "idle"}
+
+
+def _chip(state: str) -> str:
+    return f'<span class="status status-{_CHIP.get(state, "idle")}">{escape(state)}</span>'
+
+
+#: Open alerts are marked like drifting (critical) or warning device rows.
+_ALERT_ROW = {("open", "critical"): ' class="row-drift"', ("open", "warning"): ' class="row-warn"'}
 
 
 def alerts_page(data: dict[str, Any], webhooks: Sequence[dict[str, Any]], state: str) -> str:
     """Alert history (opened/resolved, newest first) with each alert's webhook deliveries."""
     rows = "".join(
-        f'<tr id="alert-{a["id"]}" class="alert-{a["severity"]}" data-kind="{escape(a["kind"])}" '
+        f'<tr id="alert-{a["id"]}"{_ALERT_ROW.get((a["state"], a["severity"]), "")} data-kind="{escape(a["kind"])}" '
         f'data-state="{a["state"]}"><td class="num">{a["id"]}</td><td>{escape(a["kind"])}</td>'
-        f'<td>{_status("drift" if a["state"] == "open" and a["severity"] == "critical" else "warn" if a["state"] == "open" else "ok")}'
-        f' {a["state"]}</td><td>{_device_link(a["device"]) if a["device"] else "–"}</td>'
-        f'<td>{escape(a["message"])}</td><td>{utc(a["opened_at"])}</td>'
+        f'<td>{_chip(a["severity"] if a["state"] == "open" else "resolved")}</td>'
+        f'<td>{_device_link(a["device"]) if a["device"] else "–"}</td>'
+        f'<td class="detail">{escape(a["message"])}</td><td>{utc(a["opened_at"])}</td>'
         f'<td>{utc(a["resolved_at"]) if a["resolved_at"] else "–"}</td>'
-        f'<td><ul class="deliveries">{"".join(_delivery(d) for d in a["deliveries"])}</ul></td></tr>'
+        f'<td class="detail"><ul style="list-style: none; padding: 0; margin: 0">'
+        f'{"".join(_delivery(d) for d in a["deliveries"])}</ul></td></tr>'
         for a in data["alerts"]
     )
     links = " ".join(f'<a href="?state={s}">{s}</a>' if s != state else f"<strong>{s}</strong>"
