@@ -17,7 +17,7 @@ from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["alert_history", "add_webhook", "remove_webhook", "list_webhooks", "set_webhooks", "read_webhooks_file", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
+__all__ = ["test_webhook", "alert_history", "add_webhook", "remove_webhook", "list_webhooks", "set_webhooks", "read_webhooks_file", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
            "model_from_bundle"]
 
 
@@ -240,3 +240,27 @@ def alert_history(db_url: str, state: str = "all", limit: int = 50) -> list[tupl
         return [(a, sent.get(a.id, [])) for a in rows]
     finally:
         storage.close()
+
+
+def test_webhook(db_url: str, webhook_id: int, timeout: float = 5.0) -> tuple[WebhookRow, int | None, str | None, float]:
+    """Send a test alert (kind ``test``, not stored) to a webhook now, through the same
+    rendering, signing and sending code as real ones: ``(webhook, status, error, seconds)``."""
+    from mlpack_edge.collector.delivery import new_client, send_once
+    from mlpack_edge.collector.storage import DueDelivery
+    from mlpack_edge.collector.webhooks import render_payload
+
+    storage = open_storage(db_url)
+    try:
+        hook = next((h for h in storage.webhooks() if h.id == webhook_id), None)
+    finally:
+        storage.close()
+    if hook is None:
+        raise CollectorError(f"webhook {webhook_id}: no such active webhook (see list-webhooks)")
+    now = time.time()
+    alert = AlertRow(0, "test|||", "test", "warning", None, None, None,
+                     "test alert from mlpack collector test-webhook", now, None, now)
+    body = render_payload(hook, alert, "firing", None, "")
+    with new_client(timeout) as client:
+        t0 = time.monotonic()
+        out = send_once(client, DueDelivery(0, hook.id, hook.url, hook.format, hook.secret, 0, "firing", body, 0), timeout)
+        return hook, out.status, out.error, time.monotonic() - t0

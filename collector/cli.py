@@ -237,6 +237,23 @@ def set_webhooks(db_url: str, file: str) -> None:
     click.echo(f"webhooks: kept {show(kept)}; added {show(added)}; removed {show(removed)}")
 
 
+@collector.command("test-webhook")
+@_db_options
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1, max=300),
+              help="Seconds to wait for the answer.")
+def test_webhook(db_url: str, webhook_id: int, timeout: float) -> None:
+    """Send a test alert (kind 'test', firing, signed like real ones) to a webhook now; exit 1 unless it answers 2xx."""
+    from mlpack_edge.collector.webhooks import public_url
+    from mlpack_edge.errors import CollectorError
+
+    hook, status, error, seconds = admin.test_webhook(db_url, webhook_id, timeout)
+    where = f"webhook {hook.id} ({public_url(hook.url)}, {hook.format})"
+    if error is not None:
+        raise CollectorError(f"{where}: {error} after {seconds:.2f} s")
+    click.echo(f"{where}: HTTP {status} in {seconds:.2f} s")
+
+
 @collector.command("remove-webhook")
 @_db_options
 @click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))

@@ -27,7 +27,7 @@ from mlpack_edge import __version__
 from mlpack_edge.collector.storage import DueDelivery, Storage
 from mlpack_edge.collector.webhooks import SIGNATURE_HEADER, signature
 
-__all__ = ["RetryPolicy", "Dispatcher", "Outcome"]
+__all__ = ["RetryPolicy", "Dispatcher", "Outcome", "send_once", "new_client"]
 
 log = logging.getLogger("mlpack_edge.collector.delivery")
 
@@ -65,8 +65,7 @@ class Dispatcher:
         self._storage = storage
         self.policy = policy
         self._clock = clock
-        self._client = client or httpx.Client(timeout=httpx.Timeout(policy.timeout), follow_redirects=False,
-                                               headers={"User-Agent": f"mlpack-collector/{__version__}"})
+        self._client = client or new_client(policy.timeout)
         self._own_client = client is None
         self._poll = poll
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mlpack-webhook")
@@ -77,22 +76,7 @@ class Dispatcher:
 
     def send(self, d: DueDelivery) -> Outcome:
         """One attempt: POST the stored body (signed when the webhook has a secret)."""
-        body = d.payload.encode("utf-8")
-        headers = {"Content-Type": "application/json", "X-Mlpack-Delivery": str(d.id), "X-Mlpack-Event": d.event}
-        if d.secret:
-            headers[SIGNATURE_HEADER] = signature(d.secret, body)
-        deadline = self.policy.timeout
-        try:
-            # The overall deadline, not only per socket operation: a receiver trickling bytes
-            # still ends the attempt on time.
-            r = _post_within(self._client, d.url, body, headers, deadline)
-        except httpx.TimeoutException:
-            return Outcome(None, f"no answer within {deadline:g} s")
-        except httpx.HTTPError as exc:
-            return Outcome(None, f"{exc.__class__.__name__}: {' '.join(str(exc).split()) or 'connection failed'}")
-        if 200 <= r.status_code < 300:
-            return Outcome(r.status_code, None)
-        return Outcome(r.status_code, f"HTTP {r.status_code}: {' '.join(r.text.split())[:200]}")
+        return send_once(self._client, d, self.policy.timeout)
 
     def attempt(self, d: DueDelivery) -> Outcome | None:
         """Claim ``d``, send it once and record the result; ``None`` if another process had it."""
@@ -148,6 +132,30 @@ class Dispatcher:
                 log.warning("webhook deliveries: %s", exc)
             self._wake.wait(self._poll)
             self._wake.clear()
+
+
+def send_once(client: httpx.Client, d: DueDelivery, timeout: float) -> Outcome:
+    """POST ``d``'s body to its webhook once (signed when it has a secret); never raises."""
+    body = d.payload.encode("utf-8")
+    headers = {"Content-Type": "application/json", "X-Mlpack-Delivery": str(d.id), "X-Mlpack-Event": d.event}
+    if d.secret:
+        headers[SIGNATURE_HEADER] = signature(d.secret, body)
+    try:
+        # The overall deadline, not only per socket operation: a receiver trickling bytes
+        # still ends the attempt on time.
+        r = _post_within(client, d.url, body, headers, timeout)
+    except httpx.TimeoutException:
+        return Outcome(None, f"no answer within {timeout:g} s")
+    except httpx.HTTPError as exc:
+        return Outcome(None, f"{exc.__class__.__name__}: {' '.join(str(exc).split()) or 'connection failed'}")
+    if 200 <= r.status_code < 300:
+        return Outcome(r.status_code, None)
+    return Outcome(r.status_code, f"HTTP {r.status_code}: {' '.join(r.text.split())[:200]}")
+
+
+def new_client(timeout: float) -> httpx.Client:
+    return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
+                        headers={"User-Agent": f"mlpack-collector/{__version__}"})
 
 
 def _post_within(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], seconds: float) -> httpx.Response:

@@ -235,3 +235,30 @@ def test_a_pending_delivery_survives_a_kill_9_of_the_collector(fresh_db: str, pr
             assert len(set(mine)) == 1  # still the one episode: the restart opened nothing again
         finally:
             stop_collector(c)
+
+
+def test_test_webhook_sends_a_signed_test_alert_and_says_what_came_back(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlpack_edge.cli import main
+
+    db = "sqlite:///" + str(tmp_path / "collector.db")
+    (tmp_path / "secret").write_text("t-secret\n")
+    with receiver([503]) as rx:
+        admin.add_webhook(db, rx.url, "alertmanager", tmp_path / "secret")
+        bad = CliRunner().invoke(main, ["collector", "test-webhook", "1", "--db", db])
+        assert bad.exit_code == 1 and bad.stderr.startswith(
+            f"Error: webhook 1 ({rx.url}, alertmanager): HTTP 503: {{\"error\": \"receiver says no\"}} after "), bad.stderr
+        ok = CliRunner().invoke(main, ["collector", "test-webhook", "1", "--db", db])
+        assert ok.exit_code == 0 and ok.stdout.startswith(f"webhook 1 ({rx.url}, alertmanager): HTTP 200 in "), ok.output
+        body = rx.requests[1].body
+        assert rx.requests[1].headers["x-mlpack-signature"] == "sha256=" + hmac.new(b"t-secret", body, "sha256").hexdigest()
+        sent = rx.requests[1].json()
+        assert sent["status"] == "firing" and sent["alerts"][0]["labels"]["alertname"] == "MlpackTest"
+    missing = CliRunner().invoke(main, ["collector", "test-webhook", "7", "--db", db])
+    assert (missing.exit_code, missing.stderr) == (1, "Error: webhook 7: no such active webhook (see list-webhooks)\n")
+    s = open_storage(db, migrate=False)
+    try:
+        assert s.alert_history() == [] and s.deliveries() == []  # nothing stored
+    finally:
+        s.close()
