@@ -93,6 +93,7 @@ class Alerter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlpack-collector-alerts", daemon=True)
+        self._pruned_at = float("-inf")
         self.failures = 0  # evaluations that raised (logged; the alert state is left as it was)
 
     def check(self) -> list[Transition]:
@@ -107,6 +108,9 @@ class Alerter:
             return render_payload(hook, alert, event, models.get(alert.model or ""), external)
 
         changes = self._storage.record_alerts(firing, now, payload)
+        if now - self._pruned_at >= 3600.0:  # hourly is plenty for a retention counted in days
+            self._storage.prune_alerts(now - self._config.alert_retention_days * 86400.0)
+            self._pruned_at = now
         if changes and self._on_transitions is not None:
             self._on_transitions(changes)
         return changes

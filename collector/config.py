@@ -63,6 +63,8 @@ class CollectorConfig:
     alert_interval: float = 30.0
     alert_min_interval: float = 5.0
     alert_range_hours: float = 24.0
+    # Resolved alerts (and their deliveries) are kept this long, then pruned.
+    alert_retention_days: float = 90.0
     # Webhook delivery: seconds per attempt, first retry delay (doubling), cap, attempts.
     webhook_timeout: float = 5.0
     webhook_backoff: float = 5.0

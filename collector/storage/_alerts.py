@@ -198,6 +198,12 @@ class AlertStore:
         sql = f"SELECT {_ALERT_COLS} FROM alerts" + (f" WHERE {' AND '.join(where)}" if where else "")
         return [_alert(r) for r in self._query(sql + " ORDER BY opened_at DESC, id DESC LIMIT ?", [*params, limit])]
 
+    def prune_alerts(self, before: float) -> int:
+        """Forget alerts resolved before ``before`` and their deliveries; returns how many alerts."""
+        with self.write() as tx:
+            tx._exec("DELETE FROM deliveries WHERE alert IN (SELECT id FROM alerts WHERE resolved_at < ?)", (before,))
+            return int(tx._exec("DELETE FROM alerts WHERE resolved_at < ?", (before,)).rowcount)
+
     # ---------------------------------------------------------------- webhooks
 
     def add_webhook(self, url: str, fmt: str, secret: str | None, now: float) -> int:

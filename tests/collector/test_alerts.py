@@ -268,3 +268,25 @@ def test_a_condition_must_name_a_known_severity_and_a_plain_kind() -> None:
         Firing("gate_breach", "info", "x")
     with pytest.raises(ValueError, match=r"alert kind 'a\|b'"):
         Firing("a|b", "warning", "x")
+
+
+def test_resolved_alerts_are_pruned_after_the_retention(storage) -> None:
+    clock = Clock(T0)
+    holds = {"on": True}
+    storage.add_webhook("http://127.0.0.1:9/a", "json", None, T0)
+    config = CollectorConfig(db_url=storage.url, clock=clock, alert_retention_days=1.0)
+    alerter = Alerter(storage, config, conditions=[
+        lambda ctx: [Firing("drift", "critical", "x0", model="c" * 64, feature="x0")] if holds["on"] else []])
+    alerter.check()
+    holds["on"] = False
+    clock.t += 60
+    alerter.check()  # resolved at T0 + 60
+    holds["on"] = True
+    clock.t = T0 + 86400 + 30
+    alerter.check()  # opens again; the first episode is not a day old yet
+    assert [a.state for a in storage.alert_history()] == ["open", "resolved"]
+    clock.t = T0 + 86400 + 3700  # an hour later: the first episode ended more than a day ago
+    alerter.check()
+    (left,) = storage.alert_history()
+    assert left.state == "open" and left.opened_at == T0 + 86400 + 30
+    assert {d["alert"] for d in storage.deliveries()} == {left.id}
