@@ -134,12 +134,22 @@ class AlertStore:
     def record_alerts(self, firing: Sequence[Firing], now: float, payload: PayloadBuilder) -> list[Transition]:
         """Open alerts that hold and are not open, resolve open ones that no longer hold,
         refresh the message of the rest; enqueue one delivery per active webhook and
-        transition, all in one transaction. Returns the transitions made."""
+        transition, all in one transaction. Returns the transitions made.
+
+        ``now`` is when the evaluation *started*; if a later-started evaluation was recorded
+        already (another collector process on the same database), this one's view of the
+        fleet is older than the state and it is dropped: no flapping from a slow evaluator.
+        """
         current = {f.key: f for f in firing}
         out: list[Transition] = []
         with self.write() as tx:
             if self.dialect == "postgres":
                 tx._exec("SELECT pg_advisory_xact_lock(?)", (_ALERT_LOCK,))
+            last = tx._exec("SELECT started_at FROM alert_checks WHERE id = 1").fetchone()
+            if last is not None and float(last[0]) > now:
+                return []  # another process recorded a newer evaluation meanwhile: this one is stale
+            tx._exec("INSERT INTO alert_checks (id, started_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
+                     "started_at = excluded.started_at", (now,))
             open_rows = {a.key: a for a in map(_alert, tx._exec(
                 f"SELECT {_ALERT_COLS} FROM alerts WHERE resolved_at IS NULL").fetchall())}
             hooks = self._webhook_rows(tx)

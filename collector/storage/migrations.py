@@ -143,6 +143,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 checked_at {real} NOT NULL
             )""",
             "CREATE UNIQUE INDEX alerts_open_by_key ON alerts (key) WHERE resolved_at IS NULL",
+            # When the last evaluation that was recorded started: an evaluation that began
+            # earlier (another process, slower) is stale and is dropped, not applied.
+            """CREATE TABLE alert_checks (
+                id {bigint} PRIMARY KEY,
+                started_at {real} NOT NULL
+            )""",
             "CREATE INDEX alerts_by_opened ON alerts (opened_at)",
             """CREATE TABLE webhooks (
                 id {serial},

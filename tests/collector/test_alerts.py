@@ -290,3 +290,15 @@ def test_resolved_alerts_are_pruned_after_the_retention(storage) -> None:
     (left,) = storage.alert_history()
     assert left.state == "open" and left.opened_at == T0 + 86400 + 30
     assert {d["alert"] for d in storage.deliveries()} == {left.id}
+
+
+def test_a_stale_evaluation_from_a_slower_process_is_dropped(storage) -> None:
+    hook = storage.add_webhook("http://127.0.0.1:9/a", "json", None, T0)
+    silent = Firing("silent", "warning", "edge-1: silent", device="edge-1")
+    assert [t.event for t in storage.record_alerts([silent], T0, lambda h, a, e: "{}")] == ["firing"]
+    # process B started evaluating at T0+20 (after an upload) and records first: resolved
+    assert [t.event for t in storage.record_alerts([], T0 + 20, lambda h, a, e: "{}")] == ["resolved"]
+    # process A started at T0+10, before the upload, and finishes later: its view is stale
+    assert storage.record_alerts([silent], T0 + 10, lambda h, a, e: "{}") == []
+    assert [(a.state, a.resolved_at) for a in storage.alert_history()] == [("resolved", T0 + 20)]
+    assert len(storage.deliveries()) == 2 and hook == 1
