@@ -10,7 +10,8 @@ appending a condition::
     from mlpack_edge.collector.alerts import CONDITIONS, Firing
     CONDITIONS.append(lambda ctx: [Firing("rollout_halt", "critical", "…", model=h)])
 
-(or by passing ``conditions=`` to :class:`Alerter`). The subject of an alert is its
+(or by passing ``conditions=`` to :class:`Alerter`). The collector hands the Alerter its
+own overview function, so alerts are computed with exactly the page's settings. The subject of an alert is its
 ``(kind, model, device, feature)``; an alert is *opened* when its subject starts to hold
 and *resolved* when it stops, each exactly once (:meth:`Storage.record_alerts`), and
 every transition is queued for every webhook in the same transaction.
@@ -30,7 +31,7 @@ from typing import Any
 
 from mlpack_edge.collector.config import CollectorConfig
 from mlpack_edge.collector.models import ModelInfo
-from mlpack_edge.collector.queries import fleet_overview, time_range
+from mlpack_edge.collector.queries import TimeRange, fleet_overview, time_range
 from mlpack_edge.collector.storage import AlertRow, Firing, Storage, Transition, WebhookRow
 from mlpack_edge.collector.webhooks import render_payload
 
@@ -39,13 +40,19 @@ __all__ = ["AlertContext", "Condition", "CONDITIONS", "Firing", "fleet_alerts", 
 log = logging.getLogger("mlpack_edge.collector.alerts")
 
 
+#: The fleet overview over a time range, as the page and the JSON API compute it.
+Overview = Callable[[TimeRange], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class AlertContext:
-    """What a condition may look at: the database, the collector's settings, the time."""
+    """What a condition may look at: the database, the collector's settings, the time, and
+    the fleet overview exactly as the page and API compute it (same settings)."""
 
     storage: Storage
     config: CollectorConfig
     now: float
+    overview: Overview
 
 
 #: A source of alerts: the alerts that hold at ``ctx.now``.
@@ -55,10 +62,7 @@ Condition = Callable[[AlertContext], Iterable[Firing]]
 def fleet_alerts(ctx: AlertContext) -> list[Firing]:
     """The fleet page's alerts over the last ``alert_range_hours`` (drift, error-rate
     jumps, silent devices, dropped telemetry, refused replays)."""
-    c = ctx.config
-    rng = time_range(None, None, ctx.now, c.alert_range_hours)
-    data = fleet_overview(ctx.storage, rng, ctx.now, c.silent_after, c.error_jump_factor, c.error_jump_min_rate,
-                          c.error_jump_min_requests)
+    data = ctx.overview(time_range(None, None, ctx.now, ctx.config.alert_range_hours))
     return [Firing(a["kind"], a["severity"], a["message"], a["model"], a["device"], a["feature"]) for a in data["alerts"]]
 
 
@@ -85,9 +89,11 @@ class Alerter:
         config: CollectorConfig,
         conditions: Sequence[Condition] | None = None,
         on_transitions: Callable[[list[Transition]], None] | None = None,
+        overview: Overview | None = None,
     ) -> None:
         self._storage = storage
         self._config = config
+        self._overview = overview or self._default_overview
         self._conditions = conditions
         self._on_transitions = on_transitions
         self._wake = threading.Event()
@@ -96,10 +102,15 @@ class Alerter:
         self._pruned_at = float("-inf")
         self.failures = 0  # evaluations that raised (logged; the alert state is left as it was)
 
+    def _default_overview(self, rng: TimeRange) -> dict[str, Any]:
+        c = self._config
+        return fleet_overview(self._storage, rng, c.clock(), c.silent_after, c.error_jump_factor,
+                              c.error_jump_min_rate, c.error_jump_min_requests)
+
     def check(self) -> list[Transition]:
         """Evaluate now (by the config's clock) and record what changed."""
         now = self._config.clock()
-        ctx = AlertContext(self._storage, self._config, now)
+        ctx = AlertContext(self._storage, self._config, now, self._overview)
         firing = firing_now(ctx, CONDITIONS if self._conditions is None else self._conditions)
         models = {m.hash: m for m in self._storage.models()}
         external = self._config.external_url

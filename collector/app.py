@@ -246,7 +246,7 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
     policy = RetryPolicy(config.webhook_timeout, config.webhook_backoff, config.webhook_max_backoff,
                          config.webhook_max_attempts)
     dispatcher = Dispatcher(storage, policy, config.clock)
-    alerter = Alerter(storage, config, conditions, on_transitions=lambda _: dispatcher.wake())
+    alerter = Alerter(storage, config, conditions, on_transitions=lambda _: dispatcher.wake(), overview=overview)
 
     def after_group(batches: int, seconds: float) -> None:
         counters.group(batches, seconds)

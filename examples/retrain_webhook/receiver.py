@@ -12,7 +12,7 @@ checks ``X-Mlpack-Signature`` (HMAC-SHA256 of the body) when given the secret an
 answers 401 on a mismatch, answers 202 at once (the collector never waits for a build),
 and runs at most one build at a time: alerts arriving during a build are folded into one
 more build afterwards. Only *firing* alerts whose kind matches ``--kinds`` (default
-``drift,gate*``: drift and production gate breaches) trigger; resolved ones are logged.
+``drift,*gate*``: drift and production gate breaches) trigger; resolved ones are logged.
 
 Before each build ``--fetch-cmd`` (a shell command) may refresh the training data the
 spec points at, e.g. ``mlpack collector export-samples`` or a query against the
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mlpack", default="mlpack", help="the mlpack command (default: mlpack on PATH)")
     p.add_argument("--build-arg", action="append", default=[], help="extra argument for mlpack build (repeatable)")
     p.add_argument("--fetch-cmd", help="shell command that refreshes the training data before each build")
-    p.add_argument("--kinds", default="drift,gate*", help="alert kinds that trigger a build (glob patterns)")
+    p.add_argument("--kinds", default="drift,*gate*", help="alert kinds that trigger a build (glob patterns)")
     p.add_argument("--secret-file", help="the webhook's secret: refuse requests without a matching signature")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=9000)

@@ -17,6 +17,7 @@ import pytest
 from mlpack_edge.collector import open_storage
 from mlpack_edge.collector.alerts import CONDITIONS, AlertContext, Alerter, Firing, fleet_alerts
 from mlpack_edge.collector.config import CollectorConfig
+from mlpack_edge.collector.queries import time_range
 from mlpack_edge.collector.delivery import Dispatcher, RetryPolicy
 from mlpack_edge.collector.webhooks import check_url, read_secret, signature
 from mlpack_edge.errors import CollectorError
@@ -94,7 +95,7 @@ def test_conditions_are_a_list_another_source_appends_to(storage) -> None:
     breach = {"on": True}
 
     def gate_breach(ctx: AlertContext) -> list[Firing]:
-        assert ctx.now == clock.t and ctx.storage is storage
+        assert ctx.now == clock.t and ctx.storage is storage and ctx.overview(time_range(None, None, ctx.now))["devices"] == []
         return [Firing("gate_breach", "critical", "demo 1.0.0: recall 0.71 < gate 0.80", model="a" * 64)] if breach["on"] else []
 
     CONDITIONS.append(gate_breach)
