@@ -63,7 +63,8 @@ def fleet_alerts(ctx: AlertContext) -> list[Firing]:
     """The fleet page's alerts over the last ``alert_range_hours`` (drift, error-rate
     jumps, silent devices, dropped telemetry, refused replays)."""
     data = ctx.overview(time_range(None, None, ctx.now, ctx.config.alert_range_hours))
-    return [Firing(a["kind"], a["severity"], a["message"], a["model"], a["device"], a["feature"]) for a in data["alerts"]]
+    return [Firing(a["kind"], a["severity"], a["message"], a.get("model"), a.get("device"), a.get("feature"))
+            for a in data["alerts"]]
 
 
 #: The conditions every :class:`Alerter` evaluates unless given its own list.
