@@ -12,13 +12,13 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from mlpack_edge.collector.models import ModelInfo
-from mlpack_edge.collector.storage._alerts import AlertRow, DueDelivery, Firing, Transition, WebhookRow
+from mlpack_edge.collector.storage._alerts import AlertRow, DueDelivery, Firing, PayloadBuilder, Transition, WebhookRow
 from mlpack_edge.collector.storage._sql import DeviceCert, DeviceRow, SqlStorage, WriteTx
 from mlpack_edge.collector.storage.migrations import LATEST
 from mlpack_edge.errors import CollectorError
 
 __all__ = ["Storage", "DeviceRow", "DeviceCert", "WriteTx", "open_storage", "LATEST", "Firing", "AlertRow",
-           "WebhookRow", "DueDelivery", "Transition"]
+           "WebhookRow", "DueDelivery", "Transition", "PayloadBuilder"]
 
 
 class Storage(Protocol):
@@ -44,7 +44,7 @@ class Storage(Protocol):
     def window_count(self, device: str | None = None) -> int: ...
     def audit(self, device: str, limit: int = 100) -> list[dict[str, Any]]: ...
     def conflicts(self, device: str | None = None, since: float | None = None) -> list[dict[str, Any]]: ...
-    def record_alerts(self, firing: Sequence[Firing], now: float, payload: Any) -> list[Transition]: ...
+    def record_alerts(self, firing: Sequence[Firing], now: float, payload: PayloadBuilder) -> list[Transition]: ...
     def alert_history(self, state: str = "all", kind: str | None = None, device: str | None = None,
                       since: float | None = None, limit: int = 200) -> list[AlertRow]: ...
     def prune_alerts(self, before: float) -> int: ...

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlpack_edge.collector.storage._sql import WriteTx
 
-__all__ = ["Firing", "AlertRow", "WebhookRow", "DueDelivery", "Transition", "AlertStore", "DELIVERY_STATES"]
+__all__ = ["Firing", "AlertRow", "WebhookRow", "DueDelivery", "Transition", "PayloadBuilder", "AlertStore",
+           "DELIVERY_STATES", "SEVERITIES"]
 
 _ALERT_LOCK = 0x6D6C7062  # PostgreSQL advisory lock: one alert evaluation at a time across processes
 _ALERT_COLS = "id, key, kind, severity, model, device, feature, message, opened_at, resolved_at, checked_at"
