@@ -6,8 +6,9 @@ process that dies mid-send leaves it to be retried), and POSTs its stored body. 
 *delivered*; anything else (an error status, a refused connection, no answer within
 ``webhook_timeout``) is retried after ``backoff * 2**(attempts-1)`` seconds (capped at
 ``max_backoff``) until ``max_attempts``, then *failed* — visible on the alerts page and
-in the API with its last status and error. Attempts run on a small pool, so one hanging
-receiver costs its own timeout and never holds up ingest or the other webhooks.
+in the API with its last status and error. Attempts run on a small pool (``workers``),
+at most half of it per webhook, so a hanging receiver costs its own timeout and never
+holds up ingest or the other webhooks.
 
 The HTTP client and the clock are injected (a test gives a transport or moves time).
 """
@@ -70,6 +71,9 @@ class Dispatcher:
         self._poll = poll
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mlpack-webhook")
         self._workers = workers
+        self._per_webhook = max(1, workers // 2)
+        self._inflight: dict[int, int] = {}  # delivery id -> webhook id, being sent by this process
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlpack-collector-delivery", daemon=True)
@@ -97,17 +101,35 @@ class Dispatcher:
                         attempts, out.error, what)
         return out
 
-    def run_once(self) -> int:
-        """Send what is due now (in parallel, at most ``workers`` at once); returns how many were tried."""
+    def run_once(self, wait: bool = True) -> int:
+        """Start what is due now and not already being sent, at most ``per_webhook`` at once
+        per webhook (a hanging receiver holds only its own share of the workers); returns
+        how many were started. ``wait`` returns only when they are done (the thread does not
+        wait: it picks up other webhooks' deliveries while one hangs)."""
         due = self._storage.due_deliveries(self._clock(), limit=self._workers * 8)
-        list(self._pool.map(self._safe_attempt, due))
-        return len(due)
+        started: list[concurrent.futures.Future[None]] = []
+        with self._lock:
+            for d in due:
+                busy = sum(1 for hook in self._inflight.values() if hook == d.webhook)
+                if d.id in self._inflight or busy >= self._per_webhook:
+                    continue
+                if len(self._inflight) >= self._workers:
+                    break
+                self._inflight[d.id] = d.webhook
+                started.append(self._pool.submit(self._safe_attempt, d))
+        if wait:
+            concurrent.futures.wait(started)
+        return len(started)
 
     def _safe_attempt(self, d: DueDelivery) -> None:
         try:
             self.attempt(d)
         except Exception as exc:  # storage down: the lease runs out and the delivery is tried again
             log.warning("webhook delivery %d: %s", d.id, exc)
+        finally:
+            with self._lock:
+                self._inflight.pop(d.id, None)
+            self._wake.set()  # a worker is free: look for more
 
     def wake(self) -> None:
         self._wake.set()
@@ -127,7 +149,7 @@ class Dispatcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                self.run_once(wait=False)
             except Exception as exc:
                 log.warning("webhook deliveries: %s", exc)
             self._wake.wait(self._poll)

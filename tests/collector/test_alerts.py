@@ -303,3 +303,22 @@ def test_a_stale_evaluation_from_a_slower_process_is_dropped(storage) -> None:
     assert storage.record_alerts([silent], T0 + 10, lambda h, a, e: "{}") == []
     assert [(a.state, a.resolved_at) for a in storage.alert_history()] == [("resolved", T0 + 20)]
     assert len(storage.deliveries()) == 2 and hook == 1
+
+
+def test_a_hanging_webhook_holds_only_its_share_of_the_workers(storage) -> None:
+    clock = Clock(T0)
+    with receiver(["hang"] * 10) as slow, receiver() as fast:
+        storage.add_webhook(slow.url, "json", None, T0)
+        storage.add_webhook(fast.url, "json", None, T0)
+        alerter = Alerter(storage, CollectorConfig(db_url=storage.url, clock=clock), conditions=[
+            lambda ctx: [Firing("silent", "warning", f"edge-{i}: silent", device=f"edge-{i}") for i in range(6)]])
+        assert len(alerter.check()) == 6  # 6 deliveries per webhook
+        d = Dispatcher(storage, RetryPolicy(timeout=3.0), clock, workers=4)
+        try:
+            d.start()  # the thread: it never waits for a batch of attempts to finish
+            slow.wait_for(2)
+            fast.wait_for(6, timeout=2.5)  # all six got through while the two slow ones still hang
+            assert len(slow.requests) == 2
+        finally:
+            slow.release.set()
+            d.stop()
