@@ -104,10 +104,10 @@ def main() -> None:
             for c in clients.values():
                 c.close()
         finally:
-            release.set()
-            for proc, _ in procs.values():
+            for proc, _ in procs.values():  # before the receiver lets go: no quick failures at the end
                 proc.terminate()
                 proc.wait(timeout=60)
+            release.set()
             server.shutdown()
         s = open_storage(db_a, migrate=False)
         try:
