@@ -61,7 +61,7 @@ Condition = Callable[[AlertContext], Iterable[Firing]]
 
 def fleet_alerts(ctx: AlertContext) -> list[Firing]:
     """The fleet page's alerts over the last ``alert_range_hours`` (drift, error-rate
-    jumps, silent devices, dropped telemetry, refused replays)."""
+    jumps, silent devices, dropped telemetry, refused replays, production gate breaches)."""
     data = ctx.overview(time_range(None, None, ctx.now, ctx.config.alert_range_hours))
     return [Firing(a["kind"], a["severity"], a["message"], a.get("model"), a.get("device"), a.get("feature"))
             for a in data["alerts"]]
@@ -106,7 +106,7 @@ class Alerter:
     def _default_overview(self, rng: TimeRange) -> dict[str, Any]:
         c = self._config
         return fleet_overview(self._storage, rng, c.clock(), c.silent_after, c.error_jump_factor,
-                              c.error_jump_min_rate, c.error_jump_min_requests)
+                              c.error_jump_min_rate, c.error_jump_min_requests, c.kpi_min_labels)
 
     def check(self) -> list[Transition]:
         """Evaluate now (by the config's clock) and record what changed."""

@@ -61,6 +61,8 @@ def collector() -> None:
               help="CA (PEM) that issues device certificates: ask devices for one (mutual TLS).")
 @click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
+@click.option("--min-labels", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Labelled predictions a production gate needs over the range before it can raise an alert.")
 @click.option("--alert-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Seconds between alert evaluations with no upload (an upload triggers one sooner, at most "
               "every 5 s or this, whichever is less).")
@@ -71,7 +73,7 @@ def collector() -> None:
 @click.option("--external-url", default="", metavar="URL",
               help="This collector's address as webhook receivers should link to it [default: where it listens].")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
-          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str,
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str, min_labels: int,
           alert_interval: float, webhook_timeout: float, webhook_backoff: float, external_url: str) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
@@ -89,6 +91,7 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
     config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
+                             kpi_min_labels=min_labels,
                              alert_interval=alert_interval, alert_min_interval=min(5.0, alert_interval),
                              webhook_timeout=webhook_timeout, webhook_backoff=webhook_backoff,
                              external_url=external_url)
@@ -292,6 +295,20 @@ def list_webhooks(db_url: str, as_json: bool) -> None:
         state = "removed" if r["removed_at"] else "active"
         click.echo(f"{r['id']:>3} {r['format']:<12} {'yes' if r['signed'] else 'no':<6} {state:<8} "
                    f"{r['delivered']:>5} {r['pending']:>5} {r['failed']:>5} {r['url']}")
+
+
+@collector.command("export-samples")
+@_db_options
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--all", "include_unlabelled", is_flag=True, help="Also rows without a label (empty target cell).")
+def export_samples(db_url: str, model: str, output: str, include_unlabelled: bool) -> None:
+    """Export the rows devices captured for MODEL (hash or NAME:VERSION) as a CSV in the training columns.
+
+    Captured rows are real inputs: personal data. Capture is off unless a device sets capture_rate.
+    """
+    info, n = admin.export_samples(db_url, model, output, include_unlabelled)
+    click.echo(f"wrote {n} rows of {info.name} {info.version} to {output}")
 
 
 @collector.command("install-service")

@@ -73,4 +73,6 @@ class CollectorConfig:
     # The collector's address as receivers should link to it (alert links, Alertmanager's
     # externalURL); by default where it listens.
     external_url: str = ""
+    # Production gate alert: labelled predictions a gate needs (over the range) before it can fail.
+    kpi_min_labels: int = 100
     clock: Callable[[], float] = field(default=time.time)
