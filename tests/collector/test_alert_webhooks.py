@@ -264,3 +264,46 @@ def test_test_webhook_sends_a_signed_test_alert_and_says_what_came_back(tmp_path
         assert s.alert_history() == [] and s.deliveries() == []  # nothing stored
     finally:
         s.close()
+
+
+def test_a_production_gate_breach_reaches_the_webhook_once_and_its_resolution_once(fresh_db: str, profile) -> None:
+    from tests.collector.sim import model_hash
+    from tests.collector.test_kpis import KPI, _feedback
+
+    h = model_hash("kpi", "1.0.0")
+    with receiver() as rx:
+        admin.add_webhook(fresh_db, rx.url, "alertmanager")
+        c = start_collector(fresh_db, "--alert-interval", "0.3", "--webhook-backoff", "0.3")
+        try:
+            dev, token = c.device(profile, h)
+
+            def upload(confusion: list[list[int]]) -> None:
+                w = dev.window(time.time() - 120, rows=5000)
+                w.feedback = _feedback(confusion)
+                batch = dev.batch([w], name="kpi", version="1.0.0")
+                batch["models"][h].update({"kpi": KPI})
+                assert post(c, token, gz(batch)).status_code == 200
+
+            def fleet_gate() -> list[dict]:
+                out = []
+                for r in rx.requests:
+                    a = r.json()["alerts"][0]
+                    if a["labels"]["kind"] == "production_gate" and "device" not in a["labels"]:
+                        out.append(r.json())
+                return out
+
+            upload([[300, 20], [30, 120]])  # recall 120/150 = 0.80 < gate 0.9
+            (firing,) = _wait(fleet_gate, what="the production_gate alert")
+            a = firing["alerts"][0]
+            assert (firing["status"], a["labels"]["alertname"], a["labels"]["model_name"], a["labels"]["feature"]) == (
+                "firing", "MlpackProductionGate", "kpi", "recall")
+            time.sleep(1.0)
+            assert len(fleet_gate()) == 1  # held open over several evaluations: sent once
+            upload([[0, 0], [0, 3000]])  # the range's recall is now 3120/3150: the gate passes
+            _wait(lambda: len(fleet_gate()) == 2, what="the resolution")
+            time.sleep(1.0)
+            events = [b["status"] for b in fleet_gate()]
+            assert events == ["firing", "resolved"]
+            assert fleet_gate()[1]["alerts"][0]["fingerprint"] == a["fingerprint"]
+        finally:
+            stop_collector(c)
