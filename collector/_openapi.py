@@ -30,6 +30,9 @@ __all__ = [
     "ModelDetail",
     "FleetReply",
     "AlertsReply",
+    "AlertHistoryReply",
+    "AlertRecord",
+    "WebhooksReply",
     "Health",
 ]
 
@@ -383,6 +386,60 @@ class FleetReply(_Reply):
 class AlertsReply(_Reply):
     range: TimeRange
     alerts: list[Alert]
+
+
+class Delivery(_Reply):
+    id: int
+    webhook: int = Field(description="The webhook's id (mlpack collector list-webhooks).")
+    alert: int
+    event: Literal["firing", "resolved"]
+    state: Literal["pending", "delivered", "failed", "cancelled"] = Field(
+        description="pending: waiting for its (next) attempt; failed: gave up after the maximum attempts")
+    attempts: int = Field(description="Attempts made so far (each a POST with a bounded timeout).")
+    next_at: float = Field(description="Epoch seconds of the next attempt while pending.")
+    created_at: float
+    last_at: float | None = Field(description="When the last attempt started.")
+    last_status: int | None = Field(description="HTTP status of the last answer; null when none came.")
+    last_error: str | None = Field(description="Why the last attempt failed (status and body, or timeout).")
+    delivered_at: float | None
+
+
+class AlertRecord(_Reply):
+    id: int
+    kind: str = Field(description="drift, error_rate, silent, dropped, replay_conflict, production_gate, or a "
+                                   "kind another condition adds")
+    severity: Literal["critical", "warning"]
+    state: Literal["open", "resolved"]
+    model: str | None
+    model_name: str | None
+    model_version: str | None
+    device: str | None
+    feature: str | None
+    message: str = Field(description="The latest message while open; the last one seen when resolved.")
+    opened_at: float = Field(description="Epoch seconds when the condition was first seen to hold.")
+    resolved_at: float | None = Field(description="Epoch seconds when it was first seen not to hold; null while open.")
+    deliveries: list[Delivery]
+
+
+class AlertHistoryReply(_Reply):
+    generated_at: float
+    alerts: list[AlertRecord]
+
+
+class Webhook(_Reply):
+    id: int
+    url: str = Field(description="Scheme, host, port and path only (credentials and query are not shown).")
+    format: Literal["json", "alertmanager"]
+    signed: bool = Field(description="Requests carry X-Mlpack-Signature (HMAC-SHA256 of the body).")
+    created_at: float
+    removed_at: float | None
+    delivered: int
+    pending: int
+    failed: int
+
+
+class WebhooksReply(_Reply):
+    webhooks: list[Webhook]
 
 
 class Health(_Reply):

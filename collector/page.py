@@ -16,7 +16,7 @@ from urllib.parse import quote
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge._svg import line_chart
 
-__all__ = ["fleet_page", "device_page", "model_page", "not_found_page"]
+__all__ = ["fleet_page", "device_page", "model_page", "alerts_page", "not_found_page"]
 
 _TEMPLATE = Template(resources.files("mlpack_edge.collector").joinpath("templates/page.html").read_text("utf-8"))
 _RANGES = (("6 h", 6), ("24 h", 24), ("7 days", 168))
@@ -26,7 +26,7 @@ def _render(title: str, body: str, hours: float | None) -> str:
     links = " ".join(
         f'<a href="?hours={h}">{label}</a>' if hours != h else f"<strong>{label}</strong>" for label, h in _RANGES
     )
-    nav = f'<a href="/">Fleet</a> <span>Range: {links}</span> <a href="/docs">API</a> <a href="/metrics">Metrics</a>'
+    nav = f'<a href="/">Fleet</a> <a href="/alerts">Alerts</a> <span>Range: {links}</span> <a href="/docs">API</a> <a href="/metrics">Metrics</a>'
     return _TEMPLATE.substitute(title=escape(title), heading=escape(title), nav=nav, body=body)
 
 
@@ -360,6 +360,65 @@ def model_page(data: dict[str, Any], hours: float | None) -> str:
         + f'<section><h2>Devices on this model</h2>{_device_rows(data["devices"], with_model=False)}</section>'
     )
     return _render(f"Model {m['name']} {m['version']}", body, hours)
+
+
+def _delivery(d: dict[str, Any]) -> str:
+    when = utc(d["delivered_at"]) if d["state"] == "delivered" else (
+        f'next {utc(d["next_at"])}' if d["state"] == "pending" else "")
+    err = f' · <span class="muted">{escape(d["last_error"])}</span>' if d["last_error"] else ""
+    status = f' · HTTP {d["last_status"]}' if d["last_status"] else ""
+    return (f'<li data-state="{d["state"]}">webhook {d["webhook"]} · {d["event"]} · '
+            f'{_chip(d["state"])} · {d["attempts"]} attempt{"s" if d["attempts"] != 1 else ""}'
+            f'{status} · {when}{err}</li>')
+
+
+#: Alert and delivery states drawn with the device status colours.
+_CHIP = {"critical": "drift", "warning": "warn", "resolved": "ok", "delivered": "ok", "pending": "warn",
+         "failed": "drift", "cancelled": "idle"}
+
+
+def _chip(state: str) -> str:
+    return f'<span class="status status-{_CHIP.get(state, "idle")}">{escape(state)}</span>'
+
+
+#: Open alerts are marked like drifting (critical) or warning device rows.
+_ALERT_ROW = {("open", "critical"): ' class="row-drift"', ("open", "warning"): ' class="row-warn"'}
+
+
+def alerts_page(data: dict[str, Any], webhooks: Sequence[dict[str, Any]], state: str) -> str:
+    """Alert history (opened/resolved, newest first) with each alert's webhook deliveries."""
+    rows = "".join(
+        f'<tr id="alert-{a["id"]}"{_ALERT_ROW.get((a["state"], a["severity"]), "")} data-kind="{escape(a["kind"])}" '
+        f'data-state="{a["state"]}"><td class="num">{a["id"]}</td><td>{escape(a["kind"])}</td>'
+        f'<td>{_chip(a["severity"] if a["state"] == "open" else "resolved")}</td>'
+        f'<td>{_device_link(a["device"]) if a["device"] else "–"}</td>'
+        f'<td class="detail">{escape(a["message"])}</td><td>{utc(a["opened_at"])}</td>'
+        f'<td>{utc(a["resolved_at"]) if a["resolved_at"] else "–"}</td>'
+        f'<td class="detail"><ul style="list-style: none; padding: 0; margin: 0">'
+        f'{"".join(_delivery(d) for d in a["deliveries"])}</ul></td></tr>'
+        for a in data["alerts"]
+    )
+    links = " ".join(f'<a href="?state={s}">{s}</a>' if s != state else f"<strong>{s}</strong>"
+                     for s in ("all", "open", "resolved"))
+    hooks = "".join(
+        f'<tr data-webhook="{h["id"]}"><td class="num">{h["id"]}</td><td><code>{escape(h["url"])}</code></td>'
+        f'<td>{h["format"]}</td><td>{"yes" if h["signed"] else "no"}</td>'
+        f'<td>{"removed " + utc(h["removed_at"]) if h["removed_at"] else "active"}</td>'
+        f'<td class="num">{h["delivered"]}</td><td class="num">{h["pending"]}</td><td class="num">{h["failed"]}</td></tr>'
+        for h in webhooks
+    )
+    body = (
+        f'<section id="alert-history"><h2>Alert history</h2><p>Show: {links}</p>'
+        + (f'<table class="alerts"><tr><th class="num">#</th><th>Kind</th><th>State</th><th>Device</th><th>Message</th>'
+           f'<th>Opened (UTC)</th><th>Resolved (UTC)</th><th>Deliveries</th></tr>{rows}</table>'
+           if rows else '<p class="muted">No alerts recorded.</p>')
+        + '</section><section id="webhooks"><h2>Webhooks</h2>'
+        + (f'<table><tr><th class="num">#</th><th>URL</th><th>Format</th><th>Signed</th><th>State</th>'
+           f'<th class="num">Delivered</th><th class="num">Pending</th><th class="num">Failed</th></tr>{hooks}</table>'
+           if hooks else '<p class="muted">No webhooks (mlpack collector add-webhook URL).</p>')
+        + "</section>"
+    )
+    return _render("mlpack alerts", body, None)
 
 
 def not_found_page(what: str) -> str:
