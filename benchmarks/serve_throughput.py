@@ -7,7 +7,9 @@ starts ``mlpack device --bundle ... serve --port 0`` as its own process, and dri
 with wrk (https://github.com/wg/wrk; on Debian/Ubuntu: ``apt-get install -y wrk``):
 
 1. single-row POST /predict (one JSON object per request);
-2. batched POST /predict (``--batch`` rows per request; rows/s reported too).
+2. batched POST /predict (``--batch`` rows per request; rows/s reported too);
+3. the same rows through MLflow's ``POST /invocations`` (``dataframe_split``) and KServe
+   v2's ``infer`` (one JSON tensor per feature), against 2. as the baseline.
 
 It reports wrk's requests/s and latency percentiles, the count of non-2xx answers
 (must be 0), and the server's resident memory idle and at peak (VmHWM) — the target
@@ -74,7 +76,7 @@ def _start_server(bundle: Path, work: Path) -> tuple[subprocess.Popen[str], str]
     return proc, line.split(" on ")[1].split()[0]
 
 
-def _wrk(url: str, body: str, duration: int, connections: int, work: Path, name: str) -> dict[str, Any]:
+def _wrk(url: str, body: str, duration: int, connections: int, work: Path, name: str, path: str = "/predict") -> dict[str, Any]:
     body_file = work / f"{name}.json"
     body_file.write_text(body)
     script = work / f"{name}.lua"
@@ -86,7 +88,7 @@ def _wrk(url: str, body: str, duration: int, connections: int, work: Path, name:
         "f:close()\n"
     )
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"{url}/predict"],
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"{url}{path}"],
         capture_output=True,
         text=True,
         check=True,
@@ -133,6 +135,13 @@ def main() -> None:
             else:
                 results["single row"] = _wrk(url, json.dumps(rows[0]), args.duration, args.connections, work, "single")
                 results[f"batch of {args.batch}"] = _wrk(url, json.dumps(rows), args.duration, args.connections, work, "batch")
+                columns = list(rows[0])
+                split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
+                results["  /invocations"] = _wrk(url, json.dumps(split), args.duration, args.connections, work, "mlflow", "/invocations")
+                tensors = {"inputs": [{"name": c, "shape": [len(rows), 1], "datatype": "FP64", "data": [r[c] for r in rows]}
+                                      for c in columns]}
+                results["  v2 infer"] = _wrk(url, json.dumps(tensors), args.duration, args.connections, work, "v2",
+                                             "/v2/models/breast-cancer/infer")
             loaded = _memory(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -140,7 +149,7 @@ def main() -> None:
 
     print(f"serve: breast_cancer LogisticRegression, {args.connections} connections, {args.duration} s per run, loopback")
     for name, r in results.items():
-        rows_per_s = r["requests_per_s"] * (args.batch if name.startswith("batch") else 1)
+        rows_per_s = r["requests_per_s"] * (1 if name == "single row" else args.batch)
         print(
             f"  {name:14} {r['requests_per_s']:9.0f} req/s  {rows_per_s:10.0f} rows/s  p50 {r['p50_ms']:7.2f} ms"
             f"  p99 {r['p99_ms']:7.2f} ms  non-2xx {r['non_2xx']}  socket errors: {r['socket_errors']}"

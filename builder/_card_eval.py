@@ -31,9 +31,10 @@ def _r(v: float) -> float:
 
 
 def evaluation_section(ds: Dataset, evaluation: Evaluation, y_pred: np.ndarray) -> dict[str, Any]:
-    """``{"stratified", "class_counts", "confusion"}`` or ``{"stratified", "target", "residuals", "residual_bins"}``.
+    """``{"stratified", "class_counts", "confusion", "per_class"}`` or ``{"stratified", "target", "residuals", "residual_bins"}``.
 
-    ``class_counts`` (train and held-out) and ``confusion`` rows follow ``output.classes``.
+    ``class_counts`` (train and held-out), ``confusion`` rows and ``per_class`` (held-out
+    precision, recall, F1 and support of each class) follow ``output.classes``.
     """
     out: dict[str, Any] = {"stratified": ds.stratified}
     if ds.task != "regression":
@@ -42,6 +43,10 @@ def evaluation_section(ds: Dataset, evaluation: Evaluation, y_pred: np.ndarray) 
             "held_out": _class_counts(ds.y_test, ds.classes),
         }
         out["confusion"] = [[int(n) for n in row] for row in evaluation.confusion or []]
+        out["per_class"] = [
+            {"class": c.label, "precision": _r(c.precision), "recall": _r(c.recall), "f1": _r(c.f1), "support": c.support}
+            for c in evaluation.per_class
+        ]
         return out
     out["target"] = {"train": _summary(ds.y_train), "held_out": _summary(ds.y_test)}
     out["residuals"] = {k: _r(v) for k, v in (evaluation.residuals or {}).items()}

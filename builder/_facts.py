@@ -29,6 +29,8 @@ __all__ = [
     "feature_rows",
     "class_balance",
     "metric_rows",
+    "class_rows",
+    "ClassRow",
     "parity_rows",
     "parity_heading",
     "parity_chip",
@@ -62,6 +64,21 @@ class MetricRow:
     metric: str
     value: float | None
     gates: tuple[tuple[str, bool], ...]  # (gate text, passed)
+    note: str = ""  # what it averages or scores: "macro", "macro, one-vs-rest", "class malignant"
+
+    @property
+    def label(self) -> str:
+        """``recall (macro)``: the name as the card and ``inspect`` show it."""
+        return f"{self.metric} ({self.note})" if self.note else self.metric
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
 
 
 def num(v: Any, digits: int = 4) -> str:
@@ -107,6 +124,11 @@ def data_rows(m: Mapping[str, Any]) -> list[Row]:
 
 def feature_rows(m: Mapping[str, Any], profile: Profile | None) -> list[FeatureRow]:
     by_name = {f.name: f for f in profile.features} if profile is not None else {}
+    derived = {  # part feature -> what it is, for datetime columns (the device derives it)
+        f"{d['name']}_{p}": f"{p} of date column {d['name']} ({d['format']})"
+        for d in m["input"].get("datetime", [])
+        for p in d["parts"]
+    }
     out = []
     for f in m["input"]["features"]:
         p = by_name.get(f["name"])
@@ -118,6 +140,8 @@ def feature_rows(m: Mapping[str, Any], profile: Profile | None) -> list[FeatureR
             detail = f"{p.min:.4g} … {p.max:.4g}"
         else:
             detail = ""
+        if f["name"] in derived:
+            detail = derived[f["name"]] + (f"; {detail}" if detail else "")
         out.append(FeatureRow(f["name"], f["kind"], bool(f["nullable"]), p.missing_rate if p else None, detail))
     return out
 
@@ -132,10 +156,33 @@ def class_balance(m: Mapping[str, Any]) -> list[tuple[str, int, int]]:
 
 
 def metric_rows(m: Mapping[str, Any]) -> list[MetricRow]:
+    """One row per recorded metric, with its gates (a multiclass ``recall_macro`` gate is ``recall``'s)."""
+    from mlpack_edge.builder.metrics import metric_note
+
     gates = m.get("gates") or []
+    task = str(m.get("task", ""))
+    positive = (m.get("lineage") or {}).get("positive_class")
+    recorded = m.get("metrics") or {}
+
+    def judged_by(g: Mapping[str, Any]) -> str:
+        metric = str(g.get("metric", ""))
+        if metric not in recorded and metric.endswith("_macro"):
+            return metric[: -len("_macro")]
+        return metric
+
     return [
-        MetricRow(k, v, tuple((g["gate"], bool(g["passed"])) for g in gates if g.get("metric") == k))
-        for k, v in sorted((m.get("metrics") or {}).items())
+        MetricRow(
+            k, v, tuple((g["gate"], bool(g["passed"])) for g in gates if judged_by(g) == k), metric_note(k, task, positive)
+        )
+        for k, v in sorted(recorded.items())
+    ]
+
+
+def class_rows(m: Mapping[str, Any]) -> list[ClassRow]:
+    """Held-out precision/recall/F1/support per class (bundles built before it record none)."""
+    return [
+        ClassRow(str(c["class"]), c["precision"], c["recall"], c["f1"], int(c["support"]))
+        for c in (m.get("evaluation") or {}).get("per_class") or []
     ]
 
 
@@ -147,6 +194,8 @@ def gates_passed(m: Mapping[str, Any]) -> tuple[int, int]:
 def parity_heading(m: Mapping[str, Any]) -> tuple[str, str]:
     """``(title, what was compared)`` for the parity section of the card and ``inspect``."""
     p = m.get("parity") or {}
+    if str(p.get("status", "")).startswith("not run"):
+        return "Parity: not run", f"{p['status'][len('not run: '):].capitalize()}."
     if p.get("proven") is False:
         return (
             "Parity: not proven",
@@ -168,6 +217,8 @@ def parity_heading(m: Mapping[str, Any]) -> tuple[str, str]:
 def parity_chip(m: Mapping[str, Any]) -> tuple[str, bool | None]:
     """The card header's parity chip: text and state (``None``: neither passed nor failed)."""
     p = m.get("parity") or {}
+    if str(p.get("status", "")).startswith("not run"):
+        return "parity not run", None
     if p.get("proven") is False:
         return "parity not proven", None
     return ("parity passed", True) if p.get("passed") else ("parity FAILED", False)

@@ -88,8 +88,15 @@ def render_text(ins: Inspection) -> str:
         out += ["", "Target"] + _stats(ev["target"])
     metrics = facts.metric_rows(m)
     if metrics:
-        rows = [[r.metric, facts.num(r.value), "; ".join(t for t, _ in r.gates), _verdict(r.gates)] for r in metrics]
+        rows = [[r.label, facts.num(r.value), "; ".join(t for t, _ in r.gates), _verdict(r.gates)] for r in metrics]
         out += ["", "Metrics (held-out split)"] + _table(["metric", "value", "gate", "result"], rows, (1,))
+        if ins.manifest.task == "multiclass":
+            out += ["  macro: the unweighted mean over classes (gates: recall or recall_macro, etc.)"]
+    per_class = facts.class_rows(m)
+    if per_class:
+        rows = [[c.label, facts.num(c.precision), facts.num(c.recall), facts.num(c.f1), str(c.support)] for c in per_class]
+        out += ["", "Per class (held-out split)"]
+        out += _table(["class", "precision", "recall", "f1", "support"], rows, right=(1, 2, 3, 4))
     if ev.get("confusion"):
         classes = [str(c) for c in ins.manifest.classes]
         rows = [[c, *map(str, row)] for c, row in zip(classes, ev["confusion"], strict=True)]

@@ -49,6 +49,7 @@ from mlpack_edge.builder.data import Dataset
 from mlpack_edge.builder.parity import ParityResult
 from mlpack_edge.builder.spec import DataSpec, FeatureSpec, OnnxSpec
 from mlpack_edge.errors import ConversionError, DataError, ParityError
+from mlpack_edge.runtime import _datetime
 from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import Feature
 
@@ -543,7 +544,15 @@ def all_rows(ds: Dataset, data: DataSpec) -> pd.DataFrame:
     table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     tokens = set(data.missing)
     cols: dict[str, Any] = {}
+    derived: dict[str, np.ndarray] = {}
+    for d in ds.datetimes:  # parts of a date column, derived as the build and the device derive them
+        parts, _ = _datetime.derive(table[d["name"]].tolist(), d["format"], d["parts"], tokens)
+        for j, name in enumerate(_datetime.part_names(d["name"], d["parts"])):
+            derived[name] = parts[:, j].astype(np.float32)
     for f in ds.features:
+        if f.name in derived:
+            cols[f.name] = derived[f.name]
+            continue
         cells = table[f.name]
         missing = cells.str.strip().isin(tokens)
         if f.kind == "numeric":

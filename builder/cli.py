@@ -101,6 +101,7 @@ def _failure(exc: MlpackError, stages: list[dict[str, object]]) -> dict[str, Any
     doc = error_document(exc, stages=stages)
     if isinstance(exc, GateError):
         doc["error"]["failures"] = [{"gate": g, "value": v} for g, v in exc.failures]
+        doc["error"]["report"] = exc.report
     return doc
 
 

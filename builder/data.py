@@ -26,6 +26,7 @@ import pandas as pd
 from mlpack_edge.builder._suggest import nearest
 from mlpack_edge.builder.spec import DataSpec, FeatureSpec
 from mlpack_edge.errors import DataError
+from mlpack_edge.runtime import _datetime
 from mlpack_edge.runtime.manifest import Feature
 
 __all__ = ["Dataset", "load_data"]
@@ -49,6 +50,11 @@ class Dataset:
     rows: int
     inferred: bool  # kinds were inferred (no [data.features])
     ignored: tuple[str, ...]  # CSV columns that are neither feature nor target
+    missing: tuple[str, ...] = ("",)  # text read as missing ([data] missing): the manifest's input.missing
+    dropped_target: int = 0  # rows left out for a missing target ([data] drop_missing_target)
+    # datetime columns: {"name", "format", "parts", "nullable"}; the model sees their parts
+    # as numeric features <name>_<part> (the manifest's input.datetime)
+    datetimes: tuple[dict[str, Any], ...] = ()
 
     @property
     def numeric(self) -> tuple[str, ...]:
@@ -88,8 +94,17 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
     if table.empty:
         raise DataError(f"{where}: has a header but no data rows")
     missing_tokens = frozenset(spec.missing)
+    lines = np.arange(len(table)) + 2  # file line of each row (the header is line 1), kept across dropping
+    no_target = table[spec.target].str.strip().isin(missing_tokens).to_numpy()
+    dropped = int(no_target.sum()) if spec.drop_missing_target else 0
+    if dropped:
+        if dropped == len(table):
+            raise DataError(f"{where}: every row's target '{spec.target}' is missing; nothing to train on")
+        table = table[~no_target].reset_index(drop=True)
+        lines = lines[~no_target]
     columns: dict[str, pd.Series] = {}
     features: list[tuple[FeatureSpec, str, pd.Series]] = []
+    datetimes: list[dict[str, Any]] = []
     for f in declared:
         cells = table[f.name]
         missing = cells.str.strip().isin(missing_tokens)
@@ -97,19 +112,26 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
             raise DataError(
                 f"{where}: column '{f.name}' has no values (every row is missing); exclude it (data.exclude)"
             )
+        if f.kind == "datetime":
+            source = _datetime_parts(f, cells, missing, missing_tokens, header, where, lines)
+            for name, values in source.pop("columns").items():
+                columns[name] = values
+                features.append((FeatureSpec(name, "numeric", f.nullable), "numeric", missing))
+            datetimes.append(source)
+            continue
         kind = f.kind or ("numeric" if _all_numbers(cells[~missing]) else "categorical")
         if kind == "numeric":
-            values = _numeric(cells, missing, f.name, where)
+            values = _numeric(cells, missing, f.name, where, lines)
         else:
             values = cells.where(~missing, "").astype(object)
         if f.nullable is False and bool(missing.any()):
-            line = int(np.flatnonzero(missing.to_numpy())[0]) + 2
+            line = int(lines[np.flatnonzero(missing.to_numpy())[0]])
             raise DataError(
                 f"{where}: line {line}: column '{f.name}' is missing but the feature is declared nullable = false"
             )
         columns[f.name] = values
         features.append((f, kind, missing))
-    y, classes, resolved = _target(table[spec.target], task, missing_tokens, spec.target, where)
+    y, classes, resolved = _target(table[spec.target], task, missing_tokens, spec.target, where, lines)
     train_idx, test_idx = _split(len(table), y, resolved, spec.test_size, seed, where)
     frame = pd.DataFrame(columns)
     x_train = frame.iloc[train_idx].reset_index(drop=True)
@@ -131,7 +153,56 @@ def load_data(spec: DataSpec, task: str, seed: int) -> Dataset:
         rows=len(table),
         inferred=spec.features is None,
         ignored=tuple(c for c in header if c not in used),
+        missing=tuple(spec.missing),
+        dropped_target=dropped,
+        datetimes=tuple(datetimes),
     )
+
+
+def _datetime_parts(
+    f: FeatureSpec,
+    cells: pd.Series,
+    missing: pd.Series,
+    tokens: frozenset[str],
+    header: list[str],
+    where: str,
+    lines: np.ndarray,
+) -> dict[str, Any]:
+    """A datetime column's derived part columns (float32), its format (declared or inferred) and parts."""
+    present = ~missing.to_numpy()
+    if f.nullable is False and not present.all():
+        line = int(lines[np.flatnonzero(~present)[0]])
+        raise DataError(f"{where}: line {line}: column '{f.name}' is missing but the feature is declared nullable = false")
+    fmt = f.format
+    if fmt is None:
+        values = cells[present].tolist()
+        fmt, bad = _datetime.infer_format(values)
+        if fmt is None:
+            assert bad is not None
+            line = int(lines[np.flatnonzero(present)[bad]])
+            tried = ", ".join(_datetime.describe(x) for x in _datetime.INFERRED)
+            raise DataError(
+                f"{where}: line {line}: column '{f.name}' is not a date/time in a format mlpack infers"
+                f" (got {values[bad]!r}; tried {tried}); declare its format (data.features.{f.name}.format)"
+            )
+    derived, problems = _datetime.derive(cells.tolist(), fmt, f.parts, tokens)
+    if problems:
+        pos = min(problems)
+        raise DataError(f"{where}: line {int(lines[pos])}: column '{f.name}': {problems[pos]}")
+    names = _datetime.part_names(f.name, f.parts)
+    for name in names:
+        if name in header:
+            raise DataError(
+                f"{where}: column '{name}' is also the name of a part of datetime column '{f.name}'; rename or exclude it"
+            )
+    has_missing = bool(missing.any())
+    return {
+        "name": f.name,
+        "format": fmt,
+        "parts": list(f.parts),
+        "nullable": has_missing if f.nullable is None else f.nullable,
+        "columns": {n: pd.Series(derived[:, j].astype(np.float32), index=cells.index) for j, n in enumerate(names)},
+    }
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -171,25 +242,26 @@ def _all_numbers(cells: pd.Series) -> bool:
     return bool(np.isfinite(parsed.to_numpy(dtype=np.float64)).all())
 
 
-def _numeric(cells: pd.Series, missing: pd.Series, name: str, where: str) -> pd.Series:
+def _numeric(cells: pd.Series, missing: pd.Series, name: str, where: str, lines: np.ndarray) -> pd.Series:
     parsed = pd.to_numeric(cells.str.strip().where(~missing), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~missing.to_numpy() & ~(np.isfinite(parsed) & (np.abs(np.nan_to_num(parsed)) <= _F32_MAX))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where}: line {i + 2}: column '{name}' expects a number, got {cells.iloc[i]!r}")
+        raise DataError(f"{where}: line {lines[i]}: column '{name}' expects a number, got {cells.iloc[i]!r}")
     return pd.Series(parsed.astype(np.float32), index=cells.index)
 
 
 def _target(
-    cells: pd.Series, task: str, missing_tokens: frozenset[str], name: str, where: str
+    cells: pd.Series, task: str, missing_tokens: frozenset[str], name: str, where: str, lines: np.ndarray
 ) -> tuple[np.ndarray, tuple[Any, ...], str]:
     """The target as an array, its sorted classes, and the task resolved from the data."""
     missing = cells.str.strip().isin(missing_tokens).to_numpy()
     if missing.any():
-        line = int(np.flatnonzero(missing)[0]) + 2
+        line = int(lines[np.flatnonzero(missing)[0]])
         count = int(missing.sum())
         raise DataError(
-            f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target)"
+            f"{where}: line {line}: target '{name}' is missing ({count} row{'s' * (count > 1)} without a target;"
+            " leave them out with [data] drop_missing_target = true)"
         )
     if task == "regression":
         parsed = pd.to_numeric(cells.str.strip(), errors="coerce").to_numpy(dtype=np.float64)
@@ -197,7 +269,7 @@ def _target(
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{where}: line {i + 2}: target '{name}' must be a number for regression, got {cells.iloc[i]!r}"
+                f"{where}: line {lines[i]}: target '{name}' must be a number for regression, got {cells.iloc[i]!r}"
             )
         return parsed, (), "regression"
     y = _labels(cells)

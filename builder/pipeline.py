@@ -1,7 +1,8 @@
 """The build, stage by stage: spec -> data -> train -> evaluate -> convert -> parity -> profile
 -> bundle (-> executable); for a bring-your-own ONNX model, load replaces train and convert.
 
-Nothing touches the output folder until every check has passed; the bundle is written
+Nothing touches the output folder until every check has passed (except the report of a
+build that failed a gate, ``<name>-<version>.failed.html``, plainly not a bundle); the bundle is written
 atomically and replaces an older build of the same version in one rename. With an
 executable, the bundle is first written to a private staging folder, the executable is
 frozen from it, and only then is the bundle published, so a failed freeze leaves the
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlpack_edge._fs import canonical_json
+from mlpack_edge._fs import atomic_write_text, canonical_json
 from mlpack_edge.builder import _inputs, boosters, byo, convert, data, estimators, metrics, parity
 from mlpack_edge.builder.convert import Converted
 from mlpack_edge.builder.data import Dataset
@@ -35,7 +36,8 @@ from mlpack_edge.builder.report import CARD_FILE, evaluation_section, render_car
 from mlpack_edge.builder.signing import load_signing_key
 from mlpack_edge.builder.spec import Spec, load_spec
 from mlpack_edge.errors import DataError, MlpackError, PackagingError
-from mlpack_edge.monitor_agent.profile import build_profile
+from mlpack_edge.monitor_agent.profile import Profile, build_profile
+from mlpack_edge.runtime._datetime import describe as describe_format
 from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, write_bundle
 
@@ -46,6 +48,8 @@ Signer = Callable[[bytes], bytes]  # manifest.json bytes -> manifest.sig bytes
 MODEL_FILE = "model.onnx"
 PROFILE_FILE = "profile.json"
 GOLDEN_FILE = "golden.json"
+#: The parity status a failed build's report shows: the build stopped before converting.
+NOT_RUN = "not run: the build stopped at a failed gate, before converting the model"
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,8 @@ def build(
     ``out_dir`` defaults to ``./dist``; ``onnx`` (``--onnx``) is a bring-your-own ONNX model
     in place of ``[estimator]`` (:mod:`mlpack_edge.builder.byo`). Raises an
     :class:`~mlpack_edge.errors.MlpackError` subclass for every expected failure; nothing
-    is written to ``out_dir`` then.
+    is written to ``out_dir`` then, but for a failed gate's report (``<name>-<version>.failed.html``,
+    its model card: not a bundle, nothing installable; a later successful build removes it).
     """
     rep = reporter if reporter is not None else NullReporter()
     out = Path(out_dir) if out_dir is not None else Path.cwd() / "dist"
@@ -144,8 +149,9 @@ def build(
         data_spec = spec.data if own is None else byo.data_spec(spec.data, own)
         ds = data.load_data(data_spec, spec.model.task, spec.model.seed)
         _check_positive(spec, ds)
+        dropped = f" ({ds.dropped_target} without a target left out)" if ds.dropped_target else ""
         st.summary = (
-            f"{ds.rows} rows, {len(ds.features)} features; {len(ds.x_train)} train / {len(ds.x_test)} held out"
+            f"{ds.rows} rows{dropped}, {len(ds.features)} features; {len(ds.x_train)} train / {len(ds.x_test)} held out"
             f" ({'stratified, ' if ds.stratified else ''}seed {spec.model.seed}); task {ds.task}"
         )
     for line in _feature_lines(ds):
@@ -153,21 +159,14 @@ def build(
 
     if own is None:
         assert user is not None
-        done = _trained(timer, rep, spec, ds, user)
+        done = _trained(timer, rep, spec, ds, user, target)
     else:
-        done = _brought(timer, spec, ds, own)
+        done = _brought(timer, rep, spec, ds, own, target)
     ds = done.dataset
     evaluation, converted, y_pred = done.evaluation, done.converted, done.y_pred
 
     with timer.stage("profile") as st:
-        prediction: tuple[Any, Any, Any]
-        if ds.task == "regression":
-            prediction = ("numeric", y_pred, None)
-        else:
-            prediction = ("categorical", [str(v) for v in y_pred], [str(c) for c in ds.classes])
-        profile = build_profile(
-            [(f.name, f.kind, ds.x_train[f.name].to_numpy()) for f in ds.features], prediction, bins=spec.drift.bins
-        )
+        profile = _profile(spec, ds, y_pred)
         st.summary = f"{len(profile.features)} features + predictions, {spec.drift.bins} bins"
 
     manifest = _manifest(spec, ds, done)
@@ -185,6 +184,7 @@ def build(
         _check_target(target)
         replaced = target.exists()
         _write(target, files, manifest, replace=True, sign=sign)
+        _failed_path(target).unlink(missing_ok=True)  # an earlier failed attempt's report is stale now
         size = sum(len(b) for b in files.values())
         st.summary = f"{target} ({len(files) + 1} files, {size / 1024:.1f} kB)" + (
             "; replaced the previous build of this version" if replaced else ""
@@ -217,7 +217,7 @@ class _Done:
     estimator: Any = None  # the fitted scikit-learn model (trained builds)
 
 
-def _trained(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, user: UserEstimator) -> _Done:
+def _trained(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, user: UserEstimator, target: Path) -> _Done:
     """train -> evaluate -> convert -> parity, for a spec with [estimator]."""
     with timer.stage("train") as st:
         model = estimators.fit(
@@ -234,8 +234,13 @@ def _trained(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, user: UserEs
         evaluation = metrics.evaluate(
             ds.task, ds.y_test, y_pred, proba, ds.classes, spec.evaluate.gates, spec.evaluate.positive
         )
-        st.summary = f"{metrics.format_metrics(evaluation.metrics)}; {metrics.gate_summary(evaluation.gates)}"
-        metrics.check_gates(evaluation)
+        st.summary = (
+            f"{metrics.format_evaluation(evaluation, len(ds.classes))}; {metrics.gate_summary(evaluation.gates)}"
+        )
+        if evaluation.failed:
+            described = {"estimator": estimators.describe(model.estimator)}
+            report = _failed_report(target, spec, ds, evaluation, y_pred, model.layout, described, rep)
+            metrics.check_gates(evaluation, report)
 
     with timer.stage("convert") as st:
         converted = convert.convert(model, ds, spec.model.name)
@@ -253,7 +258,7 @@ def _trained(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, user: UserEs
     )
 
 
-def _brought(timer: _Timer, spec: Spec, ds: Dataset, own: byo.OnnxModel) -> _Done:
+def _brought(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, own: byo.OnnxModel, target: Path) -> _Done:
     """load -> evaluate -> parity, for a spec with [model] onnx (no training)."""
     onnx_spec = spec.model.onnx
     assert onnx_spec is not None
@@ -275,8 +280,13 @@ def _brought(timer: _Timer, spec: Spec, ds: Dataset, own: byo.OnnxModel) -> _Don
         evaluation = metrics.evaluate(
             ds.task, ds.y_test, y_pred, held.probabilities, ds.classes, spec.evaluate.gates, spec.evaluate.positive
         )
-        st.summary = f"{metrics.format_metrics(evaluation.metrics)}; {metrics.gate_summary(evaluation.gates)}"
-        metrics.check_gates(evaluation)
+        st.summary = (
+            f"{metrics.format_evaluation(evaluation, len(ds.classes))}; {metrics.gate_summary(evaluation.gates)}"
+        )
+        if evaluation.failed:
+            described = {"estimator": f"ONNX model ({own.producer})"}
+            report = _failed_report(target, spec, ds, evaluation, y_pred, bound.layout, described, rep)
+            metrics.check_gates(evaluation, report)
 
     with timer.stage("parity") as st:
         lineage: dict[str, Any] = {
@@ -368,7 +378,11 @@ def _feature_lines(ds: Dataset) -> list[str]:
         return shown + (f", … (+{len(items) - 6})" if len(items) > 6 else "")
 
     how = "inferred" if ds.inferred else "declared"
-    lines = []
+    lines = [
+        f"datetime {d['name']} ({describe_format(d['format'])}) -> numeric "
+        + ", ".join(f"{d['name']}_{p}" for p in d["parts"])
+        for d in ds.datetimes
+    ]
     if ds.numeric:
         lines.append(f"{len(ds.numeric)} numeric ({how}): {names(ds.numeric)}")
     if ds.categorical:
@@ -381,10 +395,78 @@ def _feature_lines(ds: Dataset) -> list[str]:
     return lines
 
 
-def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
-    output: dict[str, Any] = dict(done.converted.output)
-    if ds.task != "regression":
-        output["classes"] = list(ds.classes)
+def _profile(spec: Spec, ds: Dataset, y_pred: Any) -> Profile:
+    """The drift reference: training split features, held-out predictions."""
+    prediction: tuple[Any, Any, Any]
+    if ds.task == "regression":
+        prediction = ("numeric", y_pred, None)
+    else:
+        prediction = ("categorical", [str(v) for v in y_pred], [str(c) for c in ds.classes])
+    return build_profile(
+        [(f.name, f.kind, ds.x_train[f.name].to_numpy()) for f in ds.features], prediction, bins=spec.drift.bins
+    )
+
+
+def _failed_path(target: Path) -> Path:
+    """Where a build that failed a gate leaves its report: beside the bundle, plainly not one."""
+    return target.parent / f"{target.name}.failed.html"
+
+
+def _failed_report(
+    target: Path,
+    spec: Spec,
+    ds: Dataset,
+    evaluation: Evaluation,
+    y_pred: Any,
+    layout: str,
+    described: dict[str, Any],
+    rep: Reporter,
+) -> str | None:
+    """Write the model card of a build that failed a gate (``dist/<name>-<version>.failed.html``).
+
+    The user sees why (metrics, per-class scores, confusion matrix, data) without a
+    bundle: no manifest, no model, nothing a device could install. Returns its path, or
+    ``None`` (with a warning) when it cannot be written: the gate failure stays the error.
+    """
+    m = spec.model
+    manifest: dict[str, Any] = {
+        "name": m.name,
+        "version": m.version,
+        "description": m.description,
+        "owner": m.owner,
+        "intended_use": m.intended_use,
+        "task": ds.task,
+        "input": _input(ds, layout),
+        "output": {} if ds.task == "regression" else {"classes": list(ds.classes)},
+        "metrics": {k: (None if math.isnan(v) else v) for k, v in evaluation.metrics.items()},
+        "gates": [_finite(r.to_dict()) for r in evaluation.gates],
+        "parity": {"proven": False, "status": NOT_RUN, "tolerance": spec.parity.tolerance},
+        "lineage": _lineage(spec, ds, described),
+        "evaluation": evaluation_section(ds, evaluation, y_pred),
+    }
+    path = _failed_path(target)
+    try:
+        html = render_card(manifest, _profile(spec, ds, y_pred), failed=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, html)
+    except OSError as exc:
+        rep.info(f"warning: cannot write the report of the failed build to {path} ({exc.strerror or exc})")
+        return None
+    return str(path)
+
+
+def _input(ds: Dataset, layout: str) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "layout": layout,
+        "missing": list(ds.missing),  # the device reads these cells as missing, as the build did
+        "features": [f.to_dict() for f in ds.features],
+    }
+    if ds.datetimes:  # the device derives these features' parts itself (runtime/_datetime.py)
+        section["datetime"] = [dict(d) for d in ds.datetimes]
+    return section
+
+
+def _lineage(spec: Spec, ds: Dataset, extra: dict[str, Any]) -> dict[str, Any]:
     m = spec.model
     lineage: dict[str, Any] = {
         "spec_sha256": spec.sha256,
@@ -395,11 +477,22 @@ def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
         "train_rows": len(ds.x_train),
         "test_rows": len(ds.x_test),
         "seed": m.seed,
-        **done.lineage,
+        **extra,
         **_versions(),
     }
+    if ds.dropped_target:
+        lineage["dropped_missing_target"] = ds.dropped_target
     if ds.task == "binary":
         lineage["positive_class"] = spec.evaluate.positive if spec.evaluate.positive is not None else ds.classes[1]
+    return lineage
+
+
+def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
+    output: dict[str, Any] = dict(done.converted.output)
+    if ds.task != "regression":
+        output["classes"] = list(ds.classes)
+    m = spec.model
+    lineage = _lineage(spec, ds, done.lineage)
     return {
         "name": m.name,
         "version": m.version,
@@ -407,13 +500,13 @@ def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
         "owner": m.owner,
         "intended_use": m.intended_use,
         "task": ds.task,
-        "input": {"layout": done.layout, "features": [f.to_dict() for f in ds.features]},
+        "input": _input(ds, done.layout),
         "output": output,
         "onnx": done.converted.manifest_section(MODEL_FILE),
         "metrics": {k: (None if math.isnan(v) else v) for k, v in done.evaluation.metrics.items()},
         "gates": [_finite(r.to_dict()) for r in done.evaluation.gates],
         "parity": done.parity,
-        "drift": {"psi_warn": spec.drift.psi_warn, "psi_drift": spec.drift.psi_drift},
+        "drift": spec.drift.manifest_section(),
         "lineage": lineage,
     }
 

@@ -35,16 +35,19 @@ TOP_CATEGORIES = 12
 _CSS = resources.files("mlpack_edge.builder").joinpath("card.css").read_text("utf-8")
 
 
-def render_card(manifest: Mapping[str, Any], profile: Profile | None, *, signing_key_id: str | None = None) -> str:
+def render_card(
+    manifest: Mapping[str, Any], profile: Profile | None, *, signing_key_id: str | None = None, failed: bool = False
+) -> str:
     """The card's HTML for a bundle about to be written (``files`` may be absent from ``manifest``).
 
     ``signing_key_id`` is the id of the key the bundle will be signed with, or ``None`` for
-    an unsigned build.
+    an unsigned build. ``failed``: the report of a build that failed a gate (no bundle:
+    ``manifest`` is what the build knew when it stopped); the header says so.
     """
     m = manifest
-    title = f"{m['name']} {m['version']}"
+    title = f"{m['name']} {m['version']}" + (" (FAILED build)" if failed else "")
     body = [
-        _header(m, signing_key_id),
+        _header(m, signing_key_id, failed),
         _intended_use(m),
         _data(m, profile),
         _metrics(m),
@@ -58,7 +61,7 @@ def render_card(manifest: Mapping[str, Any], profile: Profile | None, *, signing
             facts.parity_heading(m)[1],
         ),
         _section("lineage", "Lineage", _facts_table(facts.lineage_rows(m), "lineage")),
-        _signature(signing_key_id),
+        "" if failed else _signature(signing_key_id),
     ]
     version = (m.get("lineage") or {}).get("mlpack", "")
     return (
@@ -97,23 +100,31 @@ def _chip(name: str, text: str, ok: bool | None) -> str:
     return f'<span class="chip {cls}" data-chip="{name}">{escape(text)}</span>'
 
 
-def _header(m: Mapping[str, Any], signing_key_id: str | None) -> str:
+def _header(m: Mapping[str, Any], signing_key_id: str | None, failed: bool = False) -> str:
     ok, total = facts.gates_passed(m)
     chips = [
         _chip("gates", f"gates {ok}/{total} passed" if total else "no gates", ok == total if total else None),
         _chip("parity", *facts.parity_chip(m)),
-        _chip(
+        _chip("build", "build FAILED: no bundle", False)
+        if failed
+        else _chip(
             "signature",
             f"signed: key {signing_key_id}" if signing_key_id else "unsigned",
             True if signing_key_id else None,
         ),
     ]
+    banner = (
+        '<p class="banner" id="failed-build">This build failed its gates: this is its report, not a bundle;'
+        " nothing was written that a device could install. The failed gates are in Metrics and gates.</p>\n"
+        if failed
+        else ""
+    )
     estimator = (m.get("lineage") or {}).get("estimator", "")
     return (
         f'<header>\n<h1>{escape(m["name"])} <span class="version">{escape(m["version"])}</span></h1>\n'
         f'<p class="subtitle" data-fact="task">{escape(facts.TASKS.get(m["task"], m["task"]))}'
         f"{' · ' + escape(estimator) if estimator else ''}</p>\n"
-        f'<p class="chips">{"".join(chips)}</p>\n</header>'
+        f'<p class="chips">{"".join(chips)}</p>\n{banner}</header>'
     )
 
 
@@ -192,16 +203,39 @@ def _metrics(m: Mapping[str, Any]) -> str:
             verdict = '<span class="pass">pass</span>'
         else:
             verdict = '<span class="fail">FAIL</span>'
+        note = f' <span class="muted">({escape(r.note)})</span>' if r.note else ""
         rows.append(
-            f'<tr data-metric="{escape(r.metric)}"><td>{escape(r.metric)}</td>'
+            f'<tr data-metric="{escape(r.metric)}"><td>{escape(r.metric)}{note}</td>'
             f'<td class="num" data-value="{r.value!r}">{facts.num(r.value)}</td><td>{gates}</td><td>{verdict}</td></tr>'
         )
     table = (
         '<table class="grid" id="metrics-table"><thead><tr><th>metric</th><th>held-out value</th><th>gate</th>'
         f"<th>result</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
-    return _section(
-        "metrics", "Metrics and gates", table, "Measured on the held-out split; a failed gate stops the build."
+    lead = "Measured on the held-out split; a failed gate stops the build."
+    if m.get("task") == "multiclass":
+        lead += (
+            " Precision, recall and F1 are macro averages: the unweighted mean over classes (a gate may"
+            " name them recall_macro etc.); ROC AUC is one-vs-rest, macro."
+        )
+    return _section("metrics", "Metrics and gates", table + _class_table(m), lead)
+
+
+def _class_table(m: Mapping[str, Any]) -> str:
+    """Held-out precision/recall/F1/support of every class ("" when the bundle records none)."""
+    rows = facts.class_rows(m)
+    if not rows:
+        return ""
+    body = "".join(
+        f'<tr data-class="{escape(c.label)}"><td>{escape(c.label)}</td>'
+        + "".join(f'<td class="num">{facts.num(v)}</td>' for v in (c.precision, c.recall, c.f1))
+        + f'<td class="num">{c.support}</td></tr>'
+        for c in rows
+    )
+    return (
+        "<h3>Per class (held-out split)</h3>"
+        '<table class="grid" id="per-class-table"><thead><tr><th>class</th><th>precision</th><th>recall</th>'
+        f"<th>f1</th><th>support</th></tr></thead><tbody>{body}</tbody></table>"
     )
 
 

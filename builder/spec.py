@@ -32,10 +32,17 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
     unseen = "error"              # default policy for categories never seen in training:
                                   # "error" (reject the row) | "missing" (treat as missing)
     missing = ["", "NA", "N/A", "NaN", "nan", "null", "NULL"]   # cells read as missing
+    drop_missing_target = false   # true: leave out rows whose target is missing (counted
+                                  # in the data stage); false: such a row is an error
 
     [data.features]               # optional; default: every column but target/exclude,
     age = "numeric"               # kind inferred (numbers -> numeric, else categorical)
     colour = { kind = "categorical", nullable = true, unseen = "missing" }
+    when = { kind = "datetime", parts = ["year", "month", "day_of_week", "hour"] }
+    # datetime: the model sees numeric parts when_year, when_month, ... (derived on the
+    # device too); parts: year|month|day|day_of_week|day_of_year|hour|minute (default
+    # year, month, day, day_of_week, hour); format = "iso" | "epoch" | "%Y/%m/%d"...
+    # (default: inferred from the data: ISO 8601, %Y/%m/%d [%H:%M[:%S]], epoch seconds)
     # nullable: default = the column has missing cells; true lets the device send nulls
 
     [preprocess]                  # built by mlpack in front of the estimator
@@ -55,6 +62,10 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
 
     [evaluate]
     gates = ["precision >= 0.9", "recall >= 0.85"]   # metric (>=|>|<=|<) number
+                                  # accuracy, precision, recall, f1, roc_auc | mae, rmse, r2;
+                                  # multiclass precision/recall/f1/roc_auc are macro averages
+                                  # (also named precision_macro, recall_macro, f1_macro,
+                                  # roc_auc_macro; for binary those average both classes)
     positive = "malignant"        # binary: the class precision/recall/F1/ROC AUC score
                                   # (default: the second class in sorted order)
 
@@ -65,6 +76,8 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
     psi_warn = 0.1
     psi_drift = 0.2
     bins = 10                     # quantile bins per numeric feature in the profile
+    alpha = 0.005                 # family-wise false-alarm rate of the drift test (all features)
+    min_count = 20                # fewest values in a feature for a verdict ("not enough data")
 
 Gates may also be a top-level ``gates = [...]`` (TOML puts a key written after a
 ``[table]`` header into that table, so it must then come before the first header).
@@ -107,7 +120,7 @@ __all__ = [
 ]
 
 Task = Literal["binary", "multiclass", "regression", "classification"]
-Kind = Literal["numeric", "categorical"]
+Kind = Literal["numeric", "categorical", "datetime"]
 Unseen = Literal["error", "missing"]
 
 DEFAULT_MISSING = ("", "NA", "N/A", "NaN", "nan", "null", "NULL")
@@ -122,8 +135,8 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
         *("onnx", "reference_outputs", "onnx_outputs", "classes"),
     ),
     "model.onnx_outputs": ("label", "probabilities", "logits", "value"),
-    "data": ("path", "target", "test_size", "exclude", "unseen", "missing", "features"),
-    "data.features.*": ("kind", "nullable", "unseen"),
+    "data": ("path", "target", "test_size", "exclude", "unseen", "missing", "drop_missing_target", "features"),
+    "data.features.*": ("kind", "nullable", "unseen", "parts", "format"),
     "preprocess": ("numeric", "categorical"),
     "preprocess.numeric": ("impute", "scale", "fill_value"),
     "preprocess.categorical": ("impute", "encode"),
@@ -131,7 +144,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "estimator.steps[]": ("class", "params", "name"),
     "evaluate": ("gates", "positive"),
     "parity": ("tolerance",),
-    "drift": ("psi_warn", "psi_drift", "bins"),
+    "drift": ("psi_warn", "psi_drift", "bins", "alpha", "min_count"),
 }
 
 
@@ -167,6 +180,8 @@ class FeatureSpec:
     kind: Kind | None = None
     nullable: bool | None = None
     unseen: Unseen | None = None
+    parts: tuple[str, ...] = ()  # datetime: what to derive (default DEFAULT_PARTS)
+    format: str | None = None  # datetime: "iso" | "epoch" | a strptime pattern; None: inferred
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,7 @@ class DataSpec:
     exclude: tuple[str, ...] = ()
     unseen: Unseen = "error"
     missing: tuple[str, ...] = DEFAULT_MISSING
+    drop_missing_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -237,6 +253,17 @@ class DriftSpec:
     psi_warn: float = 0.1
     psi_drift: float = 0.2
     bins: int = 10
+    alpha: float | None = None  # None: the device's default (Thresholds.alpha)
+    min_count: int | None = None  # None: the device's default (Thresholds.min_count)
+
+    def manifest_section(self) -> dict[str, float | int]:
+        """The manifest's ``drift`` object; alpha/min_count only when set (older manifests stay byte-identical)."""
+        out: dict[str, float | int] = {"psi_warn": self.psi_warn, "psi_drift": self.psi_drift}
+        if self.alpha is not None:
+            out["alpha"] = self.alpha
+        if self.min_count is not None:
+            out["min_count"] = self.min_count
+        return out
 
 
 @dataclass(frozen=True)
@@ -481,6 +508,7 @@ class _Reader:
             exclude=self.strings(t, "exclude", "data", ()),
             unseen=unseen,
             missing=self.strings(t, "missing", "data", DEFAULT_MISSING),
+            drop_missing_target=self.boolean(t, "drop_missing_target", "data", False),
         )
 
     def feature(self, name: str, value: Any) -> FeatureSpec:
@@ -494,13 +522,31 @@ class _Reader:
             raise self.fail(where, f'expected "numeric", "categorical" or a table, got {_show(value)}')
         self.check_keys(value, "data.features.*", where)
         kind = value.get("kind")
-        if kind is not None and kind not in kinds:
-            raise self.fail(f"{where}.kind", f"expected numeric or categorical, got {kind!r}")
+        if kind is not None and kind not in kinds + ("datetime",):
+            raise self.fail(f"{where}.kind", f"expected numeric, categorical or datetime, got {kind!r}")
         nullable = self.boolean(value, "nullable", where, False) if "nullable" in value else None
         unseen = self.choice(value, "unseen", where, ("error", "missing"), "error") if "unseen" in value else None
-        if unseen is not None and kind == "numeric":
+        if unseen is not None and kind != "categorical" and kind is not None:
             raise self.fail(f"{where}.unseen", "applies to categorical features only")
-        return FeatureSpec(name, kind, nullable, unseen)
+        for key in ("parts", "format"):
+            if key in value and kind != "datetime":
+                raise self.fail(f"{where}.{key}", 'applies to kind = "datetime" only')
+        if kind != "datetime":
+            return FeatureSpec(name, kind, nullable, unseen)
+        from mlpack_edge.runtime._datetime import DEFAULT_PARTS, PARTS
+
+        parts = self.strings(value, "parts", where, DEFAULT_PARTS)
+        for part in parts:
+            if part not in PARTS:
+                close = nearest(part, PARTS)
+                hint = f"did you mean '{close}'? " if close else ""
+                raise self.fail(f"{where}.parts", f"unknown part {part!r} ({hint}parts: {', '.join(PARTS)})")
+        if not parts or len(set(parts)) != len(parts):
+            raise self.fail(f"{where}.parts", "expected one or more distinct parts")
+        fmt = value.get("format")
+        if fmt is not None and (not isinstance(fmt, str) or not (fmt in ("iso", "epoch") or "%" in fmt)):
+            raise self.fail(f"{where}.format", f'expected "iso", "epoch" or a strptime pattern like "%Y/%m/%d", got {_show(fmt)}')
+        return FeatureSpec(name, "datetime", nullable, None, tuple(parts), fmt)
 
     def preprocess(self, doc: dict[str, Any]) -> PreprocessSpec:
         if "preprocess" not in doc:
@@ -619,7 +665,13 @@ class _Reader:
         bins = self.integer(t, "bins", "drift", 10)
         if not 2 <= bins <= 100:
             raise self.fail("drift.bins", f"expected an integer from 2 to 100, got {bins}")
-        return DriftSpec(warn, drift, bins)
+        alpha = self.number(t, "alpha", "drift", 0.005) if "alpha" in t else None
+        if alpha is not None and not 0 < alpha < 1:
+            raise self.fail("drift.alpha", f"expected a number between 0 and 1 (exclusive), got {alpha:g}")
+        min_count = self.integer(t, "min_count", "drift", 20) if "min_count" in t else None
+        if min_count is not None and min_count < 1:
+            raise self.fail("drift.min_count", f"expected a positive integer, got {min_count}")
+        return DriftSpec(warn, drift, bins, alpha, min_count)
 
 
 def _show(value: Any) -> str:

@@ -7,7 +7,10 @@ Library entry points (the CLI ``mlpack collector`` is a thin layer over them):
 * :func:`open_storage` — a migrated :class:`Storage` from a ``sqlite:///`` or
   ``postgresql://`` URL;
 * :mod:`.admin` — devices, tokens, models from bundles;
-* :mod:`.queries` — fleet statistics (series, device table, alerts) from roll-ups.
+* :mod:`.queries` — fleet statistics (series, device table, alerts) from roll-ups;
+* :mod:`.alerts` — alert state (opened/resolved) from a list of conditions others append to;
+* :mod:`.webhooks` and :mod:`.delivery` — webhook bodies (JSON, Alertmanager), signatures,
+  and the durable delivery queue with retries.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
@@ -33,6 +33,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mlpack_edge import __version__
 from mlpack_edge.collector import _openapi as api
 from mlpack_edge.collector import page, queries
+from mlpack_edge.collector.alerts import Alerter, Condition, alert_dict
+from mlpack_edge.collector.delivery import Dispatcher, RetryPolicy
+from mlpack_edge.collector.webhooks import public_url
 from mlpack_edge.collector._openapi import INGEST_OPENAPI
 from mlpack_edge.collector.auth import bearer_token, hash_token, peer_fingerprint
 from mlpack_edge.collector.metrics import CONTENT_TYPE, Metrics
@@ -191,8 +194,9 @@ def _openapi_document(app: FastAPI, device_auth: str) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
-    """The ASGI app over an open, migrated ``storage``; the writer thread lives with the app."""
+def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[Condition] | None = None) -> FastAPI:
+    """The ASGI app over an open, migrated ``storage``; the writer, alert and webhook
+    threads live with the app. ``conditions`` replaces :data:`.alerts.CONDITIONS`."""
     tokens = _TokenCache(storage.device_for_token)
 
     def active_cert_owner(fingerprint: str) -> str | None:
@@ -236,9 +240,25 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
             config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests, config.kpi_min_labels,
         )
 
-    metrics = Metrics(lambda: overview(queries.time_range(None, None, config.clock(), 24.0)), lambda: writer.pending)
+    def delivery_counts() -> list[tuple[int, str, str, int]]:
+        counts = storage.delivery_counts()
+        return [(h.id, h.format, state, counts.get(h.id, {}).get(state, 0))
+                for h in storage.webhooks(include_removed=True)
+                for state in ("pending", "delivered", "failed", "cancelled")]
+
+    metrics = Metrics(lambda: overview(queries.time_range(None, None, config.clock(), 24.0)), lambda: writer.pending,
+                      delivery_counts)
     counters = metrics.ingest
-    writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, counters.group)
+    policy = RetryPolicy(config.webhook_timeout, config.webhook_backoff, config.webhook_max_backoff,
+                         config.webhook_max_attempts)
+    dispatcher = Dispatcher(storage, policy, config.clock)
+    alerter = Alerter(storage, config, conditions, on_transitions=lambda _: dispatcher.wake(), overview=overview)
+
+    def after_group(batches: int, seconds: float) -> None:
+        counters.group(batches, seconds)
+        alerter.wake()  # evaluated by the alert thread, never on the ingest path
+
+    writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, after_group)
     from mlpack_edge.collector.rollout_api import RolloutService, register as register_rollout
 
     rollouts = RolloutService(storage, config)
@@ -246,12 +266,16 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         writer.start()
+        alerter.start()
+        dispatcher.start()
         rollouts.start()
         try:
             yield
         finally:
             await run_in_threadpool(rollouts.stop)
             await run_in_threadpool(writer.stop)
+            await run_in_threadpool(alerter.stop)
+            await run_in_threadpool(dispatcher.stop)
 
     app = FastAPIOffline(
         title="mlpack collector",
@@ -272,6 +296,8 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     app.state.metrics = metrics
     app.state.counters = counters
     app.state.writer = writer
+    app.state.alerter = alerter
+    app.state.dispatcher = dispatcher
 
     @app.exception_handler(Rejected)
     async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
@@ -396,7 +422,44 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
         data = overview(sp.range)
         return {"range": data["range"], "alerts": data["alerts"]}
 
+    def history(state: str, kind: str | None, device: str | None, limit: int) -> dict[str, Any]:
+        rows = storage.alert_history(state, kind, device, limit=limit)
+        models = {m.hash: m for m in storage.models()}
+        sent: dict[int, list[dict[str, Any]]] = {}
+        for d in storage.deliveries(alerts=[a.id for a in rows]):
+            sent.setdefault(d["alert"], []).append(d)
+        return {"generated_at": config.clock(),
+                "alerts": [alert_dict(a, sorted(sent.get(a.id, []), key=lambda d: d["id"]), models) for a in rows]}
+
+    @app.get("/api/v1/alerts/history", tags=["alerts"], summary="Alert episodes (opened/resolved) and their webhook deliveries",
+             response_model=api.AlertHistoryReply, responses=_INVALID)
+    def api_alert_history(
+        state: Literal["all", "open", "resolved"] = Query("all", description="Only open or only resolved alerts."),
+        kind: str | None = Query(None, max_length=64, description="Only alerts of this kind (drift, silent, …)."),
+        device: str | None = Query(None, pattern=api.DEVICE_NAME_PATTERN, description="Only this device's alerts."),
+        limit: int = Query(200, ge=1, le=1000, description="Newest first, at most this many."),
+    ) -> dict[str, Any]:
+        return history(state, kind, device, limit)
+
+    @app.get("/api/v1/webhooks", tags=["alerts"], summary="Configured webhooks and their delivery counts",
+             response_model=api.WebhooksReply)
+    def api_webhooks() -> dict[str, Any]:
+        return {"webhooks": webhook_rows()}
+
+    def webhook_rows() -> list[dict[str, Any]]:
+        counts = storage.delivery_counts()
+        return [
+            {"id": h.id, "url": public_url(h.url), "format": h.format, "signed": bool(h.secret),
+             "created_at": h.created_at, "removed_at": h.removed_at,
+             **{s: counts.get(h.id, {}).get(s, 0) for s in ("delivered", "pending", "failed")}}
+            for h in storage.webhooks(include_removed=True)
+        ]
+
     # ------------------------------------------------------------------ page, metrics, health
+
+    @app.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
+    def alerts_html(state: Literal["all", "open", "resolved"] = "all") -> str:
+        return page.alerts_page(history(state, None, None, 500), webhook_rows(), state)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def fleet_html(

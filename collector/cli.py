@@ -63,6 +63,15 @@ def collector() -> None:
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
 @click.option("--min-labels", default=100, show_default=True, type=click.IntRange(min=1),
               help="Labelled predictions a production gate needs over the range before it can raise an alert.")
+@click.option("--alert-interval", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between alert evaluations with no upload (an upload triggers one sooner, at most "
+              "every 5 s or this, whichever is less).")
+@click.option("--webhook-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1, max=300),
+              help="Seconds one webhook attempt may take before it counts as failed.")
+@click.option("--webhook-backoff", default=5.0, show_default=True, type=click.FloatRange(min=0.01),
+              help="Seconds before the first retry of a failed delivery (doubling, at most 15 min).")
+@click.option("--external-url", default="", metavar="URL",
+              help="This collector's address as webhook receivers should link to it [default: where it listens].")
 @click.option("--release-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where published bundles are kept [default: a 'releases' folder next to the SQLite database].")
 @click.option("--allow-unsigned-releases", is_flag=True,
@@ -72,6 +81,7 @@ def collector() -> None:
               "beyond 127.0.0.1.")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
           tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str, min_labels: int,
+          alert_interval: float, webhook_timeout: float, webhook_backoff: float, external_url: str,
           release_dir: Path | None, allow_unsigned_releases: bool, viewer_token_file: Path | None) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
@@ -89,8 +99,11 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
     config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
-                             kpi_min_labels=min_labels, release_dir=release_dir,
-                             allow_unsigned_releases=allow_unsigned_releases,
+                             kpi_min_labels=min_labels,
+                             alert_interval=alert_interval, alert_min_interval=min(5.0, alert_interval),
+                             webhook_timeout=webhook_timeout, webhook_backoff=webhook_backoff,
+                             external_url=external_url,
+                             release_dir=release_dir, allow_unsigned_releases=allow_unsigned_releases,
                              viewer_token_hash=_viewer_hash(viewer_token_file))
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
@@ -216,6 +229,130 @@ def add_model(db_url: str, bundle: str) -> None:
     model, added = admin.add_model(db_url, bundle)
     state = "added" if added else "already known"
     click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")
+
+
+@collector.command("alerts")
+@_db_options
+@click.option("--state", type=click.Choice(["all", "open", "resolved"]), default="all", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest first, at most this many.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"alerts": [{id, kind, severity, state, device, model, feature, message, opened_at, '
+              'resolved_at, deliveries}]} (errors as JSON too).')
+def alerts(db_url: str, state: str, limit: int, as_json: bool) -> None:
+    """Alert history: when each alert opened and resolved, and whether webhooks got it."""
+    try:
+        rows = admin.alert_history(db_url, state, limit)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise
+    if as_json:
+        click.echo(json.dumps({"alerts": [{**a.to_dict(), "deliveries": d} for a, d in rows]}, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no alerts recorded")
+        return
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) if t else "-"
+
+    click.echo(f"{'ID':>4} {'KIND':<16} {'STATE':<8} {'OPENED (UTC)':<19} {'RESOLVED (UTC)':<19} {'SENT':>5} MESSAGE")
+    for a, sent in rows:
+        ok = sum(1 for d in sent if d["state"] == "delivered")
+        click.echo(f"{a.id:>4} {a.kind:<16} {a.state:<8} {when(a.opened_at):<19} {when(a.resolved_at):<19} "
+                   f"{f'{ok}/{len(sent)}':>5} {a.message}")
+
+
+@collector.command("add-webhook")
+@_db_options
+@click.argument("url")
+@click.option("--format", "fmt", type=click.Choice(["json", "alertmanager"]), default="json", show_default=True,
+              help="json: mlpack's alert body; alertmanager: Prometheus Alertmanager's webhook body (version 4).")
+@click.option("--secret-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding a secret: requests then carry X-Mlpack-Signature: sha256=HMAC-SHA256(secret, body).")
+def add_webhook(db_url: str, url: str, fmt: str, secret_file: str | None) -> None:
+    """Send every alert transition (opened, resolved) to URL, with retries."""
+    from mlpack_edge.collector.webhooks import public_url
+
+    hook = admin.add_webhook(db_url, url, fmt, secret_file)
+    signed = ", signed (X-Mlpack-Signature)" if secret_file else ""
+    click.echo(f"webhook {hook} added: {public_url(url)} ({fmt}{signed}); running collectors use it from their next alert")
+
+
+@collector.command("set-webhooks")
+@_db_options
+@click.argument("file", type=click.Path(dir_okay=False))
+def set_webhooks(db_url: str, file: str) -> None:
+    """Make the webhooks exactly those listed in a TOML file (for configuration management).
+
+    \b
+    [[webhook]]
+    url = "https://ci.example.org/hooks/retrain"
+    format = "alertmanager"          # or "json" (default)
+    secret_file = "retrain.secret"   # optional, relative to FILE
+
+    Unchanged webhooks are kept (with their pending deliveries); the rest are removed or added.
+    """
+    kept, added, removed = admin.set_webhooks(db_url, file)
+    show = lambda ids: ", ".join(map(str, ids)) or "none"  # noqa: E731
+    click.echo(f"webhooks: kept {show(kept)}; added {show(added)}; removed {show(removed)}")
+
+
+@collector.command("test-webhook")
+@_db_options
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1, max=300),
+              help="Seconds to wait for the answer.")
+def test_webhook(db_url: str, webhook_id: int, timeout: float) -> None:
+    """Send a test alert (kind 'test', firing, signed like real ones) to a webhook now; exit 1 unless it answers 2xx."""
+    from mlpack_edge.collector.webhooks import public_url
+    from mlpack_edge.errors import CollectorError
+
+    hook, status, error, seconds = admin.test_webhook(db_url, webhook_id, timeout)
+    where = f"webhook {hook.id} ({public_url(hook.url)}, {hook.format})"
+    if error is not None:
+        raise CollectorError(f"{where}: {error} after {seconds:.2f} s")
+    click.echo(f"{where}: HTTP {status} in {seconds:.2f} s")
+
+
+@collector.command("remove-webhook")
+@_db_options
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+def remove_webhook(db_url: str, webhook_id: int) -> None:
+    """Stop sending alerts to a webhook (its pending deliveries are cancelled)."""
+    admin.remove_webhook(db_url, webhook_id)
+    click.echo(f"webhook {webhook_id} removed")
+
+
+@collector.command("list-webhooks")
+@_db_options
+@click.option("--json", "as_json", is_flag=True, help="Print {\"webhooks\": [...]} (errors as JSON too).")
+def list_webhooks(db_url: str, as_json: bool) -> None:
+    """List webhooks with their delivery counts."""
+    from mlpack_edge.collector.webhooks import public_url
+
+    try:
+        hooks, counts = admin.list_webhooks(db_url)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise
+    rows = [
+        {"id": h.id, "url": public_url(h.url), "format": h.format, "signed": bool(h.secret), "created_at": h.created_at,
+         "removed_at": h.removed_at, **{k: counts.get(h.id, {}).get(k, 0) for k in ("delivered", "pending", "failed")}}
+        for h in hooks
+    ]
+    if as_json:
+        click.echo(json.dumps({"webhooks": rows}, indent=2, sort_keys=True))
+        return
+    if not rows:
+        click.echo("no webhooks (add one with: mlpack collector add-webhook URL)")
+        return
+    click.echo(f"{'ID':>3} {'FORMAT':<12} {'SIGNED':<6} {'STATE':<8} {'SENT':>5} {'PEND':>5} {'FAIL':>5} URL")
+    for r in rows:
+        state = "removed" if r["removed_at"] else "active"
+        click.echo(f"{r['id']:>3} {r['format']:<12} {'yes' if r['signed'] else 'no':<6} {state:<8} "
+                   f"{r['delivered']:>5} {r['pending']:>5} {r['failed']:>5} {r['url']}")
 
 
 @collector.command("export-samples")

@@ -58,6 +58,21 @@ class CollectorConfig:
     error_jump_factor: float = 2.0
     error_jump_min_rate: float = 0.05
     error_jump_min_requests: int = 20
+    # Alert state: evaluated at least every ``alert_interval`` seconds, and after ingest but
+    # at most once per ``alert_min_interval``; conditions look back ``alert_range_hours``.
+    alert_interval: float = 30.0
+    alert_min_interval: float = 5.0
+    alert_range_hours: float = 24.0
+    # Resolved alerts (and their deliveries) are kept this long, then pruned.
+    alert_retention_days: float = 90.0
+    # Webhook delivery: seconds per attempt, first retry delay (doubling), cap, attempts.
+    webhook_timeout: float = 5.0
+    webhook_backoff: float = 5.0
+    webhook_max_backoff: float = 900.0
+    webhook_max_attempts: int = 20
+    # The collector's address as receivers should link to it (alert links, Alertmanager's
+    # externalURL); by default where it listens.
+    external_url: str = ""
     # Production gate alert: labelled predictions a gate needs (over the range) before it can fail.
     kpi_min_labels: int = 100
     clock: Callable[[], float] = field(default=time.time)

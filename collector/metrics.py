@@ -105,7 +105,7 @@ class FleetCollector(Collector):
         yield devices
 
         status = _gauge("mlpack_fleet_device_status",
-                        "1 for each device's current status (revoked, never, silent, drift, warn, ok, idle), else 0.",
+                        "1 for each device's current status (revoked, never, silent, failing, drift, warn, ok, idle), else 0.",
                         ["device", "status"])
         seen = _gauge("mlpack_fleet_device_last_seen_seconds", "Epoch time of each device's last upload.", ["device"])
         worst = _gauge("mlpack_fleet_device_drift_psi",
@@ -152,15 +152,36 @@ class FleetCollector(Collector):
         yield alerts
 
 
-class Metrics:
-    """One app's registry: ingest counters, the writer's queue and the fleet gauges."""
+class DeliveryCollector(Collector):
+    """Webhook deliveries per webhook and state, from the database (every process sees all):
+    alert on ``mlpack_webhook_deliveries{state="failed"} > 0`` or a growing ``pending``."""
 
-    def __init__(self, overview: Callable[[], dict[str, Any]], pending: Callable[[], int]) -> None:
+    def __init__(self, counts: Callable[[], list[tuple[int, str, str, int]]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        g = _gauge("mlpack_webhook_deliveries", "Alert deliveries per webhook by state (pending, delivered, failed, "
+                   "cancelled).", ["webhook", "format", "state"])
+        for webhook, fmt, state, n in self._counts():
+            g.add_metric([str(webhook), fmt, state], n)
+        yield g
+
+
+class Metrics:
+    """One app's registry: ingest counters, the writer's queue, the fleet and webhook gauges."""
+
+    def __init__(self, overview: Callable[[], dict[str, Any]], pending: Callable[[], int],
+                 deliveries: Callable[[], list[tuple[int, str, str, int]]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.ingest = IngestCounters(self.registry)
         queue = Gauge("mlpack_collector_write_queue", "Batches waiting for the writer.", registry=self.registry)
         queue.set_function(lambda: float(pending()))
         self.registry.register(FleetCollector(overview))
+        if deliveries is not None:
+            self.registry.register(DeliveryCollector(deliveries))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge._svg import line_chart
 
-__all__ = ["fleet_page", "device_page", "model_page", "not_found_page"]
+__all__ = ["fleet_page", "device_page", "model_page", "alerts_page", "not_found_page"]
 
 _TEMPLATE = Template(resources.files("mlpack_edge.collector").joinpath("templates/page.html").read_text("utf-8"))
 _RANGES = (("6 h", 6), ("24 h", 24), ("7 days", 168))
@@ -26,8 +26,8 @@ def _render(title: str, body: str, hours: float | None) -> str:
     links = " ".join(
         f'<a href="?hours={h}">{label}</a>' if hours != h else f"<strong>{label}</strong>" for label, h in _RANGES
     )
-    nav = (f'<a href="/">Fleet</a> <span>Range: {links}</span> <a href="/rollouts">Rollouts</a> <a href="/docs">API</a> '
-           '<a href="/metrics">Metrics</a>')
+    nav = (f'<a href="/">Fleet</a> <a href="/alerts">Alerts</a> <span>Range: {links}</span> <a href="/rollouts">Rollouts</a> '
+           '<a href="/docs">API</a> <a href="/metrics">Metrics</a>')
     return _TEMPLATE.substitute(title=escape(title), heading=escape(title), nav=nav, body=body)
 
 
@@ -72,7 +72,7 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     """Latency, throughput, error rate and drift charts; one line per model version, or per
     feature (``per_feature``) when the page is about one model."""
     xr = (float(rng["from"]), float(rng["to"]))
-    step = rng["bucket"]
+    step = series_list[0]["range"]["bucket"] if series_list else rng["bucket"]
 
     def pts(s: dict[str, Any], key: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
         return [(p["t"] + step / 2, None if p.get(key) is None else p[key] * scale) for p in s["points"]]
@@ -80,7 +80,7 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     def label(s: dict[str, Any]) -> str:
         return f'{s["model"]["name"]} {s["model"]["version"]}'
 
-    per_hour = "per hour" if step == 3600 else "per day"
+    per_hour = {60: "per minute", 3600: "per hour"}.get(step, "per day")
     if per_feature and series_list:
         s = series_list[0]
         lat = [("p50", pts(s, "p50_ms")), ("p95", pts(s, "p95_ms")), ("p99", pts(s, "p99_ms"))]
@@ -106,15 +106,15 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
-_SEVERITY = {s: i for i, s in enumerate(("drift", "warn", "silent", "ok", "idle", "never", "revoked"))}
+_SEVERITY = {s: i for i, s in enumerate(("failing", "drift", "warn", "silent", "ok", "idle", "never", "revoked"))}
 
 
 def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str:
-    """The device table, worst first: drifting, warned and silent devices lead."""
+    """The device table, worst first: failing, drifting, warned and silent devices lead."""
     out = []
     for d in sorted(rows, key=lambda r: (_SEVERITY.get(r["status"], 99), r["name"])):
         w = d["worst"]
-        worst = "–" if not w else f'<span class="feature">{escape(w["feature"])}</span> {w["psi"]:.3f} {_status(w["status"])}'
+        worst = "–" if not w else f'<span class="feature">{escape(w["feature"])}</span> {w["psi"]:.3f} {_verdict(w)}'
         dropped = (d["outbox"] or {}).get("dropped", 0)
         out.append(
             f'<tr class="row-{d["status"]}" data-device="{escape(d["name"])}" data-status="{d["status"]}">'
@@ -133,19 +133,60 @@ def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str
     return f'<table class="devices">{head}{"".join(out)}</table>'
 
 
+def _verdict(d: dict[str, Any]) -> str:
+    if d["status"] == "not-enough-data":
+        return f'{_status(d["status"])} <span class="muted">({d["n"]:,} of {d["min_count"]:,})</span>'
+    return _status(d["status"])
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2g}"
+
+
+def _side_by_side(name: str, d: dict[str, Any]) -> str:
+    """Reference and current share per bin of one feature, as two bars per row."""
+    b = d.get("bins")
+    if not b:
+        return ""
+    n = sum(b["observed"]) or 1
+    rows = "".join(
+        f'<tr><td>{escape(lbl)}</td>'
+        f'<td class="num">{100 * ref:.1f} %</td><td class="bar"><span class="bar-ref" style="width:{100 * ref:.1f}%"></span></td>'
+        f'<td class="num">{100 * obs / n:.1f} %</td><td class="bar"><span class="bar-cur" style="width:{100 * obs / n:.1f}%"></span></td>'
+        f'<td class="num">{obs:,}</td></tr>'
+        for lbl, ref, obs in zip(b["labels"], b["reference"], b["observed"])
+    )
+    return (
+        f'<figure class="bins" data-feature="{escape(name)}"><figcaption>{escape(name)}: reference vs current '
+        f'(PSI {d["psi"]:.3f}, chi-square {_num(d["statistic"], 1)} on {d["df"]} df, p {_p(d["p_value"])}, n {d["n"]:,})'
+        '</figcaption><table class="bins"><tr><th>Bin</th><th class="num">Reference</th><th></th>'
+        f'<th class="num">Current</th><th></th><th class="num">Count</th></tr>{rows}</table></figure>'
+    )
+
+
 def _drift_table(drift: dict[str, dict[str, Any]]) -> str:
+    """PSI/JS (effect sizes), the chi-square test and n per feature; drifted features side by side."""
     rows = "".join(
         f'<tr data-feature="{escape(name)}" data-status="{d["status"]}"><td>{escape(name)}</td>'
-        f'<td class="num">{d["psi"]:.4f}</td><td class="num">{d["js"]:.4f}</td><td>{_status(d["status"])}</td>'
+        f'<td class="num">{d["psi"]:.4f}</td><td class="num">{d["js"]:.4f}</td>'
+        f'<td class="num">{_num(d["statistic"], 1)}</td><td class="num">{"–" if d["df"] is None else d["df"]}</td>'
+        f'<td class="num">{_p(d["p_value"])}</td><td>{_verdict(d)}</td>'
         f'<td class="num">{d["observed"]:,}</td><td class="num">{d.get("missing", 0):,}</td>'
         f'<td class="num">{d.get("below", 0):,}</td><td class="num">{d.get("above", 0):,}</td>'
         f'<td class="num">{d.get("unseen", 0):,}</td></tr>'
         for name, d in sorted(drift.items(), key=lambda kv: -kv[1]["psi"])
     )
+    alpha = next((d["alpha"] for d in drift.values() if d.get("alpha") is not None), None)
+    note = (
+        '<p class="muted">Drift: PSI at its threshold <em>and</em> a two-sample chi-square test of the binned counts '
+        f"against the reference significant at p &lt; {_p(alpha)} (family-wise alpha over {len(drift)} tests).</p>"
+    )
+    moved = "".join(_side_by_side(name, d) for name, d in drift.items() if d["status"] in ("drift", "warn"))
     return (
-        '<table class="drift"><tr><th>Feature</th><th class="num">PSI</th><th class="num">JS</th><th>Status</th>'
+        note + '<table class="drift"><tr><th>Feature</th><th class="num">PSI</th><th class="num">JS</th>'
+        '<th class="num">Chi-square</th><th class="num">df</th><th class="num">p</th><th>Status</th>'
         '<th class="num">Observed</th><th class="num">Missing</th><th class="num">Below</th><th class="num">Above</th>'
-        f'<th class="num">Unseen</th></tr>{rows}</table>'
+        f'<th class="num">Unseen</th></tr>{rows}</table>' + moved
     )
 
 
@@ -312,13 +353,73 @@ def model_page(data: dict[str, Any], hours: float | None) -> str:
     m = s["model"]
     body = (
         f'<p><code>{m["hash"]}</code> · drift thresholds PSI warn {m["thresholds"]["psi_warn"]}, '
-        f'drift {m["thresholds"]["psi_drift"]}</p>'
+        f'drift {m["thresholds"]["psi_drift"]}, test alpha {m["thresholds"].get("alpha", 0.005)}, '
+        f'verdict from n &ge; {m["thresholds"].get("min_count", 20)}</p>'
         f'<section><h2>Fleet</h2>{_stats_line(s["total"])}{_charts([s], s["range"], "model-", True)}</section>'
         f'<section><h2>Drift per feature</h2>{_drift_table(s["total"]["drift"])}</section>'
         + _production(data.get("production") or [], "fleet-wide", s["range"])
         + f'<section><h2>Devices on this model</h2>{_device_rows(data["devices"], with_model=False)}</section>'
     )
     return _render(f"Model {m['name']} {m['version']}", body, hours)
+
+
+def _delivery(d: dict[str, Any]) -> str:
+    when = utc(d["delivered_at"]) if d["state"] == "delivered" else (
+        f'next {utc(d["next_at"])}' if d["state"] == "pending" else "")
+    err = f' · <span class="muted">{escape(d["last_error"])}</span>' if d["last_error"] else ""
+    status = f' · HTTP {d["last_status"]}' if d["last_status"] else ""
+    return (f'<li data-state="{d["state"]}">webhook {d["webhook"]} · {d["event"]} · '
+            f'{_chip(d["state"])} · {d["attempts"]} attempt{"s" if d["attempts"] != 1 else ""}'
+            f'{status} · {when}{err}</li>')
+
+
+#: Alert and delivery states drawn with the device status colours.
+_CHIP = {"critical": "drift", "warning": "warn", "resolved": "ok", "delivered": "ok", "pending": "warn",
+         "failed": "drift", "cancelled": "idle"}
+
+
+def _chip(state: str) -> str:
+    return f'<span class="status status-{_CHIP.get(state, "idle")}">{escape(state)}</span>'
+
+
+#: Open alerts are marked like drifting (critical) or warning device rows.
+_ALERT_ROW = {("open", "critical"): ' class="row-drift"', ("open", "warning"): ' class="row-warn"'}
+
+
+def alerts_page(data: dict[str, Any], webhooks: Sequence[dict[str, Any]], state: str) -> str:
+    """Alert history (opened/resolved, newest first) with each alert's webhook deliveries."""
+    rows = "".join(
+        f'<tr id="alert-{a["id"]}"{_ALERT_ROW.get((a["state"], a["severity"]), "")} data-kind="{escape(a["kind"])}" '
+        f'data-state="{a["state"]}"><td class="num">{a["id"]}</td><td>{escape(a["kind"])}</td>'
+        f'<td>{_chip(a["severity"] if a["state"] == "open" else "resolved")}</td>'
+        f'<td>{_device_link(a["device"]) if a["device"] else "–"}</td>'
+        f'<td class="detail">{escape(a["message"])}</td><td>{utc(a["opened_at"])}</td>'
+        f'<td>{utc(a["resolved_at"]) if a["resolved_at"] else "–"}</td>'
+        f'<td class="detail"><ul style="list-style: none; padding: 0; margin: 0">'
+        f'{"".join(_delivery(d) for d in a["deliveries"])}</ul></td></tr>'
+        for a in data["alerts"]
+    )
+    links = " ".join(f'<a href="?state={s}">{s}</a>' if s != state else f"<strong>{s}</strong>"
+                     for s in ("all", "open", "resolved"))
+    hooks = "".join(
+        f'<tr data-webhook="{h["id"]}"><td class="num">{h["id"]}</td><td><code>{escape(h["url"])}</code></td>'
+        f'<td>{h["format"]}</td><td>{"yes" if h["signed"] else "no"}</td>'
+        f'<td>{"removed " + utc(h["removed_at"]) if h["removed_at"] else "active"}</td>'
+        f'<td class="num">{h["delivered"]}</td><td class="num">{h["pending"]}</td><td class="num">{h["failed"]}</td></tr>'
+        for h in webhooks
+    )
+    body = (
+        f'<section id="alert-history"><h2>Alert history</h2><p>Show: {links}</p>'
+        + (f'<table class="alerts"><tr><th class="num">#</th><th>Kind</th><th>State</th><th>Device</th><th>Message</th>'
+           f'<th>Opened (UTC)</th><th>Resolved (UTC)</th><th>Deliveries</th></tr>{rows}</table>'
+           if rows else '<p class="muted">No alerts recorded.</p>')
+        + '</section><section id="webhooks"><h2>Webhooks</h2>'
+        + (f'<table><tr><th class="num">#</th><th>URL</th><th>Format</th><th>Signed</th><th>State</th>'
+           f'<th class="num">Delivered</th><th class="num">Pending</th><th class="num">Failed</th></tr>{hooks}</table>'
+           if hooks else '<p class="muted">No webhooks (mlpack collector add-webhook URL).</p>')
+        + "</section>"
+    )
+    return _render("mlpack alerts", body, None)
 
 
 def not_found_page(what: str) -> str:

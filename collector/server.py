@@ -20,6 +20,7 @@ would cross the network in clear text (or put a TLS reverse proxy in front, see 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -139,6 +140,8 @@ def serve(
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         scheme = "https" if tls is not None else "http"
+        if not config.external_url:
+            config = dataclasses.replace(config, external_url=f"{scheme}://{shown}:{bound}")
         app = create_app(storage, config)
 
         class _Server(uvicorn.Server):

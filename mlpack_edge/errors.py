@@ -74,11 +74,17 @@ class TrainingError(MlpackError):
 
 
 class GateError(MlpackError):
-    """Metric gates failed; ``failures`` lists ``(gate_text, measured_value)``."""
+    """Metric gates failed; ``failures`` lists ``(gate_text, measured_value)``.
 
-    def __init__(self, message: str, failures: list[tuple[str, float]] | None = None) -> None:
+    ``report`` is the failed build's model card (``<name>-<version>.failed.html``), when written.
+    """
+
+    def __init__(
+        self, message: str, failures: list[tuple[str, float]] | None = None, report: str | None = None
+    ) -> None:
         super().__init__(message)
         self.failures = list(failures or [])
+        self.report = report
 
 
 class ConversionError(MlpackError):

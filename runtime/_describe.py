@@ -34,6 +34,9 @@ def describe_manifest(manifest: Manifest, location: str) -> str:
     width = max(len(f.name) for f in manifest.features)
     lines.append(f"  input: {len(manifest.features)} features ({manifest.layout} layout)")
     lines += [f"    {f.name:<{width}}  {_feature(f)}" for f in manifest.features]
+    for dt in manifest.datetimes:  # rows carry the date itself; the device derives these parts
+        parts = ", ".join(f"{dt['name']}_{p}" for p in dt["parts"])
+        lines.append(f"    ({dt['name']}: a date/time, format {dt['format']}, sent as it is; derived into {parts})")
     if manifest.classes:
         lines.append(f"  classes: {', '.join(map(str, manifest.classes))}")
     if d.get("metrics"):

@@ -114,6 +114,14 @@ def _categorical_column(col: Any, feature: Feature) -> Sequence[Any]:
     return [_category(v, lookup, names) for v in values.tolist()]
 
 
+def _column(col: Any, feature: Feature) -> Sequence[Any]:
+    if feature.kind == "numeric":
+        return _numeric_column(col)
+    if feature.kind == "datetime":  # Timestamps are datetimes; NaT/NaN are missing (see _datetime.derive)
+        return list(col.to_numpy(dtype=object))
+    return _categorical_column(col, feature)
+
+
 def _check_columns(names: list[str], features: Sequence[Feature]) -> None:
     wanted = [f.name for f in features]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -138,10 +146,7 @@ def frame_columns(df: Any, features: Sequence[Feature]) -> tuple[list[Sequence[A
     names = [str(c) for c in df.columns]
     _check_columns(names, features)
     by_name = dict(zip(names, (df.iloc[:, i] for i in range(len(names)))))
-    columns = [
-        _numeric_column(by_name[f.name]) if f.kind == "numeric" else _categorical_column(by_name[f.name], f)
-        for f in features
-    ]
+    columns = [_column(by_name[f.name], f) for f in features]
     return columns, len(df)
 
 
@@ -154,7 +159,7 @@ def series_row(row: Any, features: Sequence[Feature]) -> dict[str, Any]:
     for f in features:
         v = values[f.name]
         missing = v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ in ("NAType", "NaTType")
-        if f.kind == "numeric":
+        if f.kind in ("numeric", "datetime"):
             out[f.name] = None if missing else v
         else:
             out[f.name] = None if missing else _category(v, _number_to_category(f), frozenset(f.categories))

@@ -479,6 +479,9 @@ def serve(
 ) -> None:
     """Answer POST /predict (a row or a batch), POST /feedback, GET /health, /info, /metrics over HTTP.
 
+    Also MLflow's scoring protocol (POST /invocations) and KServe's Open Inference
+    Protocol v2 (/v2/...); GET /openapi.json describes every endpoint.
+
     Before listening, the bundle is verified and its golden set replayed; an installed
     version that fails hands over to the previously installed one (see /health).
     """

@@ -36,7 +36,7 @@ from mlpack_edge.runtime._format import float_texts
 from mlpack_edge.runtime.model import BatchResult, Model
 from mlpack_edge.runtime.schema import Batch, Schema, row_error
 
-__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "utf8_lines", "atomic_text_output"]
+__all__ = ["FORMATS", "StreamSummary", "detect_format", "predict_stream", "csv_batch", "utf8_lines", "atomic_text_output"]
 
 FORMATS = ("csv", "jsonl")
 DEFAULT_CHUNK_ROWS = 2048
@@ -183,6 +183,22 @@ def predict_stream(
     return summary
 
 
+def csv_batch(text: IO[str], schema: Schema, where: str) -> Batch:
+    """A whole CSV (header + rows, already in memory) as one batch, rows numbered from 1.
+
+    For a request body (``serve``'s ``POST /invocations``): the same header checks and
+    per-row validation as ``predict``, and a leading unnamed column (the index
+    ``pandas.DataFrame.to_csv()`` writes by default) is ignored.
+    """
+    first = text.readline()
+    text.seek(0)
+    header = next(csv.reader([first]), [])
+    source = _CsvSource(text, schema, ("",) if header[:1] == [""] else (), where)
+    for batch, _ in source.chunks(1 << 62):
+        return batch
+    return schema.columns([() for _ in schema.names], 0, 1)
+
+
 def _with_ids(
     model: Model, result: BatchResult, kept: Sequence[Sequence[Any]], feedback: Any, column: int | None
 ) -> Sequence[Sequence[Any]]:
@@ -273,10 +289,10 @@ class _CsvSource:
             if name in index:
                 raise InputError(f"{where}: duplicate column {name!r} in the CSV header")
             index[name] = i
-        missing = [n for n in schema.names if n not in index]
+        missing = [n for n in schema.input_names if n not in index]
         if missing:
             raise InputError(f"{where}: the CSV header lacks feature{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
-        unknown = [n for n in header if n not in schema.names and n not in keep]
+        unknown = [n for n in header if n not in schema.input_names and n not in keep]
         if unknown:
             raise InputError(
                 f"{where}: unknown CSV column{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
@@ -285,7 +301,7 @@ class _CsvSource:
         absent = [k for k in keep if k not in index]
         if absent:
             raise InputError(f"{where}: --keep column {absent[0]!r} is not in the CSV header")
-        self._features = [index[n] for n in schema.names]
+        self._features = [index[n] for n in schema.input_names]
         self._kept = [index[k] for k in keep]
 
     def chunks(self, size: int) -> Iterator[tuple[Batch, Sequence[Sequence[Any]]]]:
@@ -321,7 +337,7 @@ class _JsonlSource:
         self._lines = lines
         self._schema = schema
         self._keep = tuple(keep)
-        self._strip = tuple(k for k in keep if k not in schema.names)  # kept fields that are not features
+        self._strip = tuple(k for k in keep if k not in schema.input_names)  # kept fields that are not features
 
     def chunks(self, size: int) -> Iterator[tuple[Batch, Sequence[Sequence[Any]]]]:
         start = 1

@@ -14,6 +14,10 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
       "task": "binary" | "multiclass" | "regression",
       "input": {
         "layout": "matrix" | "columns",      # one float32 [N, F] tensor, or one [N, 1] per feature
+        "missing": ["", "NA", "nan", ...],   # text cells read as missing (data.missing); optional
+        "datetime": [{"name": "when", "format": "iso", "parts": ["year", "hour"],
+                      "nullable": false}],   # optional: columns the device takes as dates and
+                                             # turns into the numeric features when_year, when_hour
         "features": [
           {"name": "age", "kind": "numeric", "nullable": false},
           {"name": "colour", "kind": "categorical", "nullable": true,
@@ -36,7 +40,8 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
                   "onnxruntime": "...", "numpy": "...", "mlpack": "..."},
       "evaluation": {"stratified": true,     # held-out errors, for the model card and inspect
                      "class_counts": {"train": [...], "held_out": [...]},   # per output.classes
-                     "confusion": [[...], ...]}                           # rows: true class
+                     "confusion": [[...], ...],                           # rows: true class
+                     "per_class": [{"class", "precision", "recall", "f1", "support"}, ...]}
                   | {"stratified": false, "target": {"train": {...}, "held_out": {...}},
                      "residuals": {"mean": ..., "p05": ..., ...},
                      "residual_bins": [{"count", "pred_min", "pred_max", "p05", "p25",
@@ -44,6 +49,10 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
       "files": {"model.onnx": "<sha256>", "profile.json": "<sha256>",
                 "model_card.html": "<sha256>", ...}
     }
+
+``input.missing`` lists the text the build read as missing (``[data] missing``), so the
+device reads the same cells as missing (a cell matches when its text, stripped of
+surrounding blanks, is in the list). Bundles built before it lack it and mean ``[""]``.
 
 ``evaluation`` is optional (bundles built before it lack it; the device never reads it);
 :mod:`mlpack_edge.builder._card_eval` writes it.
@@ -136,6 +145,16 @@ class Manifest:
         return list(self.data["output"].get("classes", []))
 
     @property
+    def missing(self) -> tuple[str, ...]:
+        """Text read as missing, as the build read it (``input.missing``; ``("",)`` for older bundles)."""
+        return tuple(self.data["input"].get("missing", [""]))
+
+    @property
+    def datetimes(self) -> tuple[dict[str, Any], ...]:
+        """Datetime columns whose parts are features (``input.datetime``; see :mod:`._datetime`)."""
+        return tuple(self.data["input"].get("datetime", ()))
+
+    @property
     def files(self) -> dict[str, str]:
         return dict(self.data["files"])
 
@@ -163,6 +182,9 @@ class Manifest:
         inp = data["input"]
         if not isinstance(inp, dict) or inp.get("layout") not in ("matrix", "columns"):
             raise BundleError(f"{source}: input.layout must be 'matrix' or 'columns'")
+        tokens = inp.get("missing", [""])
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise BundleError(f"{source}: input.missing must be a list of strings")
         feats = []
         for i, f in enumerate(inp.get("features") or []):
             try:
@@ -185,12 +207,38 @@ class Manifest:
                 raise BundleError(f"{source}: input.features[{i}] is malformed ({exc})") from None
         if not feats:
             raise BundleError(f"{source}: input.features is empty")
+        _check_datetimes(inp.get("datetime", []), {f.name: f for f in feats}, source)
         files = data["files"]
         if not isinstance(files, dict) or not all(
             isinstance(k, str) and _SAFE_NAME.match(k) and isinstance(v, str) for k, v in files.items()
         ):
             raise BundleError(f"{source}: 'files' must map plain file names to sha256 digests")
         return cls(data=data, raw=raw, features=tuple(feats))
+
+
+def _check_datetimes(items: Any, features: Mapping[str, Feature], source: str) -> None:
+    """``input.datetime``: each a column whose parts are numeric features of the model."""
+    from mlpack_edge.runtime._datetime import PARTS, part_names
+
+    if not isinstance(items, list):
+        raise BundleError(f"{source}: input.datetime must be a list")
+    for i, d in enumerate(items):
+        ok = (
+            isinstance(d, dict)
+            and isinstance(d.get("name"), str)
+            and isinstance(d.get("format"), str)
+            and isinstance(d.get("nullable"), bool)
+            and isinstance(d.get("parts"), list)
+            and d["parts"]
+            and all(p in PARTS for p in d["parts"])
+        )
+        if not ok:
+            raise BundleError(f"{source}: input.datetime[{i}] is malformed")
+        for name in part_names(d["name"], d["parts"]):
+            if name not in features or features[name].kind != "numeric":
+                raise BundleError(f"{source}: input.datetime[{i}]: part {name!r} is not a numeric feature")
+        if d["name"] in features:
+            raise BundleError(f"{source}: input.datetime[{i}]: {d['name']!r} is also a feature")
 
 
 def write_bundle(

@@ -62,9 +62,9 @@ class ServeMetrics:
         out += family("mlpack_http_requests_total", "counter", "HTTP requests by endpoint and status code.",
                       [({"endpoint": e, "code": c}, n) for (e, c), n in requests])
         out += family("mlpack_rows_total", "counter",
-                      "Rows received by /predict: predicted, or refused by input validation.",
+                      "Rows received by /predict, /invocations and v2 infer: predicted, or refused by input validation.",
                       [({"outcome": k}, rows.get(k, 0)) for k in ("predicted", "invalid")])
         out += histogram("mlpack_predict_duration_seconds",
-                         "Time to answer a /predict request (parse, validate, infer, encode).",
+                         "Time to answer a prediction request (/predict, /invocations, v2 infer: parse, validate, infer, encode).",
                          BUCKETS, list(accumulate(buckets)), round(total, 6))
         return "\n".join(out) + "\n"

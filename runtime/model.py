@@ -145,7 +145,7 @@ class Model:
             bundle.verify()
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
-        self.schema = Schema(self.manifest.features)
+        self.schema = Schema(self.manifest.features, self.manifest.missing, self.manifest.datetimes)
         where = f"{bundle.location}/{bundle.model_file}"
         if self.manifest.layout == "matrix" and not self.schema.all_numeric:
             raise BundleError(f"{bundle.location}/manifest.json: input.layout 'matrix' needs numeric features only")
@@ -184,7 +184,8 @@ class Model:
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self.schema.names
+        """What a row holds: the model's features, a datetime column in place of its parts."""
+        return self.schema.input_names
 
     @property
     def threads(self) -> int:
@@ -247,11 +248,26 @@ class Model:
         """Predict an already validated :class:`Batch` (e.g. columns from a CSV reader)."""
         return self._infer(batch, time.perf_counter() if self._recorder is not None else 0.0)
 
+    def predict_all(self, batch: Batch) -> BatchResult:
+        """Predict a validated batch only if every row passed: all rows or none.
+
+        For protocols whose answer has no slot for a per-row error (MLflow's
+        ``/invocations``, KServe v2 tensors). Invalid rows are reported to the recorder
+        as on every other path; the first one is raised, with how many failed.
+        """
+        if batch.errors:
+            if self._recorder is not None:
+                self._recorder.record_error("validation", len(batch.errors))
+            first = batch.errors[0]
+            more = f" ({len(batch.errors)} of {batch.size} rows invalid; nothing predicted)" if batch.size > 1 else ""
+            raise InputError(f"{first}{more}", row=first.row, field=first.field)
+        return self.predict_batch(batch)
+
     # ------------------------------------------------------------------ internals
 
     def _validate(self, rows: Any, start: int | None) -> Batch:
         if _frame.is_frame(rows):
-            columns, size = _frame.frame_columns(rows, self.schema.features)
+            columns, size = _frame.frame_columns(rows, self.schema.inputs)
             return self.schema.columns(columns, size, start)
         if isinstance(rows, np.ndarray):
             if rows.ndim == 2:
@@ -271,7 +287,7 @@ class Model:
 
     def _strict(self, X: Any, t0: float) -> tuple[BatchResult, bool]:
         if _frame.is_series(X):
-            X = _frame.series_row(X, self.schema.features)
+            X = _frame.series_row(X, self.schema.inputs)
         single = _is_single(X)
         batch = self._validate([X] if single else X, None if single else 0)
         if batch.errors:

@@ -12,8 +12,11 @@ Rules (the same for every form):
   lists and objects are the wrong type; values must be finite and fit float32;
 * categorical features take strings (integers are accepted as their decimal text);
   a category not in the manifest is an error, or missing, per the feature's ``unseen``;
-* ``None``, NaN and the empty string are *missing*: allowed only on nullable features
-  (fed to ONNX as NaN, or as ``""`` for a categorical);
+* ``None``, NaN, the empty string and the text the build read as missing (the
+  manifest's ``input.missing``, e.g. ``"NA"``; matched after stripping surrounding
+  blanks, as the build matched it) are *missing*: allowed only on nullable features (fed
+  to ONNX as NaN, or as ``""`` for a categorical). The tokens apply to text only: a
+  JSON number ``-999`` is a number even when the text ``"-999"`` is a missing token;
 * every feature must be present and nothing else may be.
 
 Validation is column-wise (one numpy conversion per feature, a Python loop only for a
@@ -95,8 +98,15 @@ def _listing(names: Sequence[str]) -> str:
 class Schema:
     """Converters for one model's input features (manifest order)."""
 
-    def __init__(self, features: Sequence[Feature]) -> None:
+    def __init__(
+        self, features: Sequence[Feature], missing: Sequence[str] = (), datetimes: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         self.features = tuple(features)
+        # Text read as missing: the build's tokens, plus "" (always missing on the device).
+        self._missing = frozenset(missing) | {""}
+        # Tokens numpy would parse as a number ("-999", "inf"): numeric text columns then
+        # need a per-value look (NaN-like tokens need none: numpy reads them as NaN).
+        self._number_tokens = any(_parses_as_number(t) for t in self._missing)
         self.names = tuple(f.name for f in self.features)
         self.width = len(self.names)
         self._nameset = frozenset(self.names)
@@ -111,6 +121,114 @@ class Schema:
         self._numeric_values = _getter(self.numeric)
         self._categorical_values = _getter(self.categorical)
         self._category_sets = tuple(self._categories[i] for i in self.categorical)
+        self._init_inputs(datetimes)
+
+    def _init_inputs(self, datetimes: Sequence[Mapping[str, Any]]) -> None:
+        """What callers send: the model's features, a datetime column in place of its parts.
+
+        ``inputs``/``input_names`` are those (a datetime column as ``Feature(name,
+        "datetime", nullable)`` at the place of its first part); ``features``/``names``
+        stay the model's. Without datetime columns the two are the same.
+        """
+        self._datetimes = tuple(dict(d) for d in datetimes)
+        if not self._datetimes:
+            self.inputs = self.features
+            self.input_names = self.names
+            return
+        owner = {}
+        for k, d in enumerate(self._datetimes):
+            for part in d["parts"]:
+                owner[f"{d['name']}_{part}"] = k
+        inputs: list[Feature] = []
+        emitted: set[int] = set()
+        for f in self.features:
+            k = owner.get(f.name)
+            if k is None:
+                inputs.append(f)
+            elif k not in emitted:
+                emitted.add(k)
+                d = self._datetimes[k]
+                inputs.append(Feature(d["name"], "datetime", bool(d["nullable"])))  # type: ignore[arg-type]
+        self.inputs = tuple(inputs)
+        self.input_names = tuple(f.name for f in inputs)
+        self._input_set = frozenset(self.input_names)
+        self._input_values = _getter(self.input_names)
+        self._model_position = {n: i for i, n in enumerate(self.names)}
+
+    # ------------------------------------------------------------------ datetime columns
+
+    def _expand_columns(
+        self, columns: Sequence[Sequence[Any]]
+    ) -> tuple[list[Sequence[Any]], dict[int, tuple[str, str]]]:
+        """Columns in input order -> columns in model order, each datetime column derived into
+        its parts; and ``{position: (field, problem)}`` for values that are not dates."""
+        from mlpack_edge.runtime._datetime import derive
+
+        out: list[Sequence[Any]] = [()] * self.width
+        found: dict[int, tuple[str, str]] = {}
+        by_name = dict(zip(self.input_names, columns))
+        for d in self._datetimes:
+            name = d["name"]
+            parts, problems = derive(by_name.pop(name), d["format"], d["parts"], self._missing)
+            for pos, problem in problems.items():
+                found.setdefault(pos, (name, problem))
+            if not d["nullable"]:
+                for pos in np.flatnonzero(np.isnan(parts[:, 0])).tolist():
+                    found.setdefault(pos, (name, "is missing (null/empty) but the feature is not nullable"))
+            for j, part in enumerate(d["parts"]):
+                out[self._model_position[f"{name}_{part}"]] = parts[:, j]
+        for name, values in by_name.items():
+            out[self._model_position[name]] = values
+        return out, found
+
+    def _rows_by_input(self, rows: Sequence[Any], start: int | None, errors: dict[int, InputError]) -> Batch:
+        """:meth:`rows` for a model with datetime columns: rows by input names, validated column-wise.
+
+        Rows keyed by the model's own features (the golden set's) are taken as they are.
+        """
+        size = len(rows)
+        given: list[int] = []  # positions of rows by input names
+        table: list[Sequence[Any]] = []
+        own: dict[int, Mapping[Any, Any]] = {}  # position -> row by the model's features
+        width = len(self.input_names)
+        for pos, r in enumerate(rows):
+            if pos in errors:
+                continue
+            if isinstance(r, Mapping):
+                if r.keys() == self._input_set:
+                    given.append(pos)
+                    table.append(self._input_values(r))
+                elif r.keys() == self._nameset:
+                    own[pos] = r
+                else:
+                    problem, field = self._key_problem(r, self.input_names, self._input_set)
+                    errors[pos] = row_error(_at(start, pos), field, problem, name_field=False)
+            elif isinstance(r, (list, tuple)) or (isinstance(r, np.ndarray) and r.ndim == 1):
+                if len(r) == width:
+                    given.append(pos)
+                    table.append(r)  # type: ignore[arg-type]
+                else:
+                    problem = f"expected {width} values in manifest order, got {len(r)}"
+                    errors[pos] = row_error(_at(start, pos), None, problem, name_field=False)
+            else:
+                problem = f"expected an object (feature -> value) or a list of {width} values, got {type(r).__name__}"
+                errors[pos] = row_error(_at(start, pos), None, problem, name_field=False)
+        inputs = list(zip(*table)) if table else [() for _ in self.input_names]
+        derived, found = self._expand_columns(inputs)
+        for k, (field, problem) in found.items():
+            errors.setdefault(given[k], row_error(_at(start, given[k]), field, problem))
+        if len(given) == size:  # the common case: every row by input names, nothing to scatter
+            columns: list[Sequence[Any]] = derived
+        else:
+            columns = [[None] * size for _ in self.names]
+            for j, col in enumerate(derived):
+                target = columns[j]
+                for k, pos in enumerate(given):
+                    target[pos] = col[k]
+            for pos, r in own.items():
+                for j, name in enumerate(self.names):
+                    columns[j][pos] = r[name]
+        return self._complete(self._parse_numeric(columns, size, start, errors), columns, size, start, errors)
 
     # ------------------------------------------------------------------ single row
 
@@ -190,6 +308,8 @@ class Schema:
         ``errors`` holds rows already known to be bad (by position); their values are ignored.
         """
         errors = dict(errors or {})
+        if self._datetimes:
+            return self._rows_by_input(rows, start, errors)
         table: list[Sequence[Any]] = []
         for pos, r in enumerate(rows):
             if pos in errors:
@@ -239,10 +359,20 @@ class Schema:
         ``errors`` holds rows already known to be bad (by position); their values are ignored.
         """
         errs = dict(errors or {})
+        if self._datetimes:
+            columns, found = self._expand_columns(columns)
+            for pos, (field, problem) in found.items():
+                errs.setdefault(pos, row_error(_at(start, pos), field, problem))
         return self._complete(self._parse_numeric(columns, size, start, errs), columns, size, start, errs)
 
     def matrix(self, X: np.ndarray, start: int | None = 0) -> Batch:
         """Validate a numeric 2-D array whose columns are the features in manifest order."""
+        if self._datetimes:  # a datetime column arrives as text (or datetimes): row by row
+            if X.ndim != 2 or X.shape[1] != len(self.input_names):
+                raise row_error(
+                    None, None, f"expected an array of shape (n, {len(self.input_names)}) in manifest order, got {X.shape}"
+                )
+            return self.rows(X.tolist() if X.dtype.kind != "O" else list(X), start)
         if X.ndim != 2 or X.shape[1] != self.width:
             raise row_error(None, None, f"expected an array of shape (n, {self.width}) in manifest order, got {X.shape}")
         if not self.all_numeric or X.dtype.kind not in "fiu":
@@ -333,14 +463,18 @@ class Schema:
             [[c[p] for p in keep] for c in fed],
         )
 
-    def _key_problem(self, row: Mapping[Any, Any]) -> tuple[str, str | None]:
-        missing = [n for n in self.names if n not in row]
+    def _key_problem(
+        self, row: Mapping[Any, Any], names: Sequence[str] | None = None, nameset: frozenset[str] | None = None
+    ) -> tuple[str, str | None]:
+        names = self.names if names is None else names
+        nameset = self._nameset if nameset is None else nameset
+        missing = [n for n in names if n not in row]
         if missing:
             return f"missing feature{'s' if len(missing) > 1 else ''} {_listing([repr(m) for m in missing])}", missing[0]
-        unknown = [str(k) for k in row if k not in self._nameset]
+        unknown = [str(k) for k in row if k not in nameset]
         return (
             f"unknown feature{'s' if len(unknown) > 1 else ''} {_listing([repr(u) for u in unknown])}"
-            f" (the model takes: {_listing(list(self.names))})",
+            f" (the model takes: {_listing(list(names))})",
             unknown[0],
         )
 
@@ -355,16 +489,21 @@ class Schema:
             if types <= _PLAIN_NUMBERS:
                 arr = np.array(values, dtype=np.float64)
             elif types == {str}:
+                missing = self._missing
                 try:
                     arr = np.array(values, dtype=np.float64)
-                except ValueError:  # most often empty cells (CSV missing values): read them as NaN
-                    arr = np.array([v or "nan" for v in values], dtype=np.float64)
+                except ValueError:  # most often missing cells ("", "NA"): read them as NaN
+                    arr = np.array(["nan" if v.strip() in missing else v for v in values], dtype=np.float64)
+                if self._number_tokens:
+                    for pos, v in enumerate(values):
+                        if v.strip() in missing:
+                            arr[pos] = math.nan
         except (TypeError, ValueError, OverflowError):
             arr = None
         if arr is None:
             arr = np.empty(len(values), dtype=np.float64)
             for pos, v in enumerate(values):
-                x, problem = _to_number(v)
+                x, problem = _to_number(v, self._missing)
                 arr[pos] = x
                 if problem is not None and pos not in errors:
                     errors[pos] = row_error(_at(start, pos), feature.name, problem)
@@ -385,14 +524,18 @@ class Schema:
                 if problem is not None and pos not in errors:
                     errors[pos] = row_error(_at(start, pos), name, problem)
             original = texts
+        unseen = set(original) - self._categories[i]
+        unseen.discard("")
+        blanks = {v for v in unseen if v.strip() in self._missing}  # "NA", " ": missing, as in training
+        if blanks:
+            original = ["" if v in blanks else v for v in original]
+            unseen -= blanks
         if not feature.nullable and "" in original:
             for pos, v in enumerate(original):
                 if v == "" and pos not in errors:
                     errors[pos] = row_error(
                         _at(start, pos), name, "is missing (null/empty) but the feature is not nullable"
                     )
-        unseen = set(original) - self._categories[i]
-        unseen.discard("")
         if not unseen:
             return original, original
         if feature.unseen == "missing":
@@ -408,7 +551,15 @@ class Schema:
         return original, original
 
 
-def _to_number(v: Any) -> tuple[float, str | None]:
+def _parses_as_number(text: str) -> bool:
+    """Whether numpy would read ``text`` as a number other than NaN."""
+    try:
+        return not math.isnan(float(text))
+    except ValueError:
+        return False
+
+
+def _to_number(v: Any, missing: frozenset[str] = frozenset({""})) -> tuple[float, str | None]:
     """One value as a float (NaN = missing), or NaN and what is wrong with it."""
     if isinstance(v, (bool, np.bool_)):
         return math.nan, "expected a number, got a boolean"
@@ -421,7 +572,7 @@ def _to_number(v: Any) -> tuple[float, str | None]:
         return math.nan, None
     if isinstance(v, str):
         text = v.strip()
-        if not text:
+        if not text or text in missing:
             return math.nan, None
         try:
             return float(text), None

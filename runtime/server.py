@@ -1,6 +1,7 @@
 """``serve``: the model over local HTTP, with the standard library only.
 
-Endpoints (JSON unless noted):
+Endpoints (JSON unless noted; ``GET /openapi.json`` describes them all, with this
+model's features):
 
 * ``POST /predict`` — a JSON object is one row: ``200 {"label", "probabilities"}`` or
   ``{"value"}``; ``422 {"error", "row": null, "field"}`` when it fails validation.
@@ -8,18 +9,30 @@ Endpoints (JSON unless noted):
   a prediction or ``{"error", "row", "field"}`` (rows numbered from 0), in input order.
   With the monitoring agent every prediction also carries its ``"id"`` (generated, or the
   row's ``id_field`` when the server was given one), the key ``POST /feedback`` joins on.
+  A body shaped for MLflow or KServe v2 gets a 400 naming the endpoint that takes it.
 * ``POST /feedback`` — ground truth for earlier predictions (only with the monitoring
   agent): ``{"id", "label"}`` (a number for regression) answers ``200 {"id", "outcome"}``;
   an array of them answers ``200 {"outcomes": [...], "counts": {outcome: n}}``. Outcomes:
   ``matched``, ``duplicate`` (first label wins), ``late``, ``unmatched``, ``unknown_label``
   (see :mod:`mlpack_edge.monitor_agent.feedback`). A malformed item is a 400 naming it,
   and nothing of that request is counted.
+* ``POST /invocations`` — MLflow's scoring protocol (:mod:`._mlflow`):
+  ``{"predictions": [...]}``; errors ``{"error_code", "message"}``. ``GET /ping`` as
+  MLflow's server answers it.
+* ``GET /v2``, ``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/<name>[/versions/<v>]``
+  (metadata), ``.../ready``, ``POST .../infer`` — the Open Inference Protocol
+  (KServe v2, :mod:`._v2`); errors ``{"error"}``.
 * ``GET /health`` — ``{"status": "ok", "name", "version", "content_hash"}`` plus the
   ``health`` fields the caller adds (``"fallback"`` when an installed device serves its
   previous version because the current one failed its check at start)
 * ``GET /info`` — the bundle's ``manifest.json``, byte for byte (its sha256 is the
   content hash)
 * ``GET /metrics`` — Prometheus text (requests, rows, latency; drift when the agent runs)
+
+Every prediction endpoint goes through the same schema validation and the same
+monitoring recorder; MLflow and v2 requests are all-or-nothing (one invalid row fails
+the request, naming the row and the field), since their answers have no slot for a
+per-row error.
 
 Limits, because a device has little to spare: the body must declare its length and stay
 under ``max_body_bytes`` (411/413 otherwise, without reading it), a batch holds at most
@@ -44,11 +57,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+from urllib.parse import unquote
 
+import numpy as np
+
+from mlpack_edge import __version__
 from mlpack_edge.errors import InferenceError, InputError, MlpackError, ServeError
-from mlpack_edge.runtime._format import error_record
+from mlpack_edge.runtime import _mlflow, _openapi, _v2
+from mlpack_edge.runtime._format import error_record, json_floats
 from mlpack_edge.runtime.metrics import CONTENT_TYPE, ServeMetrics
-from mlpack_edge.runtime.model import Model
+from mlpack_edge.runtime.model import BatchResult, Model
+from mlpack_edge.runtime.schema import Batch
 
 __all__ = ["ServeConfig", "PredictServer", "limit_malloc_arenas"]
 
@@ -173,6 +192,11 @@ class PredictServer:
                 **(health or {}),
             }
         ).encode()
+        self._v2_server = _dumps(_v2.server_metadata(__version__))
+        self._v2_model = _dumps(
+            _v2.model_metadata(model.name, model.version, model.task, model.classes, model.schema, feedback is not None)
+        )
+        self._openapi = _dumps(_openapi.document(model, __version__, feedback is not None))
         try:
             self._httpd = _Server((config.host, config.port), handler, config.max_connections)
         except socket.gaierror as exc:
@@ -233,13 +257,28 @@ class PredictServer:
 
     # ------------------------------------------------------------------ endpoints
 
-    def health(self) -> tuple[int, bytes, str]:
+    def health(self) -> Reply:
         return 200, self._health, _JSON
 
-    def info(self) -> tuple[int, bytes, str]:
+    def info(self) -> Reply:
         return 200, self._info, _JSON
 
-    def render_metrics(self) -> tuple[int, bytes, str]:
+    def openapi(self) -> Reply:
+        return 200, self._openapi, _JSON
+
+    def ping(self) -> Reply:
+        return 200, b'{"status": "ok"}', _JSON  # MLflow's client waits for a 200 here
+
+    def v2_server(self) -> Reply:
+        return 200, self._v2_server, _JSON
+
+    def v2_live(self) -> Reply:
+        return 200, b'{"live": true}', _JSON
+
+    def v2_ready(self) -> Reply:
+        return 200, b'{"ready": true}', _JSON  # the model is loaded and self-tested before the socket opens
+
+    def render_metrics(self) -> Reply:
         text = self.metrics.render()
         if self._extra_metrics is not None:
             try:
@@ -248,10 +287,12 @@ class PredictServer:
                 log.exception("monitoring metrics failed")
         return 200, text.encode(), CONTENT_TYPE
 
-    def predict(self, body: bytes) -> tuple[int, bytes, str]:
+    def predict(self, body: bytes, headers: Mapping[str, str] | None = None) -> Reply:
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
+            if headers is not None and (headers.get("Content-Type") or "").lower().startswith("text/csv"):
+                return _error(400, "/predict takes JSON; POST CSV to /invocations (MLflow's protocol, Content-Type: text/csv)")
             return _error(400, f"request body is not valid JSON ({exc})")
         except RecursionError:
             return _error(400, "request body is not valid JSON (nested too deeply)")
@@ -265,6 +306,9 @@ class PredictServer:
                 try:
                     prediction = self.model.predict_one(payload)
                 except InputError as exc:
+                    elsewhere = self._meant_elsewhere(payload)
+                    if elsewhere is not None:
+                        return _error(400, elsewhere)
                     self.metrics.rows(0, 1)
                     return 422, _dumps(error_record(exc)), _JSON
                 self.metrics.rows(1, 0)
@@ -312,7 +356,138 @@ class PredictServer:
             return _error(400, str(exc))
         return _error(400, "expected a JSON object (one row) or an array of rows")
 
-    def add_feedback(self, body: bytes) -> tuple[int, bytes, str]:
+    def _meant_elsewhere(self, payload: dict[str, Any]) -> str | None:
+        """For a /predict body shaped for another protocol: which endpoint takes it."""
+        key = _mlflow.looks_like_mlflow(payload, self.model.schema)
+        if "inputs" not in self.model.schema.names and _v2.looks_like_v2(payload, self.model.schema):
+            return f"{self._v2_hint()} (/predict takes one row {{feature: value}} or a list of rows)"
+        if key is not None:
+            return (
+                f"this is an MLflow scoring request ({key!r}): POST it to /invocations"
+                " (/predict takes one row {feature: value} or a list of rows)"
+            )
+        return None
+
+    def _v2_hint(self) -> str:
+        return f"this is a KServe v2 inference request: POST it to /v2/models/{self.model.name}/infer"
+
+    def invocations(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+        """MLflow's scoring protocol: ``{"predictions": [...]}``, errors as ``{"error_code", "message"}``."""
+        ctype = headers.get("Content-Type") or ""
+        mime, _, rest = ctype.partition(";")
+        mime = mime.strip().lower()
+        charset = rest.strip().lower().partition("charset=")[2].strip('" ') if "charset=" in rest.lower() else "utf-8"
+        if mime not in ("application/json", "text/csv"):
+            return _mlflow_error(415, f"Content-Type must be application/json or text/csv, got {ctype!r}")
+        if charset not in ("utf-8", "utf8"):
+            return _mlflow_error(415, f"only UTF-8 text is accepted, got charset {charset!r}")
+        probabilities = False
+        try:
+            if mime == "text/csv":
+                try:
+                    text = body.decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    return _mlflow_error(400, f"CSV body is not UTF-8 text (byte {exc.start}: {exc.reason})")
+                batch = _mlflow.csv_batch(text, self.model.schema)
+            else:
+                try:
+                    payload = json.loads(body)
+                except (UnicodeDecodeError, ValueError) as exc:
+                    return _mlflow_error(400, f"request body is not valid JSON ({exc})")
+                except RecursionError:
+                    return _mlflow_error(400, "request body is not valid JSON (nested too deeply)")
+                if _v2.looks_like_v2(payload, self.model.schema):
+                    return _mlflow_error(400, self._v2_hint())
+                batch = _mlflow.json_batch(payload, self.model.schema)
+                probabilities = _mlflow.wants_probabilities(payload)
+            if batch.size > self.config.max_batch_rows:
+                return _mlflow_error(413, f"batch of {batch.size} rows exceeds the limit of {self.config.max_batch_rows}")
+            result = self._predict_all(batch)
+            ids = self._remember(batch, result)
+        except InputError as exc:
+            return _mlflow_error(400, str(exc))
+        except InferenceError as exc:
+            return _mlflow_error(500, str(exc), "INTERNAL_ERROR")
+        if result.values is not None:
+            predictions: list[Any] = json_floats(result.values)
+        elif probabilities:
+            predictions = result.records()
+        else:
+            assert result.labels is not None
+            predictions = result.labels.tolist()
+        if ids is None:
+            return 200, _dumps({"predictions": predictions}), _JSON
+        return 200, _dumps({"predictions": predictions, "ids": ids}), _JSON  # MLflow clients keep extra keys
+
+    def _remember(self, batch: Batch, result: BatchResult) -> list[str] | None:
+        """With the monitoring agent: ids for the rows, remembered for ``/feedback``, and the
+        opt-in capture, as ``/predict`` does; ``None`` without the agent."""
+        fb = self.feedback
+        if fb is None:
+            return None
+        ids = fb.new_ids(result.predicted) if result.predicted else []
+        if ids:
+            fb.remember(ids, self.model.codes(result))
+            if fb.capture_rate:
+                from mlpack_edge.runtime.io import _capture  # the CLI predict's sampler, rows as parsed
+
+                _capture(self.model, batch, result, [ids], fb, 0)
+        return ids
+
+    def _predict_all(self, batch: Batch) -> BatchResult:
+        try:
+            result = self.model.predict_all(batch)
+        except InputError:
+            self.metrics.rows(0, len(batch.errors))
+            raise
+        self.metrics.rows(result.predicted, 0)
+        return result
+
+    def v2_model(self, name: str, version: str | None) -> Reply:
+        missing = self._v2_missing(name, version)
+        return missing if missing is not None else (200, self._v2_model, _JSON)
+
+    def v2_model_ready(self, name: str, version: str | None) -> Reply:
+        missing = self._v2_missing(name, version)
+        return missing if missing is not None else (200, _dumps({"name": name, "ready": True}), _JSON)
+
+    def v2_infer(self, name: str, version: str | None, body: bytes, headers: Mapping[str, str]) -> Reply:
+        missing = self._v2_missing(name, version)
+        if missing is not None:
+            return missing
+        model = self.model
+        try:
+            request = _v2.read_infer(
+                body, headers.get("Inference-Header-Content-Length"), model.schema, model.task, self.feedback is not None
+            )
+            if request.batch.size > self.config.max_batch_rows:
+                return _error(413, f"batch of {request.batch.size} rows exceeds the limit of {self.config.max_batch_rows}")
+            result = self._predict_all(request.batch)
+            ids = self._remember(request.batch, result)
+        except InputError as exc:
+            return _error(400, str(exc))
+        except InferenceError as exc:
+            return _error(500, str(exc))
+        if result.values is not None:
+            arrays = {"value": result.values}
+        else:
+            assert result.labels is not None and result.probabilities is not None
+            arrays = {"label": result.labels, "probabilities": result.probabilities}
+        if ids is not None:
+            arrays["id"] = np.array(ids, dtype=object)
+        out, header_length = _v2.infer_response(request, model.name, model.version, model.classes, arrays)
+        if header_length is None:
+            return 200, out, _JSON
+        return 200, out, "application/octet-stream", {"Inference-Header-Content-Length": str(header_length)}
+
+    def _v2_missing(self, name: str, version: str | None) -> Reply | None:
+        if name != self.model.name or (version is not None and version != self.model.version):
+            asked = f"{name!r}" + (f" version {version!r}" if version is not None else "")
+            return _error(404, f"model {asked} is not served here (this is {self.model.name!r} version {self.model.version!r})")
+        return None
+
+
+    def add_feedback(self, body: bytes) -> Reply:
         if self.feedback is None:
             return _error(409, "feedback needs the monitoring agent: serve with a state folder (--state-dir) and without --no-monitor")
         try:
@@ -367,16 +542,55 @@ def _row_id(row: Mapping[str, Any], name: str, i: int, where: str | None = None)
     return str(v)
 
 
+Reply = tuple[Any, ...]  # (status, body, content type[, extra headers])
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False).encode()
 
 
-def _error(status: int, message: str) -> tuple[int, bytes, str]:
+def _error(status: int, message: str) -> Reply:
     return status, _dumps({"error": message}), _JSON
 
 
-_POST = {"/predict": PredictServer.predict, "/feedback": PredictServer.add_feedback}
-_GET = {"/health": PredictServer.health, "/info": PredictServer.info, "/metrics": PredictServer.render_metrics}
+def _mlflow_error(status: int, message: str, code: str = "BAD_REQUEST") -> Reply:
+    return status, _dumps({"error_code": code, "message": message}), _JSON
+
+
+_GET: dict[str, Callable[[PredictServer], Reply]] = {
+    "/health": PredictServer.health,
+    "/info": PredictServer.info,
+    "/metrics": PredictServer.render_metrics,
+    "/openapi.json": PredictServer.openapi,
+    "/ping": PredictServer.ping,
+    "/v2": PredictServer.v2_server,
+    "/v2/health/live": PredictServer.v2_live,
+    "/v2/health/ready": PredictServer.v2_ready,
+}
+_POST = ("/predict", "/feedback", "/invocations")
+
+
+def _v2_path(path: str) -> tuple[str, str | None, str] | None:
+    """``/v2/models/<name>[/versions/<v>][/ready|/infer]`` -> (name, version, action)."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[:3] != ["", "v2", "models"] or not parts[3]:
+        return None
+    name, rest = unquote(parts[3]), parts[4:]
+    version = None
+    if rest[:1] == ["versions"]:
+        if len(rest) < 2 or not rest[1]:
+            return None
+        version, rest = unquote(rest[1]), rest[2:]
+    if rest == []:
+        return name, version, ""
+    if rest in (["ready"], ["infer"]):
+        return name, version, rest[0]
+    return None
+
+
+def _v2_endpoint(action: str) -> str:
+    """The metrics label of a v2 model path (bounded: no model names in it)."""
+    return "/v2/models/{name}" + (f"/{action}" if action else "")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -397,34 +611,67 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         route = _GET.get(path)
-        if route is None:
-            self._reply(path, *self._not_here(path))
+        if route is not None:
+            self._reply(path, *route(self.app))
             return
-        self._reply(path, *route(self.app))
+        v2 = _v2_path(path)
+        if v2 is not None and v2[2] != "infer":
+            name, version, action = v2
+            handler = self.app.v2_model_ready if action == "ready" else self.app.v2_model
+            self._reply(_v2_endpoint(action), *handler(name, version))
+            return
+        self._reply(path, *self._not_here(path))
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path not in _POST:
-            self._reply(path, *self._not_here(path))
+        if path == "/predict":
+            t0 = time.perf_counter()
+            status, body, ctype = self._read_and_call(self.app.predict, self.headers)
+            self._reply(path, status, body, ctype, t0=t0)
             return
-        t0 = time.perf_counter()
-        status, body, ctype = self._read_and_predict(_POST[path])
-        self._reply(path, status, body, ctype, t0)
+        v2 = _v2_path(path)
+        if path == "/invocations":
+            t0 = time.perf_counter()
+            self._reply(path, *self._read_and_call(self.app.invocations, self.headers), t0=t0)
+        elif path == "/feedback":
+            t0 = time.perf_counter()
+            self._reply(path, *self._read_and_call(lambda body, headers: self.app.add_feedback(body), None), t0=t0)
+        elif v2 is not None and v2[2] == "infer":
+            t0 = time.perf_counter()
+            name, version, _ = v2
+            reply = self._read_and_call(lambda body, headers: self.app.v2_infer(name, version, body, headers), self.headers)
+            self._reply(_v2_endpoint("infer"), *reply, t0=t0)
+        else:
+            self._reply(path, *self._not_here(path))
 
     def do_PUT(self) -> None:
         self._reply(self.path, *self._not_here(self.path.split("?", 1)[0]))
 
-    do_DELETE = do_PATCH = do_PUT
+    def __getattr__(self, name: str) -> Any:
+        """Any other method (DELETE, TRACE, HEAD, QUERY, ...): 405 with ``Allow``, not http.server's 501 page."""
+        if name.startswith("do_"):
+            self.close_connection = self.command == "HEAD"  # its client reads no body: do not reuse the connection
+            return self.do_PUT
+        raise AttributeError(name)
 
-    def _not_here(self, path: str) -> tuple[int, bytes, str]:
-        if path in _POST or path in _GET:
-            self._allow = "POST" if path in _POST else "GET"
-            self._drain()
-            return _error(405, f"{self.command} is not allowed on {path} (use {self._allow})")
+    def _not_here(self, path: str) -> Reply:
+        v2 = _v2_path(path)
+        allow = None
+        if path in _POST or (v2 is not None and v2[2] == "infer"):
+            allow = "POST"
+        elif path in _GET or v2 is not None:
+            allow = "GET"
         self._drain()
-        return _error(404, f"no such endpoint {path}; try POST /predict, /feedback, GET /health, /info, /metrics")
+        if allow is not None:
+            self._allow = allow
+            return _error(405, f"{self.command} is not allowed on {path} (use {allow})")
+        return _error(
+            404,
+            f"no such endpoint {path}; try POST /predict, /feedback, /invocations (MLflow), /v2/models/{self.app.model.name}/infer"
+            " (KServe v2), GET /health, /info, /metrics, /openapi.json",
+        )
 
-    def _read_and_predict(self, route: Callable[[PredictServer, bytes], tuple[int, bytes, str]]) -> tuple[int, bytes, str]:
+    def _read_and_call(self, call: Callable[[bytes, Any], Reply], headers: Any) -> Reply:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             return _error(411, "send the body with a Content-Length (chunked transfer is not accepted)")
@@ -445,7 +692,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return _error(400, "request body ended before Content-Length bytes")
         try:
-            return route(self.app, body)
+            return call(body, headers)
         except Exception:  # a bug, not the client's fault: answer 500, keep serving
             log.exception("%s failed", self.path)
             return _error(500, "internal error")
@@ -461,15 +708,26 @@ class _Handler(BaseHTTPRequestHandler):
         elif length:
             self.close_connection = True
 
-    def _reply(self, endpoint: str, status: int, body: bytes, ctype: str, t0: float | None = None) -> None:
+    def _reply(
+        self,
+        endpoint: str,
+        status: int,
+        body: bytes,
+        ctype: str,
+        headers: Mapping[str, str] | None = None,
+        t0: float | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         if status == 405:
             self.send_header("Allow", getattr(self, "_allow", "GET"))
+        if headers:
+            for k, v in headers.items():
+                self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
-        known = endpoint if endpoint in _POST or endpoint in _GET else "other"
+        known = endpoint if endpoint in _POST or endpoint in _GET or endpoint.startswith("/v2/models/{") else "other"
         self.app.metrics.request(known, status, time.perf_counter() - t0 if t0 is not None else None)

@@ -26,7 +26,7 @@ def test_mlpack_completes_commands_subcommands_and_options() -> None:
                             capture_output=True, text=True, timeout=60)
     assert "complete -o nosort -F _mlpack_completion mlpack" in source.stdout
     assert complete([str(mlpack)], "_MLPACK_COMPLETE", "mlpack coll", 1) == ["plain,collector"]
-    assert complete([str(mlpack)], "_MLPACK_COMPLETE", "mlpack collector li", 2) == ["plain,list-devices"]
+    assert complete([str(mlpack)], "_MLPACK_COMPLETE", "mlpack collector li", 2) == ["plain,list-devices", "plain,list-webhooks"]
     assert "plain,--fail-on" not in complete([str(mlpack)], "_MLPACK_COMPLETE", "mlpack build --j", 2)
     assert complete([str(mlpack)], "_MLPACK_COMPLETE", "mlpack build --j", 2) == ["plain,--json"]
 

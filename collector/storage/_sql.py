@@ -16,6 +16,7 @@ from typing import Any
 
 from mlpack_edge.collector.models import ModelInfo
 from mlpack_edge.collector.rollup import Rollup, RollupKey
+from mlpack_edge.collector.storage._alerts import AlertStore
 from mlpack_edge.collector.storage._rollout_sql import RolloutSql
 from mlpack_edge.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
 from mlpack_edge.errors import CollectorError, StorageError
@@ -298,7 +299,7 @@ def _key_params(key: RollupKey) -> tuple[str, str, str, int]:
     return (level, device, model, bucket)
 
 
-class SqlStorage(RolloutSql):
+class SqlStorage(AlertStore, RolloutSql):
     """Shared implementation; subclasses set ``dialect`` and implement the connection hooks."""
 
     dialect = "sqlite"
@@ -587,6 +588,15 @@ class SqlStorage(RolloutSql):
             f"SELECT device, model, bucket, {columns} FROM rollups WHERE {' AND '.join(where)} ORDER BY {bucket}",
             params,
         )
+
+    def window_bodies_between(self, device: str, start: float, end: float, model: str | None = None) -> list[str]:
+        """Bodies of ``device``'s windows starting in ``[start, end)`` (of ``model`` if given), oldest first."""
+        sql = "SELECT body FROM windows WHERE device = ? AND start_ts >= ? AND start_ts < ?"
+        params: list[Any] = [device, start, end]
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        return [str(r[0]) for r in self._query(sql + " ORDER BY start_ts", params)]
 
     def window_count(self, device: str | None = None) -> int:
         if device is None:

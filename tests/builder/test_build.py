@@ -113,7 +113,7 @@ def test_reporter_sees_every_stage_in_order(project: Project) -> None:
     assert ("info", "nullable: c") in rec.events
 
 
-def test_failed_gate_writes_nothing_and_keeps_the_previous_build(project: Project) -> None:
+def test_failed_gate_writes_only_its_report_and_keeps_the_previous_build(project: Project) -> None:
     project.write(spec_text(extra='[evaluate]\ngates = ["accuracy >= 0.5"]\n'), binary_rows())
     first = project.build()
     before = {p.name: p.read_bytes() for p in first.bundle_dir.iterdir()}
@@ -121,14 +121,22 @@ def test_failed_gate_writes_nothing_and_keeps_the_previous_build(project: Projec
     result = project.cli()
     assert result.exit_code == 1
     *progress, error = result.stderr.splitlines()
+    report = project.dist / "demo-1.0.0.failed.html"
     assert re.fullmatch(
-        r"Error: 2 of 3 gates failed: accuracy >= 0\.999 \(measured 0\.\d{4}\); recall >= 0\.999 \(measured 0\.\d{4}\)",
+        r"Error: 2 of 3 gates failed: accuracy >= 0\.999 \(measured 0\.\d{4}\); recall >= 0\.999 \(measured 0\.\d{4}\)"
+        + re.escape(f". Report: {report}"),
         error,
     ), result.stderr
     assert re.fullmatch(r"  evaluate +\d+\.\d\ds  FAILED", progress[-1]) and result.stdout == ""
     assert "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in first.bundle_dir.iterdir()} == before
-    assert [p.name for p in project.dist.iterdir()] == ["demo-1.0.0"]  # no temp folders left
+    # the report only: no temp folders, nothing installable
+    assert sorted(p.name for p in project.dist.iterdir()) == ["demo-1.0.0", "demo-1.0.0.failed.html"]
+    assert "This build failed its gates" in report.read_text()
+    # a build that passes again removes the stale report
+    project.write(spec_text(extra='[evaluate]\ngates = ["accuracy >= 0.5"]\n'))
+    project.build()
+    assert sorted(p.name for p in project.dist.iterdir()) == ["demo-1.0.0"]
 
 
 def test_rebuild_replaces_atomically_and_says_so(project: Project) -> None:
@@ -197,7 +205,8 @@ def test_cli_json_failure_is_machine_readable(project: Project) -> None:
         ("evaluate", False),
     ]
     assert result.stderr.startswith("Error: 1 of 1 gate failed: accuracy >= 0.999 (measured ")
-    assert not project.dist.exists()
+    assert doc["error"]["report"] == str(project.dist / "demo-1.0.0.failed.html")
+    assert [p.name for p in project.dist.iterdir()] == ["demo-1.0.0.failed.html"]
 
 
 def test_default_spec_is_mlpack_toml_in_the_current_folder(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -283,7 +292,8 @@ BAD_INPUT = [
         "unknown metric",
         {"mlpack.toml": spec_text(extra='[evaluate]\ngates = ["recal >= 0.9"]\n'), "data.csv": binary_rows()},
         "{root}/mlpack.toml: evaluate.gates[0]: unknown metric 'recal' in gate 'recal >= 0.9' (did you mean 'recall'?"
-        " metrics for binary: accuracy, precision, recall, f1, roc_auc)",
+        " metrics for binary: accuracy, precision, recall, f1, roc_auc;"
+            " averaged over classes: precision_macro, recall_macro, f1_macro, roc_auc_macro)",
     ),
 ]
 
@@ -328,11 +338,13 @@ def test_strict_gate_example_fails_listing_each_gate(tmp_path: Path) -> None:
         main, ["build", str(EXAMPLES / "strict_gate"), "--no-executable", "-o", str(tmp_path / "dist")]
     )
     assert result.exit_code == 1
+    report = tmp_path / "dist" / "breast-cancer-strict-1.0.0.failed.html"
     assert result.stderr.splitlines()[-1] == (
-        "Error: 2 of 3 gates failed: recall >= 0.99 (measured 0.9762); precision >= 0.99 (measured 0.8367)"
+        "Error: 2 of 3 gates failed: recall >= 0.99 (measured 0.9762); precision >= 0.99 (measured 0.8367)."
+        f" Report: {report}"
     )
     assert result.stdout == ""
-    assert not (tmp_path / "dist").exists()
+    assert [p.name for p in (tmp_path / "dist").iterdir()] == [report.name]  # nothing installable
 
 
 def test_example_csvs_are_reproduced_by_the_committed_script(tmp_path: Path) -> None:

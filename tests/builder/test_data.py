@@ -128,8 +128,10 @@ def test_regression_target(tmp_path: Path) -> None:
             "binary",
             "data.csv: task is binary but target 'y' has 3 classes (x, y, z); use task = \"multiclass\"",
         ),
-        ("a,y\n1,x\n2,\n", {}, "binary", "data.csv: line 3: target 'y' is missing (1 row without a target)"),
-        ("a,y\n1,x\n2,\n3,NA\n", {}, "binary", "data.csv: line 3: target 'y' is missing (2 rows without a target)"),
+        ("a,y\n1,x\n2,\n", {}, "binary", "data.csv: line 3: target 'y' is missing (1 row without a target;"
+            " leave them out with [data] drop_missing_target = true)"),
+        ("a,y\n1,x\n2,\n3,NA\n", {}, "binary", "data.csv: line 3: target 'y' is missing (2 rows without a target;"
+            " leave them out with [data] drop_missing_target = true)"),
         (
             "a,y\n1,2\n2,oops\n",
             {},
@@ -179,3 +181,46 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         load_data(spec, "binary", 0)
     assert str(info.value) == f"{tmp_path / 'nope.csv'}: data file not found (data.path is relative to the spec)"
+
+
+def test_drop_missing_target_leaves_those_rows_out_and_counts_them(tmp_path: Path) -> None:
+    rows = "".join(f"{i},{'ab'[i % 2] if i % 7 else ('NA' if i % 2 else '')}\n" for i in range(1, 41))
+    text = "x,y\n" + rows
+    kept = [i for i in range(1, 41) if i % 7]
+    ds = load_data(_spec(tmp_path, text, drop_missing_target=True), "binary", 0)
+    assert ds.dropped_target == 40 - len(kept) == 5 and ds.rows == len(kept)
+    assert sorted(np.concatenate([ds.x_train["x"], ds.x_test["x"]]).tolist()) == kept
+    assert set(ds.classes) == {"a", "b"}
+
+
+def test_after_dropping_errors_still_name_the_file_line(tmp_path: Path) -> None:
+    # line 2 has no target (dropped); line 4's x is bad: the message says line 4, not 3
+    text = "x,y\n1,\n2,a\nbad,b\n3,a\n4,b\n"
+    declared = (FeatureSpec("x", "numeric"),)
+    assert _error(tmp_path, text, drop_missing_target=True, features=declared) == (
+        "data.csv: line 4: column 'x' expects a number, got 'bad'"
+    )
+
+
+def test_dropping_every_row_is_an_error(tmp_path: Path) -> None:
+    assert _error(tmp_path, "x,y\n1,\n2,NA\n", drop_missing_target=True) == (
+        "data.csv: every row's target 'y' is missing; nothing to train on"
+    )
+
+
+def test_drop_missing_target_through_a_build(tmp_path: Path) -> None:
+    from mlpack_edge.builder import RecordingReporter, build
+
+    from .conftest import binary_rows, spec_text
+
+    text = binary_rows().splitlines()
+    for i in (3, 10, 50):  # blank out three targets
+        text[i] = text[i].rsplit(",", 1)[0] + ","
+    (tmp_path / "data.csv").write_text("\n".join(text) + "\n")
+    (tmp_path / "mlpack.toml").write_text(spec_text().replace('target = "y"', 'target = "y"\ndrop_missing_target = true'))
+    rec = RecordingReporter()
+    result = build(tmp_path / "mlpack.toml", tmp_path / "dist", executable=False, reporter=rec)
+    summary = next(e[3] for e in rec.events if e[:2] == ("finished", "data"))
+    assert summary.startswith("157 rows (3 without a target left out), 3 features; 125 train / 32 held out")
+    assert result.manifest["lineage"]["dropped_missing_target"] == 3
+    assert result.manifest["lineage"]["rows"] == 157

@@ -158,7 +158,8 @@ def test_key_under_the_wrong_table_points_to_its_home(tmp_path: Path) -> None:
             "precison >= 0.9",
             "binary",
             "evaluate.gates[0]: unknown metric 'precison' in gate 'precison >= 0.9' (did you mean 'precision'?"
-            " metrics for binary: accuracy, precision, recall, f1, roc_auc)",
+            " metrics for binary: accuracy, precision, recall, f1, roc_auc;"
+            " averaged over classes: precision_macro, recall_macro, f1_macro, roc_auc_macro)",
         ),
         (
             "mae <= 3",

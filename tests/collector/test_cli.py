@@ -134,3 +134,98 @@ def test_serve_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["serve", "--port", "70000"], ["add-device"]])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     assert run(*args).exit_code == 2
+
+
+def test_webhooks_add_list_remove_and_bad_input(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    assert run("list-webhooks", *d).stdout == "no webhooks (add one with: mlpack collector add-webhook URL)\n"
+    (tmp_path / "secret").write_text("a-secret\n")
+    added = run("add-webhook", "https://ci.example.org/hooks/retrain?token=t0ps3cret", "--format", "alertmanager",
+                "--secret-file", str(tmp_path / "secret"), *d)
+    assert added.exit_code == 0, added.output
+    assert added.stdout == ("webhook 1 added: https://ci.example.org/hooks/retrain?… (alertmanager, signed "
+                            "(X-Mlpack-Signature)); running collectors use it from their next alert\n")
+    assert run("add-webhook", "http://127.0.0.1:9000/a", *d).exit_code == 0
+    lines = run("list-webhooks", *d).stdout.splitlines()
+    assert [ln.split() for ln in lines] == [
+        ["ID", "FORMAT", "SIGNED", "STATE", "SENT", "PEND", "FAIL", "URL"],
+        ["1", "alertmanager", "yes", "active", "0", "0", "0", "https://ci.example.org/hooks/retrain?…"],
+        ["2", "json", "no", "active", "0", "0", "0", "http://127.0.0.1:9000/a"],
+    ]
+    assert "t0ps3cret" not in run("list-webhooks", "--json", *d).stdout
+    assert run("remove-webhook", "1", *d).stdout == "webhook 1 removed\n"
+    again = run("remove-webhook", "1", *d)
+    assert (again.exit_code, again.stderr) == (1, "Error: webhook 1: no such active webhook (see list-webhooks)\n")
+    hooks = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
+    assert [(h["id"], h["signed"], h["removed_at"] is not None) for h in hooks] == [(1, True, True), (2, False, False)]
+
+    bad = run("add-webhook", "ftp://example.org/x", *d)
+    assert (bad.exit_code, bad.stderr) == (1, "Error: webhook URL 'ftp://example.org/x': expected http://HOST[:PORT]/PATH or https://…\n")
+    (tmp_path / "empty").write_text("\n")
+    empty = run("add-webhook", "http://127.0.0.1:9000/a", "--secret-file", str(tmp_path / "empty"), *d)
+    assert (empty.exit_code, empty.stderr) == (1, f"Error: --secret-file {tmp_path / 'empty'}: expected one line of 1 to 4096 characters\n")
+    usage = run("add-webhook", "http://127.0.0.1:9000/a", "--format", "slack", *d)
+    assert usage.exit_code == 2 and "'slack' is not one of 'json', 'alertmanager'" in usage.stderr
+    assert len(json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]) == 2  # nothing half-added
+
+
+def test_set_webhooks_from_a_file_adds_keeps_and_removes(tmp_path: Path) -> None:
+    d = ["--data-dir", str(tmp_path)]
+    (tmp_path / "ci.secret").write_text("ci-secret\n")
+    conf = tmp_path / "webhooks.toml"
+    conf.write_text('[[webhook]]\nurl = "https://ci.example.org/hooks/retrain"\nformat = "alertmanager"\n'
+                    'secret_file = "ci.secret"\n\n[[webhook]]\nurl = "http://127.0.0.1:9000/a"\n')
+    assert run("add-webhook", "http://127.0.0.1:9999/old", *d).exit_code == 0
+    first = run("set-webhooks", str(conf), *d)
+    assert (first.exit_code, first.stdout) == (0, "webhooks: kept none; added 2, 3; removed 1\n")
+    again = run("set-webhooks", str(conf), *d)
+    assert again.stdout == "webhooks: kept 2, 3; added none; removed none\n"  # idempotent
+    (tmp_path / "ci.secret").write_text("rotated\n")
+    rotated = run("set-webhooks", str(conf), *d)
+    assert rotated.stdout == "webhooks: kept 3; added 4; removed 2\n"  # a new secret is a new webhook
+    hooks = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
+    assert [(h["id"], h["format"], h["signed"]) for h in hooks if h["removed_at"] is None] == [
+        (3, "json", False), (4, "alertmanager", True)]
+
+    for text, message in (
+        ('[[webhook]]\nurl = "ftp://x/y"\n', "webhook 1: webhook URL 'ftp://x/y': expected"),
+        ('[[webhook]]\nurl = "http://a/b"\nformat = "slack"\n', "webhook 1: format 'slack': expected one of json, alertmanager"),
+        ('[[webhook]]\nurl = "http://a/b"\nsecret_file = "nope"\n', "webhook 1: secret_file "),
+        ('[[webhook]]\nurl = "http://a/b"\nretries = 3\n', "webhook 1: unknown key 'retries'"),
+        ('[[webhook]]\nformat = "json"\n', "webhook 1: 'url' is required"),
+        ("[[webhook]\n", "not valid TOML"),
+        ('hooks = 1\n', "unknown key 'hooks'; expected [[webhook]] tables"),
+    ):
+        conf.write_text(text)
+        bad = run("set-webhooks", str(conf), *d)
+        assert bad.exit_code == 1 and bad.stderr.startswith(f"Error: {conf}: ") and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.splitlines()) == 1
+    after = json.loads(run("list-webhooks", "--json", *d).stdout)["webhooks"]
+    assert after == hooks  # nothing changed by a bad file
+
+
+def test_alerts_lists_the_history_with_deliveries(tmp_path: Path) -> None:
+    from mlpack_edge.collector.storage import Firing
+
+    d = ["--data-dir", str(tmp_path)]
+    assert run("alerts", *d).stdout == "no alerts recorded\n"
+    s = open_storage("sqlite:///" + str(tmp_path / "collector.db"))
+    try:
+        s.add_webhook("http://127.0.0.1:9/a", "json", None, 1.0)
+        silent = Firing("silent", "warning", "edge-1: silent for 2 h", device="edge-1")
+        drift = Firing("drift", "critical", "edge-2: x0 drifted", model="a" * 64, device="edge-2", feature="x0")
+        s.record_alerts([silent], 1_800_000_000.0, lambda h, a, e: "{}")
+        s.record_alerts([drift], 1_800_000_600.0, lambda h, a, e: "{}")  # silent resolves, drift opens
+        (due,) = [x for x in s.due_deliveries(1_800_000_700.0) if x.event == "firing" and x.alert == 1]
+        assert s.claim_delivery(due.id, 1_800_000_700.0, 1_800_000_710.0)
+        s.finish_delivery(due.id, 1_800_000_701.0, 200, None, None)
+    finally:
+        s.close()
+    lines = run("alerts", *d).stdout.splitlines()
+    assert lines[0].split() == ["ID", "KIND", "STATE", "OPENED", "(UTC)", "RESOLVED", "(UTC)", "SENT", "MESSAGE"]
+    assert lines[1].split() == ["2", "drift", "open", "2027-01-15", "08:10:00", "-", "0/1", "edge-2:", "x0", "drifted"]
+    assert lines[2].split() == ["1", "silent", "resolved", "2027-01-15", "08:00:00", "2027-01-15", "08:10:00", "1/2",
+                                "edge-1:", "silent", "for", "2", "h"]
+    only_open = json.loads(run("alerts", "--state", "open", "--json", *d).stdout)["alerts"]
+    assert [(a["id"], a["kind"], a["state"], a["feature"], [x["event"] for x in a["deliveries"]]) for a in only_open] == [
+        (2, "drift", "open", "x0", ["firing"])]
