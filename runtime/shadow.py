@@ -39,7 +39,7 @@ __all__ = ["ShadowStats", "LiveShadow", "compare", "REGRESSION_TOLERANCE"]
 log = logging.getLogger("mlpack_edge.runtime")
 REGRESSION_TOLERANCE = 0.05  # relative difference under which two regression values "agree"
 DEFAULT_BUDGET = 0.1  # share of one core the live comparison may use; samples beyond it are skipped
-MIN_LATENCY_CALLS = 20  # fewer timed calls than this: no latency verdict
+MIN_LATENCY_CALLS = 50  # fewer timed calls than this: no latency verdict
 LATENCY_SLACK_MS = 0.5  # a p95 worse by less than this is not held against the candidate
 
 
@@ -139,9 +139,19 @@ def _run(model: Model, rows: Any) -> tuple[BatchResult, float]:
     return result, time.perf_counter() - t0
 
 
+def _warm(model: Model, row: Any) -> None:
+    try:
+        model.predict_rows([row])
+    except Exception:  # a row it cannot take: the timed runs will say so
+        pass
+
+
 def compare(current: Model, candidate: Model, rows: Sequence[dict[str, Any]], stats: ShadowStats | None = None) -> ShadowStats:
     """Both models on ``rows`` (one row per call, like live traffic); the statistics."""
     stats = stats if stats is not None else ShadowStats()
+    if rows:  # a session's first run is slow (allocation, kernel choice): keep it out of the timings
+        _warm(current, rows[0])
+        _warm(candidate, rows[0])
     for i, row in enumerate(rows):
         if i % 2:  # alternate who runs first: the second call finds the row's data warm in the caches
             cand, t_cand = _run(candidate, [row])
@@ -207,6 +217,9 @@ class LiveShadow:
                 self._resume_at = time.perf_counter() + spent * (1.0 - self.budget) / self.budget
 
     def _compare(self, rows: list[Any]) -> None:
+        if self._turn == 0:  # first sample: warm both sessions, untimed
+            _warm(self.current, rows[0])
+            _warm(self.candidate, rows[0])
         self._turn += 1
         try:
             if self._turn % 2:  # alternate who runs first, as in compare()

@@ -51,8 +51,8 @@ def test_verdicts_on_error_rate_and_p95_latency() -> None:
     assert slow.verdict(0.9, 2.0, 6.0) is None
     noise = ShadowStats(rows=100, agree=100, inputs=100, current_ms=[0.05] * 100, candidate_ms=[0.3] * 100)
     assert noise.verdict(0.9, 2.0, 1.5) is None  # 6x, but a quarter of a millisecond: not held against it
-    few = ShadowStats(rows=5, agree=5, inputs=5, current_ms=[0.2] * 5, candidate_ms=[5.0] * 5)
-    assert few.verdict(0.9, 2.0, 1.5) is None  # five calls say nothing about a p95
+    few = ShadowStats(rows=40, agree=40, inputs=40, current_ms=[0.2] * 40, candidate_ms=[5.0] * 40)
+    assert few.verdict(0.9, 2.0, 1.5) is None  # forty calls say little about a p95
     assert ShadowStats().verdict(0.9, 2.0, 1.5) is None  # nothing seen: nothing to hold against it
 
 
