@@ -50,28 +50,31 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
-from mlpack_edge.builder import _freeze_inputs, _freeze_spec
+from mlpack_edge.builder import _buildroot, _freeze_inputs, _freeze_spec, _glibc
 from mlpack_edge.errors import PackagingError
 
 __all__ = [
     "ENTRY",
+    "FLOORS",
     "SOURCE_DATE_EPOCH",
     "FrozenRuntime",
     "Reporter",
     "cache_root",
     "frozen_runtime",
     "key_material",
+    "runtime_entries",
     "platform_tag",
     "runtime_key",
     "say",
@@ -106,6 +109,17 @@ _SPEC_NAME = "device"
 _FREEZE_TIMEOUT_S = 1800
 _KEEP_ENTRIES = 3
 _PRUNE_GRACE_S = 3600
+#: ``--floor`` values (see :mod:`mlpack_edge.builder._buildroot`).
+FLOORS = _buildroot.FLOORS
+#: PyInstaller's INFO lines that start a phase worth a progress line (pattern -> what to say).
+_PHASES = (
+    (re.compile(r"Analyzing modules for base_library"), "analysing the standard library"),
+    (re.compile(r"Analyzing /"), "analysing the runtime's imports"),
+    (re.compile(r"Looking for dynamic libraries"), "collecting shared libraries"),
+    (re.compile(r"Building COLLECT "), "writing the installed layout"),
+    (re.compile(r"Building PKG \(CArchive\) \S+-onefile\.pkg$"), "compressing the download (the longest step)"),
+    (re.compile(r"Building EXE from EXE-01\.toc$"), "writing the download"),
+)
 
 
 class Reporter(Protocol):
@@ -119,6 +133,10 @@ class FrozenRuntime:
     key: str
     executable: Path
     reused: bool
+    #: ``linux-x86_64`` style: what the executable runs on.
+    target: str = ""
+    #: Highest ``GLIBC_x.y`` any ELF file of the runtime needs (``None``: none read).
+    glibc_floor: str | None = None
 
     @property
     def size(self) -> int:
@@ -206,17 +224,36 @@ def runtime_key(sources: Mapping[str, bytes], versions: Mapping[str, str] | None
     return hashlib.sha256(canonical_json(key_material(sources, versions)).encode()).hexdigest()[:24]
 
 
+def _pins() -> dict[str, str]:
+    """This machine's versions of what the build root installs: the runtime matches the host's."""
+    versions = _versions()
+    return {d: versions[d] for d in _DISTRIBUTIONS if versions[d] != "absent"}
+
+
 def frozen_runtime(
-    root: Path | None = None, reporter: Reporter | None = None
+    root: Path | None = None, reporter: Reporter | None = None, *, floor: str = "host"
 ) -> FrozenRuntime:
     """The cached runtime for this machine's sources and versions, freezing it if needed.
 
-    A cached entry is reused only while every file it was frozen from is unchanged
+    ``floor`` is ``host`` (freeze with this Python: the executable needs this machine's
+    glibc) or ``glibc-2.31`` (freeze inside a Debian 11 build root, made and cached on
+    first use: see :mod:`mlpack_edge.builder._buildroot`). A cached entry is reused only
+    while every file it was frozen from is unchanged
     (:func:`mlpack_edge.builder._freeze_inputs.stale_reason`); otherwise it is frozen again.
     """
+    if floor not in FLOORS:
+        raise PackagingError(f"unknown floor {floor!r} (expected one of: {', '.join(FLOORS)})")
+    cache = root or cache_root()
     sources = stage_sources()
-    key = runtime_key(sources)
-    base = (root or cache_root()) / "runtime"
+    buildroot = None
+    versions = _versions()
+    if floor != "host":
+        if importlib.util.find_spec("PyInstaller") is None:
+            raise PackagingError("PyInstaller is not installed here: pip install 'mlpack-edge[build]' (or build with --no-executable)")
+        buildroot = _buildroot.build_root(cache, _pins(), reporter, target=platform_tag())
+        versions = {**buildroot.versions, "environment": str(buildroot.path), "floor": floor}
+    key = runtime_key(sources, versions)
+    base = cache / "runtime"
     entry = base / key
     cached = _reuse(entry, key)
     if cached is not None:
@@ -231,13 +268,42 @@ def frozen_runtime(
         cached = _reuse(entry, key, reporter)  # another build may have frozen it while we waited
         if cached is not None:
             return cached
-        say(reporter, "freezing the device runtime (first build with this runtime, cached afterwards)…")
+        where = "" if buildroot is None else f" in the Debian {_buildroot.SUITE} build root"
+        say(reporter, f"freezing the device runtime{where} (first build with this runtime, cached afterwards)…")
         with atomic_directory(entry, replace=True) as tmp:
-            _freeze(sources, tmp, log=base / f"{key}.log")
-            info = {"key": key, "versions": _versions(), "platform": platform_tag()}
+            glibc = _freeze(sources, tmp, log=base / f"{key}.log", reporter=reporter, buildroot=buildroot)
+            info = {"key": key, "versions": versions, "platform": platform_tag(), "floor": floor, "glibc_floor": glibc}
             atomic_write_text(tmp / "key.json", canonical_json(info))
     _prune(base, keep=entry)
-    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False)
+    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False, target=platform_tag(), glibc_floor=glibc)
+
+
+def runtime_entries(cache: Path) -> list[dict[str, Any]]:
+    """The finished runtimes cached under ``cache`` (newest first), for ``mlpack runtime list``."""
+    base = cache / "runtime"
+    rows = []
+    entries = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")] if base.is_dir() else []
+    for entry in sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True):
+        exe = entry / FROZEN_NAME
+        try:
+            info = json.loads((entry / "key.json").read_text(encoding="utf-8"))
+            size = exe.stat().st_size
+        except (OSError, ValueError):
+            continue
+        versions = info.get("versions") or {}
+        rows.append(
+            {
+                "key": entry.name,
+                "target": info.get("platform", "?"),
+                "floor": info.get("floor", "host"),
+                "glibc_floor": info.get("glibc_floor"),
+                "python": str(versions.get("python", "?")).split()[0],
+                "onnxruntime": versions.get("onnxruntime", "?"),
+                "size": size,
+                "path": str(exe),
+            }
+        )
+    return rows
 
 
 def _reuse(entry: Path, key: str, reporter: Reporter | None = None) -> FrozenRuntime | None:
@@ -250,7 +316,13 @@ def _reuse(entry: Path, key: str, reporter: Reporter | None = None) -> FrozenRun
         say(reporter, f"cached device runtime {key} is out of date: {stale}")
         return None
     _touch(entry)
-    return FrozenRuntime(key, executable, reused=True)
+    try:
+        info = json.loads((entry / "key.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    return FrozenRuntime(
+        key, executable, reused=True, target=str(info.get("platform") or platform_tag()), glibc_floor=info.get("glibc_floor")
+    )
 
 
 def _touch(entry: Path) -> None:
@@ -278,15 +350,28 @@ def _prune(base: Path, keep: Path) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
-    """Run PyInstaller on a staged copy of ``sources``; leave the onefile in ``out_dir``."""
+def _freeze(
+    sources: Mapping[str, bytes],
+    out_dir: Path,
+    log: Path,
+    reporter: Reporter | None = None,
+    buildroot: _buildroot.BuildRoot | None = None,
+) -> str | None:
+    """Run PyInstaller on a staged copy of ``sources``; leave the onefile in ``out_dir``.
+
+    With ``buildroot`` PyInstaller runs inside it (the scratch folder lives in the root's
+    ``/tmp`` so both sides see it). Returns the runtime's glibc floor, read from every
+    ELF file it holds.
+    """
     uses = _freeze_spec.excluded_uses(sources)
     if uses:
         raise PackagingError(
             f"the device runtime uses modules the executable leaves out: {', '.join(uses)}"
             " (remove the use, or change EXCLUDES in mlpack/builder/_freeze_spec.py)"
         )
-    with tempfile.TemporaryDirectory(prefix="mlpack-freeze-") as scratch:
+    scratch_parent = None if buildroot is None else buildroot.path / "tmp"
+    inside = (lambda p: str(p)) if buildroot is None else buildroot.inside
+    with tempfile.TemporaryDirectory(prefix="mlpack-freeze-", dir=scratch_parent) as scratch:
         work = Path(scratch)
         stage = work / "stage"
         module, func = ENTRY.split(":")
@@ -298,44 +383,82 @@ def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
         spec.write_text(
             _freeze_spec.render_spec(
                 name=FROZEN_NAME,
-                script=str(script),
-                stage=str(stage),
-                scratch=str(work),
-                inputs=str(inputs),
+                script=inside(script),
+                stage=inside(stage),
+                scratch=inside(work),
+                inputs=inside(inputs),
                 hiddenimports=_modules(sources),
-                datas=_datas(sources, stage),
+                datas=[(inside(Path(src)), dest) for src, dest in _datas(sources, stage)],
             )
         )
-        cmd = [
-            sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-            "--distpath", str(work / "dist"), "--workpath", str(work / "build"), str(spec),
+        argv = [
+            "-m", "PyInstaller", "--noconfirm", "--log-level", "INFO",
+            "--distpath", inside(work / "dist"), "--workpath", inside(work / "build"), inside(spec),
         ]
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_REMOVED} | _ENV_PINNED
-        try:
-            proc = subprocess.run(
-                cmd, cwd=work, env=env, capture_output=True, text=True, timeout=_FREEZE_TIMEOUT_S
-            )
-        except subprocess.TimeoutExpired:
-            raise PackagingError(f"freezing the device runtime took over {_FREEZE_TIMEOUT_S} s; gave up") from None
-        atomic_write_text(log, proc.stdout + proc.stderr)
+        if buildroot is None:
+            cmd = [sys.executable, *argv]
+            env: dict[str, str] | None = {k: v for k, v in os.environ.items() if k not in _ENV_REMOVED} | _ENV_PINNED
+        else:
+            cmd = buildroot.command([buildroot.python, *argv], cwd=inside(work), env=_ENV_PINNED)
+            env = None
+        returncode, output = _run_pyinstaller(cmd, work, env, reporter)
+        atomic_write_text(log, output)
         built = work / "dist" / f"{FROZEN_NAME}-onefile"
-        if proc.returncode != 0 or not built.is_file():
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        if returncode != 0 or not built.is_file():
+            lines = [ln for ln in output.splitlines() if ln.strip()]
             last = lines[-1].strip() if lines else "no output"
             raise PackagingError(
-                f"freezing the device runtime failed (PyInstaller exit {proc.returncode}): {last}; full log: {log}"
+                f"freezing the device runtime failed (PyInstaller exit {returncode}): {last}; full log: {log}"
             )
         shutil.copyfile(built, out_dir / FROZEN_NAME)
         os.chmod(out_dir / FROZEN_NAME, 0o755)
-        _record(inputs, work / "build" / _SPEC_NAME / f"warn-{_SPEC_NAME}.txt", out_dir)
+        outside = None if buildroot is None else buildroot.outside
+        _record(inputs, work / "build" / _SPEC_NAME / f"warn-{_SPEC_NAME}.txt", out_dir, outside)
+        onedir = work / "dist" / FROZEN_NAME
+        return _glibc.glibc_floor([built, *(p for p in sorted(onedir.rglob("*")) if p.is_file() and not p.is_symlink())])
 
 
-def _record(inputs: Path, warnings: Path, out_dir: Path) -> None:
-    """Write the entry's input record from the spec's file list and PyInstaller's warn file."""
+def _run_pyinstaller(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None, reporter: Reporter | None
+) -> tuple[int, str]:
+    """Run PyInstaller, turning its phase lines into progress lines; its exit code and whole output.
+
+    A freeze takes from 15 s to minutes and printed nothing meanwhile: each phase of
+    :data:`_PHASES` is reported once, with the seconds elapsed.
+    """
+    started = time.monotonic()
+    seen: set[str] = set()
+    lines: list[str] = []
+    deadline = started + _FREEZE_TIMEOUT_S
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, errors="replace",
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            message = line.rstrip("\n").split("INFO: ", 1)[-1]
+            for pattern, what in _PHASES:
+                if pattern.match(message) and what not in seen:
+                    seen.add(what)
+                    say(reporter, f"  freezing: {what} ({time.monotonic() - started:.0f} s)")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise PackagingError(f"freezing the device runtime took over {_FREEZE_TIMEOUT_S} s; gave up")
+        returncode = proc.wait()
+    return returncode, "".join(lines)
+
+
+def _record(inputs: Path, warnings: Path, out_dir: Path, outside: Callable[[str], str] | None = None) -> None:
+    """Write the entry's input record from the spec's file list and PyInstaller's warn file.
+
+    ``outside`` maps a path the build root's PyInstaller saw to the host's path of that file.
+    """
     try:
-        record = _freeze_inputs.record_inputs(
-            json.loads(inputs.read_text(encoding="utf-8")), warnings.read_text(encoding="utf-8")
-        )
+        files = json.loads(inputs.read_text(encoding="utf-8"))
+        if outside is not None:
+            files = [outside(f) for f in files]
+        record = _freeze_inputs.record_inputs(files, warnings.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PackagingError(f"cannot record what the device runtime was frozen from: {exc}") from None
     atomic_write_text(out_dir / _freeze_inputs.INPUTS_NAME, canonical_json(record))

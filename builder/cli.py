@@ -49,6 +49,15 @@ __all__ = ["build", "keys"]
     type=click.Path(path_type=Path, dir_okay=False),
     help="Bring your own ONNX model (in place of the spec's [estimator]; same as [model] onnx = FILE).",
 )
+@click.option(
+    "--floor",
+    type=click.Choice(["host", "glibc-2.31"]),
+    default="host",
+    show_default=True,
+    help="Where the device runtime is frozen: with this machine's Python (needs this machine's glibc), "
+    "or in a Debian 11 build root so the executable runs on glibc 2.31 and newer (needs root and mmdebstrap; "
+    "minutes the first time, cached).",
+)
 def build(
     spec: Path,
     out_dir: Path | None,
@@ -57,6 +66,7 @@ def build(
     quiet: bool,
     sign_key: Path | None,
     onnx_file: Path | None,
+    floor: str,
 ) -> None:
     """Train, gate, convert and bundle the model described by SPEC.
 
@@ -77,7 +87,7 @@ def build(
         click.echo(f"mlpack build {spec}", err=True)
     try:
         result = pipeline.build(
-            spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key, onnx=onnx_file
+            spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key, onnx=onnx_file, floor=floor
         )
     except MlpackError as exc:
         if as_json:

@@ -44,12 +44,16 @@ def build_executable(
     *,
     cache_dir: Path | None = None,
     check: bool = True,
+    floor: str = "host",
 ) -> Path:
     """Write the device executable for the bundle in ``bundle_dir`` into ``dist_dir``.
 
     ``reporter`` is anything with ``info(str)`` (or ``None``). ``cache_dir`` overrides
     the runtime cache (default :func:`mlpack_edge.builder._freeze.cache_root`). With ``check``
-    the finished file runs ``verify`` on itself before it is published.
+    the finished file runs ``verify`` on itself before it is published. ``floor``
+    (``host`` or ``glibc-2.31``) chooses where the runtime is frozen
+    (:func:`mlpack_edge.builder._freeze.frozen_runtime`); the target and the glibc floor
+    read from the runtime's ELF files are recorded in the trailer (``mlpack inspect``).
     """
     bundle_dir, dist_dir = Path(bundle_dir), Path(dist_dir).absolute()
     try:
@@ -62,10 +66,15 @@ def build_executable(
         raise PackagingError(f"cannot package bundle: {exc}") from None
     except OSError as exc:
         raise PackagingError(f"cannot package bundle {bundle_dir}: {exc.strerror or exc}") from None
-    runtime = frozen_runtime(cache_dir, reporter)
+    runtime = frozen_runtime(cache_dir, reporter, floor=floor)
     if runtime.reused:
         say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
-    data = append_bundle(runtime.executable.read_bytes(), files)
+    if runtime.glibc_floor:
+        say(reporter, f"the device executable needs glibc {runtime.glibc_floor} or newer")
+    facts = {"target": runtime.target or platform_tag()}
+    if runtime.glibc_floor:
+        facts["glibc_floor"] = runtime.glibc_floor
+    data = append_bundle(runtime.executable.read_bytes(), files, facts)
     out = dist_dir / executable_name(manifest.name, manifest.version)
     try:
         if check:

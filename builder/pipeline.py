@@ -113,11 +113,13 @@ def build(
     reporter: Reporter | None = None,
     sign_key: str | Path | None = None,
     onnx: str | Path | None = None,
+    floor: str = "host",
 ) -> BuildResult:
     """Build the bundle ``<out_dir>/<name>-<version>/`` (and the device executable) from a spec.
 
     ``out_dir`` defaults to ``./dist``; ``onnx`` (``--onnx``) is a bring-your-own ONNX model
-    in place of ``[estimator]`` (:mod:`mlpack_edge.builder.byo`). Raises an
+    in place of ``[estimator]`` (:mod:`mlpack_edge.builder.byo`); ``floor`` (``host`` or
+    ``glibc-2.31``) is where the device runtime is frozen (:mod:`mlpack_edge.builder._buildroot`). Raises an
     :class:`~mlpack_edge.errors.MlpackError` subclass for every expected failure; nothing
     is written to ``out_dir`` then.
     """
@@ -180,7 +182,7 @@ def build(
     }
     exe = None
     if executable:
-        exe = _with_executable(timer, rep, target, files, manifest, sign)
+        exe = _with_executable(timer, rep, target, files, manifest, sign, floor)
     with timer.stage("bundle") as st:
         _check_target(target)
         replaced = target.exists()
@@ -310,7 +312,13 @@ def _opset(converted: Converted) -> str:
 
 
 def _with_executable(
-    timer: _Timer, rep: Reporter, target: Path, files: dict[str, bytes], manifest: dict[str, Any], sign: Signer | None
+    timer: _Timer,
+    rep: Reporter,
+    target: Path,
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+    sign: Signer | None,
+    floor: str = "host",
 ) -> Path:
     """Freeze the executable from a staged copy of the bundle, next to where it will live."""
     try:
@@ -323,7 +331,7 @@ def _with_executable(
         with timer.stage("executable") as st:
             from mlpack_edge.builder.executable import build_executable
 
-            exe = build_executable(staged, target.parent, rep)
+            exe = build_executable(staged, target.parent, rep, floor=floor)
             st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
         return exe
     finally:
