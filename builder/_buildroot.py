@@ -47,7 +47,7 @@ from typing import Protocol
 from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
 from mlpack_edge.errors import PackagingError
 
-__all__ = ["FLOORS", "SUITE", "BuildRoot", "build_root", "root_problem"]
+__all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "root_problem"]
 
 #: Debian release of the root and the glibc it ships.
 SUITE = "bullseye"
@@ -81,6 +81,10 @@ make altinstall > ../install.log 2>&1
 cd .. && rm -rf build
 """
 _ARCH = {"linux-x86_64": "amd64", "linux-aarch64": "arm64"}
+#: Targets a runtime can be frozen for (a foreign one under qemu-user, see :func:`root_problem`).
+TARGETS = tuple(sorted(_ARCH))
+#: qemu-user's binfmt_misc entry for each foreign architecture (Debian's qemu-user-static).
+_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ROOT_TIMEOUT_S = 1800
 _COMPILE_TIMEOUT_S = 5400
@@ -96,14 +100,38 @@ def _say(reporter: Reporter | None, message: str) -> None:
         reporter.info(message)
 
 
-def root_problem() -> str | None:
-    """Why a build root cannot be made or used here (one line naming the fix), or ``None``."""
+def root_problem(target: str | None = None, binfmt: Path = Path("/proc/sys/fs/binfmt_misc")) -> str | None:
+    """Why a build root for ``target`` cannot be made or used here (one line naming the fix), or ``None``.
+
+    A foreign target's programs run through qemu-user registered with ``binfmt_misc``
+    with the F flag (the interpreter is opened at registration, so it works inside a chroot).
+    """
     if os.geteuid() != 0:
         return "a build root needs root (chroot): run as root, or freeze with --floor host"
     for tool, package in (("mmdebstrap", "mmdebstrap"), ("unshare", "util-linux"), ("chroot", "coreutils")):
         if shutil.which(tool) is None:
             return f"{tool} is not installed: apt-get install {package}"
+    arch = _ARCH.get(target or _host_target())
+    if arch is None or target is None or target == _host_target():
+        return None
+    entry = binfmt / _BINFMT[arch]
+    try:
+        text = entry.read_text()
+    except OSError:
+        return (
+            f"{target} programs cannot run here: no {_BINFMT[arch]} binfmt_misc entry"
+            f" (apt-get install qemu-user-static binfmt-support; mount -t binfmt_misc binfmt_misc {binfmt})"
+        )
+    flags = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags:")), "")
+    if not text.startswith("enabled") or "F" not in flags:
+        return f"{entry} is disabled or lacks the F flag (update-binfmts --enable {_BINFMT[arch]}; Debian's qemu-user-static sets F)"
     return None
+
+
+def _host_target() -> str:
+    import platform
+
+    return f"{platform.system().lower()}-{platform.machine().lower()}"
 
 
 @dataclass(frozen=True)
@@ -156,7 +184,7 @@ def build_root(
     a finished root is reused as it is. Raises :class:`PackagingError` naming the step
     and its log when a step fails.
     """
-    problem = root_problem()
+    problem = root_problem(target)
     if problem is not None:
         raise PackagingError(problem)
     arch = _ARCH.get(target)

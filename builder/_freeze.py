@@ -68,6 +68,7 @@ from mlpack_edge.errors import PackagingError
 __all__ = [
     "ENTRY",
     "FLOORS",
+    "TARGETS",
     "SOURCE_DATE_EPOCH",
     "FrozenRuntime",
     "Reporter",
@@ -111,6 +112,8 @@ _KEEP_ENTRIES = 3
 _PRUNE_GRACE_S = 3600
 #: ``--floor`` values (see :mod:`mlpack_edge.builder._buildroot`).
 FLOORS = _buildroot.FLOORS
+#: ``--target`` values: the host's, and any other a build root can be made for under qemu.
+TARGETS = _buildroot.TARGETS
 #: PyInstaller's INFO lines that start a phase worth a progress line (pattern -> what to say).
 _PHASES = (
     (re.compile(r"Analyzing modules for base_library"), "analysing the standard library"),
@@ -206,7 +209,9 @@ def _recipe() -> str:
     return h.hexdigest()
 
 
-def key_material(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> dict[str, Any]:
+def key_material(
+    sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None, target: str | None = None
+) -> dict[str, Any]:
     """What the cache key is a digest of: each staged file's sha256, versions, platform, recipe.
 
     Public so that a caller whose build froze where it expected a reuse can say what changed.
@@ -214,14 +219,16 @@ def key_material(sources: Mapping[str, bytes], versions: Mapping[str, str] | Non
     return {
         "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(sources.items())},
         "versions": dict(versions if versions is not None else _versions()),
-        "platform": platform_tag(),
+        "platform": target or platform_tag(),
         "recipe": _recipe(),
     }
 
 
-def runtime_key(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> str:
+def runtime_key(
+    sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None, target: str | None = None
+) -> str:
     """Cache key: sha256 over :func:`key_material`."""
-    return hashlib.sha256(canonical_json(key_material(sources, versions)).encode()).hexdigest()[:24]
+    return hashlib.sha256(canonical_json(key_material(sources, versions, target)).encode()).hexdigest()[:24]
 
 
 def _pins() -> dict[str, str]:
@@ -231,18 +238,25 @@ def _pins() -> dict[str, str]:
 
 
 def frozen_runtime(
-    root: Path | None = None, reporter: Reporter | None = None, *, floor: str = "host"
+    root: Path | None = None, reporter: Reporter | None = None, *, floor: str = "host", target: str | None = None
 ) -> FrozenRuntime:
     """The cached runtime for this machine's sources and versions, freezing it if needed.
 
     ``floor`` is ``host`` (freeze with this Python: the executable needs this machine's
     glibc) or ``glibc-2.31`` (freeze inside a Debian 11 build root, made and cached on
-    first use: see :mod:`mlpack_edge.builder._buildroot`). A cached entry is reused only
+    first use: see :mod:`mlpack_edge.builder._buildroot`). ``target`` (default: this
+    machine's) other than this machine's is always frozen in its build root, under qemu.
+    A cached entry is reused only
     while every file it was frozen from is unchanged
     (:func:`mlpack_edge.builder._freeze_inputs.stale_reason`); otherwise it is frozen again.
     """
     if floor not in FLOORS:
         raise PackagingError(f"unknown floor {floor!r} (expected one of: {', '.join(FLOORS)})")
+    target = target or platform_tag()
+    if target not in TARGETS:
+        raise PackagingError(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")
+    if target != platform_tag():
+        floor = FLOORS[1]  # a foreign runtime can only come from its build root
     cache = root or cache_root()
     sources = stage_sources()
     buildroot = None
@@ -250,9 +264,9 @@ def frozen_runtime(
     if floor != "host":
         if importlib.util.find_spec("PyInstaller") is None:
             raise PackagingError("PyInstaller is not installed here: pip install 'mlpack-edge[build]' (or build with --no-executable)")
-        buildroot = _buildroot.build_root(cache, _pins(), reporter, target=platform_tag())
+        buildroot = _buildroot.build_root(cache, _pins(), reporter, target=target)
         versions = {**buildroot.versions, "environment": str(buildroot.path), "floor": floor}
-    key = runtime_key(sources, versions)
+    key = runtime_key(sources, versions, target)
     base = cache / "runtime"
     entry = base / key
     cached = _reuse(entry, key)
@@ -268,14 +282,16 @@ def frozen_runtime(
         cached = _reuse(entry, key, reporter)  # another build may have frozen it while we waited
         if cached is not None:
             return cached
-        where = "" if buildroot is None else f" in the Debian {_buildroot.SUITE} build root"
+        where = "" if buildroot is None else f" for {target} in the Debian {_buildroot.SUITE} build root"
+        if buildroot is not None and target != platform_tag():
+            where += " (emulated by qemu: several minutes)"
         say(reporter, f"freezing the device runtime{where} (first build with this runtime, cached afterwards)…")
         with atomic_directory(entry, replace=True) as tmp:
             glibc = _freeze(sources, tmp, log=base / f"{key}.log", reporter=reporter, buildroot=buildroot)
-            info = {"key": key, "versions": versions, "platform": platform_tag(), "floor": floor, "glibc_floor": glibc}
+            info = {"key": key, "versions": versions, "platform": target, "floor": floor, "glibc_floor": glibc}
             atomic_write_text(tmp / "key.json", canonical_json(info))
     _prune(base, keep=entry)
-    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False, target=platform_tag(), glibc_floor=glibc)
+    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False, target=target, glibc_floor=glibc)
 
 
 def runtime_entries(cache: Path) -> list[dict[str, Any]]:

@@ -38,13 +38,18 @@ def runtime_cli() -> None:
     show_default=True,
     help="host: freeze with this Python; glibc-2.31: freeze in a Debian 11 build root (root, mmdebstrap).",
 )
+@click.option(
+    "--target",
+    type=click.Choice(["linux-x86_64", "linux-aarch64"]),
+    help="Device platform [default: this machine's]; another architecture is frozen in its build root under qemu.",
+)
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help="[default: $MLPACK_CACHE_DIR or ~/.cache/mlpack]")
-def freeze(floor: str, cache_dir: Path | None) -> None:
+def freeze(floor: str, target: str | None, cache_dir: Path | None) -> None:
     """Freeze the device runtime now (progress on stderr), or confirm the cached one is current."""
     from mlpack_edge.builder._freeze import frozen_runtime
 
     try:
-        runtime = frozen_runtime(cache_dir, _Stderr(), floor=floor)
+        runtime = frozen_runtime(cache_dir, _Stderr(), floor=floor, target=target)
     except MlpackError as exc:
         raise fail(exc) from None
     state = "cached" if runtime.reused else "frozen"

@@ -166,3 +166,35 @@ def test_install_and_serve_in_debian_11(old_root: OldRoot) -> None:
             server.kill()
             server.wait()
         shutil.rmtree(old_root.path / prefix.lstrip("/"), ignore_errors=True)
+
+
+def test_a_host_frozen_executable_does_not_start_there(old_root: OldRoot, tmp_path: Path) -> None:
+    """The Debian 11 root tells the floors apart: on a newer host, the default (host) freeze fails in it."""
+    from mlpack_edge.builder import RecordingReporter, build
+
+    result = build(spec_copy(tmp_path, "1.0.0", 0.5), tmp_path / "dist", reporter=RecordingReporter())
+    assert result.executable is not None
+    floor = inspect_path(result.executable).executable.glibc_floor  # type: ignore[union-attr]
+    assert floor is not None
+    if version_key(floor) <= version_key(GLIBC):
+        pytest.skip(f"this machine's runtime needs only glibc {floor}: it would start in Debian 11 too")
+    target = old_root.path / old_root.exe_inside.lstrip("/")
+    host_exe = target.with_name("host-" + target.name)
+    shutil.copy2(result.executable, host_exe)
+    proc = _in_root(old_root.path, old_root.exe_inside.replace(target.name, host_exe.name), "info")
+    assert proc.returncode != 0
+    assert "GLIBC_" in proc.stderr and "not found" in proc.stderr, proc.stderr
+
+
+def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tmp_path: Path) -> None:
+    from mlpack_edge.builder import _buildroot, _freeze
+
+    cache = _cache()
+    cached = _freeze.frozen_runtime(cache, floor=f"glibc-{GLIBC}")
+    assert cached.reused
+    root = _buildroot.build_root(cache, _freeze._pins())
+    out = tmp_path / "again"
+    out.mkdir()
+    floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root)
+    assert floor == cached.glibc_floor
+    assert (out / _freeze.FROZEN_NAME).read_bytes() == cached.executable.read_bytes()
