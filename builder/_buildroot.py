@@ -58,7 +58,7 @@ MIRROR = "http://deb.debian.org/debian"
 #: What CPython's build needs beyond minbase (no Tk, no gdbm, no test modules).
 PACKAGES = (
     "gcc", "make", "libc6-dev", "binutils", "libssl-dev", "zlib1g-dev", "libffi-dev",
-    "libsqlite3-dev", "libbz2-dev", "liblzma-dev", "libreadline-dev", "ca-certificates",
+    "libsqlite3-dev", "libbz2-dev", "liblzma-dev", "libreadline-dev",
 )
 PYTHON_VERSION = "3.11.2"
 PYTHON_URL = f"{MIRROR}/pool/main/p/python3.11/python3.11_{PYTHON_VERSION}.orig.tar.gz"

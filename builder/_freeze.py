@@ -76,6 +76,8 @@ __all__ = [
     "frozen_runtime",
     "key_material",
     "runtime_entries",
+    "import_expectations",
+    "sources_digest",
     "platform_tag",
     "runtime_key",
     "say",
@@ -209,6 +211,12 @@ def _recipe() -> str:
     return h.hexdigest()
 
 
+def sources_digest(sources: Mapping[str, bytes]) -> str:
+    """One sha256 over the staged device-side sources: an imported runtime must carry today's."""
+    files = {p: hashlib.sha256(b).hexdigest() for p, b in sorted(sources.items())}
+    return hashlib.sha256(canonical_json(files).encode()).hexdigest()
+
+
 def key_material(
     sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None, target: str | None = None
 ) -> dict[str, Any]:
@@ -259,6 +267,8 @@ def frozen_runtime(
         floor = FLOORS[1]  # a foreign runtime can only come from its build root
     cache = root or cache_root()
     sources = stage_sources()
+    if target != platform_tag() and _buildroot.root_problem(target) is not None:
+        return _imported(cache, target, sources, str(_buildroot.root_problem(target)))
     buildroot = None
     versions = _versions()
     if floor != "host":
@@ -292,6 +302,35 @@ def frozen_runtime(
             atomic_write_text(tmp / "key.json", canonical_json(info))
     _prune(base, keep=entry)
     return FrozenRuntime(key, entry / FROZEN_NAME, reused=False, target=target, glibc_floor=glibc)
+
+
+def import_expectations(sources: Mapping[str, bytes] | None = None) -> dict[str, str]:
+    """What a runtime frozen elsewhere must match to serve models built here."""
+    return {
+        "sources": sources_digest(sources if sources is not None else stage_sources()),
+        "python": "%d.%d" % sys.version_info[:2],
+        "onnxruntime": _versions()["onnxruntime"],
+    }
+
+
+def _imported(cache: Path, target: str, sources: Mapping[str, bytes], problem: str) -> FrozenRuntime:
+    """The newest imported runtime for ``target`` that fits today's sources and versions, or a one-line error."""
+    from mlpack_edge.builder._runtime_import import imported_runtimes
+
+    expected = import_expectations(sources)
+    for exe, info in imported_runtimes(cache, target):
+        versions = info.get("versions") or {}
+        got_python = ".".join(str(versions.get("python", "")).split(".")[:2])
+        if (versions.get("sources"), got_python, versions.get("onnxruntime")) == (
+            expected["sources"], expected["python"], expected["onnxruntime"]
+        ):
+            _touch(exe.parent)
+            return FrozenRuntime(str(info["key"]), exe, reused=True, target=target, glibc_floor=info.get("glibc_floor"))
+    raise PackagingError(
+        f"no {target} runtime for this mlpack-edge in the cache, and none can be frozen here ({problem});"
+        f" make one with `mlpack runtime freeze --target {target}` where that works, or run `mlpack runtime freeze`"
+        f" on a {target} device and `mlpack runtime import FILE --target {target}` here"
+    )
 
 
 def runtime_entries(cache: Path) -> list[dict[str, Any]]:
@@ -354,7 +393,7 @@ def _prune(base: Path, keep: Path) -> None:
     reading one right now).
     """
     entries = sorted(
-        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep),
+        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "imported-")) and p != keep),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
@@ -405,6 +444,7 @@ def _freeze(
                 inputs=inside(inputs),
                 hiddenimports=_modules(sources),
                 datas=[(inside(Path(src)), dest) for src, dest in _datas(sources, stage)],
+                sources=sources_digest(sources),
             )
         )
         argv = [

@@ -13,12 +13,13 @@ onefile executable (an ELF launcher followed by a large archive) costs a few rea
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["glibc_floor", "glibc_needs", "version_key"]
+__all__ = ["glibc_floor", "glibc_needs", "needs_of_bytes", "version_key"]
 
 _SHT_GNU_VERNEED = 0x6FFFFFFE
 _GLIBC = re.compile(rb"^GLIBC_(\d+(?:\.\d+)+)$")
@@ -39,6 +40,14 @@ def glibc_needs(path: Path) -> set[str]:
         with open(path, "rb") as fh:
             return _needs(fh)
     except (OSError, struct.error, ValueError, IndexError):
+        return set()
+
+
+def needs_of_bytes(data: bytes) -> set[str]:
+    """:func:`glibc_needs` of an ELF file held in memory (a member of a frozen archive)."""
+    try:
+        return _needs(io.BytesIO(data))
+    except (struct.error, ValueError, IndexError):
         return set()
 
 

@@ -59,6 +59,26 @@ def freeze(floor: str, target: str | None, cache_dir: Path | None) -> None:
     )
 
 
+@runtime_cli.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--target", required=True, type=click.Choice(["linux-x86_64", "linux-aarch64"]), help="The device platform it was frozen on.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help="[default: $MLPACK_CACHE_DIR or ~/.cache/mlpack]")
+def import_command(file: Path, target: str, cache_dir: Path | None) -> None:
+    """Add a runtime frozen on a device (`mlpack runtime freeze` there) to the cache, for --target builds."""
+    from mlpack_edge.builder._freeze import cache_root, import_expectations
+    from mlpack_edge.builder._runtime_import import check_runtime_file, store_imported
+
+    try:
+        facts = check_runtime_file(file, target, import_expectations())
+        exe = store_imported(file, target, facts, cache_dir or cache_root())
+    except MlpackError as exc:
+        raise fail(exc) from None
+    click.echo(
+        f"imported {exe.parent.name}: {target}, glibc {facts.get('glibc_floor') or '?'} or newer,"
+        f" Python {facts.get('python')}, onnxruntime {facts.get('onnxruntime')}"
+    )
+
+
 @runtime_cli.command("list")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), help="[default: $MLPACK_CACHE_DIR or ~/.cache/mlpack]")
 @click.option("--json", "as_json", is_flag=True, help="One JSON list on stdout.")

@@ -198,3 +198,25 @@ def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tm
     floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root)
     assert floor == cached.glibc_floor
     assert (out / _freeze.FROZEN_NAME).read_bytes() == cached.executable.read_bytes()
+
+
+def test_a_runtime_frozen_elsewhere_imports_and_serves_builds(old_root: OldRoot, tmp_path: Path) -> None:
+    """The build-root runtime stands in for one frozen on a device: imported, found, same floor; a cut copy is refused."""
+    from click.testing import CliRunner
+
+    from mlpack_edge.builder import _freeze
+    from mlpack_edge.cli import main
+
+    cached = _freeze.frozen_runtime(_cache(), floor=f"glibc-{GLIBC}")
+    fresh = tmp_path / "cache"
+    argv = ["runtime", "import", str(cached.executable), "--target", "linux-x86_64", "--cache-dir", str(fresh)]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    assert f"glibc {cached.glibc_floor} or newer" in result.stdout
+    found = _freeze._imported(fresh, "linux-x86_64", _freeze.stage_sources(), "(test)")
+    assert found.glibc_floor == cached.glibc_floor
+    assert found.executable.read_bytes() == cached.executable.read_bytes()
+    cut = tmp_path / "cut"
+    cut.write_bytes(cached.executable.read_bytes()[:-4096])
+    result = CliRunner().invoke(main, [*argv[:2], str(cut), *argv[3:]])
+    assert result.exit_code == 1 and "not a frozen mlpack runtime, or damaged" in result.stderr
