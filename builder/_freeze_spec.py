@@ -226,7 +226,7 @@ def _write_facts(path):
     import platform
     import sys
 
-    facts = {"python": "%d.%d.%d" % sys.version_info[:3], "machine": platform.machine(), "sources": _P["sources"]}
+    facts = dict(python="%d.%d.%d" % sys.version_info[:3], machine=platform.machine(), sources=_P["sources"])
     for dist in ("numpy", "onnxruntime"):
         facts[dist] = importlib.metadata.version(dist)
     with open(path, "w", encoding="utf-8") as fh:

@@ -49,3 +49,18 @@ def test_a_build_for_a_target_with_no_runtime_names_both_commands(tmp_path: Path
     assert f"mlpack runtime freeze --target {OTHER}" in message
     assert f"mlpack runtime import FILE --target {OTHER}" in message
     assert "no qemu-aarch64 binfmt_misc entry" in message and "\n" not in message
+
+
+def test_the_spec_writes_the_facts_file_into_the_runtime(tmp_path: Path) -> None:
+    """The rendered spec is valid Python whose facts writer records the versions an import checks."""
+    import json
+
+    from mlpack_edge.builder._freeze_spec import FACTS_NAME, render_spec
+
+    text = render_spec(name="n", script="s", stage="st", scratch=str(tmp_path), inputs="i", hiddenimports=[], sources="abc")
+    compile(text, "device.spec", "exec")
+    head = text.split("\na = Analysis(", 1)[0]  # everything before PyInstaller's own classes are used
+    exec(compile(head, "device.spec", "exec"), {})
+    facts = json.loads((tmp_path / FACTS_NAME).read_text())
+    assert facts["sources"] == "abc" and facts["python"].startswith("3.")
+    assert set(facts) == {"python", "machine", "sources", "numpy", "onnxruntime"}
