@@ -272,7 +272,7 @@ class Series(_Reply):
 
 class Alert(_Reply):
     severity: Literal["critical", "warning"]
-    kind: str = Field(description="drift, error_rate, silent, dropped or replay_conflict")
+    kind: str = Field(description="drift, error_rate, silent, dropped, replay_conflict or production_gate")
     model: str | None
     device: str | None
     feature: str | None
@@ -293,11 +293,27 @@ class DevicesReply(_Reply):
     devices: list[DeviceRow]
 
 
+class ProductionKpis(_Reply):
+    """Production KPIs of one model version from ground-truth labels (see the README's
+    *Production KPIs and feedback*): ``kpi`` fleet-wide, ``devices`` per device, ``series`` per bucket."""
+
+    model: dict[str, str] = Field(description="hash, name, version")
+    kpi: dict[str, Any] = Field(
+        description="feedback counts (labels, matched, unmatched, late, duplicate, unknown_label), labelled, "
+        "accuracy, per_class {precision, recall, f1, support, predicted, tp}, macro {precision, recall, f1}, "
+        "confusion and classes (classifiers) or mae, rmse, bias (regression), min_labels, and gates "
+        "[{gate, metric, measured_as, op, threshold, build, production, n, interval, status, certain}]"
+    )
+    devices: dict[str, dict[str, Any]] = Field(description="The same per device on this version.")
+    series: list[dict[str, Any]] = Field(description="Per chart bucket: t, labels, labelled, and each gate's value.")
+
+
 class DeviceDetail(_Reply):
     device: DeviceRow
     range: TimeRange
     models: list[Series]
     audit: list[AuditEvent]
+    production: list[ProductionKpis] = Field(default_factory=list)
 
 
 class KnownModel(_Reply):
@@ -316,6 +332,7 @@ class ModelDetail(_Reply):
     series: Series
     devices: list[DeviceRow]
     profile: dict[str, Any] = Field(description="The reference profile (mlpack.profile/1).")
+    production: list[ProductionKpis] = Field(default_factory=list)
 
 
 class FleetReply(_Reply):
@@ -325,6 +342,7 @@ class FleetReply(_Reply):
     models: list[Series]
     devices: list[DeviceRow]
     status_counts: dict[str, int]
+    production: list[ProductionKpis] = Field(default_factory=list)
     alerts: list[Alert]
 
 

@@ -15,7 +15,7 @@ from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
+__all__ = ["export_samples", "add_device", "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
            "model_from_bundle"]
 
 
@@ -104,11 +104,70 @@ def model_from_bundle(bundle_dir: str | Path) -> ModelInfo:
         raise BundleError(str(exc)) from None
 
 
-def add_model(db_url: str, bundle_dir: str | Path) -> tuple[ModelInfo, bool]:
-    """Teach the collector a model before any device uploads it; ``(model, newly_added)``."""
-    model = model_from_bundle(bundle_dir)
+def export_samples(db_url: str, model_ref: str, out: str | Path, include_unlabelled: bool = False) -> tuple[ModelInfo, int]:
+    """Write ``model_ref``'s captured rows as a CSV in the training data's columns (features in the
+    profile's order, then the target column); returns the model and the row count.
+
+    ``model_ref``: a content hash (or a unique prefix of at least 8 characters) or ``NAME:VERSION``.
+    Only labelled rows unless ``include_unlabelled`` (their target cell is empty). A feature left
+    out by the device's ``capture_exclude`` is an empty column. Written atomically.
+    """
+    import csv
+    import io
+
+    from mlpack_edge._fs import atomic_write_text
+
     storage = open_storage(db_url)
     try:
-        return model, storage.add_model(model, time.time())
+        model = _find_model(storage.models(), model_ref)
+        target = (storage.model_kpis().get(model.hash) or {}).get("target") or "label"
+        rows = storage.samples(model.hash, labelled_only=not include_unlabelled)
+    finally:
+        storage.close()
+    names = [f["name"] for f in model.profile.get("features") or []]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*names, target])
+    for _device, _t, row, _output, label in rows:
+        w.writerow([_cell(row.get(n)) for n in names] + [_cell(label)])
+    atomic_write_text(out, buf.getvalue())
+    return model, len(rows)
+
+
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _find_model(models: list[ModelInfo], ref: str) -> ModelInfo:
+    if ":" in ref:
+        name, _, version = ref.partition(":")
+        found = [m for m in models if m.name == name and m.version == version]
+    elif len(ref) >= 8:
+        found = [m for m in models if m.hash.startswith(ref.lower())]
+    else:
+        raise CollectorError(f"model {ref!r}: give a content hash (at least 8 characters) or NAME:VERSION")
+    if len(found) != 1:
+        known = ", ".join(f"{m.name}:{m.version}" for m in models[:8]) or "none"
+        raise CollectorError(f"model {ref!r}: {'no' if not found else 'more than one'} such model (known: {known})")
+    return found[0]
+
+
+def add_model(db_url: str, bundle_dir: str | Path) -> tuple[ModelInfo, bool]:
+    """Teach the collector a model before any device uploads it; ``(model, newly_added)``."""
+    from mlpack_edge.monitor_agent.kpi import kpi_reference
+    from mlpack_edge.runtime.manifest import read_manifest
+
+    model = model_from_bundle(bundle_dir)
+    kpi = kpi_reference(read_manifest(Path(bundle_dir)).data)
+    storage = open_storage(db_url)
+    try:
+        added = storage.add_model(model, time.time())
+        if kpi is not None:
+            storage.set_model_kpi(model.hash, kpi)
+        return model, added
     finally:
         storage.close()

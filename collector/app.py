@@ -227,7 +227,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     def overview(r: queries.TimeRange) -> dict[str, Any]:
         return queries.fleet_overview(
             storage, r, config.clock(), config.silent_after,
-            config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests,
+            config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests, config.kpi_min_labels,
         )
 
     metrics = Metrics(lambda: overview(queries.time_range(None, None, config.clock(), 24.0)), lambda: writer.pending)
@@ -339,7 +339,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     @app.get("/api/v1/devices/{name}", tags=["fleet"], summary="One device: series per model, drift, audit",
              response_model=api.DeviceDetail, responses=_not_found("device"))
     def api_device(name: _DeviceName, sp: Span) -> dict[str, Any]:
-        data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after)
+        data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after, config.kpi_min_labels)
         if data is None:
             raise Rejected(404, f"device {name!r} is not registered")
         return data
@@ -357,7 +357,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     @app.get("/api/v1/models/{content_hash}", tags=["fleet"], summary="One model version: series, drift, devices",
              response_model=api.ModelDetail, responses=_not_found("model"))
     def api_model(content_hash: _ModelHash, sp: Span) -> dict[str, Any]:
-        data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after)
+        data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after, config.kpi_min_labels)
         if data is None:
             raise Rejected(404, f"model {content_hash!r} is not known")
         return data
@@ -367,7 +367,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     def api_fleet(sp: Span) -> dict[str, Any]:
         return overview(sp.range)
 
-    @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows",
+    @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows, production gate breaches",
              response_model=api.AlertsReply, responses=_INVALID)
     def api_alerts(sp: Span) -> dict[str, Any]:
         data = overview(sp.range)
@@ -385,7 +385,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     def device_html(
         name: str, sp: Span
     ) -> HTMLResponse:
-        data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after)
+        data = queries.device_detail(storage, name, sp.range, config.clock(), config.silent_after, config.kpi_min_labels)
         if data is None:
             return HTMLResponse(page.not_found_page(f"No device named {name!r}."), status_code=404)
         return HTMLResponse(page.device_page(data, sp.hours))
@@ -394,7 +394,7 @@ def create_app(storage: Storage, config: CollectorConfig) -> FastAPI:
     def model_html(
         content_hash: str, sp: Span
     ) -> HTMLResponse:
-        data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after)
+        data = queries.model_detail(storage, content_hash, sp.range, config.clock(), config.silent_after, config.kpi_min_labels)
         if data is None:
             return HTMLResponse(page.not_found_page(f"No model with hash {content_hash!r}."), status_code=404)
         return HTMLResponse(page.model_page(data, sp.hours))

@@ -61,8 +61,10 @@ def collector() -> None:
               help="CA (PEM) that issues device certificates: ask devices for one (mutual TLS).")
 @click.option("--device-auth", type=click.Choice(["token", "cert", "both"]), default="token", show_default=True,
               help="How devices prove who they are: bearer token, TLS client certificate (add-device --cert), or both.")
+@click.option("--min-labels", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Labelled predictions a production gate needs over the range before it can raise an alert.")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
-          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str) -> None:
+          tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str, min_labels: int) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
     \b
@@ -78,7 +80,8 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
     if device_auth != "token" and tls_client_ca is None:
         raise click.UsageError(f"--device-auth {device_auth} needs --tls-client-ca (and --tls-cert/--tls-key)")
     tls = TlsFiles(tls_cert, tls_key, tls_client_ca) if tls_cert else None
-    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth)
+    config = CollectorConfig(db_url=db_url, silent_after=silent_after, max_body_bytes=max_body, device_auth=device_auth,
+                             kpi_min_labels=min_labels)
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
         warn=lambda line: click.echo(line, err=True))
@@ -155,6 +158,20 @@ def add_model(db_url: str, bundle: str) -> None:
     model, added = admin.add_model(db_url, bundle)
     state = "added" if added else "already known"
     click.echo(f"model {model.name} {model.version} ({model.hash[:12]}) {state}")
+
+
+@collector.command("export-samples")
+@_db_options
+@click.argument("model")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--all", "include_unlabelled", is_flag=True, help="Also rows without a label (empty target cell).")
+def export_samples(db_url: str, model: str, output: str, include_unlabelled: bool) -> None:
+    """Export the rows devices captured for MODEL (hash or NAME:VERSION) as a CSV in the training columns.
+
+    Captured rows are real inputs: personal data. Capture is off unless a device sets capture_rate.
+    """
+    info, n = admin.export_samples(db_url, model, output, include_unlabelled)
+    click.echo(f"wrote {n} rows of {info.name} {info.version} to {output}")
 
 
 @collector.command("install-service")

@@ -58,4 +58,6 @@ class CollectorConfig:
     error_jump_factor: float = 2.0
     error_jump_min_rate: float = 0.05
     error_jump_min_requests: int = 20
+    # Production gate alert: labelled predictions a gate needs (over the range) before it can fail.
+    kpi_min_labels: int = 100
     clock: Callable[[], float] = field(default=time.time)

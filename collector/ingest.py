@@ -50,6 +50,8 @@ log = logging.getLogger("mlpack_edge.collector")
 MAX_AUDIT_PER_BATCH = 1000
 _RETRIES = 3
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+#: Days of captured rows the collector keeps (with each device's per-day reservoir, the bound).
+SAMPLE_DAYS = 90
 
 
 #: :attr:`Rejected.kind` of a batch refused because it replays a stored window differently.
@@ -197,8 +199,14 @@ def _apply_one(
         return m
 
     new_models: dict[str, ModelInfo] = {}
+    kpis: list[tuple[str, str]] = []
     for h, entry in b.models.items():
         where = f"models.{h[:12]}"
+        kpi = entry.get("kpi")
+        if kpi is not None:
+            if not isinstance(kpi, dict) or kpi.get("task") not in ("binary", "multiclass", "regression"):
+                raise Rejected(422, f"{where}.kpi: expected an object with task binary, multiclass or regression")
+            kpis.append((h, _compact(kpi)))
         known_model = lookup(h)
         if known_model is not None and known_model.matches_entry(entry):
             continue
@@ -291,6 +299,23 @@ def _apply_one(
         delta.add_window(w, m.vector(w))
         ack.stored.append(w.seq)
     tx.insert_windows(window_rows)
+    feedback_rows = [
+        (b.device, b.windows[i].seq, b.windows[i].model, b.windows[i].start, _compact(b.windows[i].feedback.to_dict()))
+        for i in fresh
+        if b.windows[i].feedback is not None
+    ]
+    if feedback_rows:
+        tx.insert_feedback(feedback_rows)
+    sample_rows = [
+        (b.device, b.windows[i].model, x["day"], x["slot"], x["time"], x["id"], _compact(x["row"]),
+         _compact(x["output"]), None if x["label"] is None else _compact(x["label"]))
+        for i in fresh
+        for x in b.windows[i].samples or ()
+    ]
+    if sample_rows:
+        tx.upsert_samples(sample_rows, int(now // 86400) - SAMPLE_DAYS)
+    for h, body in kpis:
+        tx.set_model_kpi(h, body)
     tx.insert_audit(
         [
             (b.device, a["seq"], a.get("time"), a["event"], json.dumps(a, sort_keys=True, default=str), now)

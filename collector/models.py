@@ -107,6 +107,18 @@ class ModelInfo:
                     f"got {len(w.predictions.bins)}"
                 )
 
+        for j, x in enumerate(w.samples or ()):
+            unknown = [k for k in x["row"] if k not in self.features]
+            if unknown:
+                raise WireError(f"{where}.samples[{j}].row.{unknown[0]}: not a feature of model {self.name} {self.version}")
+        fb = w.feedback
+        if fb is not None and fb.confusion is not None:
+            n = self.prediction.n_bins if self.prediction is not None else None
+            if n != len(fb.confusion):
+                raise WireError(
+                    f"{where}.feedback.confusion: expected {n} classes (the model's prediction profile), got {len(fb.confusion)}"
+                )
+
     def vector(self, w: Window) -> np.ndarray:
         """The window's counts flattened in this model's layout (checked windows only).
 

@@ -179,9 +179,83 @@ def fleet_page(data: dict[str, Any], hours: float | None) -> str:
         + '<section id="models"><h2>Model versions</h2><table class="models"><tr><th>Model</th><th>Hash</th>'
         '<th class="num">Requests</th><th class="num">Rows</th><th class="num">Error rate</th><th class="num">p50 ms</th>'
         f'<th class="num">p95 ms</th><th class="num">p99 ms</th><th>Worst feature (PSI)</th></tr>{models}</table></section>'
+        + _production(data.get("production") or [], "fleet-wide", rng)
         + f'<section id="fleet"><h2>Devices</h2>{_device_rows(data["devices"])}</section>'
     )
     return _render("mlpack fleet", body, hours)
+
+
+_GATE_STATUS = {"pass": "ok", "fail": "drift", "insufficient": "idle", "not measurable": "idle"}
+
+
+def _kpi_block(k: dict[str, Any]) -> str:
+    """One scope's KPIs: feedback counts, per-class/macro table or MAE/RMSE, gates against build."""
+    fb = k["feedback"]
+    parts = [
+        f'<p class="muted">{fb["labels"]:,} labels: {fb["matched"]:,} matched, {fb["unmatched"]:,} unmatched, '
+        f'{fb["late"]:,} late, {fb["duplicate"]:,} duplicate, {fb["unknown_label"]:,} unknown label</p>'
+    ]
+    if k.get("task") == "regression":
+        parts.append(f'<p>MAE {_num(k.get("mae"), 4)} · RMSE {_num(k.get("rmse"), 4)} · bias {_num(k.get("bias"), 4)} '
+                     f'(n {k.get("labelled", 0):,})</p>')
+    elif "per_class" in k:
+        rows = "".join(
+            f'<tr><td>{escape(c)}</td><td class="num">{v["precision"]:.4f}</td><td class="num">{v["recall"]:.4f}</td>'
+            f'<td class="num">{v["f1"]:.4f}</td><td class="num">{v["support"]:,}</td></tr>'
+            for c, v in k["per_class"].items()
+        )
+        mac = k["macro"]
+        rows += (f'<tr><td><strong>macro</strong></td><td class="num">{_num(mac["precision"], 4)}</td>'
+                 f'<td class="num">{_num(mac["recall"], 4)}</td><td class="num">{_num(mac["f1"], 4)}</td>'
+                 f'<td class="num">{k["labelled"]:,}</td></tr>')
+        parts.append(
+            f'<p>accuracy {_num(k.get("accuracy"), 4)} (n {k["labelled"]:,})</p><table class="kpi"><tr><th>Class</th>'
+            f'<th class="num">Precision</th><th class="num">Recall</th><th class="num">F1</th><th class="num">Support</th></tr>'
+            f"{rows}</table>"
+        )
+    gates = "".join(
+        f'<tr><td><code>{escape(str(g["gate"]))}</code></td><td>{escape(g["measured_as"])}</td>'
+        f'<td class="num">{_num(g["production"], 4)}</td>'
+        f'<td class="num">{_ci(g["interval"])}</td>'
+        f'<td class="num">{g["n"]:,}</td><td class="num">{_num(g["build"], 4)}</td><td class="num">{g["threshold"]:g}</td>'
+        f'<td>{_status(_GATE_STATUS.get(g["status"], "idle"))} {escape(g["status"])}</td></tr>'
+        for g in k.get("gates") or []
+    )
+    if gates:
+        parts.append(
+            '<table class="gates"><tr><th>Gate</th><th>Measured as</th><th class="num">Production</th>'
+            '<th class="num">95 % CI</th><th class="num">n</th><th class="num">Build</th><th class="num">Threshold</th>'
+            f"<th>Status</th></tr>{gates}</table>"
+        )
+    return "".join(parts)
+
+
+def _ci(interval: Sequence[float] | None) -> str:
+    return "–" if not interval else f"{interval[0]:.4f} – {interval[1]:.4f}"
+
+
+def _production_chart(e: dict[str, Any], rng: dict[str, int] | None, chart_id: str) -> str:
+    """Each measurable gate's production value per bucket, its threshold dashed."""
+    gates = [g for g in e["kpi"].get("gates") or [] if g["status"] != "not measurable"]
+    if rng is None or not gates or not e.get("series"):
+        return ""
+    step = rng["bucket"]
+    lines = [(str(g["gate"]), [(p["t"] + step / 2, p.get(g["gate"])) for p in e["series"]]) for g in gates]
+    return line_chart(chart_id, "Gate metrics in production", lines, (float(rng["from"]), float(rng["to"])),
+                      thresholds=[(float(g["threshold"]), str(g["gate"])) for g in gates])
+
+
+def _production(entries: Sequence[dict[str, Any]], scope: str, rng: dict[str, int] | None = None) -> str:
+    """The production KPI section (fleet, device and model pages)."""
+    if not entries:
+        return ('<section id="production"><h2>Production KPIs</h2>'
+                '<p class="muted">No ground-truth labels in this range.</p></section>')
+    parts = []
+    for e in entries:
+        k = e["kpi"]
+        parts.append(f'<h3>{_model_label(e["model"])} · {escape(scope)} · gates need at least {k["min_labels"]:,} labels</h3>'
+                     + _kpi_block(k) + _production_chart(e, rng, f'kpi-{e["model"]["hash"][:12]}'))
+    return '<section id="production"><h2>Production KPIs</h2>' + "".join(parts) + "</section>"
 
 
 def device_page(data: dict[str, Any], hours: float | None) -> str:
@@ -201,6 +275,7 @@ def device_page(data: dict[str, Any], hours: float | None) -> str:
         )
     if not data["models"]:
         parts.append('<section><p class="muted">No windows from this device in the range.</p></section>')
+    parts.append(_production(data.get("production") or [], "this device", data["range"]))
     audit = "".join(
         f'<tr{_AUDIT_ROW.get(str(a["event"]), "")}><td class="num">{"collector" if a["seq"] is None else a["seq"]}</td>'
         f'<td>{utc(a.get("time"))}</td>'
@@ -239,7 +314,8 @@ def model_page(data: dict[str, Any], hours: float | None) -> str:
         f'drift {m["thresholds"]["psi_drift"]}</p>'
         f'<section><h2>Fleet</h2>{_stats_line(s["total"])}{_charts([s], s["range"], "model-", True)}</section>'
         f'<section><h2>Drift per feature</h2>{_drift_table(s["total"]["drift"])}</section>'
-        f'<section><h2>Devices on this model</h2>{_device_rows(data["devices"], with_model=False)}</section>'
+        + _production(data.get("production") or [], "fleet-wide", s["range"])
+        + f'<section><h2>Devices on this model</h2>{_device_rows(data["devices"], with_model=False)}</section>'
     )
     return _render(f"Model {m['name']} {m['version']}", body, hours)
 

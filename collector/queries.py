@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from mlpack_edge.collector import kpis
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
 from mlpack_edge.collector.rollup import DAY, HOUR, Rollup, plan_range
 from mlpack_edge.collector.storage import DeviceRow, Storage
 from mlpack_edge.monitor_agent.drift import Thresholds, classify, js_rows, psi_rows
+from mlpack_edge.monitor_agent.kpi import DEFAULT_MIN_LABELS
 
 __all__ = [
     "TimeRange",
@@ -309,8 +311,9 @@ def _alerts(
     jump_min_rate: float,
     jump_min_requests: int,
     conflicts: list[dict[str, Any]] | None = None,
+    production: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    alerts: list[dict[str, Any]] = []
+    alerts: list[dict[str, Any]] = list(production or ())
     fleet_rate = {s["model"]["hash"]: s["total"]["error_rate"] for s in series}
     for s in series:
         m = s["model"]
@@ -391,9 +394,11 @@ def fleet_overview(
     jump_factor: float = 2.0,
     jump_min_rate: float = 0.05,
     jump_min_requests: int = 20,
+    min_labels: int = DEFAULT_MIN_LABELS,
 ) -> dict[str, Any]:
-    """Everything the fleet page shows: model series, the device table, alerts."""
+    """Everything the fleet page shows: model series, the device table, production KPIs, alerts."""
     models = {m.hash: m for m in storage.models()}
+    prod = kpis.production(storage, rng, models, min_labels=min_labels)
     series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
     table = device_table(storage, rng, now, silent_after, models=models)
     by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
@@ -406,13 +411,17 @@ def fleet_overview(
         "models": series,
         "devices": table,
         "status_counts": by_status,
+        "production": prod,
         "alerts": _alerts(
-            table, series, silent_after, jump_factor, jump_min_rate, jump_min_requests, storage.conflicts(since=rng.start)
+            table, series, silent_after, jump_factor, jump_min_rate, jump_min_requests, storage.conflicts(since=rng.start),
+            kpis.gate_alerts(prod),
         ),
     }
 
 
-def device_detail(storage: Storage, name: str, rng: TimeRange, now: float, silent_after: float) -> dict[str, Any] | None:
+def device_detail(
+    storage: Storage, name: str, rng: TimeRange, now: float, silent_after: float, min_labels: int = DEFAULT_MIN_LABELS
+) -> dict[str, Any] | None:
     """One device: its table row, a series per model it ran in the range, recent audit events."""
     devices = [d for d in storage.devices() if d.name == name]
     if not devices:
@@ -426,6 +435,7 @@ def device_detail(storage: Storage, name: str, rng: TimeRange, now: float, silen
         "range": rng.to_dict(),
         "models": [model_series(storage, models[h], rng, device=name) for h in used if h in models],
         "audit": _collector_events(storage.conflicts(device=name)) + storage.audit(name, limit=50),
+        "production": kpis.production(storage, rng, models, device=name, min_labels=min_labels),
     }
 
 
@@ -448,7 +458,10 @@ def _collector_events(conflicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def model_detail(storage: Storage, content_hash: str, rng: TimeRange, now: float, silent_after: float) -> dict[str, Any] | None:
+def model_detail(
+    storage: Storage, content_hash: str, rng: TimeRange, now: float, silent_after: float,
+    min_labels: int = DEFAULT_MIN_LABELS,
+) -> dict[str, Any] | None:
     """One model version: its fleet series and every device's drift on it."""
     m = storage.get_model(content_hash)
     if m is None:
@@ -458,4 +471,5 @@ def model_detail(storage: Storage, content_hash: str, rng: TimeRange, now: float
         "series": model_series(storage, m, rng),
         "devices": [r for r in table if r["model"] is not None],
         "profile": m.profile,
+        "production": kpis.production(storage, rng, {m.hash: m}, model=m.hash, min_labels=min_labels),
     }

@@ -89,6 +89,9 @@ _ADDED = {
     "checkpoints": "CREATE TABLE IF NOT EXISTS checkpoints (model TEXT NOT NULL, owner TEXT NOT NULL, "
     "start REAL NOT NULL, time REAL NOT NULL, rows INTEGER NOT NULL, body BLOB NOT NULL, "
     "PRIMARY KEY (model, owner, start))",
+    # Hand-offs from the feedback store (``feedback.sqlite``) already stored as windows: the
+    # token makes a hand-off interrupted by a crash idempotent across the two files.
+    "handoffs": "CREATE TABLE IF NOT EXISTS handoffs (token TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
 }
 
 

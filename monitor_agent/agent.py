@@ -31,8 +31,11 @@ parts it runs.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
 import json
+import math
 import logging
 import os
 import threading
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from mlpack_edge.errors import AgentError, BundleError, MlpackError
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
 from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.kpi import kpi_reference
 from mlpack_edge.monitor_agent.profile import Profile
 from mlpack_edge.monitor_agent.recorder import Recorder
 from mlpack_edge.monitor_agent.system import DEFAULT_SAMPLE_SECONDS, Sampler, SystemSampler
@@ -53,6 +57,8 @@ if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at 
     import random
 
     from mlpack_edge.monitor_agent import _checkpoint
+    from mlpack_edge.monitor_agent._ids import IdMaker
+    from mlpack_edge.monitor_agent.feedback import FeedbackStore, Target
     from mlpack_edge.monitor_agent.outbox import Outbox
     from mlpack_edge.monitor_agent.status import StatusReport
     from mlpack_edge.monitor_agent.transport import Transport
@@ -66,6 +72,7 @@ log = logging.getLogger("mlpack_edge.monitor_agent")
 CHECKED_CAPS_BELOW = 16 * 1024 * 1024
 RECOVER_SECONDS = 10.0  # how often a long-running agent looks for dead processes' checkpoints
 TICK_SECONDS = 1.0
+REMEMBER_ROWS = 50_000  # one-shot: prediction ids buffered before they go to the join store
 
 
 @dataclass(frozen=True)
@@ -77,10 +84,24 @@ class ModelInfo:
     version: str
     profile: Profile
     thresholds: Thresholds = field(default_factory=Thresholds)
+    #: Classes in prediction-code order (``str``), ``None`` for regression: what labels are.
+    classes: tuple[str, ...] | None = None
+    #: What production KPIs are judged against (:func:`kpi_reference`): task, classes, the
+    #: positive class, the build's held-out metrics and its gates. ``None``: unknown.
+    kpi: dict[str, Any] | None = None
 
     def wire(self) -> dict[str, Any]:
-        """The ``models[hash]`` entry of an upload batch."""
-        return {"name": self.name, "version": self.version, "profile": self.profile.to_dict()}
+        """The ``models[hash]`` entry of an upload batch (``kpi``: collectors before it ignore it)."""
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "profile": self.profile.to_dict()}
+        if self.kpi is not None:
+            out["kpi"] = self.kpi
+        return out
+
+    @property
+    def target(self) -> Target:
+        from mlpack_edge.monitor_agent.feedback import Target
+
+        return Target(self.classes)
 
     @classmethod
     def from_bundle_bytes(cls, manifest: bytes, profile: bytes, source: str = "bundle") -> ModelInfo:
@@ -101,12 +122,15 @@ class ModelInfo:
             thresholds = Thresholds.from_dict(drift)
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{source}/manifest.json: drift thresholds must be numbers ({exc})") from None
+        kpi = kpi_reference(data)
         return cls(
             content_hash=hashlib.sha256(manifest).hexdigest(),
             name=data["name"],
             version=data["version"],
             profile=Profile.from_dict(prof, f"{source}/profile.json"),
             thresholds=thresholds,
+            classes=None if kpi is None or kpi["task"] == "regression" else tuple(kpi["classes"]),
+            kpi=kpi,
         )
 
     @classmethod
@@ -148,6 +172,13 @@ class Agent:
         self._started = False
         self._outbox: Outbox | None = None
         self._uploader: Uploader | None = None
+        self._feedback: FeedbackStore | None = None
+        self._ids: IdMaker | None = None
+        self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
+        self._remembered_rows = 0
+        self._draining = threading.Lock()  # orders drains of the buffers and label joins (see add_labels)
+        self._to_capture: collections.deque[tuple[list[tuple[str, dict[str, Any], Any]], float]] = collections.deque()
+        self._next_handoff = 0.0
         self._opening = threading.Lock()
         self._next_sample = 0.0
         self._next_checkpoint = 0.0
@@ -186,6 +217,12 @@ class Agent:
         """
         state = Path(state_dir)
         config = load_config(state) if config is None else config
+        if config.capture_rate > 0:
+            try:
+                check_capture(model, config)
+            except AgentError as exc:  # install refuses it; a hand-edited agent.json keeps the rest of monitoring
+                log.error("capture is off: %s", exc)
+                config = dataclasses.replace(config, capture_rate=0.0)
         recorder = Recorder(model.profile, model.content_hash, window_seconds=config.window_seconds, clock=clock)
         agent = cls(
             model, state, config, recorder, SystemSampler(state) if sampler is None else sampler, clock,
@@ -244,6 +281,92 @@ class Agent:
             # No transport given: urllib with the config's TLS settings (CA file or system roots).
             self._uploader = Uploader(self.outbox, self.config, self._transport, self._rng or random.Random())
         return self._uploader
+
+    @property
+    def feedback(self) -> FeedbackStore:
+        """The state folder's join store (``feedback.sqlite``), opened on first use."""
+        if self._feedback is None:
+            with self._opening:
+                if self._feedback is None:
+                    from mlpack_edge.monitor_agent.feedback import FeedbackStore
+
+                    c = self.config
+                    self._feedback = FeedbackStore(self.state_dir, c.feedback_join_seconds, c.feedback_max_pending,
+                                                   self._clock, c.capture_max_rows_per_day)
+        return self._feedback
+
+    def new_ids(self, n: int) -> list[str]:
+        """``n`` fresh prediction ids (unique across processes and restarts)."""
+        if self._ids is None:
+            from mlpack_edge.monitor_agent._ids import IdMaker
+
+            self._ids = IdMaker()
+        return [self._ids.one()] if n == 1 else self._ids.many(n)
+
+    def remember(self, ids: list[str], predictions: Any) -> None:
+        """Keep what a later label for ``ids`` is compared with (class indices or values).
+
+        Only a list append here: the tick thread (or, one-shot, the exit or every
+        :data:`REMEMBER_ROWS` rows) writes them to the join store, so a one-shot ``predict``
+        loads SQLite only at exit, as the rest of the agent does.
+        """
+        self._remembered.append((ids, predictions, self._clock()))
+        self._remembered_rows += len(ids)
+        if self._remembered_rows >= REMEMBER_ROWS and not self._started:
+            self._drain_remembered()
+
+    @property
+    def capture_rate(self) -> float:
+        """Share of predicted rows offered to the capture reservoir (0: capture is off, the default)."""
+        return self.config.capture_rate
+
+    def capture(self, ids: list[str], rows: list[dict[str, Any]], outputs: list[Any]) -> None:
+        """Offer sampled input rows (with their prediction) to the day's reservoir; ``capture_exclude``
+        columns are dropped here, before anything is written."""
+        drop = self.config.capture_exclude
+        kept = [{k: _finite(v) for k, v in r.items() if k not in drop} for r in rows]
+        self._to_capture.append((list(zip(ids, kept, outputs)), self._clock()))
+
+    def _drain_remembered(self) -> None:
+        """Hand what :meth:`remember` and :meth:`capture` buffered to the join store (opening it) and write it."""
+        if not self._remembered and not self._to_capture:
+            return
+        with self._draining:  # a label must never be joined while its prediction is between the buffers
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        store, h = self.feedback, self.model.content_hash
+        while True:
+            try:
+                items, t = self._to_capture.popleft()
+            except IndexError:
+                break
+            store.capture(h, items, t)
+        while True:
+            try:
+                ids, preds, t = self._remembered.popleft()
+            except IndexError:
+                break
+            self._remembered_rows -= len(ids)
+            store.remember(h, ids, preds, t)
+        store.flush()
+
+    def _has_feedback_store(self) -> bool:
+        from mlpack_edge.monitor_agent.feedback import DB_NAME
+
+        return (self.state_dir / DB_NAME).exists()
+
+    def add_labels(self, items: list[tuple[str, Any]]) -> list[str]:
+        """Join ground-truth labels to this model's predictions; durable on return (see :mod:`.feedback`).
+
+        A one-shot process (never started) hands the counts to the outbox at once.
+        """
+        with self._draining:
+            self._drain_locked()
+            outcomes = self.feedback.add_labels(self.model.content_hash, self.model.target, items)
+        if not self._started:
+            self.feedback.handoff(self.outbox)
+        return outcomes
 
     def _store(self, window: Window) -> None:
         """The recorder's ``on_window``: a closed window into the outbox (one log line if it cannot).
@@ -311,6 +434,13 @@ class Agent:
         if every > 0 and now >= self._next_checkpoint:
             self.checkpoint()
             self._next_checkpoint = now + every
+        if self._remembered or self._to_capture:
+            self._drain_remembered()
+        if self._feedback is not None:
+            self._feedback.flush()
+            if now >= self._next_handoff:
+                self._next_handoff = now + self.config.window_seconds
+                self._feedback.handoff(self.outbox)
         if now >= self._next_recover:
             self._next_recover = now + RECOVER_SECONDS
             self.outbox.recover_checkpoints(skip_owner=self._owner.name if self._owner is not None else None)
@@ -331,11 +461,17 @@ class Agent:
         if live is not None:
             windows.append(live)
         m = self.model
+        if self._feedback is not None:  # labels joined here but not yet handed to the outbox
+            unsent = self._feedback.unsent(m.content_hash)
+            if unsent is not None:
+                from mlpack_edge.monitor_agent.wire import Window
+
+                windows.append(Window(model=m.content_hash, seq=0, start=now, end=now, feedback=unsent))
         from mlpack_edge.monitor_agent.status import build_status
 
         return build_status(
             m.content_hash, m.name, m.version, m.profile, m.thresholds, windows, since, now,
-            self.outbox.accounting().to_dict(),
+            self.outbox.accounting().to_dict(), m.kpi,
         )
 
     def metrics_text(self, hours: float = 24.0) -> str:
@@ -353,6 +489,8 @@ class Agent:
         self._stop.clear()
         self._started = True
         self.outbox  # noqa: B018 - a deferred agent that becomes long-running opens it now
+        if self._has_feedback_store():
+            self.feedback  # noqa: B018 - opened now: counts a dead process left are handed over by the tick
         self.recorder.auto_roll = False  # the tick thread closes windows and checkpoints, off the request path
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
         if self.config.can_upload:
@@ -376,6 +514,15 @@ class Agent:
         self.recorder.set_checkpoints(None, 0, 0)
         self.recorder.auto_roll = True
         self.recorder.close()  # stores the open window (and deletes its checkpoint with it)
+        if self._remembered or self._to_capture or self._feedback is not None or self._has_feedback_store():
+            try:
+                self._drain_remembered()
+                self.feedback.flush()
+                self.feedback.handoff(self.outbox)
+            except MlpackError as exc:
+                log.error("feedback not handed to the outbox: %s", exc)
+            if self._feedback is not None:
+                self._feedback.close()
         owner = self._owner
         if owner is not None:
             if self._store_failed:  # keep the last checkpoint: the next process stores it
@@ -418,6 +565,26 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model.name!r}, state_dir={str(self.state_dir)!r}, config={self.config!r})"
+
+
+def _finite(v: Any) -> Any:
+    """A captured value as JSON can carry it: NaN and infinities (missing) become ``None``."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def check_capture(model: ModelInfo, config: AgentConfig) -> None:
+    """Refuse a capture setting whose day of rows could not fit the outbox (a quarter of its cap)."""
+    row = {f.name: 123456.789 if f.kind == "numeric" else "x" * 12 for f in model.profile.features
+           if f.name not in config.capture_exclude}
+    sample = {"day": 20000, "slot": 999, "time": 1.7e9, "id": "0123abcd-fffff", "row": row, "output": "x" * 12, "label": "x" * 12}
+    per_row = len(json.dumps(sample, separators=(",", ":"))) // 2  # zlib level 1 halves such rows at least
+    day = per_row * config.capture_max_rows_per_day
+    if day > config.cap_bytes // 4:
+        raise AgentError(
+            f"capture_max_rows_per_day {config.capture_max_rows_per_day} keeps about {day} bytes of rows a day for"
+            f" {model.name} ({per_row} bytes per row), more than a quarter of the outbox cap ({config.cap_bytes} bytes):"
+            f" lower capture_max_rows_per_day to at most {max(1, config.cap_bytes // 4 // per_row)} or raise cap_bytes"
+        )
 
 
 def _window_bytes(profile: Profile) -> int:

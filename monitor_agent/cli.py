@@ -50,10 +50,13 @@ from mlpack_edge.errors import AgentError, MlpackError
 from mlpack_edge.monitor_agent.agent import ModelInfo
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config, read_token_file
 from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.feedback import DB_NAME as FEEDBACK_DB
+from mlpack_edge.monitor_agent.feedback import FeedbackStore
 from mlpack_edge.monitor_agent.outbox import Outbox
 from mlpack_edge.monitor_agent.profile import Profile
 from mlpack_edge.monitor_agent.status import StatusReport, build_status, render_text
 from mlpack_edge.monitor_agent.uploader import SyncResult, Uploader
+from mlpack_edge.monitor_agent.wire import Window
 
 __all__ = ["agent", "status", "SYNC_EXIT_CODES", "STATUS_FAIL_EXIT"]
 
@@ -142,18 +145,20 @@ def _config_options(f: Any) -> Any:
 @click.option("--fail-on", type=click.Choice(["drift", "warn"]), default=None,
               help=f"Exit {STATUS_FAIL_EXIT} when the overall status is DRIFT (drift) or WARN/DRIFT (warn), "
               "after printing the report: for cron and scripts.")
+@click.option("--min-labels", type=click.IntRange(min=1), default=None,
+              help="Labelled predictions a production gate needs before it can fail [default: 100].")
 @_state_option
 @_bundle_option
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, hours: float, fail_on: str | None, state_dir: Path | None,
-           bundle: Path | None) -> None:
+def status(ctx: click.Context, as_json: bool, hours: float, fail_on: str | None, min_labels: int | None,
+           state_dir: Path | None, bundle: Path | None) -> None:
     """Drift, errors and latency of recent traffic, from the device's own records (offline).
 
     Exit codes: 0 printed; 7 the overall status reached --fail-on; 1 no telemetry or an
     outbox error; 2 usage.
     """
     try:  # a lone command (not under an MlpackGroup) keeps the one-line error contract too
-        report = _status(ctx, hours, state_dir, bundle)
+        report = _status(ctx, hours, state_dir, bundle, min_labels)
     except MlpackError as exc:
         if as_json:
             echo_json_error(exc)
@@ -163,7 +168,8 @@ def status(ctx: click.Context, as_json: bool, hours: float, fail_on: str | None,
         ctx.exit(STATUS_FAIL_EXIT)
 
 
-def _status(ctx: click.Context, hours: float, state_dir: Path | None, bundle: Path | None) -> StatusReport:
+def _status(ctx: click.Context, hours: float, state_dir: Path | None, bundle: Path | None,
+            min_labels: int | None = None) -> StatusReport:
     state = _state_dir(ctx, state_dir)
     info = _model_info(ctx, bundle)
     if not (state / "outbox.sqlite").exists():
@@ -173,9 +179,17 @@ def _status(ctx: click.Context, hours: float, state_dir: Path | None, bundle: Pa
         if info is None:
             info = _only_model(box, state)
         windows = box.recent(info.content_hash, now - hours * 3600)
+        if (state / FEEDBACK_DB).exists():  # labels joined but not handed to the outbox yet
+            store = FeedbackStore(state)
+            try:
+                unsent = store.unsent(info.content_hash)
+            finally:
+                store.close()
+            if unsent is not None:
+                windows.append(Window(model=info.content_hash, seq=0, start=now, end=now, feedback=unsent))
         report = build_status(
             info.content_hash, info.name, info.version, info.profile, info.thresholds, windows,
-            now - hours * 3600, now, box.accounting().to_dict(),
+            now - hours * 3600, now, box.accounting().to_dict(), info.kpi, min_labels,
         )
     return report
 
@@ -189,10 +203,69 @@ def _only_model(box: Outbox, state: Path) -> ModelInfo:
         )
     ((content_hash, body),) = models.items()
     wire = body["wire"]
+    kpi = wire.get("kpi")
     return ModelInfo(
         content_hash, wire["name"], wire["version"], Profile.from_dict(wire["profile"], f"{state}/outbox.sqlite"),
         Thresholds.from_dict(body.get("thresholds")),
+        classes=tuple(kpi["classes"]) if kpi and kpi.get("task") != "regression" else None, kpi=kpi,
     )
+
+
+# ---------------------------------------------------------------------------- feedback
+
+
+@click.command("feedback")
+@click.argument("labels", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--id-column", required=True, metavar="COLUMN", help="The column holding the prediction id.")
+@click.option("--label-column", required=True, metavar="COLUMN", help="The column holding the true label (a number for regression).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary (errors too, as JSON on stdout).")
+@_state_option
+@_bundle_option
+@click.pass_context
+def feedback(ctx: click.Context, labels: str, id_column: str, label_column: str, as_json: bool,
+             state_dir: Path | None, bundle: Path | None) -> None:
+    """Join ground-truth LABELS (a CSV file, '-' for stdin) to earlier predictions of this model.
+
+    Each label is counted once: matched (joined), duplicate (the id already has one; the
+    first wins), late (older than the join window), unmatched (no such prediction here) or
+    unknown_label (not a class of the model / not a number). The counts travel to the
+    collector with the telemetry. A malformed file counts nothing.
+    """
+    try:
+        counts = _feedback(ctx, labels, id_column, label_column, state_dir, bundle)
+    except MlpackError as exc:
+        if as_json:
+            echo_json_error(exc)
+        raise fail(exc) from None
+    if as_json:
+        click.echo(json.dumps(counts, sort_keys=True))
+    else:
+        click.echo(", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in ("matched", "duplicate", "late", "unmatched", "unknown_label"))
+                   + f" (of {counts['labels']} labels)")
+
+
+def _feedback(ctx: click.Context, path: str, id_column: str, label_column: str, state_dir: Path | None,
+              bundle: Path | None) -> dict[str, int]:
+    from mlpack_edge.monitor_agent.agent import Agent
+    from mlpack_edge.monitor_agent.feedback import read_labels
+
+    state = _state_dir(ctx, state_dir)
+    info = _model_info(ctx, bundle)
+    if info is None:
+        raise AgentError("feedback needs the model: run it as '<model> feedback' or pass --bundle")
+    if info.kpi is None:
+        raise AgentError(f"{info.name} {info.version}: the manifest does not say what its labels are (task, classes)")
+    items = read_labels(path, id_column, label_column, regression=info.classes is None)
+    agent = Agent.open(info, state, deferred=True)
+    try:
+        outcomes = agent.add_labels(items)
+    finally:
+        agent.stop()
+    counts = {k: 0 for k in ("matched", "duplicate", "late", "unmatched", "unknown_label")}
+    for o in outcomes:
+        counts[o] += 1
+    counts["labels"] = len(outcomes)
+    return counts
 
 
 # ---------------------------------------------------------------------------- agent

@@ -3,7 +3,8 @@
 Layers, later wins: defaults < ``<state dir>/agent.json`` (+ ``agent.token``) < environment
 (``MLPACK_COLLECTOR_URL``, ``MLPACK_DEVICE_ID``, ``MLPACK_DEVICE_TOKEN``,
 ``MLPACK_WINDOW_SECONDS``, ``MLPACK_OUTBOX_CAP``, ``MLPACK_CHECKPOINT_SECONDS``,
-``MLPACK_CHECKPOINT_ROWS``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``, ``MLPACK_CLIENT_KEY``)
+``MLPACK_CHECKPOINT_ROWS``, ``MLPACK_FEEDBACK_JOIN_SECONDS``, ``MLPACK_FEEDBACK_MAX_PENDING``,
+``MLPACK_CAPTURE_RATE``, ``MLPACK_CAPTURE_MAX_ROWS_PER_DAY``, ``MLPACK_CAPTURE_EXCLUDE``, ``MLPACK_CA_FILE``, ``MLPACK_CLIENT_CERT``, ``MLPACK_CLIENT_KEY``)
 < command-line flags.
 
 ``checkpoint_seconds`` / ``checkpoint_rows`` bound what a ``kill -9`` or a power cut can
@@ -60,6 +61,9 @@ MIN_CAP_BYTES = 128 * 1024
 #: comfortably less than the rows of the last second.
 DEFAULT_CHECKPOINT_SECONDS = 0.5
 DEFAULT_CHECKPOINT_ROWS = 50_000
+DEFAULT_FEEDBACK_JOIN_SECONDS = 7 * 86400.0
+DEFAULT_FEEDBACK_MAX_PENDING = 1_000_000
+DEFAULT_CAPTURE_MAX_ROWS_PER_DAY = 1000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 #: environment variable -> config field
@@ -71,6 +75,11 @@ ENV_VARS = {
     "MLPACK_OUTBOX_CAP": "cap_bytes",
     "MLPACK_CHECKPOINT_SECONDS": "checkpoint_seconds",
     "MLPACK_CHECKPOINT_ROWS": "checkpoint_rows",
+    "MLPACK_FEEDBACK_JOIN_SECONDS": "feedback_join_seconds",
+    "MLPACK_FEEDBACK_MAX_PENDING": "feedback_max_pending",
+    "MLPACK_CAPTURE_RATE": "capture_rate",
+    "MLPACK_CAPTURE_MAX_ROWS_PER_DAY": "capture_max_rows_per_day",
+    "MLPACK_CAPTURE_EXCLUDE": "capture_exclude",
     "MLPACK_CA_FILE": "ca_file",
     "MLPACK_CLIENT_CERT": "client_cert",
     "MLPACK_CLIENT_KEY": "client_key",
@@ -89,6 +98,16 @@ class AgentConfig:
     cap_bytes: int = DEFAULT_CAP_BYTES
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
+    #: How long after its prediction a label still counts (later: counted as ``late``), and
+    #: how many predictions the join store keeps at most (oldest evicted first). See :mod:`.feedback`.
+    feedback_join_seconds: float = DEFAULT_FEEDBACK_JOIN_SECONDS
+    feedback_max_pending: int = DEFAULT_FEEDBACK_MAX_PENDING
+    #: Opt-in capture of real input rows for retraining (personal data: off by default).
+    #: ``capture_rate`` of predicted rows are offered to a per-day reservoir of at most
+    #: ``capture_max_rows_per_day``; ``capture_exclude`` columns are never kept. See :mod:`.feedback`.
+    capture_rate: float = 0.0
+    capture_max_rows_per_day: int = DEFAULT_CAPTURE_MAX_ROWS_PER_DAY
+    capture_exclude: tuple[str, ...] = ()
     ca_file: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
@@ -124,6 +143,14 @@ class AgentConfig:
             shown["checkpoint_seconds"] = self.checkpoint_seconds
         if self.checkpoint_rows != DEFAULT_CHECKPOINT_ROWS:
             shown["checkpoint_rows"] = self.checkpoint_rows
+        if self.feedback_join_seconds != DEFAULT_FEEDBACK_JOIN_SECONDS:
+            shown["feedback_join_seconds"] = self.feedback_join_seconds
+        if self.feedback_max_pending != DEFAULT_FEEDBACK_MAX_PENDING:
+            shown["feedback_max_pending"] = self.feedback_max_pending
+        if self.capture_rate:
+            shown["capture_rate"] = self.capture_rate
+            shown["capture_max_rows_per_day"] = self.capture_max_rows_per_day
+            shown["capture_exclude"] = list(self.capture_exclude)
         return shown
 
     def _tls_dict(self) -> dict[str, Any]:
@@ -163,12 +190,18 @@ class AgentConfig:
 def _parse_field(name: str, value: Any, where: str) -> Any:
     if name not in {f.name for f in fields(AgentConfig)}:
         raise AgentError(f"{where}: unknown setting")
-    if name in ("window_seconds", "checkpoint_seconds"):
+    if name == "capture_exclude":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise AgentError(f"{where}: expected a list of column names (or a comma-separated string)")
+        return tuple(value)
+    if name in ("window_seconds", "checkpoint_seconds", "feedback_join_seconds", "capture_rate"):
         try:
             return float(value)
         except (TypeError, ValueError):
             raise AgentError(f"{where}: expected a number of seconds, got {value!r}") from None
-    if name == "checkpoint_rows":
+    if name in ("checkpoint_rows", "feedback_max_pending", "capture_max_rows_per_day"):
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -215,6 +248,18 @@ def _check(c: AgentConfig) -> None:
     r = c.checkpoint_rows
     if not (isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= 10**9):
         raise AgentError(f"checkpoint_rows must be between 1 and 1000000000, got {r!r}")
+    j = c.feedback_join_seconds
+    if not (isinstance(j, (int, float)) and 1 <= j <= 366 * 86400):
+        raise AgentError(f"feedback_join_seconds must be between 1 and 31622400 (366 days), got {j!r}")
+    n = c.feedback_max_pending
+    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10**9):
+        raise AgentError(f"feedback_max_pending must be between 1 and 1000000000, got {n!r}")
+    cr = c.capture_rate
+    if not (isinstance(cr, (int, float)) and 0 <= cr <= 1):
+        raise AgentError(f"capture_rate must be between 0 (off) and 1, got {cr!r}")
+    cm = c.capture_max_rows_per_day
+    if not (isinstance(cm, int) and not isinstance(cm, bool) and 1 <= cm <= 1_000_000):
+        raise AgentError(f"capture_max_rows_per_day must be between 1 and 1000000, got {cm!r}")
     if any(getattr(c, k) is not None and not getattr(c, k) for k in _TLS_PATHS):
         raise AgentError("ca_file, client_cert and client_key must be file paths, not empty")
 

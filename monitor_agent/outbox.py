@@ -44,6 +44,7 @@ drops what a collector turned out not to know (its database was reset).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -315,18 +316,29 @@ class Outbox:
 
     # ------------------------------------------------------------------ windows in
 
-    def add_window(self, window: Window, owner: str | None = None) -> int:
+    def add_window(self, window: Window, owner: str | None = None, token: str | None = None) -> int:
         """Store a closed window under the next sequence number (returned); enforce the cap.
 
         ``owner`` (a :class:`._checkpoint.Owner` name): the same transaction deletes that
         process's checkpoint of this window, so a crash leaves either the checkpoint or
         the window, never both. (A checkpoint of an earlier window whose own store failed
         stays, for the next process to recover.)
+
+        ``token`` (a hand-off from another store, :mod:`.feedback`): a window stored under
+        the same token before is not stored again; its sequence number is returned.
         """
 
         def op(conn: sqlite3.Connection) -> int:
             with self._tx(conn):
+                if token is not None:
+                    row = conn.execute("SELECT seq FROM handoffs WHERE token = ?", (token,)).fetchone()
+                    if row is not None:
+                        return int(row[0])
                 seq = self._insert_window(conn, window)
+                if token is not None:
+                    conn.execute("INSERT INTO handoffs (token, seq) VALUES (?, ?)", (token, seq))
+                    # Keep the newest few hundred: the feedback store forgets a token once stored.
+                    conn.execute("DELETE FROM handoffs WHERE seq < ?", (seq - 100_000,))
                 if owner is not None:
                     conn.execute(
                         "DELETE FROM checkpoints WHERE model = ? AND owner = ? AND start = ?",
@@ -351,7 +363,11 @@ class Outbox:
         return seq
 
     def _add_recent(self, conn: sqlite3.Connection, window: Window, body: bytes) -> None:
-        """Merge ``window`` (packed: ``body``) into its hour of ``status`` history."""
+        """Merge ``window`` (packed: ``body``) into its hour of ``status`` history (captured rows left out)."""
+        if window.samples:
+            window = copy.copy(window)
+            window.samples = None
+            body = _pack(window.to_dict())
         bucket = int(window.start // 3600)
         row = conn.execute("SELECT body FROM recent WHERE model = ? AND bucket = ?", (window.model, bucket)).fetchone()
         if row is not None:  # (merge leaves ``window`` as it is)

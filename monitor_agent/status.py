@@ -11,7 +11,7 @@ the local ``/metrics`` endpoint (:func:`render_metrics`, Prometheus text format)
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -58,6 +58,9 @@ class StatusReport:
     prediction: FeatureStatus | None
     status: str
     outbox: dict[str, int] | None = None
+    #: Production KPIs from ground-truth feedback (:mod:`.kpi`); ``None`` when the model has
+    #: no KPI reference and no labels arrived.
+    production: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,8 +111,12 @@ def build_status(
     since: float,
     until: float | None = None,
     outbox: dict[str, int] | None = None,
+    kpi_ref: Mapping[str, Any] | None = None,
+    min_labels: int | None = None,
 ) -> StatusReport:
     """Score the merged ``windows`` of ``model`` (all between ``since`` and ``until``)."""
+    from mlpack_edge.monitor_agent.kpi import DEFAULT_MIN_LABELS, production_kpis
+
     until = time.time() if until is None else until
     merged = merge_windows(windows) if windows else Window(model=model, seq=0, start=since, end=until)
     feats = [_score(f, merged.features.get(f.name), thresholds) for f in profile.features]
@@ -133,6 +140,9 @@ def build_status(
         prediction=pred,
         status=overall,
         outbox=outbox,
+        production=production_kpis(merged.feedback, kpi_ref, DEFAULT_MIN_LABELS if min_labels is None else min_labels)
+        if kpi_ref is not None or merged.feedback is not None
+        else None,
     )
 
 
@@ -170,6 +180,8 @@ def render_text(report: StatusReport) -> str:
             f"{_pct(f.missing_rate):>8} {'(' + _pct(f.reference_missing_rate) + ')':>8} "
             f"{_pct(f.out_of_range_rate):>10}  {','.join(f.flags) or '-'}"
         )
+    if r.production is not None:
+        lines += ["", *render_production(r.production)]
     if r.outbox is not None:
         o = r.outbox
         lines += [
@@ -214,4 +226,42 @@ def render_metrics(report: StatusReport) -> str:
     if r.outbox is not None:
         metric("mlpack_outbox_windows", "Telemetry windows by where they went",
                [({"state": k}, v) for k, v in r.outbox.items() if k != "dropped_rows"])
+    if r.production is not None:
+        prod = r.production
+        metric("mlpack_feedback_labels", "Ground-truth labels in the status period by outcome",
+               [({"outcome": k}, v) for k, v in prod["feedback"].items() if k != "labels"])
+        gates = [g for g in prod.get("gates") or [] if g["production"] is not None]
+        metric("mlpack_production_gate_value", "A gate's metric measured on labelled production traffic",
+               [({"gate": str(g["gate"])}, g["production"]) for g in gates])
+        metric("mlpack_production_gate_failing", "1 when a gate fails with at least min_labels labels behind it",
+               [({"gate": str(g["gate"])}, int(g["status"] == "fail")) for g in gates])
     return "\n".join(out) + "\n"
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def render_production(p: Mapping[str, Any]) -> list[str]:
+    """Production KPIs as text lines (``status``)."""
+    fb = p["feedback"]
+    lines = [
+        f"production (ground truth): {fb['labels']} labels, {fb['matched']} matched, {fb['unmatched']} unmatched,"
+        f" {fb['late']} late, {fb['duplicate']} duplicate, {fb['unknown_label']} unknown label"
+    ]
+    if p.get("task") == "regression":
+        lines.append(f"  mae {_num(p.get('mae'))}  rmse {_num(p.get('rmse'))}  bias {_num(p.get('bias'))}  (n {p.get('labelled', 0)})")
+    elif "per_class" in p:
+        lines.append(f"  accuracy {_num(p.get('accuracy'))}  macro precision {_num(p['macro']['precision'])}"
+                     f"  macro recall {_num(p['macro']['recall'])}  macro f1 {_num(p['macro']['f1'])}  (n {p['labelled']})")
+        lines.append(f"  {'class':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for c, v in p["per_class"].items():
+            lines.append(f"  {c[:20]:<20} {v['precision']:>9.4f} {v['recall']:>9.4f} {v['f1']:>9.4f} {v['support']:>8}")
+    for g in p.get("gates") or []:
+        ci = g["interval"]
+        interval = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        lines.append(
+            f"  gate {g['gate']}: production {_num(g['production'])} (n {g['n']}){interval}, build {_num(g['build'])}"
+            f" -> {g['status'].upper()}"
+        )
+    return lines

@@ -59,6 +59,30 @@ Window (``Window.to_dict``)::
                  "cpu": 120.5, "mem": 300.0, "disk_free_min": 1.2e10}
     }
 
+``feedback`` (optional: only windows that carry ground-truth labels; older agents and
+windows without labels leave it out)::
+
+      "feedback": {"labels": 40,            # label records received in the window, all outcomes
+                   "matched": 30,           # joined to a prediction: counted below
+                   "unmatched": 4,          # no prediction with that id (unknown, evicted, or not yet made)
+                   "late": 2,               # the prediction was older than the join window
+                   "duplicate": 3,          # a second label for one id: the first one wins
+                   "unknown_label": 1,      # not one of the model's classes / not a finite number
+                   "confusion": [[12, 1], [2, 15]],   # classifiers: rows true class, columns predicted,
+                                                       # in the order of predictions.bins (the classes)
+                   "residuals": {"count": 30, "sum": -1.5, "sum_sq": 80.2, "abs_sum": 41.0,
+                                 "abs_error": {"alpha": 0.01, "index": [...], "counts": [...]}}}  # regression
+
+``samples`` (optional, only with the opt-in capture: real input rows, personal data)::
+
+      "samples": [{"day": 20425, "slot": 3,       # UTC day and reservoir slot: the key at the
+                   "time": 1764..., "id": "...",   # collector (a later copy replaces an earlier one)
+                   "row": {"age": 41.0, "colour": "red"},   # features (excluded ones left out)
+                   "output": "yes", "label": null}]        # the prediction, the label once known
+
+Labels are counted in the window during which they arrive (not that of their prediction),
+so the counts merge by addition like everything else; error = prediction - label.
+
 ``features.*.bins`` has one count per bin of the model's reference profile (numeric:
 ``len(edges) + 1``; categorical: one per category), and ``predictions.bins`` one per
 class (classification) or per bin of the prediction profile (regression). ``system``
@@ -84,6 +108,8 @@ __all__ = [
     "BinCounts",
     "SystemStats",
     "Window",
+    "Feedback",
+    "Residuals",
     "merge_windows",
     "validate_batch",
 ]
@@ -295,6 +321,158 @@ class SystemStats:
 
 
 @dataclass
+class Residuals:
+    """Regression errors (``prediction - label``) as sums, so they merge by addition."""
+
+    count: int = 0
+    sum: float = 0.0
+    sum_sq: float = 0.0
+    abs_sum: float = 0.0
+    abs_error: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def add(self, other: Residuals) -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.sum_sq += other.sum_sq
+        self.abs_sum += other.abs_sum
+        self.abs_error.merge(other.abs_error)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "sum": self.sum,
+            "sum_sq": self.sum_sq,
+            "abs_sum": self.abs_sum,
+            "abs_error": self.abs_error.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Residuals:
+        if not isinstance(d, Mapping):
+            raise WireError(f"{where}: expected an object")
+        hist = d.get("abs_error")
+        return cls(
+            count=_count_at(d, "count", where),
+            sum=_number(d.get("sum", 0.0), f"{where}.sum", None),
+            sum_sq=_number_at(d, "sum_sq", where),
+            abs_sum=_number_at(d, "abs_sum", where),
+            abs_error=_abs_hist(hist, f"{where}.abs_error"),
+        )
+
+
+def _abs_hist(raw: Any, where: str) -> LatencyHistogram:
+    if not raw:
+        return LatencyHistogram()
+    if not isinstance(raw, Mapping):
+        raise WireError(f"{where}: expected an object")
+    try:
+        return LatencyHistogram.from_dict(raw)
+    except KeyError as exc:
+        raise WireError(f"{where}.{exc.args[0]}: missing") from None
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"{where}: {exc}") from None
+
+
+#: Generous: the outbox merges windows under pressure (their samples with them), and a batch's
+#: size is bounded by the collector's body limits anyway.
+MAX_SAMPLES_PER_WINDOW = 100_000
+_SAMPLE_VALUE = (str, int, float, type(None))
+
+
+def _samples(raw: Any, where: str) -> list[dict[str, Any]]:
+    """A window's ``samples``: checked shape (the collector checks the row's feature names)."""
+    if type(raw) is not list:
+        raise WireError(f"{where}: expected a list")
+    if len(raw) > MAX_SAMPLES_PER_WINDOW:
+        raise WireError(f"{where}: at most {MAX_SAMPLES_PER_WINDOW} per window, got {len(raw)}")
+    out = []
+    for i, s in enumerate(raw):
+        at = f"{where}[{i}]"
+        if not isinstance(s, Mapping):
+            raise WireError(f"{at}: expected an object")
+        row = s.get("row")
+        if not isinstance(row, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, _SAMPLE_VALUE) and not isinstance(v, bool) for k, v in row.items()
+        ):
+            raise WireError(f"{at}.row: expected an object of feature values (numbers, strings or null)")
+        for key in ("output", "label"):
+            v = s.get(key)
+            if not isinstance(v, _SAMPLE_VALUE) or isinstance(v, bool):
+                raise WireError(f"{at}.{key}: expected a number, a string or null")
+        pid = s.get("id")
+        if not isinstance(pid, str) or not 0 < len(pid) <= 200:
+            raise WireError(f"{at}.id: expected the prediction id")
+        out.append({"day": _count_at(s, "day", at, None), "slot": _count_at(s, "slot", at, None),
+                    "time": _number_at(s, "time", at, None), "id": pid, "row": dict(row),
+                    "output": s.get("output"), "label": s.get("label")})
+    return out
+
+
+_FEEDBACK_COUNTS = ("labels", "matched", "unmatched", "late", "duplicate", "unknown_label")
+
+
+@dataclass
+class Feedback:
+    """Ground truth joined on the device in one window (see the module docstring)."""
+
+    labels: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    late: int = 0
+    duplicate: int = 0
+    unknown_label: int = 0
+    confusion: list[list[int]] | None = None
+    residuals: Residuals | None = None
+
+    def empty(self) -> bool:
+        return self.labels == 0
+
+    def add(self, other: Feedback, where: str = "feedback") -> None:
+        for k in _FEEDBACK_COUNTS:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        if other.confusion is not None:
+            if self.confusion is None:
+                self.confusion = [list(r) for r in other.confusion]
+            elif len(self.confusion) != len(other.confusion):
+                raise WireError(f"{where}.confusion: cannot merge {len(other.confusion)} classes into {len(self.confusion)}")
+            else:
+                self.confusion = [[a + b for a, b in zip(r, s)] for r, s in zip(self.confusion, other.confusion)]
+        if other.residuals is not None:
+            if self.residuals is None:
+                self.residuals = Residuals()
+            self.residuals.add(other.residuals)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in _FEEDBACK_COUNTS}
+        if self.confusion is not None:
+            out["confusion"] = [list(r) for r in self.confusion]
+        if self.residuals is not None:
+            out["residuals"] = self.residuals.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Feedback:
+        if not isinstance(d, Mapping):
+            raise WireError(f"{where}: expected an object")
+        counts = {k: _count_at(d, k, where) for k in _FEEDBACK_COUNTS}
+        confusion = None
+        raw = d.get("confusion")
+        if raw is not None:
+            if type(raw) is not list or not all(type(r) is list and len(r) == len(raw) for r in raw):
+                raise WireError(f"{where}.confusion: expected a square list of lists of counts")
+            confusion = [_counts(r, where, f"confusion[{i}]") for i, r in enumerate(raw)]
+        res = d.get("residuals")
+        residuals = None if res is None else Residuals.from_dict(res, f"{where}.residuals")
+        fb = cls(**counts, confusion=confusion, residuals=residuals)
+        joined = (sum(map(sum, confusion)) if confusion is not None else 0) + (residuals.count if residuals else 0)
+        if joined != fb.matched:
+            raise WireError(f"{where}.matched: {fb.matched} but the confusion matrix/residuals hold {joined} pairs")
+        if fb.matched + fb.unmatched + fb.late + fb.duplicate + fb.unknown_label != fb.labels:
+            raise WireError(f"{where}.labels: must equal matched + unmatched + late + duplicate + unknown_label")
+        return fb
+
+
+@dataclass
 class Window:
     model: str
     seq: int
@@ -308,6 +486,8 @@ class Window:
     features: dict[str, BinCounts] = field(default_factory=dict)
     predictions: BinCounts | None = None
     system: SystemStats = field(default_factory=SystemStats)
+    feedback: Feedback | None = None
+    samples: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.seq_last is None:
@@ -345,9 +525,15 @@ class Window:
             else:
                 self.predictions.add(other.predictions, "predictions")
         self.system.add(other.system)
+        if other.feedback is not None:
+            if self.feedback is None:
+                self.feedback = Feedback()
+            self.feedback.add(other.feedback)
+        if other.samples:
+            self.samples = [*(self.samples or []), *other.samples]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "model": self.model,
             "seq": self.seq,
             "seq_last": self.seq_last,
@@ -361,6 +547,11 @@ class Window:
             "predictions": self.predictions.to_dict() if self.predictions is not None else None,
             "system": self.system.to_dict(),
         }
+        if self.feedback is not None:  # left out otherwise: stored bodies of older windows stay byte-equal
+            out["feedback"] = self.feedback.to_dict()
+        if self.samples:
+            out["samples"] = [dict(x) for x in self.samples]
+        return out
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "window") -> Window:
@@ -398,6 +589,10 @@ class Window:
         system = SystemStats.from_dict(d.get("system", {}), f"{where}.system")
         requests = _count_at(d, "requests", where)
         rows = _count_at(d, "rows", where)
+        fb_raw = d.get("feedback")
+        feedback = None if fb_raw is None else Feedback.from_dict(fb_raw, f"{where}.feedback")
+        samples_raw = d.get("samples")
+        samples = None if samples_raw is None else _samples(samples_raw, f"{where}.samples")
         return cls(
             model=model,
             seq=seq,
@@ -411,6 +606,8 @@ class Window:
             features=features,
             predictions=predictions,
             system=system,
+            feedback=feedback,
+            samples=samples,
         )
 
 

@@ -56,7 +56,8 @@ _LAZY = {
     "rollback": ("mlpack_edge.runtime.install_cli:rollback", "Switch back to the previously installed version."),
     "uninstall": ("mlpack_edge.runtime.install_cli:uninstall", "Remove this model's installed versions."),
     "agent": ("mlpack_edge.monitor_agent.cli:agent", "Deliver recorded telemetry to the collector."),
-    "status": ("mlpack_edge.monitor_agent.cli:status", "Drift, errors and latency recorded on this device."),
+    "status": ("mlpack_edge.monitor_agent.cli:status", "Drift, errors, latency and production KPIs recorded on this device."),
+    "feedback": ("mlpack_edge.monitor_agent.cli:feedback", "Join ground-truth labels (CSV) to earlier predictions."),
 }
 _STATE_ROOT = Path("~/.local/state/mlpack")
 
@@ -319,6 +320,8 @@ def _self_test(obj: DeviceContext, threads: int | None) -> SelfTest:
 @click.option("--output-format", type=click.Choice(["csv", "jsonl"]), help="Output format [as the input].")
 @click.option("--keep", multiple=True, metavar="COLUMN", help="Copy an input column (an id) to the output; repeatable.")
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=2048, show_default=True, help="Rows per inference call.")
+@click.option("--id-column", metavar="COLUMN", help="With monitoring: the input column holding each row's id for"
+              " `feedback` (copied to the output) [default: an id is generated, in an 'id' column].")
 @_threads_option
 @_monitor_options
 @click.pass_obj
@@ -330,6 +333,7 @@ def predict(
     output_format: str | None,
     keep: tuple[str, ...],
     chunk_rows: int,
+    id_column: str | None,
     threads: int | None,
     state_dir: Path | None,
     no_monitor: bool,
@@ -339,6 +343,7 @@ def predict(
     One output row per input row, in order: the prediction columns, then 'error' (empty
     for a good row). Bad rows are also listed on stderr, numbered from 1 (the CSV header
     is not a row); if any row failed, the exit code is 1 — the output is still complete.
+    With monitoring, each predicted row also gets an id (see `feedback`).
     """
     from mlpack_edge.runtime.io import detect_format, predict_stream
     from mlpack_edge.runtime.session import batch_threads
@@ -353,7 +358,7 @@ def predict(
                     summary = predict_stream(
                         model, _prepend(first, lines), out, in_format=fmt, out_format=output_format or fmt,
                         keep=keep, chunk_rows=chunk_rows, where=input_path if input_path != "-" else "stdin",
-                        on_error=report,
+                        on_error=report, feedback=_agent, id_column=id_column,
                     )
             except BrokenPipeError:  # `predict big.csv | head`: the reader left; stop quietly
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -453,6 +458,8 @@ class _output_stream:
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True)
 @click.option("--max-batch-rows", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--max-connections", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--id-column", metavar="FIELD", help="A row field to use as the prediction id (removed before"
+              " predicting) [default: an id is generated].")
 @_threads_option
 @_monitor_options
 @click.pass_obj
@@ -463,11 +470,12 @@ def serve(
     max_body_bytes: int,
     max_batch_rows: int,
     max_connections: int,
+    id_column: str | None,
     threads: int | None,
     state_dir: Path | None,
     no_monitor: bool,
 ) -> None:
-    """Answer POST /predict (a row or a batch), GET /health, /info, /metrics over HTTP.
+    """Answer POST /predict (a row or a batch), POST /feedback, GET /health, /info, /metrics over HTTP.
 
     Before listening, the bundle is verified and its golden set replayed; an installed
     version that fails hands over to the previously installed one (see /health).
@@ -475,7 +483,7 @@ def serve(
     from mlpack_edge.runtime.server import PredictServer, ServeConfig, limit_malloc_arenas
 
     limit_malloc_arenas()  # before any request thread: see its docstring for what it saves
-    config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections)
+    config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections, id_field=id_column)
     fallback = _checked_start(obj, threads)
     with _serving_model(obj, threads, state_dir, no_monitor) as (model, agent):
         server = PredictServer(
@@ -483,6 +491,7 @@ def serve(
             config,
             extra_metrics=agent.metrics_text if agent is not None else None,
             health={"fallback": fallback.to_dict()} if fallback is not None else None,
+            feedback=agent,
         )
         if fallback is not None:
             click.echo(

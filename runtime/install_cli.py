@@ -8,7 +8,7 @@ another installed model, e.g. from plain Python).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -75,6 +75,10 @@ _prefix_option = click.option(
     is_flag=True,
     help="Allow a plain http:// collector on another machine (token and telemetry cross the network unencrypted).",
 )
+@click.option("--capture-rate", type=float, help="Opt-in: share of predicted rows offered for capture (real inputs"
+              " kept for retraining: personal data) [default: 0, off].")
+@click.option("--capture-max-rows-per-day", type=int, help="With --capture-rate: rows kept per day at most [default: 1000].")
+@click.option("--capture-exclude", multiple=True, metavar="COLUMN", help="With --capture-rate: a column never kept; repeatable.")
 @click.pass_context
 def install(
     ctx: click.Context,
@@ -89,6 +93,9 @@ def install(
     client_cert: Path | None,
     client_key: Path | None,
     allow_insecure_http: bool,
+    capture_rate: float | None,
+    capture_max_rows_per_day: int | None,
+    capture_exclude: tuple[str, ...],
 ) -> None:
     """Install this model under PREFIX/<name>/<version>, verify it there, then make it current.
 
@@ -112,7 +119,17 @@ def install(
     """
     from mlpack_edge.runtime._trust import TrustPolicy
 
-    config = _agent_config(collector_url, device_id, token_file, (ca_file, client_cert, client_key), allow_insecure_http)
+    capture = {k: v for k, v in (("capture_rate", capture_rate), ("capture_max_rows_per_day", capture_max_rows_per_day),
+                                  ("capture_exclude", capture_exclude or None)) if v is not None}
+    config = _agent_config(collector_url, device_id, token_file, (ca_file, client_cert, client_key), allow_insecure_http,
+                           capture)
+    if config is not None and config.capture_rate:
+        from mlpack_edge.monitor_agent.agent import check_capture
+
+        try:
+            check_capture(ctx.obj.model_info(), config)
+        except MlpackError as exc:
+            raise InstallError(f"agent settings: {exc}") from None
     trust = TrustPolicy.from_key_files(trust_keys, allow_unsigned) if trust_keys or allow_unsigned else None
     payload = _install.current_payload()
     explicit = _explicit_bundle(ctx)
@@ -182,8 +199,9 @@ def _agent_config(
     token_file: Path | None,
     tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
     allow_insecure_http: bool = False,
+    capture: dict[str, Any] | None = None,
 ) -> AgentConfig | None:
-    if collector_url is None and device_id is None and token_file is None and not any(tls_files):
+    if collector_url is None and device_id is None and token_file is None and not any(tls_files) and not capture:
         return None
     from mlpack_edge.monitor_agent.config import AgentConfig
     from mlpack_edge.monitor_agent.tls import check_tls_files
@@ -199,6 +217,7 @@ def _agent_config(
         config = AgentConfig(
             collector_url=collector_url, device_id=device_id, token=token, ca_file=ca_file,
             client_cert=client_cert, client_key=client_key, allow_insecure_http=allow_insecure_http,
+            **(capture or {}),
         )
         check_tls_files(ca_file, client_cert, client_key)  # readable, PEM, key matches (before anything is installed)
         config.check_transport()  # plain http:// to another machine, a client certificate over http://

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from mlpack_edge.errors import InputError
 from mlpack_edge.runtime._format import float_texts
 from mlpack_edge.runtime.model import BatchResult, Model
@@ -138,8 +140,15 @@ def predict_stream(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     where: str = "input",
     on_error: Callable[[InputError], None] | None = None,
+    feedback: Any = None,
+    id_column: str | None = None,
 ) -> StreamSummary:
     """Predict every row of ``lines`` into ``out``; bad rows are reported, never fatal.
+
+    ``feedback`` (the monitoring agent, :class:`mlpack_edge.runtime.server.FeedbackSink`):
+    every predicted row gets an id, remembered for ``<model> feedback``; the ids are
+    the input's ``id_column`` (copied to the output like ``keep``) or generated, in an
+    ``id`` output column.
 
     File-level problems (no CSV header, a header that does not fit the model, text that
     is not UTF-8, a CSV syntax error) raise :class:`InputError` naming ``where``.
@@ -149,11 +158,18 @@ def predict_stream(
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
     summary = StreamSummary()
+    if id_column is not None and id_column not in keep:
+        keep = (*keep, id_column)
+    out_keep = tuple(keep) if feedback is None or id_column is not None else (*keep, "id")
     try:
         source = _CsvSource(lines, model.schema, keep, where) if in_format == "csv" else _JsonlSource(lines, model.schema, keep)
-        sink = _CsvSink(out, model, keep) if out_format == "csv" else _JsonlSink(out, keep)
+        sink = _CsvSink(out, model, out_keep) if out_format == "csv" else _JsonlSink(out, out_keep)
         for batch, kept in source.chunks(chunk_rows):
             result = model.predict_batch(batch)
+            if feedback is not None:
+                kept = _with_ids(model, result, kept, feedback, keep.index(id_column) if id_column is not None else None)
+                if feedback.capture_rate:
+                    _capture(model, batch, result, kept, feedback, keep.index(id_column) if id_column is not None else len(keep))
             sink.write(result, kept)
             summary.rows += batch.size
             summary.failed += len(batch.errors)
@@ -165,6 +181,68 @@ def predict_stream(
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not UTF-8 text after row {summary.rows} ({exc.reason})") from None
     return summary
+
+
+def _with_ids(
+    model: Model, result: BatchResult, kept: Sequence[Sequence[Any]], feedback: Any, column: int | None
+) -> Sequence[Sequence[Any]]:
+    """Remember the chunk's predictions under their ids; the kept columns, plus ``id`` when generated."""
+    ok = result.ok.tolist()
+    if column is None:
+        fresh = feedback.new_ids(len(ok)) if ok else []
+        ids: list[Any] = [""] * result.size
+        for j, k in enumerate(ok):
+            ids[k] = fresh[j]
+        if ok:
+            feedback.remember(fresh, model.codes(result))
+        return [*kept, ids]
+    given = kept[column]
+    chosen = [str(given[k]) if given[k] not in (None, "") else None for k in ok]
+    missing = [j for j, v in enumerate(chosen) if v is None]
+    if missing:  # a row without an id still gets one (and it is shown in the id column)
+        fresh = feedback.new_ids(len(missing))
+        col = list(given)
+        for j, f in zip(missing, fresh):
+            chosen[j] = f
+            col[ok[j]] = f
+        kept = [*kept[:column], col, *kept[column + 1 :]]
+    if ok:
+        feedback.remember(chosen, model.codes(result))
+    return kept
+
+
+def _capture(model: Model, batch: Batch, result: BatchResult, kept: Sequence[Sequence[Any]], feedback: Any, id_col: int) -> None:
+    """Offer a random ``capture_rate`` share of the chunk's predicted rows (features as parsed) to the capture."""
+    import random
+
+    rate = feedback.capture_rate
+    ok = result.ok.tolist()
+    picked = [j for j in range(len(ok)) if random.random() < rate]
+    if not picked:
+        return
+    schema = model.schema
+    names = schema.names
+    num = [names[i] for i in schema.numeric]
+    cat = [names[i] for i in schema.categorical]
+    rows: list[dict[str, Any]] = []
+    for j in picked:
+        row: dict[str, Any] = {}
+        if batch.numeric is not None:
+            for c, name in enumerate(num):
+                x = batch.numeric[j, c]
+                # NaN: missing; a float32 by its shortest text (18.77, not 18.770000457763672)
+                row[name] = None if x != x else float(str(x))
+        for c, name in enumerate(cat):
+            v = batch.categorical[c][j]
+            row[name] = None if v in ("", None) else str(v)
+        rows.append(row)
+    if result.values is not None:
+        values = np.asarray(result.values).ravel()
+        outputs = [float(values[j]) for j in picked]
+    else:
+        assert result.labels is not None
+        outputs = [result.labels[j].item() if hasattr(result.labels[j], "item") else result.labels[j] for j in picked]
+    feedback.capture([str(kept[id_col][ok[j]]) for j in picked], rows, outputs)
 
 
 # ---------------------------------------------------------------------------- sources

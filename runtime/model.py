@@ -356,6 +356,16 @@ class Model:
             )
         return BatchResult(batch.size, batch.ok, batch.errors, self.classes, values=np.zeros(0, dtype=np.float32))
 
+    def code(self, prediction: Prediction) -> float:
+        """One prediction as the feedback join stores it: class index, or the value."""
+        if prediction.value is not None:
+            return float(prediction.value)
+        return float(self._class_pos[prediction.label])
+
+    def codes(self, result: BatchResult) -> np.ndarray:
+        """The predicted rows of ``result`` as class indices or values (see :meth:`code`)."""
+        return self._prediction_codes(result)
+
     def _prediction_codes(self, result: BatchResult) -> np.ndarray:
         """Class indices (classification) or values (regression), as the recorder wants them."""
         if result.values is not None:

@@ -6,6 +6,14 @@ Endpoints (JSON unless noted):
   ``{"value"}``; ``422 {"error", "row": null, "field"}`` when it fails validation.
   A JSON array is a batch: ``200 {"predictions": [...], "failed": k}`` where each item is
   a prediction or ``{"error", "row", "field"}`` (rows numbered from 0), in input order.
+  With the monitoring agent every prediction also carries its ``"id"`` (generated, or the
+  row's ``id_field`` when the server was given one), the key ``POST /feedback`` joins on.
+* ``POST /feedback`` — ground truth for earlier predictions (only with the monitoring
+  agent): ``{"id", "label"}`` (a number for regression) answers ``200 {"id", "outcome"}``;
+  an array of them answers ``200 {"outcomes": [...], "counts": {outcome: n}}``. Outcomes:
+  ``matched``, ``duplicate`` (first label wins), ``late``, ``unmatched``, ``unknown_label``
+  (see :mod:`mlpack_edge.monitor_agent.feedback`). A malformed item is a 400 naming it,
+  and nothing of that request is counted.
 * ``GET /health`` — ``{"status": "ok", "name", "version", "content_hash"}`` plus the
   ``health`` fields the caller adds (``"fallback"`` when an installed device serves its
   previous version because the current one failed its check at start)
@@ -26,6 +34,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import random
 import signal
 import socket
 import sys
@@ -34,9 +43,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
-from mlpack_edge.errors import InferenceError, InputError, ServeError
+from mlpack_edge.errors import InferenceError, InputError, MlpackError, ServeError
 from mlpack_edge.runtime._format import error_record
 from mlpack_edge.runtime.metrics import CONTENT_TYPE, ServeMetrics
 from mlpack_edge.runtime.model import Model
@@ -55,6 +64,25 @@ class ServeConfig:
     max_batch_rows: int = 10_000
     max_connections: int = 64
     timeout_s: float = 30.0
+    id_field: str | None = None  # a row field to use as the prediction id (else one is generated)
+
+
+class FeedbackSink(Protocol):
+    """Where prediction ids and labels go (the monitoring agent)."""
+
+    def new_ids(self, n: int) -> list[str]: ...
+
+    def remember(self, ids: list[str], predictions: Any) -> None: ...
+
+    def add_labels(self, items: list[tuple[str, Any]]) -> list[str]: ...
+
+    @property
+    def capture_rate(self) -> float: ...
+
+    def capture(self, ids: list[str], rows: list[dict[str, Any]], outputs: list[Any]) -> None: ...
+
+
+MAX_ID_CHARS = 200
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -124,8 +152,10 @@ class PredictServer:
         config: ServeConfig = ServeConfig(),
         extra_metrics: Callable[[], str] | None = None,
         health: Mapping[str, Any] | None = None,
+        feedback: FeedbackSink | None = None,
     ) -> None:
         self.model = model
+        self.feedback = feedback
         self.config = config
         self.metrics = ServeMetrics(model.name, model.version, model.content_hash)
         handler = type("Handler", (_Handler,), {"app": self, "timeout": config.timeout_s})
@@ -224,23 +254,111 @@ class PredictServer:
         except RecursionError:
             return _error(400, "request body is not valid JSON (nested too deeply)")
         try:
+            fb, id_field = self.feedback, self.config.id_field
             if isinstance(payload, dict):
+                given = None
+                if id_field is not None and id_field in payload:
+                    given = _row_id(payload, id_field, 0, "body") if fb is not None else None
+                    payload = {k: v for k, v in payload.items() if k != id_field}
                 try:
                     prediction = self.model.predict_one(payload)
                 except InputError as exc:
                     self.metrics.rows(0, 1)
                     return 422, _dumps(error_record(exc)), _JSON
                 self.metrics.rows(1, 0)
-                return 200, _dumps(prediction.to_dict()), _JSON
+                out = prediction.to_dict()
+                if fb is not None:
+                    ids = [given] if given is not None else fb.new_ids(1)
+                    fb.remember(ids, (self.model.code(prediction),))
+                    out["id"] = ids[0]
+                    rate = fb.capture_rate
+                    if rate and random.random() < rate:  # opt-in capture of real rows (see FeedbackSink)
+                        fb.capture(ids, [payload], [prediction.value if prediction.value is not None else prediction.label])
+                return 200, _dumps(out), _JSON
             if isinstance(payload, list):
                 if len(payload) > self.config.max_batch_rows:
                     return _error(413, f"batch of {len(payload)} rows exceeds the limit of {self.config.max_batch_rows}")
+                given_ids = None
+                if id_field is not None:
+                    given_ids = [_row_id(r, id_field, i) if isinstance(r, dict) and fb is not None else None
+                                 for i, r in enumerate(payload)]
+                    payload = [{k: v for k, v in r.items() if k != id_field} if isinstance(r, dict) else r for r in payload]
                 result = self.model.predict_rows(payload)
                 self.metrics.rows(result.predicted, len(result.errors))
-                return 200, _dumps({"predictions": result.records(), "failed": len(result.errors)}), _JSON
+                records = result.records()
+                if fb is not None and result.predicted:
+                    ok = result.ok.tolist()
+                    fresh = fb.new_ids(len(ok))
+                    ids = [given_ids[k] or fresh[j] for j, k in enumerate(ok)] if given_ids is not None else fresh
+                    fb.remember(ids, self.model.codes(result))
+                    for j, k in enumerate(ok):
+                        records[k]["id"] = ids[j]
+                    rate = fb.capture_rate
+                    if rate:
+                        picked = [j for j in range(len(ok)) if random.random() < rate]
+                        if picked:
+                            fb.capture([ids[j] for j in picked], [payload[ok[j]] for j in picked],
+                                       [records[ok[j]].get("label", records[ok[j]].get("value")) for j in picked])
+                return 200, _dumps({"predictions": records, "failed": len(result.errors)}), _JSON
         except InferenceError as exc:
             return _error(500, str(exc))
+        except _BadId as exc:
+            return _error(400, str(exc))
         return _error(400, "expected a JSON object (one row) or an array of rows")
+
+    def add_feedback(self, body: bytes) -> tuple[int, bytes, str]:
+        if self.feedback is None:
+            return _error(409, "feedback needs the monitoring agent: serve with a state folder (--state-dir) and without --no-monitor")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            return _error(400, f"request body is not valid JSON ({exc})")
+        single = isinstance(payload, dict)
+        items = [payload] if single else payload
+        if not isinstance(items, list) or not items:
+            return _error(400, 'expected {"id": ..., "label": ...} or a non-empty array of them')
+        if len(items) > self.config.max_batch_rows:
+            return _error(413, f"batch of {len(items)} labels exceeds the limit of {self.config.max_batch_rows}")
+        pairs: list[tuple[str, Any]] = []
+        for i, item in enumerate(items):
+            where = "" if single else f"[{i}]"
+            if not isinstance(item, dict):
+                return _error(400, f'{where or "body"}: expected an object {{"id": ..., "label": ...}}')
+            try:
+                pid = _row_id(item, "id", i, where or "body")
+            except _BadId as exc:
+                return _error(400, str(exc))
+            if pid is None:
+                return _error(400, f"{where}.id: missing" if where else "id: missing")
+            if "label" not in item:
+                return _error(400, f"{where}.label: missing" if where else "label: missing")
+            pairs.append((pid, item["label"]))
+        try:
+            outcomes = self.feedback.add_labels(pairs)
+        except MlpackError as exc:
+            log.error("feedback not stored: %s", exc)
+            return _error(503, f"feedback not stored ({exc}); send it again")
+        if single:
+            return 200, _dumps({"id": pairs[0][0], "outcome": outcomes[0]}), _JSON
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o] = counts.get(o, 0) + 1
+        return 200, _dumps({"outcomes": outcomes, "counts": counts}), _JSON
+
+
+class _BadId(ValueError):
+    pass
+
+
+def _row_id(row: Mapping[str, Any], name: str, i: int, where: str | None = None) -> str | None:
+    """``row[name]`` as a prediction id (``None`` when absent); a bad one is a ``_BadId`` naming the row."""
+    v = row.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v) or len(str(v)) > MAX_ID_CHARS:
+        at = where if where is not None else f"row {i}"
+        raise _BadId(f"{at}.{name}: expected a string or integer id of 1-{MAX_ID_CHARS} characters, got {json.dumps(v)[:40]}")
+    return str(v)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -251,6 +369,7 @@ def _error(status: int, message: str) -> tuple[int, bytes, str]:
     return status, _dumps({"error": message}), _JSON
 
 
+_POST = {"/predict": PredictServer.predict, "/feedback": PredictServer.add_feedback}
 _GET = {"/health": PredictServer.health, "/info": PredictServer.info, "/metrics": PredictServer.render_metrics}
 
 
@@ -279,11 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path != "/predict":
+        if path not in _POST:
             self._reply(path, *self._not_here(path))
             return
         t0 = time.perf_counter()
-        status, body, ctype = self._read_and_predict()
+        status, body, ctype = self._read_and_predict(_POST[path])
         self._reply(path, status, body, ctype, t0)
 
     def do_PUT(self) -> None:
@@ -292,14 +411,14 @@ class _Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_PUT
 
     def _not_here(self, path: str) -> tuple[int, bytes, str]:
-        if path == "/predict" or path in _GET:
-            self._allow = "POST" if path == "/predict" else "GET"
+        if path in _POST or path in _GET:
+            self._allow = "POST" if path in _POST else "GET"
             self._drain()
             return _error(405, f"{self.command} is not allowed on {path} (use {self._allow})")
         self._drain()
-        return _error(404, f"no such endpoint {path}; try POST /predict, GET /health, /info, /metrics")
+        return _error(404, f"no such endpoint {path}; try POST /predict, /feedback, GET /health, /info, /metrics")
 
-    def _read_and_predict(self) -> tuple[int, bytes, str]:
+    def _read_and_predict(self, route: Callable[[PredictServer, bytes], tuple[int, bytes, str]]) -> tuple[int, bytes, str]:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             return _error(411, "send the body with a Content-Length (chunked transfer is not accepted)")
@@ -320,9 +439,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return _error(400, "request body ended before Content-Length bytes")
         try:
-            return self.app.predict(body)
+            return route(self.app, body)
         except Exception:  # a bug, not the client's fault: answer 500, keep serving
-            log.exception("predict failed")
+            log.exception("%s failed", self.path)
             return _error(500, "internal error")
 
     def _drain(self) -> None:
@@ -346,5 +465,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
-        known = endpoint if endpoint == "/predict" or endpoint in _GET else "other"
+        known = endpoint if endpoint in _POST or endpoint in _GET else "other"
         self.app.metrics.request(known, status, time.perf_counter() - t0 if t0 is not None else None)

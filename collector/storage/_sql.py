@@ -175,6 +175,35 @@ class WriteTx:
             rows,
         )
 
+    def insert_feedback(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(device, seq, model, start, body)``: the feedback sections of stored windows."""
+        self._s.executemany(
+            self._c,
+            "INSERT INTO feedback (device, seq, model, start_ts, body) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (device, seq) DO NOTHING",
+            rows,
+        )
+
+    def upsert_samples(self, rows: list[tuple[Any, ...]], keep_after_day: int) -> None:
+        """Rows ``(device, model, day, slot, time, id, row, output, label)``: a later copy of a
+        slot (a replaced reservoir row, or the same row with its label) replaces the earlier one.
+        Days before ``keep_after_day`` are dropped (the collector's bound)."""
+        self._s.executemany(
+            self._c,
+            "INSERT INTO samples (device, model, day, slot, time_ts, id, row_json, output, label) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, model, day, slot) DO UPDATE SET "
+            "time_ts = excluded.time_ts, id = excluded.id, row_json = excluded.row_json, "
+            "output = excluded.output, label = excluded.label",
+            rows,
+        )
+        self._exec("DELETE FROM samples WHERE day < ?", (keep_after_day,))
+
+    def set_model_kpi(self, content_hash: str, body: str) -> None:
+        self._exec(
+            "INSERT INTO model_kpi (hash, body) VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET body = excluded.body",
+            (content_hash, body),
+        )
+
     def insert_audit(self, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(device, seq, time, event, body, received_at)``; replays are ignored."""
         self._s.executemany(
@@ -487,7 +516,39 @@ class SqlStorage:
             tx.insert_model(m, now)
         return True
 
+    def set_model_kpi(self, content_hash: str, kpi: dict[str, Any]) -> None:
+        """What ``content_hash``'s production KPIs are judged against (from its manifest)."""
+        with self.write() as tx:
+            tx.set_model_kpi(content_hash, json.dumps(kpi, sort_keys=True))
+
     # ---------------------------------------------------------------- reads for queries
+
+    def samples(self, model: str, labelled_only: bool = True) -> list[tuple[str, float, dict[str, Any], Any, Any]]:
+        """``(device, time, row, output, label)`` of ``model``'s captured rows, oldest first."""
+        sql = "SELECT device, time_ts, row_json, output, label FROM samples WHERE model = ?"
+        if labelled_only:
+            sql += " AND label IS NOT NULL"
+        rows = self._query(sql + " ORDER BY time_ts, device, slot", (model,))
+        return [(str(r[0]), float(r[1]), json.loads(r[2]), json.loads(r[3]), None if r[4] is None else json.loads(r[4]))
+                for r in rows]
+
+    def model_kpis(self) -> dict[str, dict[str, Any]]:
+        """content hash -> KPI reference (task, classes, positive, metrics, gates)."""
+        return {str(h): json.loads(b) for h, b in self._query("SELECT hash, body FROM model_kpi")}
+
+    def feedback(
+        self, start: float, end: float, *, model: str | None = None, device: str | None = None
+    ) -> list[tuple[str, str, float, str]]:
+        """``(device, model, start, body)`` of the feedback sections of windows starting in ``[start, end)``."""
+        sql = "SELECT device, model, start_ts, body FROM feedback WHERE start_ts >= ? AND start_ts < ?"
+        params: list[Any] = [start, end]
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        if device is not None:
+            sql += " AND device = ?"
+            params.append(device)
+        return [(str(r[0]), str(r[1]), float(r[2]), str(r[3])) for r in self._query(sql + " ORDER BY start_ts", params)]
 
     def rollups(
         self,

@@ -120,6 +120,44 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX ingest_conflicts_by_time ON ingest_conflicts (last_at)",
         ],
     ),
+    (
+        5,
+        "production KPIs: ground-truth feedback per window, and what each model's KPIs are judged against",
+        [
+            # The feedback section of each stored window that has one (also in windows.body):
+            # KPI queries then read only these rows.
+            """CREATE TABLE feedback (
+                device TEXT NOT NULL,
+                seq {bigint} NOT NULL,
+                model TEXT NOT NULL,
+                start_ts {real} NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (device, seq)
+            )""",
+            "CREATE INDEX feedback_by_model_time ON feedback (model, start_ts)",
+            # The manifest's task, classes, positive class, build metrics and gates (JSON).
+            "CREATE TABLE model_kpi (hash TEXT PRIMARY KEY, body TEXT NOT NULL)",
+        ],
+    ),
+    (
+        6,
+        "opt-in captured input rows for retraining: one per (device, model, UTC day, reservoir slot)",
+        [
+            """CREATE TABLE samples (
+                device TEXT NOT NULL,
+                model TEXT NOT NULL,
+                day {bigint} NOT NULL,
+                slot {bigint} NOT NULL,
+                time_ts {real} NOT NULL,
+                id TEXT NOT NULL,
+                row_json TEXT NOT NULL,
+                output TEXT NOT NULL,
+                label TEXT,
+                PRIMARY KEY (device, model, day, slot)
+            )""",
+            "CREATE INDEX samples_by_model ON samples (model, day)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,236 @@
+"""Ground-truth feedback on the device: the join store (real SQLite), its hand-off to the real
+outbox, the wire section, and the KPIs against scikit-learn's on the same pairs."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpack_edge.errors import AgentError
+from mlpack_edge.monitor_agent.agent import Agent, ModelInfo
+from mlpack_edge.monitor_agent.config import AgentConfig
+from mlpack_edge.monitor_agent.feedback import FeedbackStore, IdMaker, Target, read_labels
+from mlpack_edge.monitor_agent.kpi import production_kpis, wilson
+from mlpack_edge.monitor_agent.outbox import Outbox
+from mlpack_edge.monitor_agent.wire import Feedback, SystemStats, Window, WireError, validate_batch
+
+from .helpers import MODEL_HASH, FakeClock
+
+CLASSES = ("maybe", "no", "yes")
+TARGET = Target(CLASSES)
+
+
+def _store(state: Path, clock: FakeClock, **kw: object) -> FeedbackStore:
+    state.mkdir(parents=True, exist_ok=True)
+    return FeedbackStore(state, clock=clock, **kw)  # type: ignore[arg-type]
+
+
+def test_each_label_is_counted_once_with_its_outcome(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock, join_seconds=3600)
+    ids = IdMaker().many(4)
+    store.remember(MODEL_HASH, ids, [0, 1, 2, 2])
+    outcomes = store.add_labels(MODEL_HASH, TARGET, [
+        (ids[0], "maybe"),    # right
+        (ids[1], "yes"),      # wrong: true yes, predicted no
+        (ids[1], "no"),       # a second label for one id: the first one wins
+        ("nobody", "yes"),    # no such prediction
+        (ids[2], "perhaps"),  # not a class: the id stays open for a corrected label
+        (ids[2], "yes"),
+    ])
+    assert outcomes == ["matched", "matched", "duplicate", "unmatched", "unknown_label", "matched"]
+    clock.advance(3601)
+    assert store.add_labels(MODEL_HASH, TARGET, [(ids[3], "yes")]) == ["late"]
+    fb = store.unsent(MODEL_HASH)
+    assert fb is not None
+    assert (fb.labels, fb.matched, fb.duplicate, fb.unmatched, fb.unknown_label, fb.late) == (7, 3, 1, 1, 1, 1)
+    assert fb.confusion == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]  # rows: true class, columns: predicted
+    store.close()
+
+
+def test_labels_are_durable_before_the_reply_and_handed_over_exactly_once(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock)
+    ids = IdMaker().many(2)
+    store.remember(MODEL_HASH, ids, [1, 2])
+    store.add_labels(MODEL_HASH, TARGET, [(ids[0], "no"), (ids[1], "no")])
+    # No close(): what a kill -9 leaves. A new process finds the counts and hands them over.
+    again = FeedbackStore(state, clock=clock)
+    with Outbox.open(state) as box:
+        assert again.handoff(box) == 1
+        assert again.handoff(box) == 0  # nothing twice
+        windows = box.pending_windows()
+    assert len(windows) == 1 and windows[0].feedback is not None
+    assert windows[0].feedback.confusion == [[0, 0, 0], [0, 1, 1], [0, 0, 0]]
+    assert windows[0].requests == 0 and windows[0].features == {}
+    # A duplicate after the restart is still a duplicate: the join state is on disk.
+    assert again.add_labels(MODEL_HASH, TARGET, [(ids[0], "no")]) == ["duplicate"]
+    again.close()
+
+
+def test_a_handoff_interrupted_after_the_outbox_write_is_not_stored_twice(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock)
+    ids = IdMaker().many(1)
+    store.remember(MODEL_HASH, ids, [0])
+    store.add_labels(MODEL_HASH, TARGET, [(ids[0], "maybe")])
+
+    class DiesAfterWrite:
+        """The real outbox; the process 'dies' right after the window is committed."""
+
+        def __init__(self, box: Outbox) -> None:
+            self.box = box
+
+        def add_window(self, window: Window, owner: str | None = None, token: str | None = None) -> int:
+            self.box.add_window(window, owner, token)
+            raise KeyboardInterrupt  # nothing after this line of handoff() runs
+
+    with Outbox.open(state) as box:
+        with pytest.raises(KeyboardInterrupt):
+            store.handoff(DiesAfterWrite(box))  # type: ignore[arg-type]
+        assert len(box.pending_windows()) == 1
+        assert store.handoff(box) == 1  # the hand-off row is still there: retried...
+        assert len(box.pending_windows()) == 1  # ...and the token makes it a no-op
+        assert box.accounting().balanced
+    store.close()
+
+
+def test_regression_residuals(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock)
+    ids = IdMaker().many(4)
+    preds = [1.0, 2.5, -3.0, 10.0]
+    labels = [1.5, 2.5, -1.0, "7.25"]  # a CSV label arrives as text
+    store.remember(MODEL_HASH, ids, preds)
+    out = store.add_labels(MODEL_HASH, Target(None), [*zip(ids, labels), (ids[0], "x"), ("z", 1.0)])
+    assert out == ["matched"] * 4 + ["duplicate", "unmatched"]
+    fb = store.unsent(MODEL_HASH)
+    assert fb is not None and fb.residuals is not None
+    errs = np.array(preds) - np.array([1.5, 2.5, -1.0, 7.25])
+    assert fb.residuals.count == 4
+    assert fb.residuals.sum == pytest.approx(errs.sum())
+    assert fb.residuals.sum_sq == pytest.approx((errs**2).sum())
+    k = production_kpis(fb, {"task": "regression", "gates": [{"gate": "mae <= 1", "metric": "mae", "op": "<=", "threshold": 1.0}]}, 1)
+    assert k["mae"] == pytest.approx(np.abs(errs).mean()) and k["rmse"] == pytest.approx(math.sqrt((errs**2).mean()))
+    assert k["gates"][0]["status"] == "fail"  # mae 1.3125
+    store.close()
+
+
+def test_the_store_is_bounded_oldest_first(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock, join_seconds=100, max_pending=3)
+    ids = IdMaker().many(5)
+    for i, pid in enumerate(ids):
+        store.remember(MODEL_HASH, [pid], [0])
+        clock.advance(1)
+    store.flush()
+    stats = store.stats()
+    assert stats["pending"] == 3 and stats["evicted"] == 2
+    assert store.add_labels(MODEL_HASH, TARGET, [(ids[0], "maybe"), (ids[4], "maybe")]) == ["unmatched", "matched"]
+    clock.advance(250)  # past twice the join window: gone
+    store.remember(MODEL_HASH, ["new"], [0])
+    store.flush()
+    assert store.stats()["pending"] == 1 and store.stats()["expired"] == 3
+    store.close()
+
+
+def test_kpis_equal_scikit_learn_on_the_same_pairs(state: Path, clock: FakeClock) -> None:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(7)
+    n = 997
+    pred = rng.integers(0, 3, n)
+    true = np.where(rng.random(n) < 0.7, pred, rng.integers(0, 3, n))
+    store = _store(state, clock)
+    ids = IdMaker().many(n)
+    store.remember(MODEL_HASH, ids, pred.tolist())
+    store.add_labels(MODEL_HASH, TARGET, [(i, CLASSES[t]) for i, t in zip(ids, true)])
+    fb = store.unsent(MODEL_HASH)
+    ref = {"task": "multiclass", "classes": list(CLASSES), "metrics": {"recall": 0.9},
+           "gates": [{"gate": "recall >= 0.9", "metric": "recall", "op": ">=", "threshold": 0.9}]}
+    k = production_kpis(fb, ref, min_labels=100)
+    p, r, f, s = precision_recall_fscore_support(true, pred, labels=[0, 1, 2], zero_division=0.0)
+    for j, c in enumerate(CLASSES):
+        assert k["per_class"][c]["precision"] == p[j]
+        assert k["per_class"][c]["recall"] == r[j]
+        assert k["per_class"][c]["f1"] == f[j]
+        assert k["per_class"][c]["support"] == s[j]
+    mp, mr, mf, _ = precision_recall_fscore_support(true, pred, average="macro", zero_division=0.0)
+    assert (k["macro"]["precision"], k["macro"]["recall"], k["macro"]["f1"]) == (mp, mr, mf)
+    assert k["accuracy"] == accuracy_score(true, pred)
+    gate = k["gates"][0]
+    assert gate["status"] == "fail" and gate["measured_as"] == "macro recall" and gate["build"] == 0.9
+    store.close()
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson(81, 100)  # type: ignore[misc]
+    assert (round(lo, 4), round(hi, 4)) == (0.7222, 0.8749)  # the textbook values for 81/100
+    assert wilson(0, 0) is None
+
+
+def test_binary_gates_score_the_positive_class_with_an_interval() -> None:
+    fb = Feedback(labels=300, matched=300, confusion=[[150, 10], [60, 80]])  # true malignant: 80 of 140 found
+    ref = {"task": "binary", "classes": ["benign", "malignant"], "positive": "malignant", "metrics": {"recall": 0.95},
+           "gates": [{"gate": "recall >= 0.9", "metric": "recall", "op": ">=", "threshold": 0.9},
+                     {"gate": "precision >= 0.9", "metric": "precision", "op": ">=", "threshold": 0.9},
+                     {"gate": "roc_auc >= 0.9", "metric": "roc_auc", "op": ">=", "threshold": 0.9}]}
+    recall, precision, auc = production_kpis(fb, ref, min_labels=100)["gates"]
+    assert recall["production"] == 80 / 140 and recall["n"] == 140 and recall["status"] == "fail" and recall["certain"]
+    assert precision["production"] == 80 / 90 and precision["n"] == 90 and precision["status"] == "insufficient"
+    assert auc["status"] == "not measurable"
+
+
+def test_wire_section_round_trips_and_older_windows_stay_byte_equal() -> None:
+    old = {"model": MODEL_HASH, "seq": 1, "start": 0.0, "end": 60.0}
+    assert "feedback" not in Window.from_dict(old).to_dict()
+    fb = {"labels": 5, "matched": 3, "unmatched": 1, "late": 0, "duplicate": 1, "unknown_label": 0,
+          "confusion": [[1, 0], [1, 1]]}
+    w = Window.from_dict({**old, "feedback": fb})
+    assert w.to_dict()["feedback"] == fb
+    merged = Window.from_dict({**old, "feedback": fb})
+    merged.merge(Window.from_dict({**old, "seq": 2, "feedback": fb}))
+    assert merged.feedback is not None and merged.feedback.confusion == [[2, 0], [2, 2]] and merged.feedback.labels == 10
+    batch = {"schema": 1, "device": "d", "windows": [{**old, "feedback": {**fb, "matched": 4}}]}
+    with pytest.raises(WireError, match=r"windows\[0\]\.feedback\.matched: 4 but the confusion matrix"):
+        validate_batch(batch)
+    with pytest.raises(WireError, match=r"windows\[0\]\.feedback\.confusion: expected a square"):
+        validate_batch({**batch, "windows": [{**old, "feedback": {**fb, "confusion": [[1, 0]]}}]})
+
+
+def test_labels_csv_errors_name_file_and_line(tmp_path: Path) -> None:
+    good = tmp_path / "labels.csv"
+    good.write_text("order,truth,extra\no1,yes,1\n\no2,no,2\n", encoding="utf-8")
+    assert read_labels(str(good), "order", "truth") == [("o1", "yes"), ("o2", "no")]
+    with pytest.raises(AgentError, match=r"labels\.csv: the CSV header lacks column 'label'"):
+        read_labels(str(good), "order", "label")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("order,truth\no1,yes\no2\n", encoding="utf-8")
+    with pytest.raises(AgentError, match=r"bad\.csv: line 3: expected 2 fields"):
+        read_labels(str(bad), "order", "truth")
+    bad.write_text("order,truth\n,yes\n", encoding="utf-8")
+    with pytest.raises(AgentError, match=r"line 2: order: expected an id"):
+        read_labels(str(bad), "order", "truth")
+
+
+def test_agent_hands_labels_to_the_outbox_and_status_shows_kpis(state: Path, clock: FakeClock, model: ModelInfo) -> None:
+    kpi = {"task": "multiclass", "classes": list(CLASSES), "metrics": {"accuracy": 0.8},
+           "gates": [{"gate": "accuracy >= 0.8", "metric": "accuracy", "op": ">=", "threshold": 0.8}]}
+    info = ModelInfo(model.content_hash, model.name, model.version, model.profile, model.thresholds, CLASSES, kpi)
+    state.mkdir(parents=True)
+    agent = Agent.open(info, state, AgentConfig(), clock=clock, sampler=SystemStats)
+    agent.start()
+    try:
+        ids = agent.new_ids(3)
+        agent.remember(ids, np.array([0, 1, 2]))
+        assert agent.add_labels([(ids[0], "maybe"), (ids[1], "yes"), (ids[2], "yes")]) == ["matched"] * 3
+        report = agent.status()  # before the hand-off: the store's unsent counts are shown too
+        assert report.production is not None and report.production["accuracy"] == 2 / 3
+        assert report.production["gates"][0]["status"] == "insufficient"
+    finally:
+        agent.stop()
+    with Outbox.open(state) as box:
+        fbs = [w.feedback for w in box.pending_windows() if w.feedback is not None]
+        assert len(fbs) == 1 and fbs[0].matched == 3
+        assert box.models()[MODEL_HASH]["wire"]["kpi"] == kpi  # the collector learns the gates with the model
+    con = sqlite3.connect(state / "feedback.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM handoffs").fetchone()[0] == 0
