@@ -88,6 +88,8 @@ _BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ROOT_TIMEOUT_S = 1800
 _COMPILE_TIMEOUT_S = 5400
+#: Under qemu-user every compiler run is emulated: configure alone takes over half an hour.
+_EMULATED_COMPILE_TIMEOUT_S = 4 * 3600
 _PIP_TIMEOUT_S = 1800
 
 
@@ -126,6 +128,11 @@ def root_problem(target: str | None = None, binfmt: Path = Path("/proc/sys/fs/bi
     if not text.startswith("enabled") or "F" not in flags:
         return f"{entry} is disabled or lacks the F flag (update-binfmts --enable {_BINFMT[arch]}; Debian's qemu-user-static sets F)"
     return None
+
+
+def host_arch() -> str | None:
+    """Debian's name of this machine's architecture (``amd64``), ``None`` if no build root serves it."""
+    return _ARCH.get(_host_target())
 
 
 def _host_target() -> str:
@@ -227,12 +234,14 @@ def _ensure_python(root: Path, reporter: Reporter | None) -> None:
         _say(reporter, f"downloading CPython {PYTHON_VERSION} source from {PYTHON_URL}…")
         _download(PYTHON_URL, tarball, PYTHON_SHA256)
     (src / "compile.sh").write_text(_COMPILE_SCRIPT)
-    _say(reporter, f"compiling CPython {PYTHON_VERSION} inside the build root (a few minutes, once)…")
+    emulated = not root.name.endswith(f"-{host_arch()}")
+    how = "emulated by qemu: an hour or more" if emulated else "a few minutes"
+    _say(reporter, f"compiling CPython {PYTHON_VERSION} inside the build root ({how}, once)…")
     _run(
         _chroot_command(root, ["/bin/sh", "/opt/mlpack/src/compile.sh"]),
         root.parent / f"{root.name}-python.log",
         "compiling CPython in the build root",
-        timeout=_COMPILE_TIMEOUT_S,
+        timeout=_COMPILE_TIMEOUT_S if root.name.endswith(f"-{host_arch()}") else _EMULATED_COMPILE_TIMEOUT_S,
         reporter=reporter,
         detail=f"see {src}/make.log",
     )

@@ -110,6 +110,8 @@ _ENV_PINNED = {
 #: Name of the spec (PyInstaller names its work folder and warn file after it).
 _SPEC_NAME = "device"
 _FREEZE_TIMEOUT_S = 1800
+#: Under qemu-user every step runs emulated (several times slower).
+_EMULATED_FREEZE_TIMEOUT_S = 7200
 _KEEP_ENTRIES = 3
 _PRUNE_GRACE_S = 3600
 #: ``--floor`` values (see :mod:`mlpack_edge.builder._buildroot`).
@@ -457,7 +459,9 @@ def _freeze(
         else:
             cmd = buildroot.command([buildroot.python, *argv], cwd=inside(work), env=_ENV_PINNED)
             env = None
-        returncode, output = _run_pyinstaller(cmd, work, env, reporter)
+        emulated = buildroot is not None and buildroot.arch != _buildroot.host_arch()
+        timeout = _EMULATED_FREEZE_TIMEOUT_S if emulated else _FREEZE_TIMEOUT_S
+        returncode, output = _run_pyinstaller(cmd, work, env, reporter, timeout)
         atomic_write_text(log, output)
         built = work / "dist" / f"{FROZEN_NAME}-onefile"
         if returncode != 0 or not built.is_file():
@@ -475,7 +479,7 @@ def _freeze(
 
 
 def _run_pyinstaller(
-    cmd: list[str], cwd: Path, env: dict[str, str] | None, reporter: Reporter | None
+    cmd: list[str], cwd: Path, env: dict[str, str] | None, reporter: Reporter | None, timeout: float = _FREEZE_TIMEOUT_S
 ) -> tuple[int, str]:
     """Run PyInstaller, turning its phase lines into progress lines; its exit code and whole output.
 
@@ -485,7 +489,7 @@ def _run_pyinstaller(
     started = time.monotonic()
     seen: set[str] = set()
     lines: list[str] = []
-    deadline = started + _FREEZE_TIMEOUT_S
+    deadline = started + timeout
     with subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         text=True, errors="replace",
@@ -500,7 +504,7 @@ def _run_pyinstaller(
                     say(reporter, f"  freezing: {what} ({time.monotonic() - started:.0f} s)")
             if time.monotonic() > deadline:
                 proc.kill()
-                raise PackagingError(f"freezing the device runtime took over {_FREEZE_TIMEOUT_S} s; gave up")
+                raise PackagingError(f"freezing the device runtime took over {timeout:.0f} s; gave up")
         returncode = proc.wait()
     return returncode, "".join(lines)
 
