@@ -431,7 +431,7 @@ def _manifest(spec: Spec, ds: Dataset, done: _Done) -> dict[str, Any]:
         "metrics": {k: (None if math.isnan(v) else v) for k, v in done.evaluation.metrics.items()},
         "gates": [_finite(r.to_dict()) for r in done.evaluation.gates],
         "parity": done.parity,
-        "drift": {"psi_warn": spec.drift.psi_warn, "psi_drift": spec.drift.psi_drift},
+        "drift": spec.drift.manifest_section(),
         "lineage": lineage,
     }
 

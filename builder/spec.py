@@ -65,6 +65,8 @@ Format (all sections but ``[model]``, ``[data]`` and ``[estimator]`` are optiona
     psi_warn = 0.1
     psi_drift = 0.2
     bins = 10                     # quantile bins per numeric feature in the profile
+    alpha = 0.005                 # family-wise false-alarm rate of the drift test (all features)
+    min_count = 20                # fewest values in a feature for a verdict ("not enough data")
 
 Gates may also be a top-level ``gates = [...]`` (TOML puts a key written after a
 ``[table]`` header into that table, so it must then come before the first header).
@@ -131,7 +133,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "estimator.steps[]": ("class", "params", "name"),
     "evaluate": ("gates", "positive"),
     "parity": ("tolerance",),
-    "drift": ("psi_warn", "psi_drift", "bins"),
+    "drift": ("psi_warn", "psi_drift", "bins", "alpha", "min_count"),
 }
 
 
@@ -237,6 +239,17 @@ class DriftSpec:
     psi_warn: float = 0.1
     psi_drift: float = 0.2
     bins: int = 10
+    alpha: float | None = None  # None: the device's default (Thresholds.alpha)
+    min_count: int | None = None  # None: the device's default (Thresholds.min_count)
+
+    def manifest_section(self) -> dict[str, float | int]:
+        """The manifest's ``drift`` object; alpha/min_count only when set (older manifests stay byte-identical)."""
+        out: dict[str, float | int] = {"psi_warn": self.psi_warn, "psi_drift": self.psi_drift}
+        if self.alpha is not None:
+            out["alpha"] = self.alpha
+        if self.min_count is not None:
+            out["min_count"] = self.min_count
+        return out
 
 
 @dataclass(frozen=True)
@@ -619,7 +632,13 @@ class _Reader:
         bins = self.integer(t, "bins", "drift", 10)
         if not 2 <= bins <= 100:
             raise self.fail("drift.bins", f"expected an integer from 2 to 100, got {bins}")
-        return DriftSpec(warn, drift, bins)
+        alpha = self.number(t, "alpha", "drift", 0.005) if "alpha" in t else None
+        if alpha is not None and not 0 < alpha < 1:
+            raise self.fail("drift.alpha", f"expected a number between 0 and 1 (exclusive), got {alpha:g}")
+        min_count = self.integer(t, "min_count", "drift", 20) if "min_count" in t else None
+        if min_count is not None and min_count < 1:
+            raise self.fail("drift.min_count", f"expected a positive integer, got {min_count}")
+        return DriftSpec(warn, drift, bins, alpha, min_count)
 
 
 def _show(value: Any) -> str:

@@ -111,7 +111,10 @@ _BATCH = {
                     "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "version": {"type": "string", "maxLength": 100},
                     "profile": {"type": "object", "description": "mlpack.profile/1"},
-                    "drift": {"type": "object", "properties": {"psi_warn": {"type": "number"}, "psi_drift": {"type": "number"}}},
+                    "drift": {"type": "object", "properties": {
+                        "psi_warn": {"type": "number"}, "psi_drift": {"type": "number"},
+                        "alpha": {"type": "number"}, "min_count": {"type": "integer"},
+                    }},
                 },
             },
         },
@@ -176,7 +179,10 @@ class ErrorReply(BaseModel):
 class TimeRange(_Reply):
     start: int = Field(alias="from", description="Range start, epoch seconds (widened to a whole hour).")
     to: int = Field(description="Range end, epoch seconds, exclusive.")
-    bucket: int = Field(description="Chart resolution in seconds: 3600 up to two weeks, 86400 beyond.")
+    bucket: int = Field(
+        description="Chart resolution in seconds: 60 up to eight hours, 3600 up to two weeks, 86400 beyond "
+        "(a series of windows stored before minute roll-ups existed says 3600)."
+    )
 
 
 class Thresholds(_Reply):
@@ -184,6 +190,8 @@ class Thresholds(_Reply):
     psi_drift: float
     missing_jump: float
     out_of_range: float
+    alpha: float = Field(0.005, description="Family-wise false-alarm rate of the drift test over a model's features.")
+    min_count: int = Field(20, description="The fewest observed values a feature needs for a drift verdict.")
 
 
 class ModelRef(_Reply):
@@ -193,18 +201,27 @@ class ModelRef(_Reply):
     thresholds: Thresholds
 
 
+DriftStatus = Literal["ok", "warn", "drift", "not-enough-data", "no-data"]
+
+
 class Worst(_Reply):
     feature: str
     psi: float
-    status: Literal["ok", "warn", "drift"]
+    status: DriftStatus
+    n: int = Field(description="Values the verdict is based on.")
+    min_count: int = Field(description="The fewest values for a verdict ('not enough data (n of min_count)').")
+    p_value: float | None = Field(description="Chi-square test p-value; null when no test ran.")
 
 
-DeviceStatus = Literal["revoked", "never", "silent", "drift", "warn", "ok", "idle"]
+DeviceStatus = Literal["revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle"]
 
 
 class DeviceRow(_Reply):
     name: str
-    status: DeviceStatus
+    status: DeviceStatus = Field(
+        description="failing: at least 5% of at least 20 requests in the range answered with an error; "
+        "drift/warn: its most severe feature; silent: no upload for silent_after seconds."
+    )
     last_seen: float | None = Field(description="Epoch seconds of the last upload; null if never.")
     silent_for: float | None
     model: ModelRef | None = Field(description="The model its drift is scored for (its current one).")
@@ -212,7 +229,7 @@ class DeviceRow(_Reply):
     rows: int
     errors: int
     error_rate: float
-    worst: Worst | None = Field(description="The feature with the highest PSI in the range.")
+    worst: Worst | None = Field(description="The most severe feature in the range (status first, then PSI).")
     outbox: dict[str, int] | None = Field(description="The device's outbox accounting at its last upload.")
     revoked: bool
 
@@ -246,15 +263,32 @@ class Point(Stats):
     max_psi: float | None = None
 
 
+class Bins(_Reply):
+    labels: list[str] = Field(description="One label per bin: a category, or a numeric value range.")
+    reference: list[float] = Field(description="Reference share per bin (training split).")
+    observed: list[int] = Field(description="Observed count per bin in the range.")
+
+
 class FeatureDrift(_Reply):
-    psi: float
-    js: float
-    status: Literal["ok", "warn", "drift", "no-data"]
+    psi: float = Field(description="Effect size: population stability index.")
+    js: float = Field(description="Effect size: Jensen-Shannon divergence, bits.")
+    status: DriftStatus = Field(
+        description="drift/warn: PSI at its threshold AND the chi-square test significant at alpha "
+        "(Bonferroni over the model's features); not-enough-data: n below min_count."
+    )
+    n: int = Field(description="Values the verdict is based on.")
+    min_count: int
+    test: str = Field(description="'chi2': two-sample Pearson chi-square of the binned counts against the reference.")
+    statistic: float | None
+    df: int | None
+    p_value: float | None
+    alpha: float | None = Field(description="The level p_value is held against (alpha / number of tests).")
     observed: int
     missing: int | None = None
     below: int | None = None
     above: int | None = None
     unseen: int | None = None
+    bins: Bins | None = Field(None, description="Reference and observed distribution, bin by bin.")
 
 
 class Total(Stats):

@@ -38,7 +38,7 @@ from typing import Any
 
 from mlpack_edge.collector.auth import token_matches
 from mlpack_edge.collector.models import ModelInfo, model_from_upload
-from mlpack_edge.collector.rollup import Rollup, RollupKey, bucket_of, expand_hours
+from mlpack_edge.collector.rollup import Rollup, RollupKey, bucket_of, expand_minutes
 from mlpack_edge.collector.storage import Storage, WriteTx
 from mlpack_edge.errors import StorageError
 from mlpack_edge.monitor_agent.wire import MAX_COUNT, Window, WireError, validate_batch
@@ -161,14 +161,14 @@ def apply_batches(
     with storage.write() as tx:
         devices = tx.devices(sorted({b.device for b in batches}))
         learned: dict[str, ModelInfo] = {}
-        hours: dict[RollupKey, Rollup] = {}
+        minutes: dict[RollupKey, Rollup] = {}
         outcomes: list[Ack | Rejected] = []
         for b in batches:
             try:
-                outcomes.append(_apply_one(tx, b, devices, known, learned, hours, now))
+                outcomes.append(_apply_one(tx, b, devices, known, learned, minutes, now))
             except Rejected as exc:
                 outcomes.append(exc)
-        tx.add_to_rollups(expand_hours(hours))
+        tx.add_to_rollups(expand_minutes(minutes))
     known.update(learned)
     return outcomes
 
@@ -179,10 +179,10 @@ def _apply_one(
     devices: dict[str, tuple[str, float | None] | None],
     known: dict[str, ModelInfo],
     learned: dict[str, ModelInfo],
-    hours: dict[RollupKey, Rollup],
+    minutes: dict[RollupKey, Rollup],
     now: float,
 ) -> Ack:
-    """Check and store one batch; its windows are added to ``hours`` (device, hour) deltas."""
+    """Check and store one batch; its windows are added to ``minutes`` (device, minute) deltas."""
     row = devices.get(b.device)
     if b.token_hash is None:  # certificate only: the pre-check mapped it; revocation is re-checked here
         if row is None or row[1] is not None:
@@ -292,10 +292,10 @@ def _apply_one(
     for i in fresh:
         w, m = b.windows[i], model_of[i]
         window_rows.append((b.device, w.seq, w.seq_last, w.model, w.start, w.end, now, _body(w)))
-        key = ("h", w.model, b.device, bucket_of(w.start, "h"))
-        delta = hours.get(key)
+        key = ("m", w.model, b.device, bucket_of(w.start, "m"))
+        delta = minutes.get(key)
         if delta is None:
-            hours[key] = delta = Rollup()
+            minutes[key] = delta = Rollup()
         delta.add_window(w, m.vector(w))
         ack.stored.append(w.seq)
     tx.insert_windows(window_rows)

@@ -105,7 +105,7 @@ class FleetCollector(Collector):
         yield devices
 
         status = _gauge("mlpack_fleet_device_status",
-                        "1 for each device's current status (revoked, never, silent, drift, warn, ok, idle), else 0.",
+                        "1 for each device's current status (revoked, never, silent, failing, drift, warn, ok, idle), else 0.",
                         ["device", "status"])
         seen = _gauge("mlpack_fleet_device_last_seen_seconds", "Epoch time of each device's last upload.", ["device"])
         worst = _gauge("mlpack_fleet_device_drift_psi",

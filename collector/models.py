@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mlpack_edge.errors import BundleError
-from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge.monitor_agent.drift import Thresholds, present_count
 from mlpack_edge.monitor_agent.profile import Profile
 from mlpack_edge.monitor_agent.wire import Window, WireError
 
@@ -40,6 +40,8 @@ class Section:
     n_bins: int
     shares: tuple[float, ...]
     labels: tuple[str, ...]
+    reference_count: int = 0  # values behind the shares (the drift test's reference sample size)
+    ordered: bool = True  # numeric bins (pooled with neighbours); False: categories
 
     @property
     def stop(self) -> int:
@@ -150,7 +152,15 @@ def _sections(profile: Mapping[str, Any]) -> tuple[Section, ...]:
             labels = _numeric_labels([float(e) for e in f["edges"]])
         else:
             labels = [str(c) for c in f["categories"]]
-        sec = Section(str(f["name"]), start, len(labels), tuple(float(s) for s in f["shares"]), tuple(labels))
+        sec = Section(
+            str(f["name"]),
+            start,
+            len(labels),
+            tuple(float(s) for s in f["shares"]),
+            tuple(labels),
+            present_count(f.get("count", 0), f.get("missing_rate", 0.0)),
+            f["kind"] == "numeric",
+        )
         out.append(sec)
         start = sec.stop
     return tuple(out)

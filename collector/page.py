@@ -71,7 +71,7 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     """Latency, throughput, error rate and drift charts; one line per model version, or per
     feature (``per_feature``) when the page is about one model."""
     xr = (float(rng["from"]), float(rng["to"]))
-    step = rng["bucket"]
+    step = series_list[0]["range"]["bucket"] if series_list else rng["bucket"]
 
     def pts(s: dict[str, Any], key: str, scale: float = 1.0) -> list[tuple[float, float | None]]:
         return [(p["t"] + step / 2, None if p.get(key) is None else p[key] * scale) for p in s["points"]]
@@ -79,7 +79,7 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     def label(s: dict[str, Any]) -> str:
         return f'{s["model"]["name"]} {s["model"]["version"]}'
 
-    per_hour = "per hour" if step == 3600 else "per day"
+    per_hour = {60: "per minute", 3600: "per hour"}.get(step, "per day")
     if per_feature and series_list:
         s = series_list[0]
         lat = [("p50", pts(s, "p50_ms")), ("p95", pts(s, "p95_ms")), ("p99", pts(s, "p99_ms"))]
@@ -105,15 +105,15 @@ def _charts(series_list: Sequence[dict[str, Any]], rng: dict[str, int], prefix: 
     return f'<div class="charts">{"".join(charts)}</div>'
 
 
-_SEVERITY = {s: i for i, s in enumerate(("drift", "warn", "silent", "ok", "idle", "never", "revoked"))}
+_SEVERITY = {s: i for i, s in enumerate(("failing", "drift", "warn", "silent", "ok", "idle", "never", "revoked"))}
 
 
 def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str:
-    """The device table, worst first: drifting, warned and silent devices lead."""
+    """The device table, worst first: failing, drifting, warned and silent devices lead."""
     out = []
     for d in sorted(rows, key=lambda r: (_SEVERITY.get(r["status"], 99), r["name"])):
         w = d["worst"]
-        worst = "–" if not w else f'<span class="feature">{escape(w["feature"])}</span> {w["psi"]:.3f} {_status(w["status"])}'
+        worst = "–" if not w else f'<span class="feature">{escape(w["feature"])}</span> {w["psi"]:.3f} {_verdict(w)}'
         dropped = (d["outbox"] or {}).get("dropped", 0)
         out.append(
             f'<tr class="row-{d["status"]}" data-device="{escape(d["name"])}" data-status="{d["status"]}">'
@@ -132,19 +132,60 @@ def _device_rows(rows: Sequence[dict[str, Any]], with_model: bool = True) -> str
     return f'<table class="devices">{head}{"".join(out)}</table>'
 
 
+def _verdict(d: dict[str, Any]) -> str:
+    if d["status"] == "not-enough-data":
+        return f'{_status(d["status"])} <span class="muted">({d["n"]:,} of {d["min_count"]:,})</span>'
+    return _status(d["status"])
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2g}"
+
+
+def _side_by_side(name: str, d: dict[str, Any]) -> str:
+    """Reference and current share per bin of one feature, as two bars per row."""
+    b = d.get("bins")
+    if not b:
+        return ""
+    n = sum(b["observed"]) or 1
+    rows = "".join(
+        f'<tr><td>{escape(lbl)}</td>'
+        f'<td class="num">{100 * ref:.1f} %</td><td class="bar"><span class="bar-ref" style="width:{100 * ref:.1f}%"></span></td>'
+        f'<td class="num">{100 * obs / n:.1f} %</td><td class="bar"><span class="bar-cur" style="width:{100 * obs / n:.1f}%"></span></td>'
+        f'<td class="num">{obs:,}</td></tr>'
+        for lbl, ref, obs in zip(b["labels"], b["reference"], b["observed"])
+    )
+    return (
+        f'<figure class="bins" data-feature="{escape(name)}"><figcaption>{escape(name)}: reference vs current '
+        f'(PSI {d["psi"]:.3f}, chi-square {_num(d["statistic"], 1)} on {d["df"]} df, p {_p(d["p_value"])}, n {d["n"]:,})'
+        '</figcaption><table class="bins"><tr><th>Bin</th><th class="num">Reference</th><th></th>'
+        f'<th class="num">Current</th><th></th><th class="num">Count</th></tr>{rows}</table></figure>'
+    )
+
+
 def _drift_table(drift: dict[str, dict[str, Any]]) -> str:
+    """PSI/JS (effect sizes), the chi-square test and n per feature; drifted features side by side."""
     rows = "".join(
         f'<tr data-feature="{escape(name)}" data-status="{d["status"]}"><td>{escape(name)}</td>'
-        f'<td class="num">{d["psi"]:.4f}</td><td class="num">{d["js"]:.4f}</td><td>{_status(d["status"])}</td>'
+        f'<td class="num">{d["psi"]:.4f}</td><td class="num">{d["js"]:.4f}</td>'
+        f'<td class="num">{_num(d["statistic"], 1)}</td><td class="num">{"–" if d["df"] is None else d["df"]}</td>'
+        f'<td class="num">{_p(d["p_value"])}</td><td>{_verdict(d)}</td>'
         f'<td class="num">{d["observed"]:,}</td><td class="num">{d.get("missing", 0):,}</td>'
         f'<td class="num">{d.get("below", 0):,}</td><td class="num">{d.get("above", 0):,}</td>'
         f'<td class="num">{d.get("unseen", 0):,}</td></tr>'
         for name, d in sorted(drift.items(), key=lambda kv: -kv[1]["psi"])
     )
+    alpha = next((d["alpha"] for d in drift.values() if d.get("alpha") is not None), None)
+    note = (
+        '<p class="muted">Drift: PSI at its threshold <em>and</em> a two-sample chi-square test of the binned counts '
+        f"against the reference significant at p &lt; {_p(alpha)} (family-wise alpha over {len(drift)} tests).</p>"
+    )
+    moved = "".join(_side_by_side(name, d) for name, d in drift.items() if d["status"] in ("drift", "warn"))
     return (
-        '<table class="drift"><tr><th>Feature</th><th class="num">PSI</th><th class="num">JS</th><th>Status</th>'
+        note + '<table class="drift"><tr><th>Feature</th><th class="num">PSI</th><th class="num">JS</th>'
+        '<th class="num">Chi-square</th><th class="num">df</th><th class="num">p</th><th>Status</th>'
         '<th class="num">Observed</th><th class="num">Missing</th><th class="num">Below</th><th class="num">Above</th>'
-        f'<th class="num">Unseen</th></tr>{rows}</table>'
+        f'<th class="num">Unseen</th></tr>{rows}</table>' + moved
     )
 
 
@@ -311,7 +352,8 @@ def model_page(data: dict[str, Any], hours: float | None) -> str:
     m = s["model"]
     body = (
         f'<p><code>{m["hash"]}</code> · drift thresholds PSI warn {m["thresholds"]["psi_warn"]}, '
-        f'drift {m["thresholds"]["psi_drift"]}</p>'
+        f'drift {m["thresholds"]["psi_drift"]}, test alpha {m["thresholds"].get("alpha", 0.005)}, '
+        f'verdict from n &ge; {m["thresholds"].get("min_count", 20)}</p>'
         f'<section><h2>Fleet</h2>{_stats_line(s["total"])}{_charts([s], s["range"], "model-", True)}</section>'
         f'<section><h2>Drift per feature</h2>{_drift_table(s["total"]["drift"])}</section>'
         + _production(data.get("production") or [], "fleet-wide", s["range"])

@@ -7,6 +7,7 @@ hours. Drift uses :mod:`mlpack_edge.monitor_agent.drift` — the same numbers th
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -18,10 +19,11 @@ import numpy as np
 from mlpack_edge.collector import kpis
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
-from mlpack_edge.collector.rollup import DAY, HOUR, Rollup, plan_range
+from mlpack_edge.collector.rollup import DAY, HOUR, MINUTE, Rollup, minute_rollups, plan_range
 from mlpack_edge.collector.storage import DeviceRow, Storage
-from mlpack_edge.monitor_agent.drift import Thresholds, classify, js_rows, psi_rows
+from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, min_testable_count, psi_rows
 from mlpack_edge.monitor_agent.kpi import DEFAULT_MIN_LABELS
+from mlpack_edge.monitor_agent.wire import Window
 
 __all__ = [
     "TimeRange",
@@ -34,10 +36,18 @@ __all__ = [
     "device_detail",
     "model_detail",
     "STATUS_ORDER",
+    "FAILING_RATE",
+    "FAILING_MIN_REQUESTS",
 ]
 
-STATUS_ORDER = ("revoked", "never", "silent", "drift", "warn", "ok", "idle")
+STATUS_ORDER = ("revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle")
+#: A device answering at least this share of its requests with an error (over at least
+#: ``FAILING_MIN_REQUESTS`` requests in the range) is ``failing``, whatever its drift.
+FAILING_RATE = 0.05
+FAILING_MIN_REQUESTS = 20
 _MAX_HOURLY_SPAN = 14 * DAY
+_MAX_MINUTE_SPAN = 8 * HOUR  # the page's "6 h", widened to whole hours, spans 7
+_LEVEL = {MINUTE: "m", HOUR: "h", DAY: "d"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,14 @@ class TimeRange:
 
     @property
     def bucket(self) -> int:
-        """Chart resolution: hours up to two weeks, days beyond."""
-        return HOUR if self.end - self.start <= _MAX_HOURLY_SPAN else DAY
+        """Chart resolution: minutes up to eight hours, hours up to two weeks, days beyond."""
+        span = self.end - self.start
+        return MINUTE if span <= _MAX_MINUTE_SPAN else HOUR if span <= _MAX_HOURLY_SPAN else DAY
+
+    @property
+    def level(self) -> str:
+        """The roll-up level of :attr:`bucket`."""
+        return _LEVEL[self.bucket]
 
     def to_dict(self) -> dict[str, int]:
         return {"from": self.start, "to": self.end, "bucket": self.bucket}
@@ -95,35 +111,72 @@ def rollup_stats(r: Rollup) -> dict[str, Any]:
     }
 
 
+_RANK = {s: i for i, s in enumerate(STATUSES)}
+
+
+def score_section(model: ModelInfo, sec: Section, bins: np.ndarray) -> DriftScore:
+    """The device's verdict (:func:`~mlpack_edge.monitor_agent.drift.classify`) for one section."""
+    return classify(
+        sec.shares,
+        bins,
+        model.thresholds,
+        reference_count=sec.reference_count,
+        n_tests=len(model.sections),
+        ordered=sec.ordered,
+    )
+
+
+def _test_fields(score: DriftScore) -> dict[str, Any]:
+    return {
+        "n": score.n,
+        "min_count": score.min_count,
+        "test": score.test,
+        "statistic": None if score.statistic is None else round(score.statistic, 6),
+        "df": score.df,
+        "p_value": score.p_value,
+        "alpha": score.alpha,
+    }
+
+
 def drift_of(model: ModelInfo, counts: np.ndarray | None) -> dict[str, dict[str, Any]]:
-    """Per feature (and ``prediction``): PSI, JS, status and the observed extras."""
+    """Per feature (and ``prediction``): PSI, JS, the test, status, the observed extras, and
+    the reference shares and observed counts per bin (to show them side by side)."""
     out: dict[str, dict[str, Any]] = {}
     for sec in model.sections:
         if counts is None or counts.size < sec.stop:
-            out[sec.name] = {"psi": 0.0, "js": 0.0, "status": "no-data", "observed": 0}
-            continue
-        bins = counts[sec.start : sec.start + sec.n_bins]
-        score = classify(list(sec.shares), bins.tolist(), model.thresholds)
-        extras = counts[sec.start + sec.n_bins : sec.stop].tolist()
+            bins = np.zeros(sec.n_bins, dtype=np.int64)
+            extras = [0, 0, 0, 0]
+        else:
+            bins = counts[sec.start : sec.start + sec.n_bins]
+            extras = counts[sec.start + sec.n_bins : sec.stop].tolist()
+        score = score_section(model, sec, bins)
         out[sec.name] = {
             "psi": round(score.psi, 6),
             "js": round(score.js, 6),
             "status": score.status,
+            **_test_fields(score),
             "observed": int(bins.sum()),
             "missing": extras[0],
             "below": extras[1],
             "above": extras[2],
             "unseen": extras[3],
+            "bins": {
+                "labels": list(sec.labels),
+                "reference": [round(x, 6) for x in sec.shares],
+                "observed": [int(x) for x in bins.tolist()],
+            },
         }
     return out
 
 
 def _worst(drift: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    scored = [(v["psi"], k) for k, v in drift.items() if v["status"] != "no-data"]
+    scored = [(_RANK[v["status"]], v["psi"], k) for k, v in drift.items() if v["status"] != "no-data"]
     if not scored:
         return None
-    psi, name = max(scored)
-    return {"feature": name, "psi": psi, "status": drift[name]["status"]}
+    _, psi, name = max(scored)
+    d = drift[name]
+    return {"feature": name, "psi": psi, "status": d["status"], "n": d["n"], "min_count": d["min_count"],
+            "p_value": d["p_value"]}
 
 
 def _section_scores(sections: Iterable[Section], matrix: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -137,8 +190,14 @@ def _section_scores(sections: Iterable[Section], matrix: np.ndarray) -> dict[str
 
 def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str | None = None) -> dict[str, Any]:
     """Stats and drift per time bucket of one model (the fleet's, or one device's)."""
-    level = "h" if rng.bucket == HOUR else "d"
-    rows = storage.rollups(level, rng.start, rng.end, model=model.hash, device=device)
+    step = rng.bucket
+    if rng.level == "m" and device is not None:
+        rows = _device_minutes(storage, model, rng, device)
+    else:
+        rows = storage.rollups(rng.level, rng.start, rng.end, model=model.hash, device=device)
+    if not rows and rng.level == "m":  # windows stored before minute roll-ups existed: hours
+        rows = storage.rollups("h", rng.start, rng.end, model=model.hash, device=device)
+        step = HOUR
     total = Rollup()
     points: list[dict[str, Any]] = []
     vectors: list[np.ndarray] = []
@@ -158,10 +217,18 @@ def model_series(storage: Storage, model: ModelInfo, rng: TimeRange, device: str
     return {
         "model": _model_ref(model),
         "device": device,
-        "range": rng.to_dict(),
+        "range": {**rng.to_dict(), "bucket": step},
         "points": points,
         "total": {**rollup_stats(total), "drift": drift, "worst": _worst(drift)},
     }
+
+
+def _device_minutes(storage: Storage, model: ModelInfo, rng: TimeRange, device: str) -> list[tuple[Any, ...]]:
+    """One device's minute rows (shaped like roll-up rows), summed from its stored windows:
+    at most a few hundred in a short range, and no per-device minute roll-up to write."""
+    windows = [Window.from_dict(json.loads(b)) for b in storage.window_bodies_between(device, rng.start, rng.end, model.hash)]
+    minutes = minute_rollups((w, model.vector(w)) for w in windows)
+    return [(device, model.hash, t, *minutes[t].to_row()) for t in sorted(minutes)]
 
 
 def _model_ref(m: ModelInfo) -> dict[str, Any]:
@@ -216,8 +283,13 @@ def device_table(
     models: dict[str, ModelInfo] | None = None,
     devices: list[DeviceRow] | None = None,
     only_model: str | None = None,
+    failing_rate: float = FAILING_RATE,
+    failing_min_requests: int = FAILING_MIN_REQUESTS,
 ) -> list[dict[str, Any]]:
     """One row per device: status, model, counts and the worst drifting feature in the range.
+
+    The status weighs errors too: a device answering ``failing_rate`` or more of at least
+    ``failing_min_requests`` requests with an error is ``failing`` (not ``ok``).
 
     A device's drift is scored for its current model (the one of its last window), or
     for ``only_model`` when given; all devices of a model are scored in one numpy call
@@ -251,25 +323,22 @@ def device_table(
         scores = _section_scores(feats, matrix)
         observed = np.stack([matrix[:, s.start : s.start + s.n_bins].sum(axis=1) for s in feats], axis=1)
         psis = np.stack([scores[s.name][0] for s in feats], axis=1)
-        psis = np.where(observed > 0, psis, -1.0)
-        best = psis.argmax(axis=1)
+        need = max(1, m.thresholds.min_count)
         for i, n in enumerate(names):
-            p = float(psis[i, best[i]])
-            worst[n] = None if p < 0 else {
-                "feature": feats[best[i]].name,
-                "psi": round(p, 6),
-                "status": _psi_status(p, m.thresholds),
-            }
+            worst[n] = _device_worst(m, feats, matrix[i], psis[i], observed[i], need)
     out = []
     for d in devices:
         h = chosen.get(d.name)
         agg = aggs.get((d.name, h)) if h else None
         m = models.get(h) if h else None
         w = worst.get(d.name)
+        requests = agg.requests if agg else 0
+        error_rate = (agg.errors / agg.requests) if agg and agg.requests else 0.0
+        failing = requests >= failing_min_requests and error_rate >= failing_rate
         out.append(
             {
                 "name": d.name,
-                "status": _device_status(d, w, now, silent_after),
+                "status": _device_status(d, w, now, silent_after, failing),
                 "last_seen": d.last_seen,
                 "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
                 "model": _model_ref(m) if m else None,
@@ -285,22 +354,69 @@ def device_table(
     return out
 
 
-def _psi_status(p: float, t: Thresholds) -> str:
-    return "drift" if p >= t.psi_drift else "warn" if p >= t.psi_warn else "ok"
+def _device_worst(
+    m: ModelInfo, feats: list[Section], counts: np.ndarray, psis: np.ndarray, observed: np.ndarray, need: int
+) -> dict[str, Any] | None:
+    """A device's most severe feature (status first, then PSI), by the device's own verdict.
+
+    The (vectorised) PSI already decides most features: below ``psi_warn`` the verdict is
+    ``ok`` whatever the test says (if one is possible), so the test runs only where PSI reaches it.
+    """
+    best: tuple[int, float, int] | None = None
+    tested: dict[int, DriftScore] = {}
+    for j, sec in enumerate(feats):
+        n = int(observed[j])
+        if n == 0:
+            continue
+        p = float(psis[j])
+        if n >= need and p >= m.thresholds.psi_warn:
+            tested[j] = score_section(m, sec, counts[sec.start : sec.start + sec.n_bins])
+            status = tested[j].status
+        elif n < need or n < min_testable_count(sec.shares, sec.ordered):
+            status = "not-enough-data"
+        else:
+            status = "ok"
+        key = (_RANK[status], p, -j)
+        if best is None or key > best:
+            best = key
+    if best is None:
+        return None
+    j = -best[2]
+    sec = feats[j]
+    score = tested.get(j) or score_section(m, sec, counts[sec.start : sec.start + sec.n_bins])
+    return {"feature": sec.name, "psi": round(score.psi, 6), "status": score.status, "n": score.n,
+            "min_count": score.min_count, "p_value": score.p_value}
 
 
-def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silent_after: float) -> str:
+def _device_status(d: DeviceRow, worst: dict[str, Any] | None, now: float, silent_after: float, failing: bool) -> str:
     if d.revoked:
         return "revoked"
     if d.last_seen is None:
         return "never"
     if now - d.last_seen > silent_after:
         return "silent"
+    if failing:
+        return "failing"
     if worst is not None and worst["status"] in ("drift", "warn"):
         return str(worst["status"])
     if d.outbox and d.outbox.get("dropped", 0) > 0:
         return "warn"
     return "ok" if worst is not None else "idle"
+
+
+def _hourly(series: dict[str, Any]) -> list[dict[str, Any]]:
+    """A series' points summed per hour (requests, errors, rate): error jumps are judged per
+    hour whatever the chart's resolution."""
+    if series["range"]["bucket"] >= HOUR:
+        return list(series["points"])
+    hours: dict[int, dict[str, Any]] = {}
+    for p in series["points"]:
+        h = hours.setdefault(p["t"] // HOUR * HOUR, {"t": p["t"] // HOUR * HOUR, "requests": 0, "errors": 0})
+        h["requests"] += p["requests"]
+        h["errors"] += p["errors"]
+    for h in hours.values():
+        h["error_rate"] = h["errors"] / h["requests"] if h["requests"] else 0.0
+    return [hours[t] for t in sorted(hours)]
 
 
 def _alerts(
@@ -322,9 +438,10 @@ def _alerts(
             if d["status"] == "drift":
                 alerts.append({
                     "severity": "critical", "kind": "drift", "model": m["hash"], "device": None, "feature": feat,
-                    "message": f"{label}: {feat} drifted fleet-wide (PSI {d['psi']:.3f} >= {m['thresholds']['psi_drift']})",
+                    "message": f"{label}: {feat} drifted fleet-wide (PSI {d['psi']:.3f} >= {m['thresholds']['psi_drift']}, "
+                    f"chi-square p {d['p_value']:.2g}, n {d['n']})",
                 })
-        pts = [p for p in s["points"] if p["requests"] >= jump_min_requests]
+        pts = [p for p in _hourly(s) if p["requests"] >= jump_min_requests]
         if len(pts) >= 2:
             last = pts[-1]
             base_req = sum(p["requests"] for p in pts[:-1])
@@ -348,7 +465,8 @@ def _alerts(
             alerts.append({
                 "severity": "critical", "kind": "drift", "model": m["hash"] if m else None, "device": name,
                 "feature": w["feature"],
-                "message": f"{name}: {w['feature']} drifted (PSI {w['psi']:.3f}) on {m['name']} {m['version']}" if m else "",
+                "message": f"{name}: {w['feature']} drifted (PSI {w['psi']:.3f}, chi-square p {w['p_value']:.2g}, n {w['n']}) "
+                f"on {m['name']} {m['version']}" if m else "",
             })
         if m and row["requests"] >= jump_min_requests:
             base = fleet_rate.get(m["hash"], 0.0)
@@ -381,7 +499,7 @@ def _alerts(
 
 
 def _active_models(storage: Storage, rng: TimeRange, models: dict[str, ModelInfo]) -> list[ModelInfo]:
-    level = "h" if rng.bucket == HOUR else "d"
+    level = "h" if rng.bucket <= HOUR else "d"  # hours cover minute ranges (and old data)
     seen = {row[1] for row in storage.rollups(level, rng.start, rng.end, columns="windows")}
     return sorted((models[h] for h in seen if h in models), key=lambda m: (m.name, m.version, m.hash))
 
@@ -400,7 +518,8 @@ def fleet_overview(
     models = {m.hash: m for m in storage.models()}
     prod = kpis.production(storage, rng, models, min_labels=min_labels)
     series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
-    table = device_table(storage, rng, now, silent_after, models=models)
+    table = device_table(storage, rng, now, silent_after, models=models,
+                         failing_rate=jump_min_rate, failing_min_requests=jump_min_requests)
     by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
     for row in table:
         by_status[row["status"]] += 1
@@ -428,7 +547,7 @@ def device_detail(
         return None
     models = {m.hash: m for m in storage.models()}
     row = device_table(storage, rng, now, silent_after, models=models, devices=devices)[0]
-    level = "h" if rng.bucket == HOUR else "d"
+    level = "h" if rng.bucket <= HOUR else "d"
     used = sorted({r[1] for r in storage.rollups(level, rng.start, rng.end, device=name, columns="windows")})
     return {
         "device": row,

@@ -1,9 +1,11 @@
-"""Roll-ups: windows summed per (model, device, hour) and per (model, device, UTC day).
+"""Roll-ups: windows summed per (model, device) and minute, hour and UTC day.
 
 Windows merge by addition, so the collector keeps, next to every stored window, running
-sums at two resolutions for each device and for the whole fleet (device ``"*"``). A
-query for any hour-aligned range reads whole days where it can and hours at the edges;
-the fleet page for 1,000 devices over a week stays a few thousand rows.
+sums per hour and day for each device and for the whole fleet (device ``"*"``), and
+per minute for the fleet. A query for any hour-aligned range reads whole days where it
+can and hours at the edges; the fleet page for 1,000 devices over a week stays a few
+thousand rows. Minutes serve the charts of short ranges (up to eight hours: one point
+per minute, not per hour); one device's minutes are summed from its stored windows.
 
 A window counts towards the hour and day in which it *starts* (a merged window that
 spans several hours is not split: its counts cannot be apportioned honestly).
@@ -21,12 +23,16 @@ import numpy as np
 from mlpack_edge.monitor_agent.histogram import LatencyHistogram
 from mlpack_edge.monitor_agent.wire import SystemStats, Window
 
-__all__ = ["HOUR", "DAY", "FLEET", "LEVELS", "Rollup", "RollupKey", "bucket_of", "expand_hours", "plan_range"]
+__all__ = [
+    "MINUTE", "HOUR", "DAY", "FLEET", "LEVELS", "Rollup", "RollupKey", "bucket_of", "expand_minutes", "minute_rollups",
+    "plan_range",
+]
 
+MINUTE = 60
 HOUR = 3600
 DAY = 86400
 FLEET = "*"
-LEVELS = {"h": HOUR, "d": DAY}
+LEVELS = {"m": MINUTE, "h": HOUR, "d": DAY}
 
 # (level, model, device, bucket start)
 RollupKey = tuple[str, str, str, int]
@@ -124,22 +130,44 @@ class Rollup:
         )
 
 
-def expand_hours(hours: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
-    """Every roll-up delta implied by per-device hour deltas: those hours, plus their
-    device's day and the fleet's hour and day.
+def expand_minutes(minutes: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
+    """Every roll-up delta implied by per-device minute deltas: their device's hour and day,
+    and the fleet's minute, hour and day.
 
-    Adding each window once (to its device's hour) and merging the sums upwards is the
-    same addition as adding it four times, with a quarter of the per-window work.
+    Adding each window once (to its device's minute) and merging the sums upwards is the
+    same addition as adding it five times, with a fifth of the per-window work. A device's
+    own minutes are *not* stored: that would be one more row written per window (measured
+    +43% ingest time per window in batches of 10); a device's minute chart reads its few
+    hundred stored windows instead (:func:`minute_rollups`).
     """
-    out = dict(hours)
-    for (level, model, device, bucket), delta in hours.items():
-        assert level == "h" and device != FLEET
-        day = bucket_of(bucket, "d")
-        for key in (("d", model, device, day), ("h", model, FLEET, bucket), ("d", model, FLEET, day)):
+    out: dict[RollupKey, Rollup] = {}
+    for (level, model, device, bucket), delta in minutes.items():
+        assert level == "m" and device != FLEET
+        hour, day = bucket_of(bucket, "h"), bucket_of(bucket, "d")
+        for key in (
+            ("h", model, device, hour),
+            ("d", model, device, day),
+            ("m", model, FLEET, bucket),
+            ("h", model, FLEET, hour),
+            ("d", model, FLEET, day),
+        ):
             total = out.get(key)
             if total is None:
                 out[key] = total = Rollup()
             total.merge(delta)
+    return out
+
+
+def minute_rollups(windows: Iterable[tuple[Window, np.ndarray]]) -> dict[int, Rollup]:
+    """Windows (with their count vectors) summed per minute of their start: a device's
+    minute series, built from its stored windows at query time."""
+    out: dict[int, Rollup] = {}
+    for w, vector in windows:
+        key = bucket_of(w.start, "m")
+        r = out.get(key)
+        if r is None:
+            out[key] = r = Rollup()
+        r.add_window(w, vector)
     return out
 
 

@@ -64,7 +64,7 @@ SYNC_EXIT_CODES = {"delivered": 0, "nothing": 3, "busy": 3, "unreachable": 4, "r
 #: ``status --fail-on LEVEL`` exits with this when the overall status reached LEVEL (distinct
 #: from every ``agent sync`` code, so a script running both can tell them apart).
 STATUS_FAIL_EXIT = 7
-_LEVEL = {"no-data": 0, "ok": 0, "warn": 1, "drift": 2}
+_LEVEL = {"no-data": 0, "not-enough-data": 0, "ok": 0, "warn": 1, "drift": 2}
 
 _state_option = click.option(
     "--state-dir",

@@ -7,22 +7,60 @@ both report the same number for the same counts.
   before renormalising, so an empty bin does not make PSI infinite.
 * Jensen-Shannon divergence in bits (0 = identical, 1 = disjoint), unsmoothed.
 
+PSI and JS are *effect sizes*, and on a small sample they are large by chance alone:
+under no shift, PSI over ``B`` bins is about ``(1/n + 1/m) * chi2(B - 1)``, so 70 rows
+and 10 bins give ~0.13 on average and often more than 0.2. So :func:`classify` flags
+``warn``/``drift`` only when the effect size reaches the threshold **and** a two-sample
+Pearson chi-square test of the observed bin counts against the reference counts
+(:func:`chi2_test`) is significant at ``alpha / n_tests`` (Bonferroni over the features
+and the prediction of a model: the family-wise false-alarm rate stays below ``alpha``).
+Below ``min_count`` observed values there is no verdict: ``not-enough-data``.
+
+The test works on the same mergeable bin counts the device keeps, so device, collector
+and fleet view reach the same verdict for the same counts.
+
 :func:`psi_rows` / :func:`js_rows` are the same maths for many observations at once
 (one row each): the collector scores a thousand devices in one numpy call.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["EPSILON", "psi", "js_divergence", "psi_rows", "js_rows", "Thresholds", "DriftScore", "classify"]
+from mlpack_edge.monitor_agent._chi2 import chi2_cdf, chi2_sf
+
+__all__ = [
+    "EPSILON",
+    "MIN_EXPECTED",
+    "STATUSES",
+    "psi",
+    "js_divergence",
+    "psi_rows",
+    "js_rows",
+    "pooled_cells",
+    "min_testable_count",
+    "chi2_test",
+    "ChiSquare",
+    "poisson_sf",
+    "present_count",
+    "rate_exceeds",
+    "Thresholds",
+    "DriftScore",
+    "classify",
+]
 
 EPSILON = 1e-4
+#: Bins are pooled until each cell expects at least this many observed values: the
+#: chi-square approximation is poor (and anti-conservative) for sparser cells.
+MIN_EXPECTED = 5.0
+#: Every status, least to most severe.
+STATUSES = ("no-data", "not-enough-data", "ok", "warn", "drift")
 
 
 def _as_dist(x: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -100,29 +138,143 @@ def js_rows(reference: Sequence[float] | np.ndarray, observed: np.ndarray) -> np
     return out
 
 
+
+
+# --------------------------------------------------------------------------- significance
+
+
+def pooled_cells(shares: Sequence[float], n: int, ordered: bool, min_expected: float = MIN_EXPECTED) -> list[list[int]]:
+    """Group bins so each group expects ``>= min_expected`` of ``n`` values under the reference.
+
+    ``ordered`` (numeric bins) pools neighbours left to right, so a shift still moves mass
+    between groups; otherwise (categories) the rarest categories are pooled together. The
+    grouping depends on the reference and ``n`` only, never on the observed counts, so the
+    test's null distribution is not tilted by looking at the data first. A short last
+    group joins the one before it. One group means no test is possible.
+    """
+    q = np.asarray(shares, dtype=np.float64)
+    total = q.sum()
+    q = q / total if total > 0 else q
+    order = list(range(q.size)) if ordered else [int(i) for i in np.argsort(-q, kind="stable")]
+    groups: list[list[int]] = []
+    current: list[int] = []
+    mass = 0.0
+    for i in order:
+        current.append(i)
+        mass += float(q[i])
+        if mass * n >= min_expected:
+            groups.append(current)
+            current, mass = [], 0.0
+    if current:
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    return groups
+
+
+def present_count(count: int, missing_rate: float) -> int:
+    """Values behind a profile's shares (its non-missing rows): the test's reference sample size."""
+    return int(round(int(count) * (1.0 - float(missing_rate))))
+
+
+def poisson_sf(k: int, mean: float) -> float:
+    """P(X >= k) for X ~ Poisson(``mean``): ``P(chi2 with 2k df <= 2 * mean)``."""
+    if k <= 0:
+        return 1.0
+    if mean <= 0:
+        return 0.0
+    return chi2_cdf(2.0 * mean, 2 * k)
+
+
+def rate_exceeds(count: int, total: int, rate: float, level: float) -> bool:
+    """Is ``count`` of ``total`` significantly above ``rate`` (one-sided, at ``level``)?
+
+    Both the share must exceed ``rate`` and the Poisson tail (an upper bound for the
+    binomial's at small rates) must be below ``level``: one odd value in 80 (1.25%) is
+    not evidence that more than 1% of values are odd; 200 of 10,000 is.
+    """
+    if total <= 0 or count <= rate * total:
+        return False
+    return poisson_sf(count, rate * total) < level
+
+
+@dataclass(frozen=True)
+class ChiSquare:
+    """A two-sample Pearson chi-square test of two binned samples (after pooling)."""
+
+    statistic: float
+    df: int
+    p_value: float
+
+
+def chi2_test(
+    reference_shares: Sequence[float],
+    reference_count: float | None,
+    observed: Sequence[float] | np.ndarray,
+    ordered: bool = True,
+) -> ChiSquare | None:
+    """Test whether ``observed`` counts come from the reference's distribution.
+
+    The reference is itself a sample (``reference_count`` values with ``reference_shares``),
+    so this is the 2 x G contingency-table test of homogeneity:
+    ``X2 = N*n * sum_g (r_g/N - c_g/n)^2 / (r_g + c_g)`` with ``G - 1`` degrees of freedom,
+    over the cells of :func:`pooled_cells`. Without a reference count (or 0) it is the
+    one-sample goodness-of-fit test against the shares. ``None`` when no test is possible
+    (nothing observed, or a single cell).
+    """
+    c = np.asarray(observed, dtype=np.float64)
+    n = float(c.sum())
+    if n <= 0:
+        return None
+    groups = pooled_cells(reference_shares, int(n), ordered)
+    if len(groups) < 2:
+        return None
+    q = np.asarray(reference_shares, dtype=np.float64)
+    q = q / q.sum()
+    qg = np.array([q[g].sum() for g in groups])
+    cg = np.array([c[g].sum() for g in groups])
+    pg = cg / n
+    if reference_count:
+        big_n = float(reference_count)
+        rg = qg * big_n
+        stat = float(big_n * n * np.sum((qg - pg) ** 2 / (rg + cg)))
+    else:
+        stat = float(n * np.sum((pg - qg) ** 2 / qg))
+    df = len(groups) - 1
+    return ChiSquare(stat, df, chi2_sf(stat, df))
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Levels carried in the manifest (``drift`` section); defaults per industry habit.
 
-    ``psi_warn``/``psi_drift`` grade PSI. ``missing_jump`` is how far (absolute share)
-    the live missing rate may rise above the profile's before it is flagged;
-    ``out_of_range`` is the share of values outside the training range (numeric) or of
-    unseen categories that is flagged (the reference expects none).
+    ``psi_warn``/``psi_drift`` grade PSI (the effect size). ``alpha`` is the family-wise
+    false-alarm rate of the significance test over all features of a model (Bonferroni);
+    ``min_count`` is the fewest observed values a feature needs for any verdict.
+    ``missing_jump`` is how far (absolute share) the live missing rate may rise above the
+    profile's before it is flagged; ``out_of_range`` is the share of values outside the
+    training range (numeric) or of unseen categories that is flagged (the reference
+    expects none).
     """
 
     psi_warn: float = 0.1
     psi_drift: float = 0.2
     missing_jump: float = 0.05
     out_of_range: float = 0.01
+    alpha: float = 0.005
+    min_count: int = 20
 
     @classmethod
-    def from_dict(cls, d: dict[str, float] | None) -> Thresholds:
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Thresholds:
         d = d or {}
         return cls(
             float(d.get("psi_warn", 0.1)),
             float(d.get("psi_drift", 0.2)),
             float(d.get("missing_jump", 0.05)),
             float(d.get("out_of_range", 0.01)),
+            float(d.get("alpha", 0.005)),
+            int(d.get("min_count", 20)),
         )
 
     def to_dict(self) -> dict[str, float]:
@@ -131,29 +283,105 @@ class Thresholds:
             "psi_drift": self.psi_drift,
             "missing_jump": self.missing_jump,
             "out_of_range": self.out_of_range,
+            "alpha": self.alpha,
+            "min_count": self.min_count,
         }
+
+
+Status = Literal["no-data", "not-enough-data", "ok", "warn", "drift"]
 
 
 @dataclass(frozen=True)
 class DriftScore:
+    """Effect sizes, the test behind the verdict, and the verdict.
+
+    ``alpha`` is the per-feature level the p-value was held against (``alpha / n_tests``);
+    ``statistic``/``df``/``p_value`` are ``None`` when no test ran (too few values).
+    """
+
     psi: float
     js: float
-    status: Literal["ok", "warn", "drift", "no-data"]
+    status: Status
+    n: int = 0
+    min_count: int = 0
+    test: str = "chi2"
+    statistic: float | None = None
+    df: int | None = None
+    p_value: float | None = None
+    alpha: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "psi": self.psi,
+            "js": self.js,
+            "status": self.status,
+            "n": self.n,
+            "min_count": self.min_count,
+            "test": self.test,
+            "statistic": self.statistic,
+            "df": self.df,
+            "p_value": self.p_value,
+            "alpha": self.alpha,
+        }
 
 
-def classify(reference: Sequence[float], observed: Sequence[float], thresholds: Thresholds) -> DriftScore:
-    """PSI and JS with a status; ``no-data`` when nothing was observed."""
-    if sum(observed) == 0:
-        return DriftScore(0.0, 0.0, "no-data")
-    p = psi(reference, observed)
-    j = js_divergence(reference, observed)
-    status: Literal["ok", "warn", "drift", "no-data"]
-    if math.isnan(p):
-        status = "no-data"
-    elif p >= thresholds.psi_drift:
+def classify(
+    reference: Sequence[float],
+    observed: Sequence[float] | np.ndarray,
+    thresholds: Thresholds,
+    *,
+    reference_count: float | None = None,
+    n_tests: int = 1,
+    ordered: bool = True,
+) -> DriftScore:
+    """PSI, JS, the chi-square test and the verdict for one feature (see the module doc).
+
+    ``reference_count`` is how many values the reference shares were computed from
+    (``None``: treat the reference as exact); ``n_tests`` is how many features (and the
+    prediction) are judged together, for the Bonferroni correction; ``ordered`` says the
+    bins are ordered (numeric), which decides how sparse bins are pooled.
+    """
+    obs = np.asarray(observed, dtype=np.float64)
+    n = int(obs.sum())
+    need = max(1, int(thresholds.min_count))
+    if n == 0:
+        return DriftScore(0.0, 0.0, "no-data", 0, need)
+    p = psi(reference, obs)
+    j = js_divergence(reference, obs)
+    if n < need or math.isnan(p):
+        return DriftScore(p, j, "not-enough-data", n, need)
+    level = thresholds.alpha / max(1, n_tests)
+    test = chi2_test(reference, reference_count, obs, ordered)
+    if test is None:  # a single cell after pooling: too few values for this feature's bins
+        return DriftScore(p, j, "not-enough-data", n, max(need, _needed(reference, ordered, n)), alpha=level)
+    significant = test.p_value < level
+    status: Status
+    if significant and p >= thresholds.psi_drift:
         status = "drift"
-    elif p >= thresholds.psi_warn:
+    elif significant and p >= thresholds.psi_warn:
         status = "warn"
     else:
         status = "ok"
-    return DriftScore(p, j, status)
+    return DriftScore(p, j, status, n, need, "chi2", test.statistic, test.df, test.p_value, level)
+
+
+@functools.lru_cache(maxsize=4096)
+def min_testable_count(shares: tuple[float, ...], ordered: bool) -> int:
+    """The fewest values for which the bins pool into two cells (a test is possible); the
+    answer is monotone in n, so ``n >= min_testable_count(...)`` replaces pooling per call."""
+    return _needed(shares, ordered, 1)
+
+
+def _needed(reference: Sequence[float], ordered: bool, n: int) -> int:
+    """The smallest count (from ``n`` up, doubling) for which the bins pool into two cells."""
+    m = max(n, 1)
+    while m < 10**9 and len(pooled_cells(reference, m, ordered)) < 2:
+        m *= 2
+    lo, hi = max(n, 1), m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(pooled_cells(reference, mid, ordered)) >= 2:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

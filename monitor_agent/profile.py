@@ -26,6 +26,17 @@ Numeric bin ``i`` holds ``edges[i-1] <= x < edges[i]`` (``np.searchsorted(edges,
 side="right")``); the first and last bins are open-ended, and values outside the
 training ``[min, max]`` are *also* counted as below/above range. Missing values
 (NaN, ``None``, empty string) are never binned: they are counted separately.
+
+Float32: the model and the device see numbers as float32 (the runtime casts its input
+to float32 and the recorder bins those values), so a numeric profile is computed from
+the training values *rounded to float32*: ``edges``, ``min``, ``max`` and ``shares`` are
+what the device would count for the training rows themselves. The edges are stored
+as JSON float64 numbers; they are float32 values whenever a quantile falls on a data
+value (ties), and otherwise lie between two float32 values. To recompute the shares
+in float64, round the values first: ``bin_numeric(edges, x.astype(np.float32))``. Binning
+the unrounded float64 values instead can move a value within float32 rounding (about
+6e-8 relative) of an edge into the neighbouring bin; with ties on an edge that is a
+whole tie group, which a device would otherwise report as drift.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ __all__ = [
     "bin_categorical",
     "NumericBins",
     "CategoricalBins",
+    "as_device_floats",
 ]
 
 PROFILE_FORMAT = "mlpack.profile/1"
@@ -249,9 +261,18 @@ def _shares(counts: np.ndarray) -> tuple[float, ...]:
     return tuple(float(c) / total for c in counts.tolist())
 
 
+def as_device_floats(values: np.ndarray | Sequence[Any]) -> np.ndarray:
+    """``values`` as the device sees them: rounded to float32, held as float64."""
+    return np.asarray(values, dtype=np.float64).ravel().astype(np.float32).astype(np.float64)
+
+
 def numeric_profile(name: str, values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericProfile:
-    """Quantile bins of the non-missing ``values`` (ties collapse into fewer bins)."""
-    x = np.asarray(values, dtype=np.float64).ravel()
+    """Quantile bins of the non-missing ``values`` (ties collapse into fewer bins).
+
+    Computed on the values rounded to float32 (:func:`as_device_floats`), so the device,
+    which bins float32 inputs, counts the training rows into exactly these shares.
+    """
+    x = as_device_floats(values)
     n = int(x.size)
     present = x[~np.isnan(x)]
     if present.size == 0:

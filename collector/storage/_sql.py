@@ -587,6 +587,15 @@ class SqlStorage:
             params,
         )
 
+    def window_bodies_between(self, device: str, start: float, end: float, model: str | None = None) -> list[str]:
+        """Bodies of ``device``'s windows starting in ``[start, end)`` (of ``model`` if given), oldest first."""
+        sql = "SELECT body FROM windows WHERE device = ? AND start_ts >= ? AND start_ts < ?"
+        params: list[Any] = [device, start, end]
+        if model is not None:
+            sql += " AND model = ?"
+            params.append(model)
+        return [str(r[0]) for r in self._query(sql + " ORDER BY start_ts", params)]
+
     def window_count(self, device: str | None = None) -> int:
         if device is None:
             return int(self._query("SELECT COUNT(*) FROM windows")[0][0])

@@ -96,6 +96,33 @@ def test_drifting_device_is_flagged_and_the_other_is_not(collector, profile) -> 
     mine = [a for a in alerts if a["device"] == shifted.name and a["kind"] == "drift"]
     assert mine and mine[0]["feature"] == "x0"
     assert not [a for a in alerts if a["device"] == steady.name]
+    assert "chi-square p " in mine[0]["message"] and "n 500)" in mine[0]["message"]
+
+
+def test_drifted_features_show_the_test_and_both_distributions_side_by_side(collector, profile) -> None:
+    h = model_hash("side-by-side", "1.0.0")
+    shifted, tok = collector.device(profile, h, seed=5, shift=1.0)
+    few, tok2 = collector.device(profile, h, seed=6)
+    now = time.time()
+    assert post(collector, tok, gz(shifted.batch([shifted.window(now - 600 + 60 * i) for i in range(6)], name="side-by-side"))).status_code == 200
+    assert post(collector, tok2, gz(few.batch([few.window(now - 300, rows=12)], name="side-by-side"))).status_code == 200
+    with collector.client() as cl:
+        detail = cl.get(f"/api/v1/devices/{shifted.name}").json()
+        page = cl.get(f"/devices/{shifted.name}").text
+        small = cl.get(f"/api/v1/devices/{few.name}").json()
+        small_page = cl.get(f"/devices/{few.name}").text
+    x0 = detail["models"][0]["total"]["drift"]["x0"]
+    assert (x0["status"], x0["test"], x0["n"]) == ("drift", "chi2", 300)
+    assert x0["p_value"] < x0["alpha"] == pytest.approx(0.005 / 5)  # 3 numeric + colour + prediction
+    bins = x0["bins"]
+    assert len(bins["labels"]) == len(bins["reference"]) == len(bins["observed"]) == 10
+    assert sum(bins["observed"]) == 300 and sum(bins["reference"]) == pytest.approx(1.0)
+    assert bins["observed"][-1] > 3 * 300 * bins["reference"][-1]  # moved up: the top bin fills
+    assert '<figure class="bins" data-feature="x0">' in page
+    assert '<figure class="bins" data-feature="x1">' not in page  # only drifted features
+    assert f"n {x0['n']:,})" in page
+    assert small["device"]["worst"]["status"] == "not-enough-data" and small["device"]["worst"]["n"] == 12
+    assert "(12 of 20)" in small_page
 
 
 def test_audit_rows_are_idempotent_and_outbox_stats_are_the_latest(collector, profile, demo_hash) -> None:
@@ -295,3 +322,32 @@ def test_error_rate_jumps_are_alerted_for_the_fleet_and_the_device(collector, pr
     assert fleet_alert[0]["message"].startswith("error-jump 1.0.0: error rate jumped to ")
     assert fleet_alert[0]["message"].endswith("(earlier in range 0.0%)")
     assert [a["device"] for a in alerts if a["device"]] == [fleet[0][0].name]
+    # the failing device is not "ok" in the table, the API or the page
+    with collector.client() as cl:
+        rows = {d["name"]: d for d in cl.get("/api/v1/devices").json()["devices"]}
+        page = cl.get(f"/devices/{fleet[0][0].name}").text
+    assert rows[fleet[0][0].name]["error_rate"] > 0.2 and rows[fleet[0][0].name]["status"] == "failing"
+    assert [rows[d.name]["status"] for d, _ in fleet[1:]] == ["ok", "ok"]
+    assert '<span class="status status-failing">failing</span>' in page
+
+
+def test_short_ranges_chart_minutes_and_long_ranges_hours(collector, profile) -> None:
+    h = model_hash("minutes", "1.0.0")
+    dev, tok = collector.device(profile, h, seed=9)
+    now = time.time()
+    minute = now // 60 * 60
+    starts = [minute - 60 * k for k in (50, 30, 29, 3)]  # four distinct minutes in the last hour
+    assert post(collector, tok, gz(dev.batch([dev.window(t + 1) for t in sorted(starts)], name="minutes"))).status_code == 200
+    with collector.client() as cl:
+        short = cl.get(f"/api/v1/models/{h}", params={"hours": 6}).json()["series"]
+        long = cl.get(f"/api/v1/models/{h}", params={"hours": 24}).json()["series"]
+        mine = cl.get(f"/api/v1/devices/{dev.name}", params={"hours": 2}).json()["models"][0]
+        page = cl.get(f"/models/{h}", params={"hours": 6}).text
+    assert short["range"]["bucket"] == 60 and mine["range"]["bucket"] == 60
+    assert [p["t"] for p in short["points"]] == sorted(int(t) for t in starts)
+    assert [p["t"] for p in mine["points"]] == sorted(int(t) for t in starts)
+    assert [p["requests"] for p in short["points"]] == [50, 50, 50, 50]
+    assert long["range"]["bucket"] == 3600
+    assert sum(p["requests"] for p in long["points"]) == 200 and len(long["points"]) <= 2
+    assert short["total"]["requests"] == long["total"]["requests"] == 200
+    assert "Throughput (requests per minute)" in page

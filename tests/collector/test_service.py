@@ -162,7 +162,7 @@ def test_openapi_has_typed_replies_documented_errors_and_the_bearer_scheme(fleet
             assert ops["get"]["responses"]["404"]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/ErrorReply"}
     device_row = schemas["DeviceRow"]["properties"]
-    assert set(device_row["status"]["enum"]) == {"revoked", "never", "silent", "drift", "warn", "ok", "idle"}
+    assert set(device_row["status"]["enum"]) == {"revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle"}
     assert (trace.status_code, trace.headers.get("allow"), trace.json()) == (405, "GET", {"error": "Method Not Allowed"})
 
 

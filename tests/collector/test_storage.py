@@ -97,6 +97,12 @@ def test_rollups_equal_the_merge_of_the_windows(sqlite_url: str) -> None:
         for row in s.rollups("d", int(t0) // DAY * DAY, int(t0) // DAY * DAY + DAY):
             day.merge(Rollup.from_row(row[3:]))
         assert (day.requests, day.windows) == (hours.requests, hours.windows) == (3 * 60 * 50, 180)
+        minutes = Rollup()  # and the minute roll-ups hold the same as the hours (one row per minute)
+        rows = s.rollups("m", int(t0), int(t0) + HOUR)
+        for row in rows:
+            minutes.merge(Rollup.from_row(row[3:]))
+        assert (minutes.requests, minutes.windows) == (hours.requests, hours.windows)
+        assert np.array_equal(minutes.counts, hours.counts) and len({r[2] for r in rows}) == len(rows)
         # each device's own rows hold exactly its windows
         for k, d in enumerate(devs):
             mine = Rollup()
