@@ -12,6 +12,14 @@ runtime is always byte-identical to a fresh one. It appears atomically (built as
 renamed into place) under an exclusive lock, so concurrent or interrupted builds never
 see half an entry.
 
+Where: by default PyInstaller runs with this Python, so the runtime needs this machine's
+glibc; ``floor="glibc-2.31"`` and any foreign ``target`` run it inside a Debian 11 build
+root instead (:mod:`mlpack_edge.builder._buildroot`; a foreign architecture under qemu), and
+``mlpack runtime import`` adds a runtime frozen on a device
+(:mod:`mlpack_edge.builder._runtime_import`). Every entry's ``key.json`` records its target
+and the glibc floor read from its ELF files (:mod:`mlpack_edge.builder._glibc`). PyInstaller's
+phases are reported as progress lines while it runs.
+
 Reproducibility: two clean builds (empty caches) of the same spec and data on the same
 machine give a byte-identical executable. Every input to the freeze is fixed:
 
