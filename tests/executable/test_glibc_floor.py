@@ -33,7 +33,10 @@ from ._builds import EXAMPLE, build_with_cache, spec_copy
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(root_problem() is not None, reason=str(root_problem())),
+    # CI sets MLPACK_REQUIRE_BUILDROOT=1 (.ci/run installs mmdebstrap): there a missing tool fails.
+    pytest.mark.skipif(
+        root_problem() is not None and not os.environ.get("MLPACK_REQUIRE_BUILDROOT"), reason=str(root_problem())
+    ),
 ]
 
 NAME = "breast-cancer"
