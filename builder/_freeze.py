@@ -12,6 +12,14 @@ runtime is always byte-identical to a fresh one. It appears atomically (built as
 renamed into place) under an exclusive lock, so concurrent or interrupted builds never
 see half an entry.
 
+Where: by default PyInstaller runs with this Python, so the runtime needs this machine's
+glibc; ``floor="glibc-2.31"`` and any foreign ``target`` run it inside a Debian 11 build
+root instead (:mod:`mlpack_edge.builder._buildroot`; a foreign architecture under qemu), and
+``mlpack runtime import`` adds a runtime frozen on a device
+(:mod:`mlpack_edge.builder._runtime_import`). Every entry's ``key.json`` records its target
+and the glibc floor read from its ELF files (:mod:`mlpack_edge.builder._glibc`). PyInstaller's
+phases are reported as progress lines while it runs.
+
 Reproducibility: two clean builds (empty caches) of the same spec and data on the same
 machine give a byte-identical executable. Every input to the freeze is fixed:
 
@@ -50,28 +58,34 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
-from mlpack_edge.builder import _freeze_inputs, _freeze_spec
+from mlpack_edge.builder import _buildroot, _freeze_inputs, _freeze_spec, _glibc
 from mlpack_edge.errors import PackagingError
 
 __all__ = [
     "ENTRY",
+    "FLOORS",
+    "TARGETS",
     "SOURCE_DATE_EPOCH",
     "FrozenRuntime",
     "Reporter",
     "cache_root",
     "frozen_runtime",
     "key_material",
+    "runtime_entries",
+    "import_expectations",
+    "sources_digest",
     "platform_tag",
     "runtime_key",
     "say",
@@ -104,8 +118,23 @@ _ENV_PINNED = {
 #: Name of the spec (PyInstaller names its work folder and warn file after it).
 _SPEC_NAME = "device"
 _FREEZE_TIMEOUT_S = 1800
+#: Under qemu-user every step runs emulated (several times slower).
+_EMULATED_FREEZE_TIMEOUT_S = 7200
 _KEEP_ENTRIES = 3
 _PRUNE_GRACE_S = 3600
+#: ``--floor`` values (see :mod:`mlpack_edge.builder._buildroot`).
+FLOORS = _buildroot.FLOORS
+#: ``--target`` values: the host's, and any other a build root can be made for under qemu.
+TARGETS = _buildroot.TARGETS
+#: PyInstaller's INFO lines that start a phase worth a progress line (pattern -> what to say).
+_PHASES = (
+    (re.compile(r"Analyzing modules for base_library"), "analysing the standard library"),
+    (re.compile(r"Analyzing /"), "analysing the runtime's imports"),
+    (re.compile(r"Looking for dynamic libraries"), "collecting shared libraries"),
+    (re.compile(r"Building COLLECT "), "writing the installed layout"),
+    (re.compile(r"Building PKG \(CArchive\) \S+-onefile\.pkg$"), "compressing the download (the longest step)"),
+    (re.compile(r"Building EXE from EXE-01\.toc$"), "writing the download"),
+)
 
 
 class Reporter(Protocol):
@@ -119,6 +148,10 @@ class FrozenRuntime:
     key: str
     executable: Path
     reused: bool
+    #: ``linux-x86_64`` style: what the executable runs on.
+    target: str = ""
+    #: Highest ``GLIBC_x.y`` any ELF file of the runtime needs (``None``: none read).
+    glibc_floor: str | None = None
 
     @property
     def size(self) -> int:
@@ -188,7 +221,15 @@ def _recipe() -> str:
     return h.hexdigest()
 
 
-def key_material(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> dict[str, Any]:
+def sources_digest(sources: Mapping[str, bytes]) -> str:
+    """One sha256 over the staged device-side sources: an imported runtime must carry today's."""
+    files = {p: hashlib.sha256(b).hexdigest() for p, b in sorted(sources.items())}
+    return hashlib.sha256(canonical_json(files).encode()).hexdigest()
+
+
+def key_material(
+    sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None, target: str | None = None
+) -> dict[str, Any]:
     """What the cache key is a digest of: each staged file's sha256, versions, platform, recipe.
 
     Public so that a caller whose build froze where it expected a reuse can say what changed.
@@ -196,27 +237,57 @@ def key_material(sources: Mapping[str, bytes], versions: Mapping[str, str] | Non
     return {
         "files": {p: hashlib.sha256(b).hexdigest() for p, b in sorted(sources.items())},
         "versions": dict(versions if versions is not None else _versions()),
-        "platform": platform_tag(),
+        "platform": target or platform_tag(),
         "recipe": _recipe(),
     }
 
 
-def runtime_key(sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None) -> str:
+def runtime_key(
+    sources: Mapping[str, bytes], versions: Mapping[str, str] | None = None, target: str | None = None
+) -> str:
     """Cache key: sha256 over :func:`key_material`."""
-    return hashlib.sha256(canonical_json(key_material(sources, versions)).encode()).hexdigest()[:24]
+    return hashlib.sha256(canonical_json(key_material(sources, versions, target)).encode()).hexdigest()[:24]
+
+
+def _pins() -> dict[str, str]:
+    """This machine's versions of what the build root installs: the runtime matches the host's."""
+    versions = _versions()
+    return {d: versions[d] for d in _DISTRIBUTIONS if versions[d] != "absent"}
 
 
 def frozen_runtime(
-    root: Path | None = None, reporter: Reporter | None = None
+    root: Path | None = None, reporter: Reporter | None = None, *, floor: str = "host", target: str | None = None
 ) -> FrozenRuntime:
     """The cached runtime for this machine's sources and versions, freezing it if needed.
 
-    A cached entry is reused only while every file it was frozen from is unchanged
+    ``floor`` is ``host`` (freeze with this Python: the executable needs this machine's
+    glibc) or ``glibc-2.31`` (freeze inside a Debian 11 build root, made and cached on
+    first use: see :mod:`mlpack_edge.builder._buildroot`). ``target`` (default: this
+    machine's) other than this machine's is always frozen in its build root, under qemu.
+    A cached entry is reused only
+    while every file it was frozen from is unchanged
     (:func:`mlpack_edge.builder._freeze_inputs.stale_reason`); otherwise it is frozen again.
     """
+    if floor not in FLOORS:
+        raise PackagingError(f"unknown floor {floor!r} (expected one of: {', '.join(FLOORS)})")
+    target = target or platform_tag()
+    if target not in TARGETS:
+        raise PackagingError(f"unknown target {target!r} (expected one of: {', '.join(TARGETS)})")
+    if target != platform_tag():
+        floor = FLOORS[1]  # a foreign runtime can only come from its build root
+    cache = root or cache_root()
     sources = stage_sources()
-    key = runtime_key(sources)
-    base = (root or cache_root()) / "runtime"
+    if target != platform_tag() and _buildroot.root_problem(target) is not None:
+        return _imported(cache, target, sources, str(_buildroot.root_problem(target)))
+    buildroot = None
+    versions = _versions()
+    if floor != "host":
+        if importlib.util.find_spec("PyInstaller") is None:
+            raise PackagingError("PyInstaller is not installed here: pip install 'mlpack-edge[build]' (or build with --no-executable)")
+        buildroot = _buildroot.build_root(cache, _pins(), reporter, target=target)
+        versions = {**buildroot.versions, "environment": str(buildroot.path), "floor": floor}
+    key = runtime_key(sources, versions, target)
+    base = cache / "runtime"
     entry = base / key
     cached = _reuse(entry, key)
     if cached is not None:
@@ -231,13 +302,73 @@ def frozen_runtime(
         cached = _reuse(entry, key, reporter)  # another build may have frozen it while we waited
         if cached is not None:
             return cached
-        say(reporter, "freezing the device runtime (first build with this runtime, cached afterwards)…")
+        where = "" if buildroot is None else f" for {target} in the Debian {_buildroot.SUITE} build root"
+        if buildroot is not None and target != platform_tag():
+            where += " (emulated by qemu: several minutes)"
+        say(reporter, f"freezing the device runtime{where} (first build with this runtime, cached afterwards)…")
         with atomic_directory(entry, replace=True) as tmp:
-            _freeze(sources, tmp, log=base / f"{key}.log")
-            info = {"key": key, "versions": _versions(), "platform": platform_tag()}
+            glibc = _freeze(sources, tmp, log=base / f"{key}.log", reporter=reporter, buildroot=buildroot)
+            info = {"key": key, "versions": versions, "platform": target, "floor": floor, "glibc_floor": glibc}
             atomic_write_text(tmp / "key.json", canonical_json(info))
     _prune(base, keep=entry)
-    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False)
+    return FrozenRuntime(key, entry / FROZEN_NAME, reused=False, target=target, glibc_floor=glibc)
+
+
+def import_expectations(sources: Mapping[str, bytes] | None = None) -> dict[str, str]:
+    """What a runtime frozen elsewhere must match to serve models built here."""
+    return {
+        "sources": sources_digest(sources if sources is not None else stage_sources()),
+        "python": "%d.%d" % sys.version_info[:2],
+        "onnxruntime": _versions()["onnxruntime"],
+    }
+
+
+def _imported(cache: Path, target: str, sources: Mapping[str, bytes], problem: str) -> FrozenRuntime:
+    """The newest imported runtime for ``target`` that fits today's sources and versions, or a one-line error."""
+    from mlpack_edge.builder._runtime_import import imported_runtimes
+
+    expected = import_expectations(sources)
+    for exe, info in imported_runtimes(cache, target):
+        versions = info.get("versions") or {}
+        got_python = ".".join(str(versions.get("python", "")).split(".")[:2])
+        if (versions.get("sources"), got_python, versions.get("onnxruntime")) == (
+            expected["sources"], expected["python"], expected["onnxruntime"]
+        ):
+            _touch(exe.parent)
+            return FrozenRuntime(str(info["key"]), exe, reused=True, target=target, glibc_floor=info.get("glibc_floor"))
+    raise PackagingError(
+        f"no {target} runtime for this mlpack-edge in the cache, and none can be frozen here ({problem});"
+        f" make one with `mlpack runtime freeze --target {target}` where that works, or run `mlpack runtime freeze`"
+        f" on a {target} device and `mlpack runtime import FILE --target {target}` here"
+    )
+
+
+def runtime_entries(cache: Path) -> list[dict[str, Any]]:
+    """The finished runtimes cached under ``cache`` (newest first), for ``mlpack runtime list``."""
+    base = cache / "runtime"
+    rows = []
+    entries = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")] if base.is_dir() else []
+    for entry in sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True):
+        exe = entry / FROZEN_NAME
+        try:
+            info = json.loads((entry / "key.json").read_text(encoding="utf-8"))
+            size = exe.stat().st_size
+        except (OSError, ValueError):
+            continue
+        versions = info.get("versions") or {}
+        rows.append(
+            {
+                "key": entry.name,
+                "target": info.get("platform", "?"),
+                "floor": info.get("floor", "host"),
+                "glibc_floor": info.get("glibc_floor"),
+                "python": str(versions.get("python", "?")).split()[0],
+                "onnxruntime": versions.get("onnxruntime", "?"),
+                "size": size,
+                "path": str(exe),
+            }
+        )
+    return rows
 
 
 def _reuse(entry: Path, key: str, reporter: Reporter | None = None) -> FrozenRuntime | None:
@@ -250,7 +381,13 @@ def _reuse(entry: Path, key: str, reporter: Reporter | None = None) -> FrozenRun
         say(reporter, f"cached device runtime {key} is out of date: {stale}")
         return None
     _touch(entry)
-    return FrozenRuntime(key, executable, reused=True)
+    try:
+        info = json.loads((entry / "key.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = {}
+    return FrozenRuntime(
+        key, executable, reused=True, target=str(info.get("platform") or platform_tag()), glibc_floor=info.get("glibc_floor")
+    )
 
 
 def _touch(entry: Path) -> None:
@@ -266,7 +403,7 @@ def _prune(base: Path, keep: Path) -> None:
     reading one right now).
     """
     entries = sorted(
-        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".") and p != keep),
+        (p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "imported-")) and p != keep),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
@@ -278,15 +415,28 @@ def _prune(base: Path, keep: Path) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
-    """Run PyInstaller on a staged copy of ``sources``; leave the onefile in ``out_dir``."""
+def _freeze(
+    sources: Mapping[str, bytes],
+    out_dir: Path,
+    log: Path,
+    reporter: Reporter | None = None,
+    buildroot: _buildroot.BuildRoot | None = None,
+) -> str | None:
+    """Run PyInstaller on a staged copy of ``sources``; leave the onefile in ``out_dir``.
+
+    With ``buildroot`` PyInstaller runs inside it (the scratch folder lives in the root's
+    ``/tmp`` so both sides see it). Returns the runtime's glibc floor, read from every
+    ELF file it holds.
+    """
     uses = _freeze_spec.excluded_uses(sources)
     if uses:
         raise PackagingError(
             f"the device runtime uses modules the executable leaves out: {', '.join(uses)}"
             " (remove the use, or change EXCLUDES in mlpack/builder/_freeze_spec.py)"
         )
-    with tempfile.TemporaryDirectory(prefix="mlpack-freeze-") as scratch:
+    scratch_parent = None if buildroot is None else buildroot.path / "tmp"
+    inside = (lambda p: str(p)) if buildroot is None else buildroot.inside
+    with tempfile.TemporaryDirectory(prefix="mlpack-freeze-", dir=scratch_parent) as scratch:
         work = Path(scratch)
         stage = work / "stage"
         module, func = ENTRY.split(":")
@@ -298,44 +448,85 @@ def _freeze(sources: Mapping[str, bytes], out_dir: Path, log: Path) -> None:
         spec.write_text(
             _freeze_spec.render_spec(
                 name=FROZEN_NAME,
-                script=str(script),
-                stage=str(stage),
-                scratch=str(work),
-                inputs=str(inputs),
+                script=inside(script),
+                stage=inside(stage),
+                scratch=inside(work),
+                inputs=inside(inputs),
                 hiddenimports=_modules(sources),
-                datas=_datas(sources, stage),
+                datas=[(inside(Path(src)), dest) for src, dest in _datas(sources, stage)],
+                sources=sources_digest(sources),
             )
         )
-        cmd = [
-            sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
-            "--distpath", str(work / "dist"), "--workpath", str(work / "build"), str(spec),
+        argv = [
+            "-m", "PyInstaller", "--noconfirm", "--log-level", "INFO",
+            "--distpath", inside(work / "dist"), "--workpath", inside(work / "build"), inside(spec),
         ]
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_REMOVED} | _ENV_PINNED
-        try:
-            proc = subprocess.run(
-                cmd, cwd=work, env=env, capture_output=True, text=True, timeout=_FREEZE_TIMEOUT_S
-            )
-        except subprocess.TimeoutExpired:
-            raise PackagingError(f"freezing the device runtime took over {_FREEZE_TIMEOUT_S} s; gave up") from None
-        atomic_write_text(log, proc.stdout + proc.stderr)
+        if buildroot is None:
+            cmd = [sys.executable, *argv]
+            env: dict[str, str] | None = {k: v for k, v in os.environ.items() if k not in _ENV_REMOVED} | _ENV_PINNED
+        else:
+            cmd = buildroot.command([buildroot.python, *argv], cwd=inside(work), env=_ENV_PINNED)
+            env = None
+        emulated = buildroot is not None and buildroot.arch != _buildroot.host_arch()
+        timeout = _EMULATED_FREEZE_TIMEOUT_S if emulated else _FREEZE_TIMEOUT_S
+        returncode, output = _run_pyinstaller(cmd, work, env, reporter, timeout)
+        atomic_write_text(log, output)
         built = work / "dist" / f"{FROZEN_NAME}-onefile"
-        if proc.returncode != 0 or not built.is_file():
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        if returncode != 0 or not built.is_file():
+            lines = [ln for ln in output.splitlines() if ln.strip()]
             last = lines[-1].strip() if lines else "no output"
             raise PackagingError(
-                f"freezing the device runtime failed (PyInstaller exit {proc.returncode}): {last}; full log: {log}"
+                f"freezing the device runtime failed (PyInstaller exit {returncode}): {last}; full log: {log}"
             )
         shutil.copyfile(built, out_dir / FROZEN_NAME)
         os.chmod(out_dir / FROZEN_NAME, 0o755)
-        _record(inputs, work / "build" / _SPEC_NAME / f"warn-{_SPEC_NAME}.txt", out_dir)
+        outside = None if buildroot is None else buildroot.outside
+        _record(inputs, work / "build" / _SPEC_NAME / f"warn-{_SPEC_NAME}.txt", out_dir, outside)
+        onedir = work / "dist" / FROZEN_NAME
+        return _glibc.glibc_floor([built, *(p for p in sorted(onedir.rglob("*")) if p.is_file() and not p.is_symlink())])
 
 
-def _record(inputs: Path, warnings: Path, out_dir: Path) -> None:
-    """Write the entry's input record from the spec's file list and PyInstaller's warn file."""
+def _run_pyinstaller(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None, reporter: Reporter | None, timeout: float = _FREEZE_TIMEOUT_S
+) -> tuple[int, str]:
+    """Run PyInstaller, turning its phase lines into progress lines; its exit code and whole output.
+
+    A freeze takes from 15 s to minutes and printed nothing meanwhile: each phase of
+    :data:`_PHASES` is reported once, with the seconds elapsed.
+    """
+    started = time.monotonic()
+    seen: set[str] = set()
+    lines: list[str] = []
+    deadline = started + timeout
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, errors="replace",
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            message = line.rstrip("\n").split("INFO: ", 1)[-1]
+            for pattern, what in _PHASES:
+                if pattern.match(message) and what not in seen:
+                    seen.add(what)
+                    say(reporter, f"  freezing: {what} ({time.monotonic() - started:.0f} s)")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise PackagingError(f"freezing the device runtime took over {timeout:.0f} s; gave up")
+        returncode = proc.wait()
+    return returncode, "".join(lines)
+
+
+def _record(inputs: Path, warnings: Path, out_dir: Path, outside: Callable[[str], str] | None = None) -> None:
+    """Write the entry's input record from the spec's file list and PyInstaller's warn file.
+
+    ``outside`` maps a path the build root's PyInstaller saw to the host's path of that file.
+    """
     try:
-        record = _freeze_inputs.record_inputs(
-            json.loads(inputs.read_text(encoding="utf-8")), warnings.read_text(encoding="utf-8")
-        )
+        files = json.loads(inputs.read_text(encoding="utf-8"))
+        if outside is not None:
+            files = [outside(f) for f in files]
+        record = _freeze_inputs.record_inputs(files, warnings.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PackagingError(f"cannot record what the device runtime was frozen from: {exc}") from None
     atomic_write_text(out_dir / _freeze_inputs.INPUTS_NAME, canonical_json(record))

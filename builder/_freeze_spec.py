@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 
 from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME
 
-__all__ = ["EXCLUDES", "KEEP_UNSTRIPPED", "DROP_BINARIES", "excluded_uses", "render_spec"]
+__all__ = ["FACTS_NAME", "EXCLUDES", "KEEP_UNSTRIPPED", "DROP_BINARIES", "excluded_uses", "render_spec"]
 
 #: Modules that must never be frozen into a device executable (training stack, web stack,
 #: mlpack's workstation parts) or that the runtime never needs.
@@ -135,6 +135,9 @@ EXCLUDES: tuple[str, ...] = (
 #: and OpenBLAS (stripping it makes numpy crash).
 KEEP_UNSTRIPPED = r"\.libs/|openblas"
 
+#: Data file inside every runtime naming what it was frozen from (versions, sources digest).
+FACTS_NAME = "mlpack_runtime.json"
+
 #: Binaries left out (regex on the destination path).
 DROP_BINARIES = r"^onnxruntime/capi/libonnxruntime\.so"
 
@@ -217,12 +220,28 @@ def _write_inputs(analysis, tools):
         json_dump(sorted(found), fh, indent=0)
 
 
+def _write_facts(path):
+    """What this runtime was frozen from, as a data file inside it (read by ``mlpack runtime import``)."""
+    import importlib.metadata
+    import platform
+    import sys
+
+    facts = dict(python="%d.%d.%d" % sys.version_info[:3], machine=platform.machine(), sources=_P["sources"])
+    for dist in ("numpy", "onnxruntime"):
+        facts[dist] = importlib.metadata.version(dist)
+    with open(path, "w", encoding="utf-8") as fh:
+        json_dump(facts, fh, sort_keys=True)
+    return path
+
+
+_FACTS = _write_facts(os.path.join(_P["scratch"], _P["facts_name"]))
+
 a = Analysis(
     [_P["script"]],
     pathex=[_P["stage"]],
     hiddenimports=_P["hiddenimports"],
     excludes=_P["excludes"],
-    datas=[tuple(d) for d in _P["datas"]],
+    datas=[tuple(d) for d in _P["datas"]] + [(_FACTS, ".")],
     # Pinned: the default follows the building interpreter's -O / PYTHONOPTIMIZE.
     optimize=0,
     # Modules as plain .pyc files, not one PYZ: the onedir launcher then carries no copy
@@ -259,11 +278,14 @@ def render_spec(
     inputs: str,
     hiddenimports: Sequence[str],
     datas: Sequence[tuple[str, str]] = (),
+    sources: str = "",
 ) -> str:
     """The spec text: every input is a JSON literal, so the text is deterministic.
 
     ``scratch`` is the build's private folder (``script`` and ``stage`` live in it);
     the spec writes the JSON list of every other file it freezes to ``inputs``.
+    ``sources`` (digest of the staged mlpack sources) goes into the runtime's facts file
+    :data:`FACTS_NAME` with the Python, numpy and onnxruntime versions it was frozen with.
     """
     params = {
         "name": name,
@@ -277,6 +299,8 @@ def render_spec(
         "keep_unstripped": KEEP_UNSTRIPPED,
         "drop": DROP_BINARIES,
         "launcher_data": LAUNCHER_DATA_NAME,
+        "facts_name": FACTS_NAME,
+        "sources": sources,
     }
     text = json.dumps(params, sort_keys=True)
     return "from json import dump as json_dump, loads as json_loads\n" + _TEMPLATE.format(params=text)

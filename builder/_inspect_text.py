@@ -128,6 +128,8 @@ def render_text(ins: Inspection) -> str:
         out += _kv(
             [
                 ("size", f"{_size(x.size)} ({x.size} bytes)"),
+                ("target", x.target or "not recorded"),
+                ("glibc", f"{x.glibc_floor} or newer" if x.glibc_floor else "not recorded"),
                 ("sha256", f"{x.sha256}  (this file)"),
                 ("runtime", f"{_size(x.runtime_size)}, sha256 {x.runtime_sha256}"),
                 (

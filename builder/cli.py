@@ -49,6 +49,23 @@ __all__ = ["build", "keys"]
     type=click.Path(path_type=Path, dir_okay=False),
     help="Bring your own ONNX model (in place of the spec's [estimator]; same as [model] onnx = FILE).",
 )
+@click.option(
+    "--floor",
+    type=click.Choice(["host", "glibc-2.31"]),
+    default="host",
+    show_default=True,
+    help="Where the device runtime is frozen: with this machine's Python (needs this machine's glibc), "
+    "or in a Debian 11 build root so the executable runs on glibc 2.31 and newer (needs root and mmdebstrap; "
+    "minutes the first time, cached).",
+)
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    type=click.Choice(["linux-x86_64", "linux-aarch64"]),
+    help="Device platform of the executable (repeatable) [default: this machine's]. Another "
+    "architecture is frozen in a Debian 11 build root under qemu (root, mmdebstrap, qemu-user-static).",
+)
 def build(
     spec: Path,
     out_dir: Path | None,
@@ -57,6 +74,8 @@ def build(
     quiet: bool,
     sign_key: Path | None,
     onnx_file: Path | None,
+    floor: str,
+    targets: tuple[str, ...],
 ) -> None:
     """Train, gate, convert and bundle the model described by SPEC.
 
@@ -77,7 +96,7 @@ def build(
         click.echo(f"mlpack build {spec}", err=True)
     try:
         result = pipeline.build(
-            spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key, onnx=onnx_file
+            spec, out_dir, executable=not no_executable, reporter=reporter, sign_key=sign_key, onnx=onnx_file, floor=floor, targets=targets
         )
     except MlpackError as exc:
         if as_json:
@@ -92,8 +111,8 @@ def build(
             click.echo(f"signed with key {result.signed_by} (manifest.sig)")
         else:
             click.echo("unsigned: devices refuse it unless allowed (sign with --sign-key KEY)", err=True)
-        if result.executable is not None:
-            click.echo(f"device executable {result.executable}")
+        for exe in result.executables:
+            click.echo(f"device executable {exe}")
 
 
 def _failure(exc: MlpackError, stages: list[dict[str, object]]) -> dict[str, Any]:

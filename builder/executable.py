@@ -32,9 +32,9 @@ __all__ = [
 ]
 
 
-def executable_name(name: str, version: str) -> str:
-    """``<name>-<version>-<platform>``, the file an engineer copies to a device."""
-    return f"{name}-{version}-{platform_tag()}"
+def executable_name(name: str, version: str, target: str | None = None) -> str:
+    """``<name>-<version>-<target>``, the file an engineer copies to a device (target: this machine's)."""
+    return f"{name}-{version}-{target or platform_tag()}"
 
 
 def build_executable(
@@ -44,12 +44,19 @@ def build_executable(
     *,
     cache_dir: Path | None = None,
     check: bool = True,
+    floor: str = "host",
+    target: str | None = None,
 ) -> Path:
     """Write the device executable for the bundle in ``bundle_dir`` into ``dist_dir``.
 
     ``reporter`` is anything with ``info(str)`` (or ``None``). ``cache_dir`` overrides
     the runtime cache (default :func:`mlpack_edge.builder._freeze.cache_root`). With ``check``
-    the finished file runs ``verify`` on itself before it is published.
+    the finished file runs ``verify`` on itself before it is published. ``floor``
+    (``host`` or ``glibc-2.31``) chooses where the runtime is frozen
+    (:func:`mlpack_edge.builder._freeze.frozen_runtime`); the target and the glibc floor
+    read from the runtime's ELF files are recorded in the trailer (``mlpack inspect``).
+    ``target`` (default: this machine's) other than this machine's is frozen in, and
+    checked inside, its build root under qemu.
     """
     bundle_dir, dist_dir = Path(bundle_dir), Path(dist_dir).absolute()
     try:
@@ -62,13 +69,21 @@ def build_executable(
         raise PackagingError(f"cannot package bundle: {exc}") from None
     except OSError as exc:
         raise PackagingError(f"cannot package bundle {bundle_dir}: {exc.strerror or exc}") from None
-    runtime = frozen_runtime(cache_dir, reporter)
+    target = target or platform_tag()
+    runtime = frozen_runtime(cache_dir, reporter, floor=floor, target=target)
     if runtime.reused:
         say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
-    data = append_bundle(runtime.executable.read_bytes(), files)
-    out = dist_dir / executable_name(manifest.name, manifest.version)
+    if runtime.glibc_floor:
+        say(reporter, f"the device executable needs glibc {runtime.glibc_floor} or newer")
+    facts = {"target": runtime.target or platform_tag()}
+    if runtime.glibc_floor:
+        facts["glibc_floor"] = runtime.glibc_floor
+    data = append_bundle(runtime.executable.read_bytes(), files, facts)
+    out = dist_dir / executable_name(manifest.name, manifest.version, target)
     try:
-        if check:
+        if check and target != platform_tag():
+            _foreign_self_check(data, out.name, target, cache_dir, reporter)
+        elif check:
             _self_check(data, out.parent, out.name, reporter)
         atomic_write_bytes(out, data, mode=0o755)
     except OSError as exc:
@@ -88,6 +103,31 @@ def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Reporter | Non
         reason = verify_failure(exe)
     if reason is not None:
         raise PackagingError(f"the device executable fails its own verify: {reason}")
+
+
+def _foreign_self_check(data: bytes, name: str, target: str, cache_dir: Path | None, reporter: Reporter | None) -> None:
+    """``verify`` of an executable for another architecture, inside its build root under qemu."""
+    import subprocess
+
+    from mlpack_edge.builder import _buildroot
+    from mlpack_edge.builder._freeze import _pins, cache_root
+    from mlpack_edge.runtime._audit import NO_AUDIT_ENV
+
+    say(reporter, f"checking the device executable (verify in the {target} build root, under qemu)…")
+    root = _buildroot.build_root(cache_dir or cache_root(), _pins(), None, target=target)
+    with tempfile.TemporaryDirectory(prefix="mlpack-check-", dir=root.path / "tmp") as scratch:
+        exe = Path(scratch) / name
+        exe.write_bytes(data)
+        exe.chmod(0o755)
+        cmd = root.command([root.inside(exe), "verify"], cwd=root.inside(Path(scratch)), env={NO_AUDIT_ENV: "1"})
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            raise PackagingError("the device executable's verify under qemu did not finish within 900 s") from None
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        reason = lines[-1].removeprefix("Error: ") if lines else f"exit code {proc.returncode}"
+        raise PackagingError(f"the {target} device executable fails its own verify under qemu: {reason}")
 
 
 def executable_contents(path: Path) -> list[str]:

@@ -67,6 +67,8 @@ class ExecutableInfo:
     runtime_sha256: str  # from the trailer
     runtime_intact: bool  # the bytes in front of the zip hash to the trailer's digest
     bundle_size: int
+    target: str | None = None  # from the trailer; None for executables built before it was recorded
+    glibc_floor: str | None = None  # the oldest glibc the runtime starts on (from its ELF version needs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,8 @@ class ExecutableInfo:
             "runtime_sha256": self.runtime_sha256,
             "runtime_intact": self.runtime_intact,
             "bundle_size": self.bundle_size,
+            "target": self.target,
+            "glibc_floor": self.glibc_floor,
         }
 
 
@@ -204,6 +208,8 @@ def _executable_info(p: Path, appended: AppendedBundle) -> tuple[ExecutableInfo,
         runtime_sha256=appended.runtime_sha256,
         runtime_intact=problem is None,
         bundle_size=size - appended.runtime_size,
+        target=appended.target,
+        glibc_floor=appended.glibc_floor,
     )
     return info, problem
 

@@ -20,7 +20,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ class BuildResult:
     replaced: bool  # an older build of this version was swapped out
     estimator: Any = field(default=None, repr=False, compare=False)  # the fitted scikit-learn model
     signed_by: str | None = None  # key id of the manifest.sig signature; None: unsigned
+    executables: tuple[Path, ...] = ()  # one per --target, ``executable`` first
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` result."""
@@ -73,6 +74,7 @@ class BuildResult:
             "task": m["task"],
             "bundle": str(self.bundle_dir),
             "executable": str(self.executable) if self.executable else None,
+            "executables": [str(p) for p in self.executables],
             "content_hash": self.content_hash,
             "replaced": self.replaced,
             "signed_by": self.signed_by,
@@ -117,11 +119,16 @@ def build(
     reporter: Reporter | None = None,
     sign_key: str | Path | None = None,
     onnx: str | Path | None = None,
+    floor: str = "host",
+    targets: Sequence[str] = (),
 ) -> BuildResult:
     """Build the bundle ``<out_dir>/<name>-<version>/`` (and the device executable) from a spec.
 
     ``out_dir`` defaults to ``./dist``; ``onnx`` (``--onnx``) is a bring-your-own ONNX model
-    in place of ``[estimator]`` (:mod:`mlpack_edge.builder.byo`). Raises an
+    in place of ``[estimator]`` (:mod:`mlpack_edge.builder.byo`); ``floor`` (``host`` or
+    ``glibc-2.31``) is where the device runtime is frozen (:mod:`mlpack_edge.builder._buildroot`);
+    ``targets`` (default: this machine's) names one executable per target
+    (``linux-aarch64`` is frozen in an arm64 build root under qemu). Raises an
     :class:`~mlpack_edge.errors.MlpackError` subclass for every expected failure; nothing
     is written to ``out_dir`` then, but for a failed gate's report (``<name>-<version>.failed.html``,
     its model card: not a bundle, nothing installable; a later successful build removes it).
@@ -177,9 +184,9 @@ def build(
         GOLDEN_FILE: canonical_json(done.golden.to_dict()).encode("utf-8"),
         CARD_FILE: render_card(manifest, profile, signing_key_id=signer.key_id if signer else None).encode("utf-8"),
     }
-    exe = None
+    exes: list[Path] = []
     if executable:
-        exe = _with_executable(timer, rep, target, files, manifest, sign)
+        exes = _with_executable(timer, rep, target, files, manifest, sign, floor, targets)
     with timer.stage("bundle") as st:
         _check_target(target)
         replaced = target.exists()
@@ -192,7 +199,8 @@ def build(
     raw = (target / MANIFEST_NAME).read_bytes()
     return BuildResult(
         bundle_dir=target,
-        executable=exe,
+        executable=exes[0] if exes else None,
+        executables=tuple(exes),
         manifest=json.loads(raw),
         stages=timer.stages,
         content_hash=hashlib.sha256(raw).hexdigest(),
@@ -320,9 +328,16 @@ def _opset(converted: Converted) -> str:
 
 
 def _with_executable(
-    timer: _Timer, rep: Reporter, target: Path, files: dict[str, bytes], manifest: dict[str, Any], sign: Signer | None
-) -> Path:
-    """Freeze the executable from a staged copy of the bundle, next to where it will live."""
+    timer: _Timer,
+    rep: Reporter,
+    target: Path,
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+    sign: Signer | None,
+    floor: str = "host",
+    targets: Sequence[str] = (),
+) -> list[Path]:
+    """Freeze the executables (one per target) from a staged copy of the bundle, next to where it will live."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
@@ -330,12 +345,15 @@ def _with_executable(
         raise PackagingError(f"{target.parent}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
         staged = _write(staging / target.name, files, manifest, replace=False, sign=sign)
-        with timer.stage("executable") as st:
-            from mlpack_edge.builder.executable import build_executable
+        from mlpack_edge.builder.executable import build_executable
 
-            exe = build_executable(staged, target.parent, rep)
-            st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
-        return exe
+        exes = []
+        for i, device in enumerate(dict.fromkeys(targets or [None])):
+            with timer.stage("executable" if i == 0 else f"executable {device}") as st:
+                exe = build_executable(staged, target.parent, rep, floor=floor, target=device)
+                st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
+            exes.append(exe)
+        return exes
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

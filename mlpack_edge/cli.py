@@ -11,6 +11,7 @@ _LAZY = {
     "build": ("mlpack_edge.builder.cli:build", "Train, gate, convert and bundle a model from a spec."),
     "inspect": ("mlpack_edge.builder.inspect_cli:inspect_command", "Show what a bundle or executable holds."),
     "keys": ("mlpack_edge.builder.cli:keys", "Generate and manage bundle signing keys."),
+    "runtime": ("mlpack_edge.builder.runtime_cli:runtime_cli", "Freeze and list the cached device runtimes."),
     "device": ("mlpack_edge.runtime.cli:device_cli", "Run device commands against a bundle folder."),
     "collector": ("mlpack_edge.collector.cli:collector", "Run and administer the fleet collector."),
     "publish": ("mlpack_edge.builder.rollout_cli:publish", "Upload a signed bundle to the collector's release store."),

@@ -62,10 +62,17 @@ _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o100644 << 16
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_CHUNK = 1 << 20
+#: Optional trailer keys describing the runtime part (absent in executables built before them).
+_FACTS = ("target", "glibc_floor")
 
 
-def append_bundle(runtime: bytes, files: Mapping[str, bytes]) -> bytes:
-    """``runtime`` followed by a deterministic zip of ``files`` (same input, same bytes)."""
+def append_bundle(runtime: bytes, files: Mapping[str, bytes], facts: Mapping[str, str] | None = None) -> bytes:
+    """``runtime`` followed by a deterministic zip of ``files`` (same input, same bytes).
+
+    ``facts`` about the runtime (``target``, ``glibc_floor``) go into the trailer next to
+    its size and sha256: facts of the runtime's bytes, not of the model, so they are not
+    in the (signed) manifest, which is the same for every target.
+    """
     for name in files:
         if not _PLAIN_NAME.match(name):
             raise BundleError(f"bundle file name {name!r} is not a plain file name")
@@ -82,6 +89,7 @@ def append_bundle(runtime: bytes, files: Mapping[str, bytes]) -> bytes:
             zf.writestr(info, files[name], compresslevel=6)
         zf.comment = json.dumps(
             {
+                **{k: v for k, v in (facts or {}).items() if k in _FACTS},
                 "format": APPENDED_FORMAT,
                 "runtime_size": len(runtime),
                 "runtime_sha256": hashlib.sha256(runtime).hexdigest(),
@@ -99,6 +107,9 @@ class AppendedBundle:
     runtime_size: int
     runtime_sha256: str
     names: tuple[str, ...]
+    #: ``linux-x86_64`` style, and the highest glibc version the runtime needs (``None``: not recorded).
+    target: str | None = None
+    glibc_floor: str | None = None
 
     def read(self, name: str) -> bytes:
         """One member's bytes, unverified (``mlpack inspect`` shows damage); ``FileNotFoundError`` when absent.
@@ -185,6 +196,7 @@ def open_appended(path: str | Path) -> AppendedBundle:
             raise ValueError(meta.get("format"))
         size = int(meta["runtime_size"])
         digest = str(meta["runtime_sha256"])
+        facts = {k: str(meta[k]) for k in _FACTS if isinstance(meta.get(k), str)}
     except (ValueError, TypeError, KeyError, AttributeError):
         raise BundleError(
             f"{exe}: the appended bundle is truncated or is not an mlpack bundle (no {APPENDED_FORMAT} trailer)"
@@ -195,7 +207,7 @@ def open_appended(path: str | Path) -> AppendedBundle:
         raise BundleError(f"{exe}: appended bundle holds a non-plain file name {bad[0]!r}")
     if infos and min(i.header_offset for i in infos) != size:
         raise BundleError(f"{exe}: appended bundle does not start where the runtime ends (corrupted file)")
-    return AppendedBundle(exe, size, digest, names)
+    return AppendedBundle(exe, size, digest, names, facts.get("target"), facts.get("glibc_floor"))
 
 
 def executable_identity(path: str | Path) -> dict[str, Any]:

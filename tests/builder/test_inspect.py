@@ -45,9 +45,9 @@ def copy(bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle, tmp_path / "copy"))
 
 
-def _executable(bundle: Path, path: Path, runtime: bytes = RUNTIME) -> Path:
+def _executable(bundle: Path, path: Path, runtime: bytes = RUNTIME, facts: dict[str, str] | None = None) -> Path:
     files = {p.name: p.read_bytes() for p in sorted(bundle.iterdir())}
-    path.write_bytes(append_bundle(runtime, files))
+    path.write_bytes(append_bundle(runtime, files, facts))
     return path
 
 
@@ -163,6 +163,8 @@ def test_executable_shows_runtime_and_appended_bundle(bundle: Path, tmp_path: Pa
         "runtime_sha256": hashlib.sha256(RUNTIME).hexdigest(),
         "runtime_intact": True,
         "bundle_size": len(data) - len(RUNTIME),
+        "target": None,  # built before the trailer recorded it
+        "glibc_floor": None,
     }
     # sizes are the bundle's own (uncompressed), whatever the zip did to them
     assert doc["files"] == as_json(bundle)["files"]
@@ -175,6 +177,18 @@ def test_executable_shows_runtime_and_appended_bundle(bundle: Path, tmp_path: Pa
         "  stable hash  the content hash names the model wherever it is packaged; the file and runtime"
     )
     assert lines[stable + 1].strip().startswith("sha256s repeat only for builds on the same machine")
+    assert "  target       not recorded" in lines and "  glibc        not recorded" in lines
+
+
+def test_executable_shows_target_and_glibc_floor_from_the_trailer(bundle: Path, tmp_path: Path) -> None:
+    exe = _executable(bundle, tmp_path / "exe", facts={"target": "linux-x86_64", "glibc_floor": "2.30"})
+    assert {k: as_json(exe)["executable"][k] for k in ("target", "glibc_floor")} == {
+        "target": "linux-x86_64",
+        "glibc_floor": "2.30",
+    }
+    lines = inspect(exe).stdout.splitlines()
+    assert "  target       linux-x86_64" in lines
+    assert "  glibc        2.30 or newer" in lines
 
 
 def test_a_corrupted_runtime_is_reported(bundle: Path, tmp_path: Path) -> None:

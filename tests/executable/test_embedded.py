@@ -180,3 +180,15 @@ def test_identity_is_refused_for_a_tampered_part(tmp_path: Path, make_bundle) ->
     with pytest.raises(BundleError) as err:
         executable_identity(exe)
     assert str(err.value) == f"{exe}: the appended bundle has no manifest.json"
+
+
+def test_runtime_facts_travel_in_the_trailer(tmp_path: Path) -> None:
+    """Target and glibc floor are read back; unknown keys are not written; old trailers have neither."""
+    exe = _exe(tmp_path, append_bundle(RUNTIME, FILES, {"target": "linux-x86_64", "glibc_floor": "2.31", "x": "y"}))
+    appended = open_appended(exe)
+    assert (appended.target, appended.glibc_floor) == ("linux-x86_64", "2.31")
+    with zipfile.ZipFile(exe) as zf:
+        assert b'"x"' not in zf.comment
+    old = open_appended(_exe(tmp_path, append_bundle(RUNTIME, FILES), name="old"))
+    assert (old.target, old.glibc_floor) == (None, None)
+    assert append_bundle(RUNTIME, FILES, {"target": "linux-x86_64"}) != append_bundle(RUNTIME, FILES)

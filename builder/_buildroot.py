@@ -1,0 +1,389 @@
+"""A Debian 11 (bullseye, glibc 2.31) root to freeze the device runtime in, so it runs on old Linux.
+
+A frozen runtime needs the glibc of the machine it was frozen on: every library it
+bundles (libpython, libstdc++, libssl...) was linked there. Freezing on a Debian 12
+workstation gives an executable that needs glibc 2.36 and fails to start on Debian 11,
+Ubuntu 20.04/22.04, RHEL 8/9 or Raspberry Pi OS 11. So the runtime is frozen inside a
+bullseye root instead:
+
+1. ``mmdebstrap --variant=minbase bullseye`` makes the root (about a minute, ~330 MB),
+   with the compiler and headers CPython needs;
+2. CPython 3.11.2 is compiled inside it from Debian's own source tarball
+   (``python3.11_3.11.2.orig.tar.gz`` in the bookworm pool, checked against its sha256):
+   bullseye ships only Python 3.9, and a Python built there links against glibc 2.31 at
+   most (2-3 minutes on two loaded cores, once);
+3. that Python installs, from PyPI, the same versions of numpy, onnxruntime, psutil,
+   click and PyInstaller as this machine has: their manylinux wheels need glibc 2.28 at
+   most (onnxruntime sets that floor), and pip inside the root picks the wheels for *its*
+   glibc;
+4. :mod:`mlpack_edge.builder._freeze` runs PyInstaller with that Python inside the root.
+
+Every step is cached under ``<cache>/buildroot/bullseye-<arch>/`` and marked done only
+when it finished (the root appears by an atomic rename; the interpreter and the wheels
+each write a marker last), so an interrupted set-up resumes where it stopped. The commands
+run through ``unshare --mount`` + ``chroot``: ``/proc`` is mounted in a private mount
+namespace and disappears with the process, so nothing stays mounted on the host. This
+needs root (``chroot``), ``mmdebstrap`` (Debian package) and network access to the
+Debian archive and PyPI while the root is made; nothing is downloaded afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
+from mlpack_edge.errors import PackagingError
+
+__all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "root_problem"]
+
+#: Debian release of the root and the glibc it ships.
+SUITE = "bullseye"
+GLIBC = "2.31"
+#: ``--floor`` values: ``host`` freezes with this machine's Python, the others in a build root.
+FLOORS = ("host", f"glibc-{GLIBC}")
+MIRROR = "http://deb.debian.org/debian"
+#: What CPython's build needs beyond minbase (no Tk, no gdbm, no test modules).
+PACKAGES = (
+    "gcc", "make", "libc6-dev", "binutils", "libssl-dev", "zlib1g-dev", "libffi-dev",
+    "libsqlite3-dev", "libbz2-dev", "liblzma-dev", "libreadline-dev",
+)
+PYTHON_VERSION = "3.11.2"
+PYTHON_URL = f"{MIRROR}/pool/main/p/python3.11/python3.11_{PYTHON_VERSION}.orig.tar.gz"
+PYTHON_SHA256 = "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849"
+#: Where the interpreter lives inside the root.
+PREFIX = "/opt/mlpack/python"
+PYTHON = f"{PREFIX}/bin/python3.11"
+_CONFIGURE = (
+    f"./configure --prefix={PREFIX} --enable-shared --disable-test-modules"
+    f" LDFLAGS=-Wl,-rpath,{PREFIX}/lib"
+)
+_COMPILE_SCRIPT = f"""set -e
+export SOURCE_DATE_EPOCH=315532800
+cd /opt/mlpack/src
+rm -rf build && mkdir build && cd build
+tar -xzf ../python.tar.gz --strip-components=1
+{_CONFIGURE} > ../configure.log 2>&1
+make -j"$(nproc)" > ../make.log 2>&1
+make altinstall > ../install.log 2>&1
+cd .. && rm -rf build
+"""
+_ARCH = {"linux-x86_64": "amd64", "linux-aarch64": "arm64"}
+#: Targets a runtime can be frozen for (a foreign one under qemu-user, see :func:`root_problem`).
+TARGETS = tuple(sorted(_ARCH))
+#: qemu-user's binfmt_misc entry for each foreign architecture (Debian's qemu-user-static).
+_BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ROOT_TIMEOUT_S = 1800
+_COMPILE_TIMEOUT_S = 5400
+#: Under qemu-user every compiler run is emulated: configure alone takes over half an hour.
+_EMULATED_COMPILE_TIMEOUT_S = 4 * 3600
+_PIP_TIMEOUT_S = 1800
+
+
+class Reporter(Protocol):
+    def info(self, message: str) -> None: ...
+
+
+def _say(reporter: Reporter | None, message: str) -> None:
+    if reporter is not None:
+        reporter.info(message)
+
+
+def root_problem(target: str | None = None, binfmt: Path = Path("/proc/sys/fs/binfmt_misc")) -> str | None:
+    """Why a build root for ``target`` cannot be made or used here (one line naming the fix), or ``None``.
+
+    A foreign target's programs run through qemu-user registered with ``binfmt_misc``
+    with the F flag (the interpreter is opened at registration, so it works inside a chroot).
+    """
+    if os.geteuid() != 0:
+        return "a build root needs root (chroot): run as root, or freeze with --floor host"
+    for tool, package in (("mmdebstrap", "mmdebstrap"), ("unshare", "util-linux"), ("chroot", "coreutils")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed: apt-get install {package}"
+    arch = _ARCH.get(target or _host_target())
+    if arch is None or target is None or target == _host_target():
+        return None
+    entry = binfmt / _BINFMT[arch]
+    try:
+        text = entry.read_text()
+    except OSError:
+        return (
+            f"{target} programs cannot run here: no {_BINFMT[arch]} binfmt_misc entry"
+            f" (apt-get install qemu-user-static binfmt-support; mount -t binfmt_misc binfmt_misc {binfmt})"
+        )
+    flags = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("flags:")), "")
+    if not text.startswith("enabled") or "F" not in flags:
+        return f"{entry} is disabled or lacks the F flag (update-binfmts --enable {_BINFMT[arch]}; Debian's qemu-user-static sets F)"
+    return None
+
+
+def host_arch() -> str | None:
+    """Debian's name of this machine's architecture (``amd64``), ``None`` if no build root serves it."""
+    return _ARCH.get(_host_target())
+
+
+def _host_target() -> str:
+    import platform
+
+    return f"{platform.system().lower()}-{platform.machine().lower()}"
+
+
+@dataclass(frozen=True)
+class BuildRoot:
+    """A finished bullseye root: its folder and the versions installed in it."""
+
+    path: Path
+    arch: str
+    versions: Mapping[str, str]
+
+    @property
+    def python(self) -> str:
+        """The interpreter, as a path inside the root."""
+        return PYTHON
+
+    def inside(self, host_path: Path) -> str:
+        """``<root>/tmp/x`` -> ``/tmp/x``."""
+        return "/" + Path(host_path).resolve().relative_to(self.path.resolve()).as_posix()
+
+    def outside(self, inside_path: str) -> str:
+        """``/tmp/x`` -> ``<root>/tmp/x`` (how the host stats a file the root's build read)."""
+        return str(self.path / inside_path.lstrip("/"))
+
+    def command(self, argv: Sequence[str], *, cwd: str = "/", env: Mapping[str, str] | None = None) -> list[str]:
+        """``argv`` run inside the root, in a private mount namespace, with exactly ``env``."""
+        return _chroot_command(self.path, argv, cwd=cwd, env=env)
+
+
+def _chroot_command(
+    root: Path, argv: Sequence[str], *, cwd: str = "/", env: Mapping[str, str] | None = None
+) -> list[str]:
+    environ = {"PATH": _PATH, "HOME": "/root", "LANG": "C.UTF-8", **(env or {})}
+    mount = 'mount -t proc proc "$0/proc" && mount --rbind /dev "$0/dev" && exec chroot "$0" "$@"'
+    return [
+        "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", mount, str(root),
+        "/usr/bin/env", "-i", "-C", cwd, *(f"{k}={v}" for k, v in sorted(environ.items())), *argv,
+    ]
+
+
+def build_root(
+    cache: Path,
+    pins: Mapping[str, str],
+    reporter: Reporter | None = None,
+    *,
+    target: str = "linux-x86_64",
+) -> BuildRoot:
+    """The bullseye root for ``target`` with CPython and ``pins`` (distribution -> version) installed.
+
+    Makes whatever is missing (minutes the first time, progress through ``reporter``);
+    a finished root is reused as it is. Raises :class:`PackagingError` naming the step
+    and its log when a step fails.
+    """
+    problem = root_problem(target)
+    if problem is not None:
+        raise PackagingError(problem)
+    arch = _ARCH.get(target)
+    if arch is None:
+        raise PackagingError(f"unknown target {target!r} (expected one of: {', '.join(sorted(_ARCH))})")
+    base = cache / "buildroot"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PackagingError(f"cache folder {base} is not writable ({exc.strerror}); set MLPACK_CACHE_DIR") from None
+    path = base / f"{SUITE}-{arch}"
+    with _locked(base / f".{SUITE}-{arch}.lock"):
+        if not (path / "etc" / "debian_version").is_file():
+            _make_root(path, arch, base / f"{SUITE}-{arch}.log", reporter)
+        _ensure_python(path, reporter)
+        versions = _ensure_wheels(path, pins, reporter)
+    return BuildRoot(path, arch, versions)
+
+
+def _make_root(path: Path, arch: str, log: Path, reporter: Reporter | None) -> None:
+    _say(reporter, f"making a Debian {SUITE} ({arch}) build root with mmdebstrap (about a minute, once)…")
+    with atomic_directory(path, replace=True) as tmp:  # mmdebstrap fills the empty folder
+        cmd = [
+            "mmdebstrap", "--variant=minbase", f"--architectures={arch}", f"--include={','.join(PACKAGES)}",
+            SUITE, str(tmp), MIRROR,
+        ]
+        _run(cmd, log, "making the build root", timeout=_ROOT_TIMEOUT_S, reporter=reporter)
+
+
+def _ensure_python(root: Path, reporter: Reporter | None) -> None:
+    """Compile CPython inside the root unless the marker says this exact recipe is installed."""
+    marker = root / "opt" / "mlpack" / "python.json"
+    recipe = {"version": PYTHON_VERSION, "sha256": PYTHON_SHA256, "script": _COMPILE_SCRIPT}
+    if _read_json(marker) == recipe and (root / PYTHON.lstrip("/")).is_file():
+        return
+    src = root / "opt" / "mlpack" / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    tarball = src / "python.tar.gz"
+    if not tarball.is_file() or _sha256(tarball) != PYTHON_SHA256:
+        _say(reporter, f"downloading CPython {PYTHON_VERSION} source from {PYTHON_URL}…")
+        _download(PYTHON_URL, tarball, PYTHON_SHA256)
+    (src / "compile.sh").write_text(_COMPILE_SCRIPT)
+    emulated = not root.name.endswith(f"-{host_arch()}")
+    how = "emulated by qemu: an hour or more" if emulated else "a few minutes"
+    _say(reporter, f"compiling CPython {PYTHON_VERSION} inside the build root ({how}, once)…")
+    _run(
+        _chroot_command(root, ["/bin/sh", "/opt/mlpack/src/compile.sh"]),
+        root.parent / f"{root.name}-python.log",
+        "compiling CPython in the build root",
+        timeout=_COMPILE_TIMEOUT_S if root.name.endswith(f"-{host_arch()}") else _EMULATED_COMPILE_TIMEOUT_S,
+        reporter=reporter,
+        detail=f"see {src}/make.log",
+    )
+    atomic_write_text(marker, canonical_json(recipe))
+
+
+def _ensure_wheels(root: Path, pins: Mapping[str, str], reporter: Reporter | None) -> dict[str, str]:
+    """pip-install ``pins`` into the root's Python unless the marker says they are there."""
+    marker = root / "opt" / "mlpack" / "wheels.json"
+    wanted = dict(sorted(pins.items()))
+    recorded = _read_json(marker)
+    if isinstance(recorded, dict) and recorded.get("pins") == wanted:
+        return dict(recorded["versions"])
+    args = [f"{k}=={v}" for k, v in wanted.items()]
+    wheels = root / "opt" / "mlpack" / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    _say(reporter, f"downloading the wheels of {', '.join(args)} for glibc {GLIBC}…")
+    _run(
+        _download_command(wheels, args, arch=root.name.rsplit("-", 1)[-1]),
+        root.parent / f"{root.name}-download.log",
+        "downloading the runtime's wheels",
+        timeout=_PIP_TIMEOUT_S,
+        reporter=reporter,
+    )
+    _say(reporter, "installing them into the build root's Python…")
+    _run(
+        _chroot_command(
+            root,
+            [
+                PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "--no-cache-dir", "--no-index",
+                "--find-links", "/opt/mlpack/wheels", *args,
+            ],
+        ),
+        root.parent / f"{root.name}-pip.log",
+        "installing the runtime's distributions in the build root",
+        timeout=_PIP_TIMEOUT_S,
+        reporter=reporter,
+    )
+    versions = {"python": PYTHON_VERSION, "suite": SUITE, "glibc": GLIBC, **wanted}
+    atomic_write_text(marker, canonical_json({"pins": wanted, "versions": versions}))
+    return versions
+
+
+def _download_command(dest: Path, requirements: Sequence[str], *, arch: str) -> list[str]:
+    """``pip download`` (this machine's pip) of manylinux wheels that run on glibc :data:`GLIBC` or older.
+
+    Downloaded here rather than by pip inside the root so this machine's pip configuration
+    holds (index mirror, proxy, certificate authority); the platform tags stop at the
+    root's glibc, so no wheel can raise the floor.
+    """
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+    newest = version_key_minor(GLIBC)
+    platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(newest, 16, -1)]
+    platforms += [f"manylinux2014_{machine}"]
+    if machine == "x86_64":
+        platforms += ["manylinux2010_x86_64", "manylinux1_x86_64"]
+    return [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+        "--python-version", PYTHON_VERSION.rsplit(".", 1)[0], "--implementation", "cp", "--abi", "cp311",
+        *(arg for p in platforms for arg in ("--platform", p)), "--dest", str(dest), *requirements,
+    ]
+
+
+def version_key_minor(version: str) -> int:
+    """``"2.31"`` -> 31."""
+    return int(version.split(".")[1])
+
+
+def _run(
+    cmd: Sequence[str],
+    log: Path,
+    what: str,
+    *,
+    timeout: float,
+    reporter: Reporter | None,
+    detail: str = "",
+) -> None:
+    """Run ``cmd`` with its output in ``log``, a progress line every minute; one-line failure."""
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=60)
+                    break
+                except subprocess.TimeoutExpired:
+                    elapsed = time.monotonic() - started
+                    if elapsed > timeout:
+                        proc.kill()
+                        proc.wait()
+                        raise PackagingError(f"{what} took over {timeout:.0f} s; gave up (log: {log})") from None
+                    _say(reporter, f"  … still {what} ({elapsed / 60:.0f} min)")
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+    if proc.returncode != 0:
+        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        last = tail[-1].strip() if tail else "no output"
+        raise PackagingError(f"{what} failed (exit {proc.returncode}): {last}; log: {log}{'; ' + detail if detail else ''}")
+
+
+def _download(url: str, dest: Path, sha256: str, opener: Callable[..., object] = urllib.request.urlopen) -> None:
+    tmp = dest.with_name(dest.name + ".part")
+    digest = hashlib.sha256()
+    try:
+        with opener(url, timeout=120) as resp, open(tmp, "wb") as fh:  # type: ignore[attr-defined]
+            while chunk := resp.read(1 << 20):
+                digest.update(chunk)
+                fh.write(chunk)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PackagingError(f"cannot download {url}: {exc}") from None
+    if digest.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise PackagingError(f"{url}: sha256 {digest.hexdigest()} is not the expected {sha256}")
+    os.replace(tmp, dest)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,176 @@
+"""The linux-aarch64 executable, built from this x86-64 machine and run under qemu-user.
+
+Slow tier, root only, needs ``mmdebstrap`` and qemu-user-static registered with
+binfmt_misc (the skip reason names what is missing). The arm64 build root (CPython
+compiled under emulation) and the frozen runtime are cached across runs under
+``$MLPACK_TEST_BUILDROOT_CACHE`` (default ``~/.cache/mlpack-test-buildroot``): cold this
+takes tens of minutes, warm a few. The executable runs inside the arm64 build root
+(the only arm64 userland here; it starts from its own unpacked libraries, never the
+root's /opt/mlpack/python).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlpack_edge.builder._buildroot import GLIBC, BuildRoot, _chroot_command, root_problem
+from mlpack_edge.builder._glibc import version_key
+from mlpack_edge.builder.inspect import inspect_path
+
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("MLPACK_TEST_BUILDROOT_CACHE") or Path.home() / ".cache" / "mlpack-test-buildroot")
+
+
+def _not_ready() -> str | None:
+    """Why this test is skipped: no root/mmdebstrap/qemu, or a cold arm64 root nobody asked for."""
+    problem = root_problem("linux-aarch64")
+    if problem is not None:
+        return problem
+    if not (_cache() / "buildroot" / "bullseye-arm64" / "opt" / "mlpack" / "python.json").is_file() and (
+        os.environ.get("MLPACK_TEST_AARCH64") != "1"
+    ):
+        return (
+            "the arm64 build root is not cached (cold: root + CPython compiled under qemu, over an hour on"
+            " 2 cores); set MLPACK_TEST_AARCH64=1 to make it"
+        )
+    return None
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_not_ready() is not None, reason=str(_not_ready()))]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet_faults"
+NAME = "fleet-faults"
+TOLERANCE = 1e-4  # the example's parity tolerance
+
+
+@dataclass(frozen=True)
+class Arm:
+    root: BuildRoot
+    arm_exe: Path
+    x86_exe: Path
+    scratch: Path  # inside the root
+    rows_csv: Path
+
+
+def _inside(arm: Arm, path: Path) -> str:
+    return arm.root.inside(path)
+
+
+def _run(arm: Arm, *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    cmd = _chroot_command(arm.root.path, list(argv), cwd=_inside(arm, arm.scratch))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def arm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm]:
+    from mlpack_edge.builder import RecordingReporter, _buildroot, _freeze, build
+
+    work = tmp_path_factory.mktemp("aarch64")
+    spec = work / "fleet_faults"
+    shutil.copytree(EXAMPLE, spec)
+    cache = _cache()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLPACK_CACHE_DIR", str(cache))
+        result = build(
+            spec, work / "dist", reporter=RecordingReporter(), floor=f"glibc-{GLIBC}",
+            targets=("linux-x86_64", "linux-aarch64"),
+        )
+    x86, arm_exe = result.executables
+    root = _buildroot.build_root(cache, _freeze._pins(), target="linux-aarch64")
+    scratch = root.path / "tmp" / f"mlpack-test-{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    shutil.copy2(arm_exe, scratch / arm_exe.name)
+    with open(EXAMPLE / "fleet_faults.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[:40]
+    rows_csv = scratch / "rows.csv"
+    with open(rows_csv, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[k for k in rows[0] if k != "fault"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    try:
+        yield Arm(root, scratch / arm_exe.name, x86, scratch, rows_csv)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _proba(text: str) -> tuple[list[str], np.ndarray]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and all(r["error"] == "" for r in rows), text[:500]
+    cols = sorted(k for k in rows[0] if k.startswith("proba_"))
+    return [r["label"] for r in rows], np.array([[float(r[c]) for c in cols] for r in rows])
+
+
+def test_names_and_inspect_carry_the_target(arm: Arm) -> None:
+    assert arm.arm_exe.name == f"{NAME}-1.0.0-linux-aarch64"
+    assert arm.x86_exe.name == f"{NAME}-1.0.0-linux-x86_64"
+    info = inspect_path(arm.arm_exe).executable
+    assert info is not None and info.target == "linux-aarch64"
+    assert info.glibc_floor is not None and version_key(info.glibc_floor) <= version_key(GLIBC)
+    head = arm.arm_exe.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+
+
+def test_info_verify_predict_under_qemu_match_x86(arm: Arm) -> None:
+    exe = _inside(arm, arm.arm_exe)
+    info = _run(arm, exe, "info")
+    assert info.returncode == 0, info.stderr
+    assert NAME in info.stdout
+    verify = _run(arm, exe, "verify")
+    assert verify.returncode == 0, verify.stderr
+    there = _run(arm, exe, "predict", _inside(arm, arm.rows_csv))
+    assert there.returncode == 0, there.stderr
+    here = subprocess.run([str(arm.x86_exe), "predict", str(arm.rows_csv)], capture_output=True, text=True, timeout=300)
+    assert here.returncode == 0, here.stderr
+    arm_labels, arm_p = _proba(there.stdout)
+    x86_labels, x86_p = _proba(here.stdout)
+    diff = float(np.max(np.abs(arm_p - x86_p)))
+    print(f"aarch64 vs x86-64 max abs diff over {len(arm_labels)} rows: {diff:.3e}")
+    assert diff <= TOLERANCE
+    assert arm_labels == x86_labels
+
+
+def test_install_and_serve_under_qemu(arm: Arm) -> None:
+    prefix = arm.scratch / "prefix"
+    proc = _run(arm, _inside(arm, arm.arm_exe), "install", "--prefix", _inside(arm, prefix), "--allow-unsigned")
+    assert proc.returncode == 0, proc.stderr
+    installed = f"{_inside(arm, prefix)}/{NAME}/current/{NAME}"
+    server = subprocess.Popen(
+        _chroot_command(arm.root.path, [installed, "serve", "--port", "0"]), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        assert match, f"expected the listening line, got {line!r}"
+        with open(arm.rows_csv, newline="") as fh:
+            row = next(csv.DictReader(fh))
+        here = subprocess.run([str(arm.x86_exe), "predict", str(arm.rows_csv)], capture_output=True, text=True, timeout=300)
+        x86_labels, _ = _proba(here.stdout)
+        categorical = ("device_model", "site", "firmware")
+        body = json.dumps({k: v if k in categorical else (float(v) if v else None) for k, v in row.items()})
+        request = urllib.request.Request(match.group(1) + "/predict", body.encode(), {"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+        assert answer["label"] == x86_labels[0]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
