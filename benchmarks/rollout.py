@@ -178,13 +178,25 @@ def shadow_cost(work: Path, rounds: int, block: int, budget: float) -> list[floa
 
 
 def ingest_cost(work: Path, rounds: int, n: int) -> list[float]:
-    from mlpack_edge.builder.remote import pack_bundle
-    from mlpack_edge.collector import admin
-    from tests.collector.sim import SimDevice, make_profile, model_hash
+    from tests.collector.sim import make_profile
 
     profile = make_profile()
     conns, tokens, sims = {}, {}, {}
-    procs = []
+    procs: list[object] = []
+    try:
+        return _ingest_rounds(work, rounds, n, profile, conns, tokens, sims, procs)
+    finally:  # also when setting up failed half-way: no collector is left running
+        for p in procs:
+            p.proc.terminate()  # type: ignore[attr-defined]
+            p.proc.wait()  # type: ignore[attr-defined]
+
+
+def _ingest_rounds(work: Path, rounds: int, n: int, profile: object, conns: dict, tokens: dict, sims: dict,
+                   procs: list[object]) -> list[float]:
+    from mlpack_edge.builder.remote import pack_bundle
+    from mlpack_edge.collector import admin
+    from tests.collector.sim import SimDevice, model_hash
+
     for label in ("plain", "rollout"):
         db = work / f"ingest-{label}.db"
         url_db = "sqlite:///" + str(db)
@@ -212,30 +224,25 @@ def ingest_cost(work: Path, rounds: int, n: int) -> list[float]:
                         {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}) == 201
         conns[label] = conn
     ratios = []
-    try:
-        for rnd in range(rounds):
-            times: dict[str, list[float]] = {"plain": [], "rollout": []}
-            for _ in range(3):
-                for label, conn in conns.items():
-                    sim = sims[label]
-                    bodies = [gzip.compress(json.dumps(sim.batch([sim.window(time.time() - 60)], name="breast-cancer",
-                                                                 include_model=False)).encode()) for _ in range(n // 3)]
-                    headers = {"Authorization": f"Bearer {tokens[label]}", "Content-Encoding": "gzip"}
-                    for body in bodies:
-                        t0 = time.perf_counter()
-                        conn.request("POST", "/api/v1/ingest", body, headers)
-                        r = conn.getresponse()
-                        reply = json.loads(r.read())
-                        times[label].append(time.perf_counter() - t0)
-                        assert r.status == 200 and (("updates" in reply) == (label == "rollout")), reply
-            p50 = {k: statistics.median(v) for k, v in times.items()}
-            ratios.append(p50["rollout"] / p50["plain"])
-            print(f"  round {rnd + 1}: ingest p50 plain {p50['plain'] * 1e3:.2f} ms, with an offer "
-                  f"{p50['rollout'] * 1e3:.2f} ms -> {ratios[-1]:.3f}", flush=True)
-    finally:
-        for p in procs:
-            p.proc.terminate()  # type: ignore[attr-defined]
-            p.proc.wait()  # type: ignore[attr-defined]
+    for rnd in range(rounds):
+        times: dict[str, list[float]] = {"plain": [], "rollout": []}
+        for _ in range(3):
+            for label, conn in conns.items():
+                sim = sims[label]
+                bodies = [gzip.compress(json.dumps(sim.batch([sim.window(time.time() - 60)], name="breast-cancer",
+                                                             include_model=False)).encode()) for _ in range(n // 3)]
+                headers = {"Authorization": f"Bearer {tokens[label]}", "Content-Encoding": "gzip"}
+                for body in bodies:
+                    t0 = time.perf_counter()
+                    conn.request("POST", "/api/v1/ingest", body, headers)
+                    r = conn.getresponse()
+                    reply = json.loads(r.read())
+                    times[label].append(time.perf_counter() - t0)
+                    assert r.status == 200 and (("updates" in reply) == (label == "rollout")), reply
+        p50 = {k: statistics.median(v) for k, v in times.items()}
+        ratios.append(p50["rollout"] / p50["plain"])
+        print(f"  round {rnd + 1}: ingest p50 plain {p50['plain'] * 1e3:.2f} ms, with an offer "
+              f"{p50['rollout'] * 1e3:.2f} ms -> {ratios[-1]:.3f}", flush=True)
     return ratios
 
 
