@@ -9,6 +9,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+from mlpack_edge._rollout_plan import parse_labels
 from mlpack_edge.collector.auth import check_device_name, hash_token, new_token, read_cert
 from mlpack_edge.collector.models import ModelInfo, model_from_upload
 from mlpack_edge.collector.storage import AlertRow, DeviceCert, DeviceRow, WebhookRow, open_storage
@@ -17,13 +18,14 @@ from mlpack_edge.errors import BundleError, CollectorError
 from mlpack_edge.monitor_agent.wire import WireError
 from mlpack_edge.runtime.manifest import read_manifest, verify_files
 
-__all__ = ["export_samples", "test_webhook", "alert_history", "add_webhook", "remove_webhook", "list_webhooks",
-           "set_webhooks", "read_webhooks_file", "add_device", "add_device_certs", "revoke_device", "list_devices",
-           "device_certs", "add_model",
+__all__ = ["add_admin", "revoke_admin", "set_labels", "parse_labels", "export_samples", "test_webhook", "alert_history",
+           "add_webhook", "remove_webhook", "list_webhooks", "set_webhooks", "read_webhooks_file", "add_device",
+           "add_device_certs", "revoke_device", "list_devices", "device_certs", "add_model",
            "model_from_bundle"]
 
 
-def add_device(db_url: str, name: str, cert_files: Sequence[str | Path] = ()) -> str:
+def add_device(db_url: str, name: str, cert_files: Sequence[str | Path] = (),
+               labels: dict[str, str] | None = None) -> str:
     """Register ``name`` (with client certificates, for mutual TLS) and return its token
     (shown once: only its hash is stored)."""
     try:
@@ -36,9 +38,52 @@ def add_device(db_url: str, name: str, cert_files: Sequence[str | Path] = ()) ->
     storage = open_storage(db_url)
     try:
         storage.add_device(name, hash_token(token), now, certs)
+        if labels:
+            storage.set_device_labels(name, labels)
     finally:
         storage.close()
     return token
+
+
+ADMIN_TOKEN_PREFIX = "mlpka_"
+
+
+def add_admin(db_url: str, name: str) -> str:
+    """Register an administrator and return its token (shown once: only its hash is stored).
+
+    Admin tokens publish releases and manage rollouts; they live in their own table, so a
+    device token can never act as one (and the other way round).
+    """
+    import secrets
+
+    try:
+        check_device_name(name)
+    except ValueError as exc:
+        raise CollectorError(str(exc).replace("device name", "admin name")) from None
+    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    storage = open_storage(db_url)
+    try:
+        storage.add_admin(name, hash_token(token), time.time())
+    finally:
+        storage.close()
+    return token
+
+
+def revoke_admin(db_url: str, name: str) -> None:
+    storage = open_storage(db_url)
+    try:
+        storage.revoke_admin(name, time.time())
+    finally:
+        storage.close()
+
+
+def set_labels(db_url: str, name: str, labels: dict[str, str]) -> None:
+    """Replace a device's labels (rollouts can target devices by label)."""
+    storage = open_storage(db_url)
+    try:
+        storage.set_device_labels(name, labels)
+    finally:
+        storage.close()
 
 
 def add_device_certs(db_url: str, name: str, cert_files: Sequence[str | Path]) -> list[DeviceCert]:

@@ -175,6 +175,12 @@ def _openapi_document(app: FastAPI, device_auth: str) -> dict[str, Any]:
             "scheme": "bearer",
             "description": "A device token from `mlpack collector add-device NAME` (shown once; stored as a hash).",
         }
+        schemes["adminToken"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An admin token from `mlpack collector add-admin NAME` (publish, rollouts); a device "
+            "token is refused there with 403.",
+        }
         schemes[api.CLIENT_CERT] = {
             "type": "mutualTLS",
             "description": "A TLS client certificate registered with `mlpack collector add-device NAME --cert FILE` "
@@ -253,15 +259,20 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
         alerter.wake()  # evaluated by the alert thread, never on the ingest path
 
     writer = Writer(storage, config.clock, config.max_pending_batches, config.max_group, after_group)
+    from mlpack_edge.collector.rollout_api import RolloutService, register as register_rollout
+
+    rollouts = RolloutService(storage, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         writer.start()
         alerter.start()
         dispatcher.start()
+        rollouts.start()
         try:
             yield
         finally:
+            await run_in_threadpool(rollouts.stop)
             await run_in_threadpool(writer.stop)
             await run_in_threadpool(alerter.stop)
             await run_in_threadpool(dispatcher.stop)
@@ -276,6 +287,10 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
         swagger_ui_parameters={"validatorUrl": None},
     )
     app.openapi = lambda: _openapi_document(app, config.device_auth)  # type: ignore[method-assign]
+    if config.viewer_token_hash:
+        from mlpack_edge.collector.viewer import viewer_middleware
+
+        app.middleware("http")(viewer_middleware(config.viewer_token_hash, lambda h: storage.admin_for_token(h) is not None))
     app.state.storage = storage
     app.state.config = config
     app.state.metrics = metrics
@@ -353,7 +368,15 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
             return _error(exc.status, exc.message, exc.retry_after)
         counters.request(200, size)
         counters.stored(len(outcome.stored), len(outcome.duplicates))
-        return JSONResponse(outcome.to_dict())
+        reply: dict[str, Any] = outcome.to_dict()
+        if batch.audit and any(str(a.get("event", "")).startswith("update_") for a in batch.audit):
+            await run_in_threadpool(rollouts.observe, device, batch.audit)
+        updates = rollouts.offers_for(device)
+        if updates:  # piggy-backed: a device no rollout concerns gets the reply it always got
+            reply["updates"] = updates
+        return JSONResponse(reply)
+
+    register_rollout(app, storage, config, rollouts, _read_limited)
 
     # ------------------------------------------------------------------ JSON API
 

@@ -72,9 +72,17 @@ def collector() -> None:
               help="Seconds before the first retry of a failed delivery (doubling, at most 15 min).")
 @click.option("--external-url", default="", metavar="URL",
               help="This collector's address as webhook receivers should link to it [default: where it listens].")
+@click.option("--release-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where published bundles are kept [default: a 'releases' folder next to the SQLite database].")
+@click.option("--allow-unsigned-releases", is_flag=True,
+              help="Accept unsigned bundles from mlpack publish (development fleets; devices still apply their own trust).")
+@click.option("--viewer-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Require this token (or an admin token) for the fleet page and read API; set it when listening "
+              "beyond 127.0.0.1.")
 def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int, log_level: str, access_log: bool,
           tls_cert: str | None, tls_key: str | None, tls_client_ca: str | None, device_auth: str, min_labels: int,
-          alert_interval: float, webhook_timeout: float, webhook_backoff: float, external_url: str) -> None:
+          alert_interval: float, webhook_timeout: float, webhook_backoff: float, external_url: str,
+          release_dir: Path | None, allow_unsigned_releases: bool, viewer_token_file: Path | None) -> None:
     """Serve ingest, the JSON API, the fleet page and /metrics.
 
     \b
@@ -94,10 +102,27 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
                              kpi_min_labels=min_labels,
                              alert_interval=alert_interval, alert_min_interval=min(5.0, alert_interval),
                              webhook_timeout=webhook_timeout, webhook_backoff=webhook_backoff,
-                             external_url=external_url)
+                             external_url=external_url,
+                             release_dir=release_dir, allow_unsigned_releases=allow_unsigned_releases,
+                             viewer_token_hash=_viewer_hash(viewer_token_file))
     run(config, host, port, log_level=log_level, access_log=access_log,
         announce=lambda line: click.echo(line) or sys.stdout.flush(), tls=tls,
         warn=lambda line: click.echo(line, err=True))
+
+
+def _viewer_hash(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from mlpack_edge.collector.auth import hash_token
+
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot read ({exc.strerror})", param_hint="--viewer-token-file") from None
+    if len(token) < 16:
+        raise click.BadParameter(f"{path}: a viewer token needs at least 16 characters (e.g. python -c "
+                                 "'import secrets; print(secrets.token_urlsafe(32))')", param_hint="--viewer-token-file")
+    return hash_token(token)
 
 
 @collector.command("add-device")
@@ -105,13 +130,46 @@ def serve(db_url: str, host: str, port: int, silent_after: float, max_body: int,
 @click.argument("name")
 @click.option("--cert", "certs", multiple=True, type=click.Path(dir_okay=False),
               help="The device's client certificate (PEM or DER) for mutual TLS; repeatable.")
-def add_device(db_url: str, name: str, certs: tuple[str, ...]) -> None:
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label rollouts can target (mlpack rollout start --label KEY=VALUE); repeatable.")
+def add_device(db_url: str, name: str, certs: tuple[str, ...], labels: tuple[str, ...]) -> None:
     """Register a device and print its upload token (shown only this once)."""
-    token = admin.add_device(db_url, name, certs)
+    token = admin.add_device(db_url, name, certs, admin.parse_labels(labels))
     click.echo(token)
     for cert in admin.device_certs(db_url, name):
         click.echo(f"client certificate {cert.subject} (sha256 {cert.fingerprint[:16]}…) registered", err=True)
     click.echo(f"device {name} registered; store this token now, it is not shown again", err=True)
+
+
+@collector.command("label-device")
+@_db_options
+@click.argument("name")
+@click.argument("labels", nargs=-1, metavar="KEY=VALUE...")
+def label_device(db_url: str, name: str, labels: tuple[str, ...]) -> None:
+    """Replace a device's labels (none given: remove them)."""
+    parsed = admin.parse_labels(labels, "label")
+    admin.set_labels(db_url, name, parsed)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(parsed.items())) or "no labels"
+    click.echo(f"device {name}: {shown}")
+
+
+@collector.command("add-admin")
+@_db_options
+@click.argument("name")
+def add_admin(db_url: str, name: str) -> None:
+    """Register an administrator and print its token (publish, rollout; shown only this once)."""
+    token = admin.add_admin(db_url, name)
+    click.echo(token)
+    click.echo(f"admin {name} registered; store this token now (mode 0600), it is not shown again", err=True)
+
+
+@collector.command("revoke-admin")
+@_db_options
+@click.argument("name")
+def revoke_admin(db_url: str, name: str) -> None:
+    """Refuse an administrator's token from now on."""
+    admin.revoke_admin(db_url, name)
+    click.echo(f"admin {name} revoked")
 
 
 @collector.command("add-cert")

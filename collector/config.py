@@ -76,3 +76,22 @@ class CollectorConfig:
     # Production gate alert: labelled predictions a gate needs (over the range) before it can fail.
     kpi_min_labels: int = 100
     clock: Callable[[], float] = field(default=time.time)
+    # Fleet rollout: where published bundles are kept (None: a "releases" folder next to a
+    # SQLite database, else in the default data folder), whether unsigned ones are accepted,
+    # the largest bundle accepted, and how often rollouts are re-evaluated (seconds).
+    release_dir: Path | None = None
+    allow_unsigned_releases: bool = False
+    max_release_bytes: int = 256 * 1024 * 1024
+    rollout_tick: float = 2.0
+    # sha256 of the viewer token the page and read API require (None: open, see collector.viewer).
+    viewer_token_hash: str | None = None
+
+    def releases_folder(self) -> Path:
+        """Where release archives live: ``--release-dir``, else next to a SQLite database, else
+        ``<default data dir>/releases``."""
+        if self.release_dir is not None:
+            return Path(self.release_dir)
+        if self.db_url.startswith("sqlite:///"):
+            path = self.db_url.removeprefix("sqlite:///")
+            return Path(path if path.startswith("/") else "/" + path).parent / "releases"
+        return DEFAULT_DATA_DIR / "releases"

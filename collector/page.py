@@ -26,7 +26,8 @@ def _render(title: str, body: str, hours: float | None) -> str:
     links = " ".join(
         f'<a href="?hours={h}">{label}</a>' if hours != h else f"<strong>{label}</strong>" for label, h in _RANGES
     )
-    nav = f'<a href="/">Fleet</a> <a href="/alerts">Alerts</a> <span>Range: {links}</span> <a href="/docs">API</a> <a href="/metrics">Metrics</a>'
+    nav = (f'<a href="/">Fleet</a> <a href="/alerts">Alerts</a> <span>Range: {links}</span> <a href="/rollouts">Rollouts</a> '
+           '<a href="/docs">API</a> <a href="/metrics">Metrics</a>')
     return _TEMPLATE.substitute(title=escape(title), heading=escape(title), nav=nav, body=body)
 
 

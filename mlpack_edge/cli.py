@@ -14,6 +14,8 @@ _LAZY = {
     "runtime": ("mlpack_edge.builder.runtime_cli:runtime_cli", "Freeze and list the cached device runtimes."),
     "device": ("mlpack_edge.runtime.cli:device_cli", "Run device commands against a bundle folder."),
     "collector": ("mlpack_edge.collector.cli:collector", "Run and administer the fleet collector."),
+    "publish": ("mlpack_edge.builder.rollout_cli:publish", "Upload a signed bundle to the collector's release store."),
+    "rollout": ("mlpack_edge.builder.rollout_cli:rollout", "Roll a published release out to devices in stages."),
 }
 
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from mlpack_edge.monitor_agent.config import AgentConfig
 
-__all__ = ["Response", "Transport", "TransportError", "TlsError", "UrllibTransport", "transport_for"]
+__all__ = ["Response", "Transport", "Fetcher", "TransportError", "TlsError", "UrllibTransport", "transport_for"]
 
 
 class Response(NamedTuple):
@@ -52,6 +52,14 @@ class TlsError(TransportError):
 class Transport(Protocol):
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
         """POST ``body`` to ``url``; raise :class:`TransportError` when no reply came back."""
+        ...
+
+
+class Fetcher(Protocol):
+    """What a download needs (the update path); :class:`UrllibTransport` is one."""
+
+    def get(self, url: str, headers: Mapping[str, str]) -> Response:
+        """GET ``url``; raise :class:`TransportError` when no reply came back."""
         ...
 
 
@@ -94,8 +102,15 @@ class UrllibTransport:
         return opener
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Response:
+        return self._open(urllib.request.Request(url, data=body, headers=dict(headers), method="POST"))
+
+    def get(self, url: str, headers: Mapping[str, str]) -> Response:
+        """GET ``url`` (a release download, a ``Range`` of one, the update poll): same TLS, no redirects."""
+        return self._open(urllib.request.Request(url, headers=dict(headers), method="GET"))
+
+    def _open(self, request: urllib.request.Request) -> Response:
+        url = request.full_url
         opener = self._opener(urlsplit(url).scheme == "https")
-        request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
         try:
             with opener.open(request, timeout=self.timeout) as reply:
                 return Response(reply.status, {k.lower(): v for k, v in reply.headers.items()}, reply.read())

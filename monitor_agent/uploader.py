@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from mlpack_edge import __version__
 from mlpack_edge.errors import AgentError
@@ -105,6 +105,9 @@ class SyncResult:
     detail: str = ""
     retry_after: float | None = None
     pending: int = 0
+    #: What the collector asked this device to do (a rollout's install or rollback), piggy-backed
+    #: on its last acknowledgement; ``None`` when no reply said anything.
+    updates: list[dict[str, Any]] | None = None
 
     def summary(self) -> str:
         text = {
@@ -135,6 +138,9 @@ class Uploader:
     rng: random.Random = field(default_factory=random.Random)
     max_windows: int = 200
     max_bytes: int = 2_000_000
+    #: Called with the collector's ``updates`` (rollout offers) whenever an acknowledgement carries
+    #: them; the runtime applies them (this package never installs anything itself).
+    on_updates: Callable[[list[dict[str, Any]]], None] | None = None
 
     def __post_init__(self) -> None:
         self.max_windows = max(1, min(self.max_windows, MAX_WINDOWS_PER_BATCH))
@@ -182,7 +188,7 @@ class Uploader:
             result.batches += 1
             result.status = reply.status
             if 200 <= reply.status < 300:
-                acked = self._acknowledge(batch, reply)
+                acked = self._acknowledge(batch, reply, result)
                 if acked is None:
                     return self._stop(result, "unreachable", reply.status, "unreadable acknowledgement")
                 result.delivered += acked
@@ -215,6 +221,11 @@ class Uploader:
         result.pending = self.outbox.accounting().pending
         if result.dead_lettered:  # delivered the rest, but some windows were refused for good
             result.outcome = "refused"
+        if result.updates and self.on_updates is not None:
+            try:
+                self.on_updates(result.updates)
+            except Exception:  # an update must never stop uploads
+                log.exception("applying the collector's update failed")
         return result
 
     def _stop(self, result: SyncResult, outcome: Outcome, status: int | None, detail: str) -> SyncResult:
@@ -225,12 +236,15 @@ class Uploader:
         log.warning("upload to %s stopped: %s", self.config.collector_url, detail)
         return result
 
-    def _acknowledge(self, batch: Batch, reply: Response) -> int | None:
+    def _acknowledge(self, batch: Batch, reply: Response, result: SyncResult | None = None) -> int | None:
         try:
             data = json.loads(reply.body)
             acked = {int(s) for s in list(data.get("stored", [])) + list(data.get("duplicates", []))}
         except (ValueError, TypeError, AttributeError):
             return None
+        updates = data.get("updates")
+        if isinstance(updates, list) and result is not None:
+            result.updates = [u for u in updates if isinstance(u, dict)]
         sent = batch.window_seqs
         missing = [s for s in sent if s not in acked]
         if missing:

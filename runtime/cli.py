@@ -31,6 +31,7 @@ executable's entry point ends the process without interpreter teardown (:func:`m
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,7 @@ _LAZY = {
     "install": ("mlpack_edge.runtime.install_cli:install", "Install this model on this machine (versioned, atomic)."),
     "rollback": ("mlpack_edge.runtime.install_cli:rollback", "Switch back to the previously installed version."),
     "uninstall": ("mlpack_edge.runtime.install_cli:uninstall", "Remove this model's installed versions."),
+    "update": ("mlpack_edge.runtime.update_cli:update", "Install what a collector rollout offers this device."),
     "agent": ("mlpack_edge.monitor_agent.cli:agent", "Deliver recorded telemetry to the collector."),
     "status": ("mlpack_edge.monitor_agent.cli:status", "Drift, errors, latency and production KPIs recorded on this device."),
     "feedback": ("mlpack_edge.monitor_agent.cli:feedback", "Join ground-truth labels (CSV) to earlier predictions."),
@@ -488,7 +490,10 @@ def serve(
     limit_malloc_arenas()  # before any request thread: see its docstring for what it saves
     config = ServeConfig(host, port, max_body_bytes, max_batch_rows, max_connections, id_field=id_column)
     fallback = _checked_start(obj, threads)
-    with _serving_model(obj, threads, state_dir, no_monitor) as (model, agent):
+    switched: list[str] = []
+    servers: list[PredictServer] = []
+    with _serving_model(obj, threads, state_dir, no_monitor,
+                        before_start=lambda agent: _follow_rollouts(obj, agent, switched, servers)) as (model, agent):
         server = PredictServer(
             model,
             config,
@@ -496,6 +501,7 @@ def serve(
             health={"fallback": fallback.to_dict()} if fallback is not None else None,
             feedback=agent,
         )
+        servers.append(server)
         if fallback is not None:
             click.echo(
                 f"fallback: serving {model.name} {model.version} because {fallback.from_version} failed its check"
@@ -510,6 +516,32 @@ def serve(
         finally:
             server.shutdown()
     click.echo("stopped", err=True)
+    if switched and obj.installed is not None:  # a rollout switched current: serve it (systemd restarts by itself)
+        from mlpack_edge.runtime.update import restart_into
+
+        launcher = obj.installed.model_dir / "current" / obj.installed.launcher_name
+        click.echo(f"restarting into {launcher}", err=True)
+        restart_into(launcher, sys.argv[1:])
+
+
+def _follow_rollouts(obj: DeviceContext, agent: Agent | None, switched: list[str], servers: list[Any]) -> None:
+    """Apply the collector's rollout offers from the upload thread; ``switched`` fills in (and
+    serve stops) once ``current`` was switched. Only an installed model that uploads takes part."""
+    installed = obj.installed
+    if agent is None or installed is None or not agent.config.can_upload:
+        return
+    from mlpack_edge.runtime.update import ServeUpdater
+
+    def on_switch(outcome: Any) -> None:
+        click.echo(f"update: {outcome.detail}", err=True)
+        if os.environ.get("INVOCATION_ID"):  # under systemd: install restarted the service already
+            return
+        switched.append(outcome.detail)
+        os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop path: requests finish, the window is stored
+
+    uploader = agent.uploader
+    uploader.on_updates = ServeUpdater(installed.model_dir, agent.config, uploader.transport,
+                                       lambda: servers[0] if servers else None, on_switch)
 
 
 def _checked_start(obj: DeviceContext, threads: int | None) -> Fallback | None:
@@ -563,10 +595,12 @@ class _serving_model:
     """
 
     def __init__(
-        self, obj: DeviceContext, threads: int | None, state_dir: Path | None, no_monitor: bool, one_shot: bool = False
+        self, obj: DeviceContext, threads: int | None, state_dir: Path | None, no_monitor: bool, one_shot: bool = False,
+        before_start: Callable[[Agent | None], Any] | None = None,
     ) -> None:
         self.obj, self.threads, self.state_dir, self.no_monitor = obj, threads, state_dir, no_monitor
         self.one_shot = one_shot
+        self.before_start = before_start  # sees the agent before its threads run (serve's rollout hook)
         self.agent: Agent | None = None
 
     def __enter__(self) -> tuple[Model, Agent | None]:
@@ -580,6 +614,8 @@ class _serving_model:
             if self.agent is not None:
                 self.agent.stop()  # closes the outbox it opened
             raise
+        if self.before_start is not None:
+            self.before_start(self.agent)
         if self.agent is not None and not self.one_shot:
             self.agent.start()
         return model, self.agent

@@ -176,6 +176,8 @@ class PredictServer:
         self.model = model
         self.feedback = feedback
         self.config = config
+        #: A rollout's candidate running on the same requests (runtime.shadow.LiveShadow), or None.
+        self.shadow: Any = None
         self.metrics = ServeMetrics(model.name, model.version, model.content_hash)
         handler = type("Handler", (_Handler,), {"app": self, "timeout": config.timeout_s})
         self._extra_metrics = extra_metrics
@@ -318,6 +320,8 @@ class PredictServer:
                     rate = fb.capture_rate
                     if rate and random.random() < rate:  # opt-in capture of real rows (see FeedbackSink)
                         fb.capture(ids, [payload], [prediction.value if prediction.value is not None else prediction.label])
+                if self.shadow is not None:  # a rollout's candidate sees the row after the answer is made
+                    self.shadow.submit(payload)
                 return 200, _dumps(out), _JSON
             if isinstance(payload, list):
                 if len(payload) > self.config.max_batch_rows:
@@ -343,6 +347,8 @@ class PredictServer:
                         if picked:
                             fb.capture([ids[j] for j in picked], [payload[ok[j]] for j in picked],
                                        [records[ok[j]].get("label", records[ok[j]].get("value")) for j in picked])
+                if self.shadow is not None:
+                    self.shadow.submit(payload)
                 return 200, _dumps({"predictions": records, "failed": len(result.errors)}), _JSON
         except InferenceError as exc:
             return _error(500, str(exc))

@@ -13,12 +13,13 @@ from typing import Any, Protocol
 
 from mlpack_edge.collector.models import ModelInfo
 from mlpack_edge.collector.storage._alerts import AlertRow, DueDelivery, Firing, PayloadBuilder, Transition, WebhookRow
+from mlpack_edge.collector.storage._rollout_sql import Release, Rollout
 from mlpack_edge.collector.storage._sql import DeviceCert, DeviceRow, SqlStorage, WriteTx
 from mlpack_edge.collector.storage.migrations import LATEST
 from mlpack_edge.errors import CollectorError
 
-__all__ = ["Storage", "DeviceRow", "DeviceCert", "WriteTx", "open_storage", "LATEST", "Firing", "AlertRow",
-           "WebhookRow", "DueDelivery", "Transition", "PayloadBuilder"]
+__all__ = ["Storage", "Release", "Rollout", "DeviceRow", "DeviceCert", "WriteTx", "open_storage", "LATEST", "Firing",
+           "AlertRow", "WebhookRow", "DueDelivery", "Transition", "PayloadBuilder"]
 
 
 class Storage(Protocol):

@@ -17,6 +17,7 @@ from typing import Any
 from mlpack_edge.collector.models import ModelInfo
 from mlpack_edge.collector.rollup import Rollup, RollupKey
 from mlpack_edge.collector.storage._alerts import AlertStore
+from mlpack_edge.collector.storage._rollout_sql import RolloutSql
 from mlpack_edge.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
 from mlpack_edge.errors import CollectorError, StorageError
 from mlpack_edge.monitor_agent.drift import Thresholds
@@ -298,7 +299,7 @@ def _key_params(key: RollupKey) -> tuple[str, str, str, int]:
     return (level, device, model, bucket)
 
 
-class SqlStorage(AlertStore):
+class SqlStorage(AlertStore, RolloutSql):
     """Shared implementation; subclasses set ``dialect`` and implement the connection hooks."""
 
     dialect = "sqlite"

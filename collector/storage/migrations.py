@@ -218,6 +218,64 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX deliveries_by_alert ON deliveries (alert)",
         ],
     ),
+    (
+        8,
+        "fleet rollout: admin tokens, releases, rollouts, device labels",
+        [
+            # Admin tokens guard publish and rollout; a device token is never one of them.
+            """CREATE TABLE admin_tokens (
+                name TEXT PRIMARY KEY,
+                token_hash TEXT NOT NULL UNIQUE,
+                created_at {real} NOT NULL,
+                revoked_at {real}
+            )""",
+            # One row per published bundle, keyed by its manifest content hash; the archive
+            # itself is a file in the release folder named <hash>.tar.
+            """CREATE TABLE releases (
+                hash TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                size {bigint} NOT NULL,
+                sha256 TEXT NOT NULL,
+                signed_by TEXT,
+                runtime TEXT,
+                published_at {real} NOT NULL,
+                published_by TEXT NOT NULL,
+                UNIQUE (name, version)
+            )""",
+            """CREATE TABLE rollouts (
+                id TEXT PRIMARY KEY,
+                model TEXT NOT NULL,
+                release TEXT NOT NULL,
+                plan TEXT NOT NULL,
+                state TEXT NOT NULL,
+                stage {bigint} NOT NULL,
+                stage_started_at {real} NOT NULL,
+                created_at {real} NOT NULL,
+                updated_at {real} NOT NULL,
+                reason TEXT
+            )""",
+            # At most one active (or paused) rollout per model, enforced by the database.
+            "CREATE UNIQUE INDEX rollouts_one_active ON rollouts (model) WHERE state IN ('active', 'paused')",
+            # What the collector learnt about each device of a rollout (from its audit events).
+            """CREATE TABLE rollout_devices (
+                rollout TEXT NOT NULL,
+                device TEXT NOT NULL,
+                state TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                updated_at {real} NOT NULL,
+                PRIMARY KEY (rollout, device)
+            )""",
+            """CREATE TABLE rollout_events (
+                rollout TEXT NOT NULL,
+                time {real} NOT NULL,
+                event TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX rollout_events_by_rollout ON rollout_events (rollout, time)",
+            "ALTER TABLE devices ADD COLUMN labels TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,93 @@
+"""Rollout fixtures: signed bundles (the governance ones), a real collector process with an
+admin and devices, and a storage on SQLite or PostgreSQL for the state machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlpack_edge.collector import admin, open_storage
+from mlpack_edge.collector.storage._sql import SqlStorage
+from tests.collector.process import Collector, pg_schema, start_collector, stop_collector
+from tests.governance.conftest import (  # noqa: F401  (fixtures re-used here)
+    Bundles,
+    Keys,
+    NoSystemd,
+    bundles,
+    clean_env,
+    copy_bundle,
+    keys,
+    make_payload,
+    trusting,
+)
+
+
+@dataclass
+class Fleet:
+    """A running collector with one admin token and two device tokens (in files)."""
+
+    collector: Collector
+    data_dir: Path
+    admin_file: Path
+    device_files: dict[str, Path]
+
+    @property
+    def url(self) -> str:
+        return self.collector.url
+
+    def token(self, who: str) -> str:
+        path = self.admin_file if who == "admin" else self.device_files[who]
+        return path.read_text().strip()
+
+
+def start_fleet(root: Path, *extra: str, devices: tuple[str, ...] = ("press-01", "press-02")) -> Fleet:
+    data = root / "fleet"
+    data.mkdir(parents=True)
+    db_url = "sqlite:///" + str(data / "collector.db")
+    admin_file = root / "admin.token"
+    admin_file.write_text(admin.add_admin(db_url, "ops") + "\n")
+    files = {}
+    for d in devices:
+        files[d] = root / f"{d}.token"
+        files[d].write_text(admin.add_device(db_url, d, labels={"site": "a"}) + "\n")
+    return Fleet(start_collector(db_url, *extra), data, admin_file, files)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = start_fleet(tmp_path)
+    yield f
+    stop_collector(f.collector)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStorage]:
+    """A migrated storage of its own: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        s = open_storage("sqlite:///" + str(tmp_path / "c.db"))
+        yield s
+        s.close()
+        return
+    with pg_schema() as url:
+        s = open_storage(url)
+        yield s
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def inverted(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
+    """gov 1.4.0, signed by the trusted signer, trained on the same rows with every label
+    inverted: it passes its own build and golden set, and disagrees with 1.0.0 on almost
+    every row (what only a shadow phase can catch)."""
+    from mlpack_edge.builder import build
+    from tests._data import binary_rows, spec_text
+
+    root = tmp_path_factory.mktemp("gov-inverted")
+    lines = binary_rows(n=120, seed=4).splitlines()
+    flipped = [lines[0]] + [ln.rsplit(",", 1)[0] + "," + ("no" if ln.endswith("yes") else "yes") for ln in lines[1:]]
+    (root / "data.csv").write_text("\n".join(flipped) + "\n", encoding="utf-8")
+    (root / "mlpack.toml").write_text(spec_text(name="gov", version="1.4.0"), encoding="utf-8")
+    return build(root / "mlpack.toml", root / "dist", executable=False, sign_key=keys.signer.private).bundle_dir
