@@ -29,8 +29,6 @@ Debian archive and PyPI while the root is made; nothing is downloaded afterwards
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -39,12 +37,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
+from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, locked
 from mlpack_edge.errors import PackagingError
 
 __all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "root_problem"]
@@ -203,7 +201,7 @@ def build_root(
     except OSError as exc:
         raise PackagingError(f"cache folder {base} is not writable ({exc.strerror}); set MLPACK_CACHE_DIR") from None
     path = base / f"{SUITE}-{arch}"
-    with _locked(base / f".{SUITE}-{arch}.lock"):
+    with locked(base / f".{SUITE}-{arch}.lock"):
         if not (path / "etc" / "debian_version").is_file():
             _make_root(path, arch, base / f"{SUITE}-{arch}.log", reporter)
         _ensure_python(path, reporter)
@@ -379,11 +377,3 @@ def _read_json(path: Path) -> object:
         return None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

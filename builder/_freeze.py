@@ -51,7 +51,6 @@ identity wherever it was packaged).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -64,12 +63,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json
+from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, locked
 from mlpack_edge.builder import _buildroot, _freeze_inputs, _freeze_spec, _glibc
 from mlpack_edge.errors import PackagingError
 
@@ -298,7 +297,7 @@ def frozen_runtime(
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PackagingError(f"cache folder {base} is not writable ({exc.strerror}); set MLPACK_CACHE_DIR") from None
-    with _locked(base / f".{key}.lock"):
+    with locked(base / f".{key}.lock"):
         cached = _reuse(entry, key, reporter)  # another build may have frozen it while we waited
         if cached is not None:
             return cached
@@ -567,16 +566,6 @@ def _datas(sources: Mapping[str, bytes], stage: Path) -> list[tuple[str, str]]:
     return sorted(
         (str(stage / rel), str(Path(rel).parent)) for rel in sources if not rel.endswith(".py")
     )
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def say(reporter: Reporter | None, message: str) -> None:

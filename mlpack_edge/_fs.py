@@ -9,6 +9,7 @@ one, never a mixture.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "locked",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -140,3 +142,15 @@ def atomic_directory(target: str | os.PathLike[str], replace: bool = False) -> I
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing): one process at a time
+    builds what another would otherwise build again beside it."""
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

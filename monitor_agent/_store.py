@@ -26,12 +26,13 @@ database starts above the reservation. One extra fsync per block, not per window
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlpack_edge._fs import atomic_write_text
@@ -227,3 +228,18 @@ def reserve(conn: sqlite3.Connection, state_dir: Path, kind: str) -> int:
         atomic_write_text(state_dir / SEQ_NAME, json.dumps(floor, sort_keys=True) + "\n")
         conn.execute("UPDATE meta SET value=? WHERE key=?", (floor[kind], f"reserved_{kind}"))
     return int(seq)
+
+
+@contextlib.contextmanager
+def immediate_tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception (a kill between the
+    two leaves nothing: SQLite's journal undoes the open transaction on the next open)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise

@@ -44,13 +44,14 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import AgentError
 from mlpack_edge.monitor_agent._ids import IdMaker
+from mlpack_edge.monitor_agent._store import immediate_tx
 from mlpack_edge.monitor_agent.wire import Feedback, Residuals, Window
 
 if TYPE_CHECKING:
@@ -266,18 +267,8 @@ class FeedbackStore:
             (key, n),
         )
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate_tx(self._conn)
 
     # ------------------------------------------------------------------ labels
 

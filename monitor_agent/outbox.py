@@ -43,7 +43,6 @@ drops what a collector turned out not to know (its database was reset).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -53,7 +52,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -239,18 +238,7 @@ class Outbox:
                 except sqlite3.DatabaseError as again:
                     raise OutboxError(f"{self.path}: fresh outbox failed too ({again})") from None
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
+    _tx = staticmethod(_store.immediate_tx)
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, **deltas: int) -> None:
