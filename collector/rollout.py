@@ -9,9 +9,15 @@ registration order, and different from one rollout to the next (the same devices
 always first). Stage ``i`` holds the first ``ceil(p_i/100 · N)`` devices (at least one).
 
 A stage is done when each of its devices has uploaded a telemetry window from the new
-build and the last of them has done so ``hold`` seconds ago, with no device of the stage
-reporting a failed update; then the next stage starts, and after the last one the
-rollout is ``completed``. A device reporting a failed download, install or golden check
+build, the last of them has done so ``hold`` seconds ago, no device of the stage reported
+a failed update, and each device was healthy over the hold (:mod:`._rollout_health`):
+its windows of the new build received during the hold show an error rate no worse than
+``error_factor`` times its previous build's (or, with no previous telemetry, not the
+fleet page's "failing" ≥5% of ≥20 requests), and no ``drift`` verdict where the previous
+build's was ``ok``/``warn``. A device with no new-build window during the hold keeps the
+stage waiting; an unhealthy one fails the stage like a failed update (below), the reason
+naming the device, the metric and both values. Then the next stage starts, and after the
+last one the rollout is ``completed``. A device reporting a failed download, install or golden check
 (an ``update_failed`` audit event naming the rollout) fails the stage: the rollout
 becomes ``failed``, its reason names the device and what went wrong, and its devices are
 told to roll back. ``pause`` stops offering the release to devices that have not
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlpack_edge._rollout_plan import parse_duration, parse_stages
+from mlpack_edge.collector._rollout_health import device_health
 from mlpack_edge.collector.storage import Release, Rollout
 from mlpack_edge.errors import CollectorError
 
@@ -202,7 +209,20 @@ def evaluate(storage: Any, rollout: Rollout, now: float, fleet: tuple[Any, Any, 
         if any(s != "updated" for s, _ in states.values()):
             return rollout
         last = max(t for _, t in states.values() if t is not None)
-        if now - max(last, rollout.stage_started_at) < rollout.plan["hold"]:
+        hold_start = max(last, rollout.stage_started_at)
+        if now - hold_start < rollout.plan["hold"]:
+            return rollout
+        health = {d: device_health(storage, rollout, d, states[d][1] or hold_start, hold_start, now)
+                  for d in stage_devices}
+        sick = sorted(d for d, h in health.items() if h.failure)
+        if sick:
+            rollout.state, rollout.updated_at = "failed", now
+            rollout.reason = (f"stage {rollout.stage + 1} ({stages[rollout.stage]:g}%): device {sick[0]}: "
+                              f"{health[sick[0]].failure}")
+            storage.save_rollout(rollout, "stage_failed", {"stage": rollout.stage, "devices": sick,
+                                                           "metric": health[sick[0]].metric, "reason": rollout.reason})
+            return rollout
+        if any(h.waiting for h in health.values()):
             return rollout
         done = {"stage": rollout.stage, "devices": len(stage_devices)}
         if rollout.stage >= len(stages) - 1:

@@ -31,6 +31,11 @@ A model's ``models`` entry (name, version, reference profile: ~8 KiB for 20 feat
 travels only until the collector has acknowledged a batch carrying it; the outbox
 remembers that per collector URL, across restarts.
 
+Rollout offers ride on the acknowledgements; an uploader with an ``on_updates`` hook that
+has sent nothing for ``idle_poll`` seconds (an idle ``serve``: no request, no window) asks
+the light poll ``GET /api/v1/updates`` instead, so an offer still reaches it. A failed poll
+is an ``unreachable`` (or ``tls``) outcome like a failed upload, with the same backoff.
+
 Only one process uploads a state dir at a time (``upload.lock``), so ``serve`` and a
 cron ``agent sync`` never race each other. Nothing here logs a header: the token stays
 out of logs, reprs and messages.
@@ -141,6 +146,10 @@ class Uploader:
     #: Called with the collector's ``updates`` (rollout offers) whenever an acknowledgement carries
     #: them; the runtime applies them (this package never installs anything itself).
     on_updates: Callable[[list[dict[str, Any]]], None] | None = None
+    #: With ``on_updates``: poll ``GET /api/v1/updates`` when nothing was exchanged for this long (s).
+    idle_poll: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _last_contact: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.max_windows = max(1, min(self.max_windows, MAX_WINDOWS_PER_BATCH))
@@ -194,6 +203,7 @@ class Uploader:
                 result.delivered += acked
                 result.audit += len(batch.audit)
                 result.outcome = "delivered"
+                self._last_contact = self.clock()
                 if batch.windows and acked == 0:
                     return self._stop(result, "unreachable", reply.status, "collector acknowledged no window")
                 continue
@@ -221,12 +231,51 @@ class Uploader:
         result.pending = self.outbox.accounting().pending
         if result.dead_lettered:  # delivered the rest, but some windows were refused for good
             result.outcome = "refused"
+        if result.batches == 0 and self._idle():
+            stopped = self._poll_updates(result)
+            if stopped is not None:
+                return stopped
         if result.updates and self.on_updates is not None:
             try:
                 self.on_updates(result.updates)
             except Exception:  # an update must never stop uploads
                 log.exception("applying the collector's update failed")
         return result
+
+    def _idle(self) -> bool:
+        """An update hook, a transport that can GET, and no exchange for ``idle_poll`` seconds."""
+        if self.on_updates is None or not callable(getattr(self.transport, "get", None)):
+            return False
+        return self._last_contact is None or self.clock() - self._last_contact >= self.idle_poll
+
+    def _poll_updates(self, result: SyncResult) -> SyncResult | None:
+        """The light poll (module doc); a stopped result on an outage, else ``None``."""
+        assert self.config.collector_url is not None
+        url = self.config.collector_url.rstrip("/") + "/api/v1/updates"
+        headers = {"User-Agent": f"mlpack-agent/{__version__}"}
+        if self.config.token:
+            headers["Authorization"] = f"Bearer {self.config.token}"
+        try:
+            reply = self.transport.get(url, headers)  # type: ignore[union-attr]
+        except TlsError as exc:
+            return self._stop(result, "tls", None, str(exc))
+        except TransportError as exc:
+            return self._stop(result, "unreachable", None, str(exc))
+        if reply.status == 429 or reply.status >= 500:
+            result.retry_after = _retry_after(reply)
+            return self._stop(result, "unreachable", reply.status, f"HTTP {reply.status}: {_text(reply.body)}")
+        self._last_contact = self.clock()  # answered: the next poll waits idle_poll again
+        if not 200 <= reply.status < 300:  # e.g. a collector without rollouts: uploads are unaffected
+            log.warning("update poll: HTTP %s: %s", reply.status, _text(reply.body))
+            return None
+        try:
+            updates = json.loads(reply.body).get("updates", [])
+        except (ValueError, AttributeError):
+            log.warning("update poll: unreadable reply")
+            return None
+        if isinstance(updates, list):
+            result.updates = [u for u in updates if isinstance(u, dict)]
+        return None
 
     def _stop(self, result: SyncResult, outcome: Outcome, status: int | None, detail: str) -> SyncResult:
         result.outcome = outcome

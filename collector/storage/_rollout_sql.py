@@ -225,6 +225,16 @@ class RolloutSql:
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
+    def windows_received(self, device: str, since: float, until: float) -> list[tuple[str, str]]:
+        """``(model, body)`` of ``device``'s windows received in ``[since, until)``, oldest first
+        (the collector's clock: a rollout's hold is judged on it, not on the device's)."""
+        rows = self._query(
+            "SELECT model, body FROM windows WHERE device = ? AND received_at >= ? AND received_at < ? "
+            "ORDER BY received_at, start_ts",
+            (device, since, until),
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
 
 def _event(tx: Any, rollout: str, now: float, event: str, detail: dict[str, Any]) -> None:
     tx._exec(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -17,11 +18,13 @@ import httpx
 import pytest
 
 from mlpack_edge.builder.remote import pack_bundle
+from mlpack_edge.monitor_agent.agent import ModelInfo
 from mlpack_edge.monitor_agent.config import AgentConfig
 from mlpack_edge.monitor_agent.download import DownloadError, download
 from mlpack_edge.monitor_agent.outbox import Outbox
 from mlpack_edge.monitor_agent.transport import Response, TransportError, UrllibTransport
 from mlpack_edge.monitor_agent.uploader import Uploader
+from mlpack_edge.monitor_agent.wire import Window
 from mlpack_edge.runtime.install import Payload, install
 from mlpack_edge.runtime.manifest import read_manifest
 from mlpack_edge.runtime.update import apply_offers, installed_hash, poll_offers
@@ -50,9 +53,16 @@ class Device:
                             headers=self.headers, fetcher=fetcher or self.transport, payload=self.payload,
                             systemd=NoSystemd())
 
-    def report(self) -> None:
-        """Deliver the audit events (the collector learns how the update went)."""
+    def report(self, served: int = 0) -> None:
+        """Deliver the audit events (the collector learns how the update went), after a window
+        of ``served`` requests answered by the installed build (the hold judges its telemetry)."""
         with Outbox.open(self.state, self.config.cap_bytes) as box:
+            if served:
+                model = ModelInfo.from_bundle_dir(self.prefix / "gov" / "current" / "bundle")
+                box.register_model(model.content_hash, model.wire(), model.thresholds.to_dict())
+                now = time.time()
+                box.add_window(Window(model=model.content_hash, seq=0, start=now - 60, end=now,
+                                      requests=served, rows=served))
             assert Uploader(box, self.config, self.transport).sync().outcome in ("delivered", "nothing")
 
     def collector_events(self) -> list[tuple[str, str | None]]:
@@ -89,6 +99,16 @@ def rollout(fleet: Fleet) -> dict:
         return c.get("/api/v1/rollouts/gov").json()
 
 
+def settled(fleet: Fleet, state: str, within: float = 15.0) -> dict:
+    """The rollout once the collector's tick (every 2 s) has moved it to ``state`` (or as it is then)."""
+    deadline = time.monotonic() + within
+    while True:
+        doc = rollout(fleet)
+        if doc["state"] == state or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.2)
+
+
 def test_an_offered_release_is_downloaded_verified_installed_and_reported(device: Device, bundles: Bundles) -> None:
     publish_and_start(device.fleet, bundles.v2, "1.1.0")
     outcome = device.update()
@@ -97,7 +117,9 @@ def test_an_offered_release_is_downloaded_verified_installed_and_reported(device
     assert (device.prefix / "gov" / "previous").readlink().name == "1.0.0"
     assert not list((device.state / "downloads").iterdir())  # the archive is gone once installed
     device.report()
-    doc = rollout(device.fleet)
+    assert rollout(device.fleet)["state"] == "active"  # installed, but no telemetry from 1.1.0 yet
+    device.report(served=30)
+    doc = settled(device.fleet, "completed")
     assert doc["state"] == "completed", doc
     assert [e for e in device.collector_events() if e[0].startswith("update_")] == [
         ("update_offered", doc["id"]), ("update_downloaded", doc["id"]), ("update_shadow", doc["id"]),

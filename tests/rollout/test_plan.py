@@ -70,11 +70,13 @@ def _fleet(storage: SqlStorage, n: int, labels: dict[str, str] | None = None) ->
     return sims
 
 
-def report(storage: SqlStorage, sim: SimDevice, model: str, now: float, audit: list[dict[str, Any]] | None = None) -> None:
-    """One window of ``model`` from ``sim`` through the real ingest path (and its update events)."""
+def report(storage: SqlStorage, sim: SimDevice, model: str, now: float, audit: list[dict[str, Any]] | None = None,
+           rows: int = 400) -> None:
+    """One window of ``model`` from ``sim`` through the real ingest path (and its update events);
+    ``rows`` many enough that a drift verdict on one window is not chance (the hold judges it)."""
     sim.model = model
     version = "1.0.0" if model == OLD else "1.1.0"
-    payload = sim.batch([sim.window(now - 60)], version=version, audit=audit or [])
+    payload = sim.batch([sim.window(now - 60, rows=rows)], version=version, audit=audit or [])
     batch = parse_batch(payload, sim.name, hash_token(sim.name))
     (ack,) = apply_batches(storage, [batch], {}, now)
     assert not hasattr(ack, "status"), ack
@@ -111,9 +113,15 @@ def test_a_rollout_advances_stage_by_stage_after_its_hold(storage: SqlStorage) -
     assert r.stage == 1  # one device of the stage has not updated yet
     report(storage, sims[second[4]], NEW, T0 + 1001)
     r = ro.evaluate(storage, r, T0 + 1102)
+    assert r.stage == 1  # hold over, but devices of the stage sent nothing from the new build during it
+    for name in second[:4]:
+        report(storage, sims[name], NEW, T0 + 1050)
+    r = ro.evaluate(storage, r, T0 + 1102)
     assert r.stage == 2
     for name in ordered[5:]:
         report(storage, sims[name], NEW, T0 + 1200)
+    for name in ordered[:5]:
+        report(storage, sims[name], NEW, T0 + 1250)
     r = ro.evaluate(storage, r, T0 + 1301)
     assert r.state == "completed" and r.reason is None
 

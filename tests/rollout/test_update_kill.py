@@ -23,7 +23,7 @@ import pytest
 from mlpack_edge.runtime.install import Payload, install, verify_failure
 from mlpack_edge.runtime.manifest import read_manifest
 from tests.rollout.conftest import Bundles, Fleet, Keys, NoSystemd, trusting
-from tests.rollout.test_device_update import Device, publish_and_start, rollout
+from tests.rollout.test_device_update import Device, publish_and_start, settled
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -95,5 +95,5 @@ def test_kill_9_at_any_step_of_an_update_leaves_a_verified_version(
     assert (model_dir / "current").readlink().name == "1.1.0"
     assert versions[read_manifest(model_dir / "current" / "bundle").content_hash] == "1.1.0"
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # no half layout left
-    device.report()
-    assert rollout(fleet)["state"] == "completed"
+    device.report(served=30)
+    assert settled(fleet, "completed")["state"] == "completed"
