@@ -149,6 +149,17 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 #: What a parameter's pattern means, for the 422 message (the pattern itself is in the schema).
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this app serves at the request's path."""
+    path = request.url.path
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex, allowed = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and allowed and regex.match(path):
+            methods.update(allowed)
+    return sorted(methods)
+
+
 _PATTERN_TEXT = {
     api.TIME_PATTERN: "epoch seconds or an ISO 8601 time",
     api.DEVICE_NAME_PATTERN: "a device name (letters, digits, '.', '_' or '-', at most 128, starting with a letter or digit)",
@@ -315,9 +326,13 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
         return _error(422, f"{where or 'request'}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         reply = _error(exc.status_code, str(exc.detail))
         reply.headers.update(exc.headers or {})  # e.g. 405's Allow (RFC 9110)
+        if exc.status_code == 405:
+            # Starlette's Allow names only the first route whose path matched; a path served
+            # by several routes (GET and POST /api/v1/releases) allows all of their methods.
+            reply.headers["Allow"] = ", ".join(_allowed_methods(request))
         return reply
 
     @app.exception_handler(ResponseValidationError)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mlpack_edge.collector import _rollout_openapi as api
 from mlpack_edge.collector import rollout as ro
+from mlpack_edge.collector._openapi import MODEL_HASH_PATTERN
 from mlpack_edge.collector.auth import bearer_token, hash_token
 from mlpack_edge.collector.config import CollectorConfig
 from mlpack_edge.collector.ingest import Rejected
@@ -147,10 +148,11 @@ def register(app: FastAPI, storage: Any, config: CollectorConfig, service: Rollo
                               "description": "The .tar.gz."},
                         206: {"description": "The requested byte range."}, **api.errors(401, 404, 422)},
              openapi_extra={"security": [{"deviceToken": []}, {api.ADMIN_BEARER: []}]})
-    def download(content_hash: str, request: Request) -> Response:
+    def download(
+        content_hash: Annotated[str, Path(pattern=MODEL_HASH_PATTERN, description="sha256 of the bundle's manifest.json.")],
+        request: Request,
+    ) -> Response:
         _device_or_admin(storage, request)
-        if len(content_hash) != 64 or any(c not in "0123456789abcdef" for c in content_hash):
-            raise Rejected(422, "content_hash: expected 64 lowercase hex digits")
         release = storage.release(content_hash)
         path = store.path(content_hash)
         if release is None or not path.is_file():

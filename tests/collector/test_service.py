@@ -146,6 +146,8 @@ def test_openapi_has_typed_replies_documented_errors_and_the_bearer_scheme(fleet
     with httpx.Client(base_url=c.url, timeout=30) as client:
         doc = client.get("/openapi.json").json()
         trace = client.request("TRACE", "/api/v1/fleet")
+        # a path served by two routes (list and publish) allows both methods, not the first route's only
+        options = client.request("OPTIONS", "/api/v1/releases")
     assert doc["components"]["securitySchemes"]["deviceToken"] == {
         "type": "http", "scheme": "bearer",
         "description": "A device token from `mlpack collector add-device NAME` (shown once; stored as a hash).",
@@ -167,6 +169,7 @@ def test_openapi_has_typed_replies_documented_errors_and_the_bearer_scheme(fleet
     device_row = schemas["DeviceRow"]["properties"]
     assert set(device_row["status"]["enum"]) == {"revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle"}
     assert (trace.status_code, trace.headers.get("allow"), trace.json()) == (405, "GET", {"error": "Method Not Allowed"})
+    assert (options.status_code, options.headers.get("allow")) == (405, "GET, POST")
 
 
 def test_install_service_writes_a_unit_whose_command_serves_the_collector(tmp_path: Path) -> None:
