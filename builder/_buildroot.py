@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, locked
+from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, file_sha256, locked
 from mlpack_edge.errors import PackagingError
 
 __all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "root_problem"]
@@ -228,7 +228,7 @@ def _ensure_python(root: Path, reporter: Reporter | None) -> None:
     src = root / "opt" / "mlpack" / "src"
     src.mkdir(parents=True, exist_ok=True)
     tarball = src / "python.tar.gz"
-    if not tarball.is_file() or _sha256(tarball) != PYTHON_SHA256:
+    if not tarball.is_file() or file_sha256(tarball) != PYTHON_SHA256:
         _say(reporter, f"downloading CPython {PYTHON_VERSION} source from {PYTHON_URL}…")
         _download(PYTHON_URL, tarball, PYTHON_SHA256)
     (src / "compile.sh").write_text(_COMPILE_SCRIPT)
@@ -360,14 +360,6 @@ def _download(url: str, dest: Path, sha256: str, opener: Callable[..., object] =
         tmp.unlink(missing_ok=True)
         raise PackagingError(f"{url}: sha256 {digest.hexdigest()} is not the expected {sha256}")
     os.replace(tmp, dest)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> object:

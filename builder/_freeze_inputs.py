@@ -27,7 +27,6 @@ same timestamp tick would stay invisible.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -36,22 +35,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mlpack_edge._fs import file_sha256
+
 __all__ = ["INPUTS_NAME", "record_inputs", "stale_reason"]
 
 #: File in a cache entry holding the record.
 INPUTS_NAME = "inputs.json"
 _FORMAT = "mlpack.freeze-inputs/2"  # /1 had no ctime: such entries are frozen again once
-_CHUNK = 1 << 20
 #: A top-level module PyInstaller looked for and did not find (``warn-<spec>.txt``).
 _MISSING = re.compile(r"^missing module named '?([A-Za-z_][A-Za-z0-9_]*)'? - ", re.MULTILINE)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _findable(module: str) -> bool:
@@ -79,7 +71,7 @@ def record_inputs(files: Iterable[str], warnings: str) -> dict[str, Any]:
     entries = []
     for path in sorted(set(files)):
         st = os.stat(path)
-        entries.append([path, *_stamp(st), _sha256(path)])
+        entries.append([path, *_stamp(st), file_sha256(path)])
     importlib.invalidate_caches()
     missing = sorted(n for n in set(_MISSING.findall(warnings)) if not _findable(n))
     return {"format": _FORMAT, "files": entries, "missing_modules": missing}
@@ -97,7 +89,7 @@ def stale_reason(entry: Path) -> str | None:
         return "it has no readable input record"
     for path, stamp, digest in files:
         try:
-            if _stamp(os.stat(path)) != stamp and _sha256(path) != digest:
+            if _stamp(os.stat(path)) != stamp and file_sha256(path) != digest:
                 return f"{path} changed"
         except OSError:
             return f"{path} is gone"

@@ -13,11 +13,11 @@ own trust policy.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from mlpack_edge._fs import file_sha256
 from mlpack_edge.errors import AgentError
 from mlpack_edge.monitor_agent.transport import Fetcher, TransportError
 
@@ -50,7 +50,7 @@ def download(
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise DownloadError(f"download {url}: the announced sha256 {sha256!r} is not 64 hex digits")
     final = dest / f"{sha256}{_SUFFIX}"
-    if final.is_file() and _sha256(final) == sha256:
+    if final.is_file() and file_sha256(final) == sha256:
         return final
     part = dest / f"{sha256}.part"
     try:
@@ -77,7 +77,7 @@ def download(
             have += len(data)
             if progress is not None:
                 progress(have, size)
-        got = _sha256(part)
+        got = file_sha256(part)
         if have != size or got != sha256:
             part.unlink(missing_ok=True)
             raise DownloadError(f"download {url}: {have} bytes with sha256 {got[:16]}…, expected {size} bytes with "
@@ -91,14 +91,6 @@ def download(
         raise DownloadError(f"download to {dest}: {exc.strerror or exc} ({free}; {size} bytes needed); "
                             "the installed version keeps running") from None
     return final
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _free(folder: Path) -> str:

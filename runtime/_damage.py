@@ -9,11 +9,11 @@ verified) instead of leaving a copy that fails ``verify``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlpack_edge._fs import file_sha256
 from mlpack_edge.errors import InstallError, MlpackError
 from mlpack_edge.runtime._trust import TrustPolicy, check_signature
 from mlpack_edge.runtime.embedded import BUNDLE_DIR, INTERNAL_DIR
@@ -63,10 +63,10 @@ def damage(
     present = {p.name: p for p in there_dir.iterdir()} if there_dir.is_dir() else {}
     if SIGNATURE_NAME in present and there is not None and there.content_hash == manifest.content_hash:
         if policy is not None and _intact(there, there_dir, policy):  # signed otherwise, and accepted then
-            expected[SIGNATURE_NAME] = _sha256(present[SIGNATURE_NAME])
+            expected[SIGNATURE_NAME] = file_sha256(present[SIGNATURE_NAME])
     for file in sorted(set(expected) | set(present)):
         path = present.get(file)
-        if file not in expected or path is None or not path.is_file() or path.is_symlink() or _sha256(path) != expected[file]:
+        if file not in expected or path is None or not path.is_file() or path.is_symlink() or file_sha256(path) != expected[file]:
             damaged.append(f"{BUNDLE_DIR}/{file}")
     top = {p.name for p in target.iterdir()} - {name, INTERNAL_DIR, BUNDLE_DIR}
     damaged += sorted(top)
@@ -84,11 +84,6 @@ def _intact(manifest: Manifest, folder: Path, policy: TrustPolicy | None) -> boo
     except (MlpackError, OSError):
         return False
     return True
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _same_file(a: Path, b: Path) -> bool:
