@@ -36,10 +36,16 @@ from pathlib import Path
 from typing import Any
 
 MAX_BODY = 1024 * 1024
+_LOG_LOCK = threading.Lock()
 
 
 def log(event: str, **fields: Any) -> None:
-    print(json.dumps({"time": round(time.time(), 3), "event": event, **fields}, sort_keys=True), flush=True)
+    """One JSON line per event. The request threads and the build thread both log, and
+    print() writes the text and its newline separately, so lines are written whole under a lock."""
+    line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, sort_keys=True) + "\n"
+    with _LOG_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def alerts_of(body: dict[str, Any]) -> list[dict[str, Any]]:
