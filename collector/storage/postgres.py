@@ -9,6 +9,7 @@ lock so two processes starting together do not both migrate.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg
@@ -45,6 +46,13 @@ class PostgresStorage(SqlStorage):
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def _pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        # The ingest transaction's statements whose results are not needed (BEGIN, the
+        # window INSERT, the UPDATEs, COMMIT) travel with the next ones that are: a group of
+        # uploads costs ~5 round trips instead of ~9 (each ~0.5 ms on a loaded machine).
+        # Leaving the block waits for every result, COMMIT's included.
+        return conn.pipeline()  # type: ignore[no-any-return]
 
     def executemany(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
