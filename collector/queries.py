@@ -36,11 +36,22 @@ __all__ = [
     "device_detail",
     "model_detail",
     "STATUS_ORDER",
+    "ATTENTION_ORDER",
+    "PER_PAGE",
+    "MAX_PER_PAGE",
+    "worst_first",
     "FAILING_RATE",
     "FAILING_MIN_REQUESTS",
 ]
 
 STATUS_ORDER = ("revoked", "never", "silent", "failing", "drift", "warn", "ok", "idle")
+#: The device table's order, what needs attention first (then by name): pages of it are
+#: still worst first.
+ATTENTION_ORDER = ("failing", "drift", "warn", "silent", "ok", "idle", "never", "revoked")
+_ATTENTION = {s: i for i, s in enumerate(ATTENTION_ORDER)}
+#: Devices per page of the fleet page and ``GET /api/v1/fleet`` unless asked otherwise.
+PER_PAGE = 100
+MAX_PER_PAGE = 1000
 #: A device answering at least this share of its requests with an error (over at least
 #: ``FAILING_MIN_REQUESTS`` requests in the range) is ``failing``, whatever its drift.
 FAILING_RATE = 0.05
@@ -354,6 +365,11 @@ def device_table(
     return out
 
 
+def worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Device rows in :data:`ATTENTION_ORDER`, then by name."""
+    return sorted(rows, key=lambda r: (_ATTENTION.get(r["status"], 99), r["name"]))
+
+
 def _device_worst(
     m: ModelInfo, feats: list[Section], counts: np.ndarray, psis: np.ndarray, observed: np.ndarray, need: int
 ) -> dict[str, Any] | None:
@@ -513,8 +529,15 @@ def fleet_overview(
     jump_min_rate: float = 0.05,
     jump_min_requests: int = 20,
     min_labels: int = DEFAULT_MIN_LABELS,
+    page: int = 1,
+    per_page: int | None = None,
 ) -> dict[str, Any]:
-    """Everything the fleet page shows: model series, the device table, production KPIs, alerts."""
+    """Everything the fleet page shows: model series, the device table, production KPIs, alerts.
+
+    ``devices`` is the table worst first (:func:`worst_first`); with ``per_page`` only page
+    ``page`` of it (``paging`` says which, of how many). Status counts and alerts always
+    cover every device.
+    """
     models = {m.hash: m for m in storage.models()}
     prod = kpis.production(storage, rng, models, min_labels=min_labels)
     series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
@@ -523,12 +546,16 @@ def fleet_overview(
     by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
     for row in table:
         by_status[row["status"]] += 1
+    ordered = worst_first(table)
+    size = per_page if per_page else max(1, len(ordered))
+    shown = ordered[(page - 1) * size : page * size]
     return {
         "range": rng.to_dict(),
         "generated_at": now,
         "silent_after": silent_after,
         "models": series,
-        "devices": table,
+        "devices": shown,
+        "paging": {"page": page, "per_page": size, "total": len(ordered), "pages": max(1, -(-len(ordered) // size))},
         "status_counts": by_status,
         "production": prod,
         "alerts": _alerts(
