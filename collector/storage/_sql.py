@@ -293,11 +293,11 @@ class WriteTx:
         self._touched.clear()
 
     def add_to_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
-        """Merge ``deltas`` into the stored roll-ups, in three statements whatever their number.
+        """Merge ``deltas`` into the stored roll-ups, in a few statements whatever their number.
 
-        1. Missing rows are inserted as the delta itself (one multi-row ``INSERT … ON
-           CONFLICT DO NOTHING RETURNING``, rows in key order: a row another writer is
-           inserting is waited for, in the same order by every writer);
+        1. Rows not known to exist are inserted as the delta itself, in key order
+           (:meth:`SqlStorage.insert_rollups`: a row another writer is inserting is waited
+           for, in the same order by every writer);
         2. the others are read and locked in one ``SELECT … ORDER BY <key> FOR UPDATE``
            (rows lock in that order in every process, so two writers sharing a fleet row
            queue instead of deadlocking);
@@ -307,42 +307,56 @@ class WriteTx:
             return
         keys = sorted(deltas)
         params = {k: _key_params(k) for k in keys}
-        inserted: set[tuple[str, str, str, int]] = set()
-        known = self._s._rollup_keys  # committed rows (never deleted): no insert to try
-        missing = [k for k in keys if k not in known]
+        known = self._s._rollup_keys  # rows committed earlier: no insert to try
         self._new_keys.update(keys)
-        for i in range(0, len(missing), 400):
-            part = missing[i : i + 400]
-            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
-            rows = self._exec(
-                f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) VALUES {values} "
-                "ON CONFLICT DO NOTHING RETURNING level, device, model, bucket",
-                [p for k in part for p in (*params[k], *deltas[k].to_row())],
-            ).fetchall()
-            inserted.update((str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows)
-        rest = [k for k in keys if params[k] not in inserted]
+        inserted = self._insert_rollups([k for k in keys if k not in known], params, deltas)
+        rest = [k for k in keys if k not in inserted]
+        found = self._lock_rollups(rest, params)
+        gone = [k for k in rest if k not in found]
+        if gone:  # known rows deleted under a running collector (a restore, a manual prune)
+            known.difference_update(gone)
+            inserted |= self._insert_rollups(gone, params, deltas)
+            found.update(self._lock_rollups([k for k in gone if k not in inserted], params))
         updates = []
-        for i in range(0, len(rest), 400):
-            part = rest[i : i + 400]
+        for k in rest:
+            if k in inserted:
+                continue
+            if k not in found:  # pragma: no cover - inserted by nobody and not stored
+                raise StorageError(f"roll-up {params[k]}: neither stored nor insertable")
+            total = Rollup.from_row(found[k])
+            total.merge(deltas[k])
+            updates.append((*total.to_row(), *params[k]))
+        # The rows are locked already: the updates go in bulk.
+        self._s.update_rollups(self._c, updates)
+
+    def _insert_rollups(
+        self, keys: list[RollupKey], params: dict[RollupKey, tuple[str, str, str, int]], deltas: dict[RollupKey, Rollup]
+    ) -> set[RollupKey]:
+        """Insert ``keys``' deltas where no row exists; the keys inserted."""
+        if not keys:
+            return set()
+        done = self._s.insert_rollups(self._c, [(*params[k], *deltas[k].to_row()) for k in keys])
+        return {k for k in keys if params[k] in done}
+
+    def _lock_rollups(
+        self, keys: list[RollupKey], params: dict[RollupKey, tuple[str, str, str, int]]
+    ) -> dict[RollupKey, tuple[Any, ...]]:
+        """The stored rows of ``keys`` (their roll-up columns), locked until commit in key order."""
+        by_params = {params[k]: k for k in keys}
+        out: dict[RollupKey, tuple[Any, ...]] = {}
+        for i in range(0, len(keys), 400):
+            part = keys[i : i + 400]
             values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
             rows = self._exec(
                 f"WITH k(level, device, model, bucket) AS (VALUES {values}) "
                 f"SELECT r.level, r.device, r.model, r.bucket, {', '.join('r.' + c for c in _ROLLUP_COLS.split(', '))} "
                 "FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device AND r.model = k.model "
-                "AND r.bucket = k.bucket ORDER BY r.level, r.model, r.device, r.bucket" + self._s.lock_clause.replace(
-                    "FOR UPDATE", "FOR UPDATE OF r"),
+                f"AND r.bucket = k.bucket ORDER BY {self._s.key_order}{self._s.lock_clause and self._s.lock_clause + ' OF r'}",
                 [p for k in part for p in params[k]],
             ).fetchall()
-            found = {(str(r[0]), str(r[1]), str(r[2]), int(r[3])): r[4:] for r in rows}
-            for k in part:
-                row = found.get(params[k])
-                if row is None:  # pragma: no cover - rows are never deleted while the collector runs
-                    raise StorageError(f"roll-up {params[k]} vanished during the write")
-                total = Rollup.from_row(row)
-                total.merge(deltas[k])
-                updates.append((*total.to_row(), *params[k]))
-        # The rows are locked already: the updates go in bulk.
-        self._s.update_rollups(self._c, updates)
+            for r in rows:
+                out[by_params[(str(r[0]), str(r[1]), str(r[2]), int(r[3]))]] = tuple(r[4:])
+        return out
 
 
 _MAX_KNOWN_KEYS = 200_000
@@ -369,6 +383,8 @@ class SqlStorage(AlertStore, RolloutSql):
 
     dialect = "sqlite"
     lock_clause = ""
+    #: Roll-up keys in the order rows are locked: Python's order of the key tuples.
+    key_order = "r.level, r.model, r.device, r.bucket"
     _db_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, url: str, readers: int = 4) -> None:
@@ -407,6 +423,34 @@ class SqlStorage(AlertStore, RolloutSql):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, seq) DO NOTHING",
             rows,
         )
+
+    def insert_rollups(self, conn: Any, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str, int]]:
+        """Rows ``(level, device, model, bucket, <roll-up columns>)`` inserted where none is
+        stored; the keys ``(level, device, model, bucket)`` inserted.
+
+        SQLite holds the database's one write lock: the rows not found are all inserted
+        (no RETURNING, which SQLite before 3.35 lacks).
+        """
+        found: set[tuple[str, str, str, int]] = set()
+        for i in range(0, len(rows), 400):
+            part = rows[i : i + 400]
+            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
+            found.update(
+                (str(r[0]), str(r[1]), str(r[2]), int(r[3]))
+                for r in conn.execute(
+                    f"WITH k(level, device, model, bucket) AS (VALUES {values}) SELECT r.level, r.device, r.model, "
+                    "r.bucket FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device "
+                    "AND r.model = k.model AND r.bucket = k.bucket",
+                    [p for r in part for p in r[:4]],
+                ).fetchall()
+            )
+        new = [r for r in rows if (r[0], r[1], r[2], r[3]) not in found]
+        self.executemany(
+            conn,
+            f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            new,
+        )
+        return {(r[0], r[1], r[2], r[3]) for r in new}
 
     def update_rollups(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(windows, requests, rows, errors, error_kinds, latency, counts, system, level,

@@ -105,3 +105,31 @@ def test_a_group_is_judged_upload_by_upload_and_the_rollups_hold_the_stored_wind
     # one row per (level, device, bucket): hours and days on both sides of midnight
     assert len(s.rollups("h", int(T0) - HOUR, int(T0) + 2 * HOUR, device="a")) == 2
     assert len(s.rollups("d", int(T0) - DAY, int(T0) + DAY, device="a")) == 2
+
+
+def test_roll_up_rows_deleted_under_a_running_writer_are_inserted_again(storage: SqlStorage) -> None:
+    """The writer remembers which roll-up rows exist (to skip their INSERT); a row deleted
+    behind its back (a restore, a manual prune) is inserted again, not lost or a 503."""
+    s = storage
+    h = model_hash("g", "1")
+    a = SimDevice("a", make_profile(), h, seed=1)
+    s.add_device("a", hash_token("a"), 0.0)
+    w0, w1 = a.window(T0), a.window(T0 + 60)
+    known: dict = {}
+
+    def send(w: Window, first: bool = False) -> object:
+        payload = a.batch([w], name="g", version="1", include_model=first)
+        return apply_batches(s, [parse_batch(payload, "a", hash_token("a"))], known, T0)[0]
+
+    assert send(w0, first=True) == Ack([0], [])
+    with s.write() as tx:
+        tx._exec("DELETE FROM rollups WHERE device = ?", ("a",))
+    assert send(w1) == Ack([1], [])
+    m = s.get_model(h)
+    assert m is not None
+    for level in ("h", "d"):
+        got = _sum(s, level, "a")
+        assert (got.windows, got.requests) == (1, w1.requests)
+        assert np.array_equal(got.counts, m.vector(w1))
+    fleet = _sum(s, "h", FLEET)  # the fleet's rows were not deleted: both windows
+    assert (fleet.windows, fleet.requests) == (2, w0.requests + w1.requests)
