@@ -11,7 +11,12 @@ windows). 5 % of devices drift on one feature; two model versions share the flee
 Reports the median of several runs of the library query (``fleet_overview``) and of
 ``GET /`` (the rendered page) through a real collector process, for 24 h and 7 day
 ranges, against a baseline measured in the same run: reading the same range's per-device
-*hourly* rows only (what the page would have to read without day roll-ups).
+*hourly* rows only (what the page would have to read without day roll-ups). The page's
+server-side render (overview + HTML, 100 devices a page as ``GET /`` serves it) is timed
+interleaved with the whole table on one page (what the page did before paging), min and
+median, with the bytes of each; ``GET /api/v1/fleet`` (first page) likewise.
+``--devices 10000`` seeds 1.75 million roll-up rows (~7 min on SQLite on a loaded 2-core
+machine).
 """
 
 from __future__ import annotations
