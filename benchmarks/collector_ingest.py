@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/collector_ingest.py [--backend sqlite|postgres|both] [--seconds 10]
                                                      [--models-every-batch] [--windows 1 10] [--no-breakdown]
     .venv/bin/python benchmarks/collector_ingest.py --processes 1 2 [--rounds 3] [--seconds 5] [--windows 1]
+    [MLPACK_BENCH_TREE=<tree>] .venv/bin/python benchmarks/collector_ingest.py --write-stage [--rounds 5]
 
 Starts a real ``mlpack collector serve`` process per backend, registers 100 devices, then
 drives it with ``wrk`` (``apt-get install wrk``) whose Lua script builds a *new* batch for
@@ -49,6 +50,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if os.environ.get("MLPACK_BENCH_TREE"):
+    # Import mlpack_edge from another tree (a folder holding an ``mlpack_edge`` package laid
+    # out as installed): the same measurement of older code, for an A/B in one session.
+    sys.path.insert(0, os.environ["MLPACK_BENCH_TREE"])
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 
 from mlpack_edge.collector import Ack, admin, apply_batches, decode_body, open_storage, parse_batch  # noqa: E402
 from mlpack_edge.collector.auth import hash_token  # noqa: E402
@@ -366,6 +372,41 @@ def _wrk_wait(job: tuple[subprocess.Popen[str], str]) -> str:
     return out
 
 
+def write_stage(backend: str, group: int, rounds: int) -> list[float]:
+    """Microseconds per upload of the write stage alone (``apply_batches``, no HTTP) for
+    1-window uploads, ``group`` per transaction from ``group`` different devices of 100,
+    as the writer thread groups them under load; one figure per round of 2,000 uploads."""
+    out = []
+    with scratch_db(backend) as url:
+        open_storage(url).close()
+        h, entry = make_model()
+        names = [f"w{i:03d}" for i in range(DEVICES)]
+        ths = {n: hash_token(admin.add_device(url, n)) for n in names}
+        tmpl = window_dict(h, entry["profile"], 0, time.time() - 1800, np.random.default_rng(1))
+        storage = open_storage(url, migrate=False)
+        known: dict = {}
+
+        def batch(n: str, seq: int, models: bool):  # type: ignore[no-untyped-def]
+            w = dict(tmpl, seq=seq, seq_last=seq)
+            return parse_batch({"schema": 1, "device": n, "models": {h: entry} if models else {}, "windows": [w],
+                                "audit": [], "outbox": {"produced": 1, "merged": 0, "dropped": 0, "dropped_rows": 0}},
+                               n, ths[n])
+
+        apply_batches(storage, [batch(n, 0, True) for n in names], known, time.time())
+        seq = 1
+        for _ in range(rounds):
+            bs = [batch(n, seq + r, False) for r in range(20) for n in names]
+            seq += 20
+            t0 = time.perf_counter()
+            outs = []
+            for i in range(0, len(bs), group):
+                outs += apply_batches(storage, bs[i : i + group], known, time.time())
+            out.append((time.perf_counter() - t0) / len(bs) * 1e6)
+            assert all(isinstance(o, Ack) and o.stored for o in outs)
+        storage.close()
+    return out
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} / {five:.1f} over 1 / 5 min on {os.cpu_count()} cores"
@@ -400,7 +441,16 @@ def main() -> None:
     ap.add_argument("--processes", type=int, nargs="+",
                     help="instead: PostgreSQL with these numbers of collector processes vs SQLite with one, interleaved")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the --processes comparison")
+    ap.add_argument("--write-stage", action="store_true",
+                    help="instead: the in-process write stage alone, µs per upload (MLPACK_BENCH_TREE= for other code)")
     args = ap.parse_args()
+    if args.write_stage:
+        for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
+            xs = write_stage(backend, 32, args.rounds)
+            print(f"[{backend}] write stage, 1-window uploads, 32 per transaction from 32 devices: "
+                  f"{min(xs):.0f} / {sorted(xs)[len(xs) // 2]:.0f} µs per upload (min / median of {len(xs)} rounds) "
+                  f"({_load()})", flush=True)
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     if args.processes:
