@@ -111,17 +111,17 @@ def _uss_mb(pid: int) -> float:
 class _PeakUss(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self.pid, self.peak, self._done = pid, 0.0, threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._done.wait(0.1):
             try:
                 self.peak = max(self.peak, _uss_mb(self.pid))
             except psutil.Error:
                 return
 
     def stop(self) -> float:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.peak
 

@@ -28,7 +28,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from email.utils import formatdate
 from typing import Any
 
 __all__ = ["Headers", "Request", "Response", "HttpServer", "REASONS"]
@@ -45,6 +44,16 @@ REASONS = {
     422: "Unprocessable Entity", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
     503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _http_date(t: float) -> str:
+    """RFC 9110's IMF-fixdate (``email.utils.formatdate(usegmt=True)`` without importing ``email``)."""
+    g = time.gmtime(t)
+    return f"{_DAYS[g.tm_wday]}, {g.tm_mday:02d} {_MONTHS[g.tm_mon - 1]} {g.tm_year} {g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} GMT"
 
 
 class Headers(dict[str, str]):
@@ -137,7 +146,10 @@ class HttpServer:
         self._stopped = threading.Event()
         self._stopped.set()  # not running
         self._date = b""
+        self._rbuf = bytearray(_RECV)  # one receive buffer: recv(n) would allocate n bytes per call
+        self._rview = memoryview(self._rbuf)
         self._date_at = -1
+        self._prefix: dict[tuple[int, str], bytes] = {}
 
     # ------------------------------------------------------------------ life
 
@@ -250,13 +262,13 @@ class HttpServer:
 
     def _read(self, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(_RECV)
+            n = conn.sock.recv_into(self._rbuf)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self._close(conn)
             return
-        if not data:  # the client closed (or half-closed) its side
+        if not n:  # the client closed (or half-closed) its side
             if conn.pending is not None and not conn.closing:
                 self._respond(conn, conn.pending, (400, b'{"error": "request body ended before Content-Length bytes"}',
                                                    "application/json", None, True))
@@ -268,7 +280,7 @@ class HttpServer:
         conn.last = time.monotonic()
         if conn.closing:
             return  # answered for the last time: ignore what else arrives
-        conn.buf += data
+        conn.buf += self._rview[:n]
         self._process(conn)
 
     def _process(self, conn: _Conn) -> None:
@@ -355,17 +367,19 @@ class HttpServer:
 
     def _head(self, status: int, ctype: str, length: int, extra: Mapping[str, str] | None, close: bool) -> bytes:
         now = int(time.time())
-        if now != self._date_at:
+        if now != self._date_at:  # the status line, Server, Date and Content-Type, made once a second
             self._date_at = now
-            self._date = f"\r\nServer: {self._server}\r\nDate: {formatdate(now, usegmt=True)}\r\n".encode()
-        parts = [f"HTTP/1.1 {status} {REASONS.get(status, '')}".encode(), self._date,
-                 f"Content-Type: {ctype}\r\nContent-Length: {length}\r\n".encode()]
+            self._date = f"\r\nServer: {self._server}\r\nDate: {_http_date(now)}\r\n".encode()
+            self._prefix.clear()
+        prefix = self._prefix.get((status, ctype))
+        if prefix is None:
+            prefix = self._prefix[(status, ctype)] = b"".join(
+                (f"HTTP/1.1 {status} {REASONS.get(status, '')}".encode(), self._date, f"Content-Type: {ctype}\r\n".encode())
+            )
+        head = prefix + b"Content-Length: %d\r\n" % length
         if extra:
-            parts.append("".join(f"{k}: {v}\r\n" for k, v in extra.items()).encode())
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            head += "".join(f"{k}: {v}\r\n" for k, v in extra.items()).encode()
+        return head + (b"Connection: close\r\n\r\n" if close else b"\r\n")
 
     def _send(self, conn: _Conn, data: bytes) -> None:
         if conn.out:

@@ -511,8 +511,11 @@ def _row_id(row: Mapping[str, Any], name: str, i: int, where: str | None = None)
 Reply = tuple[Any, ...]  # (status, body, content type[, extra headers])
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # made once: json.dumps with options makes one per call
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODE(obj).encode()
 
 
 def _error(status: int, message: str) -> Reply:
