@@ -17,8 +17,10 @@ Each server gets a single-row ``POST /predict`` run and a ``--batch``-row run of
 (``-t2 -c<connections>``; on Debian/Ubuntu ``apt-get install -y wrk``). Memory is USS
 (``psutil``'s ``memory_full_info().uss``: the pages only this process holds) idle after one
 request, and the highest USS sampled every 0.1 s during the load. Reported: min and
-median over the rounds of req/s, p50 and p99, and the ratios against ``uvicorn`` (speed)
-and ``stdlib`` (memory). ``--protocols`` adds MLflow ``/invocations`` and KServe v2
+median over the rounds of req/s, p50, p99 and the server's CPU time per request (user +
+system, all its threads: the figure a loaded shared machine moves least), and the ratios
+against ``uvicorn`` (speed) and ``stdlib`` (memory). The benchmark's own process has numpy
+and onnxruntime loaded, so their library pages are shared, not in any server's USS. ``--protocols`` adds MLflow ``/invocations`` and KServe v2
 ``infer`` runs of the same batch against ``serve`` alone.
 """
 
@@ -142,11 +144,13 @@ def _wrk(url: str, body: str, duration: int, connections: int, work: Path, path:
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     pct = {p: _seconds(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {
         "rps": rps,
+        "requests": requests,
         "p50": pct.get("50", float("nan")) * 1e3,
         "p99": pct.get("99", float("nan")) * 1e3,
         "non_2xx": int(bad.group(1)) if bad else 0,
@@ -167,8 +171,11 @@ def _one_server(kind: str, bundle: Path, work: Path, rows: list[dict[str, Any]],
         got: dict[str, Any] = {"idle_uss": _uss_mb(proc.pid)}
         peak = _PeakUss(proc.pid)
         peak.start()
-        got["single"] = _wrk(url, json.dumps(rows[0]), args.duration, args.connections, work)
-        got["batch"] = _wrk(url, json.dumps(rows), args.duration, args.connections, work)
+        server = psutil.Process(proc.pid)
+        for load, body in (("single", json.dumps(rows[0])), ("batch", json.dumps(rows))):
+            cpu0 = sum(server.cpu_times()[:2])
+            got[load] = _wrk(url, body, args.duration, args.connections, work)
+            got[load]["cpu_us"] = (sum(server.cpu_times()[:2]) - cpu0) / max(got[load]["requests"], 1) * 1e6
         if args.protocols and kind == "serve":
             columns = list(rows[0])
             split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
@@ -226,14 +233,20 @@ def _report(example: str, runs: dict[str, list[dict[str, Any]]], args: argparse.
             rps = _stats([x[load]["rps"] for x in rs])
             p50 = _stats([x[load]["p50"] for x in rs])
             p99 = _stats([x[load]["p99"] for x in rs])
+            cpu = _stats([x[load]["cpu_us"] for x in rs]) if "cpu_us" in rs[0][load] else None
             bad = sum(x[load]["non_2xx"] for x in rs)
             sock = {x[load]["socket_errors"] for x in rs} - {""}
             line = (f"  {load:12} {kind:18} {rps[0]:8.0f} / {rps[1]:8.0f} req/s   p50 {p50[0]:6.2f} / {p50[1]:6.2f} ms"
                     f"   p99 {p99[0]:6.2f} / {p99[1]:6.2f} ms")
+            if cpu is not None:
+                line += f"   CPU {cpu[0]:6.0f} / {cpu[1]:6.0f} us/req"
             if base_speed and kind != "uvicorn" and load in base_speed[0]:
                 b = statistics.median([x[load]["rps"] for x in base_speed])
                 bp = statistics.median([x[load]["p99"] for x in base_speed])
                 line += f"   x{rps[1] / b:4.2f} uvicorn req/s, p99 x{p99[1] / bp:4.2f}"
+                if cpu is not None:
+                    bc = statistics.median([x[load]["cpu_us"] for x in base_speed])
+                    line += f", CPU/req x{cpu[1] / bc:4.2f}"
             if bad or sock:
                 line += f"   non-2xx {bad} socket errors {sorted(sock)}"
             print(line)
