@@ -20,8 +20,9 @@ request, and the highest USS sampled every 0.1 s during the load. Reported: min 
 median over the rounds of req/s, p50, p99 and the server's CPU time per request (user +
 system, all its threads: the figure a loaded shared machine moves least), and the ratios
 against ``uvicorn`` (speed) and ``stdlib`` (memory). The benchmark's own process has numpy
-and onnxruntime loaded, so their library pages are shared, not in any server's USS. ``--protocols`` adds MLflow ``/invocations`` and KServe v2
-``infer`` runs of the same batch against ``serve`` alone.
+and onnxruntime loaded, so their library pages are shared, not in any server's USS.
+``--protocols`` adds MLflow ``/invocations`` (``dataframe_split``) and KServe v2 ``infer``
+(one JSON tensor per feature) runs of the same batch against ``serve`` (agent on) alone.
 """
 
 from __future__ import annotations
@@ -180,6 +181,10 @@ def _one_server(kind: str, bundle: Path, work: Path, rows: list[dict[str, Any]],
             columns = list(rows[0])
             split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
             got["/invocations"] = _wrk(url, json.dumps(split), args.duration, args.connections, work, "/invocations")
+            tensors = {"inputs": [{"name": c, "shape": [len(rows), 1], "datatype": "BYTES" if isinstance(rows[0][c], str) else "FP64",
+                                   "data": [r[c] for r in rows]} for c in columns]}
+            name = json.loads((bundle / "manifest.json").read_text())["name"]
+            got["v2 infer"] = _wrk(url, json.dumps(tensors), args.duration, args.connections, work, f"/v2/models/{name}/infer")
         got["loaded_uss"] = peak.stop()
         return got
     finally:
@@ -203,7 +208,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="rows per batched request")
     ap.add_argument("--models", default="breast_cancer,fleet_faults")
     ap.add_argument("--servers", default=",".join(SERVERS))
-    ap.add_argument("--protocols", action="store_true", help="also MLflow /invocations against serve (agent on)")
+    ap.add_argument("--protocols", action="store_true", help="also MLflow /invocations and KServe v2 infer against serve")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: install it (Debian/Ubuntu: apt-get install -y wrk)")
@@ -226,7 +231,7 @@ def _report(example: str, runs: dict[str, list[dict[str, Any]]], args: argparse.
           f" batch = {args.batch} rows")
     base_speed = runs.get("uvicorn")
     base_mem = runs.get("stdlib")
-    for load in ("single", "batch", "/invocations"):
+    for load in ("single", "batch", "/invocations", "v2 infer"):
         for kind, rs in runs.items():
             if not rs or load not in rs[0]:
                 continue
