@@ -374,8 +374,9 @@ class Agent:
         One-shot (deferred, never started), the window gets its system sample here.
         """
         if self._deferred and not self._started and self._sampler is not None:
-            try:
-                window.system.add(self._sampler())
+            try:  # once: a one-shot process samples at exit only (SystemSampler.once spares psutil's import)
+                sample = getattr(self._sampler, "once", self._sampler)
+                window.system.add(sample())
             except Exception:  # no sample is better than no window
                 log.exception("system sample failed")
         with self._persist:

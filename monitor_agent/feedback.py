@@ -123,6 +123,9 @@ def label_value(label: Any, target: Target, index: dict[str, int]) -> float | No
     return None if i is None else float(i)
 
 
+_ANYTHING_TO_HAND_OFF = "SELECT EXISTS (SELECT 1 FROM counts) OR EXISTS (SELECT 1 FROM samples WHERE sent = 0)"
+
+
 class FeedbackStore:
     """The join store of one state folder (every model served from it); see the module docstring."""
 
@@ -352,14 +355,8 @@ class FeedbackStore:
         """Move the counts gathered so far into the outbox as feedback windows; returns how many."""
         with self._lock:
             try:
-                with self._tx() as conn:
-                    for model, start, end, body in conn.execute('SELECT model, start, "end", body FROM counts').fetchall():
-                        w = Window(model=model, seq=0, start=start, end=end,
-                                   feedback=Feedback.from_dict(json.loads(body), "feedback"))
-                        conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)",
-                                     (secrets.token_hex(16), json.dumps(w.to_dict())))
-                    conn.execute("DELETE FROM counts")
-                    self._handoff_samples_locked(conn)
+                if self._conn.execute(_ANYTHING_TO_HAND_OFF).fetchone()[0]:
+                    self._handoff_tx_locked()
                 pending = self._conn.execute("SELECT token, body FROM handoffs ORDER BY rowid").fetchall()
             except sqlite3.Error as exc:
                 raise AgentError(f"{self.path}: cannot hand labels over to the outbox ({exc})") from None
@@ -370,6 +367,21 @@ class FeedbackStore:
                 self._conn.execute("DELETE FROM handoffs WHERE token = ?", (token,))
             n += 1
         return n
+
+    def _handoff_tx_locked(self) -> None:
+        """Counts and unsent samples into ``handoffs`` rows, in one write transaction.
+
+        Only called when a read found something to move: a process with no labels (every
+        one-shot ``predict``) then never pays for an empty write transaction and its fsync.
+        """
+        with self._tx() as conn:
+            for model, start, end, body in conn.execute('SELECT model, start, "end", body FROM counts').fetchall():
+                w = Window(model=model, seq=0, start=start, end=end,
+                           feedback=Feedback.from_dict(json.loads(body), "feedback"))
+                conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)",
+                             (secrets.token_hex(16), json.dumps(w.to_dict())))
+            conn.execute("DELETE FROM counts")
+            self._handoff_samples_locked(conn)
 
     def _handoff_samples_locked(self, conn: sqlite3.Connection) -> None:
         """Unsent captured rows into hand-off windows (``SAMPLES_PER_HANDOFF`` each), marked sent."""
