@@ -203,22 +203,6 @@ class Recorder:
             raise ValueError(f"numeric has {numeric.shape[1]} columns, the profile has {self._n_num}")
         if (len(categorical) if categorical else 0) != self._n_cat:
             raise ValueError(f"categorical must hold {self._n_cat} sequences (one per categorical feature)")
-        if requests == 1 and predictions is not None and len(predictions) == 1:
-            # One row, one request (the runtime's single-row call): only an append, unless a
-            # window end, a checkpoint or a full buffer is due, which the general path handles.
-            if self.auto_roll:
-                if self._clock() < self._due and self._rows_since + 1 < self._due_rows and self._buffered + 2 < self._buffer_rows:
-                    self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
-                    self._buffered += 2
-                    self._rows_since += 1
-                    return
-            else:
-                self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
-                self._buffered += 2
-                if self._buffered >= self._buffer_rows:
-                    with self._lock:
-                        self._flush_locked()
-                return
         if predictions is not None:
             n = len(predictions)
         elif numeric is not None:
@@ -238,6 +222,37 @@ class Recorder:
         if self._buffered >= self._buffer_rows:
             with self._lock:
                 self._flush_locked()
+
+    def record_row(
+        self,
+        numeric: np.ndarray | None,
+        categorical: Sequence[Sequence[Any]] | None,
+        predictions: np.ndarray,
+        latency_s: float,
+    ) -> None:
+        """:meth:`record` of one request of one row, as the runtime's single-row path calls it.
+
+        The caller built the arrays from the model's schema (``numeric`` ``[1, n_numeric]``,
+        one value per categorical feature, one prediction), so the common case is one append
+        and two counters: the budget is the fraction of a microsecond a linear model's
+        whole prediction leaves. A due window end, checkpoint or full buffer takes
+        :meth:`record` (which checks the shapes).
+        """
+        if self.auto_roll:
+            if (
+                self._clock() >= self._due
+                or self._rows_since + 1 >= self._due_rows
+                or self._buffered + 2 >= self._buffer_rows
+            ):
+                self.record(numeric, categorical, predictions, latency_s)
+                return
+            self._rows_since += 1
+        elif self._buffered + 2 >= self._buffer_rows:
+            self.record(numeric, categorical, predictions, latency_s)
+            return
+        # No lock: deque.append is atomic, and the counts only decide when to flush (see record).
+        self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
+        self._buffered += 2
 
     def _record_auto(
         self,
