@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlpack_edge.errors import OutboxError
-from mlpack_edge.monitor_agent import _checkpoint, _store
+from mlpack_edge.monitor_agent import _checkpoint, _spool, _store
 from mlpack_edge.monitor_agent._compact import STAGES, Stored, plan_merges
 from mlpack_edge.monitor_agent.config import DEFAULT_CAP_BYTES
 from mlpack_edge.monitor_agent.wire import Window, WireError, merge_windows
@@ -169,6 +169,7 @@ class Outbox:
         self._capped = [str(self.state_dir / name) for name in _CAPPED]
         self._reopen()
         self.recover_checkpoints()
+        self.take_spool()
 
     @classmethod
     def open(
@@ -389,6 +390,31 @@ class Outbox:
     def drop_checkpoints(self, owner: str) -> None:
         """``owner`` closed its windows some other way (or had nothing): forget its checkpoints."""
         self._run(lambda c: c.execute("DELETE FROM checkpoints WHERE owner = ?", (owner,)))
+
+    def take_spool(self) -> int:
+        """Store the windows short one-shot runs spooled at exit (:mod:`._spool`); returns how many.
+
+        Each under a hand-off token named after its file, so a crash between storing and
+        deleting the file stores it once. A file with a window this outbox rejects is set
+        aside (``*.bad``), as an unreadable one is.
+        """
+        n = 0
+        for path, payload in _spool.pending(self.state_dir, "window"):
+            try:
+                model = payload["model"]
+                self.register_model(model["hash"], model["wire"], model["thresholds"])
+                for i, d in enumerate(payload["windows"]):
+                    self.add_window(Window.from_dict(d), token=f"spool:{path.name}:{i}")
+                    n += 1
+            except (KeyError, TypeError, ValueError, WireError) as exc:
+                log.error("spooled telemetry %s is not a window (%s): set aside", path, exc)
+                try:
+                    os.replace(path, path.with_name(path.name + ".bad"))
+                except OSError:
+                    pass
+                continue
+            _spool.done(path)
+        return n
 
     def recover_checkpoints(self, skip_owner: str | None = None, orphans: bool = False) -> int:
         """Store the checkpoints of dead processes as normal windows; returns how many.
