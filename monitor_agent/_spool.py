@@ -16,22 +16,22 @@ to open a store moves its part in:
 A run spools only while the folder holds fewer than :data:`MAX_FILES` files and it has at
 most :data:`MAX_IDS` ids (:func:`room`): a device that only ever runs short predicts keeps
 a bounded spool, because the first run past the bound opens the outbox, which takes the
-spool in. Only ``json``, ``os`` and ``logging`` are imported here.
+spool in. Only ``json`` and ``os`` are imported here (``logging`` on the first message).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlpack_edge.monitor_agent._log import log
+
 __all__ = ["DIR_NAME", "MAX_FILES", "MAX_IDS", "room", "waiting", "write", "pending", "done"]
 
-log = logging.getLogger("mlpack_edge.monitor_agent")
 
 DIR_NAME = "spool"
 MAX_FILES = 64

@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import logging
 import os
 import threading
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import AgentError, BundleError, MlpackError
+from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
 from mlpack_edge.monitor_agent.drift import Thresholds
 from mlpack_edge.monitor_agent.kpi import kpi_reference
@@ -67,7 +67,6 @@ if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at 
 
 __all__ = ["ModelInfo", "Agent"]
 
-log = logging.getLogger("mlpack_edge.monitor_agent")
 
 CHECKED_CAPS_BELOW = 16 * 1024 * 1024
 RECOVER_SECONDS = 10.0  # how often a long-running agent looks for dead processes' checkpoints

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import math
 import threading
 import time
@@ -32,13 +31,13 @@ from typing import Any
 import numpy as np
 
 from mlpack_edge.monitor_agent._binning import NumericBinner, NumericCounts, count_categorical
+from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.histogram import LatencyHistogram
 from mlpack_edge.monitor_agent.profile import CategoricalProfile, NumericProfile, Profile
 from mlpack_edge.monitor_agent.wire import _ERROR_KIND, BinCounts, SystemStats, Window
 
 __all__ = ["Recorder", "DEFAULT_WINDOW_SECONDS", "DEFAULT_BUFFER_ROWS"]
 
-log = logging.getLogger("mlpack_edge.monitor_agent")
 
 DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_BUFFER_ROWS = 1024

@@ -115,3 +115,14 @@ def test_a_one_shot_exit_that_spools_loads_no_sqlite(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True, cwd=root)
     assert out.stdout == "[]\n"
     assert len(list((tmp_path / "state" / _spool.DIR_NAME).glob("*.json"))) == 2
+
+
+def test_several_spooled_runs_are_stored_in_order_by_one_open(tmp_path: Path, model: ModelInfo, clock: FakeClock) -> None:
+    state = tmp_path / "state"
+    for rows in (3, 4, 5):
+        _one_shot(model, state, clock, rows=rows, ids=0)
+        clock.advance(60)
+    with Outbox.open(state) as box:
+        got = [(w.start, w.rows) for w in box.pending_windows()]
+    assert got == [(T0, 3), (T0 + 60, 4), (T0 + 120, 5)]
+    assert _spooled(state) == []
