@@ -190,7 +190,7 @@ def test_a_host_frozen_executable_does_not_start_there(old_root: OldRoot, tmp_pa
 
 
 def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tmp_path: Path) -> None:
-    from mlpack_edge.builder import _buildroot, _freeze
+    from mlpack_edge.builder import _bootloader, _buildroot, _freeze
 
     cache = _cache()
     cached = _freeze.frozen_runtime(cache, floor=f"glibc-{GLIBC}")
@@ -198,7 +198,8 @@ def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tm
     root = _buildroot.build_root(cache, _freeze._pins())
     out = tmp_path / "again"
     out.mkdir()
-    floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root)
+    bootloader = _bootloader.build_bootloader(root, cache, pyinstaller=root.versions["pyinstaller"])
+    floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root, bootloader=bootloader)
     assert floor == cached.glibc_floor
     assert (out / _freeze.FROZEN_NAME).read_bytes() == cached.executable.read_bytes()
 
