@@ -17,7 +17,9 @@ glibc; ``floor="glibc-2.31"`` and any foreign ``target`` run it inside a Debian 
 root instead (:mod:`mlpack_edge.builder._buildroot`; a foreign architecture under qemu), and
 ``mlpack runtime import`` adds a runtime frozen on a device
 (:mod:`mlpack_edge.builder._runtime_import`). Every entry's ``key.json`` records its target
-and the glibc floor read from its ELF files (:mod:`mlpack_edge.builder._glibc`). PyInstaller's
+and the glibc floor read from its ELF files (:mod:`mlpack_edge.builder._glibc`). Both
+executables start with mlpack's rebuilt bootloader (:mod:`mlpack_edge.builder._bootloader`),
+whose marker the spec sets to that floor: below it a device refuses in one line. PyInstaller's
 phases are reported as progress lines while it runs.
 
 Reproducibility: two clean builds (empty caches) of the same spec and data on the same
