@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import re
 import shutil
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlpack_edge._fs import atomic_directory, canonical_json, file_sha256, locked
-from mlpack_edge.builder._buildroot import BuildRoot, host_arch
+from mlpack_edge.builder._buildroot import BuildRoot, Reporter, host_arch
 from mlpack_edge.errors import PackagingError
 
 __all__ = ["MARKER", "PATCH", "Bootloader", "build_bootloader", "marker_floor", "with_floor"]
@@ -117,7 +118,8 @@ mlpack_check_glibc(void)
 #endif
 
 """ % {"slot": _SLOT, "marker": MARKER.decode(), "unset": _UNSET}
-#: Where the sdist is unpacked and built inside a build root (a fixed path: fixed bytes).
+#: Where built bootloaders are cached inside a build root (they are built in the root's /tmp:
+#: no build path reaches the release bootloader, a rebuild gives the same bytes).
 _ROOT_BASE = "/opt/mlpack/bootloader"
 _TIMEOUT_S = 900
 _EMULATED_TIMEOUT_S = 3600
@@ -154,7 +156,7 @@ def _installed_pyinstaller() -> str:
 
 
 def build_bootloader(
-    root: BuildRoot | None, cache: Path, *, pyinstaller: str | None = None, reporter: object | None = None
+    root: BuildRoot | None, cache: Path, *, pyinstaller: str | None = None, reporter: Reporter | None = None
 ) -> Bootloader:
     """The patched bootloader for freezing in ``root`` (``None``: on this machine), built once and cached.
 
@@ -203,7 +205,8 @@ def _build(sdist: Path, out: Path, root: BuildRoot | None, arch: str, log: Path)
         if root is None:
             cmd = [sys.executable, "./waf", "all"]
             cwd: Path | str = bootloader_dir
-            env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+            # This machine's PATH (its compiler), but none of CC/CFLAGS/LDFLAGS: waf would read them into the bytes.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         else:
             cmd = root.command([root.python, "./waf", "all"], cwd=root.inside(bootloader_dir))
             cwd, env = "/", None
@@ -264,7 +267,7 @@ def with_floor(data: bytes, floor: str) -> bytes:
     return data[:at] + slot + data[at + _SLOT :]
 
 
-def _sdist(cache: Path, version: str, reporter: object | None) -> Path:
+def _sdist(cache: Path, version: str, reporter: Reporter | None) -> Path:
     """``pyinstaller-<version>.tar.gz``, downloaded once with this machine's pip (its index, proxy, CA)."""
     folder = cache / "sdist"
     found = sorted(folder.glob(f"pyinstaller-{version}.tar.gz")) if folder.is_dir() else []
@@ -293,7 +296,6 @@ def _host_arch() -> str:
     return host_arch() or platform.machine().lower()
 
 
-def _say(reporter: object | None, message: str) -> None:
-    info = getattr(reporter, "info", None)
-    if info is not None:
-        info(message)
+def _say(reporter: Reporter | None, message: str) -> None:
+    if reporter is not None:
+        reporter.info(message)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpack_edge._fs import atomic_write_text, canonical_json
 from mlpack_edge.builder import _inputs, boosters, byo, convert, data, estimators, metrics, parity
@@ -42,6 +42,9 @@ from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, write_bundle
 
 __all__ = ["BuildResult", "build"]
+
+if TYPE_CHECKING:
+    from mlpack_edge.builder._freeze import FrozenRuntime
 
 Signer = Callable[[bytes], bytes]  # manifest.json bytes -> manifest.sig bytes
 
@@ -358,16 +361,17 @@ def _with_executable(
     except OSError as exc:
         raise PackagingError(f"{target.parent}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
-        exes = []
-        staged = None
+        exes: list[Path] = []
+        runtimes: list[FrozenRuntime] = []
+        staged = staging / target.name
         for i, device in enumerate(devices):
             with timer.stage("executable" if i == 0 else f"executable {device}") as st:
-                if staged is None:
+                if i == 0:
                     runtimes = [device_runtime(None, rep, floor=floor, target=d) for d in devices]
                     manifest["targets"] = targets_section(runtimes)
                     if card is not None:
                         files[CARD_FILE] = card(manifest)
-                    staged = _write(staging / target.name, files, manifest, replace=False, sign=sign)
+                    _write(staged, files, manifest, replace=False, sign=sign)
                 exe = build_executable(staged, target.parent, rep, floor=floor, target=device, runtime=runtimes[i])
                 st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
             exes.append(exe)
@@ -376,7 +380,7 @@ def _with_executable(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def targets_section(runtimes: Sequence[Any]) -> dict[str, dict[str, str | None]]:
+def targets_section(runtimes: Sequence[FrozenRuntime]) -> dict[str, dict[str, str | None]]:
     """``{"linux-x86_64": {"glibc_floor": "2.30"}}``: what each executable of the bundle needs on a device."""
     return {rt.target: {"glibc_floor": rt.glibc_floor} for rt in sorted(runtimes, key=lambda rt: rt.target)}
 

@@ -206,6 +206,12 @@ def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tm
     floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root, bootloader=bootloader)
     assert floor == cached.glibc_floor
     assert (out / _freeze.FROZEN_NAME).read_bytes() == cached.executable.read_bytes()
+    # The bootloader itself compiles to the same bytes again (a fresh waf build in a new scratch folder).
+    rebuilt = tmp_path / "bootloader"
+    rebuilt.mkdir()
+    sdist = next((cache / "sdist").glob(f"pyinstaller-{root.versions['pyinstaller']}.tar.gz"))
+    _bootloader._build(sdist, rebuilt, root, root.arch, tmp_path / "waf.log")
+    assert (rebuilt / "run").read_bytes() == bootloader.host_path.read_bytes()
 
 
 def test_a_runtime_frozen_elsewhere_imports_and_serves_builds(old_root: OldRoot, tmp_path: Path) -> None:
