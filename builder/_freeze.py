@@ -328,15 +328,16 @@ def _patched_bootloader(
 ) -> _bootloader.Bootloader | None:
     """mlpack's bootloader (one-line refusal on an old glibc) for this freeze.
 
-    In a build root a failure is an error (the root has the compiler and headers). On the
-    host, a machine without a C compiler or zlib's headers still freezes, with PyInstaller's
-    stock bootloader (an old device then fails with the dynamic loader's message), and says so.
+    In this machine's architecture's build root a failure is an error (the root has gcc and
+    zlib's headers). On the host, or in a foreign root without a native compiler (an arm64
+    root whose CPython was cross-compiled), the freeze goes on with PyInstaller's stock
+    bootloader (an old device then fails with the dynamic loader's message), and says so.
     """
     try:
         version = buildroot.versions.get("pyinstaller") if buildroot is not None else None
         return _bootloader.build_bootloader(buildroot, cache, pyinstaller=version, reporter=reporter)
     except PackagingError as exc:
-        if buildroot is not None:
+        if buildroot is not None and buildroot.arch == _buildroot.host_arch():
             raise
         say(reporter, f"warning: freezing with PyInstaller's stock bootloader (no one-line glibc refusal): {exc}")
         return None
