@@ -281,6 +281,18 @@ def lineage_rows(m: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
+def target_rows(m: Mapping[str, Any]) -> list[Row]:
+    """``("linux-x86_64", "glibc 2.30 or newer")`` per executable built with the bundle (``targets``).
+
+    Empty for a bundle built without an executable (or before the floor was recorded).
+    """
+    rows: list[Row] = []
+    for target, info in sorted((m.get("targets") or {}).items()):
+        floor = (info or {}).get("glibc_floor")
+        rows.append((str(target), f"glibc {floor} or newer" if floor else "glibc not measured"))
+    return rows
+
+
 def stat_table(columns: Mapping[str, Mapping[str, float]]) -> tuple[list[str], list[str]]:
     """``(column names, statistic names)`` of side-by-side summaries, train first, stats in reading order."""
     names = sorted(columns, key=lambda c: (c != "train", c))

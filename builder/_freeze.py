@@ -17,7 +17,9 @@ glibc; ``floor="glibc-2.31"`` and any foreign ``target`` run it inside a Debian 
 root instead (:mod:`mlpack_edge.builder._buildroot`; a foreign architecture under qemu), and
 ``mlpack runtime import`` adds a runtime frozen on a device
 (:mod:`mlpack_edge.builder._runtime_import`). Every entry's ``key.json`` records its target
-and the glibc floor read from its ELF files (:mod:`mlpack_edge.builder._glibc`). PyInstaller's
+and the glibc floor read from its ELF files (:mod:`mlpack_edge.builder._glibc`). Both
+executables start with mlpack's rebuilt bootloader (:mod:`mlpack_edge.builder._bootloader`),
+whose marker the spec sets to that floor: below it a device refuses in one line. PyInstaller's
 phases are reported as progress lines while it runs.
 
 Reproducibility: two clean builds (empty caches) of the same spec and data on the same
@@ -69,7 +71,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, locked
-from mlpack_edge.builder import _buildroot, _freeze_inputs, _freeze_spec, _glibc
+from mlpack_edge.builder import _bootloader, _buildroot, _freeze_inputs, _freeze_spec, _glibc
 from mlpack_edge.errors import PackagingError
 
 __all__ = [
@@ -209,13 +211,14 @@ def _versions() -> dict[str, str]:
             found[dist] = "absent"
     for tool in _TOOLS:
         found[tool] = shutil.which(tool) or "absent"
+    found["bootloader"] = _bootloader.recipe_key(found["pyinstaller"])
     return found
 
 
 def _recipe() -> str:
     """Digest of the freeze recipe itself: a changed exclude list must re-freeze."""
     h = hashlib.sha256(ENTRY.encode())
-    for module in (__file__, _freeze_spec.__file__):
+    for module in (__file__, _freeze_spec.__file__, _glibc.__file__):
         h.update(Path(module).read_bytes())
     return h.hexdigest()
 
@@ -285,6 +288,7 @@ def frozen_runtime(
             raise PackagingError("PyInstaller is not installed here: pip install 'mlpack-edge[build]' (or build with --no-executable)")
         buildroot = _buildroot.build_root(cache, _pins(), reporter, target=target)
         versions = {**buildroot.versions, "environment": str(buildroot.path), "floor": floor}
+        versions["bootloader"] = _bootloader.recipe_key(buildroot.versions.get("pyinstaller"))
     key = runtime_key(sources, versions, target)
     base = cache / "runtime"
     entry = base / key
@@ -304,13 +308,39 @@ def frozen_runtime(
         where = "" if buildroot is None else f" for {target} in the Debian {_buildroot.SUITE} build root"
         if buildroot is not None and target != platform_tag():
             where += " (emulated by qemu: several minutes)"
+        bootloader = _patched_bootloader(buildroot, cache, reporter)
         say(reporter, f"freezing the device runtime{where} (first build with this runtime, cached afterwards)…")
         with atomic_directory(entry, replace=True) as tmp:
-            glibc = _freeze(sources, tmp, log=base / f"{key}.log", reporter=reporter, buildroot=buildroot)
-            info = {"key": key, "versions": versions, "platform": target, "floor": floor, "glibc_floor": glibc}
+            glibc = _freeze(
+                sources, tmp, log=base / f"{key}.log", reporter=reporter, buildroot=buildroot, bootloader=bootloader
+            )
+            info = {
+                "key": key, "versions": versions, "platform": target, "floor": floor, "glibc_floor": glibc,
+                "bootloader": bootloader.key if bootloader is not None else "stock",
+            }
             atomic_write_text(tmp / "key.json", canonical_json(info))
     _prune(base, keep=entry)
     return FrozenRuntime(key, entry / FROZEN_NAME, reused=False, target=target, glibc_floor=glibc)
+
+
+def _patched_bootloader(
+    buildroot: _buildroot.BuildRoot | None, cache: Path, reporter: Reporter | None
+) -> _bootloader.Bootloader | None:
+    """mlpack's bootloader (one-line refusal on an old glibc) for this freeze.
+
+    In this machine's architecture's build root a failure is an error (the root has gcc and
+    zlib's headers). On the host, or in a foreign root without a native compiler (an arm64
+    root whose CPython was cross-compiled), the freeze goes on with PyInstaller's stock
+    bootloader (an old device then fails with the dynamic loader's message), and says so.
+    """
+    try:
+        version = buildroot.versions.get("pyinstaller") if buildroot is not None else None
+        return _bootloader.build_bootloader(buildroot, cache, pyinstaller=version, reporter=reporter)
+    except PackagingError as exc:
+        if buildroot is not None and buildroot.arch == _buildroot.host_arch():
+            raise
+        say(reporter, f"warning: freezing with PyInstaller's stock bootloader (no one-line glibc refusal): {exc}")
+        return None
 
 
 def import_expectations(sources: Mapping[str, bytes] | None = None) -> dict[str, str]:
@@ -420,12 +450,14 @@ def _freeze(
     log: Path,
     reporter: Reporter | None = None,
     buildroot: _buildroot.BuildRoot | None = None,
+    bootloader: _bootloader.Bootloader | None = None,
 ) -> str | None:
     """Run PyInstaller on a staged copy of ``sources``; leave the onefile in ``out_dir``.
 
     With ``buildroot`` PyInstaller runs inside it (the scratch folder lives in the root's
-    ``/tmp`` so both sides see it). Returns the runtime's glibc floor, read from every
-    ELF file it holds.
+    ``/tmp`` so both sides see it). With ``bootloader`` (built for that root or this
+    machine) both executables start with it, its glibc marker set to the floor. Returns
+    the runtime's glibc floor, read from every ELF file it holds.
     """
     uses = _freeze_spec.excluded_uses(sources)
     if uses:
@@ -443,6 +475,8 @@ def _freeze(
         inputs = work / "inputs.json"
         _stage(sources, stage)
         _write_fixed(script, f"from {module} import {func}\n\n{func}()\n".encode())
+        reader = work / "_mlpack_glibc.py"
+        _write_fixed(reader, Path(_glibc.__file__).read_bytes())
         spec = work / f"{_SPEC_NAME}.spec"
         spec.write_text(
             _freeze_spec.render_spec(
@@ -454,6 +488,8 @@ def _freeze(
                 hiddenimports=_modules(sources),
                 datas=[(inside(Path(src)), dest) for src, dest in _datas(sources, stage)],
                 sources=sources_digest(sources),
+                bootloader=bootloader.path if bootloader is not None else "",
+                glibc_reader=inside(reader),
             )
         )
         argv = [
@@ -482,7 +518,21 @@ def _freeze(
         outside = None if buildroot is None else buildroot.outside
         _record(inputs, work / "build" / _SPEC_NAME / f"warn-{_SPEC_NAME}.txt", out_dir, outside)
         onedir = work / "dist" / FROZEN_NAME
-        return _glibc.glibc_floor([built, *(p for p in sorted(onedir.rglob("*")) if p.is_file() and not p.is_symlink())])
+        floor = _glibc.glibc_floor([built, *(p for p in sorted(onedir.rglob("*")) if p.is_file() and not p.is_symlink())])
+        if bootloader is not None:
+            _check_marker(built, onedir / FROZEN_NAME, floor)
+        return floor
+
+
+def _check_marker(onefile: Path, launcher: Path, floor: str | None) -> None:
+    """Both executables refuse below exactly the floor measured over what was frozen."""
+    for exe in (onefile, launcher):
+        marked = _bootloader.marker_floor(exe.read_bytes())
+        if marked != (floor or "0.0"):
+            raise PackagingError(
+                f"the frozen {exe.name} refuses below glibc {marked}, but the runtime needs {floor}:"
+                " the spec's floor and the measured one disagree (mlpack bug)"
+            )
 
 
 def _run_pyinstaller(

@@ -253,6 +253,47 @@ a = Analysis(
 )
 _write_inputs(a, [shutil.which("strip"), shutil.which("objcopy")])
 a.binaries = _slim(a.binaries)
+
+
+def _glibc_floor(paths):
+    """Highest GLIBC_x.y any of ``paths`` needs (mlpack's reader, staged next to this spec)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_mlpack_glibc", _P["glibc_reader"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.glibc_floor(paths)
+
+
+def _marked_bootloader(source, floor):
+    """A private copy of mlpack's bootloader whose glibc marker says ``floor`` (same size, in place)."""
+    marker = _P["marker"].encode()
+    data = open(source, "rb").read()
+    at = data.find(marker)
+    if at < 0:
+        raise SystemExit("mlpack: the bootloader " + source + " has no glibc marker")
+    slot = (marker + floor.encode()).ljust(_P["slot"], b"\0")
+    target = os.path.join(workpath, "mlpack-bootloader", "run")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as fh:
+        fh.write(data[:at] + slot + data[at + len(slot):])
+    os.chmod(target, 0o755)
+    return target
+
+
+if _P["bootloader"]:
+    if not hasattr(EXE, "_bootloader_file"):
+        raise SystemExit("mlpack: this PyInstaller picks its bootloader differently; update _freeze_spec.py")
+    _FLOOR = _glibc_floor([src for _d, src, _k in a.binaries + a.datas] + [_P["bootloader"]]) or "0.0"
+    _BOOTLOADER = _marked_bootloader(_P["bootloader"], _FLOOR)
+
+    class _MarkedEXE(EXE):
+        """EXE built on mlpack's bootloader: refuses in one line below this runtime's glibc floor."""
+
+        def _bootloader_file(self, exe, extension=None):
+            return _BOOTLOADER
+
+    EXE = _MarkedEXE
 pyz = PYZ(a.pure)
 
 # UTF-8 mode: CSV/JSON on stdin/stdout are UTF-8 whatever the device's locale says.
@@ -282,6 +323,8 @@ def render_spec(
     hiddenimports: Sequence[str],
     datas: Sequence[tuple[str, str]] = (),
     sources: str = "",
+    bootloader: str = "",
+    glibc_reader: str = "",
 ) -> str:
     """The spec text: every input is a JSON literal, so the text is deterministic.
 
@@ -289,7 +332,13 @@ def render_spec(
     the spec writes the JSON list of every other file it freezes to ``inputs``.
     ``sources`` (digest of the staged mlpack sources) goes into the runtime's facts file
     :data:`FACTS_NAME` with the Python, numpy and onnxruntime versions it was frozen with.
+    ``bootloader`` (mlpack's patched one, :mod:`mlpack_edge.builder._bootloader`; empty: the
+    stock one) is copied with its glibc marker set to the floor read by ``glibc_reader``
+    (a copy of :mod:`mlpack_edge.builder._glibc`) over every collected file, and both
+    executables are made from that copy.
     """
+    from mlpack_edge.builder._bootloader import _SLOT, MARKER
+
     params = {
         "name": name,
         "script": script,
@@ -304,6 +353,10 @@ def render_spec(
         "launcher_data": LAUNCHER_DATA_NAME,
         "facts_name": FACTS_NAME,
         "sources": sources,
+        "bootloader": bootloader,
+        "glibc_reader": glibc_reader,
+        "marker": MARKER.decode(),
+        "slot": _SLOT,
     }
     text = json.dumps(params, sort_keys=True)
     return "from json import dump as json_dump, loads as json_loads\n" + _TEMPLATE.format(params=text)

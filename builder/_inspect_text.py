@@ -107,6 +107,7 @@ def render_text(ins: Inspection) -> str:
     for title, rows_ in (
         (facts.parity_heading(m)[0], facts.parity_rows(m)),
         ("Lineage", facts.lineage_rows(m)),
+        ("Devices (from the manifest)", facts.target_rows(m)),
     ):
         if rows_:
             out += ["", title, *_kv(rows_)]

@@ -24,6 +24,7 @@ from mlpack_edge.runtime.manifest import MANIFEST_NAME, SIGNATURE_NAME, read_man
 
 __all__ = [
     "build_executable",
+    "device_runtime",
     "executable_name",
     "executable_contents",
     "executable_identity",
@@ -46,6 +47,7 @@ def build_executable(
     check: bool = True,
     floor: str = "host",
     target: str | None = None,
+    runtime: FrozenRuntime | None = None,
 ) -> Path:
     """Write the device executable for the bundle in ``bundle_dir`` into ``dist_dir``.
 
@@ -56,7 +58,8 @@ def build_executable(
     (:func:`mlpack_edge.builder._freeze.frozen_runtime`); the target and the glibc floor
     read from the runtime's ELF files are recorded in the trailer (``mlpack inspect``).
     ``target`` (default: this machine's) other than this machine's is frozen in, and
-    checked inside, its build root under qemu.
+    checked inside, its build root under qemu. ``runtime`` is one :func:`device_runtime`
+    already gave (the pipeline freezes first: the floor goes into the signed manifest).
     """
     bundle_dir, dist_dir = Path(bundle_dir), Path(dist_dir).absolute()
     try:
@@ -70,11 +73,8 @@ def build_executable(
     except OSError as exc:
         raise PackagingError(f"cannot package bundle {bundle_dir}: {exc.strerror or exc}") from None
     target = target or platform_tag()
-    runtime = frozen_runtime(cache_dir, reporter, floor=floor, target=target)
-    if runtime.reused:
-        say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
-    if runtime.glibc_floor:
-        say(reporter, f"the device executable needs glibc {runtime.glibc_floor} or newer")
+    if runtime is None:
+        runtime = device_runtime(cache_dir, reporter, floor=floor, target=target)
     facts = {"target": runtime.target or platform_tag()}
     if runtime.glibc_floor:
         facts["glibc_floor"] = runtime.glibc_floor
@@ -89,6 +89,27 @@ def build_executable(
     except OSError as exc:
         raise PackagingError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def device_runtime(
+    cache_dir: Path | None, reporter: Reporter | None, *, floor: str = "host", target: str | None = None
+) -> FrozenRuntime:
+    """The frozen runtime for ``target`` (cached or frozen now), with the glibc it needs said in the output.
+
+    A ``host`` runtime needs this machine's glibc: the line says so and how to get an older floor.
+    """
+    runtime = frozen_runtime(cache_dir, reporter, floor=floor, target=target)
+    if runtime.reused:
+        say(reporter, f"reusing cached device runtime {runtime.key} ({_mb(runtime.size)})")
+    if runtime.glibc_floor and floor == "host" and (target or platform_tag()) == platform_tag():
+        say(
+            reporter,
+            f"the device executable needs glibc {runtime.glibc_floor} or newer (this machine's); for older devices"
+            " build with --floor glibc-2.31 (frozen in a Debian 11 root: needs root and mmdebstrap)",
+        )
+    elif runtime.glibc_floor:
+        say(reporter, f"the device executable needs glibc {runtime.glibc_floor} or newer")
+    return runtime
 
 
 def _self_check(data: bytes, dist_dir: Path, name: str, reporter: Reporter | None) -> None:

@@ -125,6 +125,7 @@ class Inspection:
             "evaluation": m.get("evaluation"),
             "parity": m.get("parity"),
             "lineage": m.get("lineage"),
+            "targets": m.get("targets"),
             "files": [{"name": f.name, "size": f.size, "status": f.status} for f in self.files],
             "signature": self.signature.to_dict(),
             "executable": self.executable.to_dict() if self.executable else None,
@@ -147,6 +148,7 @@ def inspect_path(path: str | Path, trust_keys: Sequence[str | Path] = ()) -> Ins
     signature = _signature(manifest.raw, sig_raw, trust_keys, str(src.path))
     if signature.valid is False:
         problems.append(signature.detail)
+    problems += _floor_mismatch(manifest, src.executable, src.path)
     profile = None
     if "profile.json" in intact:  # a modified profile would show made-up missing rates
         profile = Profile.from_dict(_json(src.read("profile.json"), src.path), f"{src.path}/profile.json")
@@ -212,6 +214,17 @@ def _executable_info(p: Path, appended: AppendedBundle) -> tuple[ExecutableInfo,
         glibc_floor=appended.glibc_floor,
     )
     return info, problem
+
+
+def _floor_mismatch(manifest: Manifest, exe: ExecutableInfo | None, path: Path) -> list[str]:
+    """The signed manifest's glibc floor for this executable's target must be the trailer's."""
+    recorded = (manifest.data.get("targets") or {}).get(exe.target) if exe is not None and exe.target else None
+    if exe is None or not isinstance(recorded, dict) or recorded.get("glibc_floor") == exe.glibc_floor:
+        return []
+    return [
+        f"{path}: the manifest says {exe.target} needs glibc {recorded.get('glibc_floor')},"
+        f" the executable's trailer says {exe.glibc_floor} (runtime swapped after signing?)"
+    ]
 
 
 _PROBLEM = {

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlpack_edge._fs import atomic_write_text, canonical_json
 from mlpack_edge.builder import _inputs, boosters, byo, convert, data, estimators, metrics, parity
@@ -42,6 +42,9 @@ from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, write_bundle
 
 __all__ = ["BuildResult", "build"]
+
+if TYPE_CHECKING:
+    from mlpack_edge.builder._freeze import FrozenRuntime
 
 Signer = Callable[[bytes], bytes]  # manifest.json bytes -> manifest.sig bytes
 
@@ -182,11 +185,16 @@ def build(
         MODEL_FILE: converted.model,
         PROFILE_FILE: canonical_json(profile.to_dict()).encode("utf-8"),
         GOLDEN_FILE: canonical_json(done.golden.to_dict()).encode("utf-8"),
-        CARD_FILE: render_card(manifest, profile, signing_key_id=signer.key_id if signer else None).encode("utf-8"),
     }
+
+    def card(m: dict[str, Any]) -> bytes:
+        return render_card(m, profile, signing_key_id=signer.key_id if signer else None).encode("utf-8")
+
     exes: list[Path] = []
     if executable:
-        exes = _with_executable(timer, rep, target, files, manifest, sign, floor, targets)
+        exes = _with_executable(timer, rep, target, files, manifest, sign, floor, targets, card)
+    else:
+        files[CARD_FILE] = card(manifest)
     with timer.stage("bundle") as st:
         _check_target(target)
         replaced = target.exists()
@@ -336,26 +344,45 @@ def _with_executable(
     sign: Signer | None,
     floor: str = "host",
     targets: Sequence[str] = (),
+    card: Callable[[dict[str, Any]], bytes] | None = None,
 ) -> list[Path]:
-    """Freeze the executables (one per target) from a staged copy of the bundle, next to where it will live."""
+    """Freeze the executables (one per target) from a staged copy of the bundle, next to where it will live.
+
+    The runtimes are frozen first (all in the first ``executable`` stage): each one's glibc
+    floor is a fact of the bundle, so it goes into ``manifest["targets"]`` (signed) and the
+    model card (``card`` renders it into ``files``) before the bundle is written.
+    """
+    from mlpack_edge.builder.executable import build_executable, device_runtime
+
+    devices = list(dict.fromkeys(targets or [None]))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
     except OSError as exc:
         raise PackagingError(f"{target.parent}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
-        staged = _write(staging / target.name, files, manifest, replace=False, sign=sign)
-        from mlpack_edge.builder.executable import build_executable
-
-        exes = []
-        for i, device in enumerate(dict.fromkeys(targets or [None])):
+        exes: list[Path] = []
+        runtimes: list[FrozenRuntime] = []
+        staged = staging / target.name
+        for i, device in enumerate(devices):
             with timer.stage("executable" if i == 0 else f"executable {device}") as st:
-                exe = build_executable(staged, target.parent, rep, floor=floor, target=device)
+                if i == 0:
+                    runtimes = [device_runtime(None, rep, floor=floor, target=d) for d in devices]
+                    manifest["targets"] = targets_section(runtimes)
+                    if card is not None:
+                        files[CARD_FILE] = card(manifest)
+                    _write(staged, files, manifest, replace=False, sign=sign)
+                exe = build_executable(staged, target.parent, rep, floor=floor, target=device, runtime=runtimes[i])
                 st.summary = f"{exe} ({exe.stat().st_size / 1e6:.1f} MB)"
             exes.append(exe)
         return exes
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def targets_section(runtimes: Sequence[FrozenRuntime]) -> dict[str, dict[str, str | None]]:
+    """``{"linux-x86_64": {"glibc_floor": "2.30"}}``: what each executable of the bundle needs on a device."""
+    return {rt.target: {"glibc_floor": rt.glibc_floor} for rt in sorted(runtimes, key=lambda rt: rt.target)}
 
 
 def _write(

@@ -61,6 +61,7 @@ def render_card(
             facts.parity_heading(m)[1],
         ),
         _section("lineage", "Lineage", _facts_table(facts.lineage_rows(m), "lineage")),
+        _devices(m),
         "" if failed else _signature(signing_key_id),
     ]
     version = (m.get("lineage") or {}).get("mlpack", "")
@@ -78,6 +79,15 @@ def render_card(
 
 
 # --------------------------------------------------------------------------- sections
+
+
+def _devices(m: Mapping[str, Any]) -> str:
+    """Which devices the executables start on: below the floor they refuse in one line."""
+    rows = facts.target_rows(m)
+    if not rows:
+        return ""
+    lead = "The executable refuses to start, in one line naming both versions, on an older glibc."
+    return _section("devices", "Devices", _facts_table(rows, "devices"), lead)
 
 
 def _section(sid: str, title: str, content: str, lead: str = "") -> str:

@@ -172,7 +172,11 @@ def test_install_and_serve_in_debian_11(old_root: OldRoot) -> None:
 
 
 def test_a_host_frozen_executable_does_not_start_there(old_root: OldRoot, tmp_path: Path) -> None:
-    """The Debian 11 root tells the floors apart: on a newer host, the default (host) freeze fails in it."""
+    """The Debian 11 root tells the floors apart: on a newer host, the default (host) freeze fails in it.
+
+    Not with mlpack's one-line refusal: the bootloader built on a glibc >= 2.34 host itself
+    needs GLIBC_2.34 (``__libc_start_main``), so on 2.31 the dynamic loader refuses it first.
+    """
     from mlpack_edge.builder import RecordingReporter, build
 
     result = build(spec_copy(tmp_path, "1.0.0", 0.5), tmp_path / "dist", reporter=RecordingReporter())
@@ -190,7 +194,7 @@ def test_a_host_frozen_executable_does_not_start_there(old_root: OldRoot, tmp_pa
 
 
 def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tmp_path: Path) -> None:
-    from mlpack_edge.builder import _buildroot, _freeze
+    from mlpack_edge.builder import _bootloader, _buildroot, _freeze
 
     cache = _cache()
     cached = _freeze.frozen_runtime(cache, floor=f"glibc-{GLIBC}")
@@ -198,9 +202,16 @@ def test_two_freezes_in_the_build_root_give_the_same_bytes(old_root: OldRoot, tm
     root = _buildroot.build_root(cache, _freeze._pins())
     out = tmp_path / "again"
     out.mkdir()
-    floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root)
+    bootloader = _bootloader.build_bootloader(root, cache, pyinstaller=root.versions["pyinstaller"])
+    floor = _freeze._freeze(_freeze.stage_sources(), out, tmp_path / "freeze.log", buildroot=root, bootloader=bootloader)
     assert floor == cached.glibc_floor
     assert (out / _freeze.FROZEN_NAME).read_bytes() == cached.executable.read_bytes()
+    # The bootloader itself compiles to the same bytes again (a fresh waf build in a new scratch folder).
+    rebuilt = tmp_path / "bootloader"
+    rebuilt.mkdir()
+    sdist = next((cache / "sdist").glob(f"pyinstaller-{root.versions['pyinstaller']}.tar.gz"))
+    _bootloader._build(sdist, rebuilt, root, root.arch, tmp_path / "waf.log")
+    assert (rebuilt / "run").read_bytes() == bootloader.host_path.read_bytes()
 
 
 def test_a_runtime_frozen_elsewhere_imports_and_serves_builds(old_root: OldRoot, tmp_path: Path) -> None:
@@ -223,3 +234,52 @@ def test_a_runtime_frozen_elsewhere_imports_and_serves_builds(old_root: OldRoot,
     cut.write_bytes(cached.executable.read_bytes()[:-4096])
     result = CliRunner().invoke(main, [*argv[:2], str(cut), *argv[3:]])
     assert result.exit_code == 1 and "not a frozen mlpack runtime, or damaged" in result.stderr
+
+
+def _refusal(need: str, have: str) -> str:
+    return f"mlpack: this executable needs glibc {need} or newer; this system has glibc {have}\n"
+
+
+def test_an_older_glibc_is_refused_in_one_line_by_the_download_and_the_installed_executable(old_root: OldRoot) -> None:
+    """Debian 11 has glibc 2.31: a copy whose marker asks for 2.32 refuses every command, before unpacking.
+
+    The marker is what the freeze set (the measured floor, also in the signed manifest);
+    raising it in a copy stands in for a device older than the floor, with the real
+    bootloader, the real executable and a real old glibc.
+    """
+    from mlpack_edge.builder._bootloader import marker_floor, with_floor
+
+    data = old_root.host_exe.read_bytes()
+    info = inspect_path(old_root.host_exe)
+    assert info.executable is not None
+    assert marker_floor(data) == info.executable.glibc_floor
+    assert info.manifest.data["targets"] == {"linux-x86_64": {"glibc_floor": info.executable.glibc_floor}}
+    scratch = old_root.path / old_root.exe_inside.lstrip("/")
+    for floor, ok in (("2.32", False), ("2.31", True)):
+        copy = scratch.with_name(f"floor-{floor}")
+        copy.write_bytes(with_floor(data, floor))
+        copy.chmod(0o755)
+        inside = old_root.exe_inside.replace(scratch.name, copy.name)
+        # (install of a copy that starts must fail anyway: the trailer's runtime sha256 no longer matches)
+        install = [] if ok else [["install", "--prefix", "/opt/mlpack-refused", "--allow-unsigned"]]
+        for argv in [["info"], ["verify"], *install]:
+            proc = _in_root(old_root.path, inside, *argv)
+            if ok:
+                assert proc.returncode == 0, (argv, proc.stderr)
+                continue
+            assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", _refusal("2.32", "2.31")), argv
+    assert not (old_root.path / "opt" / "mlpack-refused").exists()
+
+    prefix = old_root.path / "opt" / "mlpack-refusal-test"
+    shutil.rmtree(prefix, ignore_errors=True)
+    proc = _in_root(old_root.path, old_root.exe_inside, "install", "--prefix", "/opt/mlpack-refusal-test", "--allow-unsigned")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        launcher = (prefix / NAME / "current" / NAME).resolve()
+        assert marker_floor(launcher.read_bytes()) == info.executable.glibc_floor  # the unpacked launcher is marked too
+        launcher.write_bytes(with_floor(launcher.read_bytes(), "2.32"))
+        for argv in (["info"], ["predict", old_root.rows_inside], ["serve", "--port", "0"]):
+            proc = _in_root(old_root.path, f"/opt/mlpack-refusal-test/{NAME}/current/{NAME}", *argv)
+            assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", _refusal("2.32", "2.31")), argv
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)

@@ -280,3 +280,39 @@ def test_unwritable_prefix_through_the_executable(built: Built, tmp_path: Path) 
     assert (proc.returncode, proc.stderr) == (
         1, f"Error: cannot write to {prefix}: permission denied (run as root or pass --prefix DIR)\n"
     )
+
+
+def test_a_glibc_older_than_the_floor_is_refused_in_one_line(built: Built, installed: Path, tmp_path: Path) -> None:
+    """A copy whose marker asks for a glibc one minor above this machine's stands in for an older device."""
+    import shutil
+
+    from mlpack_edge.builder._bootloader import marker_floor, with_floor
+    from mlpack_edge.builder.inspect import inspect_path
+
+    have = os.confstr("CS_GNU_LIBC_VERSION").split()[1]  # "glibc 2.36"
+    major, minor = have.split(".")[:2]
+    above = f"{major}.{int(minor) + 1}"
+    refusal = f"mlpack: this executable needs glibc {above} or newer; this system has glibc {have}\n"
+    data = built.v1.read_bytes()
+    floor = inspect_path(built.v1).executable.glibc_floor  # type: ignore[union-attr]
+    assert marker_floor(data) == floor  # the freeze set the marker to the measured floor
+    download = tmp_path / "download"
+    for marker, ok in ((above, False), (have, True)):
+        download.write_bytes(with_floor(data, marker))
+        download.chmod(0o755)
+        # (install of a copy that starts must fail anyway: the trailer's runtime sha256 no longer matches)
+        install = [] if ok else [["install", "--prefix", tmp_path / "prefix", "--allow-unsigned"]]
+        for argv in [["info"], ["verify"], *install]:
+            proc = _run(download, *argv)
+            if ok:
+                assert proc.returncode == 0, (argv, proc.stderr)
+            else:
+                assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", refusal), argv
+                assert not (tmp_path / "prefix").exists()
+    installed_copy = Path(shutil.copytree((installed / NAME / "1.0.0"), tmp_path / "installed", symlinks=True))
+    launcher = installed_copy / NAME
+    assert marker_floor(launcher.read_bytes()) == floor  # the launcher an install unpacks is marked too
+    launcher.write_bytes(with_floor(launcher.read_bytes(), above))
+    for argv in (["info"], ["predict", built.rows_csv]):
+        proc = _run(launcher, *argv)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", refusal), argv
