@@ -18,8 +18,10 @@ again); the runtimes are frozen into a fresh temporary cache that borrows those 
   onnxruntime session, one row), the aarch64 executable under qemu-user inside the arm64
   root and the x86-64 one natively, interleaved, ``--runs`` rounds after a warm-up each,
   min and median;
-* ``--repro`` freezes the aarch64 runtime a second time into another empty cache and
-  compares the two files byte for byte (the reproducibility promise across freezes).
+* ``same_bytes_as_cached`` — the aarch64 runtime frozen here compared byte for byte with
+  the newest one the slow test froze into ``--cache`` from the same sources (another
+  freeze, another cache folder): the reproducibility promise across freezes;
+* ``--repro`` freezes it once more into a second empty cache and compares those two.
 """
 
 from __future__ import annotations
@@ -64,6 +66,17 @@ def _timed_freeze(cache: Path, target: str) -> tuple[float, Path]:
     return time.perf_counter() - t0, runtime.executable
 
 
+def _newest_runtime(cache: Path, target: str) -> Path | None:
+    """The runtime the slow test froze into ``cache`` for ``target`` from today's sources, if there."""
+    from mlpack_edge.builder._buildroot import build_root
+    from mlpack_edge.builder._freeze import _pins, runtime_key, stage_sources
+
+    root = build_root(cache, _pins(), target=target)
+    versions = {**root.versions, "environment": str(root.path), "floor": "glibc-2.31"}
+    exe = cache / "runtime" / runtime_key(stage_sources(), versions, target) / "mlpack-device"
+    return exe if exe.is_file() else None
+
+
 def _one_row(scratch: Path) -> Path:
     with open(EXAMPLE / "fleet_faults.csv", newline="") as fh:
         row = next(csv.DictReader(fh))
@@ -100,7 +113,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mlpack-bench-aarch64-work-"))
     try:
         for target in (X86, ARM):
-            first, _ = _timed_freeze(cache, target)
+            first, exe = _timed_freeze(cache, target)
+            previous = _newest_runtime(args.cache, target)
+            if previous is not None:
+                out[f"same_bytes_as_cached_{target}"] = filecmp.cmp(exe, previous, shallow=False)
             cached = [_timed_freeze(cache, target)[0] for _ in range(args.runs)]
             out[f"freeze_first_s_{target}"] = round(first, 1)
             out[f"freeze_cached_s_{target}"] = {"min": round(min(cached), 3), "median": round(statistics.median(cached), 3)}

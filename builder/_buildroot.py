@@ -93,6 +93,9 @@ _TRIPLET = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 #: ``_sysconfigdata``, which is frozen into the runtime, so they are fixed paths rather than
 #: wherever the cache happens to be.
 _CROSS_MOUNT = "/mnt"
+#: Extension modules the runtime or PyInstaller import: a cross build that silently left one
+#: out (a dependency not found in the sysroot) fails here, not in the freeze.
+_CROSS_CHECK_MODULES = ("ctypes", "ssl", "sqlite3", "lzma", "bz2", "zlib", "_decimal", "hashlib", "ctypes.util")
 #: Cross-compiling on the host takes minutes; compiling under qemu took over an hour.
 _CROSS_COMPILE_TIMEOUT_S = 3600
 #: Targets a runtime can be frozen for (a foreign one under qemu-user, see :func:`root_problem`).
@@ -304,6 +307,9 @@ gccinc=$({t}-gcc -print-file-name=include)
 cc="{t}-gcc --sysroot={s} -nostdinc -isystem $gccinc -isystem {s}/usr/include/{t} -isystem {s}/usr/include"
 cc="$cc -B{s}/usr/lib/{t}/ -L{s}/usr/lib/{t} -L{s}/lib/{t}"
 export PKG_CONFIG_SYSROOT_DIR={s} PKG_CONFIG_LIBDIR={s}/usr/lib/{t}/pkgconfig:{s}/usr/share/pkgconfig
+# the root's /usr/include is a system folder: pkg-config must not print it (setup.py then
+# looks for ffi.h only there, misses the multiarch folder and links _ctypes without libffi)
+export PKG_CONFIG_SYSTEM_INCLUDE_PATH={s}/usr/include
 src={s}/opt/mlpack/src
 rm -rf "$src/cross" && mkdir "$src/cross" && cd "$src/cross"
 tar -xzf ../python.tar.gz --strip-components=1
@@ -385,7 +391,14 @@ def _ensure_cross_python(root: Path, arch: str, reporter: Reporter | None) -> No
     floor = glibc_floor(elves)
     if floor is not None and version_key(floor) > version_key(GLIBC):
         raise PackagingError(f"the cross-compiled CPython needs glibc {floor}, above the root's {GLIBC} (log: {src}/cross-make.log)")
-    _say(reporter, f"  CPython needs glibc {floor} at most; installing pip inside the root (emulated)…")
+    _say(reporter, f"  CPython needs glibc {floor} at most; checking its extension modules and installing pip inside the root (emulated)…")
+    _run(
+        _chroot_command(root, [PYTHON, "-c", "import " + ", ".join(_CROSS_CHECK_MODULES)]),
+        root.parent / f"{root.name}-check.log",
+        "importing the cross-compiled CPython's extension modules in the build root",
+        timeout=_PIP_TIMEOUT_S,
+        reporter=reporter,
+    )
     _run(
         _chroot_command(root, [PYTHON, "-m", "ensurepip", "--altinstall"]),
         root.parent / f"{root.name}-ensurepip.log",
@@ -393,6 +406,7 @@ def _ensure_cross_python(root: Path, arch: str, reporter: Reporter | None) -> No
         timeout=_PIP_TIMEOUT_S,
         reporter=reporter,
     )
+    (root / "opt" / "mlpack" / "wheels.json").unlink(missing_ok=True)  # installed into another build
     atomic_write_text(marker, canonical_json(recipe))
 
 
