@@ -11,7 +11,10 @@ bullseye root instead:
 2. CPython 3.11.2 is compiled inside it from Debian's own source tarball
    (``python3.11_3.11.2.orig.tar.gz`` in the bookworm pool, checked against its sha256):
    bullseye ships only Python 3.9, and a Python built there links against glibc 2.31 at
-   most (2-3 minutes on two loaded cores, once);
+   most (2-3 minutes on two loaded cores, once). A foreign root (``linux-aarch64``) holds
+   only headers and libraries: CPython is cross-compiled on the host with Debian's cross
+   gcc and the root as sysroot (7-8 minutes; under qemu it took over an hour), its glibc
+   floor checked on every ELF file, pip added by ``ensurepip`` under qemu;
 3. that Python installs, from PyPI, the same versions of numpy, onnxruntime, psutil,
    click and PyInstaller as this machine has: their manylinux wheels need glibc 2.28 at
    most (onnxruntime sets that floor), and pip inside the root picks the wheels for *its*
