@@ -11,7 +11,10 @@ bullseye root instead:
 2. CPython 3.11.2 is compiled inside it from Debian's own source tarball
    (``python3.11_3.11.2.orig.tar.gz`` in the bookworm pool, checked against its sha256):
    bullseye ships only Python 3.9, and a Python built there links against glibc 2.31 at
-   most (2-3 minutes on two loaded cores, once);
+   most (2-3 minutes on two loaded cores, once). A foreign root (``linux-aarch64``) holds
+   only headers and libraries: CPython is cross-compiled on the host with Debian's cross
+   gcc and the root as sysroot (7-8 minutes; under qemu it took over an hour), its glibc
+   floor checked on every ELF file, pip added by ``ensurepip`` under qemu;
 3. that Python installs, from PyPI, the same versions of numpy, onnxruntime, psutil,
    click and PyInstaller as this machine has: their manylinux wheels need glibc 2.28 at
    most (onnxruntime sets that floor), and pip inside the root picks the wheels for *its*
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, file_sha256, locked
+from mlpack_edge.builder._glibc import glibc_floor, version_key
 from mlpack_edge.errors import PackagingError
 
 __all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "root_problem"]
@@ -57,6 +61,12 @@ MIRROR = "http://deb.debian.org/debian"
 PACKAGES = (
     "gcc", "make", "libc6-dev", "binutils", "libssl-dev", "zlib1g-dev", "libffi-dev",
     "libsqlite3-dev", "libbz2-dev", "liblzma-dev", "libreadline-dev",
+)
+#: A foreign root is only the sysroot of the host's cross compiler (headers and libraries
+#: CPython links against) and the place PyInstaller runs: no compiler inside (binutils: objdump
+#: for PyInstaller).
+CROSS_PACKAGES = (
+    "libc6-dev", "binutils", "libssl-dev", "zlib1g-dev", "libffi-dev", "libsqlite3-dev", "libbz2-dev", "liblzma-dev",
 )
 PYTHON_VERSION = "3.11.2"
 PYTHON_URL = f"{MIRROR}/pool/main/p/python3.11/python3.11_{PYTHON_VERSION}.orig.tar.gz"
@@ -79,6 +89,18 @@ make altinstall > ../install.log 2>&1
 cd .. && rm -rf build
 """
 _ARCH = {"linux-x86_64": "amd64", "linux-aarch64": "arm64"}
+#: GNU triplet of each architecture (the cross compiler's prefix, the multiarch folder).
+_TRIPLET = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
+#: Where a foreign root is bind-mounted while CPython is cross-compiled against it (in a
+#: private mount namespace): the build records its sysroot and build folder in
+#: ``_sysconfigdata``, which is frozen into the runtime, so they are fixed paths rather than
+#: wherever the cache happens to be.
+_CROSS_MOUNT = "/mnt"
+#: Extension modules the runtime or PyInstaller import: a cross build that silently left one
+#: out (a dependency not found in the sysroot) fails here, not in the freeze.
+_CROSS_CHECK_MODULES = ("ctypes", "ssl", "sqlite3", "lzma", "bz2", "zlib", "_decimal", "hashlib", "ctypes.util")
+#: Cross-compiling on the host takes minutes; compiling under qemu took over an hour.
+_CROSS_COMPILE_TIMEOUT_S = 3600
 #: Targets a runtime can be frozen for (a foreign one under qemu-user, see :func:`root_problem`).
 TARGETS = tuple(sorted(_ARCH))
 #: qemu-user's binfmt_misc entry for each foreign architecture (Debian's qemu-user-static).
@@ -100,20 +122,31 @@ def _say(reporter: Reporter | None, message: str) -> None:
         reporter.info(message)
 
 
-def root_problem(target: str | None = None, binfmt: Path = Path("/proc/sys/fs/binfmt_misc")) -> str | None:
+def root_problem(
+    target: str | None = None,
+    binfmt: Path = Path("/proc/sys/fs/binfmt_misc"),
+    which: Callable[[str], str | None] = shutil.which,
+) -> str | None:
     """Why a build root for ``target`` cannot be made or used here (one line naming the fix), or ``None``.
 
     A foreign target's programs run through qemu-user registered with ``binfmt_misc``
-    with the F flag (the interpreter is opened at registration, so it works inside a chroot).
+    with the F flag (the interpreter is opened at registration, so it works inside a chroot),
+    and its CPython is cross-compiled by Debian's cross gcc (``which`` finds the tools).
     """
     if os.geteuid() != 0:
         return "a build root needs root (chroot): run as root, or freeze with --floor host"
     for tool, package in (("mmdebstrap", "mmdebstrap"), ("unshare", "util-linux"), ("chroot", "coreutils")):
-        if shutil.which(tool) is None:
+        if which(tool) is None:
             return f"{tool} is not installed: apt-get install {package}"
     arch = _ARCH.get(target or _host_target())
     if arch is None or target is None or target == _host_target():
         return None
+    cross = f"{_TRIPLET[arch]}-gcc"
+    for tool, package in ((cross, f"gcc-{_TRIPLET[arch]}"), ("make", "make"), ("pkg-config", "pkg-config")):
+        if which(tool) is None:
+            return f"{tool} is not installed (CPython for {target} is cross-compiled here): apt-get install {package}"
+    if _build_python(which) is None:
+        return f"no Python {PYTHON_VERSION.rsplit('.', 1)[0]} here to cross-compile CPython for {target} with (needs python3.11 on PATH)"
     entry = binfmt / _BINFMT[arch]
     try:
         text = entry.read_text()
@@ -126,6 +159,14 @@ def root_problem(target: str | None = None, binfmt: Path = Path("/proc/sys/fs/bi
     if not text.startswith("enabled") or "F" not in flags:
         return f"{entry} is disabled or lacks the F flag (update-binfmts --enable {_BINFMT[arch]}; Debian's qemu-user-static sets F)"
     return None
+
+
+def _build_python(which: Callable[[str], str | None] = shutil.which) -> str | None:
+    """A Python of the same minor version as :data:`PYTHON_VERSION` (a cross build runs it)."""
+    minor = PYTHON_VERSION.rsplit(".", 1)[0]
+    if "%d.%d" % sys.version_info[:2] == minor:
+        return sys.executable
+    return which(f"python{minor}")
 
 
 def host_arch() -> str | None:
@@ -204,16 +245,22 @@ def build_root(
     with locked(base / f".{SUITE}-{arch}.lock"):
         if not (path / "etc" / "debian_version").is_file():
             _make_root(path, arch, base / f"{SUITE}-{arch}.log", reporter)
-        _ensure_python(path, reporter)
+        if arch == host_arch():
+            _ensure_python(path, reporter)
+        else:
+            _ensure_cross_python(path, arch, reporter)
         versions = _ensure_wheels(path, pins, reporter)
     return BuildRoot(path, arch, versions)
 
 
 def _make_root(path: Path, arch: str, log: Path, reporter: Reporter | None) -> None:
-    _say(reporter, f"making a Debian {SUITE} ({arch}) build root with mmdebstrap (about a minute, once)…")
+    native = arch == host_arch()
+    how = "about a minute" if native else "a few minutes: its package scripts run under qemu"
+    _say(reporter, f"making a Debian {SUITE} ({arch}) build root with mmdebstrap ({how}, once)…")
+    packages = PACKAGES if native else CROSS_PACKAGES
     with atomic_directory(path, replace=True) as tmp:  # mmdebstrap fills the empty folder
         cmd = [
-            "mmdebstrap", "--variant=minbase", f"--architectures={arch}", f"--include={','.join(PACKAGES)}",
+            "mmdebstrap", "--variant=minbase", f"--architectures={arch}", f"--include={','.join(packages)}",
             SUITE, str(tmp), MIRROR,
         ]
         _run(cmd, log, "making the build root", timeout=_ROOT_TIMEOUT_S, reporter=reporter)
@@ -243,6 +290,126 @@ def _ensure_python(root: Path, reporter: Reporter | None) -> None:
         reporter=reporter,
         detail=f"see {src}/make.log",
     )
+    atomic_write_text(marker, canonical_json(recipe))
+
+
+def _cross_script(arch: str, build_python: str) -> str:
+    """Shell recipe that cross-compiles CPython on the host against the root mounted at :data:`_CROSS_MOUNT`.
+
+    Debian's cross gcc searches its own ``/usr/<triplet>`` (bookworm's glibc 2.36) before
+    the sysroot, which would raise the floor: ``-nostdinc`` and explicit ``-isystem``/``-B``/
+    ``-L`` make it see only the root's headers, crt files and libraries (and gcc's own
+    freestanding headers and libgcc). pip is not installed by the cross build (``ensurepip``
+    would run the host's Python); it is installed inside the root afterwards.
+    """
+    t = _TRIPLET[arch]
+    s = _CROSS_MOUNT
+    return f"""set -e
+export SOURCE_DATE_EPOCH=315532800 LC_ALL=C
+gccinc=$({t}-gcc -print-file-name=include)
+cc="{t}-gcc --sysroot={s} -nostdinc -isystem $gccinc -isystem {s}/usr/include/{t} -isystem {s}/usr/include"
+cc="$cc -B{s}/usr/lib/{t}/ -L{s}/usr/lib/{t} -L{s}/lib/{t}"
+export PKG_CONFIG_SYSROOT_DIR={s} PKG_CONFIG_LIBDIR={s}/usr/lib/{t}/pkgconfig:{s}/usr/share/pkgconfig
+# the root's /usr/include is a system folder: pkg-config must not print it (setup.py then
+# looks for ffi.h only there, misses the multiarch folder and links _ctypes without libffi)
+export PKG_CONFIG_SYSTEM_INCLUDE_PATH={s}/usr/include
+src={s}/opt/mlpack/src
+rm -rf "$src/cross" && mkdir "$src/cross" && cd "$src/cross"
+tar -xzf ../python.tar.gz --strip-components=1
+printf 'ac_cv_file__dev_ptmx=yes\\nac_cv_file__dev_ptc=no\\nac_cv_buggy_getaddrinfo=no\\n' > config.site
+CONFIG_SITE=$PWD/config.site ./configure --host={t} --build={_TRIPLET[host_arch() or "amd64"]} \\
+    --with-build-python={build_python} --prefix={PREFIX} --enable-shared --disable-test-modules \\
+    --with-ensurepip=no CC="$cc" LDFLAGS=-Wl,-rpath,{PREFIX}/lib > ../cross-configure.log 2>&1
+make -j"$(nproc)" > ../cross-make.log 2>&1
+make altinstall DESTDIR={s} > ../cross-install.log 2>&1
+cd .. && rm -rf cross
+"""
+
+
+def _relative_links(root: Path) -> None:
+    """Make the root's absolute library symlinks relative, so the host's linker follows them.
+
+    Debian's ``-dev`` packages link ``/usr/lib/<triplet>/libfoo.so`` to ``/lib/<triplet>/libfoo.so.N``:
+    seen from the host that target is the host's own (missing) file, and the linker silently
+    falls back to the static archive. A relative link means the same inside the root.
+    """
+    for top in ("lib", "usr/lib"):
+        for link in (root / top).rglob("*"):
+            if not link.is_symlink():
+                continue
+            target = os.readlink(link)
+            if target.startswith("/"):
+                relative = os.path.relpath(root / target.lstrip("/"), link.parent)
+                tmp = link.with_name(link.name + ".mlpack-tmp")
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(relative)
+                os.replace(tmp, link)
+
+
+def _ensure_cross_python(root: Path, arch: str, reporter: Reporter | None) -> None:
+    """Cross-compile CPython on the host for a foreign root, unless the marker says it is there.
+
+    Compiling inside the root under qemu took over 43 minutes for ``./configure`` alone;
+    the host's cross compiler does the whole build in minutes. The result must need the
+    root's glibc at most (checked on every ELF file installed), and pip is added by
+    running ``ensurepip`` inside the root (emulated, once).
+    """
+    marker = root / "opt" / "mlpack" / "python.json"
+    build_python = _build_python()
+    if build_python is None:
+        raise PackagingError(f"no Python {PYTHON_VERSION.rsplit('.', 1)[0]} here to cross-compile CPython with")
+    script = _cross_script(arch, f"{_CROSS_MOUNT}/opt/mlpack/src/bin/python-for-build")
+    recipe = {"version": PYTHON_VERSION, "sha256": PYTHON_SHA256, "script": script, "cross": True}
+    if _read_json(marker) == recipe and (root / PYTHON.lstrip("/")).is_file():
+        return
+    src = root / "opt" / "mlpack" / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    tarball = src / "python.tar.gz"
+    if not tarball.is_file() or file_sha256(tarball) != PYTHON_SHA256:
+        _say(reporter, f"downloading CPython {PYTHON_VERSION} source from {PYTHON_URL}…")
+        _download(PYTHON_URL, tarball, PYTHON_SHA256)
+    # The build Python is reached through a fixed name so its host path is not recorded.
+    shim = src / "bin"
+    shim.mkdir(exist_ok=True)
+    link = shim / "python-for-build"
+    link.unlink(missing_ok=True)
+    link.symlink_to(build_python)
+    (src / "cross.sh").write_text(script)
+    _relative_links(root)
+    _say(reporter, f"cross-compiling CPython {PYTHON_VERSION} for {arch} with the host's {_TRIPLET[arch]}-gcc (a few minutes, once)…")
+    mount = f'mount --bind "$0" {_CROSS_MOUNT} && exec /bin/sh {_CROSS_MOUNT}/opt/mlpack/src/cross.sh'
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "_PYTHON", "CONFIG_SITE", "VIRTUAL_ENV"))}
+    _run(
+        ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", mount, str(root)],
+        root.parent / f"{root.name}-python.log",
+        "cross-compiling CPython for the build root",
+        timeout=_CROSS_COMPILE_TIMEOUT_S,
+        reporter=reporter,
+        detail=f"see {src}/cross-make.log",
+        env=env,
+    )
+    link.unlink()
+    installed = root / PREFIX.lstrip("/")
+    elves = [p for p in sorted(installed.rglob("*")) if p.is_file() and not p.is_symlink() and p.read_bytes()[:4] == b"\x7fELF"]
+    floor = glibc_floor(elves)
+    if floor is not None and version_key(floor) > version_key(GLIBC):
+        raise PackagingError(f"the cross-compiled CPython needs glibc {floor}, above the root's {GLIBC} (log: {src}/cross-make.log)")
+    _say(reporter, f"  CPython needs glibc {floor} at most; checking its extension modules and installing pip inside the root (emulated)…")
+    _run(
+        _chroot_command(root, [PYTHON, "-c", "import " + ", ".join(_CROSS_CHECK_MODULES)]),
+        root.parent / f"{root.name}-check.log",
+        "importing the cross-compiled CPython's extension modules in the build root",
+        timeout=_PIP_TIMEOUT_S,
+        reporter=reporter,
+    )
+    _run(
+        _chroot_command(root, [PYTHON, "-m", "ensurepip", "--altinstall"]),
+        root.parent / f"{root.name}-ensurepip.log",
+        "installing pip in the build root",
+        timeout=_PIP_TIMEOUT_S,
+        reporter=reporter,
+    )
+    (root / "opt" / "mlpack" / "wheels.json").unlink(missing_ok=True)  # installed into another build
     atomic_write_text(marker, canonical_json(recipe))
 
 
@@ -317,11 +484,14 @@ def _run(
     timeout: float,
     reporter: Reporter | None,
     detail: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> None:
     """Run ``cmd`` with its output in ``log``, a progress line every minute; one-line failure."""
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=None if env is None else dict(env)
+        )
         try:
             while True:
                 try:

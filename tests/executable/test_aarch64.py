@@ -1,10 +1,12 @@
 """The linux-aarch64 executable, built from this x86-64 machine and run under qemu-user.
 
-Slow tier, root only, needs ``mmdebstrap`` and qemu-user-static registered with
-binfmt_misc (the skip reason names what is missing). The arm64 build root (CPython
-compiled under emulation) and the frozen runtime are cached across runs under
-``$MLPACK_TEST_BUILDROOT_CACHE`` (default ``~/.cache/mlpack-test-buildroot``): cold this
-takes tens of minutes, warm a few. The executable runs inside the arm64 build root
+Slow tier, root only, needs ``mmdebstrap``, the cross compiler ``gcc-aarch64-linux-gnu``
+and qemu-user-static registered with binfmt_misc (the skip reason names what is missing;
+with ``MLPACK_REQUIRE_AARCH64=1``, as in CI, a missing tool is a failure; a cold cache is a
+skip, see :func:`_not_ready`). The arm64
+build root (CPython cross-compiled on the host against it), the x86-64 one and the frozen
+runtimes are cached across runs under ``$MLPACK_TEST_BUILDROOT_CACHE`` (default
+``~/.cache/mlpack-test-buildroot``). The executable runs inside the arm64 build root
 (the only arm64 userland here; it starts from its own unpacked libraries, never the
 root's /opt/mlpack/python).
 """
@@ -37,16 +39,24 @@ def _cache() -> Path:
 
 
 def _not_ready() -> str | None:
-    """Why this test is skipped: no root/mmdebstrap/qemu, or a cold arm64 root nobody asked for."""
+    """Why this test is skipped: a missing tool, or a cold arm64 root nobody asked to make.
+
+    Warm (arm64 root with CPython and wheels cached) it takes about 2 minutes, plus about
+    4 when the device sources changed (one emulated freeze). Cold it takes about 17 more
+    (root 2.5, CPython cross-compile 7-8, pip and wheels under qemu 3, emulated freeze 4),
+    too much to add unannounced to CI's 45 minutes: it is skipped then, naming the command
+    that warms the cache. ``MLPACK_REQUIRE_AARCH64=1`` (CI) turns a missing tool into a
+    failure; ``MLPACK_TEST_AARCH64=1`` builds a cold root here.
+    """
     problem = root_problem("linux-aarch64")
     if problem is not None:
-        return problem
-    if not (_cache() / "buildroot" / "bullseye-arm64" / "opt" / "mlpack" / "python.json").is_file() and (
-        os.environ.get("MLPACK_TEST_AARCH64") != "1"
-    ):
+        return None if os.environ.get("MLPACK_REQUIRE_AARCH64") == "1" else problem
+    marker = _cache() / "buildroot" / "bullseye-arm64" / "opt" / "mlpack"
+    warm = (marker / "python.json").is_file() and (marker / "wheels.json").is_file()
+    if not warm and os.environ.get("MLPACK_TEST_AARCH64") != "1":
         return (
-            "the arm64 build root is not cached (cold: root + CPython compiled under qemu, over an hour on"
-            " 2 cores); set MLPACK_TEST_AARCH64=1 to make it"
+            f"the arm64 build root is not cached in {_cache()} (cold: ~17 min on 2 cores); make it once with"
+            f" `mlpack runtime freeze --target linux-aarch64 --cache-dir {_cache()}` or set MLPACK_TEST_AARCH64=1"
         )
     return None
 
@@ -155,9 +165,16 @@ def test_install_and_serve_under_qemu(arm: Arm) -> None:
     )
     try:
         assert server.stderr is not None
-        line = server.stderr.readline()
-        match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
-        assert match, f"expected the listening line, got {line!r}"
+        # onnxruntime's cpuinfo may complain first: the chroot has no /sys (a device has)
+        seen = []
+        match = None
+        while match is None and len(seen) < 20:
+            line = server.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            match = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+        assert match, f"expected the listening line, got {seen!r}"
         with open(arm.rows_csv, newline="") as fh:
             row = next(csv.DictReader(fh))
         here = subprocess.run([str(arm.x86_exe), "predict", str(arm.rows_csv)], capture_output=True, text=True, timeout=300)
