@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpack_edge.collector._openapi import ErrorReply
 
-__all__ = ["ReleaseInfo", "ReleasesReply", "PublishReply", "RolloutStatus", "RolloutsReply", "RolloutRequest", "UpdatesReply",
+__all__ = ["RuntimeInfo", "RuntimeReply", "ReleaseInfo", "ReleasesReply", "PublishReply", "RolloutStatus", "RolloutsReply", "RolloutRequest", "UpdatesReply",
            "ADMIN_BEARER", "errors"]
 
 #: Name of the admin credential in ``components.securitySchemes``.
@@ -31,7 +31,8 @@ class ReleaseInfo(_Reply):
     size: int = Field(description="Bytes of the stored .tar.gz")
     sha256: str = Field(description="sha256 of the stored .tar.gz (what a device checks its download against)")
     signed_by: str | None = Field(description="Key id of the signature, null when unsigned")
-    runtime: str | None
+    runtime: str | None = Field(description="sha256 of the frozen runtime the build's executable carries, null when "
+                                "published without it (devices then download the bundle only)")
     published_at: float
     published_by: str = Field(description="The admin whose token published it")
 
@@ -43,6 +44,18 @@ class ReleasesReply(_Reply):
 class PublishReply(_Reply):
     release: ReleaseInfo
     added: bool = Field(description="False when this content hash was published already (nothing changed)")
+
+
+class RuntimeInfo(_Reply):
+    sha256: str = Field(description="sha256 of the frozen runtime (the onefile part of a device executable)")
+    size: int
+    target: str | None = None
+    glibc_floor: str | None = None
+
+
+class RuntimeReply(_Reply):
+    runtime: RuntimeInfo
+    added: bool = Field(description="False when this runtime was stored already")
 
 
 class StageDevice(_Reply):
@@ -87,6 +100,10 @@ class RolloutsReply(_Reply):
     rollouts: list[RolloutStatus]
 
 
+class OfferRuntime(RuntimeInfo):
+    url: str = Field(description="Path of the runtime download on this collector (Range supported)")
+
+
 class Offer(_Reply):
     rollout: str
     action: Literal["install", "rollback"]
@@ -100,6 +117,9 @@ class Offer(_Reply):
     agreement_floor: float
     error_factor: float
     p95_factor: float
+    runtime: OfferRuntime | None = Field(default=None, description=(
+        "Present when the release was published with its frozen runtime: a device running another runtime "
+        "downloads it too (the whole payload) and installs the assembled executable"))
 
 
 class UpdatesReply(_Reply):

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,7 +290,8 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
     }
 
 
-def offers(storage: Any, now: float) -> dict[str, list[dict[str, Any]]]:
+def offers(storage: Any, now: float,
+           runtimes: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, list[dict[str, Any]]]:
     """device -> what it should do now (install a release, or roll back a failed one).
 
     Computed for every rollout that is the newest of its model; the ingest reply carries a
@@ -324,6 +325,9 @@ def offers(storage: Any, now: float) -> dict[str, list[dict[str, Any]]]:
                  "url": f"/api/v1/releases/{release.hash}/bundle", "shadow": r.plan.get("shadow", 0.0),
                  "agreement_floor": r.plan.get("agreement_floor", 0.0),
                  "error_factor": r.plan.get("error_factor", 2.0), "p95_factor": r.plan.get("p95_factor", 1.5)}
+        runtime = runtimes(release.runtime) if runtimes is not None and release.runtime else None
+        if runtime is not None:  # a device on another runtime downloads it too (runtime.update decides)
+            offer["runtime"] = {**runtime, "url": f"/api/v1/runtimes/{release.runtime}"}
         for d in stage_devices:
             out.setdefault(d, []).append(offer)
     return out

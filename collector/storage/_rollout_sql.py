@@ -135,6 +135,11 @@ class RolloutSql:
             )
         return True
 
+    def set_release_runtime(self, content_hash: str, runtime: str) -> None:
+        """Attach the frozen runtime a published build was made on (published before without it)."""
+        with self.write() as tx:
+            tx._exec("UPDATE releases SET runtime = ? WHERE hash = ?", (runtime, content_hash))
+
     def release(self, content_hash: str) -> Release | None:
         rows = self._query(f"SELECT {_RELEASE_COLS} FROM releases WHERE hash = ?", (content_hash,))
         return Release(*rows[0]) if rows else None
