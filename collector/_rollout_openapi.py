@@ -58,11 +58,28 @@ class RuntimeReply(_Reply):
     added: bool = Field(description="False when this runtime was stored already")
 
 
+class ShadowWindows(_Reply):
+    """The shadow phase as the devices' telemetry windows carried it (their ``shadow`` sections, merged)."""
+
+    inputs: int = Field(description="Rows offered to both models")
+    rows: int = Field(description="Rows both models predicted (compared)")
+    agreement: float | None = Field(description="Share of compared rows with the same label (regression: within 5%)")
+    max_abs_diff: float
+    mean_abs_diff: float
+    candidate_p95_ms: float | None = Field(description="The candidate's p95 latency per call and row")
+    current_p95_ms: float | None = Field(description="The serving model's, on the same calls")
+    candidate_error_rate: float
+    current_error_rate: float
+    dropped: int = Field(description="Live samples skipped (CPU budget or full queue)")
+
+
 class StageDevice(_Reply):
     device: str
     state: str = Field(description="waiting, offered, downloaded, shadowing, updated, failed or rolled_back")
     since: float | None
     detail: dict[str, Any]
+    shadow_windows: ShadowWindows | None = Field(default=None, description=(
+        "This device's shadow figures from its telemetry windows since the rollout started (null: none)"))
 
 
 class Stage(_Reply):
@@ -72,6 +89,8 @@ class Stage(_Reply):
     counts: dict[str, int]
     devices: list[StageDevice]
     agreement: float | None = Field(description="Lowest shadow agreement reported by the stage's devices")
+    shadow_windows: ShadowWindows | None = Field(default=None, description=(
+        "The stage's devices' shadow telemetry windows, merged (null: none yet)"))
 
 
 class RolloutEvent(_Reply):

@@ -38,6 +38,7 @@ from typing import Any
 
 from mlpack_edge._rollout_plan import parse_duration, parse_stages
 from mlpack_edge.collector._rollout_health import device_health
+from mlpack_edge.collector._rollout_shadow import device_shadow, figures, merged
 from mlpack_edge.collector.storage import Release, Rollout
 from mlpack_edge.errors import CollectorError
 
@@ -258,9 +259,15 @@ def set_state(storage: Any, model: str, action: str, now: float, reason: str | N
     return r
 
 
-def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
-    """The JSON face of a rollout: plan, state, and per stage its devices by state."""
+_FOREVER = 1e18  # "until" of the shadow windows read by status(): everything received
+
+
+def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """The JSON face of a rollout: plan, state, and per stage its devices by state, with the
+    shadow figures their telemetry windows carried (:mod:`._rollout_shadow`)."""
     fleet = fleet or _fleet(storage)
+    now = _FOREVER if now is None else now
     ordered, _ = members(storage, rollout, fleet)
     release = storage.release(rollout.release)
     stages_out = []
@@ -268,10 +275,15 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
     for i, pct in enumerate(rollout.plan["stages"]):
         upto = stage_members(rollout.plan["stages"], ordered, i)
         devices = []
+        sections = []
         for d in upto[previous:]:
             state, since = device_state(storage, rollout, d, fleet[1].get(d)) if i <= rollout.stage else ("waiting", None)
             detail = rollout.devices.get(d, {}).get("detail", {})
-            devices.append({"device": d, "state": state, "since": since, "detail": detail})
+            section = (device_shadow(storage, rollout.release, d, rollout.created_at, now)
+                       if i <= rollout.stage and d in rollout.devices else None)
+            sections.append(section)
+            devices.append({"device": d, "state": state, "since": since, "detail": detail,
+                            "shadow_windows": figures(section)})
         previous = len(upto)
         counts: dict[str, int] = {}
         for d in devices:
@@ -280,7 +292,8 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
                       if isinstance(d["detail"].get("shadow"), dict) and d["detail"]["shadow"].get("agreement") is not None]
         stages_out.append({"stage": i + 1, "percent": pct, "started": i <= rollout.stage and rollout.state != "aborted",
                            "counts": counts, "devices": devices,
-                           "agreement": min(agreements) if agreements else None})
+                           "agreement": min(agreements) if agreements else None,
+                           "shadow_windows": figures(merged(sections))})
     return {
         "id": rollout.id, "model": rollout.model, "release": release.to_dict() if release else {"hash": rollout.release},
         "state": rollout.state, "stage": rollout.stage + 1, "stage_started_at": rollout.stage_started_at,

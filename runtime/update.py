@@ -42,6 +42,7 @@ from mlpack_edge.runtime.manifest import read_manifest
 from mlpack_edge.runtime.shadow import LiveShadow, ShadowStats, compare
 
 if TYPE_CHECKING:
+    from mlpack_edge.monitor_agent.wire import Window
     from mlpack_edge.runtime.model import Model
 
 __all__ = ["UpdateOutcome", "apply_offers", "ServeUpdater", "judge", "finish", "restart_into", "installed_hash", "poll_offers", "UPDATE_STATE", "DOWNLOADS"]
@@ -294,12 +295,16 @@ class ServeUpdater:
     ``current`` changed, ``on_switch`` lets ``serve`` restart into it."""
 
     def __init__(self, model_dir: Path, config: Any, fetcher: Any, server: Callable[[], Any],
-                 on_switch: Callable[[UpdateOutcome], None], clock: Callable[[], float] | None = None) -> None:
+                 on_switch: Callable[[UpdateOutcome], None], clock: Callable[[], float] | None = None,
+                 emit: Callable[[Window], Any] | None = None) -> None:
         import time
 
         self.model_dir, self.config, self.fetcher, self._server = model_dir, config, fetcher, server
         self.on_switch = on_switch
         self.clock = clock or time.time
+        #: Stores a telemetry window (the agent's outbox): the shadow figures travel as windows.
+        self.emit = emit
+        self._shadow_since = 0.0
         self.headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self.live: LiveShadow | None = None
         self.archive: Path | None = None
@@ -317,6 +322,7 @@ class ServeUpdater:
             same = offer is not None and offer.get("rollout") == self.live.offer.get("rollout") \
                 and offer.get("action") == "install"
             if same and not self.live.done():
+                self._emit_shadow()
                 return
             outcome = self._end_shadow(same)
         else:
@@ -335,13 +341,34 @@ class ServeUpdater:
         self.live = LiveShadow(self.server.model, candidate, dict(offer), self.clock(), self.clock)
         self.archive = self.model_dir / _install.STATE / DOWNLOADS / f"{offer.get('sha256')}.tar.gz"
         self.server.shadow = self.live
+        self._shadow_since = self.clock()
         return True
+
+    def _emit_shadow(self) -> None:
+        """The comparison since the last window as a telemetry window of the serving model
+        (a ``shadow`` section only), so the collector shows it while the phase runs."""
+        if self.emit is None or self.live is None:
+            return
+        section = self.live.take_window()
+        if section is None:
+            return
+        from mlpack_edge.monitor_agent.wire import Window
+
+        now = self.clock()
+        window = Window(model=self.live.current.content_hash, seq=0, start=min(self._shadow_since, now), end=now,
+                        shadow=section)
+        self._shadow_since = now
+        try:
+            self.emit(window)
+        except Exception:  # telemetry must never break the update; the audit event still carries the figures
+            log.exception("shadow window could not be stored")
 
     def _end_shadow(self, still_wanted: bool) -> UpdateOutcome:
         live, archive = self.live, self.archive
         assert live is not None and archive is not None
         self.server.shadow = None
         stats = live.stop()
+        self._emit_shadow()
         self.live = self.archive = None
         state_dir = self.model_dir / _install.STATE
         if not still_wanted:  # paused, aborted or replaced meanwhile: drop the candidate
