@@ -213,6 +213,10 @@ def evaluate(storage: Any, rollout: Rollout, now: float, fleet: tuple[Any, Any, 
         hold_start = max(last, rollout.stage_started_at)
         if now - hold_start < rollout.plan["hold"]:
             return rollout
+        # Judging health reads and parses every window of the hold: first check, cheaply and stopping at
+        # the first, that no stage device is still silent on the new build (it keeps the stage waiting).
+        if not all(storage.has_window_since(d, rollout.release, hold_start) for d in stage_devices):
+            return rollout
         health = {d: device_health(storage, rollout, d, states[d][1] or hold_start, hold_start, now)
                   for d in stage_devices}
         sick = sorted(d for d, h in health.items() if h.failure)

@@ -230,6 +230,11 @@ class RolloutSql:
         )
         return float(rows[0][0]) if rows and rows[0][0] is not None else None
 
+    def has_window_since(self, device: str, model: str, since: float) -> bool:
+        """Whether ``device`` sent a window of ``model`` received at ``since`` or later (bodies unread)."""
+        return bool(self._query("SELECT 1 FROM windows WHERE device = ? AND model = ? AND received_at >= ? LIMIT 1",
+                                (device, model, since)))
+
     def windows_received(self, device: str, since: float, until: float) -> list[tuple[str, str]]:
         """``(model, body)`` of ``device``'s windows received in ``[since, until)``, oldest first
         (the collector's clock: a rollout's hold is judged on it, not on the device's)."""
