@@ -110,6 +110,7 @@ def test_only_the_bundle_travels_on_the_same_runtime_and_the_whole_payload_on_an
                              "--shadow", "0s")
             assert started.returncode == 0, started.stderr
             up = run(launcher, "update")
+            print(f"$ gov update  # {version}\n{up.stdout.strip()}")
             assert up.returncode == 0, (up.stdout, up.stderr)
             assert f"gov {version} is current" in up.stdout + up.stderr
             deadline = time.time() + 120
@@ -124,10 +125,12 @@ def test_only_the_bundle_travels_on_the_same_runtime_and_the_whole_payload_on_an
 
         # 1.0.1 on the same runtime: its runtime is uploaded once (the collector had none) ...
         published = mlpack("publish", same, *common)
+        print(f"$ mlpack publish v101\n{published.stdout.strip()}")
         assert published.returncode == 0, published.stderr
         size_a = open_appended(exe_same).runtime_size
         assert f"runtime {runtime_a[:12]}, {size_a} bytes uploaded" in published.stdout
         again = mlpack("publish", same, *common)
+        print(f"$ mlpack publish v101\n{again.stdout.strip()}")
         assert again.stdout.startswith("already published gov 1.0.1") and "stored already" in again.stdout
         # ... and the device, on that runtime, downloads the bundle alone.
         roll("1.0.1")
@@ -137,6 +140,7 @@ def test_only_the_bundle_travels_on_the_same_runtime_and_the_whole_payload_on_an
 
         # 1.0.2 on another runtime: that runtime is uploaded, and the device downloads it too.
         published = mlpack("publish", other, *common, "--executable", exe_b)
+        print(f"$ mlpack publish v102 --executable ...\n{published.stdout.strip()}")
         assert published.returncode == 0, published.stderr
         assert f"runtime {runtime_b[:12]}, {open_appended(exe_b).runtime_size} bytes uploaded" in published.stdout
         assert sorted(p.name for p in (releases / "runtimes").iterdir()) == sorted(
