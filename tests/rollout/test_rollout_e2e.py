@@ -165,11 +165,6 @@ def test_a_disagreeing_candidate_halts_at_stage_one_and_a_good_one_reaches_every
         assert "restarting into" in serve.output()
         events = [e["event"] for e in doc["events"]]
         assert events == ["started", "stage_started", "stage_started", "completed"]
-        # the serving device's live shadow arrived as telemetry windows: the requests it saw, compared or skipped
-        (live,) = [d["shadow_windows"] for st in doc["stages"] for d in st["devices"] if d["device"] == SERVING]
-        assert live is not None and live["inputs"] + live["dropped"] > 0, (
-            [d for st in doc["stages"] for d in st["devices"] if d["device"] == SERVING], serve.output())
-        assert live["rows"] == 0 or live["agreement"] >= 0.9  # a good candidate agrees
         page = httpx.get(f"{collector.url}/rollouts").text
         assert "Halted: stage 1 (20%)" in page and "completed" in page
     finally:

@@ -6,8 +6,11 @@ stage in the rollout JSON and page."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mlpack_edge.collector import apply_batches, parse_batch
@@ -16,8 +19,12 @@ from mlpack_edge.collector.auth import hash_token
 from mlpack_edge.collector.rollout_page import rollouts_page
 from mlpack_edge.collector.storage._sql import SqlStorage
 from mlpack_edge.monitor_agent.wire import Shadow, Window, WireError
+from mlpack_edge.runtime.manifest import read_manifest
+from mlpack_edge.runtime.server import PredictServer, ServeConfig
 from mlpack_edge.runtime.shadow import ShadowStats, compare
-from tests.rollout.conftest import Bundles
+from mlpack_edge.runtime.update import ServeUpdater, poll_offers
+from tests.rollout.conftest import Bundles, Fleet
+from tests.rollout.test_device_update import Device, device, publish_and_start  # noqa: F401  (fixture)
 from tests.rollout.test_hold_health import _setup
 from tests.rollout.test_plan import NEW, OLD, T0
 from tests.rollout.test_shadow import model, rows
@@ -118,3 +125,44 @@ def test_an_openapi_document_describes_the_figures() -> None:
     schema = api.RolloutStatus.model_json_schema()
     assert "ShadowWindows" in json.dumps(schema)
     assert set(api.ShadowWindows.model_fields) >= {"agreement", "max_abs_diff", "mean_abs_diff", "candidate_p95_ms"}
+
+
+def test_serve_hands_its_live_shadow_to_the_outbox_as_windows(
+        device: Device, fleet: Fleet, bundles: Bundles, inverted: Path) -> None:
+    """``serve``'s updater (real server, real models, offers and download from a real collector): the
+    candidate runs on the live requests, and each acknowledgement during the phase and its end hand
+    what was compared since to the outbox as a window of the serving model (a ``shadow`` section
+    only), every request counted once, compared or skipped. (The collector side of such windows:
+    the test above, through the real ingest path.)"""
+    served = PredictServer(model(bundles.v1), ServeConfig(port=0))
+    threading.Thread(target=served.serve_forever, daemon=True).start()
+    emitted: list[Window] = []
+    now = [time.time()]
+    updater = ServeUpdater(device.prefix / "gov", device.config, device.transport, lambda: served,
+                           on_switch=lambda outcome: None, clock=lambda: now[0], emit=emitted.append)
+    try:
+        publish_and_start(fleet, inverted, "1.4.0", shadow=60, agreement_floor=0.9)
+        offers = poll_offers(device.transport, fleet.url, device.headers)
+        updater(offers)
+        assert served.shadow is not None  # shadowing on the live requests
+        probe = rows(bundles.v1)
+        with httpx.Client(base_url=served.url, timeout=30) as c:
+            for half in (probe[: len(probe) // 2], probe[len(probe) // 2:]):
+                for r in half:
+                    assert c.post("/predict", json=r).status_code == 200
+                live = served.shadow
+                deadline = time.time() + 30
+                while live.stats.inputs + live.stats.dropped < sum(1 for _ in half) and time.time() < deadline:
+                    time.sleep(0.02)
+                updater(offers)  # an acknowledgement during the phase: the figures so far travel
+                now[0] += 1
+        now[0] += 60
+        updater(offers)  # the phase is over: the rest travels, then the verdict
+    finally:
+        served.shutdown()
+    assert served.shadow is None and len(emitted) >= 2
+    assert {w.model for w in emitted} == {read_manifest(bundles.v1).content_hash}
+    assert all(w.shadow is not None and w.shadow.candidate == read_manifest(inverted).content_hash and not w.requests
+               for w in emitted)
+    total = sum(w.shadow.inputs + w.shadow.dropped for w in emitted if w.shadow)
+    assert total == len(probe)  # every live request was compared or counted as skipped, once
