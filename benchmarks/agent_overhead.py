@@ -9,7 +9,7 @@ hits both sides alike:
 
 1. single-row ``Model.predict`` p50 with the agent's recorder attached vs without
    (target ≤ 1.05×). Both the end-to-end runtime path and the recorder alone
-   (``InferenceSession.run`` + ``Recorder.record`` vs ``run``) are shown, because the
+   (``InferenceSession.run`` + ``Recorder.record_row`` vs ``run``) are shown, because the
    runtime takes a faster validation path when no recorder is attached;
 2. batch recording cost in µs per row×feature (``record`` + the flush that bins it),
    target ≤ 1 µs;
@@ -93,10 +93,10 @@ def single_row(bundle: Bundle, info: ModelInfo, calls: int) -> None:
     def bare() -> None:
         run(outputs, feeds, None)
 
-    def recorded() -> None:
+    def recorded() -> None:  # record_row: what the runtime's single-row path calls
         t0 = time.perf_counter()
         run(outputs, feeds, None)
-        rec.record(batch.numeric, batch.categorical, codes, time.perf_counter() - t0)
+        rec.record_row(batch.numeric, batch.categorical, codes, time.perf_counter() - t0)
 
     off, on = _p50_pair(bare, recorded, calls)
     print(f"  session.run (+ record) p50    off {off * 1e6:7.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}"

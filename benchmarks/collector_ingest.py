@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/collector_ingest.py [--backend sqlite|postgres|both] [--seconds 10]
                                                      [--models-every-batch] [--windows 1 10] [--no-breakdown]
+    .venv/bin/python benchmarks/collector_ingest.py --processes 1 2 [--rounds 3] [--seconds 5] [--windows 1]
+    [MLPACK_BENCH_TREE=<tree>] .venv/bin/python benchmarks/collector_ingest.py --write-stage [--rounds 5]
 
 Starts a real ``mlpack collector serve`` process per backend, registers 100 devices, then
 drives it with ``wrk`` (``apt-get install wrk``) whose Lua script builds a *new* batch for
@@ -21,6 +23,11 @@ Reports uploads/s and windows/s next to a baseline measured in the same run
 (shared with the load generator and anything else running), checks that the database
 holds exactly the windows acknowledged, and breaks one upload down in-process
 (gunzip + JSON, validate, write) to show where the time goes.
+
+``--processes 1 2`` instead compares PostgreSQL with 1 and 2 collector processes sharing
+one database (each its own devices and half the connections) against SQLite with one,
+interleaved over ``--rounds`` rounds, with min and median and the fleet size each rate
+serves at one upload per device per minute.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if os.environ.get("MLPACK_BENCH_TREE"):
+    # Import mlpack_edge from another tree (a folder holding an ``mlpack_edge`` package laid
+    # out as installed): the same measurement of older code, for an A/B in one session.
+    sys.path.insert(0, os.environ["MLPACK_BENCH_TREE"])
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
 
 from mlpack_edge.collector import Ack, admin, apply_batches, decode_body, open_storage, parse_batch  # noqa: E402
 from mlpack_edge.collector.auth import hash_token  # noqa: E402
@@ -282,6 +294,119 @@ def run_backend(backend: str, seconds: int, connections: int, threads: int, mode
                   f"{breakdown(db_url, model, per_batch, group, with_models)}")
 
 
+def scaling(seconds: int, connections: int, processes: list[int], rounds: int, per_batch: int) -> None:
+    """PostgreSQL with N collector processes against SQLite with one, interleaved.
+
+    Each round runs every (backend, N) once, in an order that alternates between rounds;
+    the N processes share one database and each gets ``connections / N`` wrk connections
+    and its own devices (what a load balancer keeping a device on one process does).
+    Prints each run, then min and median uploads/s per (backend, N) and the ratios.
+    """
+    import statistics
+
+    model = make_model()
+    rng = np.random.default_rng(0)
+    text, models = agent_batch(model, per_batch, rng)
+    runs: dict[tuple[str, int], list[float]] = {}
+    with scratch_db("sqlite") as sqlite_url, scratch_db("postgres") as pg_url:
+        urls = {"sqlite": sqlite_url, "postgres": pg_url}
+        tokens = {b: [(f"bench-{i:03d}", admin.add_device(u, f"bench-{i:03d}")) for i in range(DEVICES)]
+                  for b, u in urls.items()}
+        plan = [("sqlite", 1)] + [("postgres", n) for n in processes]
+        run_no = 0
+        for r in range(rounds):
+            for backend, n in (plan if r % 2 == 0 else plan[::-1]):
+                run_no += 1
+                db_url = urls[backend]
+                procs = [start(db_url) for _ in range(n)]
+                try:
+                    before = _count(db_url)
+                    share = len(tokens[backend]) // n
+                    jobs = []
+                    for k, (_, url) in enumerate(procs):
+                        script = lua_script(text, tokens[backend][k * share : (k + 1) * share], per_batch, 1,
+                                            run_no * 10_000_000, models)
+                        jobs.append(_wrk_start(url + "/api/v1/ingest", seconds, script, max(1, connections // n)))
+                    results = [parse_wrk(_wrk_wait(j)) for j in jobs]
+                    stored = _count(db_url) - before
+                finally:
+                    for proc, _ in procs:
+                        proc.terminate()
+                    for proc, _ in procs:
+                        proc.wait(timeout=60)
+                rps = sum(x["rps"] for x in results)
+                ok = sum(x["requests"] - x["non2xx"] for x in results)
+                extra = stored - ok * per_batch
+                exact = 0 <= extra <= connections * per_batch
+                runs.setdefault((backend, n), []).append(rps)
+                print(f"round {r + 1} [{backend}] {n} process(es): {rps:.0f} uploads/s "
+                      f"(p99 {max(x['p99_ms'] or 0 for x in results):.1f} ms, non-2xx {sum(x['non2xx'] for x in results)}); "
+                      f"stored {stored} windows for {ok} acked uploads ({'ok' if exact else 'MISMATCH'}) ({_load()})",
+                      flush=True)
+    base = runs[("sqlite", 1)]
+    print(f"\n{per_batch}-window uploads, {rounds} rounds of {seconds} s, min / median uploads/s:")
+    print(f"  SQLite, 1 process (baseline): {min(base):.0f} / {statistics.median(base):.0f}")
+    pg1 = runs.get(("postgres", 1))
+    for n in processes:
+        xs = runs[("postgres", n)]
+        line = (f"  PostgreSQL, {n} process(es): {min(xs):.0f} / {statistics.median(xs):.0f} -> "
+                f"x{statistics.median(xs) / statistics.median(base):.2f} of SQLite's median")
+        if pg1 and n > 1:
+            line += f", x{statistics.median(xs) / statistics.median(pg1):.2f} of PostgreSQL with 1 process"
+        print(line + f"; at one upload per device per minute: {statistics.median(xs) * 60:,.0f} devices")
+
+
+def _wrk_start(url: str, seconds: int, script: str, connections: int) -> tuple[subprocess.Popen[str], str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", fh.name, url]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True), fh.name
+
+
+def _wrk_wait(job: tuple[subprocess.Popen[str], str]) -> str:
+    proc, path = job
+    out, _ = proc.communicate()
+    os.unlink(path)
+    if proc.returncode:
+        raise SystemExit(f"wrk failed ({proc.returncode})")
+    return out
+
+
+def write_stage(backend: str, group: int, rounds: int) -> list[float]:
+    """Microseconds per upload of the write stage alone (``apply_batches``, no HTTP) for
+    1-window uploads, ``group`` per transaction from ``group`` different devices of 100,
+    as the writer thread groups them under load; one figure per round of 2,000 uploads."""
+    out = []
+    with scratch_db(backend) as url:
+        open_storage(url).close()
+        h, entry = make_model()
+        names = [f"w{i:03d}" for i in range(DEVICES)]
+        ths = {n: hash_token(admin.add_device(url, n)) for n in names}
+        tmpl = window_dict(h, entry["profile"], 0, time.time() - 1800, np.random.default_rng(1))
+        storage = open_storage(url, migrate=False)
+        known: dict = {}
+
+        def batch(n: str, seq: int, models: bool):  # type: ignore[no-untyped-def]
+            w = dict(tmpl, seq=seq, seq_last=seq)
+            return parse_batch({"schema": 1, "device": n, "models": {h: entry} if models else {}, "windows": [w],
+                                "audit": [], "outbox": {"produced": 1, "merged": 0, "dropped": 0, "dropped_rows": 0}},
+                               n, ths[n])
+
+        apply_batches(storage, [batch(n, 0, True) for n in names], known, time.time())
+        seq = 1
+        for _ in range(rounds):
+            bs = [batch(n, seq + r, False) for r in range(20) for n in names]
+            seq += 20
+            t0 = time.perf_counter()
+            outs = []
+            for i in range(0, len(bs), group):
+                outs += apply_batches(storage, bs[i : i + group], known, time.time())
+            out.append((time.perf_counter() - t0) / len(bs) * 1e6)
+            assert all(isinstance(o, Ack) and o.stored for o in outs)
+        storage.close()
+    return out
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} / {five:.1f} over 1 / 5 min on {os.cpu_count()} cores"
@@ -313,9 +438,26 @@ def main() -> None:
                     help="send the models section with every batch (agents before it was sent only until acknowledged)")
     ap.add_argument("--windows", type=int, nargs="+", default=[1, 10], help="windows per batch (one wrk run each)")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the in-process breakdown")
+    ap.add_argument("--processes", type=int, nargs="+",
+                    help="instead: PostgreSQL with these numbers of collector processes vs SQLite with one, interleaved")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the --processes comparison")
+    ap.add_argument("--write-stage", action="store_true",
+                    help="instead: the in-process write stage alone, µs per upload (MLPACK_BENCH_TREE= for other code)")
     args = ap.parse_args()
+    if args.write_stage:
+        for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
+            xs = write_stage(backend, 32, args.rounds)
+            print(f"[{backend}] write stage, 1-window uploads, 32 per transaction from 32 devices: "
+                  f"{min(xs):.0f} / {sorted(xs)[len(xs) // 2]:.0f} µs per upload (min / median of {len(xs)} rounds) "
+                  f"({_load()})", flush=True)
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    if args.processes:
+        print(f"collector ingest scaling: {N_FEATURES}-feature model, {DEVICES} devices, {args.connections} wrk "
+              f"connections in all, {os.cpu_count()} cores shared by the load generator, the collectors and PostgreSQL")
+        scaling(args.seconds, args.connections, args.processes, args.rounds, args.windows[0])
+        return
     print(f"collector ingest benchmark: {N_FEATURES}-feature model, {DEVICES} devices, wrk -t{args.threads} "
           f"-c{args.connections} -d{args.seconds}s, {os.cpu_count()} cores shared with the load generator")
     for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):

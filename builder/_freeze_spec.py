@@ -79,6 +79,9 @@ EXCLUDES: tuple[str, ...] = (
     "numpy.distutils",
     # numpy's own PyInstaller hook adds it as a hidden import; only numpy's tests use it.
     "numpy._core._multiarray_tests",
+    # PyYAML (2.7 MB unstripped extension + pure modules): only numpy.show_config() imports it,
+    # inside the function (it prints JSON without it); the runtime never calls it.
+    "yaml",
     # Imported only under ``if TYPE_CHECKING`` (click, numpy._typing).
     "typing_extensions",
     # Loaded lazily by numpy 2 and never by the runtime (a build-time check enforces it).

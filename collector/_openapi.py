@@ -372,13 +372,23 @@ class ModelDetail(_Reply):
     production: list[ProductionKpis] = Field(default_factory=list)
 
 
+class Paging(_Reply):
+    """Which page of the device table a reply holds (worst first: failing, drift, warn, silent, ok, idle, never, revoked; then by name)."""
+
+    page: int = Field(description="1 for the first page")
+    per_page: int
+    total: int = Field(description="Devices in the whole table")
+    pages: int
+
+
 class FleetReply(_Reply):
     range: TimeRange
     generated_at: float
     silent_after: float
     models: list[Series]
-    devices: list[DeviceRow]
-    status_counts: dict[str, int]
+    devices: list[DeviceRow] = Field(description="One page of the device table, worst first (see paging).")
+    paging: Paging
+    status_counts: dict[str, int] = Field(description="Devices per status, over every device (not only this page).")
     production: list[ProductionKpis] = Field(default_factory=list)
     alerts: list[Alert]
 

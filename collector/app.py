@@ -107,6 +107,23 @@ def _span(
 Span = Annotated[_Span, Depends(_span)]
 
 
+@dataclass(frozen=True)
+class _Page:
+    page: int
+    per_page: int
+
+
+def _page(
+    page: int = Query(1, ge=1, le=1_000_000, description="Page of the device table, worst first (1 = the first)."),
+    per_page: int = Query(queries.PER_PAGE, ge=1, le=queries.MAX_PER_PAGE, description="Devices per page."),
+) -> _Page:
+    """Which page of the device table to show: the table is worst first, so page 1 is what needs attention."""
+    return _Page(page, per_page)
+
+
+Page = Annotated[_Page, Depends(_page)]
+
+
 class _TokenCache:
     """Recently seen token hashes (or certificate fingerprints) -> active device; only a
     pre-filter (the write transaction decides)."""
@@ -245,10 +262,11 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
             raise Rejected(401, f"client certificate: belongs to device {owner!r}, not to the token's device")
         return owner, token_hash, "client certificate" if mode == "cert" else "token"
 
-    def overview(r: queries.TimeRange) -> dict[str, Any]:
+    def overview(r: queries.TimeRange, page: int = 1, per_page: int | None = None) -> dict[str, Any]:
         return queries.fleet_overview(
             storage, r, config.clock(), config.silent_after,
             config.error_jump_factor, config.error_jump_min_rate, config.error_jump_min_requests, config.kpi_min_labels,
+            page=page, per_page=per_page,
         )
 
     def delivery_counts() -> list[tuple[int, str, str, int]]:
@@ -428,8 +446,8 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
 
     @app.get("/api/v1/fleet", tags=["fleet"], summary="Everything on the fleet page",
              response_model=api.FleetReply, responses=_INVALID)
-    def api_fleet(sp: Span) -> dict[str, Any]:
-        return overview(sp.range)
+    def api_fleet(sp: Span, pg: Page) -> dict[str, Any]:
+        return overview(sp.range, pg.page, pg.per_page)
 
     @app.get("/api/v1/alerts", tags=["fleet"], summary="Drift, error-rate jumps, silent devices, dropped windows, production gate breaches",
              response_model=api.AlertsReply, responses=_INVALID)
@@ -478,9 +496,9 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def fleet_html(
-        sp: Span
+        sp: Span, pg: Page
     ) -> str:
-        return page.fleet_page(overview(sp.range), sp.hours)
+        return page.fleet_page(overview(sp.range, pg.page, pg.per_page), sp.hours)
 
     @app.get("/devices/{name}", response_class=HTMLResponse, include_in_schema=False)
     def device_html(

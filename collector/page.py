@@ -214,17 +214,37 @@ def fleet_page(data: dict[str, Any], hours: float | None) -> str:
         + "</tr>"
         for s in data["models"]
     )
+    paging = data.get("paging") or {"page": 1, "pages": 1, "per_page": len(data["devices"]), "total": len(data["devices"])}
     body = (
-        f'<p class="muted">{utc(rng["from"])} – {utc(rng["to"])} · {len(data["devices"])} devices · {counts}</p>'
+        f'<p class="muted">{utc(rng["from"])} – {utc(rng["to"])} · {paging["total"]:,} devices · {counts}</p>'
         + _alerts(data["alerts"])
         + f'<section id="charts"><h2>Fleet over time</h2>{_charts(data["models"], rng, "fleet-", False)}</section>'
         + '<section id="models"><h2>Model versions</h2><table class="models"><tr><th>Model</th><th>Hash</th>'
         '<th class="num">Requests</th><th class="num">Rows</th><th class="num">Error rate</th><th class="num">p50 ms</th>'
         f'<th class="num">p95 ms</th><th class="num">p99 ms</th><th>Worst feature (PSI)</th></tr>{models}</table></section>'
         + _production(data.get("production") or [], "fleet-wide", rng)
-        + f'<section id="fleet"><h2>Devices</h2>{_device_rows(data["devices"])}</section>'
+        + f'<section id="fleet"><h2>Devices</h2>{_pager(paging, hours)}{_device_rows(data["devices"])}</section>'
     )
     return _render("mlpack fleet", body, hours)
+
+
+def _pager(paging: dict[str, int], hours: float | None) -> str:
+    """"Devices 101–200 of 10,000, worst first" and links to the neighbouring pages (the range kept)."""
+    n, pages, size, total = paging["page"], paging["pages"], paging["per_page"], paging["total"]
+    if total <= size and n == 1:
+        return ""
+    first, last = (n - 1) * size + 1, min(n * size, total)
+    keep = f"hours={hours:g}&amp;" if hours is not None else ""
+
+    def link(to: int, label: str) -> str:
+        return f'<a rel="{label}" href="?{keep}page={to}&amp;per_page={size}">{label}</a>'
+
+    shown = f"Devices {first:,}–{last:,} of {total:,}, worst first" if first <= total else f"No devices on page {n} of {pages}"
+    nav = " ".join(
+        x for x in (link(1, "first") if n > 2 else "", link(n - 1, "prev") if n > 1 else "",
+                    link(n + 1, "next") if n < pages else "", link(pages, "last") if n < pages - 1 else "") if x
+    )
+    return f'<p class="pager" data-page="{n}" data-pages="{pages}">{shown} · page {n} of {pages} {nav}</p>'
 
 
 _GATE_STATUS = {"pass": "ok", "fail": "drift", "insufficient": "idle", "not measurable": "idle"}

@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import logging
 import os
 import threading
 import time
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import AgentError, BundleError, MlpackError
+from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
 from mlpack_edge.monitor_agent.drift import Thresholds
 from mlpack_edge.monitor_agent.kpi import kpi_reference
@@ -67,12 +67,12 @@ if TYPE_CHECKING:  # imported where used: a one-shot predict loads them only at 
 
 __all__ = ["ModelInfo", "Agent"]
 
-log = logging.getLogger("mlpack_edge.monitor_agent")
 
 CHECKED_CAPS_BELOW = 16 * 1024 * 1024
 RECOVER_SECONDS = 10.0  # how often a long-running agent looks for dead processes' checkpoints
 TICK_SECONDS = 1.0
 REMEMBER_ROWS = 50_000  # one-shot: prediction ids buffered before they go to the join store
+_SPOOL_MAX_IDS = 10_000  # one-shot: more ids than this go to the join store at exit, not the spool (_spool.MAX_IDS)
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._stopped = False
+        self._spooled: list[Window] | None = None  # at a one-shot exit: windows kept for the spool
         self.last_sync: SyncResult | None = None
 
     @classmethod
@@ -374,10 +375,14 @@ class Agent:
         One-shot (deferred, never started), the window gets its system sample here.
         """
         if self._deferred and not self._started and self._sampler is not None:
-            try:
-                window.system.add(self._sampler())
+            try:  # once: a one-shot process samples at exit only (SystemSampler.once spares psutil's import)
+                sample = getattr(self._sampler, "once", self._sampler)
+                window.system.add(sample())
             except Exception:  # no sample is better than no window
                 log.exception("system sample failed")
+        if self._spooled is not None:
+            self._spooled.append(window)
+            return
         with self._persist:
             try:
                 self.outbox.add_window(window, self._owner.name if self._owner is not None else None)
@@ -386,6 +391,48 @@ class Agent:
                 log.error("telemetry window %s..%s not stored: %s", window.start, window.end, exc)
             else:
                 self._stored_start = max(self._stored_start, window.start)
+
+    def _may_spool(self) -> bool:
+        """Whether this exit writes the spool (:mod:`._spool`) instead of the two SQLite stores:
+        a one-shot run that opened neither store, checkpointed nothing, captured no rows and
+        remembered few ids, while the spool has room."""
+        if not self._deferred or self._started or self._outbox is not None or self._feedback is not None:
+            return False
+        if self._owner is not None or self._to_capture or self._remembered_rows > _SPOOL_MAX_IDS:
+            return False
+        from mlpack_edge.monitor_agent import _spool
+
+        return _spool.room(self.state_dir)
+
+    def _write_spool(self) -> bool:
+        """Write the closed windows and remembered ids to the spool; ``False`` (windows stored the
+        usual way, ids left for the feedback store) if it cannot be written."""
+        from mlpack_edge.monitor_agent import _spool
+
+        windows, self._spooled = self._spooled or [], None
+        m = self.model
+        parts: dict[str, dict[str, Any]] = {}
+        if windows:
+            parts["window"] = {
+                "model": {"hash": m.content_hash, "wire": m.wire(), "thresholds": m.thresholds.to_dict()},
+                "windows": [w.to_dict() for w in windows],
+            }
+        if self._remembered_rows:
+            parts["ids"] = {
+                "model": m.content_hash,
+                "items": [[list(ids), [float(p) for p in preds], t] for ids, preds, t in self._remembered],
+            }
+        if parts:
+            try:
+                _spool.write(self.state_dir, parts)
+            except (OSError, ValueError) as exc:
+                log.error("telemetry spool not written (%s): storing it directly", exc)
+                for w in windows:
+                    self._store(w)
+                return False
+        self._remembered.clear()
+        self._remembered_rows = 0
+        return True
 
     def checkpoint(self) -> bool:
         """Durably checkpoint the open window now; ``False`` when there was nothing new to write.
@@ -513,8 +560,16 @@ class Agent:
         self._threads = []
         self.recorder.set_checkpoints(None, 0, 0)
         self.recorder.auto_roll = True
+        spool = self._may_spool()
+        if spool:
+            self._spooled = []
         self.recorder.close()  # stores the open window (and deletes its checkpoint with it)
-        if self._remembered or self._to_capture or self._feedback is not None or self._has_feedback_store():
+        # Spooled: the window and ids wait in the spool for the next store to open (which also
+        # hands over labels left behind); no SQLite at this exit.
+        spooled = spool and self._write_spool()
+        if not spooled and (
+            self._remembered or self._to_capture or self._feedback is not None or self._has_feedback_store()
+        ):
             try:
                 self._drain_remembered()
                 self.feedback.flush()

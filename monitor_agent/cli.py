@@ -47,6 +47,7 @@ import click
 
 from mlpack_edge._cli import MlpackGroup, echo_json_error, fail
 from mlpack_edge.errors import AgentError, MlpackError
+from mlpack_edge.monitor_agent import _spool
 from mlpack_edge.monitor_agent.agent import ModelInfo
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config, read_token_file
 from mlpack_edge.monitor_agent.drift import Thresholds
@@ -172,7 +173,7 @@ def _status(ctx: click.Context, hours: float, state_dir: Path | None, bundle: Pa
             min_labels: int | None = None) -> StatusReport:
     state = _state_dir(ctx, state_dir)
     info = _model_info(ctx, bundle)
-    if not (state / "outbox.sqlite").exists():
+    if not (state / "outbox.sqlite").exists() and not _spool.waiting(state, "window"):
         raise AgentError(f"{state}: no telemetry recorded here yet (no outbox.sqlite)")
     now = time.time()
     with Outbox.open(state) as box:

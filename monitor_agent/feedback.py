@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import random
 import secrets
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import AgentError
+from mlpack_edge.monitor_agent import _spool
 from mlpack_edge.monitor_agent._ids import IdMaker
 from mlpack_edge.monitor_agent._store import immediate_tx
 from mlpack_edge.monitor_agent.wire import Feedback, Residuals, Window
@@ -123,6 +125,11 @@ def label_value(label: Any, target: Target, index: dict[str, int]) -> float | No
     return None if i is None else float(i)
 
 
+log = logging.getLogger("mlpack_edge.monitor_agent")
+
+_ANYTHING_TO_HAND_OFF = "SELECT EXISTS (SELECT 1 FROM counts) OR EXISTS (SELECT 1 FROM samples WHERE sent = 0)"
+
+
 class FeedbackStore:
     """The join store of one state folder (every model served from it); see the module docstring."""
 
@@ -152,6 +159,27 @@ class FeedbackStore:
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise AgentError(f"{self.path}: cannot open the feedback store ({exc})") from None
+        self._take_spool()
+
+    def _take_spool(self) -> None:
+        """Store the prediction ids short one-shot runs spooled at exit (:mod:`._spool`); idempotent."""
+        for path, payload in _spool.pending(self.path.parent, "ids"):
+            try:
+                model = payload["model"]
+                for ids, predictions, when in payload["items"]:
+                    self.remember(model, [str(i) for i in ids], predictions, float(when))
+            except (KeyError, TypeError, ValueError):
+                with self._lock:
+                    self._buffer.clear()
+                with contextlib.suppress(OSError):
+                    path.replace(path.with_name(path.name + ".bad"))
+                continue
+            try:
+                self.flush()  # stored (INSERT OR IGNORE: a crash before the unlink repeats it harmlessly)
+            except AgentError as exc:  # the file stays for the next open
+                log.error("spooled prediction ids %s not stored: %s", path, exc)
+                return
+            _spool.done(path)
 
     def close(self) -> None:
         with self._lock:
@@ -352,14 +380,8 @@ class FeedbackStore:
         """Move the counts gathered so far into the outbox as feedback windows; returns how many."""
         with self._lock:
             try:
-                with self._tx() as conn:
-                    for model, start, end, body in conn.execute('SELECT model, start, "end", body FROM counts').fetchall():
-                        w = Window(model=model, seq=0, start=start, end=end,
-                                   feedback=Feedback.from_dict(json.loads(body), "feedback"))
-                        conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)",
-                                     (secrets.token_hex(16), json.dumps(w.to_dict())))
-                    conn.execute("DELETE FROM counts")
-                    self._handoff_samples_locked(conn)
+                if self._conn.execute(_ANYTHING_TO_HAND_OFF).fetchone()[0]:
+                    self._handoff_tx_locked()
                 pending = self._conn.execute("SELECT token, body FROM handoffs ORDER BY rowid").fetchall()
             except sqlite3.Error as exc:
                 raise AgentError(f"{self.path}: cannot hand labels over to the outbox ({exc})") from None
@@ -370,6 +392,21 @@ class FeedbackStore:
                 self._conn.execute("DELETE FROM handoffs WHERE token = ?", (token,))
             n += 1
         return n
+
+    def _handoff_tx_locked(self) -> None:
+        """Counts and unsent samples into ``handoffs`` rows, in one write transaction.
+
+        Only called when a read found something to move: a process with no labels (every
+        one-shot ``predict``) then never pays for an empty write transaction and its fsync.
+        """
+        with self._tx() as conn:
+            for model, start, end, body in conn.execute('SELECT model, start, "end", body FROM counts').fetchall():
+                w = Window(model=model, seq=0, start=start, end=end,
+                           feedback=Feedback.from_dict(json.loads(body), "feedback"))
+                conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)",
+                             (secrets.token_hex(16), json.dumps(w.to_dict())))
+            conn.execute("DELETE FROM counts")
+            self._handoff_samples_locked(conn)
 
     def _handoff_samples_locked(self, conn: sqlite3.Connection) -> None:
         """Unsent captured rows into hand-off windows (``SAMPLES_PER_HANDOFF`` each), marked sent."""

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mlpack_edge.errors import OutboxError
-from mlpack_edge.monitor_agent import _checkpoint, _store
+from mlpack_edge.monitor_agent import _checkpoint, _spool, _store
 from mlpack_edge.monitor_agent._compact import STAGES, Stored, plan_merges
 from mlpack_edge.monitor_agent.config import DEFAULT_CAP_BYTES
 from mlpack_edge.monitor_agent.wire import Window, WireError, merge_windows
@@ -169,6 +169,7 @@ class Outbox:
         self._capped = [str(self.state_dir / name) for name in _CAPPED]
         self._reopen()
         self.recover_checkpoints()
+        self.take_spool()
 
     @classmethod
     def open(
@@ -389,6 +390,48 @@ class Outbox:
     def drop_checkpoints(self, owner: str) -> None:
         """``owner`` closed its windows some other way (or had nothing): forget its checkpoints."""
         self._run(lambda c: c.execute("DELETE FROM checkpoints WHERE owner = ?", (owner,)))
+
+    def take_spool(self) -> int:
+        """Store the windows short one-shot runs spooled at exit (:mod:`._spool`); returns how many.
+
+        All in one transaction (a device that ran 30 short predicts since the last open pays
+        one fsync for them, not 30), each window under a hand-off token named after its file,
+        so a crash between storing and deleting the files stores each once. A file this
+        outbox cannot read as windows is set aside (``*.bad``), as an unreadable one is.
+        """
+        taken: list[tuple[Path, list[Window]]] = []
+        for path, payload in _spool.pending(self.state_dir, "window"):
+            try:
+                model = payload["model"]
+                windows = [Window.from_dict(d) for d in payload["windows"]]
+                self.register_model(model["hash"], model["wire"], model["thresholds"])
+            except (KeyError, TypeError, ValueError, WireError) as exc:
+                log.error("spooled telemetry %s is not a window (%s): set aside", path, exc)
+                try:
+                    os.replace(path, path.with_name(path.name + ".bad"))
+                except OSError:
+                    pass
+                continue
+            taken.append((path, windows))
+        if not taken:
+            return 0
+
+        def op(conn: sqlite3.Connection) -> int:
+            n = 0
+            with self._tx(conn):
+                for path, windows in taken:
+                    for i, window in enumerate(windows):
+                        token = f"spool:{path.name}:{i}"
+                        if conn.execute("SELECT 1 FROM handoffs WHERE token = ?", (token,)).fetchone() is None:
+                            seq = self._insert_window(conn, window)
+                            conn.execute("INSERT INTO handoffs (token, seq) VALUES (?, ?)", (token, seq))
+                            n += 1
+            return n
+
+        n = self._write(op, 0)
+        for path, _ in taken:
+            _spool.done(path)
+        return n
 
     def recover_checkpoints(self, skip_owner: str | None = None, orphans: bool = False) -> int:
         """Store the checkpoints of dead processes as normal windows; returns how many.

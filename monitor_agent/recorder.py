@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import logging
 import math
 import threading
 import time
@@ -32,13 +31,13 @@ from typing import Any
 import numpy as np
 
 from mlpack_edge.monitor_agent._binning import NumericBinner, NumericCounts, count_categorical
+from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.histogram import LatencyHistogram
 from mlpack_edge.monitor_agent.profile import CategoricalProfile, NumericProfile, Profile
 from mlpack_edge.monitor_agent.wire import _ERROR_KIND, BinCounts, SystemStats, Window
 
 __all__ = ["Recorder", "DEFAULT_WINDOW_SECONDS", "DEFAULT_BUFFER_ROWS"]
 
-log = logging.getLogger("mlpack_edge.monitor_agent")
 
 DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_BUFFER_ROWS = 1024
@@ -222,6 +221,37 @@ class Recorder:
         if self._buffered >= self._buffer_rows:
             with self._lock:
                 self._flush_locked()
+
+    def record_row(
+        self,
+        numeric: np.ndarray | None,
+        categorical: Sequence[Sequence[Any]] | None,
+        predictions: np.ndarray,
+        latency_s: float,
+    ) -> None:
+        """:meth:`record` of one request of one row, as the runtime's single-row path calls it.
+
+        The caller built the arrays from the model's schema (``numeric`` ``[1, n_numeric]``,
+        one value per categorical feature, one prediction), so the common case is one append
+        and two counters: the budget is the fraction of a microsecond a linear model's
+        whole prediction leaves. A due window end, checkpoint or full buffer takes
+        :meth:`record` (which checks the shapes).
+        """
+        if self.auto_roll:
+            if (
+                self._clock() >= self._due
+                or self._rows_since + 1 >= self._due_rows
+                or self._buffered + 2 >= self._buffer_rows
+            ):
+                self.record(numeric, categorical, predictions, latency_s)
+                return
+            self._rows_since += 1
+        elif self._buffered + 2 >= self._buffer_rows:
+            self.record(numeric, categorical, predictions, latency_s)
+            return
+        # No lock: deque.append is atomic, and the counts only decide when to flush (see record).
+        self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
+        self._buffered += 2
 
     def _record_auto(
         self,
@@ -415,7 +445,11 @@ class Recorder:
             w.cat_unseen[j] += unseen
         pred = [p for p in preds if p is not None]
         if pred:
-            w.add_predictions(layout, np.concatenate(pred, axis=None))  # axis=None: flattened
+            try:  # 1-D arrays (as the runtime passes them) join twice as fast along axis 0
+                joined = np.concatenate(pred)
+            except ValueError:  # mixed shapes: flatten each
+                joined = np.concatenate(pred, axis=None)
+            w.add_predictions(layout, joined.reshape(-1))
 
     def _emit(self, window: Window) -> None:
         if self.on_window is None:

@@ -50,6 +50,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning, __name__)
 _PLAIN_NUMBERS = frozenset({float, int, type(None), np.float64, np.float32, np.int64, np.int32})
 _MAX_LISTED = 10
+_F32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -239,9 +240,10 @@ class Schema:
         """
         x: np.ndarray | None
         if type(row) is np.ndarray:
-            if row.ndim != 1 or row.shape[0] != self.width or row.dtype.kind != "f":
+            dtype = row.dtype
+            if row.ndim != 1 or row.shape[0] != self.width or dtype.kind != "f":
                 return None
-            x = row if row.dtype == np.float32 else row.astype(np.float32)
+            x = row if dtype is _F32 else row.astype(np.float32)
         elif type(row) is dict:
             if len(row) != self.width:
                 return None
@@ -292,7 +294,7 @@ class Schema:
         propagates): one dot product settles the common case; the rare false alarm (an
         overflowing sum) falls through to the exact test.
         """
-        if math.isfinite(x @ x):
+        if math.isfinite(x.dot(x)):  # ndarray.dot: ~0.3 µs on a row, `x @ x` ~0.65 µs
             return True
         with np.errstate(invalid="ignore"):
             return not (np.isinf(x).any() or (np.isnan(x) & self._strict).any())

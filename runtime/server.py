@@ -38,8 +38,10 @@ Limits, because a device has little to spare: the body must declare its length a
 under ``max_body_bytes`` (411/413 otherwise, without reading it), a batch holds at most
 ``max_batch_rows`` rows, at most ``max_connections`` connections are served at once (503
 beyond), and a client that stalls for ``timeout_s`` is dropped. It binds 127.0.0.1
-unless told otherwise. ``http.server`` rather than a framework keeps the device free of
-extra dependencies and the frozen executable small; it is HTTP/1.1 with keep-alive.
+unless told otherwise. It is HTTP/1.1 with keep-alive on one thread (:mod:`._http`, the
+standard library's ``selectors``): every request is answered inline, which under load beat
+a thread per connection (GIL turns) and a framework (uvicorn + starlette), and keeps the
+device free of extra dependencies and the frozen executable small.
 """
 
 from __future__ import annotations
@@ -50,12 +52,10 @@ import logging
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -64,6 +64,7 @@ import numpy as np
 from mlpack_edge import __version__
 from mlpack_edge.errors import InferenceError, InputError, MlpackError, ServeError
 from mlpack_edge.runtime import _mlflow, _openapi, _v2
+from mlpack_edge.runtime._http import HttpServer, Request, Response
 from mlpack_edge.runtime._format import error_record, json_floats
 from mlpack_edge.runtime.metrics import CONTENT_TYPE, ServeMetrics
 from mlpack_edge.runtime.model import BatchResult, Model
@@ -107,10 +108,11 @@ MAX_ID_CHARS = 200
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX)``); ``False`` where unsupported.
 
-    ``serve`` answers each connection on its own thread, and glibc gives threads new
-    arenas (up to 8 per core) that each keep freed memory: under 16 concurrent clients
-    the linear model's server peaked 1.5-2 MB higher than with 2 arenas, which cost no
-    throughput (Python holds the GIL for most of a request). The same as
+    glibc gives threads new arenas (up to 8 per core) that each keep freed memory; with
+    ``serve``'s requests on one thread only the agent's and onnxruntime's threads are
+    left to take one, and 2 arenas cost no throughput (Python holds the GIL for most of a
+    request). When ``serve`` answered each connection on its own thread, the linear
+    model's server peaked 1.5-2 MB higher under 16 clients without this cap. The same as
     ``MALLOC_ARENA_MAX=2`` in the environment, but whoever starts the process.
     """
     import ctypes
@@ -121,45 +123,6 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
     m_arena_max = -8  # <malloc.h>
     return bool(mallopt(m_arena_max, arenas))
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._slots = threading.BoundedSemaphore(limit)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            body = b'{"error": "too many connections, try again later"}'
-            try:
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                    + body
-                )
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except Exception:  # a KeyboardInterrupt may arrive after the thread started: it frees its own slot
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # a client that left is no error
-            log.exception("error while serving %s", client_address)
 
 
 class PredictServer:
@@ -179,7 +142,6 @@ class PredictServer:
         #: A rollout's candidate running on the same requests (runtime.shadow.LiveShadow), or None.
         self.shadow: Any = None
         self.metrics = ServeMetrics(model.name, model.version, model.content_hash)
-        handler = type("Handler", (_Handler,), {"app": self, "timeout": config.timeout_s})
         self._extra_metrics = extra_metrics
         self._serving = threading.Event()
         self._info = model.manifest.raw
@@ -198,7 +160,11 @@ class PredictServer:
         )
         self._openapi = _dumps(_openapi.document(model, __version__, feedback is not None))
         try:
-            self._httpd = _Server((config.host, config.port), handler, config.max_connections)
+            routes = _Routes(self)
+            self._httpd = HttpServer(
+                (config.host, config.port), routes.handle, routes.body_allowed,
+                max_connections=config.max_connections, timeout_s=config.timeout_s, busy=lambda: _BUSY,
+            )
         except socket.gaierror as exc:
             raise ServeError(f"cannot listen on {config.host}:{config.port}: unknown host ({exc.strerror})") from None
         except OSError as exc:
@@ -545,8 +511,11 @@ def _row_id(row: Mapping[str, Any], name: str, i: int, where: str | None = None)
 Reply = tuple[Any, ...]  # (status, body, content type[, extra headers])
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # made once: json.dumps with options makes one per call
+
+
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODE(obj).encode()
 
 
 def _error(status: int, message: str) -> Reply:
@@ -593,141 +562,107 @@ def _v2_endpoint(action: str) -> str:
     return "/v2/models/{name}" + (f"/{action}" if action else "")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in one segment (buffered writes, flushed after each request)
-    # and without Nagle's delay: otherwise a small response waits ~40 ms for the client's
-    # delayed ACK of the headers.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-    app: PredictServer  # set on the per-server subclass
+class _Routes:
+    """Requests (parsed by :mod:`._http`) to ``PredictServer``'s endpoints, and the request metrics."""
 
-    def version_string(self) -> str:
-        return "mlpack"
+    def __init__(self, app: PredictServer) -> None:
+        self.app = app
 
-    def log_message(self, format: str, *args: Any) -> None:  # no access log: quiet by default
-        pass
+    def body_allowed(self, req: Request) -> Response | None:
+        """``None``: read the body. Else the answer without reading it: 411 for a chunked or
+        unsized body, 413 for one over ``max_body_bytes`` (then the connection closes)."""
+        limit = self.app.config.max_body_bytes
+        raw = req.headers.get("content-length")
+        try:
+            length = int(raw) if raw is not None else -1
+        except ValueError:
+            length = -1
+        if req.method == "POST" and _takes_body(req.path):
+            if req.headers.get("transfer-encoding"):
+                return self._done(req, _error(411, "send the body with a Content-Length (chunked transfer is not accepted)"), close=True)
+            if length < 0:
+                return self._done(req, _error(411, "a Content-Length header is required"), close=True)
+            if length > limit:  # do not read (or wait for) an oversized body
+                return self._done(req, _error(413, f"request body of {length} bytes exceeds the limit of {limit}"), close=True)
+            return None
+        if (raw is not None and not 0 <= length <= limit) or req.headers.get("transfer-encoding"):
+            return self._done(req, self._route(req), close=True)  # answered without the body it cannot skip
+        return None  # a small body an endpoint ignores is read and dropped, so the connection stays usable
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        route = _GET.get(path)
-        if route is not None:
-            self._reply(path, *route(self.app))
-            return
-        v2 = _v2_path(path)
-        if v2 is not None and v2[2] != "infer":
-            name, version, action = v2
-            handler = self.app.v2_model_ready if action == "ready" else self.app.v2_model
-            self._reply(_v2_endpoint(action), *handler(name, version))
-            return
-        self._reply(path, *self._not_here(path))
+    def handle(self, req: Request) -> Response:
+        return self._done(req, self._route(req), close=req.method == "HEAD")  # HEAD's client reads no body
 
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/predict":
-            t0 = time.perf_counter()
-            status, body, ctype = self._read_and_call(self.app.predict, self.headers)
-            self._reply(path, status, body, ctype, t0=t0)
-            return
-        v2 = _v2_path(path)
-        if path == "/invocations":
-            t0 = time.perf_counter()
-            self._reply(path, *self._read_and_call(self.app.invocations, self.headers), t0=t0)
-        elif path == "/feedback":
-            t0 = time.perf_counter()
-            self._reply(path, *self._read_and_call(lambda body, headers: self.app.add_feedback(body), None), t0=t0)
-        elif v2 is not None and v2[2] == "infer":
-            t0 = time.perf_counter()
-            name, version, _ = v2
-            reply = self._read_and_call(lambda body, headers: self.app.v2_infer(name, version, body, headers), self.headers)
-            self._reply(_v2_endpoint("infer"), *reply, t0=t0)
-        else:
-            self._reply(path, *self._not_here(path))
+    @staticmethod
+    def _done(req: Request, reply: Reply, close: bool = False) -> Response:
+        return reply[0], reply[1], reply[2], reply[3] if len(reply) > 3 else None, close
 
-    def do_PUT(self) -> None:
-        self._reply(self.path, *self._not_here(self.path.split("?", 1)[0]))
+    def _route(self, req: Request) -> Reply:
+        app, path, method = self.app, req.path, req.method
+        if method == "POST":
+            if path == "/predict":
+                return self._timed(path, req, app.predict)
+            if path == "/invocations":
+                return self._timed(path, req, app.invocations)
+            if path == "/feedback":
+                return self._timed(path, req, lambda body, headers: app.add_feedback(body))
+            v2 = _v2_path(path)
+            if v2 is not None and v2[2] == "infer":
+                name, version, _ = v2
+                return self._timed(_v2_endpoint("infer"), req,
+                                   lambda body, headers: app.v2_infer(name, version, body, headers))
+        elif method == "GET":
+            route = _GET.get(path)
+            if route is not None:
+                return self._count(path, route(app))
+            v2 = _v2_path(path)
+            if v2 is not None and v2[2] != "infer":
+                name, version, action = v2
+                handler = app.v2_model_ready if action == "ready" else app.v2_model
+                return self._count(_v2_endpoint(action), handler(name, version))
+        return self._count(path, self._not_here(req))
 
-    def __getattr__(self, name: str) -> Any:
-        """Any other method (DELETE, TRACE, HEAD, QUERY, ...): 405 with ``Allow``, not http.server's 501 page."""
-        if name.startswith("do_"):
-            self.close_connection = self.command == "HEAD"  # its client reads no body: do not reuse the connection
-            return self.do_PUT
-        raise AttributeError(name)
+    def _timed(self, endpoint: str, req: Request, call: Callable[[bytes, Any], Reply]) -> Reply:
+        t0 = time.perf_counter()
+        try:
+            reply = call(req.body, req.headers)
+        except Exception:  # a bug, not the client's fault: answer 500, keep serving
+            log.exception("%s failed", req.path)
+            reply = _error(500, "internal error")
+        return self._count(endpoint, reply, t0)
 
-    def _not_here(self, path: str) -> Reply:
+    def _count(self, endpoint: str, reply: Reply, t0: float | None = None) -> Reply:
+        known = endpoint if endpoint in _POST or endpoint in _GET or endpoint.startswith("/v2/models/{") else "other"
+        self.app.metrics.request(known, reply[0], time.perf_counter() - t0 if t0 is not None else None)
+        return reply
+
+    def _not_here(self, req: Request) -> Reply:
+        path = req.path
         v2 = _v2_path(path)
         allow = None
         if path in _POST or (v2 is not None and v2[2] == "infer"):
             allow = "POST"
         elif path in _GET or v2 is not None:
             allow = "GET"
-        self._drain()
         if allow is not None:
-            self._allow = allow
-            return _error(405, f"{self.command} is not allowed on {path} (use {allow})")
+            status, body, ctype = _error(405, f"{req.method} is not allowed on {path} (use {allow})")
+            return status, body, ctype, {"Allow": allow}
         return _error(
             404,
             f"no such endpoint {path}; try POST /predict, /feedback, /invocations (MLflow), /v2/models/{self.app.model.name}/infer"
             " (KServe v2), GET /health, /info, /metrics, /openapi.json",
         )
 
-    def _read_and_call(self, call: Callable[[bytes, Any], Reply], headers: Any) -> Reply:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            return _error(411, "send the body with a Content-Length (chunked transfer is not accepted)")
-        raw = self.headers.get("Content-Length")
-        try:
-            length = int(raw) if raw is not None else -1
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            return _error(411, "a Content-Length header is required")
-        limit = self.app.config.max_body_bytes
-        if length > limit:
-            self.close_connection = True  # do not read (or wait for) an oversized body
-            return _error(413, f"request body of {length} bytes exceeds the limit of {limit}")
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            return _error(400, "request body ended before Content-Length bytes")
-        try:
-            return call(body, headers)
-        except Exception:  # a bug, not the client's fault: answer 500, keep serving
-            log.exception("%s failed", self.path)
-            return _error(500, "internal error")
 
-    def _drain(self) -> None:
-        """Read and discard a small body so the connection can be reused."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if 0 < length <= self.app.config.max_body_bytes:
-            self.rfile.read(length)
-        elif length:
-            self.close_connection = True
+def _takes_body(path: str) -> bool:
+    if path in _POST:
+        return True
+    v2 = _v2_path(path)
+    return v2 is not None and v2[2] == "infer"
 
-    def _reply(
-        self,
-        endpoint: str,
-        status: int,
-        body: bytes,
-        ctype: str,
-        headers: Mapping[str, str] | None = None,
-        t0: float | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 405:
-            self.send_header("Allow", getattr(self, "_allow", "GET"))
-        if headers:
-            for k, v in headers.items():
-                self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        known = endpoint if endpoint in _POST or endpoint in _GET or endpoint.startswith("/v2/models/{") else "other"
-        self.app.metrics.request(known, status, time.perf_counter() - t0 if t0 is not None else None)
+
+_BUSY_BODY = b'{"error": "too many connections, try again later"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: mlpack\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\n\r\n".encode()
+    + _BUSY_BODY
+)

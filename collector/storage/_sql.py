@@ -25,7 +25,6 @@ from mlpack_edge.monitor_agent.drift import Thresholds
 __all__ = ["DeviceRow", "DeviceCert", "SqlStorage", "WriteTx"]
 
 _ROLLUP_COLS = "windows, requests, rows, errors, error_kinds, latency, counts, system"
-_ROLLUP_ROW = f"SELECT {_ROLLUP_COLS} FROM rollups WHERE level = ? AND device = ? AND model = ? AND bucket = ?"
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,14 @@ class WriteTx:
         self._s = storage
         self._c = conn
         self._touched: dict[str, _Touch] = {}
+        # Windows of this transaction, written at :meth:`flush` in one statement: device ->
+        # seq -> (seq_last, body); the overlap and replay checks see them as stored.
+        self._pending: dict[str, dict[int, tuple[int, str]]] = {}
+        self._pending_rows: list[tuple[Any, ...]] = []
+        # (device, seq_last) -> the last stored window starting at or before seq_last
+        # (:meth:`prefetch_overlaps`): one query for a whole group of uploads.
+        self._last_before: dict[tuple[str, int], tuple[int, int] | None] = {}
+        self._new_keys: set[RollupKey] = set()  # roll-up rows that exist once this commits
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._c.execute(self._s.sql(sql), params)
@@ -119,25 +126,58 @@ class WriteTx:
             out.update((r[0], (r[1], r[2])) for r in rows)
         return out
 
+    def prefetch_overlaps(self, spans: Sequence[tuple[str, int]]) -> None:
+        """Look up, in one query, the last stored window starting at or before ``seq_last``
+        for each ``(device, seq_last)``; :meth:`overlapping` then answers those from memory.
+
+        A group of uploads is checked with one round trip instead of one per upload.
+        """
+        todo = sorted({k for k in spans if k not in self._last_before})
+        for i in range(0, len(todo), 400):
+            part = todo[i : i + 400]
+            self._last_before.update(dict.fromkeys(part))
+            values = ", ".join(["(?, CAST(? AS BIGINT))"] * len(part))
+            rows = self._exec(
+                f"WITH v(d, hi) AS (VALUES {values}) SELECT v.d, v.hi, w.seq, w.seq_last FROM v JOIN windows w "
+                "ON w.device = v.d AND w.seq = (SELECT MAX(x.seq) FROM windows x WHERE x.device = v.d AND x.seq <= v.hi)",
+                [p for k in part for p in k],
+            ).fetchall()
+            for d, hi, seq, seq_last in rows:
+                self._last_before[(str(d), int(hi))] = (int(seq), int(seq_last))
+
     def overlapping(self, device: str, seq: int, seq_last: int) -> tuple[int, int] | None:
-        """The stored window of ``device`` whose range meets ``[seq, seq_last]``, if any.
+        """The stored window of ``device`` whose range meets ``[seq, seq_last]``, if any
+        (windows written earlier in this transaction count as stored).
 
         Stored ranges never overlap, so only the last one starting at or before
         ``seq_last`` can meet the new range.
         """
-        row = self._exec(
-            "SELECT seq, seq_last FROM windows WHERE device = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
-            (device, seq_last),
-        ).fetchone()
-        if row is not None and row[1] >= seq:
-            return int(row[0]), int(row[1])
+        key = (device, seq_last)
+        if key in self._last_before:
+            found = self._last_before[key]
+        else:
+            row = self._exec(
+                "SELECT seq, seq_last FROM windows WHERE device = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                (device, seq_last),
+            ).fetchone()
+            found = None if row is None else (int(row[0]), int(row[1]))
+        pending = self._pending.get(device)
+        if pending:
+            starts = [s for s in pending if s <= seq_last]
+            if starts and (found is None or max(starts) > found[0]):
+                s = max(starts)
+                found = (s, pending[s][0])
+        if found is not None and found[1] >= seq:
+            return found
         return None
 
     def window_bodies(self, device: str, seqs: Sequence[int]) -> dict[int, str]:
         """The stored bodies of ``device``'s windows starting at ``seqs`` (to compare a replay with)."""
-        out: dict[int, str] = {}
-        for i in range(0, len(seqs), 500):
-            part = list(seqs[i : i + 500])
+        pending = self._pending.get(device, {})
+        out: dict[int, str] = {s: pending[s][1] for s in seqs if s in pending}
+        rest = [s for s in seqs if s not in out]
+        for i in range(0, len(rest), 500):
+            part = list(rest[i : i + 500])
             marks = ", ".join("?" * len(part))
             rows = self._exec(f"SELECT seq, body FROM windows WHERE device = ? AND seq IN ({marks})", [device, *part])
             out.update((int(r[0]), str(r[1])) for r in rows.fetchall())
@@ -169,13 +209,11 @@ class WriteTx:
         )
 
     def insert_windows(self, rows: list[tuple[Any, ...]]) -> None:
-        """Rows ``(device, seq, seq_last, model, start, end, received_at, body)``."""
-        self._s.executemany(
-            self._c,
-            "INSERT INTO windows (device, seq, seq_last, model, start_ts, end_ts, received_at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, seq) DO NOTHING",
-            rows,
-        )
+        """Rows ``(device, seq, seq_last, model, start, end, received_at, body)``, written at
+        :meth:`flush` with the rest of the transaction's windows."""
+        for r in rows:
+            self._pending.setdefault(r[0], {})[int(r[1])] = (int(r[2]), r[7])
+        self._pending_rows.extend(rows)
 
     def insert_feedback(self, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(device, seq, model, start, body)``: the feedback sections of stored windows."""
@@ -234,6 +272,10 @@ class WriteTx:
 
     def flush(self) -> None:
         """Write what was folded for the end of the transaction (called before COMMIT)."""
+        if self._pending_rows:
+            self._s.insert_windows(self._c, self._pending_rows)
+            self._pending_rows = []
+            self._pending.clear()
         shapes: dict[str, list[tuple[Any, ...]]] = {}
         for name, t in self._touched.items():
             sets = ["last_seen = ?"]
@@ -251,36 +293,73 @@ class WriteTx:
         self._touched.clear()
 
     def add_to_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
-        """Merge ``deltas`` into the stored roll-ups, locking rows in one global order.
+        """Merge ``deltas`` into the stored roll-ups, in a few statements whatever their number.
 
-        Every writer (in every process) touches keys in sorted order, so two writers
-        that share a fleet row wait for each other instead of deadlocking. A row read
-        (and locked) is merged and updated; a missing one is inserted as the delta
-        itself, unless another process inserted it first, then it is merged into theirs.
+        1. Rows not known to exist are inserted as the delta itself, in key order
+           (:meth:`SqlStorage.insert_rollups`: a row another writer is inserting is waited
+           for, in the same order by every writer);
+        2. the others are read and locked in one ``SELECT … ORDER BY <key> FOR UPDATE``
+           (rows lock in that order in every process, so two writers sharing a fleet row
+           queue instead of deadlocking);
+        3. merged in Python and written back in bulk.
         """
+        if not deltas:
+            return
+        keys = sorted(deltas)
+        params = {k: _key_params(k) for k in keys}
+        known = self._s._rollup_keys  # rows committed earlier: no insert to try
+        self._new_keys.update(keys)
+        inserted = self._insert_rollups([k for k in keys if k not in known], params, deltas)
+        rest = [k for k in keys if k not in inserted]
+        found = self._lock_rollups(rest, params)
+        gone = [k for k in rest if k not in found]
+        if gone:  # known rows deleted under a running collector (a restore, a manual prune)
+            known.difference_update(gone)
+            inserted |= self._insert_rollups(gone, params, deltas)
+            found.update(self._lock_rollups([k for k in gone if k not in inserted], params))
         updates = []
-        for key in sorted(deltas):
-            params = _key_params(key)
-            row = self._exec(_ROLLUP_ROW + self._s.lock_clause, params).fetchone()
-            if row is None:
-                inserted = self._exec(
-                    f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (*params, *deltas[key].to_row()),
-                )
-                if inserted.rowcount == 1:
-                    continue
-                row = self._exec(_ROLLUP_ROW + self._s.lock_clause, params).fetchone()
-            total = Rollup.from_row(row)
-            total.merge(deltas[key])
-            updates.append((*total.to_row(), *params))
-        # The rows are locked already: the updates go in bulk (one round trip on PostgreSQL).
-        self._s.executemany(
-            self._c,
-            "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
-            "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
-            updates,
-        )
+        for k in rest:
+            if k in inserted:
+                continue
+            if k not in found:  # pragma: no cover - inserted by nobody and not stored
+                raise StorageError(f"roll-up {params[k]}: neither stored nor insertable")
+            total = Rollup.from_row(found[k])
+            total.merge(deltas[k])
+            updates.append((*total.to_row(), *params[k]))
+        # The rows are locked already: the updates go in bulk.
+        self._s.update_rollups(self._c, updates)
+
+    def _insert_rollups(
+        self, keys: list[RollupKey], params: dict[RollupKey, tuple[str, str, str, int]], deltas: dict[RollupKey, Rollup]
+    ) -> set[RollupKey]:
+        """Insert ``keys``' deltas where no row exists; the keys inserted."""
+        if not keys:
+            return set()
+        done = self._s.insert_rollups(self._c, [(*params[k], *deltas[k].to_row()) for k in keys])
+        return {k for k in keys if params[k] in done}
+
+    def _lock_rollups(
+        self, keys: list[RollupKey], params: dict[RollupKey, tuple[str, str, str, int]]
+    ) -> dict[RollupKey, tuple[Any, ...]]:
+        """The stored rows of ``keys`` (their roll-up columns), locked until commit in key order."""
+        by_params = {params[k]: k for k in keys}
+        out: dict[RollupKey, tuple[Any, ...]] = {}
+        for i in range(0, len(keys), 400):
+            part = keys[i : i + 400]
+            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
+            rows = self._exec(
+                f"WITH k(level, device, model, bucket) AS (VALUES {values}) "
+                f"SELECT r.level, r.device, r.model, r.bucket, {', '.join('r.' + c for c in _ROLLUP_COLS.split(', '))} "
+                "FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device AND r.model = k.model "
+                f"AND r.bucket = k.bucket ORDER BY {self._s.key_order}{self._s.lock_clause and self._s.lock_clause + ' OF r'}",
+                [p for k in part for p in params[k]],
+            ).fetchall()
+            for r in rows:
+                out[by_params[(str(r[0]), str(r[1]), str(r[2]), int(r[3]))]] = tuple(r[4:])
+        return out
+
+
+_MAX_KNOWN_KEYS = 200_000
 
 
 @dataclass
@@ -304,6 +383,8 @@ class SqlStorage(AlertStore, RolloutSql):
 
     dialect = "sqlite"
     lock_clause = ""
+    #: Roll-up keys in the order rows are locked: Python's order of the key tuples.
+    key_order = "r.level, r.model, r.device, r.bucket"
     _db_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, url: str, readers: int = 4) -> None:
@@ -311,6 +392,9 @@ class SqlStorage(AlertStore, RolloutSql):
         self._readers = _Pool(self._connect, readers)
         self._write_lock = threading.Lock()
         self._writer: Any = None
+        # Roll-up keys known to be stored (rows are never deleted): the writer inserts only
+        # keys not in here. Bounded: cleared when it grows past _MAX_KNOWN_KEYS.
+        self._rollup_keys: set[RollupKey] = set()
 
     # ---------------------------------------------------------------- back-end hooks
 
@@ -329,6 +413,54 @@ class SqlStorage(AlertStore, RolloutSql):
     def executemany(self, conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             conn.executemany(self.sql(statement), rows)
+
+    def insert_windows(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(device, seq, seq_last, model, start, end, received_at, body)``; a stored
+        (device, seq) is left as it is."""
+        self.executemany(
+            conn,
+            "INSERT INTO windows (device, seq, seq_last, model, start_ts, end_ts, received_at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, seq) DO NOTHING",
+            rows,
+        )
+
+    def insert_rollups(self, conn: Any, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str, int]]:
+        """Rows ``(level, device, model, bucket, <roll-up columns>)`` inserted where none is
+        stored; the keys ``(level, device, model, bucket)`` inserted.
+
+        SQLite holds the database's one write lock: the rows not found are all inserted
+        (no RETURNING, which SQLite before 3.35 lacks).
+        """
+        found: set[tuple[str, str, str, int]] = set()
+        for i in range(0, len(rows), 400):
+            part = rows[i : i + 400]
+            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
+            found.update(
+                (str(r[0]), str(r[1]), str(r[2]), int(r[3]))
+                for r in conn.execute(
+                    f"WITH k(level, device, model, bucket) AS (VALUES {values}) SELECT r.level, r.device, r.model, "
+                    "r.bucket FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device "
+                    "AND r.model = k.model AND r.bucket = k.bucket",
+                    [p for r in part for p in r[:4]],
+                ).fetchall()
+            )
+        new = [r for r in rows if (r[0], r[1], r[2], r[3]) not in found]
+        self.executemany(
+            conn,
+            f"INSERT INTO rollups (level, device, model, bucket, {_ROLLUP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            new,
+        )
+        return {(r[0], r[1], r[2], r[3]) for r in new}
+
+    def update_rollups(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(windows, requests, rows, errors, error_kinds, latency, counts, system, level,
+        device, model, bucket)``: stored roll-ups replaced by their merged totals."""
+        self.executemany(
+            conn,
+            "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
+            "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
+            rows,
+        )
 
     def describe(self) -> str:
         return self.url
@@ -351,24 +483,36 @@ class SqlStorage(AlertStore, RolloutSql):
         with self._read() as conn:
             return list(conn.execute(self.sql(statement), params).fetchall())
 
+    def _pipeline(self, conn: Any) -> contextlib.AbstractContextManager[Any]:
+        """Where the back-end can, send statements without waiting for results nobody reads."""
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
-    def write(self) -> Iterator[WriteTx]:
-        """One write transaction on the process's writer connection; commits on success."""
+    def write(self, pipelined: bool = False) -> Iterator[WriteTx]:
+        """One write transaction on the process's writer connection; commits on success.
+
+        ``pipelined`` (the ingest path) lets statements whose results are not read go
+        out with the next ones (PostgreSQL); their errors surface at COMMIT at the latest.
+        """
         with self._write_lock:
             try:
                 if self._writer is None:
                     self._writer = self._connect()
                 conn = self._writer
-                self._begin_write(conn)
-                try:
-                    tx = WriteTx(self, conn)
-                    yield tx
-                    tx.flush()
-                except BaseException:
-                    with contextlib.suppress(*self._db_errors):
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+                with self._pipeline(conn) if pipelined else contextlib.nullcontext():
+                    self._begin_write(conn)
+                    try:
+                        tx = WriteTx(self, conn)
+                        yield tx
+                        tx.flush()
+                    except BaseException:
+                        with contextlib.suppress(*self._db_errors):
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                if len(self._rollup_keys) + len(tx._new_keys) > _MAX_KNOWN_KEYS:
+                    self._rollup_keys.clear()
+                self._rollup_keys.update(tx._new_keys)
             except self._db_errors as exc:
                 self._drop_writer()
                 raise StorageError(f"{self.describe()}: {_one_line(exc)}") from None

@@ -175,3 +175,36 @@ def test_concurrent_recording_loses_nothing(profile: Profile, clock: FakeClock) 
     w = rec.close()
     assert w is not None and (w.requests, w.rows, w.latency.count) == (8000, 8000, 8000)
     assert sum(w.features["colour"].bins) + w.features["colour"].missing + w.features["colour"].unseen == 8000
+
+
+@pytest.mark.parametrize("auto_roll", [True, False])
+def test_record_row_counts_as_record_does(profile: Profile, auto_roll: bool) -> None:
+    """The runtime's single-row entry point gives the same windows, rolls and checkpoints as ``record``."""
+    results = []
+    for use_row in (False, True):
+        clock = FakeClock()
+        sink: list[Window] = []
+        checkpoints: list[int] = []
+        rec = _recorder(profile, clock, sink, buffer_rows=16)  # flushes every 8 single rows
+        rec.auto_roll = auto_roll
+        if auto_roll:
+            rec.set_checkpoints(lambda: checkpoints.append(rec.snapshot().rows), 0, 5)  # type: ignore[union-attr]
+        rng = np.random.default_rng(7)
+        for i in range(150):
+            num, cat, pred = traffic(rng, 1)
+            if use_row:
+                rec.record_row(num, cat, pred, 0.001 * (1 + i % 7))
+            else:
+                rec.record(num, cat, pred, 0.001 * (1 + i % 7))
+            clock.advance(1.0)  # 150 s: two window ends on the way
+            if not auto_roll:
+                rec.roll()
+        rec.close()
+        results.append(([w.to_dict() for w in sink], checkpoints))
+    assert results[0] == results[1]
+    windows, checkpoints = results[1]
+    assert len(windows) == 3 and sum(w["rows"] for w in windows) == 150
+    if auto_roll:
+        assert len(checkpoints) > 20  # every 5 rows, between the window ends
+    else:
+        assert checkpoints == []

@@ -48,3 +48,34 @@ def test_making_a_sampler_does_not_import_psutil(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout == "False True\n"
+
+
+def test_a_single_sample_from_proc_agrees_with_psutil(tmp_path: Path) -> None:
+    """``once`` (a one-shot predict's exit sample) reads /proc itself; its figures are psutil's."""
+    import psutil
+
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # CPU since the process started must show
+        pass
+    got = SystemSampler(tmp_path).once()
+    proc = psutil.Process()
+    times = proc.cpu_times()
+    expected_cpu = 100.0 * (times.user + times.system) / max(time.time() - proc.create_time(), 0.01)
+    assert got.samples == 1 and got.proc_cpu > 0.0
+    assert abs(got.proc_cpu - expected_cpu) < 10.0  # a few ms apart, 10 ms tick resolution
+    assert abs(got.proc_rss_max - proc.memory_info().rss) < 8e6 and got.proc_rss_sum == got.proc_rss_max
+    assert abs(got.mem - psutil.virtual_memory().percent) < 5.0
+    assert got.disk_free_min is not None and abs(got.disk_free_min - psutil.disk_usage(str(tmp_path)).free) < 1e8
+    assert 0.0 <= got.cpu <= 100.0
+    assert SystemSampler(tmp_path / "gone").once().disk_free_min is None
+
+
+def test_a_single_sample_does_not_import_psutil(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from mlpack_edge.monitor_agent.system import SystemSampler\n"
+        f"s = SystemSampler({str(tmp_path)!r}).once()\n"
+        "print('psutil' in sys.modules, s.samples, s.proc_rss_max > 1e6)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout == "False 1 True\n"

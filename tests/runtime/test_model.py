@@ -233,3 +233,32 @@ def test_onnxruntime_failure_is_an_inference_error_and_counted(tmp_path: Path) -
     plain = open_model(tmp_path / "f")
     with pytest.raises(InferenceError, match=r"^onnxruntime failed on 1 row: "):
         plain.predict(np.zeros(3, dtype=np.float32))  # the fast path reports it the same way
+
+
+def test_a_float32_row_is_predicted_as_its_dict_and_nan_rows_take_the_full_path(binary_bundle: Path) -> None:
+    """predict_proba's inlined float32 path answers exactly as the general one."""
+    model = open_model(binary_bundle)
+    assert model.manifest.layout == "matrix"
+    names = model.feature_names
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x = rng.normal(size=len(names)).astype(np.float32)
+        d = {n: float(v) for n, v in zip(names, x)}
+        assert np.array_equal(model.predict_proba(x), model.predict_proba(d))
+    with pytest.raises(InputError):
+        model.predict_proba(np.full(len(names), np.inf, dtype=np.float32))
+
+
+def test_the_recorder_never_keeps_the_callers_row(binary_bundle: Path) -> None:
+    """A float32 row is the caller's buffer: what is recorded is a copy; a dict row's array is ours."""
+    rec = CountingRecorder()
+    model = open_model(binary_bundle, recorder=rec)
+    x = np.ones(len(model.feature_names), dtype=np.float32)
+    model.predict(x)
+    x[:] = 7.0  # the caller reuses its buffer
+    model.predict({n: 2.0 for n in model.feature_names})
+    first, second = rec.records[0][0], rec.records[1][0]
+    assert first.tolist() == [[1.0] * len(model.feature_names)]
+    assert second.tolist() == [[2.0] * len(model.feature_names)]
+    assert [r[2].tolist() for r in rec.records] == [[model.classes.index(model.predict(np.ones(len(model.feature_names), np.float32)))],
+                                                   [model.classes.index(model.predict({n: 2.0 for n in model.feature_names}))]]

@@ -1,0 +1,135 @@
+"""One write transaction for a group of uploads (what the writer thread does under load),
+on SQLite and PostgreSQL: replays and conflicts inside the group are judged as if the
+uploads were applied one by one, and the roll-ups hold exactly the stored windows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from mlpack_edge.collector import apply_batches, open_storage, parse_batch
+from mlpack_edge.collector.auth import hash_token
+from mlpack_edge.collector.ingest import REPLAY_CONFLICT, Ack, Rejected
+from mlpack_edge.collector.rollup import DAY, FLEET, HOUR, Rollup
+from mlpack_edge.collector.storage import SqlStorage
+from mlpack_edge.monitor_agent.wire import Window, merge_windows
+from tests.collector.process import pg_schema
+from tests.collector.sim import SimDevice, make_profile, model_hash
+
+T0 = 1_764_000_000.0 // DAY * DAY + DAY - 240  # four minutes before midnight: two days, two hours
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[SqlStorage]:
+    if request.param == "sqlite":
+        s = open_storage(f"sqlite:///{tmp_path}/c.db")
+        yield s
+        s.close()
+        return
+    with pg_schema() as url:
+        s = open_storage(url)
+        yield s
+        s.close()
+
+
+def _stored(s: SqlStorage, device: str) -> list[Window]:
+    return [Window.from_dict(json.loads(b)) for b in s.window_bodies_between(device, T0 - DAY, T0 + DAY)]
+
+
+def _sum(s: SqlStorage, level: str, device: str) -> Rollup:
+    total = Rollup()
+    for row in s.rollups(level, int(T0) - 2 * DAY, int(T0) + 2 * DAY, device=None if device == FLEET else device,
+                         per_device=device != FLEET):
+        if device == FLEET or row[0] == device:
+            total.merge(Rollup.from_row(row[3:]))
+    return total
+
+
+def test_a_group_is_judged_upload_by_upload_and_the_rollups_hold_the_stored_windows(storage: SqlStorage) -> None:
+    s = storage
+    profile = make_profile()
+    h = model_hash("g", "1")
+    a, b = SimDevice("a", profile, h, seed=1), SimDevice("b", profile, h, seed=2, shift=1.0)
+    for d in (a, b):
+        s.add_device(d.name, hash_token(d.name), 0.0)
+    wa = [a.window(T0 + 60 * i) for i in range(8)]  # seq 0-7; 30 minutes cross midnight
+    wb = [b.window(T0 + 60 * i) for i in range(4)]
+    other_1 = dataclasses.replace(wa[1], errors={"validation": 3})  # seq 1 with other contents
+    merged_45 = merge_windows([wa[4], wa[5]])  # seq 4-5
+
+    def batch(d: SimDevice, windows: list[Window], first: bool = False):
+        return parse_batch(d.batch(windows, name="g", version="1", include_model=first), d.name, hash_token(d.name))
+
+    known: dict = {}
+    out = apply_batches(s, [
+        batch(a, wa[0:3], first=True),   # new
+        batch(b, wb[0:2], first=True),   # new, another device
+        batch(a, wa[2:4]),               # seq 2 stored earlier in this transaction: a duplicate; 3 new
+        batch(a, [other_1]),             # seq 1 stored earlier in this transaction, other contents: 409
+        batch(a, [merged_45]),           # new (4-5)
+        batch(a, [wa[5]]),               # meets 4-5 with other bounds: 409
+        batch(a, [wa[6]]),               # new
+    ], known, T0 + 3600)
+    assert out[:3] == [Ack([0, 1, 2], []), Ack([0, 1], []), Ack([3], [2])]
+    assert isinstance(out[3], Rejected) and (out[3].status, out[3].kind) == (409, REPLAY_CONFLICT)
+    assert "seq 1-1 of device a was stored with other contents" in out[3].message
+    assert out[4] == Ack([4], [])
+    assert isinstance(out[5], Rejected) and out[5].message == (
+        "windows[0]: seq 5-5 overlaps the stored window seq 4-5 of device a with different bounds"
+    )
+    assert out[6] == Ack([6], [])
+    # A second group: everything again (duplicates), plus new windows.
+    out = apply_batches(s, [batch(a, [*wa[0:4], merged_45, wa[6], wa[7]]), batch(b, wb)], known, T0 + 3700)
+    assert out == [Ack([7], [0, 1, 2, 3, 4, 6]), Ack([2, 3], [0, 1])]
+
+    assert s.window_count("a") == 7 and s.window_count("b") == 4
+    assert {(c["device"], c["seq"]) for c in s.conflicts()} == {("a", 1), ("a", 5)}
+    m = s.get_model(h)
+    assert m is not None
+    stored = {d: _stored(s, d) for d in ("a", "b")}
+    assert [w.seq for w in stored["a"]] == [0, 1, 2, 3, 4, 6, 7]
+    assert stored["a"][1] == wa[1]  # the first contents were kept
+    every = stored["a"] + stored["b"]
+    for device, windows in (("a", stored["a"]), ("b", stored["b"]), (FLEET, every)):
+        want = merge_windows(windows)
+        for level in ("h", "d") + (("m",) if device == FLEET else ()):
+            got = _sum(s, level, device)
+            assert (got.windows, got.requests, got.errors, got.histogram()) == (  # a merged window counts as 2
+                sum(w.seq_last - w.seq + 1 for w in windows), want.requests, sum(want.errors.values()), want.latency
+            ), (device, level)
+            assert np.array_equal(got.counts, m.vector(want)), (device, level)
+    # one row per (level, device, bucket): hours and days on both sides of midnight
+    assert len(s.rollups("h", int(T0) - HOUR, int(T0) + 2 * HOUR, device="a")) == 2
+    assert len(s.rollups("d", int(T0) - DAY, int(T0) + DAY, device="a")) == 2
+
+
+def test_roll_up_rows_deleted_under_a_running_writer_are_inserted_again(storage: SqlStorage) -> None:
+    """The writer remembers which roll-up rows exist (to skip their INSERT); a row deleted
+    behind its back (a restore, a manual prune) is inserted again, not lost or a 503."""
+    s = storage
+    h = model_hash("g", "1")
+    a = SimDevice("a", make_profile(), h, seed=1)
+    s.add_device("a", hash_token("a"), 0.0)
+    w0, w1 = a.window(T0), a.window(T0 + 60)
+    known: dict = {}
+
+    def send(w: Window, first: bool = False) -> object:
+        payload = a.batch([w], name="g", version="1", include_model=first)
+        return apply_batches(s, [parse_batch(payload, "a", hash_token("a"))], known, T0)[0]
+
+    assert send(w0, first=True) == Ack([0], [])
+    with s.write() as tx:
+        tx._exec("DELETE FROM rollups WHERE device = ?", ("a",))
+    assert send(w1) == Ack([1], [])
+    m = s.get_model(h)
+    assert m is not None
+    for level in ("h", "d"):
+        got = _sum(s, level, "a")
+        assert (got.windows, got.requests) == (1, w1.requests)
+        assert np.array_equal(got.counts, m.vector(w1))
+    fleet = _sum(s, "h", FLEET)  # the fleet's rows were not deleted: both windows
+    assert (fleet.windows, fleet.requests) == (2, w0.requests + w1.requests)
