@@ -19,6 +19,15 @@ otherwise); ``--skip-ingest`` skips part 3.
 3. **Collector cost of the offer check per ingest.** Two collector processes, one with an
    active rollout whose offer goes to the uploading device (the reply carries it), one
    without; single-window uploads alternate between them; per-round p50 ratio.
+4. **The desired-version check, in process** (``--devices``, default 1,000; SQLite). Part 3
+   is lost in HTTP noise on a loaded machine, so the two halves of the check are timed
+   directly, each beside its no-rollout baseline in the same run, interleaved:
+   *per ingest / per poll* — the reply's lookup (``RolloutService.offers_for``) for a
+   device the rollout concerns vs a collector with no rollout, beside the in-process cost
+   of storing one window (``apply_batches``) for scale; *per tick* — the re-read every
+   ``rollout_tick`` (2 s) does (``rollout.offers``: rollouts, releases, device labels and
+   models, the stage's hold health from its devices' stored windows) with one active
+   rollout whose first stage (10%) is in its hold, vs the same fleet with no rollout.
 
 Timing on a shared machine is noisy: read the ratios, and the machine's load.
 """
@@ -246,6 +255,113 @@ def _ingest_rounds(work: Path, rounds: int, n: int, profile: object, conns: dict
     return ratios
 
 
+def _fleet_storage(path: Path, devices: int, rollout: bool, hold_windows: int) -> tuple[object, object]:
+    """A SQLite collector store: ``devices`` devices with 5 windows each of 1.0.0; with ``rollout``,
+    1.1.0 rolling out, its first stage (10%) updated, its hold over, each stage device but one
+    with ``hold_windows`` one-minute windows of 1.1.0 in it: the silent one keeps the stage
+    waiting, so every tick judges every stage device's hold again (the worst steady state)."""
+    from mlpack_edge.collector import apply_batches, open_storage, parse_batch
+    from mlpack_edge.collector import rollout as ro
+    from mlpack_edge.collector.auth import hash_token
+    from mlpack_edge.collector.storage import Release
+    from tests.collector.sim import SimDevice, make_profile, model_hash
+
+    old, new = model_hash("demo", "1.0.0"), model_hash("demo", "1.1.0")
+    profile = make_profile()
+    storage = open_storage("sqlite:///" + str(path))
+    t0 = time.time() - 4000
+    sims = []
+    for i in range(devices):
+        name = f"dev-{i:05d}"
+        storage.add_device(name, hash_token(name), t0)  # type: ignore[attr-defined]
+        sim = SimDevice(name, profile, old, seed=i)
+        payload = sim.batch([sim.window(t0 + 60 * k, rows=50) for k in range(5)], version="1.0.0")
+        apply_batches(storage, [parse_batch(payload, name, hash_token(name))], {}, t0 + 300)
+        sims.append(sim)
+    if not rollout:
+        return storage, None
+    storage.add_release(Release(new, "demo", "1.1.0", 1000, "ab" * 32, None, None, t0, "ops"))  # type: ignore[attr-defined]
+    r = ro.start_rollout(storage, "demo", "1.1.0", ro.RolloutPlan(stages=(10, 100), hold=600, shadow=0), t0 + 400)
+    _, first = ro.members(storage, r)
+    for i, name in enumerate(first):
+        sim = next(s for s in sims if s.name == name)
+        sim.model = new
+        audit = [{"seq": 0, "time": t0 + 500, "event": "update_installed",
+                  "detail": {"rollout": r.id, "version": "1.1.0", "hash": new}}]
+        windows = [] if i == len(first) - 1 else [sim.window(t0 + 800 + 60 * k, rows=50) for k in range(hold_windows)]
+        for k in range(0, max(1, len(windows)), 100):  # batches of at most 100 windows
+            batch = parse_batch(sim.batch(windows[k:k + 100], version="1.1.0", audit=audit if k == 0 else []),
+                                name, hash_token(name))
+            apply_batches(storage, [batch], {}, t0 + 900)
+            ro.observe_audit(storage, name, batch.audit, t0 + 800)
+    return storage, first[0]
+
+
+def desired_version_cost(work: Path, rounds: int, devices: int, hold_windows: int) -> dict[str, list[float]]:
+    """Part 4 (module doc): seconds per lookup and per tick, with a rollout and without, per round."""
+    import timeit
+
+    from mlpack_edge.collector import apply_batches, parse_batch
+    from mlpack_edge.collector import rollout as ro
+    from mlpack_edge.collector.auth import hash_token
+    from mlpack_edge.collector.config import CollectorConfig
+    from mlpack_edge.collector.rollout_api import RolloutService
+
+    t = time.perf_counter()
+    plain, _ = _fleet_storage(work / "dv-plain.db", devices, rollout=False, hold_windows=hold_windows)
+    rolling, member = _fleet_storage(work / "dv-rollout.db", devices, rollout=True, hold_windows=hold_windows)
+    print(f"  two fleets of {devices} devices set up in {time.perf_counter() - t:.1f} s ({hold_windows} windows "
+          "per stage device in the hold)", flush=True)
+    services = {}
+    for label, storage in (("plain", plain), ("rollout", rolling)):
+        services[label] = RolloutService(storage, CollectorConfig(db_url="sqlite://", release_dir=work / "rel-dv"))
+        services[label].tick()
+    assert rolling.rollouts("demo")[0].stage == 0, "the stage must stay waiting (one silent device)"  # type: ignore[attr-defined]
+    assert member is not None and services["rollout"].offers_for(str(member))
+    assert not services["plain"].offers_for(str(member))
+    out: dict[str, list[float]] = {k: [] for k in ("lookup_plain", "lookup_rollout", "tick_plain", "tick_rollout",
+                                                   "ingest_window", "judge_once")}
+    from mlpack_edge.collector._rollout_health import device_health
+
+    r = rolling.rollouts("demo")[0]  # type: ignore[attr-defined]
+    _, stage = ro.members(rolling, r)
+    judged = [d for d in stage if rolling.has_window_since(d, r.release, 0)]  # type: ignore[attr-defined]
+    from tests.collector.sim import SimDevice, make_profile, model_hash
+
+    sim = SimDevice("dev-00000", make_profile(), model_hash("demo", "1.0.0"), seed=99)
+    sim.seq = 1000
+    for rnd in range(rounds):
+        for label in ("plain", "rollout") if rnd % 2 == 0 else ("rollout", "plain"):
+            svc = services[label]
+            n = 200_000
+            out[f"lookup_{label}"].append(min(timeit.repeat(lambda: svc.offers_for(str(member)), number=n, repeat=3)) / n)
+            ticks = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                ro.offers(svc.storage, time.time(), svc.releases.runtime_info)
+                ticks.append(time.perf_counter() - t0)
+            out[f"tick_{label}"].append(min(ticks))
+        t0 = time.perf_counter()  # what the tick does once, when the last stage device reports
+        for d in judged:
+            device_health(rolling, r, d, r.stage_started_at, r.stage_started_at, time.time())
+        out["judge_once"].append(time.perf_counter() - t0)
+        stored = []
+        for _ in range(20):
+            payload = sim.batch([sim.window(time.time() - 60, rows=50)], include_model=False)
+            t0 = time.perf_counter()
+            apply_batches(plain, [parse_batch(payload, sim.name, hash_token(sim.name))], {}, time.time())
+            stored.append(time.perf_counter() - t0)
+        out["ingest_window"].append(statistics.median(stored))
+        print(f"  round {rnd + 1}: lookup {out['lookup_rollout'][-1] * 1e9:.0f} ns (no rollout "
+              f"{out['lookup_plain'][-1] * 1e9:.0f} ns; storing one window {out['ingest_window'][-1] * 1e6:.0f} us); "
+              f"tick {out['tick_rollout'][-1] * 1e3:.1f} ms (no rollout {out['tick_plain'][-1] * 1e3:.1f} ms); "
+              f"judging the stage's {len(judged)} devices once {out['judge_once'][-1] * 1e3:.0f} ms",
+              flush=True)
+    for s in (plain, rolling):
+        s.close()  # type: ignore[attr-defined]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -254,10 +370,16 @@ def main() -> None:
     ap.add_argument("--budget", type=float, action="append",
                     help="the live shadow's CPU budget (share of one core); repeatable [default: the runtime's]")
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--devices", type=int, default=1000, help="fleet size for part 4")
+    ap.add_argument("--hold-windows", type=int, default=60, help="part 4: windows per stage device in the hold")
+    ap.add_argument("--only-check", action="store_true", help="run part 4 alone")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.only_check:
+            _report_check(desired_version_cost(work, args.rounds, args.devices, args.hold_windows))
+            return
         b = bytes_for_update(work)
         print(f"model-only update: {b['downloaded']:,} bytes downloaded vs the {b['executable']:,}-byte executable "
               f"= {b['ratio'] * 100:.3f}%")
@@ -273,7 +395,21 @@ def main() -> None:
         print("offer check on ingest (with an offer in the reply / without):")
         i = ingest_cost(work, args.rounds, args.ingest)
         print(f"ingest cost: min {min(i):.3f}x, median {statistics.median(i):.3f}x over {len(i)} rounds")
+        print(f"desired-version check in process, {args.devices} devices:")
+        _report_check(desired_version_cost(work, args.rounds, args.devices, args.hold_windows))
     print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+def _report_check(c: dict[str, list[float]]) -> None:
+    med = {k: statistics.median(v) for k, v in c.items()}
+    print(f"per ingest/poll: offer lookup {med['lookup_rollout'] * 1e9:.0f} ns median (min "
+          f"{min(c['lookup_rollout']) * 1e9:.0f}) vs {med['lookup_plain'] * 1e9:.0f} ns with no rollout "
+          f"(min {min(c['lookup_plain']) * 1e9:.0f}); storing one window {med['ingest_window'] * 1e6:.0f} us: "
+          f"{med['lookup_rollout'] / med['ingest_window'] * 100:.4f}% of it")
+    print(f"per tick (every 2 s): {med['tick_rollout'] * 1e3:.1f} ms median (min {min(c['tick_rollout']) * 1e3:.1f}) "
+          f"vs {med['tick_plain'] * 1e3:.1f} ms with no rollout (min {min(c['tick_plain']) * 1e3:.1f}): "
+          f"{med['tick_rollout'] / 2 * 100:.2f}% of one core vs {med['tick_plain'] / 2 * 100:.2f}%; judging a stage "
+          f"once its last device reports: {med['judge_once'] * 1e3:.0f} ms median (min {min(c['judge_once']) * 1e3:.0f})")
 
 
 if __name__ == "__main__":

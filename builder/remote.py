@@ -70,7 +70,7 @@ class AdminClient:
     timeout: float = 60.0
 
     def _request(self, method: str, path: str, body: bytes | None = None,
-                 content_type: str = "application/json") -> tuple[int, Any]:
+                 content_type: str = "application/json", missing_ok: bool = False) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -82,6 +82,8 @@ class AdminClient:
         except urllib.error.HTTPError as exc:
             with exc:
                 raw = exc.read() if exc.fp is not None else b""
+            if missing_ok and exc.code == 404:
+                return 404, {}
             try:
                 message = json.loads(raw).get("error") or raw.decode("utf-8", "replace")
             except (ValueError, AttributeError):
@@ -92,10 +94,24 @@ class AdminClient:
         except (OSError, ValueError) as exc:
             raise CollectorError(f"collector {self.url}: {exc.__class__.__name__}: {exc}") from None
 
-    def publish(self, archive: bytes) -> tuple[bool, dict[str, Any]]:
-        """Upload a packed bundle; ``(newly stored, release)``."""
-        _, doc = self._request("POST", "/api/v1/releases", archive, "application/gzip")
+    def publish(self, archive: bytes, runtime: str | None = None) -> tuple[bool, dict[str, Any]]:
+        """Upload a packed bundle (built on the stored ``runtime``, when given); ``(newly stored, release)``."""
+        query = f"?runtime={runtime}" if runtime else ""
+        _, doc = self._request("POST", f"/api/v1/releases{query}", archive, "application/gzip")
         return bool(doc.get("added")), dict(doc.get("release") or {})
+
+    def has_runtime(self, sha256: str) -> bool:
+        status, _ = self._request("GET", f"/api/v1/runtimes/{sha256}/info", missing_ok=True)
+        return status == 200
+
+    def put_runtime(self, sha256: str, data: bytes, facts: dict[str, str]) -> bool:
+        """Store a frozen runtime under its sha256; ``False`` when the collector had it already."""
+        from urllib.parse import urlencode
+
+        query = urlencode({k: v for k, v in facts.items() if v})
+        _, doc = self._request("PUT", f"/api/v1/runtimes/{sha256}" + (f"?{query}" if query else ""), data,
+                               "application/octet-stream")
+        return bool(doc.get("added"))
 
     def start(self, model: str, version: str, plan: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps({"model": model, "version": version, **plan}).encode()

@@ -34,16 +34,27 @@ def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.command("publish")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @_client_options
-def publish(bundle: Path, client: AdminClient) -> None:
+@click.option("--executable", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The build's device executable, whose frozen runtime devices on another runtime download "
+              "[default: dist/<name>-<version>-<platform> beside BUNDLE, when there].")
+@click.option("--bundle-only", is_flag=True, help="Publish without the runtime (devices keep the one they run).")
+def publish(bundle: Path, client: AdminClient, executable: Path | None, bundle_only: bool) -> None:
     """Upload a signed bundle folder to the collector's release store (idempotent)."""
-    from mlpack_edge.builder.remote import pack_bundle
+    from mlpack_edge.builder.publish import publish_build, sibling_executable
 
-    archive = pack_bundle(bundle)
-    added, release = client.publish(archive)
-    state = "published" if added else "already published"
+    if executable is not None and bundle_only:
+        raise click.UsageError("give --executable or --bundle-only, not both")
+    exe = None if bundle_only else executable or sibling_executable(bundle)
+    done = publish_build(client, bundle, exe)
+    release = done.release
+    state = "published" if done.added else "already published"
     signer = f"signed by {release.get('signed_by')}" if release.get("signed_by") else "unsigned"
+    runtime = ""
+    if done.runtime:
+        sent = f"{done.runtime_uploaded} bytes uploaded" if done.runtime_uploaded else "stored already"
+        runtime = f"; runtime {done.runtime[:12]}, {sent}"
     click.echo(f"{state} {release.get('name')} {release.get('version')} ({str(release.get('hash'))[:12]}, "
-               f"{release.get('size')} bytes, {signer})")
+               f"{release.get('size')} bytes, {signer}{runtime})")
 
 
 @click.group("rollout", cls=MlpackGroup)

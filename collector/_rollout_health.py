@@ -17,6 +17,13 @@ and the fleet page's "failing" rule when there is nothing to compare with.
   with one error more than seen (0 errors in 250 requests is not proof of a 0% build): a
   few unlucky errors are noise, not a regression. With no previous telemetry, when it is
   ``FAILING_RATE`` or more of at least ``FAILING_MIN_REQUESTS`` requests.
+* **Latency**: the new build fails when its p95 request latency over the hold exceeds the
+  previous build's by more than ``p95_factor`` (the plan's, as in the shadow phase) and by
+  more than ``LATENCY_SLACK_S`` (sub-millisecond differences are scheduler noise on a busy
+  device), both p95s from at least ``MIN_LATENCY_REQUESTS`` timed requests (fewer: no
+  latency verdict, the error and drift checks still apply). The p95 comes from the windows'
+  merged latency histograms (relative error under 1%), not from an average of per-window
+  p95s.
 * **Drift**: the new build's worst feature verdict fails when it is ``drift`` and the
   previous build's was not (``ok``, ``warn``, too little data, or no telemetry).
 """
@@ -34,11 +41,15 @@ from mlpack_edge.collector.rollup import Rollup
 from mlpack_edge.monitor_agent.drift import STATUSES
 from mlpack_edge.monitor_agent.wire import Window
 
-__all__ = ["BASELINE", "Health", "device_health"]
+__all__ = ["BASELINE", "Health", "device_health", "MIN_LATENCY_REQUESTS", "LATENCY_SLACK_S"]
 
 #: How far before its update a device's previous-build telemetry is looked at (seconds).
 BASELINE = 86400.0
 _RANK = {s: i for i, s in enumerate(STATUSES)}
+#: Fewer timed requests than this on either build: no latency verdict.
+MIN_LATENCY_REQUESTS = 50
+#: A p95 worse by less than this (seconds) is not held against the new build.
+LATENCY_SLACK_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,8 @@ class _Summary:
     drift: str | None  # worst feature status (None: no model info or no counts)
     feature: str | None
     psi: float | None
+    p95: float | None = None  # seconds, from the merged latency histogram (None: no timed requests)
+    timed: int = 0
 
     @property
     def rate(self) -> float:
@@ -75,6 +88,8 @@ def _summarise(storage: Any, model_hash: str, bodies: list[str]) -> _Summary:
         else:
             total.requests += w.requests
             total.errors += sum(w.errors.values())
+            for i, c in w.latency.buckets.items():
+                total.latency[i] = total.latency.get(i, 0) + c
     status = feature = psi = None
     if model is not None and total.counts is not None:
         drift = drift_of(model, total.counts)
@@ -83,7 +98,9 @@ def _summarise(storage: Any, model_hash: str, bodies: list[str]) -> _Summary:
         if scored:
             _, psi, feature = max(scored)
             status = drift[feature]["status"]
-    return _Summary(model_hash, total.requests, total.errors, status, feature, psi)
+    latency = total.histogram()
+    return _Summary(model_hash, total.requests, total.errors, status, feature, psi, latency.quantile(0.95),
+                    latency.count)
 
 
 def _version(storage: Any, model_hash: str) -> str:
@@ -119,6 +136,13 @@ def device_health(storage: Any, rollout: Any, device: str, updated_at: float, ho
         return Health(failure=(f"error rate {after.rate:.1%} ({after.errors} of {after.requests} requests) on "
                                f"{new_v}, no telemetry from the previous build (failing at >= {FAILING_RATE:.0%} "
                                f"of >= {FAILING_MIN_REQUESTS} requests)"), metric="error_rate")
+    p95_factor = float(rollout.plan.get("p95_factor", 1.5))
+    if (before is not None and before.p95 and after.p95 and before.timed >= MIN_LATENCY_REQUESTS
+            and after.timed >= MIN_LATENCY_REQUESTS and after.p95 > before.p95 * p95_factor
+            and after.p95 - before.p95 > LATENCY_SLACK_S):
+        return Health(failure=(f"p95 latency {after.p95 * 1e3:.2f} ms ({after.timed} requests) on {new_v} vs "
+                               f"{before.p95 * 1e3:.2f} ms ({before.timed}) on {_version(storage, before.model)} "
+                               f"(p95 factor {p95_factor:g})"), metric="p95_latency")
     if after.drift == "drift" and (before is None or before.drift != "drift"):
         was = before.drift if before is not None and before.drift else "no data"
         old = f"{was} on {_version(storage, before.model)}" if before is not None else was

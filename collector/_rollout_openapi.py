@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlpack_edge.collector._openapi import ErrorReply
 
-__all__ = ["ReleaseInfo", "ReleasesReply", "PublishReply", "RolloutStatus", "RolloutsReply", "RolloutRequest", "UpdatesReply",
+__all__ = ["RuntimeInfo", "RuntimeReply", "ReleaseInfo", "ReleasesReply", "PublishReply", "RolloutStatus", "RolloutsReply", "RolloutRequest", "UpdatesReply",
            "ADMIN_BEARER", "errors"]
 
 #: Name of the admin credential in ``components.securitySchemes``.
@@ -31,7 +31,8 @@ class ReleaseInfo(_Reply):
     size: int = Field(description="Bytes of the stored .tar.gz")
     sha256: str = Field(description="sha256 of the stored .tar.gz (what a device checks its download against)")
     signed_by: str | None = Field(description="Key id of the signature, null when unsigned")
-    runtime: str | None
+    runtime: str | None = Field(description="sha256 of the frozen runtime the build's executable carries, null when "
+                                "published without it (devices then download the bundle only)")
     published_at: float
     published_by: str = Field(description="The admin whose token published it")
 
@@ -45,11 +46,40 @@ class PublishReply(_Reply):
     added: bool = Field(description="False when this content hash was published already (nothing changed)")
 
 
+class RuntimeInfo(_Reply):
+    sha256: str = Field(description="sha256 of the frozen runtime (the onefile part of a device executable)")
+    size: int
+    target: str | None = None
+    glibc_floor: str | None = None
+
+
+class RuntimeReply(_Reply):
+    runtime: RuntimeInfo
+    added: bool = Field(description="False when this runtime was stored already")
+
+
+class ShadowWindows(_Reply):
+    """The shadow phase as the devices' telemetry windows carried it (their ``shadow`` sections, merged)."""
+
+    inputs: int = Field(description="Rows offered to both models")
+    rows: int = Field(description="Rows both models predicted (compared)")
+    agreement: float | None = Field(description="Share of compared rows with the same label (regression: within 5%)")
+    max_abs_diff: float
+    mean_abs_diff: float
+    candidate_p95_ms: float | None = Field(description="The candidate's p95 latency per call and row")
+    current_p95_ms: float | None = Field(description="The serving model's, on the same calls")
+    candidate_error_rate: float
+    current_error_rate: float
+    dropped: int = Field(description="Live samples skipped (CPU budget or full queue)")
+
+
 class StageDevice(_Reply):
     device: str
     state: str = Field(description="waiting, offered, downloaded, shadowing, updated, failed or rolled_back")
     since: float | None
     detail: dict[str, Any]
+    shadow_windows: ShadowWindows | None = Field(default=None, description=(
+        "This device's shadow figures from its telemetry windows since the rollout started (null: none)"))
 
 
 class Stage(_Reply):
@@ -59,6 +89,8 @@ class Stage(_Reply):
     counts: dict[str, int]
     devices: list[StageDevice]
     agreement: float | None = Field(description="Lowest shadow agreement reported by the stage's devices")
+    shadow_windows: ShadowWindows | None = Field(default=None, description=(
+        "The stage's devices' shadow telemetry windows, merged (null: none yet)"))
 
 
 class RolloutEvent(_Reply):
@@ -87,6 +119,10 @@ class RolloutsReply(_Reply):
     rollouts: list[RolloutStatus]
 
 
+class OfferRuntime(RuntimeInfo):
+    url: str = Field(description="Path of the runtime download on this collector (Range supported)")
+
+
 class Offer(_Reply):
     rollout: str
     action: Literal["install", "rollback"]
@@ -100,6 +136,9 @@ class Offer(_Reply):
     agreement_floor: float
     error_factor: float
     p95_factor: float
+    runtime: OfferRuntime | None = Field(default=None, description=(
+        "Present when the release was published with its frozen runtime: a device running another runtime "
+        "downloads it too (the whole payload) and installs the assembled executable"))
 
 
 class UpdatesReply(_Reply):

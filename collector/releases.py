@@ -28,9 +28,14 @@ from mlpack_edge.collector.storage import Release
 from mlpack_edge.errors import BundleError, CollectorError, MlpackError
 from mlpack_edge.runtime._trust import TrustPolicy, check_signature
 
-__all__ = ["ReleaseStore", "PublishResult", "RELEASE_SUFFIX"]
+__all__ = ["ReleaseStore", "PublishResult", "RELEASE_SUFFIX", "RUNTIME_DIR"]
 
 RELEASE_SUFFIX = ".tar.gz"
+#: Frozen runtimes (the onefile part of a device executable in front of its bundle), one file
+#: per runtime sha256 however many releases were built on it, with a ``.json`` of its facts.
+RUNTIME_DIR = "runtimes"
+_SHA256 = frozenset("0123456789abcdef")
+_RUNTIME_FACTS = ("target", "glibc_floor")
 
 
 @dataclass(frozen=True)
@@ -52,11 +57,63 @@ class ReleaseStore:
     def path(self, content_hash: str) -> Path:
         return self.folder / f"{content_hash}{RELEASE_SUFFIX}"
 
-    def publish(self, archive: bytes, publisher: str, now: float | None = None) -> PublishResult:
-        """Check ``archive`` like a device would, keep it, record it; idempotent per content hash."""
+    def runtime_path(self, runtime_sha256: str) -> Path:
+        return self.folder / RUNTIME_DIR / f"{runtime_sha256}.bin"
+
+    def runtime_info(self, runtime_sha256: str) -> dict[str, object] | None:
+        """``{"sha256", "size", "target", "glibc_floor"}`` of a stored runtime, ``None`` when absent."""
+        import json
+
+        path = self.runtime_path(runtime_sha256)
+        try:
+            facts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            size = path.stat().st_size
+        except (OSError, ValueError):
+            return None
+        return {"sha256": runtime_sha256, "size": size, **{k: facts.get(k) for k in _RUNTIME_FACTS}}
+
+    def add_runtime(self, runtime_sha256: str, data: bytes, facts: dict[str, str]) -> bool:
+        """Keep a frozen runtime under its sha256 (checked); ``False`` when it was kept already."""
+        import json
+
+        if len(runtime_sha256) != 64 or not set(runtime_sha256) <= _SHA256:
+            raise CollectorError(f"runtime {runtime_sha256!r}: expected the runtime's sha256 (64 hex digits)")
+        got = hashlib.sha256(data).hexdigest()
+        if got != runtime_sha256:
+            raise CollectorError(f"runtime {runtime_sha256[:12]}: the {len(data)} bytes uploaded have sha256 "
+                                 f"{got[:12]} (cut or changed in transit); nothing kept")
+        if self.runtime_info(runtime_sha256) is not None:
+            return False
+        target = self.runtime_path(runtime_sha256)
+        tmp = target.with_name(f".upload-{runtime_sha256[:16]}-{os.getpid()}.bin")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, target)  # the runtime first, its facts second: facts mean "complete"
+            doc = {k: facts[k] for k in _RUNTIME_FACTS if facts.get(k)}
+            meta = target.with_suffix(".json")
+            meta_tmp = meta.with_name(f".{meta.name}.{os.getpid()}")
+            meta_tmp.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
+            os.replace(meta_tmp, meta)
+        except OSError as exc:
+            raise CollectorError(f"release folder {self.folder}: cannot store the runtime ({exc.strerror or exc})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def publish(self, archive: bytes, publisher: str, now: float | None = None,
+                runtime: str | None = None) -> PublishResult:
+        """Check ``archive`` like a device would, keep it, record it; idempotent per content hash.
+
+        ``runtime``: the sha256 of the frozen runtime the build's executable carries, stored
+        before (:meth:`add_runtime`); devices running another runtime then download it too.
+        """
         from mlpack_edge.runtime._archive import open_archive
 
         now = time.time() if now is None else now
+        if runtime is not None and self.runtime_info(runtime) is None:
+            raise CollectorError(f"runtime {runtime[:12]} is not stored here; upload it first "
+                                 f"(PUT /api/v1/runtimes/{runtime})")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -80,11 +137,14 @@ class ReleaseStore:
             content_hash = manifest.content_hash
             known = self.storage.release(content_hash)  # type: ignore[attr-defined]
             if known is not None and self.path(content_hash).is_file():
+                if runtime is not None and known.runtime != runtime:  # the same build, now with its runtime
+                    self.storage.set_release_runtime(content_hash, runtime)  # type: ignore[attr-defined]
+                    return PublishResult(self.storage.release(content_hash), True)  # type: ignore[attr-defined]
                 return PublishResult(known, False)
             target = self.path(content_hash)
             os.replace(tmp, target)
             release = Release(content_hash, manifest.name, manifest.version, len(archive), digest, check.key_id,
-                              None, now, publisher)
+                              runtime, now, publisher)
             added = self.storage.add_release(release)  # type: ignore[attr-defined]
             if not added:
                 release = self.storage.release(content_hash)  # type: ignore[attr-defined]

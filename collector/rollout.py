@@ -32,12 +32,13 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mlpack_edge._rollout_plan import parse_duration, parse_stages
 from mlpack_edge.collector._rollout_health import device_health
+from mlpack_edge.collector._rollout_shadow import device_shadow, figures, merged
 from mlpack_edge.collector.storage import Release, Rollout
 from mlpack_edge.errors import CollectorError
 
@@ -212,6 +213,10 @@ def evaluate(storage: Any, rollout: Rollout, now: float, fleet: tuple[Any, Any, 
         hold_start = max(last, rollout.stage_started_at)
         if now - hold_start < rollout.plan["hold"]:
             return rollout
+        # Judging health reads and parses every window of the hold: first check, cheaply and stopping at
+        # the first, that no stage device is still silent on the new build (it keeps the stage waiting).
+        if not all(storage.has_window_since(d, rollout.release, hold_start) for d in stage_devices):
+            return rollout
         health = {d: device_health(storage, rollout, d, states[d][1] or hold_start, hold_start, now)
                   for d in stage_devices}
         sick = sorted(d for d, h in health.items() if h.failure)
@@ -258,9 +263,15 @@ def set_state(storage: Any, model: str, action: str, now: float, reason: str | N
     return r
 
 
-def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
-    """The JSON face of a rollout: plan, state, and per stage its devices by state."""
+_FOREVER = 1e18  # "until" of the shadow windows read by status(): everything received
+
+
+def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = None,
+           now: float | None = None) -> dict[str, Any]:
+    """The JSON face of a rollout: plan, state, and per stage its devices by state, with the
+    shadow figures their telemetry windows carried (:mod:`._rollout_shadow`)."""
     fleet = fleet or _fleet(storage)
+    now = _FOREVER if now is None else now
     ordered, _ = members(storage, rollout, fleet)
     release = storage.release(rollout.release)
     stages_out = []
@@ -268,10 +279,15 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
     for i, pct in enumerate(rollout.plan["stages"]):
         upto = stage_members(rollout.plan["stages"], ordered, i)
         devices = []
+        sections = []
         for d in upto[previous:]:
             state, since = device_state(storage, rollout, d, fleet[1].get(d)) if i <= rollout.stage else ("waiting", None)
             detail = rollout.devices.get(d, {}).get("detail", {})
-            devices.append({"device": d, "state": state, "since": since, "detail": detail})
+            section = (device_shadow(storage, rollout.release, d, rollout.created_at, now)
+                       if i <= rollout.stage and d in rollout.devices else None)
+            sections.append(section)
+            devices.append({"device": d, "state": state, "since": since, "detail": detail,
+                            "shadow_windows": figures(section)})
         previous = len(upto)
         counts: dict[str, int] = {}
         for d in devices:
@@ -280,7 +296,8 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
                       if isinstance(d["detail"].get("shadow"), dict) and d["detail"]["shadow"].get("agreement") is not None]
         stages_out.append({"stage": i + 1, "percent": pct, "started": i <= rollout.stage and rollout.state != "aborted",
                            "counts": counts, "devices": devices,
-                           "agreement": min(agreements) if agreements else None})
+                           "agreement": min(agreements) if agreements else None,
+                           "shadow_windows": figures(merged(sections))})
     return {
         "id": rollout.id, "model": rollout.model, "release": release.to_dict() if release else {"hash": rollout.release},
         "state": rollout.state, "stage": rollout.stage + 1, "stage_started_at": rollout.stage_started_at,
@@ -290,7 +307,8 @@ def status(storage: Any, rollout: Rollout, fleet: tuple[Any, Any, Any] | None = 
     }
 
 
-def offers(storage: Any, now: float) -> dict[str, list[dict[str, Any]]]:
+def offers(storage: Any, now: float,
+           runtimes: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, list[dict[str, Any]]]:
     """device -> what it should do now (install a release, or roll back a failed one).
 
     Computed for every rollout that is the newest of its model; the ingest reply carries a
@@ -324,6 +342,9 @@ def offers(storage: Any, now: float) -> dict[str, list[dict[str, Any]]]:
                  "url": f"/api/v1/releases/{release.hash}/bundle", "shadow": r.plan.get("shadow", 0.0),
                  "agreement_floor": r.plan.get("agreement_floor", 0.0),
                  "error_factor": r.plan.get("error_factor", 2.0), "p95_factor": r.plan.get("p95_factor", 1.5)}
+        runtime = runtimes(release.runtime) if runtimes is not None and release.runtime else None
+        if runtime is not None:  # a device on another runtime downloads it too (runtime.update decides)
+            offer["runtime"] = {**runtime, "url": f"/api/v1/runtimes/{release.runtime}"}
         for d in stage_devices:
             out.setdefault(d, []).append(offer)
     return out

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -46,6 +46,7 @@ class RolloutService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.releases = ReleaseStore(storage, config.releases_folder(), allow_unsigned=config.allow_unsigned_releases)
 
     def offers_for(self, device: str) -> list[dict[str, Any]]:
         return self._offers.get(device, [])
@@ -53,7 +54,7 @@ class RolloutService:
     def tick(self) -> None:
         """Advance every active rollout and recompute the offers."""
         with self._lock:
-            self._offers = ro.offers(self.storage, self.config.clock())
+            self._offers = ro.offers(self.storage, self.config.clock(), self.releases.runtime_info)
 
     def observe(self, device: str, audit: list[dict[str, Any]]) -> None:
         """A device's ``update_*`` audit events move its rollout state (then re-evaluate)."""
@@ -114,7 +115,7 @@ def _one(storage: Any, model: str) -> Any:
 def register(app: FastAPI, storage: Any, config: CollectorConfig, service: RolloutService,
              read_body: Callable[[Request, int], Any]) -> None:
     """Add the release and rollout routes to ``app``."""
-    store = ReleaseStore(storage, config.releases_folder(), allow_unsigned=config.allow_unsigned_releases)
+    store = service.releases
 
     def rejected(exc: MlpackError) -> Rejected:
         return Rejected(422, str(exc))
@@ -127,11 +128,15 @@ def register(app: FastAPI, storage: Any, config: CollectorConfig, service: Rollo
               response_model=api.PublishReply, responses=api.errors(401, 403, 413, 422),
               openapi_extra={"security": _ADMIN, "requestBody": {"required": True, "content": {"application/gzip": {
                   "schema": {"type": "string", "format": "binary"}}}}})
-    async def publish(request: Request) -> Response:
+    async def publish(request: Request,
+                      runtime: Annotated[str | None, Query(pattern=MODEL_HASH_PATTERN, description=(
+                          "sha256 of the frozen runtime the build's executable carries (uploaded before with PUT "
+                          "/api/v1/runtimes/{sha256}): devices on another runtime download it too"))] = None,
+                      ) -> Response:
         who = _admin(storage, request)
         body = await read_body(request, config.max_release_bytes)
         try:
-            result = await run_in_threadpool(store.publish, body, who, config.clock())
+            result = await run_in_threadpool(store.publish, body, who, config.clock(), runtime)
         except MlpackError as exc:
             raise rejected(exc) from None
         return JSONResponse({"release": result.release.to_dict(), "added": result.added},
@@ -158,6 +163,59 @@ def register(app: FastAPI, storage: Any, config: CollectorConfig, service: Rollo
         if release is None or not path.is_file():
             raise Rejected(404, f"release {content_hash[:12]} is not published here")
         return FileResponse(path, media_type="application/gzip", headers={"X-Content-SHA256": release.sha256})
+
+    @app.put("/api/v1/runtimes/{runtime_sha256}", tags=["rollout"], summary="Store a frozen runtime (admin token)",
+             description="Body: the runtime part of a device executable (the bytes in front of its appended bundle, "
+             "`runtime_size` long). Checked against the sha256 in the path; kept once per sha256 however many "
+             "releases use it: 201 when stored, 200 when it was there already.",
+             response_model=api.RuntimeReply, responses=api.errors(401, 403, 413, 422),
+             openapi_extra={"security": _ADMIN, "requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def put_runtime(
+        runtime_sha256: Annotated[str, Path(pattern=MODEL_HASH_PATTERN, description="sha256 of the runtime bytes.")],
+        request: Request,
+        target: Annotated[str | None, Query(max_length=64, description="e.g. linux-x86_64 (from the trailer)")] = None,
+        glibc_floor: Annotated[str | None, Query(max_length=16, description="from the trailer")] = None,
+    ) -> Response:
+        _admin(storage, request)
+        body = await read_body(request, config.max_release_bytes)
+        facts = {k: v for k, v in (("target", target), ("glibc_floor", glibc_floor)) if v}
+        try:
+            added = await run_in_threadpool(store.add_runtime, runtime_sha256, body, facts)
+        except MlpackError as exc:
+            raise rejected(exc) from None
+        return JSONResponse({"runtime": store.runtime_info(runtime_sha256), "added": added},
+                            status_code=201 if added else 200)
+
+    @app.get("/api/v1/runtimes/{runtime_sha256}/info", tags=["rollout"], summary="Is this runtime stored here?",
+             response_model=api.RuntimeReply, responses=api.errors(401, 404, 422),
+             openapi_extra={"security": [{"deviceToken": []}, {api.ADMIN_BEARER: []}]})
+    def runtime_info(
+        runtime_sha256: Annotated[str, Path(pattern=MODEL_HASH_PATTERN, description="sha256 of the runtime bytes.")],
+        request: Request,
+    ) -> dict[str, Any]:
+        _device_or_admin(storage, request)
+        info = store.runtime_info(runtime_sha256)
+        if info is None:
+            raise Rejected(404, f"runtime {runtime_sha256[:12]} is not stored here")
+        return {"runtime": info, "added": False}
+
+    @app.get("/api/v1/runtimes/{runtime_sha256}", tags=["rollout"],
+             summary="Download a frozen runtime (device or admin token; HTTP Range supported)",
+             response_class=Response,
+             responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                              "description": "The runtime bytes."},
+                        206: {"description": "The requested byte range."}, **api.errors(401, 404, 422)},
+             openapi_extra={"security": [{"deviceToken": []}, {api.ADMIN_BEARER: []}]})
+    def download_runtime(
+        runtime_sha256: Annotated[str, Path(pattern=MODEL_HASH_PATTERN, description="sha256 of the runtime bytes.")],
+        request: Request,
+    ) -> Response:
+        _device_or_admin(storage, request)
+        if store.runtime_info(runtime_sha256) is None:
+            raise Rejected(404, f"runtime {runtime_sha256[:12]} is not stored here")
+        return FileResponse(store.runtime_path(runtime_sha256), media_type="application/octet-stream",
+                            headers={"X-Content-SHA256": runtime_sha256})
 
     @app.get("/api/v1/updates", tags=["rollout"], summary="What this device should install or roll back (device token)",
              description="The light poll of `<model> update`; `serve` gets the same list piggy-backed on every "

@@ -40,8 +40,9 @@ def download(
     size: int,
     chunk: int = CHUNK_BYTES,
     progress: Callable[[int, int], None] | None = None,
+    suffix: str = _SUFFIX,
 ) -> Path:
-    """Fetch ``url`` into ``dest/<sha256>.tar.gz``, resuming a partial file; returns its path.
+    """Fetch ``url`` into ``dest/<sha256><suffix>``, resuming a partial file; returns its path.
 
     :class:`~mlpack_edge.monitor_agent.transport.TransportError` propagates (the partial
     file stays for the next attempt); every other failure is a one-line
@@ -49,7 +50,7 @@ def download(
     """
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise DownloadError(f"download {url}: the announced sha256 {sha256!r} is not 64 hex digits")
-    final = dest / f"{sha256}{_SUFFIX}"
+    final = dest / f"{sha256}{suffix}"
     if final.is_file() and file_sha256(final) == sha256:
         return final
     part = dest / f"{sha256}.part"

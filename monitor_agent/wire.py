@@ -73,6 +73,21 @@ windows without labels leave it out)::
                    "residuals": {"count": 30, "sum": -1.5, "sum_sq": 80.2, "abs_sum": 41.0,
                                  "abs_error": {"alpha": 0.01, "index": [...], "counts": [...]}}}  # regression
 
+``shadow`` (optional: only windows of a device running a rollout's candidate beside the
+serving model, ``serve``'s shadow phase; every other window leaves it out)::
+
+      "shadow": {"candidate": {"model": "<content hash>", "errors": 0,   # the candidate's refusals/failures
+                               "latency": {"alpha": 0.01, ...}},         # per call and row, seconds
+                 "current": {"errors": 0, "latency": {...}},             # the serving model on the same calls
+                 "inputs": 120,        # rows offered to both
+                 "rows": 118,          # rows both predicted: compared
+                 "agree": 117,         # of those, same label (regression: within 5%)
+                 "abs_diff_max": 0.03, "abs_diff_sum": 0.8,   # |score difference|: max, and sum of per-row means
+                 "dropped": 4}         # live samples skipped (CPU budget or full queue)
+
+Agreement is ``agree / rows``, the mean absolute difference ``abs_diff_sum / rows``;
+counts and sums merge by addition, the max by max.
+
 ``samples`` (optional, only with the opt-in capture: real input rows, personal data)::
 
       "samples": [{"day": 20425, "slot": 3,       # UTC day and reservoir slot: the key at the
@@ -109,6 +124,8 @@ __all__ = [
     "SystemStats",
     "Window",
     "Feedback",
+    "Shadow",
+    "ShadowSide",
     "Residuals",
     "merge_windows",
     "validate_batch",
@@ -408,6 +425,76 @@ def _samples(raw: Any, where: str) -> list[dict[str, Any]]:
     return out
 
 
+_SHADOW_COUNTS = ("inputs", "rows", "agree", "dropped")
+
+
+@dataclass
+class ShadowSide:
+    """One model of a shadow comparison: its errors and per-call latency (seconds per row)."""
+
+    errors: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+@dataclass
+class Shadow:
+    """A rollout candidate run beside the serving model over one window (module docstring)."""
+
+    candidate: str  # the candidate's content hash
+    inputs: int = 0
+    rows: int = 0
+    agree: int = 0
+    dropped: int = 0
+    abs_diff_max: float = 0.0
+    abs_diff_sum: float = 0.0
+    candidate_side: ShadowSide = field(default_factory=ShadowSide)
+    current_side: ShadowSide = field(default_factory=ShadowSide)
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agree / self.rows if self.rows else None
+
+    def add(self, other: Shadow, where: str = "shadow") -> None:
+        if other.candidate != self.candidate:
+            raise WireError(f"{where}.candidate.model: cannot merge candidate {other.candidate[:12]} into {self.candidate[:12]}")
+        for k in _SHADOW_COUNTS:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.abs_diff_max = max(self.abs_diff_max, other.abs_diff_max)
+        self.abs_diff_sum += other.abs_diff_sum
+        for mine, theirs in ((self.candidate_side, other.candidate_side), (self.current_side, other.current_side)):
+            mine.errors += theirs.errors
+            mine.latency.merge(theirs.latency)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": {"model": self.candidate, "errors": self.candidate_side.errors,
+                          "latency": self.candidate_side.latency.to_dict()},
+            "current": {"errors": self.current_side.errors, "latency": self.current_side.latency.to_dict()},
+            **{k: getattr(self, k) for k in _SHADOW_COUNTS},
+            "abs_diff_max": self.abs_diff_max, "abs_diff_sum": self.abs_diff_sum,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Shadow:
+        if not isinstance(d, Mapping):
+            raise WireError(f"{where}: expected an object")
+        sides = []
+        for key in ("candidate", "current"):
+            side = d.get(key, {})
+            if not isinstance(side, Mapping):
+                raise WireError(f"{where}.{key}: expected an object")
+            sides.append(ShadowSide(_count_at(side, "errors", f"{where}.{key}"), _latency(side.get("latency"), f"{where}.{key}")))
+        model = d["candidate"].get("model") if isinstance(d.get("candidate"), Mapping) else None
+        if not isinstance(model, str) or not _HASH.fullmatch(model):
+            raise WireError(f"{where}.candidate.model: expected the candidate's sha256 content hash")
+        out = cls(model, **{k: _count_at(d, k, where) for k in _SHADOW_COUNTS},
+                  abs_diff_max=_number_at(d, "abs_diff_max", where), abs_diff_sum=_number_at(d, "abs_diff_sum", where),
+                  candidate_side=sides[0], current_side=sides[1])
+        if out.agree > out.rows or out.rows > out.inputs:
+            raise WireError(f"{where}: expected agree <= rows <= inputs, got {out.agree}, {out.rows}, {out.inputs}")
+        return out
+
+
 _FEEDBACK_COUNTS = ("labels", "matched", "unmatched", "late", "duplicate", "unknown_label")
 
 
@@ -488,6 +575,7 @@ class Window:
     system: SystemStats = field(default_factory=SystemStats)
     feedback: Feedback | None = None
     samples: list[dict[str, Any]] | None = None
+    shadow: Shadow | None = None
 
     def __post_init__(self) -> None:
         if self.seq_last is None:
@@ -531,6 +619,10 @@ class Window:
             self.feedback.add(other.feedback)
         if other.samples:
             self.samples = [*(self.samples or []), *other.samples]
+        if other.shadow is not None:
+            if self.shadow is None:
+                self.shadow = Shadow(other.shadow.candidate)
+            self.shadow.add(other.shadow)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -551,6 +643,8 @@ class Window:
             out["feedback"] = self.feedback.to_dict()
         if self.samples:
             out["samples"] = [dict(x) for x in self.samples]
+        if self.shadow is not None:  # left out otherwise, like feedback
+            out["shadow"] = self.shadow.to_dict()
         return out
 
     @classmethod
@@ -593,6 +687,8 @@ class Window:
         feedback = None if fb_raw is None else Feedback.from_dict(fb_raw, f"{where}.feedback")
         samples_raw = d.get("samples")
         samples = None if samples_raw is None else _samples(samples_raw, f"{where}.samples")
+        shadow_raw = d.get("shadow")
+        shadow = None if shadow_raw is None else Shadow.from_dict(shadow_raw, f"{where}.shadow")
         return cls(
             model=model,
             seq=seq,
@@ -608,6 +704,7 @@ class Window:
             system=system,
             feedback=feedback,
             samples=samples,
+            shadow=shadow,
         )
 
 

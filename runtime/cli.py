@@ -547,7 +547,8 @@ def _follow_rollouts(obj: DeviceContext, agent: Agent | None, switched: list[str
 
     uploader = agent.uploader
     uploader.on_updates = ServeUpdater(installed.model_dir, agent.config, uploader.transport,
-                                       lambda: servers[0] if servers else None, on_switch)
+                                       lambda: servers[0] if servers else None, on_switch,
+                                       emit=agent.outbox.add_window)
 
 
 def _checked_start(obj: DeviceContext, threads: int | None) -> Fallback | None:

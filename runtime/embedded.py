@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import sys
 import zipfile
@@ -42,6 +43,7 @@ __all__ = [
     "LAUNCHER_DATA_NAME",
     "AppendedBundle",
     "append_bundle",
+    "write_executable",
     "open_appended",
     "executable_identity",
     "frozen_mode",
@@ -78,9 +80,38 @@ def append_bundle(runtime: bytes, files: Mapping[str, bytes], facts: Mapping[str
             raise BundleError(f"bundle file name {name!r} is not a plain file name")
     buf = io.BytesIO(runtime)
     buf.seek(0, io.SEEK_END)
+    _append_zip(buf, files, facts, len(runtime), hashlib.sha256(runtime).hexdigest())
+    return buf.getvalue()
+
+
+def write_executable(runtime: Path, runtime_sha256: str, files: Mapping[str, bytes], out: Path,
+                     facts: Mapping[str, str] | None = None) -> None:
+    """:func:`append_bundle` from a runtime *file* into ``out``, streamed (a device assembling a
+    downloaded runtime with a release's bundle holds one chunk of the 36 MB runtime in memory).
+
+    ``runtime_sha256`` is recomputed while copying; a runtime that is not those bytes is refused.
+    """
+    for name in files:
+        if not _PLAIN_NAME.match(name):
+            raise BundleError(f"bundle file name {name!r} is not a plain file name")
+    digest, size = hashlib.sha256(), 0
+    with open(runtime, "rb") as src, open(out, "w+b") as dst:
+        while chunk := src.read(_HASH_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+        if digest.hexdigest() != runtime_sha256:
+            raise IntegrityError(f"{runtime}: the runtime's sha256 is not the {runtime_sha256[:16]}… announced")
+        _append_zip(dst, files, facts, size, runtime_sha256)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def _append_zip(fh: Any, files: Mapping[str, bytes], facts: Mapping[str, str] | None, runtime_size: int,
+                runtime_sha256: str) -> None:
     # Mode "a" on bytes that are not a zip appends a new archive with offsets counted
     # from the start of the file, as self-extracting archives do (unzip reads it cleanly).
-    with zipfile.ZipFile(buf, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(fh, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -91,12 +122,11 @@ def append_bundle(runtime: bytes, files: Mapping[str, bytes], facts: Mapping[str
             {
                 **{k: v for k, v in (facts or {}).items() if k in _FACTS},
                 "format": APPENDED_FORMAT,
-                "runtime_size": len(runtime),
-                "runtime_sha256": hashlib.sha256(runtime).hexdigest(),
+                "runtime_size": runtime_size,
+                "runtime_sha256": runtime_sha256,
             },
             sort_keys=True,
         ).encode()
-    return buf.getvalue()
 
 
 @dataclass(frozen=True)

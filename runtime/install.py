@@ -54,6 +54,7 @@ from mlpack_edge.runtime import _audit
 from mlpack_edge.runtime._archive import ARCHIVE_SUFFIXES, BundleArchive, open_archive
 from mlpack_edge.runtime._damage import damage
 from mlpack_edge.runtime._layout import lay_out
+from mlpack_edge.runtime._runtime_record import record_runtime, recorded_runtime
 from mlpack_edge.runtime._trust import (
     TRUST_DIR,
     SignatureCheck,
@@ -142,6 +143,9 @@ class Payload:
     internal: Path
     bundle: Path
     skip: frozenset[str] = frozenset({LAUNCHER_DATA_NAME})
+    #: sha256 of the onefile runtime this launcher and ``internal`` came from (``None``: unknown);
+    #: recorded per installed version (:mod:`mlpack_edge.runtime._runtime_record`).
+    runtime_sha256: str | None = None
 
 
 @dataclass
@@ -172,9 +176,15 @@ def current_payload() -> Payload:
         )
     assert meipass is not None
     if mode == "onefile":
+        try:
+            runtime_sha256: str | None = open_appended(exe).runtime_sha256
+        except MlpackError:  # _payload_manifest reports a damaged executable in one line
+            runtime_sha256 = None
         return Payload(Path(meipass) / LAUNCHER_DATA_NAME, Path(meipass), exe,
-                       frozenset({LAUNCHER_DATA_NAME, "_mlpack_bundle"}))
-    return Payload(exe.resolve(), Path(meipass), exe.resolve().parent / BUNDLE_DIR)
+                       frozenset({LAUNCHER_DATA_NAME, "_mlpack_bundle"}), runtime_sha256)
+    version_dir = exe.resolve().parent
+    return Payload(exe.resolve(), Path(meipass), version_dir / BUNDLE_DIR,
+                   runtime_sha256=recorded_runtime(version_dir.parent / STATE, version_dir.name))
 
 
 def with_bundle(payload: Payload, bundle: Path) -> Payload:
@@ -282,6 +292,7 @@ def install(
             _switch(model_dir, version, previous=current)
         with _after_switch(result, "recording the install"):
             state.mkdir(exist_ok=True)
+            record_runtime(state, version, payload.runtime_sha256, {version, *([current] if current else [])})
         _trust_events(state, result, trust_changed, trust)
         if repaired:
             shown = ", ".join(repaired[:5]) + (f" (+{len(repaired) - 5} more)" if len(repaired) > 5 else "")

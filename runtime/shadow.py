@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from mlpack_edge.monitor_agent.wire import Shadow
     from mlpack_edge.runtime.model import BatchResult, Model
 
 __all__ = ["ShadowStats", "LiveShadow", "compare", "REGRESSION_TOLERANCE"]
@@ -55,6 +56,10 @@ class ShadowStats:
     dropped: int = 0  # live samples not compared because the queue was full
     current_ms: list[float] = field(default_factory=list)  # per-call latency per row, milliseconds
     candidate_ms: list[float] = field(default_factory=list)
+    # What :meth:`take` handed out last (a telemetry window's section is the difference since).
+    _taken: tuple[int, ...] = (0, 0, 0, 0, 0, 0, 0)
+    _taken_sum_abs: float = 0.0
+    _window_max_abs: float = 0.0
 
     def add(self, cur: BatchResult, cand: BatchResult, cur_s: float, cand_s: float) -> None:
         self.inputs += cur.size
@@ -82,11 +87,30 @@ class ShadowStats:
             diff = _probability_diff(cur, cand, ci, ki)
         if diff.size:
             self.max_abs = max(self.max_abs, float(np.max(diff)))
+            self._window_max_abs = max(self._window_max_abs, float(np.max(diff)))
             self.sum_abs += float(np.sum(diff.mean(axis=1) if diff.ndim == 2 else diff))  # one mean per row
 
     @property
     def agreement(self) -> float | None:
         return self.agree / self.rows if self.rows else None
+
+    def take(self, candidate: str) -> Shadow | None:
+        """The figures gathered since the last ``take``, as a telemetry window's ``shadow``
+        section (:class:`~mlpack_edge.monitor_agent.wire.Shadow`); ``None`` when nothing happened."""
+        from mlpack_edge.monitor_agent.wire import Shadow
+
+        inputs, rows, agree, dropped, cur_err, cand_err, calls = self._taken
+        sec = Shadow(candidate, inputs=self.inputs - inputs, rows=self.rows - rows, agree=self.agree - agree,
+                     dropped=self.dropped - dropped, abs_diff_max=self._window_max_abs,
+                     abs_diff_sum=max(0.0, self.sum_abs - self._taken_sum_abs))
+        sec.current_side.errors = self.current_errors - cur_err
+        sec.candidate_side.errors = self.candidate_errors - cand_err
+        sec.current_side.latency.add_many([ms / 1000 for ms in self.current_ms[calls:]])
+        sec.candidate_side.latency.add_many([ms / 1000 for ms in self.candidate_ms[calls:]])
+        self._taken = (self.inputs, self.rows, self.agree, self.dropped, self.current_errors, self.candidate_errors,
+                       len(self.candidate_ms))
+        self._taken_sum_abs, self._window_max_abs = self.sum_abs, 0.0
+        return sec if sec.inputs or sec.dropped else None
 
     def summary(self) -> dict[str, Any]:
         def p95(xs: list[float]) -> float | None:  # nearest rank, without numpy's quantile machinery
@@ -245,6 +269,11 @@ class LiveShadow:
         with self._lock:
             self.stats.inputs += n
             self.stats.candidate_errors += n
+
+    def take_window(self) -> Shadow | None:
+        """The comparison since the last call, as a ``shadow`` telemetry section (see :meth:`ShadowStats.take`)."""
+        with self._lock:
+            return self.stats.take(self.candidate.content_hash)
 
     def stop(self) -> ShadowStats:
         if self._thread.is_alive():

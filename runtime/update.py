@@ -5,9 +5,11 @@ light poll ``GET /api/v1/updates``, which ``<model> update`` uses). For this mod
 offer:
 
 * ``install`` a release whose content hash is not the one running: download the bundle
-  (only the bundle travels: it is installed with the runtime this device already has;
-  :mod:`mlpack_edge.monitor_agent.download` resumes a cut download and checks its
-  sha256), then the same path as a manual ``install --bundle``: the signature against
+  (when the release was built on the frozen runtime this device runs, only the bundle
+  travels; otherwise the runtime too, and the assembled executable installs itself:
+  :mod:`mlpack_edge.runtime._whole_update`; :mod:`mlpack_edge.monitor_agent.download`
+  resumes a cut download and checks its sha256), then the same path as a manual
+  ``install --bundle``: the signature against
   this device's own trust policy, every file, the new version's ``verify`` (golden set on
   this CPU), an atomic switch of ``current``. Any refusal leaves the old version serving.
 * ``rollback`` when the running build is the one a failed or aborted rollout installed:
@@ -35,10 +37,12 @@ from mlpack_edge._fs import atomic_write_text
 from mlpack_edge.errors import MlpackError
 from mlpack_edge.runtime import _audit
 from mlpack_edge.runtime import install as _install
+from mlpack_edge.runtime._whole_update import RUNTIME_SUFFIX, install_whole, runtime_file, runtime_needed
 from mlpack_edge.runtime.manifest import read_manifest
 from mlpack_edge.runtime.shadow import LiveShadow, ShadowStats, compare
 
 if TYPE_CHECKING:
+    from mlpack_edge.monitor_agent.wire import Window
     from mlpack_edge.runtime.model import Model
 
 __all__ = ["UpdateOutcome", "apply_offers", "ServeUpdater", "judge", "finish", "restart_into", "installed_hash", "poll_offers", "UPDATE_STATE", "DOWNLOADS"]
@@ -175,7 +179,20 @@ def apply_offers(
     except DownloadError as exc:
         _event(state_dir, "update_download_failed", offer, reason=str(exc))
         return UpdateOutcome("unreachable", str(exc))
-    _event(state_dir, "update_downloaded", offer, bytes=archive.stat().st_size)
+    got = archive.stat().st_size
+    runtime = runtime_needed(offer, prefix, name)
+    if runtime is not None:  # built on another frozen runtime: the whole payload travels
+        try:
+            got += download(fetcher, collector_url.rstrip("/") + str(runtime.get("url", "")), headers,
+                            state_dir / DOWNLOADS, str(runtime.get("sha256", "")), int(runtime.get("size", 0)),
+                            suffix=RUNTIME_SUFFIX).stat().st_size
+        except TransportError as exc:
+            return UpdateOutcome("unreachable", f"runtime download paused ({exc}); it resumes at the next attempt")
+        except DownloadError as exc:
+            _event(state_dir, "update_download_failed", offer, reason=str(exc))
+            return UpdateOutcome("unreachable", str(exc))
+    _event(state_dir, "update_downloaded", offer, bytes=got,
+           **({"runtime": runtime["sha256"]} if runtime is not None else {}))
     if float(offer.get("shadow") or 0) > 0:
         try:
             current_model, candidate = _models(prefix / name, archive)
@@ -207,6 +224,9 @@ def finish(offer: Mapping[str, Any], archive: Path, *, prefix: Path, name: str, 
            verifier: _install.Verifier = _install.run_verify, systemd: _install.Systemd | None = None) -> UpdateOutcome:
     """Install a downloaded (and shadowed) candidate through the install path; events either way."""
     state_dir = prefix / name / _install.STATE
+    runtime = runtime_needed(offer, prefix, name)
+    if runtime is not None:
+        return _finish_whole(offer, archive, runtime, prefix=prefix, name=name)
     try:
         base = payload if payload is not None else _install.current_payload()
         result = _install.install(_install.with_bundle(base, archive), prefix, verifier=verifier, systemd=systemd)
@@ -217,6 +237,25 @@ def finish(offer: Mapping[str, Any], archive: Path, *, prefix: Path, name: str, 
     _remember(state_dir, offer, "installed")
     return UpdateOutcome("installed", f"{result.name} {result.version} is current (previous: {result.previous})",
                          result.version)
+
+
+def _finish_whole(offer: Mapping[str, Any], archive: Path, runtime: Mapping[str, Any], *, prefix: Path,
+                  name: str) -> UpdateOutcome:
+    """The whole-payload install (:mod:`mlpack_edge.runtime._whole_update`); events either way."""
+    state_dir = prefix / name / _install.STATE
+    runtime_path = runtime_file(state_dir / DOWNLOADS, runtime)
+    try:
+        version = install_whole(archive, runtime, runtime_path, prefix, name)
+    except MlpackError as exc:
+        runtime_path.unlink(missing_ok=True)
+        return _failed(state_dir, offer, archive, str(exc))
+    runtime_path.unlink(missing_ok=True)
+    archive.unlink(missing_ok=True)
+    _, previous, _ = _install.installed_versions(prefix, name)
+    _event(state_dir, "update_installed", offer, previous=previous, runtime=runtime.get("sha256"))
+    _remember(state_dir, offer, "installed")
+    return UpdateOutcome("installed", f"{name} {version} is current (previous: {previous}; new runtime "
+                         f"{str(runtime.get('sha256'))[:12]})", version)
 
 
 def _failed(state_dir: Path, offer: Mapping[str, Any], archive: Path, reason: str) -> UpdateOutcome:
@@ -256,12 +295,16 @@ class ServeUpdater:
     ``current`` changed, ``on_switch`` lets ``serve`` restart into it."""
 
     def __init__(self, model_dir: Path, config: Any, fetcher: Any, server: Callable[[], Any],
-                 on_switch: Callable[[UpdateOutcome], None], clock: Callable[[], float] | None = None) -> None:
+                 on_switch: Callable[[UpdateOutcome], None], clock: Callable[[], float] | None = None,
+                 emit: Callable[[Window], Any] | None = None) -> None:
         import time
 
         self.model_dir, self.config, self.fetcher, self._server = model_dir, config, fetcher, server
         self.on_switch = on_switch
         self.clock = clock or time.time
+        #: Stores a telemetry window (the agent's outbox): the shadow figures travel as windows.
+        self.emit = emit
+        self._shadow_since = 0.0
         self.headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self.live: LiveShadow | None = None
         self.archive: Path | None = None
@@ -279,6 +322,7 @@ class ServeUpdater:
             same = offer is not None and offer.get("rollout") == self.live.offer.get("rollout") \
                 and offer.get("action") == "install"
             if same and not self.live.done():
+                self._emit_shadow()
                 return
             outcome = self._end_shadow(same)
         else:
@@ -297,13 +341,34 @@ class ServeUpdater:
         self.live = LiveShadow(self.server.model, candidate, dict(offer), self.clock(), self.clock)
         self.archive = self.model_dir / _install.STATE / DOWNLOADS / f"{offer.get('sha256')}.tar.gz"
         self.server.shadow = self.live
+        self._shadow_since = self.clock()
         return True
+
+    def _emit_shadow(self) -> None:
+        """The comparison since the last window as a telemetry window of the serving model
+        (a ``shadow`` section only), so the collector shows it while the phase runs."""
+        if self.emit is None or self.live is None:
+            return
+        section = self.live.take_window()
+        if section is None:
+            return
+        from mlpack_edge.monitor_agent.wire import Window
+
+        now = self.clock()
+        window = Window(model=self.live.current.content_hash, seq=0, start=min(self._shadow_since, now), end=now,
+                        shadow=section)
+        self._shadow_since = now
+        try:
+            self.emit(window)
+        except Exception:  # telemetry must never break the update; the audit event still carries the figures
+            log.exception("shadow window could not be stored")
 
     def _end_shadow(self, still_wanted: bool) -> UpdateOutcome:
         live, archive = self.live, self.archive
         assert live is not None and archive is not None
         self.server.shadow = None
         stats = live.stop()
+        self._emit_shadow()
         self.live = self.archive = None
         state_dir = self.model_dir / _install.STATE
         if not still_wanted:  # paused, aborted or replaced meanwhile: drop the candidate

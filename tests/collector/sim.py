@@ -43,6 +43,7 @@ class SimDevice:
         self.rng = np.random.default_rng(seed)
         self.shift = shift
         self.error_rate = error_rate
+        self.latency_scale = 1.0  # multiplies the ~2 ms request latency (a slower build)
         self.seq = 0
 
     def window(self, start: float, rows: int = 50) -> Window:
@@ -60,7 +61,7 @@ class SimDevice:
         assert pred is not None and pred.kind == "categorical"
         pc = bin_categorical({k: i for i, k in enumerate(pred.categories)}, list(self.rng.choice(["0", "1"], rows, p=[0.6, 0.4])))
         lat = LatencyHistogram()
-        lat.add_many(self.rng.lognormal(np.log(0.002), 0.3, rows).tolist())
+        lat.add_many(self.rng.lognormal(np.log(0.002 * self.latency_scale), 0.3, rows).tolist())
         errors = int(self.rng.binomial(rows, self.error_rate)) if self.error_rate else 0
         w = Window(
             model=self.model, seq=self.seq, start=start, end=start + 60, requests=rows, rows=rows,

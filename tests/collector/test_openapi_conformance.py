@@ -69,7 +69,7 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stdout[-15000:] + proc.stderr[-3000:]
         run = json.loads(report.read_text())
         assert run["complete"] and run["failures"] == [] and run["errors"] == []
-        assert run["operations"]["tested"] == run["operations"]["total"] == 19
+        assert run["operations"]["tested"] == run["operations"]["total"] == 22
         assert run["test_cases"]["generated"] >= 1000, run["test_cases"]
         assert all(run["phases"][p]["status"] == "success" for p in ("coverage", "fuzzing", "stateful")), run["phases"]
     finally:

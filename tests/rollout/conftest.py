@@ -3,6 +3,7 @@ admin and devices, and a storage on SQLite or PostgreSQL for the state machine."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,24 +44,32 @@ class Fleet:
         return path.read_text().strip()
 
 
-def start_fleet(root: Path, *extra: str, devices: tuple[str, ...] = ("press-01", "press-02")) -> Fleet:
+def start_fleet(root: Path, *extra: str, devices: tuple[str, ...] = ("press-01", "press-02"),
+                db_url: str | None = None) -> Fleet:
+    """A collector process on ``db_url`` (default: a SQLite file in ``root/fleet``), its releases in
+    ``root/fleet/releases`` whatever the database."""
     data = root / "fleet"
     data.mkdir(parents=True)
-    db_url = "sqlite:///" + str(data / "collector.db")
+    db_url = db_url or "sqlite:///" + str(data / "collector.db")
     admin_file = root / "admin.token"
     admin_file.write_text(admin.add_admin(db_url, "ops") + "\n")
     files = {}
     for d in devices:
         files[d] = root / f"{d}.token"
         files[d].write_text(admin.add_device(db_url, d, labels={"site": "a"}) + "\n")
-    return Fleet(start_collector(db_url, *extra), data, admin_file, files)
+    return Fleet(start_collector(db_url, "--release-dir", str(data / "releases"), *extra), data, admin_file, files)
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = start_fleet(tmp_path)
-    yield f
-    stop_collector(f.collector)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
+    """A real collector process on SQLite, and on a fresh PostgreSQL schema."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg_schema()) if request.param == "postgres" else None
+        f = start_fleet(tmp_path, db_url=url)
+        try:
+            yield f
+        finally:
+            stop_collector(f.collector)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

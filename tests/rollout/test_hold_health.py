@@ -115,3 +115,32 @@ def test_an_error_rate_within_the_factor_passes(storage: SqlStorage, rate: float
     _run_new_build(storage, sims[first])
     r = ro.evaluate(storage, storage.rollouts("demo")[0], T0 + 1701)
     assert (r.state, r.stage) == (("active", 1) if passes else ("failed", 0)), r.reason
+
+
+@pytest.mark.parametrize(("scale", "passes"), [(1.3, True), (2.5, False)])
+def test_a_p95_latency_worse_than_the_factor_over_the_hold_fails_the_stage(storage: SqlStorage, scale: float,
+                                                                         passes: bool) -> None:
+    sims, r, (first,) = _setup(storage)
+    sims[first].latency_scale = scale  # every request of the new build takes ``scale`` times as long
+    _run_new_build(storage, sims[first])
+    r = ro.evaluate(storage, storage.rollouts("demo")[0], T0 + 1701)
+    if passes:  # p95 factor 1.5 (the plan's default)
+        assert (r.state, r.stage) == ("active", 1), r.reason
+        return
+    assert r.state == "failed"
+    assert r.reason is not None and r.reason.startswith(f"stage 1 (50%): device {first}: p95 latency ")
+    # both p95s from the merged histograms of the stored windows, with their request counts
+    assert " ms (2400 requests) on 1.1.0 vs " in r.reason and " ms (2000) on 1.0.0 (p95 factor 1.5)" in r.reason
+    new_ms, old_ms = (float(r.reason.split("p95 latency ")[1].split(" ms")[0]),
+                      float(r.reason.split(" vs ")[1].split(" ms")[0]))
+    assert 2.0 < new_ms / old_ms < 3.0
+    (event,) = [e for e in storage.rollout_events(r.id) if e["event"] == "stage_failed"]
+    assert event["detail"]["metric"] == "p95_latency"
+
+
+def test_too_few_timed_requests_give_no_latency_verdict(storage: SqlStorage) -> None:
+    sims, r, (first,) = _setup(storage)
+    sims[first].latency_scale = 5.0
+    report(storage, sims[first], NEW, T0 + 1100, rows=40)  # 40 timed requests: below the 50 needed
+    r = ro.evaluate(storage, storage.rollouts("demo")[0], T0 + 1701)
+    assert (r.state, r.stage) == ("active", 1), r.reason
