@@ -90,6 +90,11 @@ class ShadowStats:
             self._window_max_abs = max(self._window_max_abs, float(np.max(diff)))
             self.sum_abs += float(np.sum(diff.mean(axis=1) if diff.ndim == 2 else diff))  # one mean per row
 
+    def candidate_slower_share(self) -> float:
+        """Share of the paired calls (both models on the same rows, back to back) where the candidate took longer."""
+        pairs = list(zip(self.current_ms, self.candidate_ms))
+        return sum(cand > cur for cur, cand in pairs) / len(pairs) if pairs else 0.0
+
     @property
     def agreement(self) -> float | None:
         return self.agree / self.rows if self.rows else None
@@ -140,8 +145,11 @@ class ShadowStats:
         cur_p95, cand_p95 = s["current_p95_ms"], s["candidate_p95_ms"]
         # Sub-millisecond p95s of a few dozen calls are noise on a busy device: judge latency only
         # on enough calls and a difference a client could notice.
+        # And a sign test on the paired calls: a slower model is slower in most pairs, while a
+        # preempted call (another process, the GIL) lands on either side at random and would
+        # otherwise decide a p95 of a few dozen calls by itself.
         if (len(self.candidate_ms) >= MIN_LATENCY_CALLS and cur_p95 and cand_p95 and cand_p95 > cur_p95 * p95_factor
-                and cand_p95 - cur_p95 > LATENCY_SLACK_MS):
+                and cand_p95 - cur_p95 > LATENCY_SLACK_MS and self.candidate_slower_share() > 0.5):
             return f"shadow: p95 latency {cand_p95:.3f} ms vs {cur_p95:.3f} ms for the current model (factor {p95_factor:g})"
         return None
 
