@@ -10,7 +10,7 @@ certain -- a candidate within a float64 ulp of the interval's edge, a tie in the
 rounding, a power of two (its interval is lopsided), exponents beyond 10**22 -- is asked
 of numpy's own formatting, so the result is always identical to
 ``np.array(values.astype(str).tolist(), dtype=float)`` (``tests/runtime/test_format.py``
-checks a million random bit patterns and the edge cases).
+checks 700,000 random values and the edge cases).
 """
 
 from __future__ import annotations
