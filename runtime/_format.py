@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from mlpack_edge.runtime._shortest import shortest_float32
+
 __all__ = ["float_texts", "short_floats", "json_floats", "finite_or_none", "error_record"]
 
 
@@ -21,12 +23,18 @@ def float_texts(values: np.ndarray) -> list[Any]:
     return values.astype(str).tolist()  # type: ignore[no-any-return]
 
 
+def _as_floats(values: np.ndarray) -> np.ndarray:
+    """float64 values whose repr is the shortest text of each value (float32: :mod:`._shortest`)."""
+    if values.dtype == np.float32:
+        return shortest_float32(values)
+    if values.dtype == np.float64:
+        return values  # repr of a float64 is already its shortest round-trip text
+    return np.array(float_texts(values), dtype=np.float64)
+
+
 def short_floats(values: np.ndarray) -> list[Any]:
     """Python floats that print as the shortest repr of each float32 value (NaN kept)."""
-    texts = float_texts(values)
-    if values.ndim == 1:
-        return [float(t) for t in texts]
-    return [[float(t) for t in row] for row in texts]
+    return _as_floats(values).tolist()  # type: ignore[no-any-return]
 
 
 def finite_or_none(x: float) -> float | None:
@@ -36,10 +44,12 @@ def finite_or_none(x: float) -> float | None:
 
 def json_floats(values: np.ndarray) -> list[Any]:
     """Values as JSON-ready floats (shortest float32 repr; non-finite -> ``None``)."""
-    texts = float_texts(values)
+    floats = _as_floats(values)
+    if np.isfinite(floats).all():
+        return floats.tolist()  # type: ignore[no-any-return]
     if values.ndim == 1:
-        return [finite_or_none(float(t)) for t in texts]
-    return [[finite_or_none(float(t)) for t in row] for row in texts]
+        return [finite_or_none(f) for f in floats.tolist()]
+    return [[finite_or_none(f) for f in row] for row in floats.tolist()]
 
 
 def error_record(error: Any) -> dict[str, Any]:

@@ -122,16 +122,18 @@ class BatchResult:
     def records(self) -> list[dict[str, Any]]:
         """JSON-ready outputs in input order: ``{"label", "probabilities"}`` or ``{"value"}``,
         and ``{"error", "row", "field"}`` for a row that failed validation."""
-        outs: Iterator[dict[str, Any]]
+        outs: list[dict[str, Any]]
         if self.values is not None:
-            outs = ({"value": v} for v in json_floats(self.values))
+            outs = [{"value": v} for v in json_floats(self.values)]
         else:
             assert self.labels is not None and self.probabilities is not None
             names = [str(c) for c in self.classes]
-            outs = (
+            outs = [
                 {"label": label, "probabilities": dict(zip(names, p))}
                 for label, p in zip(self.labels.tolist(), json_floats(self.probabilities))
-            )
+            ]
+        if not self.errors:  # every row predicted: already in input order (no merge per row)
+            return outs
         return [x if isinstance(x, dict) else error_record(x) for x in self.in_order(outs)]
 
     def in_order(self, outputs: Iterable[T]) -> Iterator[T | InputError]:

@@ -116,6 +116,60 @@ def test_regression_residuals(state: Path, clock: FakeClock) -> None:
     store.close()
 
 
+def test_a_batch_of_generated_ids_is_one_block_joined_like_single_rows(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock, join_seconds=3600)
+    maker = IdMaker()
+    single = maker.one()
+    ids = maker.many(100)
+    preds = [i % 3 for i in range(100)]
+    store.remember(MODEL_HASH, [single], [1])
+    store.remember(MODEL_HASH, ids, preds)
+    store.flush()
+    con = sqlite3.connect(state / "feedback.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1  # the single row
+    assert con.execute("SELECT COUNT(*), SUM(LENGTH(preds)) FROM blocks").fetchone() == (1, 800)  # 8 bytes a prediction
+    assert store.stats()["pending"] == 101
+    prefix, last = ids[-1].rsplit("-", 1)
+    past_the_end = f"{prefix}-{int(last, 16) + 1:x}"
+    zero_padded = f"{prefix}-0{ids[10].rsplit('-', 1)[1]}"  # another spelling of ids[10]: not the same id
+    outcomes = store.add_labels(MODEL_HASH, TARGET, [
+        (ids[0], "maybe"), (ids[10], "no"), (ids[99], "yes"), (ids[10], "no"), (single, "no"),
+        (past_the_end, "yes"), (zero_padded, "no"), (ids[5], "perhaps"), (ids[5], "maybe"),
+    ])
+    assert outcomes == ["matched", "matched", "matched", "duplicate", "matched", "unmatched", "unmatched",
+                        "unknown_label", "matched"]
+    fb = store.unsent(MODEL_HASH)
+    assert fb is not None and fb.confusion == [[1, 0, 1], [0, 2, 0], [1, 0, 0]]  # ids[5] predicted 2, ids[99] 0
+    store.close()
+    again = FeedbackStore(state, clock=clock)  # a new process: the block's labels are remembered
+    assert again.add_labels(MODEL_HASH, TARGET, [(ids[0], "maybe"), (ids[1], "no")]) == ["duplicate", "matched"]
+    again.close()
+
+
+def test_blocks_are_evicted_oldest_first_with_single_rows(state: Path, clock: FakeClock) -> None:
+    store = _store(state, clock, join_seconds=100, max_pending=6)
+    maker = IdMaker()
+    first = maker.one()
+    store.remember(MODEL_HASH, [first], [0])
+    clock.advance(1)
+    older = maker.many(4)
+    store.remember(MODEL_HASH, older, [0, 1, 2, 0])
+    clock.advance(1)
+    newer = maker.many(4)
+    store.remember(MODEL_HASH, newer, [0, 0, 0, 0])
+    store.flush()  # 9 pending, 6 allowed: the single row, then the first 2 of the older block go
+    stats = store.stats()
+    assert stats["pending"] == 6 and stats["evicted"] == 3
+    outcomes = store.add_labels(MODEL_HASH, TARGET, [(first, "maybe"), (older[1], "no"), (older[2], "yes"),
+                                                     (older[3], "maybe"), (newer[0], "maybe")])
+    assert outcomes == ["unmatched", "unmatched", "matched", "matched", "matched"]
+    clock.advance(250)  # past twice the join window: blocks expire and are counted as such
+    store.remember(MODEL_HASH, maker.many(2), [1, 1])
+    store.flush()
+    assert store.stats()["pending"] == 2 and store.stats()["expired"] == 6
+    store.close()
+
+
 def test_the_store_is_bounded_oldest_first(state: Path, clock: FakeClock) -> None:
     store = _store(state, clock, join_seconds=100, max_pending=3)
     ids = IdMaker().many(5)
