@@ -80,8 +80,13 @@ def share(tx: WriteTx, deltas: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollu
 
 
 def _sums(tx: WriteTx, ranges: Iterable[tuple[str, int, int]]) -> dict[tuple[str, str], Rollup]:
-    """(device, model) -> the slim sum of the device roll-ups in ``ranges``."""
+    """(device, model) -> the slim sum of the device roll-ups in ``ranges``.
+
+    Count vectors are summed with one numpy reduction per vector width (a rebuild reads
+    ~250,000 of them at 10,000 devices: a Python loop of merges took 11 s).
+    """
     out: dict[tuple[str, str], Rollup] = {}
+    blobs: dict[int, list[tuple[tuple[str, str], bytes]]] = {}
     for lv, a, b in ranges:
         if a >= b:
             continue
@@ -90,8 +95,26 @@ def _sums(tx: WriteTx, ranges: Iterable[tuple[str, int, int]]) -> dict[tuple[str
             "WHERE level = ? AND bucket >= ? AND bucket < ? AND device <> ?",
             (lv, a, b, FLEET),
         ).fetchall()
-        for dev, mdl, *cols in rows:
-            out.setdefault((str(dev), str(mdl)), Rollup()).merge(_from_cols(cols))
+        for dev, mdl, windows, requests, nrows, errors, counts in rows:
+            key = (str(dev), str(mdl))
+            r = out.get(key)
+            if r is None:
+                out[key] = r = Rollup()
+            r.windows += int(windows)
+            r.requests += int(requests)
+            r.rows += int(nrows)
+            r.errors += int(errors)
+            if counts:
+                data = bytes(counts)
+                blobs.setdefault(len(data), []).append((key, data))
+    for width, items in blobs.items():
+        matrix = np.frombuffer(b"".join(d for _, d in items), dtype="<i8").reshape(len(items), width // 8)
+        index: dict[tuple[str, str], int] = {}
+        ids = np.fromiter((index.setdefault(k, len(index)) for k, _ in items), dtype=np.int64, count=len(items))
+        order = np.argsort(ids, kind="stable")
+        sums = np.add.reduceat(matrix[order], np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0]), axis=0)
+        for key, i in index.items():
+            out[key]._add_counts(sums[i].astype(np.int64))
     return out
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlpack_edge.collector import fleet_overview, open_storage, time_range
+from mlpack_edge.collector.queries import device_table
 from mlpack_edge.collector.ingest import Ack, apply_batches, parse_batch
 from mlpack_edge.collector.rollup import HOUR
 from mlpack_edge.collector.storage import Storage
@@ -65,6 +66,12 @@ def _same(storage: Storage, now: float) -> dict[int, dict]:
         assert storage.range_totals(rng.start, rng.end) is not None, (hours, now)
         assert fast == fleet_overview(storage, rng, now, totals=False), (hours, now)
         out[hours] = {d["name"]: d for d in fast["devices"]}
+        # The page's rows not shown skip the verdict's loop where every feature is plainly ok:
+        # same worst feature and status as the full verdict.
+        brief = device_table(storage, rng, now, 3600.0, detail=lambda rows: [], totals=True)
+        full = device_table(storage, rng, now, 3600.0)
+        assert [(r["name"], r["status"], r["worst"] and (r["worst"]["feature"], r["worst"]["status"])) for r in brief] \
+            == [(r["name"], r["status"], r["worst"] and (r["worst"]["feature"], r["worst"]["status"])) for r in full]
     return out
 
 
