@@ -20,7 +20,7 @@ from mlpack_edge.collector import kpis
 from mlpack_edge.collector._fmt import duration, utc
 from mlpack_edge.collector.models import ModelInfo, Section
 from mlpack_edge.collector.rollup import DAY, HOUR, MINUTE, Rollup, minute_rollups, plan_range
-from mlpack_edge.collector.storage import DeviceRow, Storage, _range_totals
+from mlpack_edge.collector.storage import DeviceRow, Storage
 from mlpack_edge.monitor_agent.drift import STATUSES, DriftScore, classify, js_rows, min_testable_count, psi_rows
 from mlpack_edge.monitor_agent.kpi import DEFAULT_MIN_LABELS
 from mlpack_edge.monitor_agent.wire import Window
@@ -265,11 +265,7 @@ def _range_rows(
     turned), else the range's day and edge-hour roll-ups (~25 rows a device for 7 days).
     """
     if totals and model is None and device is None:
-        rows = storage.range_totals(rng.start, rng.end)
-        if rows is None and any(rng.start == now_start and rng.end == now_end
-                                for now_start, now_end in (_range_totals.window(s, now) for s in _range_totals.SPANS)):
-            storage.advance_range_totals(now)
-            rows = storage.range_totals(rng.start, rng.end)
+        rows = storage.range_totals(rng.start, rng.end, now)
         if rows is not None:
             return rows
     return [
