@@ -416,7 +416,8 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
     @app.get("/api/v1/devices", tags=["fleet"], summary="Devices: last seen, model version, status",
              response_model=api.DevicesReply, responses=_INVALID)
     def api_devices(sp: Span) -> dict[str, Any]:
-        return {"range": sp.range.to_dict(), "devices": queries.device_table(storage, sp.range, config.clock(), config.silent_after)}
+        table = queries.device_table(storage, sp.range, config.clock(), config.silent_after, totals=True)
+        return {"range": sp.range.to_dict(), "devices": table}
 
     @app.get("/api/v1/devices/{name}", tags=["fleet"], summary="One device: series per model, drift, audit",
              response_model=api.DeviceDetail, responses=_not_found("device"))

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlpack_edge.collector.models import ModelInfo
 from mlpack_edge.collector.rollup import Rollup, RollupKey
+from mlpack_edge.collector.storage import _range_totals
 from mlpack_edge.collector.storage._alerts import AlertStore
 from mlpack_edge.collector.storage._rollout_sql import RolloutSql
 from mlpack_edge.collector.storage.migrations import LATEST, MIGRATIONS, TYPES
@@ -305,6 +306,7 @@ class WriteTx:
         """
         if not deltas:
             return
+        deltas = {**deltas, **_range_totals.share(self, deltas)}
         keys = sorted(deltas)
         params = {k: _key_params(k) for k in keys}
         known = self._s._rollup_keys  # rows committed earlier: no insert to try
@@ -550,7 +552,10 @@ class SqlStorage(AlertStore, RolloutSql):
                 if version <= found:
                     continue
                 for st in statements:
-                    conn.execute(st.format(**types))
+                    if isinstance(st, str):
+                        conn.execute(st.format(**types))
+                    else:
+                        st(tx, _now())
                 conn.execute(
                     self.sql("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)"),
                     (version, description, _now()),
@@ -732,6 +737,35 @@ class SqlStorage(AlertStore, RolloutSql):
             f"SELECT device, model, bucket, {columns} FROM rollups WHERE {' AND '.join(where)} ORDER BY {bucket}",
             params,
         )
+
+    def range_totals(self, start: int, end: int, now: float | None = None) -> list[tuple[Any, ...]] | None:
+        """``(device, model, windows, requests, rows, errors, counts)`` of every device over
+        ``[start, end)`` from the running totals (:mod:`._range_totals`), or ``None`` when
+        no totals cover exactly that range.
+
+        Given ``now``, a range the page shows at ``now`` (last 24 h / 7 days) that the
+        totals have not reached yet moves them on first (once an hour). One statement
+        reads a range and its rows: both from the same snapshot.
+        """
+        rows = self._range_total_rows(start, end)
+        shown = {_range_totals.window(s, now) for s in _range_totals.SPANS} if now is not None else set()
+        if rows is None and (start, end) in shown:
+            with self.write() as tx:
+                for span in _range_totals.SPANS:
+                    _range_totals.advance(tx, span, now)
+            rows = self._range_total_rows(start, end)
+        return rows
+
+    def _range_total_rows(self, start: int, end: int) -> list[tuple[Any, ...]] | None:
+        rows = self._query(
+            "SELECT r.device, r.model, r.windows, r.requests, r.rows, r.errors, r.counts FROM range_totals t "
+            "LEFT JOIN rollups r ON r.level = 't' || CAST(t.span AS TEXT) AND r.bucket = t.since "
+            "WHERE t.since = ? AND t.until = ?",
+            (start, end),
+        )
+        if not rows:
+            return None
+        return [tuple(r) for r in rows if r[0] is not None]
 
     def window_bodies_between(self, device: str, start: float, end: float, model: str | None = None) -> list[str]:
         """Bodies of ``device``'s windows starting in ``[start, end)`` (of ``model`` if given), oldest first."""
