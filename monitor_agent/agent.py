@@ -241,10 +241,8 @@ class Agent:
             try:
                 check_capture(model, config)
             except AgentError as exc:  # install refuses it; a hand-edited agent.json keeps the rest of monitoring
-                import dataclasses
-
                 log.error("capture is off: %s", exc)
-                config = dataclasses.replace(config, capture_rate=0.0)
+                config = config.replace(capture_rate=0.0)
         recorder = Recorder(model.profile, model.content_hash, window_seconds=config.window_seconds, clock=clock)
         agent = cls(
             model, state, config, recorder, SystemSampler(state) if sampler is None else sampler, clock,

@@ -9,7 +9,8 @@ bootloader finds its own archive by scanning back from the end, and ``zipfile`` 
 the zip at the end, so both halves coexist in one file.
 
 Installed, the layout is ``<version dir>/<name>`` (the onedir launcher), ``_internal/``
-(its libraries) and ``bundle/`` (the bundle, unpacked): nothing is unpacked at start.
+(its libraries) and ``bundle/`` (the bundle, unpacked): nothing is unpacked at start, and
+``zipfile`` (with bz2, lzma, shutil: ~3 ms) is imported only by what reads the appended zip.
 
 :func:`executable_identity` gives the hashes that identify a device executable (for
 ``mlpack inspect``): the whole file, its runtime part, and the model's content hash.
@@ -23,8 +24,6 @@ import json
 import os
 import re
 import sys
-import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +110,8 @@ def _append_zip(fh: Any, files: Mapping[str, bytes], facts: Mapping[str, str] | 
                 runtime_sha256: str) -> None:
     # Mode "a" on bytes that are not a zip appends a new archive with offsets counted
     # from the start of the file, as self-extracting archives do (unzip reads it cleanly).
+    import zipfile
+
     with zipfile.ZipFile(fh, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
@@ -147,6 +148,9 @@ class AppendedBundle:
         Capped at the largest file a bundle may hold; the device itself reads through
         :meth:`verify` and :meth:`extract`, which prove each file as it streams in.
         """
+        import zipfile
+        import zlib
+
         from mlpack_edge.runtime._archive import MAX_MEMBER_BYTES, read_at_most
 
         if name not in self.names:
@@ -206,6 +210,8 @@ class AppendedBundle:
 
 def open_appended(path: str | Path) -> AppendedBundle:
     """Read the appended zip's directory; one-line ``BundleError`` when it is not there."""
+    import zipfile
+
     from mlpack_edge.runtime._archive import check_zip_directory
 
     exe = Path(path)

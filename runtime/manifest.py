@@ -218,10 +218,12 @@ class Manifest:
 
 def _check_datetimes(items: Any, features: Mapping[str, Feature], source: str) -> None:
     """``input.datetime``: each a column whose parts are numeric features of the model."""
-    from mlpack_edge.runtime._datetime import PARTS, part_names
-
     if not isinstance(items, list):
         raise BundleError(f"{source}: input.datetime must be a list")
+    if not items:  # most models: spare start-up the date parsing module (and _strptime, calendar)
+        return
+    from mlpack_edge.runtime._datetime import PARTS, part_names
+
     for i, d in enumerate(items):
         ok = (
             isinstance(d, dict)
