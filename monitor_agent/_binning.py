@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpack_edge.monitor_agent._record import Record
+from mlpack_edge._record import Record
 from mlpack_edge.monitor_agent.profile import NumericProfile
 
 __all__ = ["NumericBinner", "NumericCounts", "count_categorical"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mlpack_edge.monitor_agent._record import Frozen
+from mlpack_edge._record import Frozen
 
 __all__ = ["Thresholds"]
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from mlpack_edge.errors import AgentError, BundleError, MlpackError
 from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
-from mlpack_edge.monitor_agent._record import Frozen
+from mlpack_edge._record import Frozen
 from mlpack_edge.monitor_agent._thresholds import Thresholds
 from mlpack_edge.monitor_agent.kpi import kpi_reference
 from mlpack_edge.monitor_agent.profile import Profile

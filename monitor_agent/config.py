@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlpack_edge.errors import AgentError
-from mlpack_edge.monitor_agent._record import Frozen
+from mlpack_edge._record import Frozen
 
 __all__ = [
     "AgentConfig",

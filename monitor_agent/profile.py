@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mlpack_edge.errors import BundleError
-from mlpack_edge.monitor_agent._record import Frozen, Record
+from mlpack_edge._record import Frozen, Record
 
 __all__ = [
     "PROFILE_FORMAT",

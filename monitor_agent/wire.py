@@ -114,7 +114,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlpack_edge.monitor_agent._record import Record
+from mlpack_edge._record import Record
 from mlpack_edge.monitor_agent.histogram import ALPHA, MAX_INDEX, LatencyHistogram
 
 __all__ = [

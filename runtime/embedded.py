@@ -25,10 +25,10 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlpack_edge._record import Frozen
 from mlpack_edge.errors import BundleError, IntegrityError
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, Manifest
 
@@ -130,17 +130,35 @@ def _append_zip(fh: Any, files: Mapping[str, bytes], facts: Mapping[str, str] | 
         ).encode()
 
 
-@dataclass(frozen=True)
-class AppendedBundle:
+class AppendedBundle(Frozen):
     """The zip at the end of a device executable, checked for shape (not yet contents)."""
 
+    __slots__ = ("path", "runtime_size", "runtime_sha256", "names", "target", "glibc_floor")
+    _fields = __slots__
     path: Path
     runtime_size: int
     runtime_sha256: str
     names: tuple[str, ...]
     #: ``linux-x86_64`` style, and the highest glibc version the runtime needs (``None``: not recorded).
-    target: str | None = None
-    glibc_floor: str | None = None
+    target: str | None
+    glibc_floor: str | None
+
+    def __init__(
+        self,
+        path: Path,
+        runtime_size: int,
+        runtime_sha256: str,
+        names: tuple[str, ...],
+        target: str | None = None,
+        glibc_floor: str | None = None,
+    ) -> None:
+        s = object.__setattr__
+        s(self, "path", path)
+        s(self, "runtime_size", runtime_size)
+        s(self, "runtime_sha256", runtime_sha256)
+        s(self, "names", names)
+        s(self, "target", target)
+        s(self, "glibc_floor", glibc_floor)
 
     def read(self, name: str) -> bytes:
         """One member's bytes, unverified (``mlpack inspect`` shows damage); ``FileNotFoundError`` when absent.

@@ -1,4 +1,4 @@
-"""Plain value classes for the agent's start-up path, instead of ``@dataclass``.
+"""Plain value classes for the device start-up path (runtime and agent), instead of ``@dataclass``.
 
 A one-shot ``predict`` imports the agent's contracts (profile, wire counts, thresholds,
 model info) at every start. ``@dataclass`` builds each class's ``__init__``/``__repr__``/
