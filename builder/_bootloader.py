@@ -18,19 +18,23 @@ the same bytes for the same floor: nothing is compiled per floor). The downloade
 onefile and the onedir launcher an ``install`` unpacks are both made from that copy, so
 ``install`` and every command of an installed device refuse the same way.
 
-Where it is built: with the compiler of the machine the runtime is frozen on. In a build
-root (:class:`mlpack_edge.builder._buildroot.BuildRoot`, any architecture: a foreign one
-compiles under qemu) the bootloader needs at most that root's glibc, so the check can run
-on every older system. On the host (``--floor host``) it needs the host's crt files' glibc
-(2.34 on a glibc >= 2.34 machine, for ``__libc_start_main``): below that the dynamic loader
-refuses the bootloader itself, with its own message.
+Where it is built: against the libraries of the system the runtime is frozen on. In this
+machine's architecture's build root (:class:`mlpack_edge.builder._buildroot.BuildRoot`) with
+the root's gcc; for a foreign root (``linux-aarch64``: no compiler inside) on this machine
+with the cross gcc and the root as sysroot, the flags CPython was cross-compiled with
+(:func:`mlpack_edge.builder._buildroot.cross_cc`), the root bind-mounted at ``/mnt``. Either
+way it needs at most the root's glibc (checked after the build: the aarch64 one needs
+2.17), so the check can run on every older system. On the host (``--floor host``) it needs
+the host's crt files' glibc (2.34 on a glibc >= 2.34 machine, for ``__libc_start_main``):
+below that the dynamic loader refuses the bootloader itself, with its own message.
 
 Cached: in the root at ``/opt/mlpack/bootloader/<key>/`` (or ``<cache>/bootloader/<key>/``
 for the host), keyed by the PyInstaller version, the sdist's sha256, :data:`PATCH` and
-where it was built; a finished build appears by an atomic rename, so an interrupted one
-is redone. Building takes ~10 s natively (waf, two variants); it needs the sdist (one
-``pip download`` from the index this machine's pip uses), a C compiler and zlib's headers
-(the build root has them).
+where it was built (for a cross build also the compiler flags and the cross gcc's
+version); a finished build appears by an atomic rename, so an interrupted one is redone.
+Building takes ~10-15 s (waf, two variants); it needs the sdist (one ``pip download`` from
+the index this machine's pip uses), a C compiler and zlib's headers (the build roots have
+them; a foreign one relies on the host's cross gcc, which its CPython needed already).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,8 +53,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlpack_edge._fs import atomic_directory, canonical_json, file_sha256, locked
-from mlpack_edge.builder._buildroot import BuildRoot, Reporter, host_arch
+from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json, file_sha256, locked
+from mlpack_edge.builder._buildroot import GLIBC, BuildRoot, Reporter, cross_cc, cross_gcc_version
+from mlpack_edge.builder._glibc import glibc_needs, version_key
 from mlpack_edge.errors import PackagingError
 
 __all__ = ["MARKER", "PATCH", "Bootloader", "build_bootloader", "marker_floor", "with_floor"]
@@ -122,7 +128,9 @@ mlpack_check_glibc(void)
 #: no build path reaches the release bootloader, a rebuild gives the same bytes).
 _ROOT_BASE = "/opt/mlpack/bootloader"
 _TIMEOUT_S = 900
-_EMULATED_TIMEOUT_S = 3600
+#: How a foreign root's bootloader is built (in its key and the runtime's): waf on this
+#: machine, ``CC`` the cross gcc with the root as its only sysroot.
+_CROSS_RECIPE = "waf all; CC=buildroot.cross_cc(arch, /mnt); root bind-mounted at /mnt"
 #: PyInstaller's folder name for a Linux architecture (``PyInstaller/bootloader/<name>/``).
 _PLATFORM = {"amd64": "Linux-64bit-intel", "arm64": "Linux-64bit-arm", "x86_64": "Linux-64bit-intel", "aarch64": "Linux-64bit-arm"}
 
@@ -138,14 +146,19 @@ class Bootloader:
     key: str
 
 
-def recipe_key(pyinstaller: str | None = None) -> str:
+def recipe_key(pyinstaller: str | None = None, *, cross: bool = False) -> str:
     """What the patched bootloader is made from, without building it: the runtime cache key covers it.
 
     The PyInstaller version (its sdist on the index never changes) and :data:`PATCH`;
-    where it is built is covered by the runtime key's environment and platform.
+    where it is built is covered by the runtime key's environment and platform. ``cross``
+    (a foreign root's bootloader, cross-compiled here) adds :data:`_CROSS_RECIPE`: a
+    runtime frozen before that existed (with the stock bootloader) is frozen again.
     """
     version = pyinstaller or _installed_pyinstaller()
-    return hashlib.sha256(canonical_json({"pyinstaller": version, "patch": PATCH}).encode()).hexdigest()[:16]
+    material: dict[str, object] = {"pyinstaller": version, "patch": PATCH}
+    if cross:
+        material["cross"] = _CROSS_RECIPE
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()[:16]
 
 
 def _installed_pyinstaller() -> str:
@@ -169,6 +182,8 @@ def build_bootloader(
     sdist = _sdist(cache, version, reporter)
     arch = root.arch if root is not None else platform.machine().lower()
     where = f"root:{root.path.name}" if root is not None else f"host:{platform.machine().lower()}:{sys.prefix}"
+    if root is not None and root.foreign:
+        where = f"cross:{root.path.name}:{cross_gcc_version(root.arch)}:{_CROSS_RECIPE}"
     key = hashlib.sha256(
         canonical_json({"pyinstaller": version, "sdist": file_sha256(sdist), "patch": PATCH, "where": where}).encode()
     ).hexdigest()[:24]
@@ -182,14 +197,22 @@ def build_bootloader(
     with locked(base / f".{key}.lock"):
         if run.is_file():
             return Bootloader(inside(run), run, key)
-        _say(reporter, f"building PyInstaller {version}'s bootloader with the glibc check ({'in the build root' if root else 'on this machine'}, once)…")
+        how = "on this machine" if root is None else "in the build root"
+        if root is not None and root.foreign:
+            how = f"with this machine's cross gcc, the {root.arch} root as sysroot"
+        _say(reporter, f"building PyInstaller {version}'s bootloader with the glibc check ({how}, once)…")
         with atomic_directory(entry, replace=True) as tmp:
-            _build(sdist, tmp, root, arch, base.parent / f"bootloader-{key}.log" if root is None else base / f"{key}.log")
+            floor = _build(sdist, tmp, root, arch, base.parent / f"bootloader-{key}.log" if root is None else base / f"{key}.log")
+            atomic_write_text(tmp / "bootloader.json", canonical_json({"key": key, "where": where, "glibc_floor": floor}))
+        _say(reporter, f"  the bootloader needs glibc {floor or '(none)'} at most")
     return Bootloader(inside(run), run, key)
 
 
-def _build(sdist: Path, out: Path, root: BuildRoot | None, arch: str, log: Path) -> None:
-    """Unpack ``sdist``, patch ``main.c``, ``waf all``; leave ``run`` in ``out``."""
+def _build(sdist: Path, out: Path, root: BuildRoot | None, arch: str, log: Path) -> str | None:
+    """Unpack ``sdist``, patch ``main.c``, ``waf all``; leave ``run`` in ``out``; the glibc it needs.
+
+    In a build root, a bootloader needing more than the root's glibc is an error.
+    """
     parent = (root.path / "tmp") if root is not None else None
     with tempfile.TemporaryDirectory(prefix="mlpack-bootloader-", dir=parent) as scratch:
         work = Path(scratch)
@@ -206,16 +229,22 @@ def _build(sdist: Path, out: Path, root: BuildRoot | None, arch: str, log: Path)
             cmd = [sys.executable, "./waf", "all"]
             cwd: Path | str = bootloader_dir
             # This machine's PATH (its compiler), but none of CC/CFLAGS/LDFLAGS: waf would read them into the bytes.
-            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+            env: dict[str, str] | None = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+        elif root.foreign:
+            # No gcc in a foreign root (and under qemu it would take long): this machine's cross
+            # gcc, exactly CC (waf detects the 64-bit ARM target from it; --target-arch would
+            # demand -m64, which aarch64 gcc lacks), nothing else of this environment.
+            cc = shlex.join(cross_cc(root.arch))
+            cmd = root.cross_command([sys.executable, "./waf", "all"], cwd=root.mounted(bootloader_dir), env={"CC": cc})
+            cwd, env = "/", None
         else:
             cmd = root.command([root.python, "./waf", "all"], cwd=root.inside(bootloader_dir))
             cwd, env = "/", None
-        emulated = root is not None and root.arch != _host_arch()
         try:
             with open(log, "wb") as fh:
                 proc = subprocess.run(
                     cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    timeout=_EMULATED_TIMEOUT_S if emulated else _TIMEOUT_S,
+                    timeout=_TIMEOUT_S,
                 )
         except subprocess.TimeoutExpired:
             raise PackagingError(f"building the bootloader timed out; log: {log}") from None
@@ -231,8 +260,13 @@ def _build(sdist: Path, out: Path, root: BuildRoot | None, arch: str, log: Path)
         data = built.read_bytes()
         if data.count(MARKER) != 1 or marker_floor(data) != _UNSET:
             raise PackagingError(f"the built bootloader {built} does not carry the glibc marker once")
+        needs = glibc_needs(built)
+        floor = max(needs, key=version_key) if needs else None
+        if root is not None and floor is not None and version_key(floor) > version_key(GLIBC):
+            raise PackagingError(f"the built bootloader needs glibc {floor}, above the build root's {GLIBC}; log: {log}")
         shutil.copyfile(built, out / "run")
         (out / "run").chmod(0o755)
+        return floor
 
 
 def patched_main(text: str) -> str:
@@ -290,10 +324,6 @@ def _sdist(cache: Path, version: str, reporter: Reporter | None) -> Path:
         target = folder / got[0].name
         got[0].replace(target)
     return target
-
-
-def _host_arch() -> str:
-    return host_arch() or platform.machine().lower()
 
 
 def _say(reporter: Reporter | None, message: str) -> None:

@@ -49,7 +49,7 @@ from mlpack_edge._fs import atomic_directory, atomic_write_text, canonical_json,
 from mlpack_edge.builder._glibc import glibc_floor, version_key
 from mlpack_edge.errors import PackagingError
 
-__all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "root_problem"]
+__all__ = ["FLOORS", "SUITE", "TARGETS", "BuildRoot", "build_root", "cross_cc", "cross_gcc_version", "root_problem"]
 
 #: Debian release of the root and the glibc it ships.
 SUITE = "bullseye"
@@ -204,6 +204,59 @@ class BuildRoot:
     def command(self, argv: Sequence[str], *, cwd: str = "/", env: Mapping[str, str] | None = None) -> list[str]:
         """``argv`` run inside the root, in a private mount namespace, with exactly ``env``."""
         return _chroot_command(self.path, argv, cwd=cwd, env=env)
+
+    @property
+    def foreign(self) -> bool:
+        """Another architecture than this machine's: its code is cross-compiled here, run under qemu."""
+        return self.arch != host_arch()
+
+    def mounted(self, host_path: Path) -> str:
+        """``<root>/tmp/x`` -> ``/mnt/tmp/x``: the path :meth:`cross_command` sees."""
+        return _CROSS_MOUNT + self.inside(host_path)
+
+    def cross_command(self, argv: Sequence[str], *, cwd: str = "/", env: Mapping[str, str] | None = None) -> list[str]:
+        """``argv`` run on this machine with the root bind-mounted at :data:`_CROSS_MOUNT` (private namespace).
+
+        How a foreign root's code is compiled: with :func:`cross_cc`, so the sysroot's path
+        is the same whatever the cache folder. ``env`` is exactly the environment (plus PATH, LANG).
+        """
+        environ = {"PATH": _PATH, "LANG": "C.UTF-8", **(env or {})}
+        mount = f'mount --bind "$0" {_CROSS_MOUNT} && exec "$@"'
+        return [
+            "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", mount, str(self.path),
+            "/usr/bin/env", "-i", "-C", cwd, *(f"{k}={v}" for k, v in sorted(environ.items())), *argv,
+        ]
+
+
+def cross_cc(arch: str, sysroot: str = _CROSS_MOUNT) -> list[str]:
+    """This machine's cross gcc for ``arch`` seeing only ``sysroot``'s headers, crt files and libraries.
+
+    The same flags as :func:`_cross_script`'s ``cc`` (a test keeps them equal): without
+    ``-nostdinc`` and the explicit ``-isystem``/``-B``/``-L``, bookworm's cross gcc takes its
+    own glibc 2.36 first and the floor rises. Raises :class:`PackagingError` without the compiler.
+    """
+    t = _TRIPLET[arch]
+    try:
+        proc = subprocess.run([f"{t}-gcc", "-print-file-name=include"], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise PackagingError(f"{t}-gcc cannot run ({exc.strerror}): apt-get install gcc-{t}") from None
+    gccinc = proc.stdout.strip()
+    if proc.returncode != 0 or not gccinc.startswith("/"):
+        raise PackagingError(f"{t}-gcc -print-file-name=include failed: {(proc.stderr or proc.stdout).strip()[:200]}")
+    s = sysroot
+    return [
+        f"{t}-gcc", f"--sysroot={s}", "-nostdinc", "-isystem", gccinc, "-isystem", f"{s}/usr/include/{t}",
+        "-isystem", f"{s}/usr/include", f"-B{s}/usr/lib/{t}/", f"-L{s}/usr/lib/{t}", f"-L{s}/lib/{t}",
+    ]
+
+
+def cross_gcc_version(arch: str) -> str:
+    """``aarch64-linux-gnu-gcc -dumpfullversion`` (``"12.2.0"``; ``"absent"``): part of what a cross build is keyed by."""
+    try:
+        proc = subprocess.run([f"{_TRIPLET[arch]}-gcc", "-dumpfullversion"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return "absent"
+    return proc.stdout.strip() if proc.returncode == 0 else "absent"
 
 
 def _chroot_command(

@@ -288,7 +288,7 @@ def frozen_runtime(
             raise PackagingError("PyInstaller is not installed here: pip install 'mlpack-edge[build]' (or build with --no-executable)")
         buildroot = _buildroot.build_root(cache, _pins(), reporter, target=target)
         versions = {**buildroot.versions, "environment": str(buildroot.path), "floor": floor}
-        versions["bootloader"] = _bootloader.recipe_key(buildroot.versions.get("pyinstaller"))
+        versions["bootloader"] = _bootloader.recipe_key(buildroot.versions.get("pyinstaller"), cross=buildroot.foreign)
     key = runtime_key(sources, versions, target)
     base = cache / "runtime"
     entry = base / key
@@ -328,16 +328,16 @@ def _patched_bootloader(
 ) -> _bootloader.Bootloader | None:
     """mlpack's bootloader (one-line refusal on an old glibc) for this freeze.
 
-    In this machine's architecture's build root a failure is an error (the root has gcc and
-    zlib's headers). On the host, or in a foreign root without a native compiler (an arm64
-    root whose CPython was cross-compiled), the freeze goes on with PyInstaller's stock
+    For a build root a failure is an error: this architecture's root has gcc and zlib's
+    headers, and a foreign root's bootloader is cross-compiled here with the cross gcc its
+    CPython needed already. On the host the freeze goes on with PyInstaller's stock
     bootloader (an old device then fails with the dynamic loader's message), and says so.
     """
     try:
         version = buildroot.versions.get("pyinstaller") if buildroot is not None else None
         return _bootloader.build_bootloader(buildroot, cache, pyinstaller=version, reporter=reporter)
     except PackagingError as exc:
-        if buildroot is not None and buildroot.arch == _buildroot.host_arch():
+        if buildroot is not None:
             raise
         say(reporter, f"warning: freezing with PyInstaller's stock bootloader (no one-line glibc refusal): {exc}")
         return None

@@ -83,3 +83,29 @@ def test_absolute_library_links_become_relative_inside_the_root(tmp_path: Path) 
     assert os.readlink(usrlib / "libz.so") == "../../../lib/aarch64-linux-gnu/libz.so.1"
     assert (usrlib / "libz.so").read_bytes() == b"real"  # the host now reaches the root's file
     assert os.readlink(usrlib / "libm.so.6") == "libm-2.31.so"
+
+
+def test_the_bootloaders_cross_compiler_flags_are_the_cross_built_cpythons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bootloader of a foreign root is compiled with exactly the cc line of CPython's cross build.
+
+    Both ask the cross gcc where its own headers are: a stand-in on PATH answers for both,
+    the shell evaluates the script's own ``gccinc``/``cc`` lines, and the words must match.
+    """
+    import shlex
+    import subprocess
+
+    from mlpack_edge.builder._buildroot import _cross_script, cross_cc
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    gcc = fake / "aarch64-linux-gnu-gcc"
+    gcc.write_text('#!/bin/sh\n[ "$1" = -print-file-name=include ] && echo /opt/fake-gcc/include\n')
+    gcc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    script = _cross_script("arm64", "/mnt/opt/mlpack/src/bin/python-for-build").splitlines()
+    lines = [ln for ln in script if ln.startswith(("gccinc=", "cc="))]
+    assert len(lines) == 3, lines
+    proc = subprocess.run(["/bin/sh", "-c", "\n".join([*lines, 'printf %s "$cc"'])], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert cross_cc("arm64") == shlex.split(proc.stdout)
+    assert cross_cc("arm64")[:5] == ["aarch64-linux-gnu-gcc", "--sysroot=/mnt", "-nostdinc", "-isystem", "/opt/fake-gcc/include"]

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlpack_edge.builder._bootloader import marker_floor, with_floor
 from mlpack_edge.builder._buildroot import GLIBC, BuildRoot, _chroot_command, root_problem
-from mlpack_edge.builder._glibc import version_key
+from mlpack_edge.builder._glibc import glibc_needs, version_key
 from mlpack_edge.builder.inspect import inspect_path
 
 
@@ -191,3 +192,68 @@ def test_install_and_serve_under_qemu(arm: Arm) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _refusal(need: str, have: str) -> str:
+    return f"mlpack: this executable needs glibc {need} or newer; this system has glibc {have}\n"
+
+
+def test_an_older_glibc_is_refused_in_one_line_under_qemu(arm: Arm) -> None:
+    """The root has glibc 2.31: a copy whose marker asks for 2.32 refuses every command, before unpacking.
+
+    The aarch64 executable starts with mlpack's bootloader cross-compiled for the root (the
+    stock one has no marker), set by the freeze to the measured floor; raising the marker
+    in a copy stands in for a device older than that floor (real bootloader, real arm64 glibc).
+    """
+    data = arm.arm_exe.read_bytes()
+    info = inspect_path(arm.arm_exe)
+    assert info.executable is not None
+    assert marker_floor(data) == info.executable.glibc_floor
+    assert info.manifest.data["targets"]["linux-aarch64"] == {"glibc_floor": info.executable.glibc_floor}
+    for floor, ok in (("2.32", False), ("2.31", True)):
+        copy = arm.scratch / f"floor-{floor}"
+        copy.write_bytes(with_floor(data, floor))
+        copy.chmod(0o755)
+        install = [] if ok else [["install", "--prefix", _inside(arm, arm.scratch / "refused"), "--allow-unsigned"]]
+        for argv in [["info"], ["verify"], *install]:
+            proc = _run(arm, _inside(arm, copy), *argv)
+            if ok:
+                assert proc.returncode == 0, (argv, proc.stderr)
+                continue
+            assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", _refusal("2.32", GLIBC)), argv
+    assert not (arm.scratch / "refused").exists()
+
+    prefix = arm.scratch / "refusal-prefix"
+    proc = _run(arm, _inside(arm, arm.arm_exe), "install", "--prefix", _inside(arm, prefix), "--allow-unsigned")
+    assert proc.returncode == 0, proc.stderr
+    launcher = (prefix / NAME / "current" / NAME).resolve()
+    assert marker_floor(launcher.read_bytes()) == info.executable.glibc_floor  # the unpacked launcher is marked too
+    launcher.write_bytes(with_floor(launcher.read_bytes(), "2.32"))
+    for argv in (["info"], ["predict", _inside(arm, arm.rows_csv)], ["serve", "--port", "0"]):
+        proc = _run(arm, f"{_inside(arm, prefix)}/{NAME}/current/{NAME}", *argv)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", _refusal("2.32", GLIBC)), argv
+
+
+def test_the_cross_built_bootloader_needs_at_most_the_roots_glibc_and_rebuilds_to_the_same_bytes(
+    arm: Arm, tmp_path: Path
+) -> None:
+    """Cross-compiled on this machine against the arm64 root: its glibc needs stay within the root's,
+    and a fresh waf build in a new scratch folder gives the same bytes."""
+    from mlpack_edge.builder import _bootloader
+
+    cache = _cache()
+    version = arm.root.versions["pyinstaller"]
+    bootloader = _bootloader.build_bootloader(arm.root, cache, pyinstaller=version)
+    head = bootloader.host_path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # EM_AARCH64
+    needs = glibc_needs(bootloader.host_path)
+    floor = max(needs, key=version_key)
+    print(f"cross-built aarch64 bootloader needs glibc {floor} ({', '.join(sorted(needs, key=version_key))})")
+    assert version_key(floor) <= version_key(GLIBC)
+    recorded = json.loads((bootloader.host_path.parent / "bootloader.json").read_text())
+    assert recorded["glibc_floor"] == floor and recorded["where"].startswith("cross:bullseye-arm64:")
+    rebuilt = tmp_path / "bootloader"
+    rebuilt.mkdir()
+    sdist = next((cache / "sdist").glob(f"pyinstaller-{version}.tar.gz"))
+    assert _bootloader._build(sdist, rebuilt, arm.root, arm.root.arch, tmp_path / "waf.log") == floor
+    assert (rebuilt / "run").read_bytes() == bootloader.host_path.read_bytes()
