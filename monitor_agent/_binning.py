@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mlpack_edge._record import Record
 from mlpack_edge.monitor_agent.profile import NumericProfile
 
 __all__ = ["NumericBinner", "NumericCounts", "count_categorical"]
@@ -26,14 +26,17 @@ __all__ = ["NumericBinner", "NumericCounts", "count_categorical"]
 _CHUNK_ROWS = 2048
 
 
-@dataclass
-class NumericCounts:
+class NumericCounts(Record):
     """Counts for every column of one binner: ``bins`` is flat (see ``NumericBinner.offsets``)."""
 
-    bins: np.ndarray  # int64, sum of n_bins over columns
-    missing: np.ndarray  # int64 per column
-    below: np.ndarray
-    above: np.ndarray
+    __slots__ = ("bins", "missing", "below", "above")
+    _fields = __slots__
+
+    def __init__(self, bins: np.ndarray, missing: np.ndarray, below: np.ndarray, above: np.ndarray) -> None:
+        self.bins = bins  # int64, sum of n_bins over columns
+        self.missing = missing  # int64 per column
+        self.below = below
+        self.above = above
 
     def add(self, other: NumericCounts) -> None:
         self.bins += other.bins

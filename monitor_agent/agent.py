@@ -32,7 +32,6 @@ parts it runs.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import json
 import math
@@ -40,14 +39,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import AgentError, BundleError, MlpackError
 from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
-from mlpack_edge.monitor_agent.drift import Thresholds
+from mlpack_edge._record import Frozen
+from mlpack_edge.monitor_agent._thresholds import Thresholds
 from mlpack_edge.monitor_agent.kpi import kpi_reference
 from mlpack_edge.monitor_agent.profile import Profile
 from mlpack_edge.monitor_agent.recorder import Recorder
@@ -75,20 +74,40 @@ REMEMBER_ROWS = 50_000  # one-shot: prediction ids buffered before they go to th
 _SPOOL_MAX_IDS = 10_000  # one-shot: more ids than this go to the join store at exit, not the spool (_spool.MAX_IDS)
 
 
-@dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Frozen):
     """What the agent needs to know about the model it watches."""
 
+    __slots__ = ("content_hash", "name", "version", "profile", "thresholds", "classes", "kpi")
+    _fields = __slots__
     content_hash: str  # sha256 of the bundle's manifest.json bytes
     name: str
     version: str
     profile: Profile
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    thresholds: Thresholds
     #: Classes in prediction-code order (``str``), ``None`` for regression: what labels are.
-    classes: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None
     #: What production KPIs are judged against (:func:`kpi_reference`): task, classes, the
     #: positive class, the build's held-out metrics and its gates. ``None``: unknown.
-    kpi: dict[str, Any] | None = None
+    kpi: dict[str, Any] | None
+
+    def __init__(
+        self,
+        content_hash: str,
+        name: str,
+        version: str,
+        profile: Profile,
+        thresholds: Thresholds | None = None,
+        classes: tuple[str, ...] | None = None,
+        kpi: dict[str, Any] | None = None,
+    ) -> None:
+        s = object.__setattr__
+        s(self, "content_hash", content_hash)
+        s(self, "name", name)
+        s(self, "version", version)
+        s(self, "profile", profile)
+        s(self, "thresholds", Thresholds() if thresholds is None else thresholds)
+        s(self, "classes", classes)
+        s(self, "kpi", kpi)
 
     def wire(self) -> dict[str, Any]:
         """The ``models[hash]`` entry of an upload batch (``kpi``: collectors before it ignore it)."""
@@ -223,7 +242,7 @@ class Agent:
                 check_capture(model, config)
             except AgentError as exc:  # install refuses it; a hand-edited agent.json keeps the rest of monitoring
                 log.error("capture is off: %s", exc)
-                config = dataclasses.replace(config, capture_rate=0.0)
+                config = config.replace(capture_rate=0.0)
         recorder = Recorder(model.profile, model.content_hash, window_seconds=config.window_seconds, clock=clock)
         agent = cls(
             model, state, config, recorder, SystemSampler(state) if sampler is None else sampler, clock,

@@ -30,12 +30,12 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from mlpack_edge.errors import AgentError
+from mlpack_edge._record import Frozen
 
 __all__ = [
     "AgentConfig",
@@ -87,34 +87,90 @@ ENV_VARS = {
 _TLS_PATHS = ("ca_file", "client_cert", "client_key")
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    """Where to deliver telemetry and how much to keep while offline."""
+class AgentConfig(Frozen):
+    """Where to deliver telemetry and how much to keep while offline.
 
-    collector_url: str | None = None
-    device_id: str | None = None
-    token: str | None = field(default=None, repr=False)
-    window_seconds: float = 60.0
-    cap_bytes: int = DEFAULT_CAP_BYTES
-    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
-    checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS
+    Immutable; :meth:`replace` gives a changed copy (checked again). A plain class rather
+    than a dataclass: every monitored ``predict`` builds one at start (:mod:`._record`).
+    """
+
+    __slots__ = (
+        "collector_url", "device_id", "token", "window_seconds", "cap_bytes", "checkpoint_seconds",
+        "checkpoint_rows", "feedback_join_seconds", "feedback_max_pending", "capture_rate",
+        "capture_max_rows_per_day", "capture_exclude", "ca_file", "client_cert", "client_key",
+        "allow_insecure_http",
+    )
+    _fields = __slots__
+    collector_url: str | None
+    device_id: str | None
+    token: str | None  # never in repr
+    window_seconds: float
+    cap_bytes: int
+    checkpoint_seconds: float
+    checkpoint_rows: int
     #: How long after its prediction a label still counts (later: counted as ``late``), and
     #: how many predictions the join store keeps at most (oldest evicted first). See :mod:`.feedback`.
-    feedback_join_seconds: float = DEFAULT_FEEDBACK_JOIN_SECONDS
-    feedback_max_pending: int = DEFAULT_FEEDBACK_MAX_PENDING
+    feedback_join_seconds: float
+    feedback_max_pending: int
     #: Opt-in capture of real input rows for retraining (personal data: off by default).
     #: ``capture_rate`` of predicted rows are offered to a per-day reservoir of at most
     #: ``capture_max_rows_per_day``; ``capture_exclude`` columns are never kept. See :mod:`.feedback`.
-    capture_rate: float = 0.0
-    capture_max_rows_per_day: int = DEFAULT_CAPTURE_MAX_ROWS_PER_DAY
-    capture_exclude: tuple[str, ...] = ()
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    allow_insecure_http: bool = False
+    capture_rate: float
+    capture_max_rows_per_day: int
+    capture_exclude: tuple[str, ...]
+    ca_file: str | None
+    client_cert: str | None
+    client_key: str | None
+    allow_insecure_http: bool
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        collector_url: str | None = None,
+        device_id: str | None = None,
+        token: str | None = None,
+        window_seconds: float = 60.0,
+        cap_bytes: int = DEFAULT_CAP_BYTES,
+        checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
+        checkpoint_rows: int = DEFAULT_CHECKPOINT_ROWS,
+        feedback_join_seconds: float = DEFAULT_FEEDBACK_JOIN_SECONDS,
+        feedback_max_pending: int = DEFAULT_FEEDBACK_MAX_PENDING,
+        capture_rate: float = 0.0,
+        capture_max_rows_per_day: int = DEFAULT_CAPTURE_MAX_ROWS_PER_DAY,
+        capture_exclude: tuple[str, ...] = (),
+        ca_file: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        s = object.__setattr__
+        s(self, "collector_url", collector_url)
+        s(self, "device_id", device_id)
+        s(self, "token", token)
+        s(self, "window_seconds", window_seconds)
+        s(self, "cap_bytes", cap_bytes)
+        s(self, "checkpoint_seconds", checkpoint_seconds)
+        s(self, "checkpoint_rows", checkpoint_rows)
+        s(self, "feedback_join_seconds", feedback_join_seconds)
+        s(self, "feedback_max_pending", feedback_max_pending)
+        s(self, "capture_rate", capture_rate)
+        s(self, "capture_max_rows_per_day", capture_max_rows_per_day)
+        s(self, "capture_exclude", capture_exclude)
+        s(self, "ca_file", ca_file)
+        s(self, "client_cert", client_cert)
+        s(self, "client_key", client_key)
+        s(self, "allow_insecure_http", allow_insecure_http)
         _check(self)
+
+    def replace(self, **changes: Any) -> AgentConfig:
+        """A copy with ``changes`` (field name -> value), checked like a new config."""
+        unknown = set(changes) - set(self._fields)
+        if unknown:
+            raise TypeError(f"AgentConfig has no field {sorted(unknown)[0]!r}")
+        return AgentConfig(**({n: getattr(self, n) for n in self._fields} | changes))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields if n != "token")
+        return f"AgentConfig({inner})"
 
     @property
     def can_upload(self) -> bool:
@@ -182,13 +238,13 @@ class AgentConfig:
         values = {k: v for k, v in overrides.items() if v is not None}
         parsed = {k: _parse_field(k, v, f"{source} {k}") for k, v in values.items()}
         try:
-            return replace(self, **parsed)
+            return self.replace(**parsed)
         except AgentError as exc:
             raise AgentError(f"{source}: {exc}") from None
 
 
 def _parse_field(name: str, value: Any, where: str) -> Any:
-    if name not in {f.name for f in fields(AgentConfig)}:
+    if name not in AgentConfig._fields:
         raise AgentError(f"{where}: unknown setting")
     if name == "capture_exclude":
         if isinstance(value, str):
@@ -281,7 +337,7 @@ def write_config(state_dir: str | os.PathLike[str], config: AgentConfig) -> Path
     if any(getattr(config, k) for k in _TLS_PATHS):
         from mlpack_edge.monitor_agent.tls import store_tls_files
 
-        config = replace(config, **store_tls_files(state, {k: getattr(config, k) for k in _TLS_PATHS}))
+        config = config.replace(**store_tls_files(state, {k: getattr(config, k) for k in _TLS_PATHS}))
     body = {k: v for k, v in config.public_dict().items() if k != "token"}
     token_path = state / TOKEN_NAME
     if config.token:

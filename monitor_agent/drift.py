@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mlpack_edge.monitor_agent._chi2 import chi2_cdf, chi2_sf
+from mlpack_edge.monitor_agent._thresholds import Thresholds
 
 __all__ = [
     "EPSILON",
@@ -243,49 +244,6 @@ def chi2_test(
         stat = float(n * np.sum((pg - qg) ** 2 / qg))
     df = len(groups) - 1
     return ChiSquare(stat, df, chi2_sf(stat, df))
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Levels carried in the manifest (``drift`` section); defaults per industry habit.
-
-    ``psi_warn``/``psi_drift`` grade PSI (the effect size). ``alpha`` is the family-wise
-    false-alarm rate of the significance test over all features of a model (Bonferroni);
-    ``min_count`` is the fewest observed values a feature needs for any verdict.
-    ``missing_jump`` is how far (absolute share) the live missing rate may rise above the
-    profile's before it is flagged; ``out_of_range`` is the share of values outside the
-    training range (numeric) or of unseen categories that is flagged (the reference
-    expects none).
-    """
-
-    psi_warn: float = 0.1
-    psi_drift: float = 0.2
-    missing_jump: float = 0.05
-    out_of_range: float = 0.01
-    alpha: float = 0.005
-    min_count: int = 20
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> Thresholds:
-        d = d or {}
-        return cls(
-            float(d.get("psi_warn", 0.1)),
-            float(d.get("psi_drift", 0.2)),
-            float(d.get("missing_jump", 0.05)),
-            float(d.get("out_of_range", 0.01)),
-            float(d.get("alpha", 0.005)),
-            int(d.get("min_count", 20)),
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "psi_warn": self.psi_warn,
-            "psi_drift": self.psi_drift,
-            "missing_jump": self.missing_jump,
-            "out_of_range": self.out_of_range,
-            "alpha": self.alpha,
-            "min_count": self.min_count,
-        }
 
 
 Status = Literal["no-data", "not-enough-data", "ok", "warn", "drift"]

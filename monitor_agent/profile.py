@@ -42,12 +42,12 @@ whole tie group, which a device would otherwise report as drift.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
 from mlpack_edge.errors import BundleError
+from mlpack_edge._record import Frozen, Record
 
 __all__ = [
     "PROFILE_FORMAT",
@@ -69,8 +69,11 @@ PROFILE_FORMAT = "mlpack.profile/1"
 DEFAULT_BINS = 10
 
 
-@dataclass(frozen=True)
-class NumericProfile:
+class NumericProfile(Frozen):
+    """One numeric feature's reference: interior bin edges and the share of rows per bin."""
+
+    __slots__ = ("name", "edges", "shares", "count", "missing_rate", "min", "max")
+    _fields = (*__slots__, "kind")
     name: str
     edges: tuple[float, ...]
     shares: tuple[float, ...]
@@ -78,7 +81,20 @@ class NumericProfile:
     missing_rate: float
     min: float | None
     max: float | None
-    kind: Literal["numeric"] = field(default="numeric", init=False)
+    kind: Literal["numeric"] = "numeric"
+
+    def __init__(
+        self, name: str, edges: tuple[float, ...], shares: tuple[float, ...], count: int, missing_rate: float,
+        min: float | None, max: float | None,  # noqa: A002 - the profile's field names
+    ) -> None:
+        s = object.__setattr__
+        s(self, "name", name)
+        s(self, "edges", edges)
+        s(self, "shares", shares)
+        s(self, "count", count)
+        s(self, "missing_rate", missing_rate)
+        s(self, "min", min)
+        s(self, "max", max)
 
     @property
     def n_bins(self) -> int:
@@ -97,14 +113,27 @@ class NumericProfile:
         }
 
 
-@dataclass(frozen=True)
-class CategoricalProfile:
+class CategoricalProfile(Frozen):
+    """One categorical feature's reference: its categories (sorted) and their shares."""
+
+    __slots__ = ("name", "categories", "shares", "count", "missing_rate")
+    _fields = (*__slots__, "kind")
     name: str
     categories: tuple[str, ...]
     shares: tuple[float, ...]
     count: int
     missing_rate: float
-    kind: Literal["categorical"] = field(default="categorical", init=False)
+    kind: Literal["categorical"] = "categorical"
+
+    def __init__(
+        self, name: str, categories: tuple[str, ...], shares: tuple[float, ...], count: int, missing_rate: float
+    ) -> None:
+        s = object.__setattr__
+        s(self, "name", name)
+        s(self, "categories", categories)
+        s(self, "shares", shares)
+        s(self, "count", count)
+        s(self, "missing_rate", missing_rate)
 
     @property
     def n_bins(self) -> int:
@@ -124,10 +153,17 @@ class CategoricalProfile:
 FeatureProfile = NumericProfile | CategoricalProfile
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Frozen):
+    """A model's reference: every feature, and its predictions (``None``: none profiled)."""
+
+    __slots__ = ("features", "prediction")
+    _fields = __slots__
     features: tuple[FeatureProfile, ...]
     prediction: FeatureProfile | None
+
+    def __init__(self, features: tuple[FeatureProfile, ...], prediction: FeatureProfile | None) -> None:
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "prediction", prediction)
 
     def feature(self, name: str) -> FeatureProfile:
         for f in self.features:
@@ -196,19 +232,29 @@ def _feature_from_dict(d: Any, source: str) -> FeatureProfile:
 # --------------------------------------------------------------------------- binning
 
 
-@dataclass
-class NumericBins:
-    counts: np.ndarray  # int64, len(edges) + 1
-    missing: int
-    below: int
-    above: int
+class NumericBins(Record):
+    """What :func:`bin_numeric` counted: one count per bin, and the values it could not bin."""
+
+    __slots__ = ("counts", "missing", "below", "above")
+    _fields = __slots__
+
+    def __init__(self, counts: np.ndarray, missing: int, below: int, above: int) -> None:
+        self.counts = counts  # int64, len(edges) + 1
+        self.missing = missing
+        self.below = below
+        self.above = above
 
 
-@dataclass
-class CategoricalBins:
-    counts: np.ndarray  # int64, len(categories)
-    missing: int
-    unseen: int
+class CategoricalBins(Record):
+    """What :func:`bin_categorical` counted: one count per category, missing and unseen values."""
+
+    __slots__ = ("counts", "missing", "unseen")
+    _fields = __slots__
+
+    def __init__(self, counts: np.ndarray, missing: int, unseen: int) -> None:
+        self.counts = counts  # int64, len(categories)
+        self.missing = missing
+        self.unseen = unseen
 
 
 def bin_numeric(

@@ -114,6 +114,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlpack_edge._record import Record
 from mlpack_edge.monitor_agent.histogram import ALPHA, MAX_INDEX, LatencyHistogram
 
 __all__ = [
@@ -237,13 +238,18 @@ def _latency(raw: Any, where: str) -> LatencyHistogram:
         raise WireError(f"{where}.latency: {exc}") from None
 
 
-@dataclass
-class BinCounts:
-    bins: list[int]
-    missing: int = 0
-    below: int = 0
-    above: int = 0
-    unseen: int = 0
+class BinCounts(Record):
+    """One feature's (or the predictions') counts in a window: per bin, and the values no bin holds."""
+
+    __slots__ = ("bins", "missing", "below", "above", "unseen")
+    _fields = __slots__
+
+    def __init__(self, bins: list[int], missing: int = 0, below: int = 0, above: int = 0, unseen: int = 0) -> None:
+        self.bins = bins
+        self.missing = missing
+        self.below = below
+        self.above = above
+        self.unseen = unseen
 
     def add(self, other: BinCounts, where: str = "bins") -> None:
         if len(self.bins) != len(other.bins):
@@ -287,15 +293,29 @@ class BinCounts:
         )
 
 
-@dataclass
-class SystemStats:
-    samples: int = 0
-    proc_cpu: float = 0.0
-    proc_rss_sum: float = 0.0
-    proc_rss_max: float = 0.0
-    cpu: float = 0.0
-    mem: float = 0.0
-    disk_free_min: float | None = None
+class SystemStats(Record):
+    """Sums over ``samples`` system samples (module docstring), the largest RSS and least free disk."""
+
+    __slots__ = ("samples", "proc_cpu", "proc_rss_sum", "proc_rss_max", "cpu", "mem", "disk_free_min")
+    _fields = __slots__
+
+    def __init__(
+        self,
+        samples: int = 0,
+        proc_cpu: float = 0.0,
+        proc_rss_sum: float = 0.0,
+        proc_rss_max: float = 0.0,
+        cpu: float = 0.0,
+        mem: float = 0.0,
+        disk_free_min: float | None = None,
+    ) -> None:
+        self.samples = samples
+        self.proc_cpu = proc_cpu
+        self.proc_rss_sum = proc_rss_sum
+        self.proc_rss_max = proc_rss_max
+        self.cpu = cpu
+        self.mem = mem
+        self.disk_free_min = disk_free_min
 
     def add(self, other: SystemStats) -> None:
         self.samples += other.samples
@@ -337,15 +357,25 @@ class SystemStats:
         )
 
 
-@dataclass
-class Residuals:
+class Residuals(Record):
     """Regression errors (``prediction - label``) as sums, so they merge by addition."""
 
-    count: int = 0
-    sum: float = 0.0
-    sum_sq: float = 0.0
-    abs_sum: float = 0.0
-    abs_error: LatencyHistogram = field(default_factory=LatencyHistogram)
+    __slots__ = ("count", "sum", "sum_sq", "abs_sum", "abs_error")
+    _fields = __slots__
+
+    def __init__(
+        self,
+        count: int = 0,
+        sum: float = 0.0,  # noqa: A002 - the wire field's name
+        sum_sq: float = 0.0,
+        abs_sum: float = 0.0,
+        abs_error: LatencyHistogram | None = None,
+    ) -> None:
+        self.count = count
+        self.sum = sum
+        self.sum_sq = sum_sq
+        self.abs_sum = abs_sum
+        self.abs_error = LatencyHistogram() if abs_error is None else abs_error
 
     def add(self, other: Residuals) -> None:
         self.count += other.count
@@ -428,27 +458,45 @@ def _samples(raw: Any, where: str) -> list[dict[str, Any]]:
 _SHADOW_COUNTS = ("inputs", "rows", "agree", "dropped")
 
 
-@dataclass
-class ShadowSide:
+class ShadowSide(Record):
     """One model of a shadow comparison: its errors and per-call latency (seconds per row)."""
 
-    errors: int = 0
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    __slots__ = ("errors", "latency")
+    _fields = __slots__
+
+    def __init__(self, errors: int = 0, latency: LatencyHistogram | None = None) -> None:
+        self.errors = errors
+        self.latency = LatencyHistogram() if latency is None else latency
 
 
-@dataclass
-class Shadow:
+class Shadow(Record):
     """A rollout candidate run beside the serving model over one window (module docstring)."""
 
-    candidate: str  # the candidate's content hash
-    inputs: int = 0
-    rows: int = 0
-    agree: int = 0
-    dropped: int = 0
-    abs_diff_max: float = 0.0
-    abs_diff_sum: float = 0.0
-    candidate_side: ShadowSide = field(default_factory=ShadowSide)
-    current_side: ShadowSide = field(default_factory=ShadowSide)
+    __slots__ = ("candidate", "inputs", "rows", "agree", "dropped", "abs_diff_max", "abs_diff_sum",
+                 "candidate_side", "current_side")
+    _fields = __slots__
+
+    def __init__(
+        self,
+        candidate: str,  # the candidate's content hash
+        inputs: int = 0,
+        rows: int = 0,
+        agree: int = 0,
+        dropped: int = 0,
+        abs_diff_max: float = 0.0,
+        abs_diff_sum: float = 0.0,
+        candidate_side: ShadowSide | None = None,
+        current_side: ShadowSide | None = None,
+    ) -> None:
+        self.candidate = candidate
+        self.inputs = inputs
+        self.rows = rows
+        self.agree = agree
+        self.dropped = dropped
+        self.abs_diff_max = abs_diff_max
+        self.abs_diff_sum = abs_diff_sum
+        self.candidate_side = ShadowSide() if candidate_side is None else candidate_side
+        self.current_side = ShadowSide() if current_side is None else current_side
 
     @property
     def agreement(self) -> float | None:
@@ -498,18 +546,31 @@ class Shadow:
 _FEEDBACK_COUNTS = ("labels", "matched", "unmatched", "late", "duplicate", "unknown_label")
 
 
-@dataclass
-class Feedback:
+class Feedback(Record):
     """Ground truth joined on the device in one window (see the module docstring)."""
 
-    labels: int = 0
-    matched: int = 0
-    unmatched: int = 0
-    late: int = 0
-    duplicate: int = 0
-    unknown_label: int = 0
-    confusion: list[list[int]] | None = None
-    residuals: Residuals | None = None
+    __slots__ = ("labels", "matched", "unmatched", "late", "duplicate", "unknown_label", "confusion", "residuals")
+    _fields = __slots__
+
+    def __init__(
+        self,
+        labels: int = 0,
+        matched: int = 0,
+        unmatched: int = 0,
+        late: int = 0,
+        duplicate: int = 0,
+        unknown_label: int = 0,
+        confusion: list[list[int]] | None = None,
+        residuals: Residuals | None = None,
+    ) -> None:
+        self.labels = labels
+        self.matched = matched
+        self.unmatched = unmatched
+        self.late = late
+        self.duplicate = duplicate
+        self.unknown_label = unknown_label
+        self.confusion = confusion
+        self.residuals = residuals
 
     def empty(self) -> bool:
         return self.labels == 0

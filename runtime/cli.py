@@ -31,7 +31,6 @@ executable's entry point ends the process without interpreter teardown (:func:`m
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -543,6 +542,8 @@ def _follow_rollouts(obj: DeviceContext, agent: Agent | None, switched: list[str
         if os.environ.get("INVOCATION_ID"):  # under systemd: install restarted the service already
             return
         switched.append(outcome.detail)
+        import signal  # here: the module's enums cost every start-up ~0.4 ms
+
         os.kill(os.getpid(), signal.SIGTERM)  # the graceful stop path: requests finish, the window is stored
 
     uploader = agent.uploader

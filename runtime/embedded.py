@@ -9,7 +9,8 @@ bootloader finds its own archive by scanning back from the end, and ``zipfile`` 
 the zip at the end, so both halves coexist in one file.
 
 Installed, the layout is ``<version dir>/<name>`` (the onedir launcher), ``_internal/``
-(its libraries) and ``bundle/`` (the bundle, unpacked): nothing is unpacked at start.
+(its libraries) and ``bundle/`` (the bundle, unpacked): nothing is unpacked at start, and
+``zipfile`` (with bz2, lzma, shutil: ~3 ms) is imported only by what reads the appended zip.
 
 :func:`executable_identity` gives the hashes that identify a device executable (for
 ``mlpack inspect``): the whole file, its runtime part, and the model's content hash.
@@ -23,13 +24,11 @@ import json
 import os
 import re
 import sys
-import zipfile
-import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlpack_edge._record import Frozen
 from mlpack_edge.errors import BundleError, IntegrityError
 from mlpack_edge.runtime.manifest import MANIFEST_NAME, Manifest
 
@@ -111,6 +110,8 @@ def _append_zip(fh: Any, files: Mapping[str, bytes], facts: Mapping[str, str] | 
                 runtime_sha256: str) -> None:
     # Mode "a" on bytes that are not a zip appends a new archive with offsets counted
     # from the start of the file, as self-extracting archives do (unzip reads it cleanly).
+    import zipfile
+
     with zipfile.ZipFile(fh, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(files):
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
@@ -129,17 +130,35 @@ def _append_zip(fh: Any, files: Mapping[str, bytes], facts: Mapping[str, str] | 
         ).encode()
 
 
-@dataclass(frozen=True)
-class AppendedBundle:
+class AppendedBundle(Frozen):
     """The zip at the end of a device executable, checked for shape (not yet contents)."""
 
+    __slots__ = ("path", "runtime_size", "runtime_sha256", "names", "target", "glibc_floor")
+    _fields = __slots__
     path: Path
     runtime_size: int
     runtime_sha256: str
     names: tuple[str, ...]
     #: ``linux-x86_64`` style, and the highest glibc version the runtime needs (``None``: not recorded).
-    target: str | None = None
-    glibc_floor: str | None = None
+    target: str | None
+    glibc_floor: str | None
+
+    def __init__(
+        self,
+        path: Path,
+        runtime_size: int,
+        runtime_sha256: str,
+        names: tuple[str, ...],
+        target: str | None = None,
+        glibc_floor: str | None = None,
+    ) -> None:
+        s = object.__setattr__
+        s(self, "path", path)
+        s(self, "runtime_size", runtime_size)
+        s(self, "runtime_sha256", runtime_sha256)
+        s(self, "names", names)
+        s(self, "target", target)
+        s(self, "glibc_floor", glibc_floor)
 
     def read(self, name: str) -> bytes:
         """One member's bytes, unverified (``mlpack inspect`` shows damage); ``FileNotFoundError`` when absent.
@@ -147,6 +166,9 @@ class AppendedBundle:
         Capped at the largest file a bundle may hold; the device itself reads through
         :meth:`verify` and :meth:`extract`, which prove each file as it streams in.
         """
+        import zipfile
+        import zlib
+
         from mlpack_edge.runtime._archive import MAX_MEMBER_BYTES, read_at_most
 
         if name not in self.names:
@@ -206,6 +228,8 @@ class AppendedBundle:
 
 def open_appended(path: str | Path) -> AppendedBundle:
     """Read the appended zip's directory; one-line ``BundleError`` when it is not there."""
+    import zipfile
+
     from mlpack_edge.runtime._archive import check_zip_directory
 
     exe = Path(path)

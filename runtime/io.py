@@ -25,12 +25,12 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from mlpack_edge._record import Record
 from mlpack_edge.errors import InputError
 from mlpack_edge.runtime._format import float_texts
 from mlpack_edge.runtime.model import BatchResult, Model
@@ -46,13 +46,16 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-@dataclass
-class StreamSummary:
+class StreamSummary(Record):
     """What a streaming predict did: rows read, rows that failed, the first few errors."""
 
-    rows: int = 0
-    failed: int = 0
-    first_errors: list[InputError] = field(default_factory=list)
+    __slots__ = ("rows", "failed", "first_errors")
+    _fields = __slots__
+
+    def __init__(self, rows: int = 0, failed: int = 0, first_errors: list[InputError] | None = None) -> None:
+        self.rows = rows
+        self.failed = failed
+        self.first_errors: list[InputError] = [] if first_errors is None else first_errors
 
     @property
     def predicted(self) -> int:

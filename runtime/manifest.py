@@ -70,10 +70,10 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mlpack_edge._record import Frozen
 from mlpack_edge.errors import BundleError, IntegrityError
 
 __all__ = [
@@ -100,13 +100,31 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True)
-class Feature:
+class Feature(Frozen):
+    """One model input as the manifest declares it."""
+
+    __slots__ = ("name", "kind", "nullable", "categories", "unseen")
+    _fields = __slots__
     name: str
     kind: Literal["numeric", "categorical"]
     nullable: bool
-    categories: tuple[str, ...] = ()
-    unseen: Literal["error", "missing"] = "error"
+    categories: tuple[str, ...]
+    unseen: Literal["error", "missing"]
+
+    def __init__(
+        self,
+        name: str,
+        kind: Literal["numeric", "categorical"],
+        nullable: bool,
+        categories: tuple[str, ...] = (),
+        unseen: Literal["error", "missing"] = "error",
+    ) -> None:
+        s = object.__setattr__
+        s(self, "name", name)
+        s(self, "kind", kind)
+        s(self, "nullable", nullable)
+        s(self, "categories", categories)
+        s(self, "unseen", unseen)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "nullable": self.nullable}
@@ -116,13 +134,19 @@ class Feature:
         return d
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(Frozen):
     """A checked, typed view of ``manifest.json``; ``data`` keeps every field as written."""
 
+    __slots__ = ("data", "raw", "features")
+    _fields = __slots__
     data: dict[str, Any]
     raw: bytes
     features: tuple[Feature, ...]
+
+    def __init__(self, data: dict[str, Any], raw: bytes, features: tuple[Feature, ...]) -> None:
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "raw", raw)
+        object.__setattr__(self, "features", features)
 
     @property
     def name(self) -> str:
@@ -218,10 +242,12 @@ class Manifest:
 
 def _check_datetimes(items: Any, features: Mapping[str, Feature], source: str) -> None:
     """``input.datetime``: each a column whose parts are numeric features of the model."""
-    from mlpack_edge.runtime._datetime import PARTS, part_names
-
     if not isinstance(items, list):
         raise BundleError(f"{source}: input.datetime must be a list")
+    if not items:  # most models: spare start-up the date parsing module (and _strptime, calendar)
+        return
+    from mlpack_edge.runtime._datetime import PARTS, part_names
+
     for i, d in enumerate(items):
         ok = (
             isinstance(d, dict)

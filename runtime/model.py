@@ -26,11 +26,11 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from mlpack_edge._record import Frozen
 from mlpack_edge.errors import BundleError, InferenceError, InputError
 from mlpack_edge.runtime import _frame
 from mlpack_edge.runtime._format import error_record, finite_or_none, json_floats, short_floats
@@ -71,13 +71,19 @@ class Recorder(Protocol):
     def record_error(self, kind: str, count: int) -> None: ...
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(Frozen):
     """One row's answer: a label with per-class probabilities, or a regression value."""
 
-    label: Any = None
-    probabilities: dict[Any, float] | None = None
-    value: float | None = None
+    __slots__ = ("label", "probabilities", "value")
+    _fields = __slots__
+    label: Any
+    probabilities: dict[Any, float] | None
+    value: float | None
+
+    def __init__(self, label: Any = None, probabilities: dict[Any, float] | None = None, value: float | None = None) -> None:
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "probabilities", probabilities)
+        object.__setattr__(self, "value", value)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: class names as keys, NaN/infinity as ``None``."""
@@ -88,21 +94,41 @@ class Prediction:
 
 
 
-@dataclass(frozen=True)
-class BatchResult:
+class BatchResult(Frozen):
     """Outputs for the valid rows of a batch plus one error per invalid row.
 
     ``ok`` holds the positions of the predicted rows (ascending); ``labels``,
     ``probabilities`` (columns in ``classes`` order) and ``values`` cover those rows.
     """
 
+    __slots__ = ("size", "ok", "errors", "classes", "labels", "probabilities", "values")
+    _fields = __slots__
     size: int
     ok: np.ndarray
     errors: list[InputError]
     classes: tuple[Any, ...]
-    labels: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
-    values: np.ndarray | None = None
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None
+    values: np.ndarray | None
+
+    def __init__(
+        self,
+        size: int,
+        ok: np.ndarray,
+        errors: list[InputError],
+        classes: tuple[Any, ...],
+        labels: np.ndarray | None = None,
+        probabilities: np.ndarray | None = None,
+        values: np.ndarray | None = None,
+    ) -> None:
+        s = object.__setattr__
+        s(self, "size", size)
+        s(self, "ok", ok)
+        s(self, "errors", errors)
+        s(self, "classes", classes)
+        s(self, "labels", labels)
+        s(self, "probabilities", probabilities)
+        s(self, "values", values)
 
     @property
     def predicted(self) -> int:
@@ -305,7 +331,7 @@ class Model:
                 batch = self.schema.matrix(rows, start)
                 if self._recorder is not None and batch.numeric is not None and np.shares_memory(batch.numeric, rows):
                     # The recorder keeps arrays until its next flush: never hand it the caller's buffer.
-                    batch = replace(batch, numeric=batch.numeric.copy())
+                    batch = batch.replace(numeric=batch.numeric.copy())
                 return batch
             if rows.ndim != 1:
                 raise InputError(f"expected a 1-D array (one row) or a 2-D array (a batch), got {rows.ndim}-D")

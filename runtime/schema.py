@@ -32,11 +32,11 @@ import operator
 import warnings
 from collections.abc import Mapping, Sequence
 from itertools import chain
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mlpack_edge._record import Frozen
 from mlpack_edge.errors import InputError
 from mlpack_edge.runtime.manifest import Feature
 
@@ -53,8 +53,7 @@ _MAX_LISTED = 10
 _F32 = np.dtype(np.float32)
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(Frozen):
     """Validated rows, ready for onnxruntime.
 
     ``ok`` holds the positions (within the request) of the rows that passed, ascending;
@@ -63,12 +62,35 @@ class Batch:
     model sees (an unseen category under policy ``missing`` becomes ``""``).
     """
 
+    __slots__ = ("size", "ok", "errors", "numeric", "categorical", "fed")
+    _fields = __slots__
     size: int
     ok: np.ndarray
     errors: list[InputError]
     numeric: np.ndarray | None
     categorical: list[Sequence[str]]
     fed: list[Sequence[str]]
+
+    def __init__(
+        self,
+        size: int,
+        ok: np.ndarray,
+        errors: list[InputError],
+        numeric: np.ndarray | None,
+        categorical: list[Sequence[str]],
+        fed: list[Sequence[str]],
+    ) -> None:
+        s = object.__setattr__
+        s(self, "size", size)
+        s(self, "ok", ok)
+        s(self, "errors", errors)
+        s(self, "numeric", numeric)
+        s(self, "categorical", categorical)
+        s(self, "fed", fed)
+
+    def replace(self, **changes: Any) -> Batch:
+        """A copy with ``changes`` (field name -> value)."""
+        return Batch(**({n: getattr(self, n) for n in self._fields} | changes))
 
     @property
     def rows(self) -> int:
