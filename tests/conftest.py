@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlpack_edge.collector.storage import SqlStorage
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,3 +26,20 @@ def _private_runtime_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         os.environ.pop("MLPACK_CACHE_DIR", None)
     else:
         os.environ["MLPACK_CACHE_DIR"] = saved
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStorage]:
+    """A migrated collector storage of its own: a SQLite file, or a fresh PostgreSQL schema."""
+    from mlpack_edge.collector import open_storage
+    from tests.collector.process import pg_schema
+
+    if request.param == "sqlite":
+        s = open_storage("sqlite:///" + str(tmp_path / "c.db"))
+        yield s
+        s.close()
+        return
+    with pg_schema() as url:
+        s = open_storage(url)
+        yield s
+        s.close()

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from mlpack_edge.collector import open_storage
 from mlpack_edge.collector.alerts import CONDITIONS, AlertContext, Alerter, Firing, fleet_alerts
 from mlpack_edge.collector.config import CollectorConfig
 from mlpack_edge.collector.queries import time_range
 from mlpack_edge.collector.delivery import Dispatcher, RetryPolicy
 from mlpack_edge.collector.webhooks import check_url, read_secret, signature
 from mlpack_edge.errors import CollectorError
-from tests.collector.process import pg_schema
 from tests.collector.receiver import receiver
 
 T0 = 1_790_000_000.0
@@ -34,18 +32,6 @@ class Clock:
     def __call__(self) -> float:
         return self.t
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        s = open_storage("sqlite:///" + str(tmp_path / "c.db"))
-        yield s
-        s.close()
-    else:
-        with pg_schema() as url:
-            s = open_storage(url)
-            yield s
-            s.close()
 
 
 def _seen(storage, name: str, t: float) -> None:

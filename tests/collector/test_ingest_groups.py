@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from mlpack_edge.collector import apply_batches, open_storage, parse_batch
+from mlpack_edge.collector import apply_batches, parse_batch
 from mlpack_edge.collector.auth import hash_token
 from mlpack_edge.collector.ingest import REPLAY_CONFLICT, Ack, Rejected
 from mlpack_edge.collector.rollup import DAY, FLEET, HOUR, Rollup
 from mlpack_edge.collector.storage import SqlStorage
 from mlpack_edge.monitor_agent.wire import Window, merge_windows
-from tests.collector.process import pg_schema
 from tests.collector.sim import SimDevice, make_profile, model_hash
 
 T0 = 1_764_000_000.0 // DAY * DAY + DAY - 240  # four minutes before midnight: two days, two hours
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path) -> Iterator[SqlStorage]:
-    if request.param == "sqlite":
-        s = open_storage(f"sqlite:///{tmp_path}/c.db")
-        yield s
-        s.close()
-        return
-    with pg_schema() as url:
-        s = open_storage(url)
-        yield s
-        s.close()
 
 
 def _stored(s: SqlStorage, device: str) -> list[Window]:

@@ -9,34 +9,19 @@ features, alerts — while the clock moves on by an hour, hours, days and past t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import time
-from pathlib import Path
 
 import pytest
 
-from mlpack_edge.collector import fleet_overview, open_storage, time_range
+from mlpack_edge.collector import fleet_overview, time_range
 from mlpack_edge.collector.queries import device_table
 from mlpack_edge.collector.ingest import Ack, apply_batches, parse_batch
 from mlpack_edge.collector.rollup import HOUR
 from mlpack_edge.collector.storage import Storage
-from tests.collector.process import pg_schema
 from tests.collector.sim import SimDevice, make_profile, model_hash
 
 T0 = 1_800_000_000 + 1800.0  # half past an hour
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "sqlite":
-        s = open_storage("sqlite:///" + str(tmp_path / "c.db"))
-        yield s
-        s.close()
-        return
-    with pg_schema() as url:
-        s = open_storage(url)
-        yield s
-        s.close()
 
 
 def _devices(storage: Storage) -> dict[str, SimDevice]:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlpack_edge.collector import admin, open_storage
-from mlpack_edge.collector.storage._sql import SqlStorage
+from mlpack_edge.collector import admin
 from tests.collector.process import Collector, pg_schema, start_collector, stop_collector
 from tests.governance.conftest import (  # noqa: F401  (fixtures re-used here)
     Bundles,
@@ -71,19 +70,6 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fleet]:
         finally:
             stop_collector(f.collector)
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStorage]:
-    """A migrated storage of its own: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        s = open_storage("sqlite:///" + str(tmp_path / "c.db"))
-        yield s
-        s.close()
-        return
-    with pg_schema() as url:
-        s = open_storage(url)
-        yield s
-        s.close()
 
 
 @pytest.fixture(scope="session")
