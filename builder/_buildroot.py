@@ -108,8 +108,6 @@ _BINFMT = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ROOT_TIMEOUT_S = 1800
 _COMPILE_TIMEOUT_S = 5400
-#: Under qemu-user every compiler run is emulated: configure alone takes over half an hour.
-_EMULATED_COMPILE_TIMEOUT_S = 4 * 3600
 _PIP_TIMEOUT_S = 1800
 
 
@@ -319,27 +317,31 @@ def _make_root(path: Path, arch: str, log: Path, reporter: Reporter | None) -> N
         _run(cmd, log, "making the build root", timeout=_ROOT_TIMEOUT_S, reporter=reporter)
 
 
-def _ensure_python(root: Path, reporter: Reporter | None) -> None:
-    """Compile CPython inside the root unless the marker says this exact recipe is installed."""
-    marker = root / "opt" / "mlpack" / "python.json"
-    recipe = {"version": PYTHON_VERSION, "sha256": PYTHON_SHA256, "script": _COMPILE_SCRIPT}
-    if _read_json(marker) == recipe and (root / PYTHON.lstrip("/")).is_file():
-        return
+def _python_source(root: Path, reporter: Reporter | None) -> Path:
+    """The folder in the root holding CPython's checked source tarball (downloaded once)."""
     src = root / "opt" / "mlpack" / "src"
     src.mkdir(parents=True, exist_ok=True)
     tarball = src / "python.tar.gz"
     if not tarball.is_file() or file_sha256(tarball) != PYTHON_SHA256:
         _say(reporter, f"downloading CPython {PYTHON_VERSION} source from {PYTHON_URL}…")
         _download(PYTHON_URL, tarball, PYTHON_SHA256)
+    return src
+
+
+def _ensure_python(root: Path, reporter: Reporter | None) -> None:
+    """Compile CPython inside the root unless the marker says this exact recipe is installed."""
+    marker = root / "opt" / "mlpack" / "python.json"
+    recipe = {"version": PYTHON_VERSION, "sha256": PYTHON_SHA256, "script": _COMPILE_SCRIPT}
+    if _read_json(marker) == recipe and (root / PYTHON.lstrip("/")).is_file():
+        return
+    src = _python_source(root, reporter)
     (src / "compile.sh").write_text(_COMPILE_SCRIPT)
-    emulated = not root.name.endswith(f"-{host_arch()}")
-    how = "emulated by qemu: an hour or more" if emulated else "a few minutes"
-    _say(reporter, f"compiling CPython {PYTHON_VERSION} inside the build root ({how}, once)…")
+    _say(reporter, f"compiling CPython {PYTHON_VERSION} inside the build root (a few minutes, once)…")
     _run(
         _chroot_command(root, ["/bin/sh", "/opt/mlpack/src/compile.sh"]),
         root.parent / f"{root.name}-python.log",
         "compiling CPython in the build root",
-        timeout=_COMPILE_TIMEOUT_S if root.name.endswith(f"-{host_arch()}") else _EMULATED_COMPILE_TIMEOUT_S,
+        timeout=_COMPILE_TIMEOUT_S,
         reporter=reporter,
         detail=f"see {src}/make.log",
     )
@@ -415,12 +417,7 @@ def _ensure_cross_python(root: Path, arch: str, reporter: Reporter | None) -> No
     recipe = {"version": PYTHON_VERSION, "sha256": PYTHON_SHA256, "script": script, "cross": True}
     if _read_json(marker) == recipe and (root / PYTHON.lstrip("/")).is_file():
         return
-    src = root / "opt" / "mlpack" / "src"
-    src.mkdir(parents=True, exist_ok=True)
-    tarball = src / "python.tar.gz"
-    if not tarball.is_file() or file_sha256(tarball) != PYTHON_SHA256:
-        _say(reporter, f"downloading CPython {PYTHON_VERSION} source from {PYTHON_URL}…")
-        _download(PYTHON_URL, tarball, PYTHON_SHA256)
+    src = _python_source(root, reporter)
     # The build Python is reached through a fixed name so its host path is not recorded.
     shim = src / "bin"
     shim.mkdir(exist_ok=True)
