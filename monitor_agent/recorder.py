@@ -179,6 +179,13 @@ class Recorder:
         # predictions, latency, requests, rows).
         self._calls: collections.deque[tuple[Any, ...]] = collections.deque()
         self._buffered = 0  # rows + calls waiting in _calls
+        # record_row's budget: how many more single rows may be appended before the buffer is
+        # full or a checkpoint is due by rows. A single-row call only counts it down (one
+        # attribute, not two counters and two comparisons); _sync folds the rows it took into
+        # _buffered and _rows_since before anything reads them.
+        self._room = 0
+        self._room_start = 0
+        self._refill()
 
     # ------------------------------------------------------------------ hot path
 
@@ -208,19 +215,21 @@ class Recorder:
             n = len(numeric)
         else:
             n = len(categorical[0]) if categorical else 0
+        self._sync()
         if n > self._buffer_rows:
             self._record_now(numeric, categorical, predictions, latency_s, requests, n)
-            return
-        if self.auto_roll:
+        elif self.auto_roll:
             self._record_auto(numeric, categorical, predictions, latency_s, requests, n)
-            return
-        # No lock on the common path: deque.append is atomic, and the buffered count only
-        # decides when to flush (a lost increment under a race just flushes a bit later).
-        self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
-        self._buffered += n + 1
-        if self._buffered >= self._buffer_rows:
-            with self._lock:
-                self._flush_locked()
+        else:
+            # No lock on the common path: deque.append is atomic, and the buffered count only
+            # decides when to flush (a lost increment under a race just flushes a bit later).
+            self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
+            self._buffered += n + 1
+            if self._buffered >= self._buffer_rows:
+                with self._lock:
+                    self._flush_locked()
+        self._sync()
+        self._refill()
 
     def record_row(
         self,
@@ -232,26 +241,36 @@ class Recorder:
         """:meth:`record` of one request of one row, as the runtime's single-row path calls it.
 
         The caller built the arrays from the model's schema (``numeric`` ``[1, n_numeric]``,
-        one value per categorical feature, one prediction), so the common case is one append
-        and two counters: the budget is the fraction of a microsecond a linear model's
-        whole prediction leaves. A due window end, checkpoint or full buffer takes
-        :meth:`record` (which checks the shapes).
+        one value per categorical feature, one prediction), so the common case is one clock
+        read (``auto_roll``), one countdown and one append: the budget is the fraction of a
+        microsecond a linear model's whole prediction leaves. A due window end, checkpoint
+        or full buffer takes :meth:`record` (which checks the shapes).
         """
-        if self.auto_roll:
-            if (
-                self._clock() >= self._due
-                or self._rows_since + 1 >= self._due_rows
-                or self._buffered + 2 >= self._buffer_rows
-            ):
-                self.record(numeric, categorical, predictions, latency_s)
-                return
-            self._rows_since += 1
-        elif self._buffered + 2 >= self._buffer_rows:
-            self.record(numeric, categorical, predictions, latency_s)
+        room = self._room
+        if room > 0 and not (self.auto_roll and self._clock() >= self._due):
+            # No lock: deque.append is atomic, and the countdown only decides when to flush
+            # (a lost decrement under a race just flushes a bit later; see record).
+            self._room = room - 1
+            self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
             return
-        # No lock: deque.append is atomic, and the counts only decide when to flush (see record).
-        self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
-        self._buffered += 2
+        self.record(numeric, categorical, predictions, latency_s)
+
+    def _sync(self) -> None:
+        """Fold the rows record_row took since the last refill into ``_buffered``/``_rows_since``."""
+        taken = self._room_start - self._room
+        if taken > 0:
+            self._buffered += 2 * taken
+            if self.auto_roll:
+                self._rows_since += taken
+        self._room_start = self._room
+
+    def _refill(self) -> None:
+        """Recompute record_row's budget from ``_buffered``, ``_rows_since`` and ``_due_rows``
+        (the rows it may take while ``buffered + 2 < buffer_rows`` and ``rows_since + 1 < due_rows``)."""
+        room = (self._buffer_rows - self._buffered - 1) // 2
+        if self.auto_roll and self._due_rows != math.inf:
+            room = min(room, int(self._due_rows) - self._rows_since - 1)
+        self._room = self._room_start = max(0, room)
 
     def _record_auto(
         self,
@@ -313,10 +332,12 @@ class Recorder:
 
     def _reset_checkpoint_locked(self, now: float) -> None:
         on = self.on_checkpoint is not None
+        self._sync()
         self._rows_since = 0
         self._next_checkpoint = now + self._checkpoint_seconds if on and self._checkpoint_seconds > 0 else math.inf
         self._due_rows = self._checkpoint_rows if on and self._checkpoint_rows > 0 else math.inf
         self._due = min(self._end, self._next_checkpoint)
+        self._refill()
 
     def _on_due(self) -> None:
         """``record`` found the window's end or a checkpoint due (``auto_roll`` only)."""
@@ -416,7 +437,9 @@ class Recorder:
             return
         # Take what is there now; calls appended meanwhile wait for the next flush.
         calls = [pending.popleft() for _ in range(len(pending))]
+        self._sync()
         self._buffered = 0
+        self._refill()
         nums, cats, preds, lats, reqs, ns = zip(*calls)  # transpose in C, not a Python loop
         w = self._open
         w.requests += sum(reqs)
