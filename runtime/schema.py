@@ -153,7 +153,8 @@ class Schema:
         self._float_types = (float,) * n_numeric
         self._pack = struct.Struct(f"={n_numeric}f").pack
         self._packed_shape = (1, n_numeric)
-        self._keys_seen: tuple[Any, ...] = self.names
+        # (keys, how to put a row's values with those keys in manifest order): see dict_row.
+        self._key_order: tuple[tuple[Any, ...], Any] = (self.names, None)
         self._init_inputs(datetimes)
 
     def _init_inputs(self, datetimes: Sequence[Mapping[str, Any]]) -> None:
@@ -300,19 +301,25 @@ class Schema:
         and then the full path take it from there.
         """
         keys = tuple(row)
-        if keys == self._keys_seen:
-            # Keys in manifest order (what a row built from the manifest or a CSV header has):
-            # the values in one pass, no lookup per key. Remembering the last such key tuple
-            # makes the next comparison one identity test per key when a caller reuses its
-            # key strings (any tuple equal to the names will do).
-            self._keys_seen = keys
-            return self._packed(tuple(row.values()))
+        seen, reorder = self._key_order
+        if keys == seen:
+            # The keys of the last valid row, in the same order (a stream of rows built the
+            # same way): the values in one pass, put in manifest order by position, no lookup
+            # per key. When the caller reuses its key strings the comparison is one identity
+            # test per key.
+            values = tuple(row.values())
+            return self._packed(values if reorder is None else reorder(values))
         if len(keys) != self.width:
             return None
         try:
-            return self._packed(self._values(row))
+            values = self._values(row)
         except KeyError:
             return None
+        # Every feature is there (and nothing else): remember this order for the next row.
+        position = {k: i for i, k in enumerate(keys)}
+        order = [position[n] for n in self.names]
+        self._key_order = (keys, None if order == list(range(self.width)) else _getter(order))
+        return self._packed(values)
 
     def fast_columns(self, row: Any) -> tuple[np.ndarray, tuple[str, ...]] | None:
         """For a plainly valid dict row: numeric values ``[1, n_numeric]`` and the categories, else ``None``.

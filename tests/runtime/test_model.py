@@ -262,3 +262,26 @@ def test_the_recorder_never_keeps_the_callers_row(binary_bundle: Path) -> None:
     assert second.tolist() == [[2.0] * len(model.feature_names)]
     assert [r[2].tolist() for r in rec.records] == [[model.classes.index(model.predict(np.ones(len(model.feature_names), np.float32)))],
                                                    [model.classes.index(model.predict({n: 2.0 for n in model.feature_names}))]]
+
+
+def test_dict_rows_in_any_key_order_answer_as_the_general_path(binary_bundle: Path) -> None:
+    """The packed dict path (any key order, the order cached between rows) gives the general path's answer."""
+    model = open_model(binary_bundle)
+    names = list(model.feature_names)
+    rng = np.random.default_rng(1)
+    rows = [{n: float(v) for n, v in zip(names, rng.normal(size=len(names)))} for _ in range(12)]
+    batch = model.predict_proba(rows)  # the general (batch) path
+    labels = model.predict(rows)
+    for i, row in enumerate(rows):
+        for order in (names, names[::-1], sorted(names, key=lambda n: hash((n, i)))):
+            d = {n: row[n] for n in order}
+            assert np.allclose(model.predict_proba(d), batch[i], rtol=0, atol=1e-6)
+            assert np.array_equal(model.predict_proba(d), model.predict_proba(np.array([row[n] for n in names], np.float32)))
+            assert model.predict(d) == labels[i]
+            assert model.predict_one(d).label == labels[i]
+    with pytest.raises(InputError, match=f"^field '{names[0]}': expected a number, got a boolean$"):
+        model.predict_proba({**rows[0], names[0]: True})
+    with pytest.raises(InputError, match="^missing feature"):
+        model.predict({n: rows[0][n] for n in names[1:]})
+    with pytest.raises(InputError, match="^unknown feature 'zz'"):
+        model.predict({**rows[0], "zz": 1.0})

@@ -176,3 +176,49 @@ def test_fast_paths_agree_with_full_path() -> None:
         assert got is not None and batch.numeric is not None
         assert np.array_equal(got[0], batch.numeric, equal_nan=True)
         assert list(got[1]) == [c[0] for c in batch.fed]
+
+
+def test_dict_row_packs_plain_numbers_as_numpy_would() -> None:
+    """struct's float32 packing must give numpy's cast bit for bit, in any key order."""
+    wide = Schema([Feature(f"f{i}", "numeric", i % 2 == 0) for i in range(6)])
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        values = [float(v) for v in rng.normal(scale=10.0 ** rng.integers(-40, 38), size=6)]
+        values[i % 6] = int(rng.integers(-(2**62), 2**62)) if i % 3 == 0 else values[i % 6]
+        row = dict(zip(wide.names, values))
+        if i % 2:  # another key order each time: the cached order must not leak between rows
+            row = dict(sorted(row.items(), reverse=bool(i % 4 == 1)))
+        x = wide.dict_row(row)
+        assert x is not None and x.shape == (1, 6) and x.dtype == np.float32
+        assert x.tobytes() == np.array([values], dtype=np.float32).tobytes()
+        assert x.tobytes() == wide.rows([row]).numeric.tobytes()  # type: ignore[union-attr]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+def test_dict_row_leaves_anything_unusual_to_the_full_path() -> None:
+    assert NUMERIC.dict_row({"a": 1.0, "b": 2.0}) is not None
+    assert NUMERIC.dict_row({"b": 2.0, "a": 1.0}).tolist() == [[1.0, 2.0]]  # type: ignore[union-attr]
+    for slow in (
+        {"a": 1.0, "b": None},  # missing: fast_row's numpy path makes it NaN
+        {"a": float("nan"), "b": 1.0},
+        {"a": float("inf"), "b": 1.0},
+        {"a": 1e39, "b": 1.0},  # beyond float32
+        {"a": 2**1100, "b": 1.0},
+        {"a": True, "b": 1.0},  # bool and str would pack as numbers
+        {"a": "1", "b": 1.0},
+        {"a": np.array(1.0), "b": 1.0},
+        {"a": 1.0},
+        {"a": 1.0, "c": 1.0},
+        {"a": 1.0, "b": 1.0, "c": 1.0},
+    ):
+        assert NUMERIC.dict_row(slow) is None, slow
+        # ... where the numpy path takes it (a missing value) or the full path reads it
+        # (text is a number there, as in a CSV) or explains it
+        if slow == {"a": 1.0, "b": None}:
+            assert NUMERIC.fast_row(slow) is not None
+        else:
+            assert NUMERIC.fast_row(slow) is None, slow
+            assert NUMERIC.rows([slow]).errors or slow["a"] == "1", slow
+    assert [str(e) for e in NUMERIC.rows([{"a": True, "b": 1.0}]).errors] == [
+        "row 0: field 'a': expected a number, got a boolean"
+    ]
