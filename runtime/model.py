@@ -219,6 +219,7 @@ class Model:
         self._proba_out = self._outputs[1:2]
         # A dict row of a matrix model goes straight to a float32 array (Schema.dict_row).
         self._dict_row: Any = self.schema.dict_row if self._matrix_input is not None else None
+        self._inputs: list[np.ndarray] = []  # reusable [1, F] inputs for predict_proba of a dict row
 
     # ------------------------------------------------------------------ facts
 
@@ -291,7 +292,19 @@ class Model:
                 if X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X)):
                     x = X[None]
             elif type(X) is dict:
-                x = self._dict_row(X)
+                # Packed into an input array taken from a pool (one per thread in flight; the
+                # list's pop and append are atomic), not into a new array per row.
+                pool = self._inputs
+                x = pool.pop() if pool else np.empty((1, self.schema.width), np.float32)
+                if self.schema.dict_row_into(X, x):
+                    try:
+                        return self._run(self._proba_out, {self._matrix_input: x}, None)[0][0]  # type: ignore[no-any-return]
+                    except Exception as exc:
+                        raise _inference_failed(exc, 1) from None
+                    finally:
+                        pool.append(x)
+                pool.append(x)
+                x = None
             if x is not None:
                 try:
                     return self._run(self._proba_out, {self._matrix_input: x}, None)[0][0]  # type: ignore[no-any-return]

@@ -151,10 +151,10 @@ class Schema:
         # A dict row's numeric values straight into float32 bytes (see _packed).
         n_numeric = len(self.numeric)
         self._float_types = (float,) * n_numeric
-        self._pack = struct.Struct(f"={n_numeric}f").pack
+        packer = struct.Struct(f"={n_numeric}f")
+        self._pack = packer.pack
+        self._pack_into = packer.pack_into
         self._packed_shape = (1, n_numeric)
-        # (keys, how to put a row's values with those keys in manifest order): see dict_row.
-        self._key_order: tuple[tuple[Any, ...], Any] = (self.names, None)
         self._init_inputs(datetimes)
 
     def _init_inputs(self, datetimes: Sequence[Mapping[str, Any]]) -> None:
@@ -300,26 +300,33 @@ class Schema:
         ``None`` for anything else (missing values, other keys, other types): :meth:`fast_row`
         and then the full path take it from there.
         """
-        keys = tuple(row)
-        seen, reorder = self._key_order
-        if keys == seen:
-            # The keys of the last valid row, in the same order (a stream of rows built the
-            # same way): the values in one pass, put in manifest order by position, no lookup
-            # per key. When the caller reuses its key strings the comparison is one identity
-            # test per key.
-            values = tuple(row.values())
-            return self._packed(values if reorder is None else reorder(values))
-        if len(keys) != self.width:
+        if len(row) != self.width:
             return None
+        try:
+            return self._packed(self._values(row))
+        except KeyError:
+            return None
+
+    def dict_row_into(self, row: dict[str, Any], out: np.ndarray) -> bool:
+        """:meth:`dict_row` written into ``out`` (a writable ``[1, F]`` float32 array); ``False``
+        (``out`` unspecified) where :meth:`dict_row` would give ``None``.
+
+        For a caller that reuses its input array between calls (``Model.predict_proba``
+        without a recorder): no bytes object and no array made per row.
+        """
+        if len(row) != self.width:
+            return False
         try:
             values = self._values(row)
         except KeyError:
-            return None
-        # Every feature is there (and nothing else): remember this order for the next row.
-        position = {k: i for i, k in enumerate(keys)}
-        order = [position[n] for n in self.names]
-        self._key_order = (keys, None if order == list(range(self.width)) else _getter(order))
-        return self._packed(values)
+            return False
+        if tuple(map(type, values)) != self._float_types and not set(map(type, values)) <= _PACKABLE:
+            return False
+        try:
+            self._pack_into(out, 0, *values)
+        except (struct.error, OverflowError):
+            return False
+        return math.isfinite(sum(values))
 
     def fast_columns(self, row: Any) -> tuple[np.ndarray, tuple[str, ...]] | None:
         """For a plainly valid dict row: numeric values ``[1, n_numeric]`` and the categories, else ``None``.

@@ -285,3 +285,26 @@ def test_dict_rows_in_any_key_order_answer_as_the_general_path(binary_bundle: Pa
         model.predict({n: rows[0][n] for n in names[1:]})
     with pytest.raises(InputError, match="^unknown feature 'zz'"):
         model.predict({**rows[0], "zz": 1.0})
+
+
+def test_dict_rows_from_many_threads_get_their_own_answers(binary_bundle: Path) -> None:
+    """predict_proba reuses input arrays for dict rows: concurrent calls must never share one."""
+    model = open_model(binary_bundle)
+    names = list(model.feature_names)
+    rng = np.random.default_rng(2)
+    rows = [{n: float(v) for n, v in zip(names, rng.normal(scale=3.0, size=len(names)))} for _ in range(40)]
+    expected = [model.predict_proba(np.array([r[n] for n in names], np.float32)) for r in rows]
+    wrong: list[int] = []
+
+    def work(k: int) -> None:
+        for i in range(400):
+            j = (i * 7 + k) % len(rows)
+            if not np.array_equal(model.predict_proba(rows[j]), expected[j]):
+                wrong.append(j)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
