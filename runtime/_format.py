@@ -8,14 +8,20 @@ infinities (a model fed a missing value it cannot handle) become ``null`` in JSO
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 import numpy as np
 
 from mlpack_edge.runtime._shortest import shortest_float32
 
-__all__ = ["float_texts", "short_floats", "json_floats", "finite_or_none", "error_record"]
+__all__ = ["float_texts", "short_floats", "json_floats", "finite_or_none", "error_record", "predictions_json"]
+
+#: What ``serve`` answers with (``json.dumps`` with options makes an encoder per call).
+ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
 
 
 def float_texts(values: np.ndarray) -> list[Any]:
@@ -55,3 +61,42 @@ def json_floats(values: np.ndarray) -> list[Any]:
 def error_record(error: Any) -> dict[str, Any]:
     """An :class:`~mlpack_edge.errors.InputError` as JSON: message, row and field."""
     return {"error": str(error), "row": error.row, "field": error.field}
+
+
+def predictions_json(result: Any, ids: Sequence[str] | None) -> bytes | None:
+    """``{"predictions": [...], "failed": k}`` of a :class:`~.model.BatchResult` as bytes, byte for
+    byte what :data:`ENCODE` makes of ``result.records()`` with ``"id"`` added to each predicted
+    row (``ids``, one per predicted row; ``None``: no ids); ``None`` when it cannot say so
+    (a non-finite output, which JSON writes as ``null``, or class names that collide as text).
+
+    Why: the records are a dict per row (and one per row's probabilities) that the encoder
+    walks again; a row here is one ``%`` of a template holding the class names, and floats
+    go in with ``%r``, which is the ``float.__repr__`` the encoder uses.
+    """
+    if result.values is not None:
+        floats = _as_floats(result.values)
+        keys = ('"value": %r',)
+        columns = [floats.tolist()]
+    else:
+        names = [str(c) for c in result.classes]
+        if len(set(names)) != len(names):
+            return None
+        floats = _as_floats(result.probabilities)
+        keys = ('"label": %s, "probabilities": {' + ", ".join(encode_basestring(n).replace("%", "%%") + ": %r" for n in names) + "}",)
+        labels = result.labels.tolist()
+        texts = {label: ENCODE(label) for label in set(labels)}
+        columns = [[texts[label] for label in labels], *floats.T.tolist()]
+    if floats.size and not np.isfinite(floats).all():
+        return None
+    template = "{" + keys[0] + (', "id": %s}' if ids is not None else "}")
+    if ids is not None:
+        columns.append(list(map(encode_basestring, ids)))
+    rows: list[str] = list(map(template.__mod__, zip(*columns))) if result.ok.size else []
+    errors = result.errors
+    if errors:
+        merged: list[str | None] = [None] * result.size
+        for k, pos in enumerate(result.ok.tolist()):
+            merged[pos] = rows[k]
+        failed = iter(errors)
+        rows = [x if x is not None else ENCODE(error_record(next(failed))) for x in merged]
+    return ('{"predictions": [' + ", ".join(rows) + '], "failed": %d}' % len(errors)).encode()
