@@ -71,6 +71,34 @@ def error_record(error: Any) -> dict[str, Any]:
     return {"error": str(error), "row": error.row, "field": error.field}
 
 
+#: Where numpy's shortest text of a float32 is also Python's ``repr`` of the float it reads
+#: back as (checked on millions of values in ``tests/runtime/test_format.py``): numpy turns
+#: to exponents at 1e6 (``1e+06``), Python at 1e16, and writes float32's 1e-4 as ``1e-04``.
+_PLAIN_TEXT = (1.0001e-4, 999_999.0)
+
+
+def json_float_texts(values: np.ndarray) -> list[str] | None:
+    """The JSON text of each value (row-major), as :data:`ENCODE` writes :func:`json_floats`;
+    ``None`` if one is not finite (JSON's ``null``, left to the encoder).
+
+    Why: for float32, numpy's shortest text is the JSON text itself in the usual range, so
+    neither the vectorised shortest search nor a ``repr`` per float is needed; outside it
+    the text is read back and written by ``repr``, as the encoder would.
+    """
+    if values.dtype != np.float32:
+        floats = _as_floats(values).ravel()
+        return list(map(repr, floats.tolist())) if np.isfinite(floats).all() else None
+    flat = values.ravel()
+    if not np.isfinite(flat).all():
+        return None
+    a = np.abs(flat)
+    texts: list[str] = flat.astype(str).tolist()
+    low, high = _PLAIN_TEXT
+    for i in np.flatnonzero(((a <= low) | (a >= high)) & (a != 0)).tolist():
+        texts[i] = repr(float(texts[i]))
+    return texts
+
+
 def predictions_json(result: Any, ids: Sequence[str] | None) -> bytes | None:
     """``{"predictions": [...], "failed": k}`` of a :class:`~.model.BatchResult` as bytes, byte for
     byte what :data:`ENCODE` makes of ``result.records()`` with ``"id"`` added to each predicted
@@ -78,25 +106,29 @@ def predictions_json(result: Any, ids: Sequence[str] | None) -> bytes | None:
     (a non-finite output, which JSON writes as ``null``, or class names that collide as text).
 
     Why: the records are a dict per row (and one per row's probabilities) that the encoder
-    walks again; a row here is one ``%`` of a template holding the class names, and floats
-    go in with ``%r``, which is the ``float.__repr__`` the encoder uses.
+    walks again, and each float was searched for its shortest text, made a float again and
+    written by ``repr``; here a row is one ``%`` of a template holding the class names, and
+    the floats come as texts (:func:`json_float_texts`).
     """
     if result.values is not None:
-        floats = _as_floats(result.values)
-        keys = ('"value": %r',)
-        columns = [floats.tolist()]
+        texts = json_float_texts(result.values)
+        if texts is None:
+            return None
+        keys = '"value": %s'
+        columns = [texts]
     else:
         names = [str(c) for c in result.classes]
         if len(set(names)) != len(names):
             return None
-        floats = _as_floats(result.probabilities)
-        keys = ('"label": %s, "probabilities": {' + ", ".join(encode_basestring(n).replace("%", "%%") + ": %r" for n in names) + "}",)
+        texts = json_float_texts(result.probabilities)
+        if texts is None:
+            return None
+        keys = '"label": %s, "probabilities": {' + ", ".join(encode_basestring(n).replace("%", "%%") + ": %s" for n in names) + "}"
         labels = result.labels.tolist()
-        texts = {label: ENCODE(label) for label in set(labels)}
-        columns = [[texts[label] for label in labels], *floats.T.tolist()]
-    if floats.size and not np.isfinite(floats).all():
-        return None
-    template = "{" + keys[0] + (', "id": %s}' if ids is not None else "}")
+        encoded = {label: ENCODE(label) for label in set(labels)}
+        width = len(names)
+        columns = [[encoded[label] for label in labels], *(texts[c::width] for c in range(width))]
+    template = "{" + keys + (', "id": %s}' if ids is not None else "}")
     if ids is not None:
         columns.append(list(map(encode_basestring, ids)))
     rows: list[str] = list(map(template.__mod__, zip(*columns))) if result.ok.size else []
