@@ -71,19 +71,21 @@ def error_record(error: Any) -> dict[str, Any]:
     return {"error": str(error), "row": error.row, "field": error.field}
 
 
-#: Where numpy's shortest text of a float32 is also Python's ``repr`` of the float it reads
-#: back as (checked on millions of values in ``tests/runtime/test_format.py``): numpy turns
-#: to exponents at 1e6 (``1e+06``), Python at 1e16, and writes float32's 1e-4 as ``1e-04``.
-_PLAIN_TEXT = (1.0001e-4, 999_999.0)
+#: Where numpy's shortest text of a float32 differs from Python's ``repr`` of the float it
+#: reads back as (checked on millions of values in ``tests/runtime/test_format.py``): numpy
+#: turns to exponents at 1e6 (``1e+06``), Python at 1e16, and numpy writes float32's 1e-4 as
+#: ``1e-04``. Below 1e-4 both write exponents alike (``7.4144045e-06``).
+_TEXT_HIGH = 999_999.0
+_TEXT_1E_4 = np.float32(1e-4)
 
 
 def json_float_texts(values: np.ndarray) -> list[str] | None:
     """The JSON text of each value (row-major), as :data:`ENCODE` writes :func:`json_floats`;
     ``None`` if one is not finite (JSON's ``null``, left to the encoder).
 
-    Why: for float32, numpy's shortest text is the JSON text itself in the usual range, so
-    neither the vectorised shortest search nor a ``repr`` per float is needed; outside it
-    the text is read back and written by ``repr``, as the encoder would.
+    Why: for float32, numpy's shortest text is the JSON text itself below 1e6, so neither the
+    vectorised shortest search nor a ``repr`` per float is needed; elsewhere the text is read
+    back and written by ``repr``, as the encoder would.
     """
     if values.dtype != np.float32:
         floats = _as_floats(values).ravel()
@@ -93,8 +95,7 @@ def json_float_texts(values: np.ndarray) -> list[str] | None:
         return None
     a = np.abs(flat)
     texts: list[str] = flat.astype(str).tolist()
-    low, high = _PLAIN_TEXT
-    for i in np.flatnonzero(((a <= low) | (a >= high)) & (a != 0)).tolist():
+    for i in np.flatnonzero((a >= _TEXT_HIGH) | (a == _TEXT_1E_4)).tolist():
         texts[i] = repr(float(texts[i]))
     return texts
 

@@ -32,7 +32,7 @@ EDGES = np.array(
 
 @pytest.mark.parametrize(
     "name",
-    ["random bit patterns", "probabilities", "edges", "integers", "powers of two", "powers of ten", "near ties"],
+    ["random bit patterns", "probabilities", "edges", "integers", "powers of two", "powers of ten", "tiny", "near ties"],
 )
 def test_the_values_are_those_of_numpys_shortest_texts(name: str) -> None:
     rng = np.random.default_rng(20261205)
@@ -43,6 +43,7 @@ def test_the_values_are_those_of_numpys_shortest_texts(name: str) -> None:
         "integers": lambda: np.arange(-50_000, 50_000, dtype=np.float32),
         "powers of two": lambda: np.ldexp(np.float32(1), np.arange(-149, 128)).astype(np.float32),
         "powers of ten": lambda: (10.0 ** np.arange(-45, 39, dtype=np.float64)).astype(np.float32),
+        "tiny": lambda: (rng.random(200_000) * 10.0 ** rng.integers(-45, -3, 200_000)).astype(np.float32),
         # decimals with few digits: their rounding sits next to the float32 interval edges
         "near ties": lambda: (rng.integers(1, 10**6, 100_000) / 10.0 ** rng.integers(0, 12, 100_000)).astype(np.float32),
     }[name]()
@@ -62,7 +63,7 @@ def test_the_values_are_those_of_numpys_shortest_texts(name: str) -> None:
 def test_json_float_texts_leave_non_finite_values_to_the_encoder() -> None:
     assert json_float_texts(np.array([0.5, np.nan], dtype=np.float32)) is None
     assert json_float_texts(np.array([[1.0, -np.inf]], dtype=np.float32)) is None
-    big = np.array([3e38, -3e38, 1e-4, 9.99e5, 1e6, 0.0, -0.0], dtype=np.float32)  # a sum of squares overflows: still finite
+    big = np.array([3e38, -3e38, 1e-4, -1e-4, 9.99e5, 1e6, 1e16, 0.0, -0.0, 1e-45], dtype=np.float32)
     assert json_float_texts(big) == list(map(ENCODE, json_floats(big)))
     assert json_float_texts(np.array([0.1, 1e-7], dtype=np.float64)) == ["0.1", "1e-07"]
 
