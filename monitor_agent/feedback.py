@@ -212,7 +212,7 @@ class FeedbackStore:
             except AgentError as exc:  # the file stays for the next open
                 log.error("spooled prediction ids %s not stored: %s", path, exc)
                 return
-            _spool.done(path)
+            _spool.done(path, "ids")
 
     def close(self) -> None:
         with self._lock:
