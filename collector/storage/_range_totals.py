@@ -20,7 +20,7 @@ latency maxima and system minima cannot be subtracted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from mlpack_edge.collector.rollup import FLEET, HOUR, Rollup, RollupKey, plan_ra
 if TYPE_CHECKING:
     from mlpack_edge.collector.storage._sql import WriteTx
 
-__all__ = ["SPANS", "level", "window", "share", "advance", "backfill"]
+__all__ = ["SPANS", "level", "window", "share", "advance", "backfill", "read"]
 
 #: The ranges kept, in hours: the fleet page's 24 h default and its 7 days.
 SPANS = (24, 168)
@@ -176,3 +176,37 @@ def backfill(tx: WriteTx, now: float) -> None:
     """Build every range's totals from the stored roll-ups (migration 9, and after a restore)."""
     for span in SPANS:
         advance(tx, span, now)
+
+
+#: Devices named per statement when only some devices' totals are read (SQLite's bound
+#: parameters are limited; a handful of statements beats reading every count vector).
+_CHUNK = 500
+
+
+def read(query: Callable[[str, Sequence[Any]], list[Any]], start: int, end: int, counts: bool = True,
+         devices: Sequence[str] | None = None) -> list[tuple[Any, ...]] | None:
+    """``(device, model, windows, requests, rows, errors[, counts])`` of the totals covering
+    exactly ``[start, end)`` (of ``devices`` only, if given), or ``None`` if none do.
+
+    Each statement reads the range and its rows together (one snapshot). Without
+    ``counts`` a row is ~40 bytes instead of the count vector's kilobytes: what the fleet
+    page reads on every request to learn which devices changed since it last scored them.
+    """
+    cols = "r.device, r.model, r.windows, r.requests, r.rows, r.errors" + (", r.counts" if counts else "")
+
+    def sql(extra: str) -> str:
+        return (f"SELECT {cols} FROM range_totals t LEFT JOIN rollups r ON r.level = 't' || CAST(t.span AS TEXT) "
+                f"AND r.bucket = t.since{extra} WHERE t.since = ? AND t.until = ?")
+
+    if devices is None:
+        rows = query(sql(""), (start, end))
+        return [tuple(r) for r in rows if r[0] is not None] if rows else None
+    names = sorted(set(devices))
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, max(len(names), 1), _CHUNK):
+        part = names[i : i + _CHUNK] or [""]
+        rows = query(sql(f" AND r.device IN ({', '.join('?' * len(part))})"), (*part, start, end))
+        if not rows:
+            return None
+        out += [tuple(r) for r in rows if r[0] is not None]
+    return out

@@ -121,3 +121,37 @@ def test_migration_9_backfills_an_old_database(storage: Storage) -> None:
     built = storage.range_totals(rng.start, rng.end)  # by the migration, before any page asks
     assert built is not None and sorted(r[0] for r in built) == sorted(devs)
     _same(storage, now)
+
+
+def test_scores_kept_by_a_process_follow_writes_by_another(storage: Storage) -> None:
+    """The page's scores cached in one process (:class:`queries._RangeScores`) are checked
+    against the database on every page: windows ingested through another connection (a
+    second collector process sharing the database), a device revoked and one that changes
+    model all show at once, equal to the page scored from roll-ups."""
+    from mlpack_edge.collector import open_storage
+
+    devs = _devices(storage)
+    for dev in devs.values():
+        assert isinstance(_send(storage, dev, [T0 - 3 * HOUR + 60 * i for i in range(20)], T0)[0], Ack)
+    before = _same(storage, T0)  # scores now kept by this process
+    assert before[24]["t-steady"]["status"] == "ok"
+    other = open_storage(storage.url)
+    try:
+        # t-steady starts to drift (its later windows shifted), through the other connection.
+        steady = devs["t-steady"]
+        drifting = SimDevice(steady.name, steady.profile, steady.model, seed=11, shift=3.0)
+        drifting.seq = steady.seq + 1000
+        sent = drifting.batch([drifting.window(T0 - 2 * HOUR + 60 * i) for i in range(60)], name="totals")
+        assert isinstance(apply_batches(other, [parse_batch(sent, steady.name, "hash-t-steady")], {}, T0)[0], Ack)
+        other.revoke_device("t-failing", T0)
+        after = _same(storage, T0)
+    finally:
+        other.close()
+    assert after[24]["t-steady"]["status"] == "drift"
+    assert after[24]["t-steady"]["requests"] > before[24]["t-steady"]["requests"]
+    assert after[24]["t-failing"]["status"] == "revoked"
+    # A page of one device: the worst feature of a page's row carries its test's figures.
+    rng = time_range(None, None, T0, 24)
+    page = fleet_overview(storage, rng, T0, per_page=1, page=2)
+    assert len(page["devices"]) == 1 and page["devices"][0]["worst"]["n"] is not None
+    assert page == fleet_overview(storage, rng, T0, per_page=1, page=2, totals=False)
