@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlpack_edge.collector.rollup import FLEET, HOUR, Rollup, RollupKey, plan_range
+from mlpack_edge.collector.rollup import DAY, FLEET, HOUR, Rollup, RollupKey, plan_range
 
 if TYPE_CHECKING:
     from mlpack_edge.collector.storage._sql import WriteTx
@@ -134,28 +134,44 @@ def _subtract(total: Rollup, gone: Rollup) -> None:
         total.counts = total.counts - gone.counts
 
 
+#: A rebuild adds at most this much of the range per write transaction (a day's roll-up
+#: row per device, or the ragged edge's hours): rebuilding 7 days at 10,000 devices in one
+#: transaction held the write lock for 12-20 s; ingest now waits at most one step.
+STEP = DAY
+
+
 def advance(tx: WriteTx, span: int, now: float) -> bool:
-    """Move the ``span`` hours' totals to the range the page shows at ``now``; ``False``
-    if they were there already (or ``now`` is behind them: the page then reads roll-ups)."""
+    """One step of moving the ``span`` hours' totals to the range the page shows at
+    ``now``; ``False`` once they are there (or ``now`` is behind them: the page then reads
+    roll-ups). Call again, each in its own write transaction, until it says ``False``.
+
+    A step subtracts what left the range (days and edge hours) and adds what joined it,
+    at most :data:`STEP` of it: once an hour that is one hour's rows per device; after a
+    long idle period (nothing of the old range kept) the range is rebuilt from its start a
+    day at a time. Meanwhile the totals cover ``[since, until)`` with a shorter ``until``
+    (ingest adds to them only what falls in it) and the page, which asks for the whole
+    range, reads roll-ups.
+    """
     since, until = window(span, now)
     old = _state(tx, span, lock=" FOR UPDATE").get(span)
     if old == (since, until) or (old is not None and (since < old[0] or until < old[1])):
         return False
     lv = level(span)
-    if old is None or since >= old[1]:
-        totals = _sums(tx, plan_range(since, until))
-    else:
-        totals = {}
+    totals: dict[tuple[str, str], Rollup] = {}
+    covered = since
+    if old is not None and since < old[1]:
+        covered = old[1]
         for dev, mdl, *cols in tx._exec(
             "SELECT device, model, windows, requests, rows, errors, counts FROM rollups WHERE level = ? AND bucket = ?",
             (lv, old[0]),
         ).fetchall():
             totals[(str(dev), str(mdl))] = _from_cols(cols)
-        for key, r in _sums(tx, [("h", old[0], since)]).items():
+        for key, r in _sums(tx, plan_range(old[0], since) if old[0] < since else ()).items():
             if key in totals:
                 _subtract(totals[key], r)
-        for key, r in _sums(tx, [("h", old[1], until)]).items():
-            totals.setdefault(key, Rollup()).merge(r)
+    reach = min(until, max(covered + HOUR, (covered + STEP) // DAY * DAY))
+    for key, r in _sums(tx, plan_range(covered, reach) if covered < reach else ()).items():
+        totals.setdefault(key, Rollup()).merge(r)
     tx._exec("DELETE FROM rollups WHERE level = ?", (lv,))
     rows = [(lv, dev, mdl, since, *r.to_row()) for (dev, mdl), r in sorted(totals.items()) if r.windows > 0]
     tx._s.executemany(
@@ -167,15 +183,17 @@ def advance(tx: WriteTx, span: int, now: float) -> bool:
     tx._exec(
         "INSERT INTO range_totals (span, since, until) VALUES (?, ?, ?) ON CONFLICT (span) DO UPDATE SET "
         "since = excluded.since, until = excluded.until",
-        (span, since, until),
+        (span, since, reach),
     )
     return True
 
 
 def backfill(tx: WriteTx, now: float) -> None:
-    """Build every range's totals from the stored roll-ups (migration 9, and after a restore)."""
+    """Build every range's totals from the stored roll-ups in one transaction (migration 9,
+    and after a restore)."""
     for span in SPANS:
-        advance(tx, span, now)
+        while advance(tx, span, now):
+            pass
 
 
 #: Devices named per statement when only some devices' totals are read (SQLite's bound

@@ -751,9 +751,11 @@ class SqlStorage(AlertStore, RolloutSql):
         rows = _range_totals.read(self._query, start, end, counts, devices)
         shown = {_range_totals.window(s, now) for s in _range_totals.SPANS} if now is not None else set()
         if rows is None and (start, end) in shown:
-            with self.write() as tx:
-                for span in _range_totals.SPANS:
-                    _range_totals.advance(tx, span, now)
+            for span in _range_totals.SPANS:  # a step a transaction: ingest waits for one step at most
+                while True:
+                    with self.write() as tx:
+                        if not _range_totals.advance(tx, span, now):
+                            break
             rows = _range_totals.read(self._query, start, end, counts, devices)
         return rows
 
