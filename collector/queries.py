@@ -392,13 +392,19 @@ def _range_scores(storage: Storage, rng: TimeRange, models: dict[str, ModelInfo]
         return scores
 
 
-def _version(a: _Agg) -> tuple[int, int, int, int]:
-    return a.windows, a.requests, a.rows, a.errors
+#: A device's sums over the range: requests, rows, errors, windows (a plain tuple of ints,
+#: which the garbage collector stops tracking: 10,000 objects fewer for it to scan a page).
+_Sums = tuple[int, int, int, int]
+_NO_SUMS: _Sums = (0, 0, 0, 0)
+
+
+def _sums_of(a: _Agg) -> _Sums:
+    return a.requests, a.rows, a.errors, a.windows
 
 
 def _cached_worst(
     storage: Storage, rng: TimeRange, now: float, models: dict[str, ModelInfo], devices: list[DeviceRow], full: bool,
-) -> tuple[dict[_Key, _Agg], dict[str, str | None], dict[str, dict[str, Any] | None],
+) -> tuple[dict[_Key, _Sums], dict[str, str | None], dict[str, dict[str, Any] | None],
            Callable[[Collection[str]], None]] | None:
     """The device table's sums, models and worst features from the running totals' scalars
     and the process's scores (:class:`_RangeScores`), or ``None`` when no totals cover the range.
@@ -408,8 +414,7 @@ def _cached_worst(
     scalars = storage.range_totals(rng.start, rng.end, now, counts=False)
     if scalars is None:
         return None
-    aggs = {(str(dev), str(mdl)): _Agg(int(req), int(nrows), int(err), int(win))
-            for dev, mdl, win, req, nrows, err in scalars}
+    aggs: dict[_Key, _Sums] = {(dev, mdl): (req, nrows, err, win) for dev, mdl, win, req, nrows, err in scalars}
     chosen = _choose(devices, aggs, None)
     scores = _range_scores(storage, rng, models)
     worst: dict[str, dict[str, Any] | None] = {}
@@ -429,28 +434,35 @@ def _cached_worst(
             a = fresh.get(k)
             if a is None:  # gone from the totals since the scalars were read
                 continue
-            aggs[k] = a
+            aggs[k] = _sums_of(a)
             w = scored.get(k)
-            scores.entries[k] = (_version(a), w, w if _complete(w) else None)
+            scores.entries[k] = (aggs[k], w, w if _complete(w) else None)
         return True
 
     with scores.lock:
-        keys = [(n, h) for n, h in chosen.items() if h is not None and h in models and (n, h) in aggs]
         entries = scores.entries
-        stale = [k for k in keys if k not in entries or entries[k][0] != _version(aggs[k])]
-        if full:
-            stale += [k for k in keys if k in entries and entries[k][0] == _version(aggs[k]) and entries[k][2] is None]
+        stale: list[_Key] = []
+        pick = 2 if full else 1
+        for n, h in chosen.items():
+            a = aggs.get((n, h)) if h is not None and h in models else None  # type: ignore[arg-type]
+            if a is None:
+                continue
+            e = entries.get((n, h))  # type: ignore[arg-type]
+            if e is None or e[0] != a or (full and e[2] is None):
+                stale.append((n, h))  # type: ignore[arg-type]
+            else:
+                worst[n] = e[pick]
         if not refresh(stale, full):
             return None
-        for n, h in keys:
-            e = entries.get((n, h))
-            if e is not None and e[0] == _version(aggs[(n, h)]):
-                worst[n] = e[2] if full else e[1]
+        for k in stale:
+            e = entries.get(k)
+            if e is not None and e[0] == aggs[k]:
+                worst[k[0]] = e[pick]
 
     def complete(names: Collection[str]) -> None:
         with scores.lock:
             keys: list[_Key] = [(n, chosen[n]) for n in names if n in worst and not _complete(worst[n])]  # type: ignore[misc]
-            shown = {k: _version(aggs[k]) for k in keys}
+            shown = {k: aggs[k] for k in keys}
             if not keys or not refresh(keys, True):
                 return
             for k in keys:
@@ -494,49 +506,10 @@ def device_table(
     """
     models = models if models is not None else {m.hash: m for m in storage.models()}
     devices = devices if devices is not None else storage.devices()
-    single = devices[0].name if len(devices) == 1 else None
-    cached = None
-    if totals and only_model is None and single is None:
-        cached = _cached_worst(storage, rng, now, models, devices, full=detail is None)
-    if cached is not None:
-        aggs, chosen, worst, complete = cached
-    else:
-        aggs = _device_aggregates(storage, rng, only_model, single, totals=totals, now=now)
-        chosen = _choose(devices, aggs, only_model)
-        full = detail is None
-        items = [((n, h), aggs[(n, h)].counts) for n, h in chosen.items()
-                 if h is not None and h in models and (n, h) in aggs and aggs[(n, h)].counts is not None]
-        worst = {k[0]: w for k, w in _score(models, items, full).items()}
-
-        def complete(names: Collection[str]) -> None:
-            keys = [(n, chosen[n]) for n in names if n in worst and not _complete(worst[n])]
-            worst.update((k[0], w) for k, w in _score(models, [(k, aggs[k].counts) for k in keys], True).items())  # type: ignore[index]
-
-    out = []
-    for d in devices:
-        h = chosen.get(d.name)
-        agg = aggs.get((d.name, h)) if h else None
-        m = models.get(h) if h else None
-        w = worst.get(d.name)
-        requests = agg.requests if agg else 0
-        error_rate = (agg.errors / agg.requests) if agg and agg.requests else 0.0
-        failing = requests >= failing_min_requests and error_rate >= failing_rate
-        out.append(
-            {
-                "name": d.name,
-                "status": _device_status(d, w, now, silent_after, failing),
-                "last_seen": d.last_seen,
-                "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
-                "model": _model_ref(m) if m else None,
-                "requests": requests,
-                "rows": agg.rows if agg else 0,
-                "errors": agg.errors if agg else 0,
-                "error_rate": error_rate,
-                "worst": w,
-                "outbox": d.outbox,
-                "revoked": d.revoked,
-            }
-        )
+    aggs, chosen, worst, complete = _scored(storage, rng, now, models, devices, only_model, detail is None, totals)
+    refs = {h: _model_ref(m) for h, m in models.items()}  # one per model, shared by its rows
+    out = [_row(d, chosen.get(d.name), aggs, worst, refs, now, silent_after, failing_rate, failing_min_requests)
+           for d in devices]
     if detail is not None:
         wanted = set(detail(out))
         complete(wanted)
@@ -546,12 +519,102 @@ def device_table(
     return out
 
 
-def _choose(devices: list[DeviceRow], aggs: dict[_Key, _Agg], only_model: str | None) -> dict[str, str | None]:
+def _row(d: DeviceRow, h: str | None, aggs: dict[_Key, _Sums], worst: dict[str, dict[str, Any] | None],
+         refs: dict[str, dict[str, Any]], now: float, silent_after: float, failing_rate: float,
+         failing_min_requests: int) -> dict[str, Any]:
+    """One device's row of the table (model ``h``)."""
+    name = d.name
+    requests, rows, errors, _ = aggs.get((name, h), _NO_SUMS) if h else _NO_SUMS
+    w = worst.get(name)
+    error_rate = (errors / requests) if requests else 0.0
+    failing = requests >= failing_min_requests and error_rate >= failing_rate
+    return {
+        "name": name,
+        "status": _device_status(d, w, now, silent_after, failing),
+        "last_seen": d.last_seen,
+        "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
+        "model": refs.get(h) if h else None,
+        "requests": requests,
+        "rows": rows,
+        "errors": errors,
+        "error_rate": error_rate,
+        "worst": w,
+        "outbox": d.outbox,
+        "revoked": d.revoked,
+    }
+
+
+def _scored(
+    storage: Storage, rng: TimeRange, now: float, models: dict[str, ModelInfo], devices: list[DeviceRow],
+    only_model: str | None, full: bool, totals: bool,
+) -> tuple[dict[_Key, _Sums], dict[str, str | None], dict[str, dict[str, Any] | None], Callable[[Collection[str]], None]]:
+    """Sums per (device, model), each device's model, its worst feature (complete if
+    ``full``) and a function completing the named devices' worst features."""
+    single = devices[0].name if len(devices) == 1 else None
+    if totals and only_model is None and single is None:
+        cached = _cached_worst(storage, rng, now, models, devices, full)
+        if cached is not None:
+            return cached
+    summed = _device_aggregates(storage, rng, only_model, single, totals=totals, now=now)
+    aggs = {k: _sums_of(a) for k, a in summed.items()}
+    chosen = _choose(devices, aggs, only_model)
+    items = [((n, h), summed[(n, h)].counts) for n, h in chosen.items()
+             if h is not None and h in models and (n, h) in summed and summed[(n, h)].counts is not None]
+    worst = {k[0]: w for k, w in _score(models, items, full).items()}  # type: ignore[arg-type]
+
+    def complete(names: Collection[str]) -> None:
+        keys = [(n, chosen[n]) for n in names if n in worst and not _complete(worst[n])]
+        worst.update((k[0], w) for k, w in _score(models, [(k, summed[k].counts) for k in keys], True).items())  # type: ignore[index,misc]
+
+    return aggs, chosen, worst, complete
+
+
+def _page_of_table(
+    storage: Storage, rng: TimeRange, now: float, silent_after: float, models: dict[str, ModelInfo],
+    page: int, size: int, failing_rate: float, failing_min_requests: int, jump_min_rate: float, totals: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int], int]:
+    """What a page of the fleet needs of :func:`device_table`, without a dict per device:
+    the page's rows (worst first, complete), the rows that may raise an alert (silent,
+    drifting, erring or dropping devices; in the table's order), every device's status
+    counted, and the number of devices."""
+    devices = storage.devices()
+    aggs, chosen, worst, complete = _scored(storage, rng, now, models, devices, None, False, totals)
+    counts: dict[str, int] = {s: 0 for s in STATUS_ORDER}
+    keyed: list[tuple[int, str, int]] = []
+    alerting: list[int] = []
+    rank = _ATTENTION.get
+    for i, d in enumerate(devices):
+        name = d.name
+        h = chosen.get(name)
+        requests, _, errors, _ = aggs.get((name, h), _NO_SUMS) if h else _NO_SUMS
+        w = worst.get(name)
+        error_rate = (errors / requests) if requests else 0.0
+        status = _device_status(d, w, now, silent_after, requests >= failing_min_requests and error_rate >= failing_rate)
+        counts[status] += 1
+        keyed.append((rank(status, 99), name, i))
+        if (status == "silent" or (w is not None and w["status"] == "drift") or error_rate >= jump_min_rate
+                or (d.outbox or {}).get("dropped", 0)):
+            alerting.append(i)
+    keyed.sort()
+    shown = [i for _, _, i in keyed[(page - 1) * size : page * size]]
+    complete([devices[i].name for i in shown])
+    refs = {h: _model_ref(m) for h, m in models.items()}
+
+    def row(i: int) -> dict[str, Any]:
+        d = devices[i]
+        return _row(d, chosen.get(d.name), aggs, worst, refs, now, silent_after, failing_rate, failing_min_requests)
+
+    return [row(i) for i in shown], [row(i) for i in alerting], counts, len(devices)
+
+
+def _choose(devices: list[DeviceRow], aggs: dict[_Key, _Sums], only_model: str | None) -> dict[str, str | None]:
     """Each device's model in the table: ``only_model``, else its current one (that of its
     last window) if it ran in the range, else the one it ran most."""
     busiest: dict[str, tuple[int, str]] = {}
     for (dev, mh), agg in aggs.items():
-        busiest[dev] = max(busiest.get(dev, (-1, "")), (agg.requests, mh))
+        b = busiest.get(dev)
+        if b is None or (agg[0], mh) > b:
+            busiest[dev] = (agg[0], mh)
     chosen: dict[str, str | None] = {}
     for d in devices:
         if only_model is not None:
@@ -565,7 +628,8 @@ def _choose(devices: list[DeviceRow], aggs: dict[_Key, _Agg], only_model: str | 
 
 def worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Device rows in :data:`ATTENTION_ORDER`, then by name."""
-    return sorted(rows, key=lambda r: (_ATTENTION.get(r["status"], 99), r["name"]))
+    rank = _ATTENTION.get
+    return sorted(rows, key=lambda r: (rank(r["status"], 99), r["name"]))
 
 
 def _plainly_ok(m: ModelInfo, feats: list[Section], psis: np.ndarray, observed: np.ndarray, need: int) -> np.ndarray:
@@ -765,28 +829,26 @@ def fleet_overview(
     models = {m.hash: m for m in storage.models()}
     prod = kpis.production(storage, rng, models, min_labels=min_labels)
     series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
-    size = per_page if per_page else None
-
-    def on_page(rows: list[dict[str, Any]]) -> list[str]:
-        assert size is not None
-        return [r["name"] for r in worst_first(rows)[(page - 1) * size : page * size]]
-
-    table = device_table(storage, rng, now, silent_after, models=models,
-                         failing_rate=jump_min_rate, failing_min_requests=jump_min_requests,
-                         detail=on_page if size else None, totals=totals)
-    by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
-    for row in table:
-        by_status[row["status"]] += 1
-    ordered = worst_first(table)
-    size = size or max(1, len(ordered))
-    shown = ordered[(page - 1) * size : page * size]
+    if per_page:
+        shown, table, by_status, total = _page_of_table(
+            storage, rng, now, silent_after, models, page, per_page, jump_min_rate, jump_min_requests, jump_min_rate,
+            totals)
+        size = per_page
+    else:
+        table = device_table(storage, rng, now, silent_after, models=models, failing_rate=jump_min_rate,
+                             failing_min_requests=jump_min_requests, totals=totals)
+        by_status = {s: 0 for s in STATUS_ORDER}
+        for row in table:
+            by_status[row["status"]] += 1
+        shown = worst_first(table)
+        total, size = len(table), max(1, len(table))
     return {
         "range": rng.to_dict(),
         "generated_at": now,
         "silent_after": silent_after,
         "models": series,
         "devices": shown,
-        "paging": {"page": page, "per_page": size, "total": len(ordered), "pages": max(1, -(-len(ordered) // size))},
+        "paging": {"page": page, "per_page": size, "total": total, "pages": max(1, -(-total // size))},
         "status_counts": by_status,
         "production": prod,
         "alerts": _alerts(
