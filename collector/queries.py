@@ -442,7 +442,6 @@ def _cached_worst(
     with scores.lock:
         entries = scores.entries
         stale: list[_Key] = []
-        pick = 2 if full else 1
         for n, h in chosen.items():
             a = aggs.get((n, h)) if h is not None and h in models else None  # type: ignore[arg-type]
             if a is None:
@@ -451,13 +450,13 @@ def _cached_worst(
             if e is None or e[0] != a or (full and e[2] is None):
                 stale.append((n, h))  # type: ignore[arg-type]
             else:
-                worst[n] = e[pick]
+                worst[n] = e[1] if e[2] is None else e[2]  # complete once a page has shown it
         if not refresh(stale, full):
             return None
         for k in stale:
             e = entries.get(k)
             if e is not None and e[0] == aggs[k]:
-                worst[k[0]] = e[pick]
+                worst[k[0]] = e[1] if e[2] is None else e[2]
 
     def complete(names: Collection[str]) -> None:
         with scores.lock:
@@ -494,8 +493,8 @@ def device_table(
 
     ``detail`` (given the rows) names the devices whose ``worst`` must carry its test (n,
     min_count, p_value): only those are tested when the verdict does not need it (a page of
-    the table). The others' ``worst`` has the feature, PSI and status, and ``None`` for the
-    test's figures. Without it, every row is complete.
+    the table). The others' ``worst`` has the feature, PSI and status, and may have ``None``
+    for the test's figures. Without it, every row is complete.
 
     The status weighs errors too: a device answering ``failing_rate`` or more of at least
     ``failing_min_requests`` requests with an error is ``failing`` (not ``ok``).
