@@ -6,7 +6,8 @@ Every ingest transaction adds each device's hourly delta to its last-24-h and la
 totals (:func:`mlpack_edge.collector.storage._range_totals.share`: a read of the two
 ranges, then two more roll-up rows a device, merged like the others). The baseline is the
 same ingest with ``share`` returning nothing (what the collector wrote before schema 9),
-interleaved in the same process on fresh databases, every device's batch in one
+interleaved in the same process on fresh databases (wall and this process's CPU time: on
+SQLite that includes the database's work), every device's batch in one
 transaction (as the server's writer groups them). Windows are stamped in the last hours,
 so they fall in both ranges. Reports µs per stored window, min and median over rounds.
 """
@@ -14,11 +15,12 @@ so they fall in both ranges. Reports µs per stored window, min and median over 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, process_time
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,7 +37,7 @@ from collector_ingest import scratch_db  # noqa: E402  (same folder)
 SHARE = _sql._range_totals.share
 
 
-def run(with_totals: bool, per_batch: int, backend: str, devices: int, rounds: int) -> list[float]:
+def run(with_totals: bool, per_batch: int, backend: str, devices: int, rounds: int) -> list[tuple[float, float]]:
     with scratch_db(backend) as url:
         s = open_storage(url)
         _sql._range_totals.share = SHARE if with_totals else (lambda tx, deltas: {})  # the benchmark's own switch
@@ -55,9 +57,10 @@ def run(with_totals: bool, per_batch: int, backend: str, devices: int, rounds: i
                                         name="bench", version="1"), d.name, hash_token(d.name))
                     for d in devs
                 ]
-                start = perf_counter()
+                start, cpu = perf_counter(), process_time()
                 apply_batches(s, batches, known, now)
-                out.append((perf_counter() - start) / (devices * per_batch) * 1e6)
+                n = devices * per_batch
+                out.append(((perf_counter() - start) / n * 1e6, (process_time() - cpu) / n * 1e6))
             if with_totals:  # the totals did see the windows
                 got = s.range_totals(*_sql._range_totals.window(24, now), counts=False)
                 assert got is not None and sum(r[2] for r in got) == devices * per_batch * rounds, got
@@ -76,14 +79,17 @@ def main() -> None:
     args = ap.parse_args()
     for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
         for per_batch in (1, 10):
-            base: list[float] = []
-            mine: list[float] = []
+            base: list[tuple[float, float]] = []
+            mine: list[tuple[float, float]] = []
             for _ in range(args.repeats):
                 base += run(False, per_batch, backend, args.devices, args.rounds)
                 mine += run(True, per_batch, backend, args.devices, args.rounds)
-            print(f"[{backend}] {per_batch:>2} window(s)/batch, {args.devices} devices: µs per window without totals "
-                  f"min {min(base):.0f} median {statistics.median(base):.0f}; with totals min {min(mine):.0f} "
-                  f"median {statistics.median(mine):.0f} (x{statistics.median(mine) / statistics.median(base):.2f})")
+            for i, what in ((0, "wall"), (1, "CPU of this process")):
+                b, m = [x[i] for x in base], [x[i] for x in mine]
+                print(f"[{backend}] {per_batch:>2} window(s)/batch, {args.devices} devices, µs per window ({what}): without "
+                      f"totals min {min(b):.0f} median {statistics.median(b):.0f}; with totals min {min(m):.0f} median "
+                      f"{statistics.median(m):.0f} (x{statistics.median(m) / statistics.median(b):.2f} median, "
+                      f"x{min(m) / min(b):.2f} min); load {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
