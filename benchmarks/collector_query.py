@@ -167,11 +167,18 @@ def touch(db_url: str, names: list[str], step: int) -> None:
         s.close()
 
 
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, in ms (load-independent, unlike wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
 def stats(xs: list[float]) -> str:
     return f"{min(xs):7.1f} / {statistics.median(xs):7.1f} ms"
 
 
-def run_backend(backend: str, n_devices: int, runs: int, db: str | None, baseline: str | None) -> None:
+def run_backend(backend: str, n_devices: int, runs: int, db: str | None, baseline: str | None,
+                http_only: bool = False) -> None:
     with (contextlib.nullcontext(db) if db else scratch_db(backend)) as db_url:
         storage = open_storage(db_url)
         if db is None:
@@ -191,7 +198,7 @@ def run_backend(backend: str, n_devices: int, runs: int, db: str | None, baselin
         n_devices = len(storage.devices())
         now = time.time()
         print(f"[{backend}] {n_devices:,} devices; load average {os.getloadavg()[0]:.1f}")
-        for hours in (24, 168):
+        for hours in () if http_only else (24, 168):
             rng = time_range(None, None, now, hours)
             data = fleet_overview(storage, rng, now)
             assert data == fleet_overview(storage, rng, now, totals=False), "totals disagree with roll-ups"
@@ -221,16 +228,21 @@ def run_backend(backend: str, n_devices: int, runs: int, db: str | None, baselin
         servers = [("ours", *serve(db_url))] + ([("baseline", *serve(db_url, baseline))] if baseline else [])
         try:
             clients = {label: httpx.Client(base_url=url, timeout=300) for label, _, url in servers}
+            pids = {label: proc.pid for label, proc, _ in servers}
             for hours in (24, 168):
                 for path in ("/", "/api/v1/fleet"):
                     times: dict[str, list[float]] = {label: [] for label in clients}
                     sizes = {}
                     for label, cl in clients.items():  # warm: first request of the range (advances, scores)
                         sizes[label] = len(cl.get(path, params={"hours": hours}).raise_for_status().content)
+                    cpu = {label: 0.0 for label in clients}
                     for _ in range(runs):
                         for label, cl in clients.items():
+                            c0 = cpu_ms(pids[label])
                             times[label].append(timed2(lambda: cl.get(path, params={"hours": hours}).raise_for_status(), 1)[0])
-                    line = "; ".join(f"{label} {stats(t)} ({sizes[label] / 1024:.0f} KiB)" for label, t in times.items())
+                            cpu[label] += cpu_ms(pids[label]) - c0
+                    line = "; ".join(f"{label} {stats(t)}, server CPU {cpu[label] / runs:.0f} ms a request "
+                                     f"({sizes[label] / 1024:.0f} KiB)" for label, t in times.items())
                     ratio = (f" -> x{statistics.median(times['baseline']) / statistics.median(times['ours']):.1f}"
                              if "baseline" in times else "")
                     print(f"[{backend}] GET {path}?hours={hours:<3} min / median of {runs}: {line}{ratio} "
@@ -258,9 +270,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--db", help="a database seeded by an earlier run (with --backend sqlite or postgres)")
     ap.add_argument("--baseline-src", help="a checkout whose collector serves the same database, interleaved")
+    ap.add_argument("--http-only", action="store_true", help="only the requests to collector processes")
     args = ap.parse_args()
     for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
-        run_backend(backend, args.devices, args.runs, args.db, args.baseline_src)
+        run_backend(backend, args.devices, args.runs, args.db, args.baseline_src, args.http_only)
 
 
 if __name__ == "__main__":
