@@ -134,10 +134,14 @@ def _subtract(total: Rollup, gone: Rollup) -> None:
         total.counts = total.counts - gone.counts
 
 
-#: A rebuild adds at most this much of the range per write transaction (a day's roll-up
-#: row per device, or the ragged edge's hours): rebuilding 7 days at 10,000 devices in one
-#: transaction held the write lock for 12-20 s; ingest now waits at most one step.
-STEP = DAY
+#: A rebuild adds a day of the range per write transaction (one roll-up row per device),
+#: or at most this many of the ragged edges' hours: rebuilding 7 days at 10,000 devices in
+#: one transaction held the write lock for 12-20 s (the first edge's 16 hours alone, 160,000
+#: rows, took 28 s on a loaded machine); ingest now waits for one step at most.
+EDGE_HOURS = 4
+#: Moved on by more than this, the totals are rebuilt in steps rather than the days that
+#: left subtracted in one transaction.
+MAX_SLIDE = DAY
 
 
 def advance(tx: WriteTx, span: int, now: float) -> bool:
@@ -145,10 +149,9 @@ def advance(tx: WriteTx, span: int, now: float) -> bool:
     ``now``; ``False`` once they are there (or ``now`` is behind them: the page then reads
     roll-ups). Call again, each in its own write transaction, until it says ``False``.
 
-    A step subtracts what left the range (days and edge hours) and adds what joined it,
-    at most :data:`STEP` of it: once an hour that is one hour's rows per device; after a
-    long idle period (nothing of the old range kept) the range is rebuilt from its start a
-    day at a time. Meanwhile the totals cover ``[since, until)`` with a shorter ``until``
+    A step subtracts what left the range and adds what joined it, at most a day or
+    :data:`EDGE_HOURS` hours of it: once an hour that is one hour's rows per device; after
+    an idle period longer than :data:`MAX_SLIDE` the range is rebuilt from its start. Meanwhile the totals cover ``[since, until)`` with a shorter ``until``
     (ingest adds to them only what falls in it) and the page, which asks for the whole
     range, reads roll-ups.
     """
@@ -159,7 +162,7 @@ def advance(tx: WriteTx, span: int, now: float) -> bool:
     lv = level(span)
     totals: dict[tuple[str, str], Rollup] = {}
     covered = since
-    if old is not None and since < old[1]:
+    if old is not None and since < old[1] and since - old[0] <= MAX_SLIDE:
         covered = old[1]
         for dev, mdl, *cols in tx._exec(
             "SELECT device, model, windows, requests, rows, errors, counts FROM rollups WHERE level = ? AND bucket = ?",
@@ -169,7 +172,10 @@ def advance(tx: WriteTx, span: int, now: float) -> bool:
         for key, r in _sums(tx, plan_range(old[0], since) if old[0] < since else ()).items():
             if key in totals:
                 _subtract(totals[key], r)
-    reach = min(until, max(covered + HOUR, (covered + STEP) // DAY * DAY))
+    if covered % DAY == 0 and covered + DAY <= until:
+        reach = covered + DAY  # a whole day: its day roll-ups
+    else:
+        reach = min(until, (covered // DAY + 1) * DAY, covered + EDGE_HOURS * HOUR)
     for key, r in _sums(tx, plan_range(covered, reach) if covered < reach else ()).items():
         totals.setdefault(key, Rollup()).merge(r)
     tx._exec("DELETE FROM rollups WHERE level = ?", (lv,))

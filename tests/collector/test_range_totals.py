@@ -158,9 +158,10 @@ def test_scores_kept_by_a_process_follow_writes_by_another(storage: Storage) -> 
 
 
 def test_rebuild_after_idle_is_stepped_and_counts_windows_sent_between_steps(storage: Storage) -> None:
-    """After longer idle than the range, the totals are rebuilt a day per write transaction
-    (:data:`_range_totals.STEP`), not in one transaction holding the write lock; windows
-    ingested between two steps, inside and beyond the part already rebuilt, are counted once."""
+    """After longer idle than the range, the totals are rebuilt a day (or
+    :data:`_range_totals.EDGE_HOURS` edge hours) per write transaction, not in one holding
+    the write lock; windows ingested between two steps, inside and beyond the part already
+    rebuilt, are counted once."""
     from mlpack_edge.collector.storage import _range_totals
 
     devs = _devices(storage)
