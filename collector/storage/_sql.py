@@ -738,34 +738,26 @@ class SqlStorage(AlertStore, RolloutSql):
             params,
         )
 
-    def range_totals(self, start: int, end: int, now: float | None = None) -> list[tuple[Any, ...]] | None:
-        """``(device, model, windows, requests, rows, errors, counts)`` of every device over
-        ``[start, end)`` from the running totals (:mod:`._range_totals`), or ``None`` when
-        no totals cover exactly that range.
+    def range_totals(self, start: int, end: int, now: float | None = None, *, counts: bool = True,
+                     devices: Sequence[str] | None = None) -> list[tuple[Any, ...]] | None:
+        """``(device, model, windows, requests, rows, errors[, counts])`` of every device (or of
+        ``devices``) over ``[start, end)`` from the running totals (:mod:`._range_totals`), or
+        ``None`` when no totals cover exactly that range.
 
         Given ``now``, a range the page shows at ``now`` (last 24 h / 7 days) that the
         totals have not reached yet moves them on first (once an hour). One statement
         reads a range and its rows: both from the same snapshot.
         """
-        rows = self._range_total_rows(start, end)
+        rows = _range_totals.read(self._query, start, end, counts, devices)
         shown = {_range_totals.window(s, now) for s in _range_totals.SPANS} if now is not None else set()
         if rows is None and (start, end) in shown:
-            with self.write() as tx:
-                for span in _range_totals.SPANS:
-                    _range_totals.advance(tx, span, now)
-            rows = self._range_total_rows(start, end)
+            for span in _range_totals.SPANS:  # a step a transaction: ingest waits for one step at most
+                while True:
+                    with self.write() as tx:
+                        if not _range_totals.advance(tx, span, now):
+                            break
+            rows = _range_totals.read(self._query, start, end, counts, devices)
         return rows
-
-    def _range_total_rows(self, start: int, end: int) -> list[tuple[Any, ...]] | None:
-        rows = self._query(
-            "SELECT r.device, r.model, r.windows, r.requests, r.rows, r.errors, r.counts FROM range_totals t "
-            "LEFT JOIN rollups r ON r.level = 't' || CAST(t.span AS TEXT) AND r.bucket = t.since "
-            "WHERE t.since = ? AND t.until = ?",
-            (start, end),
-        )
-        if not rows:
-            return None
-        return [tuple(r) for r in rows if r[0] is not None]
 
     def window_bodies_between(self, device: str, start: float, end: float, model: str | None = None) -> list[str]:
         """Bodies of ``device``'s windows starting in ``[start, end)`` (of ``model`` if given), oldest first."""
