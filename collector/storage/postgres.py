@@ -100,6 +100,7 @@ class PostgresStorage(SqlStorage):
             "ORDER BY k.i",
             _columns(keys, 4),
             prepare=False,
+            binary=True,  # the 2-3 KB count vectors as bytes, not hex text both sides decode
         )]
 
     def insert_rollups(self, conn: Any, rows: list[tuple[Any, ...]]) -> set[tuple[str, str, str, int]]:
