@@ -174,6 +174,9 @@ def apply_batches(
                 outcomes.append(_apply_one(tx, b, devices, known, learned, minutes, now))
             except Rejected as exc:
                 outcomes.append(exc)
+        # Windows and device rows first: the roll-up rows (the fleet's are shared by every
+        # collector process) are then locked for the roll-up statements and COMMIT only.
+        tx.flush()
         tx.add_to_rollups(expand_minutes(minutes))
     known.update(learned)
     return outcomes
