@@ -19,7 +19,6 @@ checkpoint is never recovered while its process might still write it.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 try:  # POSIX
@@ -38,7 +37,7 @@ class Owner:
     def __init__(self, state_dir: Path) -> None:
         folder = Path(state_dir) / DIR_NAME
         folder.mkdir(parents=True, exist_ok=True)
-        self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.name = f"{os.getpid()}-{os.urandom(6).hex()}"
         self.path = folder / self.name
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         if fcntl is not None:

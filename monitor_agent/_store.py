@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mlpack_edge._fs import atomic_write_text
 from mlpack_edge.errors import OutboxError
 
 __all__ = [
@@ -48,6 +47,7 @@ __all__ = [
     "set_aside",
     "reserve",
     "PAGE_SIZE",
+    "CACHE_KIB",
 ]
 
 log = logging.getLogger("mlpack_edge.monitor_agent")
@@ -57,6 +57,11 @@ SEQ_NAME = "outbox.seq"
 KEEP_ASIDE = 3
 RESERVE_BLOCK = 1024
 PAGE_SIZE = 1024
+# SQLite's page cache per connection, in KiB (``PRAGMA cache_size``; SQLite's default is 2,000).
+# The agent's stores write a few pages a second and read back little, so a bigger cache buys
+# nothing the OS page cache does not, while each connection kept up to 2 MB of a serving
+# process's memory (the outbox's quick_check at open alone reads every page through it).
+CACHE_KIB = 256
 SCHEMA_VERSION = 1
 _COUNTERS = (
     "produced", "delivered", "merged", "dropped", "dropped_rows", "dead_letter",
@@ -140,6 +145,7 @@ def _open(path: Path, cap_bytes: int) -> sqlite3.Connection:
             raise OutboxError(f"{path}: the file system does not support SQLite WAL mode")
         page = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         # The outbox checkpoints the WAL itself, within its cap; this is a safety net.
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, cap_bytes // page // 16)}")
         conn.execute(f"PRAGMA journal_size_limit = {max(page, cap_bytes // 64)}")
@@ -224,7 +230,11 @@ def reserve(conn: sqlite3.Connection, state_dir: Path, kind: str) -> int:
     if seq > meta[f"reserved_{kind}"]:
         floor = {"window": meta["reserved_window"], "audit": meta["reserved_audit"]}
         floor[kind] = seq + RESERVE_BLOCK - 1
-        # Durable before the number is used: a reset can then always start above it.
+        # Durable before the number is used: a reset can then always start above it. Imported
+        # here (once per RESERVE_BLOCK windows): _fs loads shutil and tempfile (with bz2 and lzma),
+        # ~0.3 MB a serving process would otherwise hold for nothing.
+        from mlpack_edge._fs import atomic_write_text
+
         atomic_write_text(state_dir / SEQ_NAME, json.dumps(floor, sort_keys=True) + "\n")
         conn.execute("UPDATE meta SET value=? WHERE key=?", (floor[kind], f"reserved_{kind}"))
     return int(seq)

@@ -71,6 +71,16 @@ CHECKED_CAPS_BELOW = 16 * 1024 * 1024
 RECOVER_SECONDS = 10.0  # how often a long-running agent looks for dead processes' checkpoints
 TICK_SECONDS = 1.0
 REMEMBER_ROWS = 50_000  # one-shot: prediction ids buffered before they go to the join store
+# Long-running: ids buffered before the tick thread is woken to write them, rather than at its
+# next tick. A second of ids held as Python objects (list, str, tuple per request: ~250 B a
+# row) was ~2.5 MB of a loaded single-row serve's memory at 10k requests/s, more with batches;
+# 2,048 rows bound it near 0.5 MB for a transaction (no fsync: synchronous=NORMAL) every ~0.2 s.
+TICK_DRAIN_ROWS = 2_048
+# How often (at most) the tick thread hands the C heap's free pages back to the OS (glibc's
+# malloc_trim) after it wrote something: opening the stores and writing ids leave freed but
+# kept pages behind (~1.2 MB of an idle serve's 31 MB after start); a trim costs 0.1-0.3 ms of
+# this thread (a few ms the first time), the GIL released meanwhile.
+TRIM_SECONDS = 5.0
 _SPOOL_MAX_IDS = 10_000  # one-shot: more ids than this go to the join store at exit, not the spool (_spool.MAX_IDS)
 
 
@@ -195,6 +205,10 @@ class Agent:
         self._ids: IdMaker | None = None
         self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
         self._remembered_rows = 0
+        self._drain_rows = REMEMBER_ROWS  # TICK_DRAIN_ROWS once started
+        self._wake = threading.Event()  # the tick thread's: ids to write (or stop)
+        self._writes = 0  # ids drained, windows stored, checkpoints written: when a malloc_trim may help
+        self._trim_mark = -1  # _writes at the last malloc_trim
         self._draining = threading.Lock()  # orders drains of the buffers and label joins (see add_labels)
         self._to_capture: collections.deque[tuple[list[tuple[str, dict[str, Any], Any]], float]] = collections.deque()
         self._next_handoff = 0.0
@@ -326,14 +340,18 @@ class Agent:
     def remember(self, ids: list[str], predictions: Any) -> None:
         """Keep what a later label for ``ids`` is compared with (class indices or values).
 
-        Only a list append here: the tick thread (or, one-shot, the exit or every
-        :data:`REMEMBER_ROWS` rows) writes them to the join store, so a one-shot ``predict``
-        loads SQLite only at exit, as the rest of the agent does.
+        Only a list append here: the tick thread (every tick, and woken every
+        :data:`TICK_DRAIN_ROWS` rows) or, one-shot, the exit or every :data:`REMEMBER_ROWS`
+        rows writes them to the join store, so a one-shot ``predict`` loads SQLite only at
+        exit, as the rest of the agent does.
         """
         self._remembered.append((ids, predictions, self._clock()))
         self._remembered_rows += len(ids)
-        if self._remembered_rows >= REMEMBER_ROWS and not self._started:
-            self._drain_remembered()
+        if self._remembered_rows >= self._drain_rows:
+            if not self._started:
+                self._drain_remembered()
+            elif not self._wake.is_set():
+                self._wake.set()  # the tick thread writes them now (see TICK_DRAIN_ROWS)
 
     @property
     def capture_rate(self) -> float:
@@ -369,7 +387,8 @@ class Agent:
                 break
             self._remembered_rows -= len(ids)
             store.remember(h, ids, preds, t)
-        store.flush()
+        if store.flush():
+            self._writes += 1
 
     def _has_feedback_store(self) -> bool:
         from mlpack_edge.monitor_agent.feedback import DB_NAME
@@ -410,6 +429,7 @@ class Agent:
                 log.error("telemetry window %s..%s not stored: %s", window.start, window.end, exc)
             else:
                 self._stored_start = max(self._stored_start, window.start)
+                self._writes += 1
 
     def _may_spool(self) -> bool:
         """Whether this exit writes the spool (:mod:`._spool`) instead of the two SQLite stores:
@@ -484,6 +504,7 @@ class Agent:
                     log.error("telemetry checkpoint of window %s not stored: %s", snap.start, exc)
                 return False
             self._checkpointed = key
+            self._writes += 1
             return True
 
     # ------------------------------------------------------------------ one step at a time
@@ -554,6 +575,7 @@ class Agent:
             return
         self._stop.clear()
         self._started = True
+        self._drain_rows = TICK_DRAIN_ROWS
         self.outbox  # noqa: B018 - a deferred agent that becomes long-running opens it now
         if self._has_feedback_store():
             self.feedback  # noqa: B018 - opened now: counts a dead process left are handed over by the tick
@@ -573,6 +595,7 @@ class Agent:
             return
         self._stopped = True
         self._stop.set()
+        self._wake.set()
         for t in self._threads:
             t.join(timeout)
         busy = any(t.is_alive() for t in self._threads)  # an upload stuck in a slow request
@@ -618,18 +641,31 @@ class Agent:
         self.stop()
 
     def _tick_loop(self) -> None:
+        trim = _malloc_trim()
+        next_trim = 0.0
         while not self._stop.is_set():
             try:
                 self.tick()
             except Exception:  # keep monitoring alive; the next tick may succeed
                 log.exception("telemetry tick failed")
+            if trim is not None and time.monotonic() >= next_trim and self._wrote_since_trim():
+                trim(0)
+                next_trim = time.monotonic() + TRIM_SECONDS
             # Wake at the window boundary (not up to a second late): records arriving
             # between the boundary and this tick still count in the closing window.
             now = self._clock()
             until = min(TICK_SECONDS, self.recorder.window_end - now + 0.001)
             if self.config.checkpoint_seconds > 0:
                 until = min(until, self._next_checkpoint - now)
-            self._stop.wait(max(0.001, until))
+            self._wake.wait(max(0.001, until))
+            self._wake.clear()  # before the tick: ids remembered from here on wake the next one
+
+    def _wrote_since_trim(self) -> bool:
+        """Whether this agent wrote to its stores since the last call (the first call: yes, start opened them)."""
+        if self._writes == self._trim_mark:
+            return False
+        self._trim_mark = self._writes
+        return True
 
     def _upload_loop(self) -> None:
         def remember(result: SyncResult) -> None:
@@ -639,6 +675,16 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(model={self.model.name!r}, state_dir={str(self.state_dir)!r}, config={self.config!r})"
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (free heap pages back to the OS), ``None`` where there is none."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):  # not glibc
+        return None
 
 
 def _finite(v: Any) -> Any:

@@ -45,8 +45,8 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
-import secrets
 import sqlite3
 import sys
 import threading
@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from mlpack_edge.errors import AgentError
 from mlpack_edge.monitor_agent import _spool
 from mlpack_edge.monitor_agent._ids import IdMaker, IdRun, split_id
-from mlpack_edge.monitor_agent._store import immediate_tx
+from mlpack_edge.monitor_agent._store import CACHE_KIB, immediate_tx
 from mlpack_edge.monitor_agent.wire import Feedback, Residuals, Window
 
 if TYPE_CHECKING:
@@ -180,13 +180,14 @@ class FeedbackStore:
         self._blocks: list[_Block] = []  # batches of generated ids (IdRun): one row each
         self.capture_max_rows_per_day = int(capture_max_rows_per_day)
         self._captured: list[tuple[str, str, float, str, str]] = []  # (model, id, time, row JSON, output JSON)
-        self._rng = random.Random(secrets.randbits(64))
+        self._rng = random.Random(int.from_bytes(os.urandom(8), "little"))
         self._model_keys: dict[str, int] = {}
         self._count: int | None = None  # rows in ``predictions`` (this process's view; see _evict_locked)
         try:
             self._conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # see _store.CACHE_KIB
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise AgentError(f"{self.path}: cannot open the feedback store ({exc})") from None
@@ -211,7 +212,7 @@ class FeedbackStore:
             except AgentError as exc:  # the file stays for the next open
                 log.error("spooled prediction ids %s not stored: %s", path, exc)
                 return
-            _spool.done(path)
+            _spool.done(path, "ids")
 
     def close(self) -> None:
         with self._lock:
@@ -514,7 +515,7 @@ class FeedbackStore:
                 w = Window(model=model, seq=0, start=start, end=end,
                            feedback=Feedback.from_dict(json.loads(body), "feedback"))
                 conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)",
-                             (secrets.token_hex(16), json.dumps(w.to_dict())))
+                             (os.urandom(16).hex(), json.dumps(w.to_dict())))
             conn.execute("DELETE FROM counts")
             self._handoff_samples_locked(conn)
 
@@ -535,7 +536,7 @@ class FeedbackStore:
             for model, samples in by_model.items():
                 times = [x["time"] for x in samples]
                 w = Window(model=model, seq=0, start=min(times), end=max(times), samples=samples)
-                conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)", (secrets.token_hex(16), json.dumps(w.to_dict())))
+                conn.execute("INSERT INTO handoffs (token, body) VALUES (?, ?)", (os.urandom(16).hex(), json.dumps(w.to_dict())))
 
     def captured(self, model: str) -> dict[str, int]:
         """How many rows are kept for ``model`` and how many wait to be sent."""

@@ -421,7 +421,7 @@ class Outbox:
             with self._tx(conn):
                 for path, windows in taken:
                     for i, window in enumerate(windows):
-                        token = f"spool:{path.name}:{i}"
+                        token = _spool.window_token(path, i)
                         if conn.execute("SELECT 1 FROM handoffs WHERE token = ?", (token,)).fetchone() is None:
                             seq = self._insert_window(conn, window)
                             conn.execute("INSERT INTO handoffs (token, seq) VALUES (?, ?)", (token, seq))
@@ -430,7 +430,7 @@ class Outbox:
 
         n = self._write(op, 0)
         for path, _ in taken:
-            _spool.done(path)
+            _spool.done(path, "window")
         return n
 
     def recover_checkpoints(self, skip_owner: str | None = None, orphans: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""System samples (psutil): how loaded the device is while it serves the model.
+"""System samples: how loaded the device is while it serves the model.
 
 One sample = process CPU % and RSS, machine CPU % and memory %, free bytes on the
 state dir's disk; it becomes a :class:`~mlpack_edge.monitor_agent.wire.SystemStats` with
@@ -6,9 +6,10 @@ state dir's disk; it becomes a :class:`~mlpack_edge.monitor_agent.wire.SystemSta
 
 CPU percentages cover the time since the previous sample; the first sample covers the
 time since the process started (its own CPU) and since the sampler was made (the
-machine's). Making a sampler costs one read of ``/proc/stat``: psutil (~5-10 ms to
-import) is loaded by the first sample, so a one-shot ``predict`` that samples once at
-exit does not pay for it before its first prediction.
+machine's). On Linux every sample is read from ``/proc`` (the figures psutil gives, see
+``tests/monitor_agent/test_system.py``): psutil is imported only where ``/proc`` cannot
+be read, because its import is ~5-10 ms on a one-shot ``predict``'s exit path and about
+0.5 MB that a long-running ``serve`` would hold for nothing.
 """
 
 from __future__ import annotations
@@ -35,21 +36,24 @@ class SystemSampler:
 
     def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.state_dir = Path(state_dir)
-        self._proc: Any = None  # psutil.Process, made by the first sample
+        self._proc: Any = None  # psutil.Process: only where /proc cannot be read
         self._machine_ref = _machine_jiffies()  # None where there is no /proc/stat
+        self._proc_ref: tuple[float, float] | None = None  # (CPU seconds, wall time) at the last /proc sample
 
     def once(self) -> SystemStats:
-        """A first and only sample (a one-shot ``predict`` at exit), read from ``/proc`` without psutil.
-
-        The same figures psutil gives for a first sample (process CPU since it started, RSS,
-        machine CPU since the sampler was made, memory %, free disk), without its ~10 ms import
-        on the exit path. Where ``/proc`` is missing or unreadable: :meth:`__call__`. It primes
-        nothing, so it is for a sampler that samples once.
-        """
-        got = _proc_sample(self.state_dir, self._machine_ref) if self._proc is None else None
-        return got if got is not None else self()
+        """A first and only sample (a one-shot ``predict`` at exit): the same as the first call."""
+        return self()
 
     def __call__(self) -> SystemStats:
+        if self._proc is None and self._machine_ref is not None:
+            got = _proc_sample(self.state_dir, self._machine_ref, self._proc_ref)
+            if got is not None:
+                sample, self._machine_ref, self._proc_ref = got
+                return sample
+        return self._psutil_sample()
+
+    def _psutil_sample(self) -> SystemStats:
+        """Where ``/proc`` is missing or unreadable (not Linux)."""
         import psutil
 
         first = self._proc is None
@@ -106,37 +110,53 @@ def _busy_percent(before: tuple[int, int], after: tuple[int, int] | None) -> flo
     return round(100.0 * busy / (after[1] - before[1]), 1)
 
 
-def _proc_sample(state_dir: Path, machine_ref: tuple[int, int] | None) -> SystemStats | None:
-    """:meth:`SystemSampler.once` from ``/proc`` (Linux); ``None`` where it cannot be read."""
-    if machine_ref is None:
-        return None
+def _proc_sample(
+    state_dir: Path, machine_ref: tuple[int, int], proc_ref: tuple[float, float] | None
+) -> tuple[SystemStats, tuple[int, int], tuple[float, float]] | None:
+    """A sample from ``/proc`` (Linux) and the references for the next one; ``None`` where it
+    cannot be read. ``proc_ref`` ``None``: the process's CPU since it started (psutil's
+    ``create_time``), else since ``proc_ref``'s (CPU seconds, wall time), as ``cpu_percent``."""
     try:
-        with open("/proc/self/stat", "rb") as fh:
-            fields = fh.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
         with open("/proc/self/statm", "rb") as fh:
             rss = float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-        with open(_PROC_STAT, "rb") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime "))
         with open("/proc/meminfo", "rb") as fh:
-            info = {line.split(b":")[0]: int(line.split()[1]) for line in fh}
+            info = {}
+            for line in fh:  # the first three lines hold both figures
+                key, _, rest = line.partition(b":")
+                info[key] = int(rest.split()[0])
+                if b"MemAvailable" in info:
+                    break
         total, available = info[b"MemTotal"], info[b"MemAvailable"]
+        machine = _machine_jiffies()
+        if machine is None:
+            return None
+        times = os.times()
+        now = time.time()
+        cpu_s = times.user + times.system
+        if proc_ref is None:
+            with open("/proc/self/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+            with open(_PROC_STAT, "rb") as fh:
+                boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime "))
+            started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime: as psutil's create_time
+            proc_cpu = round(100.0 * cpu_s / max(now - started, 0.01), 1)
+        else:
+            elapsed = now - proc_ref[1]
+            proc_cpu = round(100.0 * (cpu_s - proc_ref[0]) / elapsed, 1) if elapsed > 0 else 0.0
     except (OSError, ValueError, IndexError, KeyError, StopIteration):
         return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    started = boot + int(fields[19]) / ticks  # field 22, starttime: as psutil's create_time
-    times = os.times()
-    elapsed = max(time.time() - started, 0.01)
     try:
         st = os.statvfs(state_dir)
         disk_free: float | None = float(st.f_bavail * st.f_frsize)
     except OSError:
         disk_free = None
-    return SystemStats(
+    sample = SystemStats(
         samples=1,
-        proc_cpu=round(100.0 * (times.user + times.system) / elapsed, 1),
+        proc_cpu=proc_cpu,
         proc_rss_sum=rss,
         proc_rss_max=rss,
-        cpu=_busy_percent(machine_ref, _machine_jiffies()),
+        cpu=_busy_percent(machine_ref, machine),
         mem=round(100.0 * (total - available) / total, 1) if total > 0 else 0.0,
         disk_free_min=disk_free,
     )
+    return sample, machine, (cpu_s, now)

@@ -516,6 +516,7 @@ def serve(
         if host not in ("127.0.0.1", "localhost", "::1"):
             click.echo(f"note: listening on {host}: other machines can query this model", err=True)
         click.echo(f"serving {model.name} {model.version} on {server.url} (Ctrl-C to stop)", err=True)
+        _release_free_heap()
         try:
             server.serve_until_signal()  # SIGTERM (the service manager) or SIGINT (Ctrl-C)
         finally:
@@ -527,6 +528,21 @@ def serve(
         launcher = obj.installed.model_dir / "current" / obj.installed.launcher_name
         click.echo(f"restarting into {launcher}", err=True)
         restart_into(launcher, sys.argv[1:])
+
+
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the OS once the model is loaded (glibc ``malloc_trim``).
+
+    Opening the bundle and the onnxruntime session frees more than it keeps (fleet_faults'
+    HistGradientBoosting: ~5 MB of a 38 MB idle ``serve``), and glibc keeps freed pages in
+    the heap; a long-running server would hold them for nothing. No-op where there is no glibc.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _follow_rollouts(obj: DeviceContext, agent: Agent | None, switched: list[str], servers: list[Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -133,3 +134,58 @@ def test_an_eager_agent_fails_at_open_on_a_bad_state_dir(tmp_path: Path, model: 
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(OutboxError, match=r"cannot create the state directory \(Not a directory\)$"):
         Agent.open(model, tmp_path / "file" / "state", sampler=fixed_sampler)
+
+
+class _RecordingEvent(threading.Event):
+    """The tick thread's wake event, counting ``set`` calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def test_a_started_agent_wakes_its_tick_to_write_ids_every_so_many_rows(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock
+) -> None:
+    """Ids wait in memory for the tick only up to TICK_DRAIN_ROWS rows (a second of a busy serve's
+    ids as Python objects was megabytes); past that, the tick thread is woken to write them."""
+    from mlpack_edge.monitor_agent.agent import TICK_DRAIN_ROWS
+
+    agent = Agent.open(model, tmp_path, AgentConfig(window_seconds=60), clock=clock, sampler=fixed_sampler)
+    agent.start()
+    try:
+        agent._wake = wake = _RecordingEvent()  # noqa: SLF001 - the tick thread waits on the old one until its timeout
+        few = agent.new_ids(TICK_DRAIN_ROWS // 2)
+        agent.remember(few, np.zeros(len(few)))
+        assert wake.sets == 0  # below the bound: the next tick writes them
+        more = agent.new_ids(TICK_DRAIN_ROWS // 2)
+        agent.remember(more, np.ones(len(more)))
+        assert wake.sets == 1
+        agent.remember(agent.new_ids(1), np.ones(1))
+        assert wake.sets == 1  # one wake per drain, not one per request
+    finally:
+        agent.stop()
+    con = sqlite3.connect(tmp_path / "feedback.sqlite")
+    try:
+        stored = con.execute("SELECT COALESCE(SUM(last - first + 1), 0) FROM blocks").fetchone()[0]
+        stored += con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    finally:
+        con.close()
+    assert stored == TICK_DRAIN_ROWS + 1  # all written by the exit at the latest, none twice
+
+
+def test_the_stores_keep_a_small_sqlite_page_cache(tmp_path: Path, model: ModelInfo, clock: FakeClock) -> None:
+    """2 MB (SQLite's default) per connection was a serving process's memory held for pages the OS caches anyway."""
+    from mlpack_edge.monitor_agent._store import CACHE_KIB
+
+    agent = Agent.open(model, tmp_path, AgentConfig(window_seconds=60), clock=clock, sampler=fixed_sampler)
+    try:
+        assert CACHE_KIB <= 512
+        assert agent.outbox._conn.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB  # noqa: SLF001
+        assert agent.feedback._conn.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB  # noqa: SLF001
+    finally:
+        agent.stop()

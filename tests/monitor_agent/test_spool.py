@@ -39,13 +39,13 @@ def test_a_short_one_shot_run_spools_and_the_next_stores_take_it_in(
 ) -> None:
     state = tmp_path / "state"
     ids = _one_shot(model, state, clock)
-    assert _spooled(state) == ["ids.json", "window.json"]
+    assert _spooled(state) == ["ids-window.json"]  # one file: one fsync for both parts
     assert not (state / "outbox.sqlite").exists() and not (state / "feedback.sqlite").exists()
     with Outbox.open(state) as box:  # every open takes the spooled windows in
         windows = box.pending_windows()
         assert [(w.start, w.rows, w.requests, w.system.samples) for w in windows] == [(T0, 5, 1, 1)]
         assert set(box.models()) == {model.content_hash}
-    assert _spooled(state) == ["ids.json"]
+    assert _spooled(state) == ["ids.json"]  # the window's part taken, the ids' left in a file of their own
     store = FeedbackStore(state, clock=clock)  # (the join window runs on the same clock)
     try:
         got = store._conn.execute("SELECT id, pred FROM predictions ORDER BY id").fetchall()  # noqa: SLF001
@@ -114,7 +114,7 @@ def test_a_one_shot_exit_that_spools_loads_no_sqlite(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True, cwd=root)
     assert out.stdout == "[]\n"
-    assert len(list((tmp_path / "state" / _spool.DIR_NAME).glob("*.json"))) == 2
+    assert len(list((tmp_path / "state" / _spool.DIR_NAME).glob("*.json"))) == 1
 
 
 def test_several_spooled_runs_are_stored_in_order_by_one_open(tmp_path: Path, model: ModelInfo, clock: FakeClock) -> None:
@@ -126,3 +126,55 @@ def test_several_spooled_runs_are_stored_in_order_by_one_open(tmp_path: Path, mo
         got = [(w.start, w.rows) for w in box.pending_windows()]
     assert got == [(T0, 3), (T0 + 60, 4), (T0 + 120, 5)]
     assert _spooled(state) == []
+
+
+def test_the_ids_store_may_take_its_part_first(tmp_path: Path, model: ModelInfo, clock: FakeClock) -> None:
+    state = tmp_path / "state"
+    ids = _one_shot(model, state, clock)
+    store = FeedbackStore(state, clock=clock)
+    try:
+        got = store._conn.execute("SELECT id FROM predictions ORDER BY id").fetchall()  # noqa: SLF001
+    finally:
+        store.close()
+    assert [g[0] for g in got] == sorted(ids)
+    assert _spooled(state) == ["window.json"]
+    with Outbox.open(state) as box:
+        assert [w.rows for w in box.pending_windows()] == [5]
+    assert _spooled(state) == []
+
+
+def test_a_window_left_apart_after_the_outbox_took_it_is_not_stored_twice(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock
+) -> None:
+    """Two processes taking in one two-part file at once: the outbox stores the window, while the
+    feedback store (which read the file first) writes the window part apart. The window file it
+    leaves carries the same hand-off token: the next open does not store it again."""
+    state = tmp_path / "state"
+    _one_shot(model, state, clock)
+    (both,) = (state / _spool.DIR_NAME).glob("*.ids-window.json")
+    kept = both.read_bytes()
+    with Outbox.open(state) as box:
+        assert len(box.pending_windows()) == 1
+    both.write_bytes(kept)  # the feedback store's process read it before the outbox removed it
+    _spool.done(both, "ids")  # ... and writes the window part apart
+    assert _spooled(state) == ["ids.json", "window.json"]
+    with Outbox.open(state) as box:
+        assert len(box.pending_windows()) == 1
+    assert _spooled(state) == ["ids.json"]
+
+
+def test_a_short_run_exit_writes_one_file_with_two_fsyncs(
+    tmp_path: Path, model: ModelInfo, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exit's cost on the disk: the file's data and the folder's entry, once each (the folder
+    exists: an earlier run made it)."""
+    import os
+
+    state = tmp_path / "state"
+    (state / _spool.DIR_NAME).mkdir(parents=True)
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    _one_shot(model, state, clock)
+    assert len(synced) == 2
+    assert _spooled(state) == ["ids-window.json"]

@@ -36,18 +36,40 @@ def test_machine_cpu_share_counts_like_psutil() -> None:
     assert 0 < busy < total
 
 
-def test_making_a_sampler_does_not_import_psutil(tmp_path: Path) -> None:
-    """A one-shot predict makes its sampler at start and samples at exit: psutil is loaded only then."""
+def test_sampling_on_linux_does_not_import_psutil(tmp_path: Path) -> None:
+    """Every sample comes from /proc: psutil (~0.5 MB, ~10 ms) is never loaded by a serving process."""
     probe = (
         "import sys\n"
         "from mlpack_edge.monitor_agent.system import SystemSampler\n"
         f"s = SystemSampler({str(tmp_path)!r})\n"
         "print('psutil' in sys.modules, end=' ')\n"
-        "s()\n"
-        "print('psutil' in sys.modules)\n"
+        "a, b = s(), s()\n"
+        "print('psutil' in sys.modules, a.samples + b.samples)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout == "False True\n"
+    assert out.stdout == "False False 2\n"
+
+
+def test_later_samples_count_cpu_since_the_previous_one_like_psutil(tmp_path: Path) -> None:
+    """The second /proc sample's process CPU % covers the time since the first, as psutil's ``cpu_percent``."""
+    import psutil
+
+    sampler = SystemSampler(tmp_path)
+    proc = psutil.Process()
+    sampler()
+    proc.cpu_percent(None)
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # one core busy: close to 100% (less on a loaded machine)
+        pass
+    got = sampler()
+    expected = proc.cpu_percent(None)
+    assert got.proc_cpu > 20.0
+    assert abs(got.proc_cpu - expected) < 15.0  # a few µs apart, 10 ms tick resolution
+    assert abs(got.mem - psutil.virtual_memory().percent) < 5.0
+    assert abs(got.proc_rss_max - proc.memory_info().rss) < 8e6
+    time.sleep(0.3)
+    idle = sampler()  # asleep since: far below the busy figure
+    assert idle.proc_cpu < 50.0
 
 
 def test_a_single_sample_from_proc_agrees_with_psutil(tmp_path: Path) -> None:
