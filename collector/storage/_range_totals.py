@@ -65,12 +65,13 @@ def share(tx: WriteTx, deltas: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollu
     """The totals' part of the roll-up ``deltas`` of an ingest transaction.
 
     The ranges are read under a shared lock (PostgreSQL) so that an :func:`advance`
-    running in another process waits for this transaction, and this one for it.
+    running in another process waits for this transaction, and this one for it (by
+    :meth:`WriteTx.open_group` at the start of an ingest group, else here).
     """
     hourly = [(k, r) for k, r in deltas.items() if k[0] == "h" and k[2] != FLEET]
     if not hourly:
         return {}
-    state = _state(tx, lock=" FOR SHARE")
+    state = tx.shared_ranges if tx.shared_ranges is not None else _state(tx, lock=" FOR SHARE")
     out: dict[RollupKey, Rollup] = {}
     for (_lv, model, device, bucket), r in hourly:
         for span, (since, until) in state.items():
