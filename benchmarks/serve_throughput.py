@@ -9,6 +9,11 @@ starts in turn, round after round (so the machine's load moves them alike):
 
 * ``mlpack serve`` with the monitoring agent on (``--state-dir``, as an installed service runs);
 * ``mlpack serve --no-monitor``;
+* ``installed`` (only when listed in ``--servers``): the device executable frozen by
+  ``mlpack build`` (PyInstaller; the first freeze on a machine takes about a minute),
+  installed with ``install --prefix`` and run as ``<installed launcher> serve``, agent on
+  as an installed device runs it: the installed default, not the source checkout's
+  interpreter (the two differ: the frozen runtime runs on a shared ``libpython``);
 * ``uvicorn``: a Starlette + onnxruntime app, 1 worker, uvloop + httptools, access log off
   (``benchmarks/_serve_baselines.py``; needs ``pip install uvicorn starlette uvloop httptools``);
 * ``stdlib``: ``ThreadingHTTPServer`` + onnxruntime, keep-alive, ``TCP_NODELAY``.
@@ -51,7 +56,7 @@ from mlpack_edge.builder import build
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINES = Path(__file__).resolve().parent / "_serve_baselines.py"
-SERVERS = ("serve", "serve --no-monitor", "uvicorn", "stdlib")
+SERVERS = ("serve", "serve --no-monitor", "uvicorn", "stdlib")  # the default; "installed" on request
 TARGETS = {"breast_cancer": "diagnosis", "fleet_faults": "fault"}
 
 
@@ -78,11 +83,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(kind: str, bundle: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _install(spec: Path, work: Path) -> Path:
+    """Freeze and install the example's device executable; returns the installed launcher."""
+    result = build(spec, work / "dist-exe" / spec.parent.name)
+    assert result.executable is not None
+    prefix = work / f"prefix-{spec.parent.name}"
+    subprocess.run([str(result.executable), "install", "--prefix", str(prefix), "--allow-unsigned"],
+                   check=True, capture_output=True, env=_device_env())
+    name = result.manifest["name"]
+    print(f"{spec.parent.name}: installed {result.executable.name} ({result.executable.stat().st_size / 1e6:.2f} MB)", flush=True)
+    return prefix / name / "current" / name
+
+
+def _device_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLPACK_")}
+
+
+def _start(kind: str, bundle: Path, work: Path, launcher: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     port = _free_port()
-    if kind.startswith("serve"):
+    if kind == "installed":
+        assert launcher is not None
+        cmd = [str(launcher), "serve", "--port", str(port), "--max-connections", "256"]
+        env = _device_env()
+    elif kind.startswith("serve"):
         cmd = [sys.executable, "-m", "mlpack_edge.runtime.cli", "--bundle", str(bundle), "--allow-unsigned", "serve",
                "--port", str(port), "--max-connections", "256"]
         cmd += ["--no-monitor"] if "no-monitor" in kind else ["--state-dir", str(work / f"state-{port}")]
@@ -164,8 +189,10 @@ def _seconds(text: str) -> float:
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def _one_server(kind: str, bundle: Path, work: Path, rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    proc, url = _start(kind, bundle, work)
+def _one_server(
+    kind: str, bundle: Path, work: Path, rows: list[dict[str, Any]], args: argparse.Namespace, launcher: Path | None = None
+) -> dict[str, Any]:
+    proc, url = _start(kind, bundle, work, launcher)
     try:
         _ready(proc, url, rows[0])
         time.sleep(0.5)
@@ -207,7 +234,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--batch", type=int, default=100, help="rows per batched request")
     ap.add_argument("--models", default="breast_cancer,fleet_faults")
-    ap.add_argument("--servers", default=",".join(SERVERS))
+    ap.add_argument("--servers", default=",".join(SERVERS), help="of serve, 'serve --no-monitor', installed, uvicorn, stdlib")
     ap.add_argument("--protocols", action="store_true", help="also MLflow /invocations and KServe v2 infer against serve")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -218,11 +245,12 @@ def main() -> None:
         work = Path(tmp)
         for example in args.models.split(","):
             bundle = build(ROOT / "examples" / example / "mlpack.toml", work / "dist" / example, executable=False).bundle_dir
+            launcher = _install(ROOT / "examples" / example / "mlpack.toml", work) if "installed" in servers else None
             rows = _rows(example, args.batch)
             runs: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
             for r in range(args.rounds):
                 for kind in servers if r % 2 == 0 else servers[::-1]:  # alternate the order too
-                    runs[kind].append(_one_server(kind, bundle, work, rows, args))
+                    runs[kind].append(_one_server(kind, bundle, work, rows, args, launcher))
             _report(example, runs, args)
 
 

@@ -65,7 +65,7 @@ from mlpack_edge import __version__
 from mlpack_edge.errors import InferenceError, InputError, MlpackError, ServeError
 from mlpack_edge.runtime import _mlflow, _openapi, _v2
 from mlpack_edge.runtime._http import HttpServer, Request, Response
-from mlpack_edge.runtime._format import error_record, json_floats
+from mlpack_edge.runtime._format import ENCODE, error_record, json_floats, predictions_json
 from mlpack_edge.runtime.metrics import CONTENT_TYPE, ServeMetrics
 from mlpack_edge.runtime.model import BatchResult, Model
 from mlpack_edge.runtime.schema import Batch
@@ -299,23 +299,29 @@ class PredictServer:
                     payload = [{k: v for k, v in r.items() if k != id_field} if isinstance(r, dict) else r for r in payload]
                 result = self.model.predict_rows(payload)
                 self.metrics.rows(result.predicted, len(result.errors))
-                records = result.records()
+                ids: list[str] | None = None
                 if fb is not None and result.predicted:
                     ok = result.ok.tolist()
                     fresh = fb.new_ids(len(ok))
                     ids = [given_ids[k] or fresh[j] for j, k in enumerate(ok)] if given_ids is not None else fresh
                     fb.remember(ids, self.model.codes(result))
-                    for j, k in enumerate(ok):
-                        records[k]["id"] = ids[j]
                     rate = fb.capture_rate
                     if rate:
                         picked = [j for j in range(len(ok)) if random.random() < rate]
                         if picked:
+                            outputs = result.labels.tolist() if result.values is None else json_floats(result.values)
                             fb.capture([ids[j] for j in picked], [payload[ok[j]] for j in picked],
-                                       [records[ok[j]].get("label", records[ok[j]].get("value")) for j in picked])
+                                       [outputs[j] for j in picked])
                 if self.shadow is not None:
                     self.shadow.submit(payload)
-                return 200, _dumps({"predictions": records, "failed": len(result.errors)}), _JSON
+                body = predictions_json(result, ids if fb is not None else None)
+                if body is None:  # a non-finite output (null in JSON): the general encoder
+                    records = result.records()
+                    if ids is not None:
+                        for j, k in enumerate(result.ok.tolist()):
+                            records[k]["id"] = ids[j]
+                    body = _dumps({"predictions": records, "failed": len(result.errors)})
+                return 200, body, _JSON
         except InferenceError as exc:
             return _error(500, str(exc))
         except _BadId as exc:
@@ -511,11 +517,8 @@ def _row_id(row: Mapping[str, Any], name: str, i: int, where: str | None = None)
 Reply = tuple[Any, ...]  # (status, body, content type[, extra headers])
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # made once: json.dumps with options makes one per call
-
-
 def _dumps(obj: Any) -> bytes:
-    return _ENCODE(obj).encode()
+    return ENCODE(obj).encode()
 
 
 def _error(status: int, message: str) -> Reply:
