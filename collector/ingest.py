@@ -159,10 +159,13 @@ def apply_batches(
     is updated only after the commit succeeds.
     """
     with storage.write(pipelined=True) as tx:
-        devices = tx.devices(sorted({b.device for b in batches}))
-        # Whether each upload meets a stored window: one query for the group (a device's
-        # rows are locked now, so the answer holds until commit).
-        tx.prefetch_overlaps([(b.device, max(w.seq_last or w.seq for w in b.windows)) for b in batches if b.windows])
+        # The devices' rows locked, whether each upload meets a stored window (a device's rows
+        # are locked, so the answer holds until commit) and the running totals' ranges: one
+        # round trip for the group.
+        devices = tx.open_group(
+            sorted({b.device for b in batches}),
+            [(b.device, max(w.seq_last or w.seq for w in b.windows)) for b in batches if b.windows],
+        )
         learned: dict[str, ModelInfo] = {}
         minutes: dict[RollupKey, Rollup] = {}
         outcomes: list[Ack | Rejected] = []
@@ -171,6 +174,9 @@ def apply_batches(
                 outcomes.append(_apply_one(tx, b, devices, known, learned, minutes, now))
             except Rejected as exc:
                 outcomes.append(exc)
+        # Windows and device rows first: the roll-up rows (the fleet's are shared by every
+        # collector process) are then locked for the roll-up statements and COMMIT only.
+        tx.flush()
         tx.add_to_rollups(expand_minutes(minutes))
     known.update(learned)
     return outcomes

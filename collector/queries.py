@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -282,13 +284,18 @@ def _device_aggregates(
     totals: bool = False, now: float = 0.0,
 ) -> dict[tuple[str, str], _Agg]:
     """Per (device, model): summed scalars and count vectors over the range (see :func:`_range_rows`)."""
+    return _aggregate(_range_rows(storage, rng, model, device, totals, now))
+
+
+def _aggregate(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str, str], _Agg]:
+    """``(device, model, windows, requests, rows, errors, counts)`` rows summed per (device, model)."""
     aggs: dict[tuple[str, str], _Agg] = defaultdict(_Agg)
     blobs: dict[str, list[tuple[tuple[str, str], bytes]]] = defaultdict(list)
-    for dev, mdl, windows, requests, rows, errors, counts in _range_rows(storage, rng, model, device, totals, now):
+    for dev, mdl, windows, requests, rows_, errors, counts in rows:
         agg = aggs[(dev, mdl)]
         agg.windows += windows
         agg.requests += requests
-        agg.rows += rows
+        agg.rows += rows_
         agg.errors += errors
         if counts:
             blobs[mdl].append(((dev, mdl), bytes(counts)))
@@ -308,6 +315,163 @@ def _device_aggregates(
     return aggs
 
 
+_Key = tuple[str, str]
+
+
+def _score(models: dict[str, ModelInfo], items: Iterable[tuple[_Key, np.ndarray]], full: bool
+           ) -> dict[_Key, dict[str, Any] | None]:
+    """Each (device, model)'s worst feature from its count vector; all devices of a model in
+    one numpy call per feature. Not ``full``: a worst feature the verdict did not need to
+    test has ``None`` for the test's figures (n, min_count, p_value)."""
+    by_model: dict[str, list[tuple[_Key, np.ndarray]]] = defaultdict(list)
+    for key, counts in items:
+        by_model[key[1]].append((key, counts))
+    worst: dict[_Key, dict[str, Any] | None] = {}
+    for h, group in by_model.items():
+        m = models[h]
+        feats = [s for s in m.sections if s.name in m.features]
+        if not feats:
+            worst.update((k, None) for k, _ in group)
+            continue
+        matrix = np.vstack([c for _, c in group])
+        observed = np.stack([matrix[:, s.start : s.start + s.n_bins].sum(axis=1) for s in feats], axis=1)
+        psis = np.stack([psi_rows(s.shares, matrix[:, s.start : s.start + s.n_bins]) for s in feats], axis=1)
+        need = max(1, m.thresholds.min_count)
+        plain = _plainly_ok(m, feats, psis, observed, need) if not full else None
+        for i, (key, _) in enumerate(group):
+            if plain is not None and plain[i] >= 0:  # what _device_worst(full=False) says, without its loop
+                j = int(plain[i])
+                worst[key] = {"feature": feats[j].name, "psi": round(float(psis[i, j]), 6), "status": "ok", "n": None,
+                              "min_count": None, "p_value": None}
+            else:
+                worst[key] = _device_worst(m, feats, matrix[i], psis[i], observed[i], need, full=full)
+    return worst
+
+
+def _complete(w: dict[str, Any] | None) -> bool:
+    return w is None or w["n"] is not None
+
+
+class _RangeScores:
+    """One process's worst features of every (device, model) over one range of running
+    totals, each kept with the totals' ``(windows, requests, rows, errors)`` it was scored
+    from.
+
+    Any change to a total adds at least one window, so an unchanged quadruple is an
+    unchanged count vector: the page reads the ~40-byte scalars of every device (from the
+    database, so writes by any collector process sharing it are seen) and scores again
+    only the devices whose totals moved (the vectors of those read by name). A warm page
+    of 10,000 devices then tests no device; a busy fleet re-tests those that uploaded
+    since the last page or alert evaluation.
+    """
+
+    def __init__(self, models_key: Any) -> None:
+        self.lock = threading.Lock()
+        self.models_key = models_key
+        self.entries: dict[_Key, tuple[tuple[int, int, int, int], dict[str, Any] | None, dict[str, Any] | None]] = {}
+
+
+#: storage -> (start, end) -> scores; a few ranges per storage (the page's 24 h and 7 days as
+#: the hour turns), dropped with the storage.
+_SCORES: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], _RangeScores]] = weakref.WeakKeyDictionary()
+_SCORES_LOCK = threading.Lock()
+_MAX_RANGES = 4
+#: Above this many stale devices every count vector is read in one statement instead of by name.
+_READ_ALL = 2000
+
+
+def _range_scores(storage: Storage, rng: TimeRange, models: dict[str, ModelInfo]) -> _RangeScores:
+    models_key = tuple(sorted((h, m.profile_json, repr(m.thresholds.to_dict())) for h, m in models.items()))
+    with _SCORES_LOCK:
+        ranges = _SCORES.setdefault(storage, {})
+        scores = ranges.get((rng.start, rng.end))
+        if scores is None or scores.models_key != models_key:
+            scores = ranges[(rng.start, rng.end)] = _RangeScores(models_key)
+            for old in sorted(ranges)[:-_MAX_RANGES]:
+                del ranges[old]
+        return scores
+
+
+#: A device's sums over the range: requests, rows, errors, windows (a plain tuple of ints,
+#: which the garbage collector stops tracking: 10,000 objects fewer for it to scan a page).
+_Sums = tuple[int, int, int, int]
+_NO_SUMS: _Sums = (0, 0, 0, 0)
+
+
+def _sums_of(a: _Agg) -> _Sums:
+    return a.requests, a.rows, a.errors, a.windows
+
+
+def _cached_worst(
+    storage: Storage, rng: TimeRange, now: float, models: dict[str, ModelInfo], devices: list[DeviceRow], full: bool,
+) -> tuple[dict[_Key, _Sums], dict[str, str | None], dict[str, dict[str, Any] | None],
+           Callable[[Collection[str]], None]] | None:
+    """The device table's sums, models and worst features from the running totals' scalars
+    and the process's scores (:class:`_RangeScores`), or ``None`` when no totals cover the range.
+
+    Returns the sums, each device's model, its worst feature (complete if ``full``) and a
+    function completing the named devices' worst features in that dict (the shown page's)."""
+    scalars = storage.range_totals(rng.start, rng.end, now, counts=False)
+    if scalars is None:
+        return None
+    aggs: dict[_Key, _Sums] = {(dev, mdl): (req, nrows, err, win) for dev, mdl, win, req, nrows, err in scalars}
+    chosen = _choose(devices, aggs, None)
+    scores = _range_scores(storage, rng, models)
+    worst: dict[str, dict[str, Any] | None] = {}
+
+    def refresh(keys: list[_Key], need_full: bool) -> bool:
+        """Score ``keys`` again from their vectors as stored now (their sums too: one snapshot a row)."""
+        if not keys:
+            return True
+        names = None if len(keys) > _READ_ALL else [k[0] for k in keys]
+        rows = storage.range_totals(rng.start, rng.end, counts=True, devices=names)
+        if rows is None:  # the range moved on under us (another process): nothing to keep
+            return False
+        wanted = set(keys)
+        fresh = _aggregate(r for r in rows if (r[0], r[1]) in wanted)
+        scored = _score(models, ((k, a.counts) for k, a in fresh.items() if a.counts is not None), need_full)
+        for k in keys:
+            a = fresh.get(k)
+            if a is None:  # gone from the totals since the scalars were read
+                continue
+            aggs[k] = _sums_of(a)
+            w = scored.get(k)
+            scores.entries[k] = (aggs[k], w, w if _complete(w) else None)
+        return True
+
+    with scores.lock:
+        entries = scores.entries
+        stale: list[_Key] = []
+        for n, h in chosen.items():
+            a = aggs.get((n, h)) if h is not None and h in models else None  # type: ignore[arg-type]
+            if a is None:
+                continue
+            e = entries.get((n, h))  # type: ignore[arg-type]
+            if e is None or e[0] != a or (full and e[2] is None):
+                stale.append((n, h))  # type: ignore[arg-type]
+            else:
+                worst[n] = e[1] if e[2] is None else e[2]  # complete once a page has shown it
+        if not refresh(stale, full):
+            return None
+        for k in stale:
+            e = entries.get(k)
+            if e is not None and e[0] == aggs[k]:
+                worst[k[0]] = e[1] if e[2] is None else e[2]
+
+    def complete(names: Collection[str]) -> None:
+        with scores.lock:
+            keys: list[_Key] = [(n, chosen[n]) for n in names if n in worst and not _complete(worst[n])]  # type: ignore[misc]
+            shown = {k: aggs[k] for k in keys}
+            if not keys or not refresh(keys, True):
+                return
+            for k in keys:
+                e = entries.get(k)
+                if e is not None and e[2] is not None and e[0] == shown[k]:  # scored from the vector the row shows
+                    worst[k[0]] = e[2]
+
+    return aggs, chosen, worst, complete
+
+
 def device_table(
     storage: Storage,
     rng: TimeRange,
@@ -324,12 +488,13 @@ def device_table(
     """One row per device: status, model, counts and the worst drifting feature in the range.
 
     ``totals``: read the devices' running totals where they cover the range (the fleet
-    page's last 24 h / 7 days): one row a device instead of its days and edge hours.
+    page's last 24 h / 7 days): their scalars, and the count vectors only of the devices
+    whose totals changed since this process last scored them (:class:`_RangeScores`).
 
     ``detail`` (given the rows) names the devices whose ``worst`` must carry its test (n,
     min_count, p_value): only those are tested when the verdict does not need it (a page of
-    the table). The others' ``worst`` has the feature, PSI and status, and ``None`` for the
-    test's figures. Without it, every row is complete.
+    the table). The others' ``worst`` has the feature, PSI and status, and may have ``None``
+    for the test's figures. Without it, every row is complete.
 
     The status weighs errors too: a device answering ``failing_rate`` or more of at least
     ``failing_min_requests`` requests with an error is ``failing`` (not ``ok``).
@@ -340,11 +505,115 @@ def device_table(
     """
     models = models if models is not None else {m.hash: m for m in storage.models()}
     devices = devices if devices is not None else storage.devices()
-    aggs = _device_aggregates(storage, rng, only_model, devices[0].name if len(devices) == 1 else None,
-                              totals=totals, now=now)
+    aggs, chosen, worst, complete = _scored(storage, rng, now, models, devices, only_model, detail is None, totals)
+    refs = {h: _model_ref(m) for h, m in models.items()}  # one per model, shared by its rows
+    out = [_row(d, chosen.get(d.name), aggs, worst, refs, now, silent_after, failing_rate, failing_min_requests)
+           for d in devices]
+    if detail is not None:
+        wanted = set(detail(out))
+        complete(wanted)
+        for row in out:
+            if row["name"] in wanted:
+                row["worst"] = worst.get(row["name"])
+    return out
+
+
+def _row(d: DeviceRow, h: str | None, aggs: dict[_Key, _Sums], worst: dict[str, dict[str, Any] | None],
+         refs: dict[str, dict[str, Any]], now: float, silent_after: float, failing_rate: float,
+         failing_min_requests: int) -> dict[str, Any]:
+    """One device's row of the table (model ``h``)."""
+    name = d.name
+    requests, rows, errors, _ = aggs.get((name, h), _NO_SUMS) if h else _NO_SUMS
+    w = worst.get(name)
+    error_rate = (errors / requests) if requests else 0.0
+    failing = requests >= failing_min_requests and error_rate >= failing_rate
+    return {
+        "name": name,
+        "status": _device_status(d, w, now, silent_after, failing),
+        "last_seen": d.last_seen,
+        "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
+        "model": refs.get(h) if h else None,
+        "requests": requests,
+        "rows": rows,
+        "errors": errors,
+        "error_rate": error_rate,
+        "worst": w,
+        "outbox": d.outbox,
+        "revoked": d.revoked,
+    }
+
+
+def _scored(
+    storage: Storage, rng: TimeRange, now: float, models: dict[str, ModelInfo], devices: list[DeviceRow],
+    only_model: str | None, full: bool, totals: bool,
+) -> tuple[dict[_Key, _Sums], dict[str, str | None], dict[str, dict[str, Any] | None], Callable[[Collection[str]], None]]:
+    """Sums per (device, model), each device's model, its worst feature (complete if
+    ``full``) and a function completing the named devices' worst features."""
+    single = devices[0].name if len(devices) == 1 else None
+    if totals and only_model is None and single is None:
+        cached = _cached_worst(storage, rng, now, models, devices, full)
+        if cached is not None:
+            return cached
+    summed = _device_aggregates(storage, rng, only_model, single, totals=totals, now=now)
+    aggs = {k: _sums_of(a) for k, a in summed.items()}
+    chosen = _choose(devices, aggs, only_model)
+    items = [((n, h), summed[(n, h)].counts) for n, h in chosen.items()
+             if h is not None and h in models and (n, h) in summed and summed[(n, h)].counts is not None]
+    worst = {k[0]: w for k, w in _score(models, items, full).items()}  # type: ignore[arg-type]
+
+    def complete(names: Collection[str]) -> None:
+        keys = [(n, chosen[n]) for n in names if n in worst and not _complete(worst[n])]
+        worst.update((k[0], w) for k, w in _score(models, [(k, summed[k].counts) for k in keys], True).items())  # type: ignore[index,misc]
+
+    return aggs, chosen, worst, complete
+
+
+def _page_of_table(
+    storage: Storage, rng: TimeRange, now: float, silent_after: float, models: dict[str, ModelInfo],
+    page: int, size: int, failing_rate: float, failing_min_requests: int, jump_min_rate: float, totals: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int], int]:
+    """What a page of the fleet needs of :func:`device_table`, without a dict per device:
+    the page's rows (worst first, complete), the rows that may raise an alert (silent,
+    drifting, erring or dropping devices; in the table's order), every device's status
+    counted, and the number of devices."""
+    devices = storage.devices()
+    aggs, chosen, worst, complete = _scored(storage, rng, now, models, devices, None, False, totals)
+    counts: dict[str, int] = {s: 0 for s in STATUS_ORDER}
+    keyed: list[tuple[int, str, int]] = []
+    alerting: list[int] = []
+    rank = _ATTENTION.get
+    for i, d in enumerate(devices):
+        name = d.name
+        h = chosen.get(name)
+        requests, _, errors, _ = aggs.get((name, h), _NO_SUMS) if h else _NO_SUMS
+        w = worst.get(name)
+        error_rate = (errors / requests) if requests else 0.0
+        status = _device_status(d, w, now, silent_after, requests >= failing_min_requests and error_rate >= failing_rate)
+        counts[status] += 1
+        keyed.append((rank(status, 99), name, i))
+        if (status == "silent" or (w is not None and w["status"] == "drift") or error_rate >= jump_min_rate
+                or (d.outbox or {}).get("dropped", 0)):
+            alerting.append(i)
+    keyed.sort()
+    shown = [i for _, _, i in keyed[(page - 1) * size : page * size]]
+    complete([devices[i].name for i in shown])
+    refs = {h: _model_ref(m) for h, m in models.items()}
+
+    def row(i: int) -> dict[str, Any]:
+        d = devices[i]
+        return _row(d, chosen.get(d.name), aggs, worst, refs, now, silent_after, failing_rate, failing_min_requests)
+
+    return [row(i) for i in shown], [row(i) for i in alerting], counts, len(devices)
+
+
+def _choose(devices: list[DeviceRow], aggs: dict[_Key, _Sums], only_model: str | None) -> dict[str, str | None]:
+    """Each device's model in the table: ``only_model``, else its current one (that of its
+    last window) if it ran in the range, else the one it ran most."""
     busiest: dict[str, tuple[int, str]] = {}
     for (dev, mh), agg in aggs.items():
-        busiest[dev] = max(busiest.get(dev, (-1, "")), (agg.requests, mh))
+        b = busiest.get(dev)
+        if b is None or (agg[0], mh) > b:
+            busiest[dev] = (agg[0], mh)
     chosen: dict[str, str | None] = {}
     for d in devices:
         if only_model is not None:
@@ -353,67 +622,13 @@ def device_table(
             chosen[d.name] = d.last_model
         else:  # its current model was silent in the range: show the one it ran most
             chosen[d.name] = busiest[d.name][1] if d.name in busiest else d.last_model
-    worst: dict[str, dict[str, Any] | None] = {}
-    deferred: dict[str, tuple[Any, ...]] = {}
-    by_model: dict[str, list[str]] = defaultdict(list)
-    for name, h in chosen.items():
-        if h is not None and h in models and aggs.get((name, h)) is not None and aggs[(name, h)].counts is not None:
-            by_model[h].append(name)
-    for h, names in by_model.items():
-        m = models[h]
-        matrix = np.vstack([aggs[(n, h)].counts for n in names])  # type: ignore[misc]
-        feats = [s for s in m.sections if s.name in m.features]
-        if not feats:
-            continue
-        observed = np.stack([matrix[:, s.start : s.start + s.n_bins].sum(axis=1) for s in feats], axis=1)
-        psis = np.stack([psi_rows(s.shares, matrix[:, s.start : s.start + s.n_bins]) for s in feats], axis=1)
-        need = max(1, m.thresholds.min_count)
-        plain = _plainly_ok(m, feats, psis, observed, need) if detail is not None else None
-        for i, n in enumerate(names):
-            if plain is not None and plain[i] >= 0:  # what _device_worst(full=False) says, without its loop
-                j = int(plain[i])
-                worst[n] = {"feature": feats[j].name, "psi": round(float(psis[i, j]), 6), "status": "ok", "n": None,
-                            "min_count": None, "p_value": None}
-            else:
-                worst[n] = _device_worst(m, feats, matrix[i], psis[i], observed[i], need, full=detail is None)
-            if detail is not None:
-                deferred[n] = (m, feats, matrix[i], psis[i], observed[i], need)
-    out = []
-    for d in devices:
-        h = chosen.get(d.name)
-        agg = aggs.get((d.name, h)) if h else None
-        m = models.get(h) if h else None
-        w = worst.get(d.name)
-        requests = agg.requests if agg else 0
-        error_rate = (agg.errors / agg.requests) if agg and agg.requests else 0.0
-        failing = requests >= failing_min_requests and error_rate >= failing_rate
-        out.append(
-            {
-                "name": d.name,
-                "status": _device_status(d, w, now, silent_after, failing),
-                "last_seen": d.last_seen,
-                "silent_for": None if d.last_seen is None else max(0.0, now - d.last_seen),
-                "model": _model_ref(m) if m else None,
-                "requests": agg.requests if agg else 0,
-                "rows": agg.rows if agg else 0,
-                "errors": agg.errors if agg else 0,
-                "error_rate": (agg.errors / agg.requests) if agg and agg.requests else 0.0,
-                "worst": w,
-                "outbox": d.outbox,
-                "revoked": d.revoked,
-            }
-        )
-    if detail is not None:
-        wanted = set(detail(out))
-        for row in out:
-            if row["name"] in wanted and row["name"] in deferred and row["worst"] and row["worst"]["n"] is None:
-                row["worst"] = _device_worst(*deferred[row["name"]])
-    return out
+    return chosen
 
 
 def worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Device rows in :data:`ATTENTION_ORDER`, then by name."""
-    return sorted(rows, key=lambda r: (_ATTENTION.get(r["status"], 99), r["name"]))
+    rank = _ATTENTION.get
+    return sorted(rows, key=lambda r: (rank(r["status"], 99), r["name"]))
 
 
 def _plainly_ok(m: ModelInfo, feats: list[Section], psis: np.ndarray, observed: np.ndarray, need: int) -> np.ndarray:
@@ -613,28 +828,26 @@ def fleet_overview(
     models = {m.hash: m for m in storage.models()}
     prod = kpis.production(storage, rng, models, min_labels=min_labels)
     series = [model_series(storage, m, rng) for m in _active_models(storage, rng, models)]
-    size = per_page if per_page else None
-
-    def on_page(rows: list[dict[str, Any]]) -> list[str]:
-        assert size is not None
-        return [r["name"] for r in worst_first(rows)[(page - 1) * size : page * size]]
-
-    table = device_table(storage, rng, now, silent_after, models=models,
-                         failing_rate=jump_min_rate, failing_min_requests=jump_min_requests,
-                         detail=on_page if size else None, totals=totals)
-    by_status: dict[str, int] = {s: 0 for s in STATUS_ORDER}
-    for row in table:
-        by_status[row["status"]] += 1
-    ordered = worst_first(table)
-    size = size or max(1, len(ordered))
-    shown = ordered[(page - 1) * size : page * size]
+    if per_page:
+        shown, table, by_status, total = _page_of_table(
+            storage, rng, now, silent_after, models, page, per_page, jump_min_rate, jump_min_requests, jump_min_rate,
+            totals)
+        size = per_page
+    else:
+        table = device_table(storage, rng, now, silent_after, models=models, failing_rate=jump_min_rate,
+                             failing_min_requests=jump_min_requests, totals=totals)
+        by_status = {s: 0 for s in STATUS_ORDER}
+        for row in table:
+            by_status[row["status"]] += 1
+        shown = worst_first(table)
+        total, size = len(table), max(1, len(table))
     return {
         "range": rng.to_dict(),
         "generated_at": now,
         "silent_after": silent_after,
         "models": series,
         "devices": shown,
-        "paging": {"page": page, "per_page": size, "total": len(ordered), "pages": max(1, -(-len(ordered) // size))},
+        "paging": {"page": page, "per_page": size, "total": total, "pages": max(1, -(-total // size))},
         "status_counts": by_status,
         "production": prod,
         "alerts": _alerts(

@@ -20,17 +20,17 @@ latency maxima and system minima cannot be subtracted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlpack_edge.collector.rollup import FLEET, HOUR, Rollup, RollupKey, plan_range
+from mlpack_edge.collector.rollup import DAY, FLEET, HOUR, Rollup, RollupKey, plan_range
 
 if TYPE_CHECKING:
     from mlpack_edge.collector.storage._sql import WriteTx
 
-__all__ = ["SPANS", "level", "window", "share", "advance", "backfill"]
+__all__ = ["SPANS", "level", "window", "share", "advance", "backfill", "read"]
 
 #: The ranges kept, in hours: the fleet page's 24 h default and its 7 days.
 SPANS = (24, 168)
@@ -65,12 +65,13 @@ def share(tx: WriteTx, deltas: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollu
     """The totals' part of the roll-up ``deltas`` of an ingest transaction.
 
     The ranges are read under a shared lock (PostgreSQL) so that an :func:`advance`
-    running in another process waits for this transaction, and this one for it.
+    running in another process waits for this transaction, and this one for it (by
+    :meth:`WriteTx.open_group` at the start of an ingest group, else here).
     """
     hourly = [(k, r) for k, r in deltas.items() if k[0] == "h" and k[2] != FLEET]
     if not hourly:
         return {}
-    state = _state(tx, lock=" FOR SHARE")
+    state = tx.shared_ranges if tx.shared_ranges is not None else _state(tx, lock=" FOR SHARE")
     out: dict[RollupKey, Rollup] = {}
     for (_lv, model, device, bucket), r in hourly:
         for span, (since, until) in state.items():
@@ -134,28 +135,50 @@ def _subtract(total: Rollup, gone: Rollup) -> None:
         total.counts = total.counts - gone.counts
 
 
+#: A rebuild adds a day of the range per write transaction (one roll-up row per device),
+#: or at most this many of the ragged edges' hours: rebuilding 7 days at 10,000 devices in
+#: one transaction held the write lock for 12-20 s (the first edge's 16 hours alone, 160,000
+#: rows, took 28 s on a loaded machine); ingest now waits for one step at most.
+EDGE_HOURS = 4
+#: Moved on by more than this, the totals are rebuilt in steps rather than the days that
+#: left subtracted in one transaction.
+MAX_SLIDE = DAY
+
+
 def advance(tx: WriteTx, span: int, now: float) -> bool:
-    """Move the ``span`` hours' totals to the range the page shows at ``now``; ``False``
-    if they were there already (or ``now`` is behind them: the page then reads roll-ups)."""
+    """One step of moving the ``span`` hours' totals to the range the page shows at
+    ``now``; ``False`` once they are there (or ``now`` is behind them: the page then reads
+    roll-ups). Call again, each in its own write transaction, until it says ``False``.
+
+    A step subtracts what left the range and adds what joined it, at most a day or
+    :data:`EDGE_HOURS` hours of it: once an hour that is one hour's rows per device; after
+    an idle period longer than :data:`MAX_SLIDE` the range is rebuilt from its start. Meanwhile the totals cover ``[since, until)`` with a shorter ``until``
+    (ingest adds to them only what falls in it) and the page, which asks for the whole
+    range, reads roll-ups.
+    """
     since, until = window(span, now)
     old = _state(tx, span, lock=" FOR UPDATE").get(span)
     if old == (since, until) or (old is not None and (since < old[0] or until < old[1])):
         return False
     lv = level(span)
-    if old is None or since >= old[1]:
-        totals = _sums(tx, plan_range(since, until))
-    else:
-        totals = {}
+    totals: dict[tuple[str, str], Rollup] = {}
+    covered = since
+    if old is not None and since < old[1] and since - old[0] <= MAX_SLIDE:
+        covered = old[1]
         for dev, mdl, *cols in tx._exec(
             "SELECT device, model, windows, requests, rows, errors, counts FROM rollups WHERE level = ? AND bucket = ?",
             (lv, old[0]),
         ).fetchall():
             totals[(str(dev), str(mdl))] = _from_cols(cols)
-        for key, r in _sums(tx, [("h", old[0], since)]).items():
+        for key, r in _sums(tx, plan_range(old[0], since) if old[0] < since else ()).items():
             if key in totals:
                 _subtract(totals[key], r)
-        for key, r in _sums(tx, [("h", old[1], until)]).items():
-            totals.setdefault(key, Rollup()).merge(r)
+    if covered % DAY == 0 and covered + DAY <= until:
+        reach = covered + DAY  # a whole day: its day roll-ups
+    else:
+        reach = min(until, (covered // DAY + 1) * DAY, covered + EDGE_HOURS * HOUR)
+    for key, r in _sums(tx, plan_range(covered, reach) if covered < reach else ()).items():
+        totals.setdefault(key, Rollup()).merge(r)
     tx._exec("DELETE FROM rollups WHERE level = ?", (lv,))
     rows = [(lv, dev, mdl, since, *r.to_row()) for (dev, mdl), r in sorted(totals.items()) if r.windows > 0]
     tx._s.executemany(
@@ -167,12 +190,48 @@ def advance(tx: WriteTx, span: int, now: float) -> bool:
     tx._exec(
         "INSERT INTO range_totals (span, since, until) VALUES (?, ?, ?) ON CONFLICT (span) DO UPDATE SET "
         "since = excluded.since, until = excluded.until",
-        (span, since, until),
+        (span, since, reach),
     )
     return True
 
 
 def backfill(tx: WriteTx, now: float) -> None:
-    """Build every range's totals from the stored roll-ups (migration 9, and after a restore)."""
+    """Build every range's totals from the stored roll-ups in one transaction (migration 9,
+    and after a restore)."""
     for span in SPANS:
-        advance(tx, span, now)
+        while advance(tx, span, now):
+            pass
+
+
+#: Devices named per statement when only some devices' totals are read (SQLite's bound
+#: parameters are limited; a handful of statements beats reading every count vector).
+_CHUNK = 500
+
+
+def read(query: Callable[[str, Sequence[Any]], list[Any]], start: int, end: int, counts: bool = True,
+         devices: Sequence[str] | None = None) -> list[tuple[Any, ...]] | None:
+    """``(device, model, windows, requests, rows, errors[, counts])`` of the totals covering
+    exactly ``[start, end)`` (of ``devices`` only, if given), or ``None`` if none do.
+
+    Each statement reads the range and its rows together (one snapshot). Without
+    ``counts`` a row is ~40 bytes instead of the count vector's kilobytes: what the fleet
+    page reads on every request to learn which devices changed since it last scored them.
+    """
+    cols = "r.device, r.model, r.windows, r.requests, r.rows, r.errors" + (", r.counts" if counts else "")
+
+    def sql(extra: str) -> str:
+        return (f"SELECT {cols} FROM range_totals t LEFT JOIN rollups r ON r.level = 't' || CAST(t.span AS TEXT) "
+                f"AND r.bucket = t.since{extra} WHERE t.since = ? AND t.until = ?")
+
+    if devices is None:
+        rows = query(sql(""), (start, end))
+        return [tuple(r) for r in rows if r[0] is not None] if rows else None
+    names = sorted(set(devices))
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, max(len(names), 1), _CHUNK):
+        part = names[i : i + _CHUNK] or [""]
+        rows = query(sql(f" AND r.device IN ({', '.join('?' * len(part))})"), (*part, start, end))
+        if not rows:
+            return None
+        out += [tuple(r) for r in rows if r[0] is not None]
+    return out

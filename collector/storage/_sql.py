@@ -109,22 +109,38 @@ class WriteTx:
         # (:meth:`prefetch_overlaps`): one query for a whole group of uploads.
         self._last_before: dict[tuple[str, int], tuple[int, int] | None] = {}
         self._new_keys: set[RollupKey] = set()  # roll-up rows that exist once this commits
+        #: span -> (since, until) of the running totals, read by :meth:`open_group` (else ``None``).
+        self.shared_ranges: dict[int, tuple[int, int]] | None = None
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._c.execute(self._s.sql(sql), params)
 
+    def open_group(
+        self, names: Sequence[str], spans: Sequence[tuple[str, int]]
+    ) -> dict[str, tuple[str, float | None] | None]:
+        """Start an ingest group: lock the devices ``names``, look up the last stored window of
+        each ``(device, seq_last)`` of ``spans`` (:meth:`prefetch_overlaps`) and read the
+        running totals' ranges under a shared lock, sent back to back (one round trip with
+        PostgreSQL's pipeline); returns :meth:`devices`' answer."""
+        dev = self._s.select_devices(self._c, names) if names else None
+        todo = sorted({k for k in spans if k not in self._last_before})
+        overlaps = self._s.select_last_windows(self._c, todo) if todo else []
+        ranges = self._exec("SELECT span, since, until FROM range_totals" + (self._s.lock_clause and " FOR SHARE"))
+        out = self._device_rows(names, dev)
+        self._store_overlaps(todo, overlaps)
+        self.shared_ranges = {int(r[0]): (int(r[1]), int(r[2])) for r in ranges.fetchall()}
+        return out
+
     def devices(self, names: Sequence[str]) -> dict[str, tuple[str, float | None] | None]:
         """name -> ``(token_hash, revoked_at)`` (``None`` if unknown), locking the rows in
         name order until commit (serialises a device's uploads across processes)."""
+        return self._device_rows(names, self._s.select_devices(self._c, names) if names else None)
+
+    @staticmethod
+    def _device_rows(names: Sequence[str], cur: Any) -> dict[str, tuple[str, float | None] | None]:
         out: dict[str, tuple[str, float | None] | None] = dict.fromkeys(names)
-        if names:
-            marks = ", ".join("?" * len(names))
-            rows = self._exec(
-                f"SELECT name, token_hash, revoked_at FROM devices WHERE name IN ({marks}) ORDER BY name"
-                + self._s.lock_clause,
-                list(names),
-            ).fetchall()
-            out.update((r[0], (r[1], r[2])) for r in rows)
+        if cur is not None:
+            out.update((r[0], (r[1], r[2])) for r in cur.fetchall())
         return out
 
     def prefetch_overlaps(self, spans: Sequence[tuple[str, int]]) -> None:
@@ -134,16 +150,12 @@ class WriteTx:
         A group of uploads is checked with one round trip instead of one per upload.
         """
         todo = sorted({k for k in spans if k not in self._last_before})
-        for i in range(0, len(todo), 400):
-            part = todo[i : i + 400]
-            self._last_before.update(dict.fromkeys(part))
-            values = ", ".join(["(?, CAST(? AS BIGINT))"] * len(part))
-            rows = self._exec(
-                f"WITH v(d, hi) AS (VALUES {values}) SELECT v.d, v.hi, w.seq, w.seq_last FROM v JOIN windows w "
-                "ON w.device = v.d AND w.seq = (SELECT MAX(x.seq) FROM windows x WHERE x.device = v.d AND x.seq <= v.hi)",
-                [p for k in part for p in k],
-            ).fetchall()
-            for d, hi, seq, seq_last in rows:
+        self._store_overlaps(todo, self._s.select_last_windows(self._c, todo) if todo else [])
+
+    def _store_overlaps(self, todo: list[tuple[str, int]], cursors: list[Any]) -> None:
+        self._last_before.update(dict.fromkeys(todo))
+        for cur in cursors:
+            for d, hi, seq, seq_last in cur.fetchall():
                 self._last_before[(str(d), int(hi))] = (int(seq), int(seq_last))
 
     def overlapping(self, device: str, seq: int, seq_last: int) -> tuple[int, int] | None:
@@ -277,20 +289,10 @@ class WriteTx:
             self._s.insert_windows(self._c, self._pending_rows)
             self._pending_rows = []
             self._pending.clear()
-        shapes: dict[str, list[tuple[Any, ...]]] = {}
-        for name, t in self._touched.items():
-            sets = ["last_seen = ?"]
-            params: list[Any] = [t.seen]
-            if t.seq is not None:
-                sets.append("last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END")
-                sets.append("last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END")
-                params += [t.seq, t.model, t.seq, t.seq]
-            if t.outbox is not None:
-                sets.append("outbox = ?, outbox_at = ?")
-                params += [t.outbox, t.outbox_at]
-            shapes.setdefault(f"UPDATE devices SET {', '.join(sets)} WHERE name = ?", []).append((*params, name))
-        for statement, rows in shapes.items():
-            self._s.executemany(self._c, statement, rows)
+        if self._touched:
+            self._s.update_devices(
+                self._c, [(name, t.seen, t.model, t.seq, t.outbox, t.outbox_at) for name, t in self._touched.items()]
+            )
         self._touched.clear()
 
     def add_to_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
@@ -325,9 +327,9 @@ class WriteTx:
                 continue
             if k not in found:  # pragma: no cover - inserted by nobody and not stored
                 raise StorageError(f"roll-up {params[k]}: neither stored nor insertable")
-            total = Rollup.from_row(found[k])
+            total = Rollup.from_row(found[k][:8])
             total.merge(deltas[k])
-            updates.append((*total.to_row(), *params[k]))
+            updates.append((*total.to_row(), *params[k], *found[k][8:]))
         # The rows are locked already: the updates go in bulk.
         self._s.update_rollups(self._c, updates)
 
@@ -343,20 +345,12 @@ class WriteTx:
     def _lock_rollups(
         self, keys: list[RollupKey], params: dict[RollupKey, tuple[str, str, str, int]]
     ) -> dict[RollupKey, tuple[Any, ...]]:
-        """The stored rows of ``keys`` (their roll-up columns), locked until commit in key order."""
+        """The stored rows of ``keys`` (their roll-up columns, and the row's address where the
+        back-end gives one), locked until commit in key order."""
         by_params = {params[k]: k for k in keys}
         out: dict[RollupKey, tuple[Any, ...]] = {}
-        for i in range(0, len(keys), 400):
-            part = keys[i : i + 400]
-            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
-            rows = self._exec(
-                f"WITH k(level, device, model, bucket) AS (VALUES {values}) "
-                f"SELECT r.level, r.device, r.model, r.bucket, {', '.join('r.' + c for c in _ROLLUP_COLS.split(', '))} "
-                "FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device AND r.model = k.model "
-                f"AND r.bucket = k.bucket ORDER BY {self._s.key_order}{self._s.lock_clause and self._s.lock_clause + ' OF r'}",
-                [p for k in part for p in params[k]],
-            ).fetchall()
-            for r in rows:
+        for cur in self._s.lock_rollups(self._c, [params[k] for k in sorted(keys)]):
+            for r in cur.fetchall():
                 out[by_params[(str(r[0]), str(r[1]), str(r[2]), int(r[3]))]] = tuple(r[4:])
         return out
 
@@ -416,6 +410,65 @@ class SqlStorage(AlertStore, RolloutSql):
         if rows:
             conn.executemany(self.sql(statement), rows)
 
+    def select_devices(self, conn: Any, names: Sequence[str]) -> Any:
+        """A cursor over ``(name, token_hash, revoked_at)`` of ``names``, rows locked in name order."""
+        marks = ", ".join("?" * len(names))
+        return conn.execute(
+            self.sql(f"SELECT name, token_hash, revoked_at FROM devices WHERE name IN ({marks}) ORDER BY name"
+                     + self.lock_clause),
+            list(names),
+        )
+
+    def select_last_windows(self, conn: Any, pairs: Sequence[tuple[str, int]]) -> list[Any]:
+        """Cursors over ``(device, hi, seq, seq_last)``: each pair's last stored window starting at or before ``hi``."""
+        out = []
+        for i in range(0, len(pairs), 400):
+            part = pairs[i : i + 400]
+            values = ", ".join(["(?, CAST(? AS BIGINT))"] * len(part))
+            out.append(conn.execute(
+                self.sql(f"WITH v(d, hi) AS (VALUES {values}) SELECT v.d, v.hi, w.seq, w.seq_last FROM v JOIN windows w "
+                         "ON w.device = v.d AND w.seq = (SELECT MAX(x.seq) FROM windows x WHERE x.device = v.d "
+                         "AND x.seq <= v.hi)"),
+                [p for k in part for p in k],
+            ))
+        return out
+
+    def lock_rollups(self, conn: Any, keys: Sequence[tuple[str, str, str, int]]) -> list[Any]:
+        """Cursors over the stored roll-ups ``(level, device, model, bucket, <columns>[, address])``
+        of ``keys`` (given in lock order), locked until commit in that order; the address (a
+        back-end's own row id) comes back to :meth:`update_rollups`."""
+        out = []
+        for i in range(0, len(keys), 400):
+            part = keys[i : i + 400]
+            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
+            out.append(conn.execute(
+                self.sql(f"WITH k(level, device, model, bucket) AS (VALUES {values}) "
+                         f"SELECT r.level, r.device, r.model, r.bucket, {', '.join('r.' + c for c in _ROLLUP_COLS.split(', '))} "
+                         "FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device AND r.model = k.model "
+                         f"AND r.bucket = k.bucket ORDER BY {self.key_order}{self.lock_clause and self.lock_clause + ' OF r'}"),
+                [p for k in part for p in k],
+            ))
+        return out
+
+    def update_devices(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Rows ``(name, seen, model, seq, outbox, outbox_at)``: the device's model becomes the
+        one of its highest sequence number (``seq`` ``None``: unchanged), the outbox counters
+        are replaced when given (``outbox`` ``None``: unchanged)."""
+        shapes: dict[str, list[tuple[Any, ...]]] = {}
+        for name, seen, model, seq, outbox, outbox_at in rows:
+            sets = ["last_seen = ?"]
+            params: list[Any] = [seen]
+            if seq is not None:
+                sets.append("last_model = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_model END")
+                sets.append("last_seq = CASE WHEN last_seq IS NULL OR last_seq <= ? THEN ? ELSE last_seq END")
+                params += [seq, model, seq, seq]
+            if outbox is not None:
+                sets.append("outbox = ?, outbox_at = ?")
+                params += [outbox, outbox_at]
+            shapes.setdefault(f"UPDATE devices SET {', '.join(sets)} WHERE name = ?", []).append((*params, name))
+        for statement, group in shapes.items():
+            self.executemany(conn, statement, group)
+
     def insert_windows(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(device, seq, seq_last, model, start, end, received_at, body)``; a stored
         (device, seq) is left as it is."""
@@ -456,12 +509,12 @@ class SqlStorage(AlertStore, RolloutSql):
 
     def update_rollups(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(windows, requests, rows, errors, error_kinds, latency, counts, system, level,
-        device, model, bucket)``: stored roll-ups replaced by their merged totals."""
+        device, model, bucket[, address])``: stored (and locked) roll-ups replaced by their merged totals."""
         self.executemany(
             conn,
             "UPDATE rollups SET windows = ?, requests = ?, rows = ?, errors = ?, error_kinds = ?, "
             "latency = ?, counts = ?, system = ? WHERE level = ? AND device = ? AND model = ? AND bucket = ?",
-            rows,
+            [r[:12] for r in rows],
         )
 
     def describe(self) -> str:
@@ -738,34 +791,26 @@ class SqlStorage(AlertStore, RolloutSql):
             params,
         )
 
-    def range_totals(self, start: int, end: int, now: float | None = None) -> list[tuple[Any, ...]] | None:
-        """``(device, model, windows, requests, rows, errors, counts)`` of every device over
-        ``[start, end)`` from the running totals (:mod:`._range_totals`), or ``None`` when
-        no totals cover exactly that range.
+    def range_totals(self, start: int, end: int, now: float | None = None, *, counts: bool = True,
+                     devices: Sequence[str] | None = None) -> list[tuple[Any, ...]] | None:
+        """``(device, model, windows, requests, rows, errors[, counts])`` of every device (or of
+        ``devices``) over ``[start, end)`` from the running totals (:mod:`._range_totals`), or
+        ``None`` when no totals cover exactly that range.
 
         Given ``now``, a range the page shows at ``now`` (last 24 h / 7 days) that the
         totals have not reached yet moves them on first (once an hour). One statement
         reads a range and its rows: both from the same snapshot.
         """
-        rows = self._range_total_rows(start, end)
+        rows = _range_totals.read(self._query, start, end, counts, devices)
         shown = {_range_totals.window(s, now) for s in _range_totals.SPANS} if now is not None else set()
         if rows is None and (start, end) in shown:
-            with self.write() as tx:
-                for span in _range_totals.SPANS:
-                    _range_totals.advance(tx, span, now)
-            rows = self._range_total_rows(start, end)
+            for span in _range_totals.SPANS:  # a step a transaction: ingest waits for one step at most
+                while True:
+                    with self.write() as tx:
+                        if not _range_totals.advance(tx, span, now):
+                            break
+            rows = _range_totals.read(self._query, start, end, counts, devices)
         return rows
-
-    def _range_total_rows(self, start: int, end: int) -> list[tuple[Any, ...]] | None:
-        rows = self._query(
-            "SELECT r.device, r.model, r.windows, r.requests, r.rows, r.errors, r.counts FROM range_totals t "
-            "LEFT JOIN rollups r ON r.level = 't' || CAST(t.span AS TEXT) AND r.bucket = t.since "
-            "WHERE t.since = ? AND t.until = ?",
-            (start, end),
-        )
-        if not rows:
-            return None
-        return [tuple(r) for r in rows if r[0] is not None]
 
     def window_bodies_between(self, device: str, start: float, end: float, model: str | None = None) -> list[str]:
         """Bodies of ``device``'s windows starting in ``[start, end)`` (of ``model`` if given), oldest first."""

@@ -92,3 +92,20 @@ def test_a_bad_page_is_422(fleet: Collector, params: dict) -> None:
         for path in ("/api/v1/fleet", "/"):
             r = cl.get(path, params=params)
             assert r.status_code == 422, (path, r.text)
+
+
+def test_the_page_lists_the_first_alerts_and_counts_the_rest() -> None:
+    """Hundreds of alerts (a big fleet drifting) do not make the page hundreds of KB: the
+    first :data:`page.SHOWN_ALERTS` are listed, critical first, the others counted and linked."""
+    from mlpack_edge.collector.page import SHOWN_ALERTS, fleet_page
+
+    alerts = [{"severity": "critical" if i < 5 else "warning", "kind": "drift", "model": None, "device": f"d{i}",
+               "feature": "f", "message": f"d{i}: f drifted"} for i in range(SHOWN_ALERTS + 70)]
+    data = {"range": {"from": 0, "to": 3600, "bucket": 60}, "models": [], "devices": [], "production": [],
+            "status_counts": {"drift": 120}, "alerts": alerts}
+    html = fleet_page(data, None)
+    assert f"Alerts ({SHOWN_ALERTS + 70:,})" in html
+    assert html.count('<li class="alert ') == SHOWN_ALERTS and html.count('class="alert alert-critical"') == 5
+    assert "… and 70 more" in html and 'href="/alerts"' in html
+    small = fleet_page({**data, "alerts": alerts[:3]}, None)
+    assert small.count('<li class="alert ') == 3 and "more-alerts" not in small

@@ -121,3 +121,69 @@ def test_migration_9_backfills_an_old_database(storage: Storage) -> None:
     built = storage.range_totals(rng.start, rng.end)  # by the migration, before any page asks
     assert built is not None and sorted(r[0] for r in built) == sorted(devs)
     _same(storage, now)
+
+
+def test_scores_kept_by_a_process_follow_writes_by_another(storage: Storage) -> None:
+    """The page's scores cached in one process (:class:`queries._RangeScores`) are checked
+    against the database on every page: windows ingested through another connection (a
+    second collector process sharing the database), a device revoked and one that changes
+    model all show at once, equal to the page scored from roll-ups."""
+    from mlpack_edge.collector import open_storage
+
+    devs = _devices(storage)
+    for dev in devs.values():
+        assert isinstance(_send(storage, dev, [T0 - 3 * HOUR + 60 * i for i in range(20)], T0)[0], Ack)
+    before = _same(storage, T0)  # scores now kept by this process
+    assert before[24]["t-steady"]["status"] == "ok"
+    other = open_storage(storage.url)
+    try:
+        # t-steady starts to drift (its later windows shifted), through the other connection.
+        steady = devs["t-steady"]
+        drifting = SimDevice(steady.name, steady.profile, steady.model, seed=11, shift=3.0)
+        drifting.seq = steady.seq + 1000
+        sent = drifting.batch([drifting.window(T0 - 2 * HOUR + 60 * i) for i in range(60)], name="totals")
+        assert isinstance(apply_batches(other, [parse_batch(sent, steady.name, "hash-t-steady")], {}, T0)[0], Ack)
+        other.revoke_device("t-failing", T0)
+        after = _same(storage, T0)
+    finally:
+        other.close()
+    assert after[24]["t-steady"]["status"] == "drift"
+    assert after[24]["t-steady"]["requests"] > before[24]["t-steady"]["requests"]
+    assert after[24]["t-failing"]["status"] == "revoked"
+    # A page of one device: the worst feature of a page's row carries its test's figures.
+    rng = time_range(None, None, T0, 24)
+    page = fleet_overview(storage, rng, T0, per_page=1, page=2)
+    assert len(page["devices"]) == 1 and page["devices"][0]["worst"]["n"] is not None
+    assert page == fleet_overview(storage, rng, T0, per_page=1, page=2, totals=False)
+
+
+def test_rebuild_after_idle_is_stepped_and_counts_windows_sent_between_steps(storage: Storage) -> None:
+    """After longer idle than the range, the totals are rebuilt a day (or
+    :data:`_range_totals.EDGE_HOURS` edge hours) per write transaction, not in one holding
+    the write lock; windows ingested between two steps, inside and beyond the part already
+    rebuilt, are counted once."""
+    from mlpack_edge.collector.storage import _range_totals
+
+    devs = _devices(storage)
+    for dev in devs.values():
+        for k in range(40, -1, -4):
+            assert isinstance(_send(storage, dev, [T0 - k * 3 * HOUR - 600 + 60 * i for i in range(5)], T0)[0], Ack)
+    _same(storage, T0)
+    now = T0 + 9 * 86400  # both ranges' old totals are entirely behind
+    for d in devs.values():  # the days before now, so the rebuild has roll-ups to read
+        d.seq += 100_000
+        assert isinstance(_send(storage, d, [now - k * 5 * HOUR for k in range(30, 0, -1)], now)[0], Ack)
+    steps, partial = 0, []
+    while True:
+        with storage.write() as tx:
+            if not _range_totals.advance(tx, 168, now):
+                break
+        steps += 1
+        state = storage._query("SELECT since, until FROM range_totals WHERE span = 168")[0]
+        partial.append(tuple(state))
+        if steps in (2, 4):  # windows between steps: one in the part already rebuilt, one beyond it
+            for d in devs.values():
+                d.seq += 1000
+                assert isinstance(_send(storage, d, [state[1] - 2 * HOUR, state[1] + 2 * HOUR], now)[0], Ack)
+    assert steps >= 7 and len({p[0] for p in partial}) == 1 and [p[1] for p in partial] == sorted(p[1] for p in partial)
+    _same(storage, now)
