@@ -7,7 +7,8 @@ model info) at every start. ``@dataclass`` builds each class's ``__init__``/``__
 (benchmarks/executable.py). Here each class writes its ``__init__`` by hand (compiled
 once, into the ``.pyc``) and lists its fields in ``_fields``; these bases give the rest,
 with what ``@dataclass`` would give: field-wise ``==`` between instances of the same
-class, ``repr`` naming every field, and for :class:`Frozen` immutability and a hash.
+class, ``repr`` naming every field, :meth:`Record.replace` for ``dataclasses.replace``, and
+for :class:`Frozen` immutability and a hash.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class Record:
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields)
         return f"{self.__class__.__qualname__}({inner})"
+
+    def replace(self, **changes: Any) -> Any:
+        """A new instance with ``changes`` (field name -> value), like ``dataclasses.replace``:
+        built by ``__init__`` (which must take every field by name), so its checks run again."""
+        unknown = set(changes).difference(self._fields)
+        if unknown:
+            raise TypeError(f"{self.__class__.__qualname__} has no field {sorted(unknown)[0]!r}")
+        return self.__class__(**({n: getattr(self, n) for n in self._fields} | changes))
 
 
 def _rebuild(cls: type, state: dict[str, Any]) -> Any:

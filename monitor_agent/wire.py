@@ -107,11 +107,9 @@ holds sums over ``samples`` (CPU percentages, memory percentage, RSS bytes) plus
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from mlpack_edge._record import Record
@@ -620,27 +618,67 @@ class Feedback(Record):
         return fb
 
 
-@dataclass
-class Window:
+class Window(Record):
+    """One device's counts for one model over a time span (module docstring: the wire fields).
+
+    A plain class rather than a dataclass: every monitored ``predict`` imports it at start
+    (:mod:`mlpack_edge._record`); fields, their order, ``==`` and ``repr`` are a dataclass's.
+    """
+
+    __slots__ = (
+        "model", "seq", "start", "end", "seq_last", "requests", "rows", "errors", "latency",
+        "features", "predictions", "system", "feedback", "samples", "shadow",
+    )
+    _fields = __slots__
     model: str
     seq: int
     start: float
     end: float
-    seq_last: int | None = None
-    requests: int = 0
-    rows: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    features: dict[str, BinCounts] = field(default_factory=dict)
-    predictions: BinCounts | None = None
-    system: SystemStats = field(default_factory=SystemStats)
-    feedback: Feedback | None = None
-    samples: list[dict[str, Any]] | None = None
-    shadow: Shadow | None = None
+    seq_last: int | None
+    requests: int
+    rows: int
+    errors: dict[str, int]
+    latency: LatencyHistogram
+    features: dict[str, BinCounts]
+    predictions: BinCounts | None
+    system: SystemStats
+    feedback: Feedback | None
+    samples: list[dict[str, Any]] | None
+    shadow: Shadow | None
 
-    def __post_init__(self) -> None:
-        if self.seq_last is None:
-            self.seq_last = self.seq
+    def __init__(
+        self,
+        model: str,
+        seq: int,
+        start: float,
+        end: float,
+        seq_last: int | None = None,
+        requests: int = 0,
+        rows: int = 0,
+        errors: dict[str, int] | None = None,
+        latency: LatencyHistogram | None = None,
+        features: dict[str, BinCounts] | None = None,
+        predictions: BinCounts | None = None,
+        system: SystemStats | None = None,
+        feedback: Feedback | None = None,
+        samples: list[dict[str, Any]] | None = None,
+        shadow: Shadow | None = None,
+    ) -> None:
+        self.model = model
+        self.seq = seq
+        self.start = start
+        self.end = end
+        self.seq_last = seq if seq_last is None else seq_last
+        self.requests = requests
+        self.rows = rows
+        self.errors = {} if errors is None else errors
+        self.latency = LatencyHistogram() if latency is None else latency
+        self.features = {} if features is None else features
+        self.predictions = predictions
+        self.system = SystemStats() if system is None else system
+        self.feedback = feedback
+        self.samples = samples
+        self.shadow = shadow
 
     @property
     def merged_count(self) -> int:
@@ -776,6 +814,8 @@ def merge_windows(windows: Iterable[Window]) -> Window:
         first = next(it)
     except StopIteration:
         raise WireError("nothing to merge") from None
+    import copy  # not at import: a one-shot ``predict`` never merges
+
     out = copy.deepcopy(first)
     for w in it:
         out.merge(w)

@@ -4,7 +4,6 @@ uploads were applied one by one, and the roll-ups hold exactly the stored window
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -44,7 +43,7 @@ def test_a_group_is_judged_upload_by_upload_and_the_rollups_hold_the_stored_wind
         s.add_device(d.name, hash_token(d.name), 0.0)
     wa = [a.window(T0 + 60 * i) for i in range(8)]  # seq 0-7; 30 minutes cross midnight
     wb = [b.window(T0 + 60 * i) for i in range(4)]
-    other_1 = dataclasses.replace(wa[1], errors={"validation": 3})  # seq 1 with other contents
+    other_1 = wa[1].replace(errors={"validation": 3})  # seq 1 with other contents
     merged_45 = merge_windows([wa[4], wa[5]])  # seq 4-5
 
     def batch(d: SimDevice, windows: list[Window], first: bool = False):
