@@ -369,6 +369,14 @@ class _Touch:
     outbox_at: float | None = None
 
 
+def _values_chunks(items: Sequence[Sequence[Any]], row: str, width: int | None = None) -> Iterator[tuple[str, list[Any]]]:
+    """``(VALUES list, parameters)`` for ``items`` (their first ``width`` fields) in parts of 400
+    rows: a part's parameters stay under SQLite's 999-variable limit of old builds."""
+    for i in range(0, len(items), 400):
+        part = items[i : i + 400]
+        yield ", ".join([row] * len(part)), [p for item in part for p in item[:width]]
+
+
 def _key_params(key: RollupKey) -> tuple[str, str, str, int]:
     level, model, device, bucket = key
     return (level, device, model, bucket)
@@ -421,34 +429,30 @@ class SqlStorage(AlertStore, RolloutSql):
 
     def select_last_windows(self, conn: Any, pairs: Sequence[tuple[str, int]]) -> list[Any]:
         """Cursors over ``(device, hi, seq, seq_last)``: each pair's last stored window starting at or before ``hi``."""
-        out = []
-        for i in range(0, len(pairs), 400):
-            part = pairs[i : i + 400]
-            values = ", ".join(["(?, CAST(? AS BIGINT))"] * len(part))
-            out.append(conn.execute(
+        return [
+            conn.execute(
                 self.sql(f"WITH v(d, hi) AS (VALUES {values}) SELECT v.d, v.hi, w.seq, w.seq_last FROM v JOIN windows w "
                          "ON w.device = v.d AND w.seq = (SELECT MAX(x.seq) FROM windows x WHERE x.device = v.d "
                          "AND x.seq <= v.hi)"),
-                [p for k in part for p in k],
-            ))
-        return out
+                params,
+            )
+            for values, params in _values_chunks(pairs, "(?, CAST(? AS BIGINT))")
+        ]
 
     def lock_rollups(self, conn: Any, keys: Sequence[tuple[str, str, str, int]]) -> list[Any]:
         """Cursors over the stored roll-ups ``(level, device, model, bucket, <columns>[, address])``
         of ``keys`` (given in lock order), locked until commit in that order; the address (a
         back-end's own row id) comes back to :meth:`update_rollups`."""
-        out = []
-        for i in range(0, len(keys), 400):
-            part = keys[i : i + 400]
-            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
-            out.append(conn.execute(
+        return [
+            conn.execute(
                 self.sql(f"WITH k(level, device, model, bucket) AS (VALUES {values}) "
                          f"SELECT r.level, r.device, r.model, r.bucket, {', '.join('r.' + c for c in _ROLLUP_COLS.split(', '))} "
                          "FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device AND r.model = k.model "
                          f"AND r.bucket = k.bucket ORDER BY {self.key_order}{self.lock_clause and self.lock_clause + ' OF r'}"),
-                [p for k in part for p in k],
-            ))
-        return out
+                params,
+            )
+            for values, params in _values_chunks(keys, "(?, ?, ?, CAST(? AS BIGINT))")
+        ]
 
     def update_devices(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
         """Rows ``(name, seen, model, seq, outbox, outbox_at)``: the device's model becomes the
@@ -487,16 +491,14 @@ class SqlStorage(AlertStore, RolloutSql):
         (no RETURNING, which SQLite before 3.35 lacks).
         """
         found: set[tuple[str, str, str, int]] = set()
-        for i in range(0, len(rows), 400):
-            part = rows[i : i + 400]
-            values = ", ".join(["(?, ?, ?, CAST(? AS BIGINT))"] * len(part))
+        for values, params in _values_chunks(rows, "(?, ?, ?, CAST(? AS BIGINT))", 4):
             found.update(
                 (str(r[0]), str(r[1]), str(r[2]), int(r[3]))
                 for r in conn.execute(
                     f"WITH k(level, device, model, bucket) AS (VALUES {values}) SELECT r.level, r.device, r.model, "
                     "r.bucket FROM rollups r JOIN k ON r.level = k.level AND r.device = k.device "
                     "AND r.model = k.model AND r.bucket = k.bucket",
-                    [p for r in part for p in r[:4]],
+                    params,
                 ).fetchall()
             )
         new = [r for r in rows if (r[0], r[1], r[2], r[3]) not in found]
