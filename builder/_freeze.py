@@ -93,8 +93,9 @@ __all__ = [
     "stage_sources",
 ]
 
-#: ``module:function`` the frozen app runs.
-ENTRY = "mlpack_edge.runtime.cli:main"
+#: ``module:function`` the frozen app runs (the command line, with start-up's garbage collection
+#: paused: see :mod:`mlpack_edge.runtime._startup`).
+ENTRY = "mlpack_edge.runtime._startup:run"
 #: Name of the generic frozen app (the launcher keeps this name until installed).
 FROZEN_NAME = "mlpack-device"
 #: Core modules of ``mlpack`` the device side needs (nothing else from the top package).

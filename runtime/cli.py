@@ -218,6 +218,10 @@ def device_cli(
         ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE for p in ("trust_keys", "allow_unsigned")
     )
     ctx.obj = DeviceContext(bundle, trust_keys, allow_unsigned, on_command_line)
+    if ctx.invoked_subcommand not in ("predict", "serve"):  # those two resume once their model is open
+        from mlpack_edge.runtime._startup import resume_gc
+
+        resume_gc()
     if show_version:
         click.echo(_version_text(ctx.obj))
         ctx.exit(0)
@@ -642,6 +646,9 @@ class _serving_model:
             self.before_start(self.agent)
         if self.agent is not None and not self.one_shot:
             self.agent.start()
+        from mlpack_edge.runtime._startup import resume_gc
+
+        resume_gc(collect=not self.one_shot)  # start-up is over (see _startup): a server keeps no start-up cycles
         return model, self.agent
 
     def __exit__(self, *exc: object) -> None:
