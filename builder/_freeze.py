@@ -99,7 +99,7 @@ ENTRY = "mlpack_edge.runtime._startup:run"
 #: Name of the generic frozen app (the launcher keeps this name until installed).
 FROZEN_NAME = "mlpack-device"
 #: Core modules of ``mlpack`` the device side needs (nothing else from the top package).
-_CORE = ("__init__.py", "errors.py", "_fs.py", "_cli.py", "_lazy.py", "_record.py")
+_CORE = ("__init__.py", "errors.py", "_fs.py", "_cli.py", "_lazy.py", "_record.py", "_digest.py")
 #: Device-side subpackages, frozen whole.
 _PACKAGES = ("runtime", "monitor_agent")
 #: Distributions whose version changes the frozen bytes.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -160,5 +159,8 @@ def locked(path: Path) -> Iterator[None]:
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes, read in chunks (files here reach tens of MB)."""
+    import hashlib
+
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+

@@ -32,7 +32,6 @@ parts it runs.
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import math
 import os
@@ -46,6 +45,7 @@ from mlpack_edge.errors import AgentError, BundleError, MlpackError
 from mlpack_edge.monitor_agent._log import log
 from mlpack_edge.monitor_agent.config import AgentConfig, load_config
 from mlpack_edge._record import Frozen
+from mlpack_edge._digest import sha256_hex
 from mlpack_edge.monitor_agent._thresholds import Thresholds
 from mlpack_edge.monitor_agent.kpi import kpi_reference
 from mlpack_edge.monitor_agent.profile import Profile
@@ -153,7 +153,7 @@ class ModelInfo(Frozen):
             raise BundleError(f"{source}/manifest.json: drift thresholds must be numbers ({exc})") from None
         kpi = kpi_reference(data)
         return cls(
-            content_hash=hashlib.sha256(manifest).hexdigest(),
+            content_hash=sha256_hex(manifest),
             name=data["name"],
             version=data["version"],
             profile=Profile.from_dict(prof, f"{source}/profile.json"),

@@ -35,13 +35,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from mlpack_edge._digest import sha256_hex
 from mlpack_edge.errors import IntegrityError, SigningKeyError
 
 __all__ = [
@@ -87,7 +87,7 @@ _UNSIGNED_HINT_AD_HOC = "sign it with mlpack build --sign-key KEY, or pass --all
 
 def key_id(raw_public_key: bytes) -> str:
     """The short name of a key: the first 16 hex digits of sha256 of its raw 32 bytes."""
-    return hashlib.sha256(raw_public_key).hexdigest()[:16]
+    return sha256_hex(raw_public_key)[:16]
 
 
 def public_key_pem(raw_public_key: bytes) -> str:

@@ -18,7 +18,6 @@ Installed, the layout is ``<version dir>/<name>`` (the onedir launcher), ``_inte
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -79,6 +78,8 @@ def append_bundle(runtime: bytes, files: Mapping[str, bytes], facts: Mapping[str
             raise BundleError(f"bundle file name {name!r} is not a plain file name")
     buf = io.BytesIO(runtime)
     buf.seek(0, io.SEEK_END)
+    import hashlib  # here: the device start (embedded_bundle) does not load OpenSSL
+
     _append_zip(buf, files, facts, len(runtime), hashlib.sha256(runtime).hexdigest())
     return buf.getvalue()
 
@@ -93,6 +94,8 @@ def write_executable(runtime: Path, runtime_sha256: str, files: Mapping[str, byt
     for name in files:
         if not _PLAIN_NAME.match(name):
             raise BundleError(f"bundle file name {name!r} is not a plain file name")
+    import hashlib
+
     digest, size = hashlib.sha256(), 0
     with open(runtime, "rb") as src, open(out, "w+b") as dst:
         while chunk := src.read(_HASH_CHUNK):
@@ -211,6 +214,8 @@ class AppendedBundle(Frozen):
 
         Returns the sha256 of the whole file, hashed in the same pass.
         """
+        import hashlib
+
         runtime, whole = hashlib.sha256(), hashlib.sha256()
         done = 0
         with open(self.path, "rb") as fh:

@@ -66,7 +66,6 @@ bundle also holds ``manifest.sig`` (an Ed25519 signature over those bytes, forma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -74,6 +73,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlpack_edge._record import Frozen
+from mlpack_edge._digest import sha256_hex
 from mlpack_edge.errors import BundleError, IntegrityError
 
 __all__ = [
@@ -97,7 +97,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)  # OpenSSL only for large files: see mlpack_edge._digest
 
 
 class Feature(Frozen):
