@@ -35,7 +35,7 @@ def test_cache_key_is_stable_and_follows_every_runtime_source() -> None:
 def test_staged_sources_are_exactly_the_device_side() -> None:
     sources = _freeze.stage_sources()
     tops = {p.split("/")[1] for p in sources}
-    assert tops == {"__init__.py", "errors.py", "_fs.py", "_cli.py", "_lazy.py", "_record.py", "runtime", "monitor_agent"}
+    assert tops == {"__init__.py", "errors.py", "_fs.py", "_cli.py", "_lazy.py", "_record.py", "_digest.py", "runtime", "monitor_agent"}
     assert "mlpack_edge/runtime/install.py" in sources and "mlpack_edge/monitor_agent/wire.py" in sources
     assert not any("__pycache__" in p or p.endswith(".pyc") for p in sources)
 
