@@ -300,7 +300,10 @@ class Model:
             # append are atomic; the output is copied out before the binding goes back.
             if type(X) is np.ndarray:
                 if X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X)):
-                    slot = bound.pop() if bound else self._new_bound()
+                    try:  # not `pop() if bound`: another thread may take the last one in between
+                        slot = bound.pop()
+                    except IndexError:
+                        slot = self._new_bound()
                     slot[1][...] = X
                     try:
                         slot[0]()
@@ -310,7 +313,10 @@ class Model:
                     finally:
                         bound.append(slot)
             elif type(X) is dict:
-                slot = bound.pop() if bound else self._new_bound()
+                try:
+                    slot = bound.pop()
+                except IndexError:
+                    slot = self._new_bound()
                 try:
                     if self.schema.dict_row_into(X, slot[2]):
                         try:
@@ -330,7 +336,10 @@ class Model:
                 # Packed into an input array taken from a pool (one per thread in flight; the
                 # list's pop and append are atomic), not into a new array per row.
                 pool = self._inputs
-                x = pool.pop() if pool else np.empty((1, self.schema.width), np.float32)
+                try:
+                    x = pool.pop()
+                except IndexError:
+                    x = np.empty((1, self.schema.width), np.float32)
                 if self.schema.dict_row_into(X, x):
                     try:
                         return self._run(self._proba_out, {self._matrix_input: x}, None)[0][0]  # type: ignore[no-any-return]

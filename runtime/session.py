@@ -116,7 +116,8 @@ def bound_row(
     binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(x))
     binding.bind_output(output_name, "cpu", 0, np.float32, [1, n_out], out.ctypes.data)
     inner = getattr(getattr(session, "_sess", None), "run_with_iobinding", None)
-    # The partial keeps the binding alive; the binding's OrtValue keeps x; the caller keeps out.
+    # The call keeps the binding; the binding's Python wrapper keeps the OrtValue over x; the
+    # caller keeps out (and x too, to write into it).
     run = functools.partial(session.run_with_iobinding, binding) if inner is None else functools.partial(inner, binding._iobinding, None)
     run.binding = binding  # type: ignore[attr-defined]  # the Python wrapper owns the OrtValue that keeps x alive
     return run, x, out

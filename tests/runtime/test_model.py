@@ -180,17 +180,20 @@ def test_threads_option_and_concurrent_use(binary_bundle: Path) -> None:
     assert model.threads == 1
     X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     expected = [model.predict_proba(x) for x in X]
+    rows = [dict(zip(model.feature_names, x.tolist())) for x in X]
     results: list[bool] = []
 
-    def work() -> None:
-        results.append(all(np.array_equal(model.predict_proba(X[i]), expected[i]) for i in range(len(X))))
+    def work() -> None:  # float32 rows and dict rows: each thread in flight takes its own binding
+        for _ in range(20):
+            results.append(all(np.array_equal(model.predict_proba(X[i]), expected[i]) for i in range(len(X))))
+            results.append(all(np.array_equal(model.predict_proba(rows[i]), expected[i]) for i in range(len(X))))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [True] * 4
+    assert results == [True] * 160
 
 
 def _failing_bundle(target: Path) -> Path:
