@@ -146,6 +146,32 @@ def test_a_batch_of_generated_ids_is_one_block_joined_like_single_rows(state: Pa
     again.close()
 
 
+def test_single_rows_past_one_insert_statement_keep_order_times_and_first_prediction(state: Path, clock: FakeClock) -> None:
+    """Single-row ids go in as multi-row INSERTs (INSERT_CHUNK rows each): every row, its own
+    time, and a repeated id keeps its first prediction across a statement boundary."""
+    from mlpack_edge.monitor_agent.feedback import INSERT_CHUNK
+
+    store = _store(state, clock, join_seconds=3600)
+    n = 2 * INSERT_CHUNK + 7
+    ids = [f"user-{i}" for i in range(n)]
+    for i, pid in enumerate(ids):
+        store.remember(MODEL_HASH, [pid], [i % 3])
+        clock.advance(1)
+    store.remember(MODEL_HASH, [ids[3]], [2])  # a repeat in the last statement: ignored
+    assert store.flush() == n + 1
+    con = sqlite3.connect(state / "feedback.sqlite")
+    got = con.execute("SELECT id, time, pred FROM predictions ORDER BY time").fetchall()
+    start = got[0][1]
+    assert got == [(pid, start + i, float(i % 3)) for i, pid in enumerate(ids)]
+    assert con.execute("SELECT value FROM meta WHERE key = 'repeated_ids'").fetchone() == (1,)
+    assert store.stats()["pending"] == n
+    assert store.add_labels(MODEL_HASH, TARGET, [(ids[3], "maybe"), (ids[-1], "yes")]) == ["matched", "matched"]
+    fb = store.unsent(MODEL_HASH)
+    # ids[3] predicted 0 (its first prediction, not the repeat's 2); ids[-1] predicted (n - 1) % 3 == 1
+    assert fb is not None and fb.confusion == [[1, 0, 0], [0, 0, 0], [0, 1, 0]] and fb.labels == 2
+    store.close()
+
+
 def test_blocks_are_evicted_oldest_first_with_single_rows(state: Path, clock: FakeClock) -> None:
     store = _store(state, clock, join_seconds=100, max_pending=6)
     maker = IdMaker()
