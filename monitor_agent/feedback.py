@@ -160,8 +160,8 @@ log = logging.getLogger("mlpack_edge.monitor_agent")
 _ANYTHING_TO_HAND_OFF = "SELECT EXISTS (SELECT 1 FROM counts) OR EXISTS (SELECT 1 FROM samples WHERE sent = 0)"
 
 
-#: Rows per multi-row ``INSERT`` (4 parameters each: 512 of SQLite's oldest limit of 999).
-INSERT_CHUNK = 128
+#: Rows per multi-row ``INSERT`` at most (fewer where SQLite takes fewer parameters: 999 before 3.32).
+INSERT_CHUNK = 512
 
 
 def _insert_many(conn: sqlite3.Connection, head: str, width: int, flat: list[Any]) -> None:
@@ -172,11 +172,13 @@ def _insert_many(conn: sqlite3.Connection, head: str, width: int, flat: list[Any
     ``serve``'s tick thread each release handed the GIL to the request thread, which the tick
     thread then had to take back by forcing a switch (up to the 1 ms switch interval later):
     2,048 single-row ids a drain were ~2,000 GIL hand-overs, each two context switches and a
-    request held up. A statement of 128 rows steps once; the rows and their order are the same.
+    request held up (and under CPU contention waiting for the tick thread to be scheduled). A
+    statement of up to 512 rows steps once; the rows and their order are the same.
     """
-    step = INSERT_CHUNK * width
+    rows = max(1, min(INSERT_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    step = rows * width
     one = "(" + ", ".join("?" * width) + ")"
-    full = head + ", ".join([one] * INSERT_CHUNK)
+    full = head + ", ".join([one] * rows)
     for start in range(0, len(flat), step):
         part = flat[start : start + step]
         sql = full if len(part) == step else head + ", ".join([one] * (len(part) // width))

@@ -234,9 +234,15 @@ def test_a_full_buffer_is_handed_to_on_full_and_binned_inline_only_past_the_boun
         rec.record(num, cat, pred, 0.001)
     assert 0 < len(pending) and sum(c[5] + 1 for c in pending) < 64 * HANDOFF_FACTOR
     assert rec._open.rows + sum(c[5] for c in pending) == 60 + 10 * len(more)
+    rec.flush()
+    handed = len(full)
+    one_num, one_cat, one_pred = parts[0][0][:1], [c[:1] for c in parts[0][1]], parts[0][2][:1]
+    for _ in range(70):  # single rows that fill the buffer bin it there (no wake per ~32 rows)
+        rec.record_row(one_num, one_cat, one_pred, 0.001)
+    assert len(full) == handed and len(pending) < 35
     w = rec.close()
-    assert w is not None and (w.requests, w.rows) == (6 + len(more), 60 + 10 * len(more))
-    num = np.concatenate([p[0] for p in parts + more])
+    assert w is not None and (w.requests, w.rows) == (76 + len(more), 130 + 10 * len(more))
+    num = np.concatenate([p[0] for p in parts + more] + [parts[0][0][:1]] * 70)
     f = profile.feature("age")
     want = bin_numeric(np.array(f.edges), num[:, 0], f.min, f.max)
     assert w.features["age"].bins == want.counts.tolist()
