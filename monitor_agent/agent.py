@@ -665,6 +665,19 @@ class Agent:
                 until = min(until, self._next_checkpoint - now)
             self._wake.wait(max(0.001, until))
             self._wake.clear()  # before the tick: ids remembered from here on wake the next one
+            # Woken only to bin a full recorder buffer (every ~10 batch requests): bin it and wait
+            # on. A whole tick would also write the ids remembered so far, a SQLite transaction
+            # per wake instead of per TICK_DRAIN_ROWS rows or per tick.
+            wake_at = now + until
+            while (self._bin_due and not self._stop.is_set() and self._remembered_rows < self._drain_rows
+                   and self._clock() < wake_at):
+                self._bin_due = False
+                try:
+                    self.recorder.flush()
+                except Exception:  # as a tick's: the next one may succeed
+                    log.exception("telemetry binning failed")
+                self._wake.wait(max(0.001, wake_at - self._clock()))
+                self._wake.clear()
 
     def _binning_due(self) -> None:
         """The recorder's ``on_full`` (on a request thread): the tick thread bins the buffer now."""
