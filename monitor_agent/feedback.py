@@ -332,8 +332,8 @@ class FeedbackStore:
         if blocks:  # generated ids never repeat: nothing to ignore (OR IGNORE: a re-run flush)
             spans = [(self._key(conn, m), prefix, first, first + len(blob) // 8 - 1, t, blob)
                      for m, prefix, first, t, blob in blocks]
-            conn.executemany(
-                "INSERT OR IGNORE INTO blocks (model, prefix, first, last, time, preds) VALUES (?, ?, ?, ?, ?, ?)", spans)
+            _insert_many(conn, "INSERT OR IGNORE INTO blocks (model, prefix, first, last, time, preds) VALUES ", 6,
+                         [v for span in spans for v in span])
             in_blocks = sum(last - first + 1 for _, _, first, last, _, _ in spans)
         if self._count is not None:
             self._count += len(buf) - ignored + in_blocks

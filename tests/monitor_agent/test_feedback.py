@@ -172,6 +172,24 @@ def test_single_rows_past_one_insert_statement_keep_order_times_and_first_predic
     store.close()
 
 
+def test_more_blocks_than_one_insert_statement_takes_are_all_stored(state: Path, clock: FakeClock) -> None:
+    from mlpack_edge.monitor_agent.feedback import INSERT_CHUNK
+
+    store = _store(state, clock, join_seconds=3600)
+    maker = IdMaker()
+    runs = [maker.many(2) for _ in range(INSERT_CHUNK + 3)]
+    for k, ids in enumerate(runs):
+        store.remember(MODEL_HASH, ids, [k % 3, (k + 1) % 3])
+    assert store.flush() == 2 * len(runs)
+    con = sqlite3.connect(state / "feedback.sqlite")
+    assert con.execute("SELECT COUNT(*), SUM(last - first + 1) FROM blocks").fetchone() == (len(runs), 2 * len(runs))
+    k = len(runs) - 1  # the last block, in the second statement: predicted (k + 1) % 3 for its second id
+    assert store.add_labels(MODEL_HASH, TARGET, [(runs[k][1], CLASSES[(k + 1) % 3])]) == ["matched"]
+    fb = store.unsent(MODEL_HASH)
+    assert fb is not None and sum(map(sum, fb.confusion)) == 1 and fb.confusion[(k + 1) % 3][(k + 1) % 3] == 1
+    store.close()
+
+
 def test_blocks_are_evicted_oldest_first_with_single_rows(state: Path, clock: FakeClock) -> None:
     store = _store(state, clock, join_seconds=100, max_pending=6)
     maker = IdMaker()
