@@ -48,7 +48,14 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("mlpack_edge.collector")
 _INLINE_DECODE = 64 * 1024  # bigger bodies are decoded off the event loop
-_TOKEN_TTL = 2.0  # seconds a token lookup is trusted before the write re-checks it anyway
+# Seconds a token -> device lookup is trusted. Only a pre-filter: the write transaction
+# checks the token against the device's row again (a revoked or replaced token is refused
+# there with the same 401), so it can outlive a device's upload interval (a minute):
+# with 2 s, nearly every upload of a real fleet was a blocking query on the event loop.
+_TOKEN_TTL = 600.0
+# Certificate fingerprints: the write re-checks the device, not the certificate, so a
+# certificate removed from an active device is refused within this many seconds.
+_CERT_TTL = 2.0
 _MIN_HOURS = 1 / 3600  # ranges widen to whole hours anyway; a shorter one is the same range
 _ERROR_BODY = {"model": api.ErrorReply}
 _INVALID = {422: {**_ERROR_BODY, "description": "A parameter is malformed or out of range; `error` names it."}}
@@ -128,14 +135,15 @@ class _TokenCache:
     """Recently seen token hashes (or certificate fingerprints) -> active device; only a
     pre-filter (the write transaction decides)."""
 
-    def __init__(self, lookup: Callable[[str], str | None]) -> None:
+    def __init__(self, lookup: Callable[[str], str | None], ttl: float) -> None:
         self._lookup = lookup
+        self._ttl = ttl
         self._hits: dict[str, tuple[str, float]] = {}
 
     def device(self, token_hash: str) -> str | None:
         now = time.monotonic()
         hit = self._hits.get(token_hash)
-        if hit is not None and now - hit[1] < _TOKEN_TTL:
+        if hit is not None and now - hit[1] < self._ttl:
             return hit[0]
         name = self._lookup(token_hash)
         if name is None:
@@ -225,13 +233,13 @@ def _openapi_document(app: FastAPI, device_auth: str) -> dict[str, Any]:
 def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[Condition] | None = None) -> FastAPI:
     """The ASGI app over an open, migrated ``storage``; the writer, alert and webhook
     threads live with the app. ``conditions`` replaces :data:`.alerts.CONDITIONS`."""
-    tokens = _TokenCache(storage.device_for_token)
+    tokens = _TokenCache(storage.device_for_token, _TOKEN_TTL)
 
     def active_cert_owner(fingerprint: str) -> str | None:
         found = storage.device_for_cert(fingerprint)
         return found[0] if found is not None and not found[1] else None
 
-    certs = _TokenCache(active_cert_owner)
+    certs = _TokenCache(active_cert_owner, _CERT_TTL)
     mode = config.device_auth
 
     def authenticate(request: Request) -> tuple[str, str | None, str]:

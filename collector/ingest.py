@@ -165,6 +165,7 @@ def apply_batches(
         devices = tx.open_group(
             sorted({b.device for b in batches}),
             [(b.device, max(w.seq_last or w.seq for w in b.windows)) for b in batches if b.windows],
+            [(w.model, b.device, w.start) for b in batches for w in b.windows],
         )
         learned: dict[str, ModelInfo] = {}
         minutes: dict[RollupKey, Rollup] = {}

@@ -88,6 +88,12 @@ class Rollup:
             self._add_counts(other.counts)
         self.system.add(other.system)
 
+    def copy(self) -> Rollup:
+        """An independent roll-up with the same sums (what merging this one into an empty one gives)."""
+        out = Rollup()
+        out.merge(self)
+        return out
+
     def _add_counts(self, vector: np.ndarray) -> None:
         if self.counts is None or self.counts.size == 0:
             self.counts = vector.astype(np.int64, copy=True)
@@ -139,8 +145,14 @@ def expand_minutes(minutes: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
     own minutes are *not* stored: that would be one more row written per window (measured
     +43% ingest time per window in batches of 10); a device's minute chart reads its few
     hundred stored windows instead (:func:`minute_rollups`).
+
+    A key with one contributor is that delta itself, not a copy merged into an empty
+    roll-up (the same row; most of a group's keys are a device's hour and day, fed by one
+    minute): the result shares objects with ``minutes`` and with itself, so neither may be
+    changed afterwards. A second contributor replaces the shared object with a sum of its own.
     """
     out: dict[RollupKey, Rollup] = {}
+    owned: set[RollupKey] = set()  # keys whose roll-up is a sum made here, safe to add to
     for (level, model, device, bucket), delta in minutes.items():
         assert level == "m" and device != FLEET
         hour, day = bucket_of(bucket, "h"), bucket_of(bucket, "d")
@@ -153,7 +165,11 @@ def expand_minutes(minutes: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollup]:
         ):
             total = out.get(key)
             if total is None:
-                out[key] = total = Rollup()
+                out[key] = delta
+                continue
+            if key not in owned:
+                owned.add(key)
+                out[key] = total = total.copy()
             total.merge(delta)
     return out
 

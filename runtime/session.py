@@ -9,12 +9,16 @@ shared and noisy, so trust the ratios more than the numbers):
 * large batches: 2 threads help when the model has the work to split (RandomForest,
   100k rows: ~1.6x faster; a linear model gains little, memory-bound);
 * spinning: with it on, a row every millisecond costs ~730 µs of CPU per call (a worker
-  spins between requests, burning a core the HTTP threads need) vs ~35 µs off.
+  spins between requests, burning a core the HTTP threads need) vs ~35 µs off; but on a
+  batch of thousands of rows it is what a default ``InferenceSession`` gains over a
+  non-spinning 2-thread session (each parallel section's workers are awake already), and
+  the tail it spins after the call is a small part of the call.
 
 So :class:`~mlpack_edge.runtime.model.Model` and ``serve`` default to **1** thread (single
 rows; ``serve`` gets its parallelism from concurrent requests), batch ``predict``
-defaults to one thread per usable core (:func:`batch_threads`), and spinning is always
-off. ``--threads`` / ``threads=`` override. Graph optimisation is done once, at load.
+defaults to one thread per usable core (:func:`batch_threads`) on a second session that
+spins, and the single-row session never spins. ``--threads`` / ``threads=`` override
+(one session, no spinning). Graph optimisation is done once, at load.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def batch_threads() -> int:
 def session_options(threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
     """Session options for ``threads`` intra-op threads (``None``: :data:`DEFAULT_THREADS`).
 
-    ``spinning`` exists to measure what it buys (benchmarks); the runtime never turns it on.
+    ``spinning`` is on only for the session that runs large batches (see the module's notes).
     """
     n = DEFAULT_THREADS if threads is None else threads
     if n < 1:
@@ -58,10 +62,10 @@ def session_options(threads: int | None = None, spinning: bool = False) -> ort.S
     return so
 
 
-def create_session(model: bytes, where: str, threads: int | None = None) -> ort.InferenceSession:
+def create_session(model: bytes, where: str, threads: int | None = None, *, spinning: bool = False) -> ort.InferenceSession:
     """An onnxruntime session on the CPU for the model bytes; a bad model is a ``BundleError``."""
     try:
-        return ort.InferenceSession(model, session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, session_options(threads, spinning), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         raise BundleError(f"{where}: onnxruntime cannot load the model ({first_line(exc)})") from None
 

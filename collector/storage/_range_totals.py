@@ -76,7 +76,12 @@ def share(tx: WriteTx, deltas: dict[RollupKey, Rollup]) -> dict[RollupKey, Rollu
     for (_lv, model, device, bucket), r in hourly:
         for span, (since, until) in state.items():
             if since <= bucket < until:
-                out.setdefault((level(span), model, device, since), Rollup()).merge(_slim(r))
+                key = (level(span), model, device, since)
+                total = out.get(key)
+                if total is None:  # a fresh slim copy: the same sums as merging it into an empty one
+                    out[key] = _slim(r)
+                else:
+                    total.merge(_slim(r))
     return out
 
 

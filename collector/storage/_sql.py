@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlpack_edge.collector.models import ModelInfo
-from mlpack_edge.collector.rollup import Rollup, RollupKey
+from mlpack_edge.collector.rollup import FLEET, Rollup, RollupKey, bucket_of
 from mlpack_edge.collector.storage import _range_totals
 from mlpack_edge.collector.storage._alerts import AlertStore
 from mlpack_edge.collector.storage._rollout_sql import RolloutSql
@@ -111,25 +111,60 @@ class WriteTx:
         self._new_keys: set[RollupKey] = set()  # roll-up rows that exist once this commits
         #: span -> (since, until) of the running totals, read by :meth:`open_group` (else ``None``).
         self.shared_ranges: dict[int, tuple[int, int]] | None = None
+        # A device's own roll-up rows read and locked by :meth:`open_group` (key -> columns
+        # and address), and every key it looked up (found or not: a key looked up and not
+        # found is not stored, whatever :attr:`SqlStorage._rollup_keys` says).
+        self._prelocked: dict[RollupKey, tuple[Any, ...]] = {}
+        self._looked_up: set[RollupKey] = set()
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._c.execute(self._s.sql(sql), params)
 
     def open_group(
-        self, names: Sequence[str], spans: Sequence[tuple[str, int]]
+        self, names: Sequence[str], spans: Sequence[tuple[str, int]], windows: Sequence[tuple[str, str, float]] = ()
     ) -> dict[str, tuple[str, float | None] | None]:
         """Start an ingest group: lock the devices ``names``, look up the last stored window of
         each ``(device, seq_last)`` of ``spans`` (:meth:`prefetch_overlaps`) and read the
         running totals' ranges under a shared lock, sent back to back (one round trip with
-        PostgreSQL's pipeline); returns :meth:`devices`' answer."""
+        PostgreSQL's pipeline); returns :meth:`devices`' answer.
+
+        Where rows are locked (PostgreSQL), the same round trip reads and locks the device
+        roll-up rows the group's ``windows`` ``(model, device, start)`` will add to (their
+        hour, day and running totals; the totals' ranges as the previous group saw them): a
+        device's own rows, which only a transaction holding its device row writes, so any
+        order is safe. :meth:`add_to_rollups` then merges them without a round trip of its
+        own, and the fleet's rows, which every group shares, are locked in the next one
+        only, held while three rows merge and the COMMIT runs (not the whole group's merges).
+        """
         dev = self._s.select_devices(self._c, names) if names else None
         todo = sorted({k for k in spans if k not in self._last_before})
         overlaps = self._s.select_last_windows(self._c, todo) if todo else []
         ranges = self._exec("SELECT span, since, until FROM range_totals" + (self._s.lock_clause and " FOR SHARE"))
+        own = sorted(self._own_keys(windows)) if self._s.lock_clause and windows else []
+        params = {k: _key_params(k) for k in own}
+        pre = self._s.lock_rollups(self._c, [params[k] for k in own]) if own else []
         out = self._device_rows(names, dev)
         self._store_overlaps(todo, overlaps)
         self.shared_ranges = {int(r[0]): (int(r[1]), int(r[2])) for r in ranges.fetchall()}
+        self._s._ranges_seen = self.shared_ranges
+        if own:
+            self._prelocked = self._locked_rows(pre, params)
+            self._looked_up = set(own)
         return out
+
+    def _own_keys(self, windows: Sequence[tuple[str, str, float]]) -> set[RollupKey]:
+        """The device roll-up keys of ``windows`` (see :func:`.rollup.expand_minutes` and
+        :func:`._range_totals.share`), the totals' by the ranges last read."""
+        ranges = self._s._ranges_seen or {}
+        keys: set[RollupKey] = set()
+        for model, device, start in windows:
+            hour, day = bucket_of(start, "h"), bucket_of(start, "d")
+            keys.add(("h", model, device, hour))
+            keys.add(("d", model, device, day))
+            for span, (since, until) in ranges.items():
+                if since <= hour < until:
+                    keys.add((_range_totals.level(span), model, device, since))
+        return keys
 
     def devices(self, names: Sequence[str]) -> dict[str, tuple[str, float | None] | None]:
         """name -> ``(token_hash, revoked_at)`` (``None`` if unknown), locking the rows in
@@ -305,17 +340,40 @@ class WriteTx:
            (rows lock in that order in every process, so two writers sharing a fleet row
            queue instead of deadlocking);
         3. merged in Python and written back in bulk.
+
+        Where rows are locked (PostgreSQL), a device's own rows go first and the fleet's
+        rows (device ``*``, shared by every group of every collector process) after them,
+        in a second pass: a fleet row is then held only while its few merges and the
+        COMMIT run, not while the whole group's device rows are merged, which other
+        groups queued on it would wait for. Deadlock-free still: a device's own rows are
+        written only by transactions holding that device's row (taken first), and the
+        fleet rows are locked in key order by every writer.
         """
         if not deltas:
             return
         deltas = {**deltas, **_range_totals.share(self, deltas)}
+        if self._s.lock_clause:
+            own = {k: r for k, r in deltas.items() if k[2] != FLEET}
+            self._merge_rollups(own)
+            self._merge_rollups({k: r for k, r in deltas.items() if k[2] == FLEET})
+        else:
+            self._merge_rollups(deltas)
+
+    def _merge_rollups(self, deltas: dict[RollupKey, Rollup]) -> None:
+        """Insert, lock, merge and write back the rows of ``deltas`` (:meth:`add_to_rollups`)."""
+        if not deltas:
+            return
         keys = sorted(deltas)
         params = {k: _key_params(k) for k in keys}
         known = self._s._rollup_keys  # rows committed earlier: no insert to try
         self._new_keys.update(keys)
-        inserted = self._insert_rollups([k for k in keys if k not in known], params, deltas)
+        found = {k: self._prelocked[k] for k in keys if k in self._prelocked}
+        looked = self._looked_up  # not found when looked up under the device's lock: not stored
+        inserted = self._insert_rollups(
+            [k for k in keys if k not in found and (k in looked or k not in known)], params, deltas
+        )
         rest = [k for k in keys if k not in inserted]
-        found = self._lock_rollups(rest, params)
+        found.update(self._lock_rollups([k for k in rest if k not in found], params))
         gone = [k for k in rest if k not in found]
         if gone:  # known rows deleted under a running collector (a restore, a manual prune)
             known.difference_update(gone)
@@ -347,9 +405,16 @@ class WriteTx:
     ) -> dict[RollupKey, tuple[Any, ...]]:
         """The stored rows of ``keys`` (their roll-up columns, and the row's address where the
         back-end gives one), locked until commit in key order."""
-        by_params = {params[k]: k for k in keys}
+        if not keys:
+            return {}
+        return self._locked_rows(self._s.lock_rollups(self._c, [params[k] for k in sorted(keys)]), params)
+
+    @staticmethod
+    def _locked_rows(cursors: list[Any], params: dict[RollupKey, tuple[str, str, str, int]]) -> dict[RollupKey, tuple[Any, ...]]:
+        """:meth:`SqlStorage.lock_rollups`' answer by key (``params``: key -> its columns)."""
+        by_params = {p: k for k, p in params.items()}
         out: dict[RollupKey, tuple[Any, ...]] = {}
-        for cur in self._s.lock_rollups(self._c, [params[k] for k in sorted(keys)]):
+        for cur in cursors:
             for r in cur.fetchall():
                 out[by_params[(str(r[0]), str(r[1]), str(r[2]), int(r[3]))]] = tuple(r[4:])
         return out
@@ -399,6 +464,8 @@ class SqlStorage(AlertStore, RolloutSql):
         # Roll-up keys known to be stored (rows are never deleted): the writer inserts only
         # keys not in here. Bounded: cleared when it grows past _MAX_KNOWN_KEYS.
         self._rollup_keys: set[RollupKey] = set()
+        #: The running totals' ranges the last ingest group read (which totals' rows it locks early).
+        self._ranges_seen: dict[int, tuple[int, int]] | None = None
 
     # ---------------------------------------------------------------- back-end hooks
 

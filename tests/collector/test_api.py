@@ -245,6 +245,18 @@ def test_tokens_are_checked_and_devices_cannot_write_for_each_other(collector, p
     assert rows[bob.name]["status"] == "never"
 
 
+def test_a_token_revoked_after_it_was_cached_is_refused_by_the_write(collector, profile, demo_hash) -> None:
+    """The token -> device cache outlives a device's upload interval (minutes); revoking the
+    device still refuses its next upload at once: the write transaction checks the token
+    against the device's row again, with the same 401."""
+    dev, token = collector.device(profile, demo_hash)
+    assert post(collector, token, gz(dev.batch([dev.window(time.time() - 120)]))).status_code == 200
+    admin.revoke_device(collector.db_url, dev.name)
+    r = post(collector, token, gz(dev.batch([dev.window(time.time() - 60)])))
+    assert (r.status_code, r.json()) == (401, {"error": "Authorization: unknown, wrong or revoked device token"})
+    assert stored_windows(collector, dev.name) == 1
+
+
 def test_overlapping_window_with_other_bounds_is_409(collector, profile, demo_hash) -> None:
     dev, token = collector.device(profile, demo_hash)
     now = time.time()

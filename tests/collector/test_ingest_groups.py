@@ -118,3 +118,62 @@ def test_roll_up_rows_deleted_under_a_running_writer_are_inserted_again(storage:
         assert np.array_equal(got.counts, m.vector(w1))
     fleet = _sum(s, "h", FLEET)  # the fleet's rows were not deleted: both windows
     assert (fleet.windows, fleet.requests) == (2, w0.requests + w1.requests)
+
+
+def test_expand_minutes_gives_the_rows_of_merging_each_minute_into_empty_roll_ups() -> None:
+    """A key fed by one minute is that minute's delta itself (no copy), a key fed by several
+    is a sum of its own: the rows are those of merging every contributor into an empty
+    roll-up, and the minutes handed in are left as they were."""
+    from mlpack_edge.collector.rollup import expand_minutes
+
+    h = model_hash("g", "1")
+    m = pytest.importorskip("mlpack_edge.collector.models").model_from_upload
+    a, b = SimDevice("a", make_profile(), h, seed=1), SimDevice("b", make_profile(), h, seed=2)
+    info = m(h, a.batch([], name="g", version="1", include_model=True)["models"][h], "m")
+    minutes = {}
+    for d, t in ((a, T0), (a, T0 + 60), (b, T0)):
+        r = Rollup()
+        w = d.window(t)
+        r.add_window(w, info.vector(w))
+        minutes[("m", h, d.name, int(t) // 60 * 60)] = r
+    before = {k: r.to_row() for k, r in minutes.items()}
+    got = expand_minutes(minutes)
+    want: dict = {}
+    for (_, model, device, bucket), delta in minutes.items():
+        for key in (("h", model, device, bucket // HOUR * HOUR), ("d", model, device, bucket // DAY * DAY),
+                    ("m", model, FLEET, bucket), ("h", model, FLEET, bucket // HOUR * HOUR),
+                    ("d", model, FLEET, bucket // DAY * DAY)):
+            want.setdefault(key, Rollup()).merge(delta)
+    assert {k: r.to_row() for k, r in got.items()} == {k: r.to_row() for k, r in want.items()}
+    assert got[("m", h, FLEET, int(T0) // 60 * 60)].windows == 2  # a and b: a sum of its own
+    assert {k: r.to_row() for k, r in minutes.items()} == before
+
+
+def test_postgres_holds_a_devices_roll_up_rows_from_the_first_round_trip_and_the_fleets_only_at_the_end(
+    storage: SqlStorage,
+) -> None:
+    """PostgreSQL: the group's first round trip reads and locks the device's own roll-up rows
+    (hour, day, running totals), so merging them holds nothing another collector process
+    waits for; the fleet's rows, shared by every group, are not locked yet."""
+    if storage.dialect != "postgres":
+        pytest.skip("row locks: PostgreSQL only")
+    import psycopg
+
+    s = storage
+    h = model_hash("g", "1")
+    a = SimDevice("a", make_profile(), h, seed=1)
+    s.add_device("a", hash_token("a"), 0.0)
+    known: dict = {}
+    payload = a.batch([a.window(T0)], name="g", version="1", include_model=True)
+    assert apply_batches(s, [parse_batch(payload, "a", hash_token("a"))], known, T0) == [Ack([0], [])]
+    w1 = a.window(T0 + 1)
+    with s.write(pipelined=True) as tx, psycopg.connect(s.url, autocommit=True) as other:
+        tx.open_group(["a"], [("a", 1)], [(w1.model, "a", w1.start)])
+        assert {k[0] for k in tx._prelocked} >= {"h", "d"}
+        other.execute("SET lock_timeout = '100ms'")
+        for device, locked in (("a", True), (FLEET, False)):
+            try:
+                n = len(other.execute("SELECT 1 FROM rollups WHERE device = %s FOR UPDATE NOWAIT", (device,)).fetchall())
+                assert not locked and n >= 3, device  # the fleet's minute, hour and day
+            except psycopg.errors.LockNotAvailable:
+                assert locked, device

@@ -31,6 +31,12 @@ def test_a_large_batch_gives_the_same_answers_as_one_thread(name: str, request: 
     assert np.array_equal(got, want)
     if default.task != "regression":
         np.testing.assert_allclose(default.predict_proba(rows), single.predict_proba(rows), rtol=0, atol=1e-6)
+    # the large-batch session spins, as a default InferenceSession does; the single-row one never
+    key = "session.intra_op.allow_spinning"
+    assert default._session.get_session_options().get_session_config_entry(key) == "0"
+    if batch_threads() > 1:
+        assert default._batch_session.get_session_options().get_session_config_entry(key) == "1"
+    assert single._batch_session is None  # threads chosen: one session, no spinning
     # a small batch and a single row after a large one still agree
     assert np.array_equal(default.predict(rows[:3]), single.predict(rows[:3]))
     assert default.predict(rows[0]) == single.predict(rows[0])
