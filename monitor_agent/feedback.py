@@ -160,6 +160,31 @@ log = logging.getLogger("mlpack_edge.monitor_agent")
 _ANYTHING_TO_HAND_OFF = "SELECT EXISTS (SELECT 1 FROM counts) OR EXISTS (SELECT 1 FROM samples WHERE sent = 0)"
 
 
+#: Rows per multi-row ``INSERT`` at most (fewer where SQLite takes fewer parameters: 999 before 3.32).
+INSERT_CHUNK = 512
+
+
+def _insert_many(conn: sqlite3.Connection, head: str, width: int, flat: list[Any]) -> None:
+    """``head`` + ``VALUES (?, ...), (?, ...)`` for rows of ``width`` values given flat, in order,
+    :data:`INSERT_CHUNK` rows per statement.
+
+    Why not ``executemany``: :mod:`sqlite3` releases the GIL around every row's step, and on
+    ``serve``'s tick thread each release handed the GIL to the request thread, which the tick
+    thread then had to take back by forcing a switch (up to the 1 ms switch interval later):
+    2,048 single-row ids a drain were ~2,000 GIL hand-overs, each two context switches and a
+    request held up (and under CPU contention waiting for the tick thread to be scheduled). A
+    statement of up to 512 rows steps once; the rows and their order are the same.
+    """
+    rows = max(1, min(INSERT_CHUNK, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    step = rows * width
+    one = "(" + ", ".join("?" * width) + ")"
+    full = head + ", ".join([one] * rows)
+    for start in range(0, len(flat), step):
+        part = flat[start : start + step]
+        sql = full if len(part) == step else head + ", ".join([one] * (len(part) // width))
+        conn.execute(sql, part)
+
+
 class FeedbackStore:
     """The join store of one state folder (every model served from it); see the module docstring."""
 
@@ -297,23 +322,24 @@ class FeedbackStore:
     def _insert_locked(
         self, conn: sqlite3.Connection, buf: list[tuple[str, str, float, float]], blocks: list[_Block]
     ) -> int:
-        rows = [(self._key(conn, m), i, t, p) for m, i, t, p in buf]
+        keys = {m: self._key(conn, m) for m in {row[0] for row in buf}}
         before = conn.total_changes
-        # A repeated id (a user's id column seen twice) keeps its first prediction.
-        conn.executemany("INSERT OR IGNORE INTO predictions (model, id, time, pred) VALUES (?, ?, ?, ?)", rows)
-        ignored = len(rows) - (conn.total_changes - before)
+        # A repeated id (a user's id column seen twice) keeps its first prediction (rows go in order).
+        _insert_many(conn, "INSERT OR IGNORE INTO predictions (model, id, time, pred) VALUES ", 4,
+                     [v for m, i, t, p in buf for v in (keys[m], i, t, p)])
+        ignored = len(buf) - (conn.total_changes - before)
         in_blocks = 0
         if blocks:  # generated ids never repeat: nothing to ignore (OR IGNORE: a re-run flush)
             spans = [(self._key(conn, m), prefix, first, first + len(blob) // 8 - 1, t, blob)
                      for m, prefix, first, t, blob in blocks]
-            conn.executemany(
-                "INSERT OR IGNORE INTO blocks (model, prefix, first, last, time, preds) VALUES (?, ?, ?, ?, ?, ?)", spans)
+            _insert_many(conn, "INSERT OR IGNORE INTO blocks (model, prefix, first, last, time, preds) VALUES ", 6,
+                         [v for span in spans for v in span])
             in_blocks = sum(last - first + 1 for _, _, first, last, _, _ in spans)
         if self._count is not None:
-            self._count += len(rows) - ignored + in_blocks
+            self._count += len(buf) - ignored + in_blocks
         if ignored:
             self._bump(conn, "repeated_ids", ignored)
-        return len(rows) + in_blocks
+        return len(buf) + in_blocks
 
     def _evict_locked(self, conn: sqlite3.Connection) -> None:
         cut = self._clock() - 2 * self.join_seconds

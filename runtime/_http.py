@@ -281,6 +281,12 @@ class HttpServer:
         if conn.closing:
             return  # answered for the last time: ignore what else arrives
         conn.buf += self._rview[:n]
+        while n == _RECV:  # a full buffer (a large body): take the rest now, not after another select
+            try:
+                n = conn.sock.recv_into(self._rbuf)
+            except OSError:  # nothing more yet, or trouble the next read reports
+                break
+            conn.buf += self._rview[:n]  # n == 0 (the client closed): the next select reads that again
         self._process(conn)
 
     def _process(self, conn: _Conn) -> None:

@@ -38,7 +38,7 @@ from mlpack_edge.runtime._signature import Signature, bind
 from mlpack_edge.runtime.bundle import Bundle
 from mlpack_edge.runtime.manifest import Manifest
 from mlpack_edge.runtime.schema import Batch, Schema
-from mlpack_edge.runtime.session import batch_threads, create_session, first_line, runner
+from mlpack_edge.runtime.session import batch_threads, bound_row, create_session, first_line, runner
 
 __all__ = ["Recorder", "Prediction", "BatchResult", "Model", "open_model"]
 
@@ -55,6 +55,8 @@ BATCH_THREADS_ROWS = 1024
 # A plainly valid single row skips Batch and BatchResult: (feeds, numeric [1, n], categorical).
 # The last item says whether the numeric array is ours (not a view of the caller's buffer).
 _FastRow = tuple[dict[str, np.ndarray], np.ndarray, list[list[str]], bool]
+# A bound single-row run: (run, input row [F], the input's bytes, output row [C]); see session.bound_row.
+_Bound = tuple[Any, np.ndarray, memoryview, np.ndarray]
 _F32 = np.dtype(np.float32)
 _clock = time.perf_counter
 
@@ -223,6 +225,9 @@ class Model:
         # A dict row of a matrix model goes straight to a float32 array (Schema.dict_row).
         self._dict_row: Any = self.schema.dict_row if self._matrix_input is not None else None
         self._inputs: list[np.ndarray] = []  # reusable [1, F] inputs for predict_proba of a dict row
+        # predict_proba of one row without a recorder: (run, input row, input bytes, output row)
+        # sets made by _new_bound, one per thread in flight; None where the output cannot be bound.
+        self._bound: list[_Bound] | None = [] if self._bindable() else None
 
     # ------------------------------------------------------------------ facts
 
@@ -267,10 +272,10 @@ class Model:
                     out = self._run(self._first_out, {self._matrix_input: x}, None)[0]
                 except Exception as exc:
                     raise self._failed(exc) from None
+                value = out.item()  # the label or value, also the key of its code array
                 if record is not None:
-                    codes = self._code_arrays[out[0]] if self._classifier else out.reshape(-1)
-                    record(x, (), codes, _clock() - t0)
-                return out.item()
+                    record(x, (), self._code_arrays[value] if self._classifier else out.reshape(-1), _clock() - t0)
+                return value
         fast = self._fast(X)
         if fast is not None:
             return self._run_one(fast, t0, self._first_out)[0].item()
@@ -285,11 +290,44 @@ class Model:
         """Class probabilities, columns in :attr:`classes` order: ``[C]`` for a row, ``[N, C]`` for a batch."""
         if not self._classifier:
             raise TypeError(f"model {self.name!r} is a regression model: it has no class probabilities")
-        if self._recorder is None and self._matrix_input is not None:
+        bound = self._bound
+        if bound is not None and self._recorder is None:
             # The leanest paths, inlined (every call layer costs ~0.1 µs of a ~4 µs linear
-            # model), asking onnxruntime for the probabilities only: a float32 row whose values
-            # are all finite (Schema.fast_row's rule; a NaN in a nullable feature takes the
-            # general path below), or a dict of finite floats (Schema.dict_row).
+            # model): a float32 row whose values are all finite (Schema.fast_row's rule; a NaN
+            # in a nullable feature takes the general path below), or a dict of finite floats
+            # (Schema.dict_row), written into a bound input and run into a bound output
+            # (session.bound_row). One binding per thread in flight: the list's pop and
+            # append are atomic; the output is copied out before the binding goes back.
+            if type(X) is np.ndarray:
+                if X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X)):
+                    try:  # not `pop() if bound`: another thread may take the last one in between
+                        slot = bound.pop()
+                    except IndexError:
+                        slot = self._new_bound()
+                    slot[1][...] = X
+                    try:
+                        slot[0]()
+                        return slot[3].copy()
+                    except Exception as exc:
+                        raise _inference_failed(exc, 1) from None
+                    finally:
+                        bound.append(slot)
+            elif type(X) is dict:
+                try:
+                    slot = bound.pop()
+                except IndexError:
+                    slot = self._new_bound()
+                try:
+                    if self.schema.dict_row_into(X, slot[2]):
+                        try:
+                            slot[0]()
+                        except Exception as exc:
+                            raise _inference_failed(exc, 1) from None
+                        return slot[3].copy()
+                finally:
+                    bound.append(slot)
+        elif self._recorder is None and self._matrix_input is not None:
+            # The same rows where the model's output cannot be bound (see _bindable).
             x = None
             if type(X) is np.ndarray:
                 if X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X)):
@@ -298,7 +336,10 @@ class Model:
                 # Packed into an input array taken from a pool (one per thread in flight; the
                 # list's pop and append are atomic), not into a new array per row.
                 pool = self._inputs
-                x = pool.pop() if pool else np.empty((1, self.schema.width), np.float32)
+                try:
+                    x = pool.pop()
+                except IndexError:
+                    x = np.empty((1, self.schema.width), np.float32)
                 if self.schema.dict_row_into(X, x):
                     try:
                         return self._run(self._proba_out, {self._matrix_input: x}, None)[0][0]  # type: ignore[no-any-return]
@@ -447,6 +488,21 @@ class Model:
     def large_batch_threads(self) -> int:
         """Intra-op threads a batch of :data:`BATCH_THREADS_ROWS` rows or more runs with."""
         return self.threads if self._threads_chosen else max(self.threads, batch_threads())
+
+    def _bindable(self) -> bool:
+        """Whether a single row's probabilities can be run into a bound ``[1, C]`` float32 array:
+        a classifier with one matrix input whose probabilities output declares ``C`` columns
+        (bind checked the type) and a batch axis that takes one row."""
+        if not self._classifier or self._matrix_input is None:
+            return False
+        shape = next(o.shape for o in self._session.get_outputs() if o.name == self._proba_out[0])
+        rows = shape[0] if len(shape) == 2 else 0
+        return len(shape) == 2 and shape[1] == len(self.classes) and (rows is None or rows == 1 or isinstance(rows, str))
+
+    def _new_bound(self) -> _Bound:
+        """A binding for one row's probabilities (the first call, or one more thread in flight)."""
+        run, x, out = bound_row(self._session, self._matrix_input, self.schema.width, self._proba_out[0], len(self.classes))  # type: ignore[arg-type]
+        return run, x[0], memoryview(x).cast("B"), out[0]
 
     def _fast_matrix(self, X: Any) -> _FastRow | None:
         x = self.schema.fast_row(X)

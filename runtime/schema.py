@@ -150,7 +150,9 @@ class Schema:
         self._category_sets = tuple(self._categories[i] for i in self.categorical)
         # A dict row's numeric values straight into float32 bytes (see _packed).
         n_numeric = len(self.numeric)
-        self._float_types = (float,) * n_numeric
+        # A list: comparing map(type, values) collected into a list costs ~0.8k instructions
+        # less than into a tuple (30 values), which grows by reallocation.
+        self._float_types = [float] * n_numeric
         packer = struct.Struct(f"={n_numeric}f")
         self._pack = packer.pack
         self._pack_into = packer.pack_into
@@ -320,7 +322,7 @@ class Schema:
             values = self._values(row)
         except KeyError:
             return False
-        if tuple(map(type, values)) != self._float_types and not set(map(type, values)) <= _PACKABLE:
+        if list(map(type, values)) != self._float_types and not set(map(type, values)) <= _PACKABLE:
             return False
         try:
             self._pack_into(out, 0, *values)
@@ -367,7 +369,7 @@ class Schema:
         the same as on the full path; anything else returns ``None`` to take the numpy path.
         The bytes are immutable, so the array can be kept (the recorder does) without a copy.
         """
-        if tuple(map(type, values)) != self._float_types and not set(map(type, values)) <= _PACKABLE:
+        if list(map(type, values)) != self._float_types and not set(map(type, values)) <= _PACKABLE:
             return None
         try:
             packed = self._pack(*values)

@@ -23,14 +23,17 @@ spins, and the single-row session never spins. ``--threads`` / ``threads=`` over
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from mlpack_edge.errors import BundleError
 
-__all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_session", "runner", "first_line"]
+__all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_session", "runner", "bound_row", "first_line"]
 
 #: Intra-op threads for single rows and small requests (see the module doc).
 DEFAULT_THREADS = 1
@@ -90,3 +93,31 @@ def runner(session: ort.InferenceSession) -> Any:
     if fast is not None:
         return fast
     return session.run  # pragma: no cover - an onnxruntime without the private binding
+
+
+def bound_row(
+    session: ort.InferenceSession, input_name: str, width: int, output_name: str, n_out: int
+) -> tuple[Callable[[], None], np.ndarray, np.ndarray]:
+    """A float32 ``[1, width]`` input array, a float32 ``[1, n_out]`` output array, and a
+    call that runs ``session`` from the first into the second (an ``IOBinding``).
+
+    Of a single row's ``run``, a quarter is outside the model: reading the feeds dict,
+    wrapping the input array, turning the output into a new numpy array. Bound once to
+    arrays we own, the same run skips all three (callgrind, the 30-feature logistic
+    regression: ~31.5k instructions instead of ~42.3k for ``_sess.run`` of the same
+    output). The caller writes the row into the input array, calls, and copies the output
+    out before the next call: the arrays are shared state, so one set per thread in flight.
+    The call is a ``functools.partial`` of the private binding call (no Python frame),
+    or of the public ``run_with_iobinding`` where the private one is missing.
+    """
+    x = np.zeros((1, width), np.float32)
+    out = np.zeros((1, n_out), np.float32)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(x))
+    binding.bind_output(output_name, "cpu", 0, np.float32, [1, n_out], out.ctypes.data)
+    inner = getattr(getattr(session, "_sess", None), "run_with_iobinding", None)
+    # The call keeps the binding; the binding's Python wrapper keeps the OrtValue over x; the
+    # caller keeps out (and x too, to write into it).
+    run = functools.partial(session.run_with_iobinding, binding) if inner is None else functools.partial(inner, binding._iobinding, None)
+    run.binding = binding  # type: ignore[attr-defined]  # the Python wrapper owns the OrtValue that keeps x alive
+    return run, x, out

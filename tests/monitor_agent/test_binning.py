@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from mlpack_edge.monitor_agent import _binning
 from mlpack_edge.monitor_agent._binning import NumericBinner, count_categorical
 from mlpack_edge.monitor_agent.histogram import LatencyHistogram
 from mlpack_edge.monitor_agent.profile import NumericProfile, bin_categorical, bin_numeric, numeric_profile
@@ -18,10 +20,13 @@ def _profiles(rng: np.random.Generator) -> list[NumericProfile]:
     ]
 
 
-def test_numeric_binner_matches_bin_numeric_per_column() -> None:
+@pytest.mark.parametrize("compare_max_edges", [_binning.COMPARE_MAX_EDGES, 0])  # edge by edge; binary search
+def test_numeric_binner_matches_bin_numeric_per_column(compare_max_edges: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_binning, "COMPARE_MAX_EDGES", compare_max_edges)
     rng = np.random.default_rng(1)
     profiles = _profiles(rng)
     binner = NumericBinner(profiles)
+    assert (binner._by_edge is None) == (compare_max_edges == 0)  # noqa: SLF001 - the path under test
     for rows in (1, 7, 3000, 5000):  # 5000 > one chunk
         x = rng.normal(scale=4, size=(rows, len(profiles)))
         x[rng.random(x.shape) < 0.1] = np.nan

@@ -146,6 +146,50 @@ def test_a_batch_of_generated_ids_is_one_block_joined_like_single_rows(state: Pa
     again.close()
 
 
+def test_single_rows_past_one_insert_statement_keep_order_times_and_first_prediction(state: Path, clock: FakeClock) -> None:
+    """Single-row ids go in as multi-row INSERTs (INSERT_CHUNK rows each): every row, its own
+    time, and a repeated id keeps its first prediction across a statement boundary."""
+    from mlpack_edge.monitor_agent.feedback import INSERT_CHUNK
+
+    store = _store(state, clock, join_seconds=3600)
+    n = 2 * INSERT_CHUNK + 7
+    ids = [f"user-{i}" for i in range(n)]
+    for i, pid in enumerate(ids):
+        store.remember(MODEL_HASH, [pid], [i % 3])
+        clock.advance(1)
+    store.remember(MODEL_HASH, [ids[3]], [2])  # a repeat in the last statement: ignored
+    assert store.flush() == n + 1
+    con = sqlite3.connect(state / "feedback.sqlite")
+    got = con.execute("SELECT id, time, pred FROM predictions ORDER BY time").fetchall()
+    start = got[0][1]
+    assert got == [(pid, start + i, float(i % 3)) for i, pid in enumerate(ids)]
+    assert con.execute("SELECT value FROM meta WHERE key = 'repeated_ids'").fetchone() == (1,)
+    assert store.stats()["pending"] == n
+    assert store.add_labels(MODEL_HASH, TARGET, [(ids[3], "maybe"), (ids[-1], "yes")]) == ["matched", "matched"]
+    fb = store.unsent(MODEL_HASH)
+    # ids[3] predicted 0 (its first prediction, not the repeat's 2); ids[-1] predicted (n - 1) % 3 == 1
+    assert fb is not None and fb.confusion == [[1, 0, 0], [0, 0, 0], [0, 1, 0]] and fb.labels == 2
+    store.close()
+
+
+def test_more_blocks_than_one_insert_statement_takes_are_all_stored(state: Path, clock: FakeClock) -> None:
+    from mlpack_edge.monitor_agent.feedback import INSERT_CHUNK
+
+    store = _store(state, clock, join_seconds=3600)
+    maker = IdMaker()
+    runs = [maker.many(2) for _ in range(INSERT_CHUNK + 3)]
+    for k, ids in enumerate(runs):
+        store.remember(MODEL_HASH, ids, [k % 3, (k + 1) % 3])
+    assert store.flush() == 2 * len(runs)
+    con = sqlite3.connect(state / "feedback.sqlite")
+    assert con.execute("SELECT COUNT(*), SUM(last - first + 1) FROM blocks").fetchone() == (len(runs), 2 * len(runs))
+    k = len(runs) - 1  # the last block, in the second statement: predicted (k + 1) % 3 for its second id
+    assert store.add_labels(MODEL_HASH, TARGET, [(runs[k][1], CLASSES[(k + 1) % 3])]) == ["matched"]
+    fb = store.unsent(MODEL_HASH)
+    assert fb is not None and sum(map(sum, fb.confusion)) == 1 and fb.confusion[(k + 1) % 3][(k + 1) % 3] == 1
+    store.close()
+
+
 def test_blocks_are_evicted_oldest_first_with_single_rows(state: Path, clock: FakeClock) -> None:
     store = _store(state, clock, join_seconds=100, max_pending=6)
     maker = IdMaker()

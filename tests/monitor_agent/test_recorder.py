@@ -208,3 +208,41 @@ def test_record_row_counts_as_record_does(profile: Profile, auto_roll: bool) -> 
         assert len(checkpoints) > 20  # every 5 rows, between the window ends
     else:
         assert checkpoints == []
+
+
+def test_a_full_buffer_is_handed_to_on_full_and_binned_inline_only_past_the_bound(profile: Profile, clock: FakeClock) -> None:
+    """Without auto_roll, a full buffer calls ``on_full`` (serve: the agent's tick thread bins it)
+    instead of binning on the recording thread, up to HANDOFF_FACTOR buffers; counts stay exact."""
+    from mlpack_edge.monitor_agent.recorder import HANDOFF_FACTOR
+
+    sink: list[Window] = []
+    rec = _recorder(profile, clock, sink, buffer_rows=64)
+    rec.auto_roll = False
+    pending = rec._calls  # noqa: SLF001 - what waits to be binned (rec._open.rows: what was binned)
+    full: list[int] = []
+    rec.on_full = lambda: full.append(sum(c[5] for c in pending))
+    rng = np.random.default_rng(5)
+    parts = [traffic(rng, 10) for _ in range(6)]  # a call counts rows + 1: the 6th fills 64
+    for num, cat, pred in parts:
+        rec.record(num, cat, pred, 0.001)
+    assert full == [60] and rec._open.rows == 0
+    rec.flush()  # what the woken thread does
+    assert rec._open.rows == 60 and not pending
+    rec.on_full = lambda: None  # a thread that never comes: binned inline at the bound
+    more = [traffic(rng, 10) for _ in range(HANDOFF_FACTOR * 6 + 1)]
+    for num, cat, pred in more:
+        rec.record(num, cat, pred, 0.001)
+    assert 0 < len(pending) and sum(c[5] + 1 for c in pending) < 64 * HANDOFF_FACTOR
+    assert rec._open.rows + sum(c[5] for c in pending) == 60 + 10 * len(more)
+    rec.flush()
+    handed = len(full)
+    one_num, one_cat, one_pred = parts[0][0][:1], [c[:1] for c in parts[0][1]], parts[0][2][:1]
+    for _ in range(70):  # single rows that fill the buffer bin it there (no wake per ~32 rows)
+        rec.record_row(one_num, one_cat, one_pred, 0.001)
+    assert len(full) == handed and len(pending) < 35
+    w = rec.close()
+    assert w is not None and (w.requests, w.rows) == (76 + len(more), 130 + 10 * len(more))
+    num = np.concatenate([p[0] for p in parts + more] + [parts[0][0][:1]] * 70)
+    f = profile.feature("age")
+    want = bin_numeric(np.array(f.edges), num[:, 0], f.min, f.max)
+    assert w.features["age"].bins == want.counts.tolist()

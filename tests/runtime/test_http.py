@@ -68,6 +68,23 @@ def test_pipelined_requests_are_answered_in_order(server: PredictServer, model: 
     assert status == "HTTP/1.1 200 OK" and json.loads(body)["status"] == "ok"
 
 
+def test_bodies_larger_than_the_receive_buffer_pipelined_then_closed(server: PredictServer, model: Model) -> None:
+    """Bodies of several receive buffers (runtime._http reads a full buffer's rest at once),
+    two pipelined in one send and the write side closed after them: both answered, in order."""
+    from mlpack_edge.runtime._http import _RECV
+
+    batches = [[{**ROW, "x1": (i + k) / 7} for i in range(int(2.5 * _RECV) // len(json.dumps(ROW)))] for k in range(2)]
+    bodies = [json.dumps(b).encode() for b in batches]
+    assert all(len(b) > 2 * _RECV for b in bodies)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"".join(_post(b) for b in bodies))
+        s.shutdown(socket.SHUT_WR)
+        buf = bytearray()
+        replies = [json.loads(_read_reply(s, buf)[2]) for _ in bodies]
+    for batch, reply in zip(batches, replies):
+        assert [p["label"] for p in reply["predictions"]] == model.predict_rows(batch).labels.tolist()
+
+
 def test_a_body_arriving_in_pieces_and_expect_100_continue(server: PredictServer) -> None:
     body = json.dumps([ROW] * 3).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:

@@ -180,17 +180,20 @@ def test_threads_option_and_concurrent_use(binary_bundle: Path) -> None:
     assert model.threads == 1
     X = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
     expected = [model.predict_proba(x) for x in X]
+    rows = [dict(zip(model.feature_names, x.tolist())) for x in X]
     results: list[bool] = []
 
-    def work() -> None:
-        results.append(all(np.array_equal(model.predict_proba(X[i]), expected[i]) for i in range(len(X))))
+    def work() -> None:  # float32 rows and dict rows: each thread in flight takes its own binding
+        for _ in range(20):
+            results.append(all(np.array_equal(model.predict_proba(X[i]), expected[i]) for i in range(len(X))))
+            results.append(all(np.array_equal(model.predict_proba(rows[i]), expected[i]) for i in range(len(X))))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [True] * 4
+    assert results == [True] * 160
 
 
 def _failing_bundle(target: Path) -> Path:
@@ -233,6 +236,80 @@ def test_onnxruntime_failure_is_an_inference_error_and_counted(tmp_path: Path) -
     plain = open_model(tmp_path / "f")
     with pytest.raises(InferenceError, match=r"^onnxruntime failed on 1 row: "):
         plain.predict(np.zeros(3, dtype=np.float32))  # the fast path reports it the same way
+
+
+def test_onnxruntime_failure_of_a_bound_single_row_is_an_inference_error(tmp_path: Path) -> None:
+    """predict_proba of one row runs into bound arrays (session.bound_row): a failing run says the same."""
+    plain = open_model(_failing_bundle(tmp_path / "f"))
+    for row in (np.zeros(3, dtype=np.float32), {"a": 0.0, "b": 0.0, "c": 0.0}):
+        with pytest.raises(InferenceError, match=r"^onnxruntime failed on 1 row: "):
+            plain.predict_proba(row)
+    assert plain.predict_proba(np.zeros((2, 3), dtype=np.float32)).shape == (3, 2)  # the session still runs
+
+
+def _softmax_bundle(target: Path, fixed: bool) -> Path:
+    """A 3-feature classifier whose probabilities are a softmax of two columns of X: ``fixed``
+    declares them ``[N, 2]``; otherwise X is ``[N, ?]`` and the columns are "all but the last",
+    a width only the run knows (so no output array can be bound ahead of it)."""
+    from onnx import TensorProto, helper
+
+    if fixed:
+        nodes = [helper.make_node("MatMul", ["X", "W"], ["logits"])]
+    else:
+        nodes = [
+            helper.make_node("Shape", ["X"], ["shape"]),
+            helper.make_node("Gather", ["shape", "one"], ["width"]),
+            helper.make_node("Sub", ["width", "one"], ["end"]),
+            helper.make_node("Slice", ["X", "zero", "end", "one"], ["logits"]),
+        ]
+    graph = helper.make_graph(
+        nodes
+        + [
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ],
+        "softmax",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 3 if fixed else None])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2 if fixed else None]),
+        ],
+        [
+            helper.make_tensor("W", TensorProto.FLOAT, [3, 2], [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+            helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+        ],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onx.ir_version = 9
+    manifest = {
+        "name": "softmax",
+        "version": "1",
+        "task": "binary",
+        "input": {"layout": "matrix", "features": [{"name": n, "kind": "numeric", "nullable": False} for n in "abc"]},
+        "output": {"classes": [0, 1], "label": "label", "probabilities": "probabilities"},
+        "onnx": {"file": "model.onnx", "inputs": [{"name": "X", "dtype": "float32", "width": 3}]},
+    }
+    return write_bundle(target, {"model.onnx": onx.SerializeToString()}, manifest)
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_predict_proba_of_one_row_is_the_batch_answer_byte_for_byte(tmp_path: Path, fixed: bool) -> None:
+    """Bound (a declared width) or not (a width only the run knows: the plain run), one row's
+    probabilities are the bytes a batch gets, and each answer is the caller's to keep."""
+    model = open_model(_softmax_bundle(tmp_path / "m", fixed))
+    assert (model._bound is not None) == fixed  # noqa: SLF001 - both paths are exercised
+    X = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+    batch = model.predict_proba(X)
+    answers = []
+    for i, x in enumerate(X):
+        d = dict(zip("abc", x.tolist()))
+        for p in (model.predict_proba(x), model.predict_proba(d)):
+            assert p.shape == (2,) and p.dtype == np.float32 and p.flags.writeable
+            assert p.tobytes() == batch[i].tobytes()
+            answers.append(p)
+    # No answer shares memory with a later one (the bound output is copied out).
+    assert all(a.tobytes() == batch[k // 2].tobytes() for k, a in enumerate(answers))
 
 
 def test_a_float32_row_is_predicted_as_its_dict_and_nan_rows_take_the_full_path(binary_bundle: Path) -> None:
