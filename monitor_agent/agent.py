@@ -206,8 +206,7 @@ class Agent:
         self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
         self._remembered_rows = 0
         self._drain_rows = REMEMBER_ROWS  # TICK_DRAIN_ROWS once started
-        self._wake = threading.Event()  # the tick thread's: ids to write, a full recorder buffer (or stop)
-        self._bin_due = False  # the recorder's buffer is full (Recorder.on_full)
+        self._wake = threading.Event()  # the tick thread's: ids to write (or stop)
         self._writes = 0  # ids drained, windows stored, checkpoints written: when a malloc_trim may help
         self._trim_mark = -1  # _writes at the last malloc_trim
         self._draining = threading.Lock()  # orders drains of the buffers and label joins (see add_labels)
@@ -515,9 +514,6 @@ class Agent:
         when due, and now and then store the checkpoints of processes that died."""
         now = self._clock()
         self.recorder.roll(now)  # first, so a sample taken now lands in the window it belongs to
-        if self._bin_due:
-            self._bin_due = False  # before the flush: a buffer filled during it wakes the next tick
-            self.recorder.flush()
         if self._sampler is not None and now >= self._next_sample:
             self.recorder.add_system(self._sampler())
             self._next_sample = now + self._sample_seconds
@@ -584,7 +580,6 @@ class Agent:
         if self._has_feedback_store():
             self.feedback  # noqa: B018 - opened now: counts a dead process left are handed over by the tick
         self.recorder.auto_roll = False  # the tick thread closes windows and checkpoints, off the request path
-        self.recorder.on_full = self._binning_due  # ... and bins full buffers
         self._threads = [threading.Thread(target=self._tick_loop, name="mlpack-agent-tick", daemon=True)]
         if self.config.can_upload:
             self.uploader  # noqa: B018 - made here, not in the thread (imports are not thread-friendly)
@@ -605,7 +600,6 @@ class Agent:
             t.join(timeout)
         busy = any(t.is_alive() for t in self._threads)  # an upload stuck in a slow request
         self._threads = []
-        self.recorder.on_full = None
         self.recorder.set_checkpoints(None, 0, 0)
         self.recorder.auto_roll = True
         spool = self._may_spool()
@@ -665,25 +659,6 @@ class Agent:
                 until = min(until, self._next_checkpoint - now)
             self._wake.wait(max(0.001, until))
             self._wake.clear()  # before the tick: ids remembered from here on wake the next one
-            # Woken only to bin a full recorder buffer (every ~10 batch requests): bin it and wait
-            # on. A whole tick would also write the ids remembered so far, a SQLite transaction
-            # per wake instead of per TICK_DRAIN_ROWS rows or per tick.
-            wake_at = now + until
-            while (self._bin_due and not self._stop.is_set() and self._remembered_rows < self._drain_rows
-                   and self._clock() < wake_at):
-                self._bin_due = False
-                try:
-                    self.recorder.flush()
-                except Exception:  # as a tick's: the next one may succeed
-                    log.exception("telemetry binning failed")
-                self._wake.wait(max(0.001, wake_at - self._clock()))
-                self._wake.clear()
-
-    def _binning_due(self) -> None:
-        """The recorder's ``on_full`` (on a request thread): the tick thread bins the buffer now."""
-        self._bin_due = True
-        if not self._wake.is_set():
-            self._wake.set()
 
     def _wrote_since_trim(self) -> bool:
         """Whether this agent wrote to its stores since the last call (the first call: yes, start opened them)."""

@@ -41,11 +41,6 @@ __all__ = ["Recorder", "DEFAULT_WINDOW_SECONDS", "DEFAULT_BUFFER_ROWS"]
 
 DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_BUFFER_ROWS = 1024
-# A buffer a batch call filled, with ``on_full`` set (serve: the agent's tick thread bins it), is
-# binned by the recording thread itself only once it holds this many buffers: binning 1,024 rows
-# of 30 features was ~0.6 ms of numpy, ~60-130 us of each 100-row request when the request thread
-# did it; the bound keeps memory flat if the other thread is held up.
-HANDOFF_FACTOR = 4
 
 
 class _Layout:
@@ -174,13 +169,6 @@ class Recorder:
         self._open = self._new_window(clock())
         self._end = self._open.end
         self.on_checkpoint: Callable[[], None] | None = None
-        #: With ``auto_roll`` off: called (instead of binning inline) when a batch call fills
-        #: the buffer; whoever it wakes calls :meth:`flush`. The caller bins inline past
-        #: ``HANDOFF_FACTOR`` buffers (that thread is stuck or gone), and when a single row
-        #: fills it: a wake per ~500 single rows is a GIL hand-over per few hundred requests,
-        #: which under CPU contention waits for the woken thread to be scheduled (the
-        #: single-row p99), for ~0.5 ms of binning the request thread does at once.
-        self.on_full: Callable[[], None] | None = None
         self._checkpoint_seconds = 0.0
         self._checkpoint_rows = 0
         self._next_checkpoint = math.inf
@@ -238,12 +226,8 @@ class Recorder:
             self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
             self._buffered += n + 1
             if self._buffered >= self._buffer_rows:
-                due = self.on_full
-                if due is not None and n > 1 and self._buffered < self._buffer_rows * HANDOFF_FACTOR:
-                    due()  # the agent's thread bins it (a flush takes what is there: nothing twice)
-                else:
-                    with self._lock:
-                        self._flush_locked()
+                with self._lock:
+                    self._flush_locked()
         self._sync()
         self._refill()
 
@@ -393,12 +377,6 @@ class Recorder:
         """Add system samples (psutil) to the current window."""
         with self._lock:
             self._open.system.add(stats)
-
-    def flush(self) -> None:
-        """Bin what the buffer holds now (into the open window); calls recorded meanwhile wait."""
-        if self._calls:
-            with self._lock:
-                self._flush_locked()
 
     def roll(self, now: float | None = None) -> Window | None:
         """Close the current window if its time is up; returns (and emits) the closed window."""

@@ -178,37 +178,6 @@ def test_a_started_agent_wakes_its_tick_to_write_ids_every_so_many_rows(
     assert stored == TICK_DRAIN_ROWS + 1  # all written by the exit at the latest, none twice
 
 
-def test_a_started_agent_bins_full_recorder_buffers_on_its_tick_thread(
-    tmp_path: Path, model: ModelInfo, clock: FakeClock
-) -> None:
-    """serve's request thread only appends: a full buffer wakes the tick thread, which bins it
-    (every row once: the window's count is exact), and after stop recording bins inline again."""
-    import time
-
-    from mlpack_edge.monitor_agent.recorder import DEFAULT_BUFFER_ROWS
-
-    agent = Agent.open(model, tmp_path, AgentConfig(window_seconds=60), clock=clock, sampler=fixed_sampler)
-    agent.start()
-    rec = agent.recorder
-    rng = np.random.default_rng(11)
-    try:
-        assert rec.on_full is not None
-        rows = 0
-        while rows < DEFAULT_BUFFER_ROWS:  # until the buffer is full
-            rec.record(*traffic(rng, 50), 0.001)
-            rows += 50
-        deadline = time.monotonic() + 10
-        while rec._calls and time.monotonic() < deadline:  # noqa: SLF001 - binned by the tick thread
-            time.sleep(0.01)
-        assert not rec._calls and rec._open.rows == rows  # noqa: SLF001
-        rec.record(*traffic(rng, 7), 0.001)
-        snap = rec.snapshot()
-        assert snap is not None and snap.rows == rows + 7
-    finally:
-        agent.stop()
-    assert rec.on_full is None
-
-
 def test_the_stores_keep_a_small_sqlite_page_cache(tmp_path: Path, model: ModelInfo, clock: FakeClock) -> None:
     """2 MB (SQLite's default) per connection was a serving process's memory held for pages the OS caches anyway."""
     from mlpack_edge.monitor_agent._store import CACHE_KIB
