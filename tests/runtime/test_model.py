@@ -196,6 +196,24 @@ def test_threads_option_and_concurrent_use(binary_bundle: Path) -> None:
     assert results == [True] * 160
 
 
+def _binary_bundle(target: Path, graph: Any) -> Path:
+    """A bundle of a hand-made binary classifier over features a, b, c (input ``X`` [N, 3],
+    outputs ``label`` and ``probabilities``), named after its graph."""
+    from onnx import helper
+
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onx.ir_version = 9
+    manifest = {
+        "name": graph.name,
+        "version": "1",
+        "task": "binary",
+        "input": {"layout": "matrix", "features": [{"name": n, "kind": "numeric", "nullable": False} for n in "abc"]},
+        "output": {"classes": [0, 1], "label": "label", "probabilities": "probabilities"},
+        "onnx": {"file": "model.onnx", "inputs": [{"name": "X", "dtype": "float32", "width": 3}]},
+    }
+    return write_bundle(target, {"model.onnx": onx.SerializeToString()}, manifest)
+
+
 def _failing_bundle(target: Path) -> Path:
     """A valid bundle whose graph fails at run time on an odd number of rows (Reshape [-1, 2] of N*3 values)."""
     from onnx import TensorProto, helper
@@ -213,17 +231,7 @@ def _failing_bundle(target: Path) -> Path:
         ],
         [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 2])],
     )
-    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onx.ir_version = 9
-    manifest = {
-        "name": "failing",
-        "version": "1",
-        "task": "binary",
-        "input": {"layout": "matrix", "features": [{"name": n, "kind": "numeric", "nullable": False} for n in "abc"]},
-        "output": {"classes": [0, 1], "label": "label", "probabilities": "probabilities"},
-        "onnx": {"file": "model.onnx", "inputs": [{"name": "X", "dtype": "float32", "width": 3}]},
-    }
-    return write_bundle(target, {"model.onnx": onx.SerializeToString()}, manifest)
+    return _binary_bundle(target, graph)
 
 
 def test_onnxruntime_failure_is_an_inference_error_and_counted(tmp_path: Path) -> None:
@@ -280,17 +288,7 @@ def _softmax_bundle(target: Path, fixed: bool) -> Path:
             helper.make_tensor("one", TensorProto.INT64, [1], [1]),
         ],
     )
-    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onx.ir_version = 9
-    manifest = {
-        "name": "softmax",
-        "version": "1",
-        "task": "binary",
-        "input": {"layout": "matrix", "features": [{"name": n, "kind": "numeric", "nullable": False} for n in "abc"]},
-        "output": {"classes": [0, 1], "label": "label", "probabilities": "probabilities"},
-        "onnx": {"file": "model.onnx", "inputs": [{"name": "X", "dtype": "float32", "width": 3}]},
-    }
-    return write_bundle(target, {"model.onnx": onx.SerializeToString()}, manifest)
+    return _binary_bundle(target, graph)
 
 
 @pytest.mark.parametrize("fixed", [True, False])
