@@ -163,4 +163,3 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
