@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idle USS of an installed `serve` (agent on / --no-monitor) vs the baselines, each process alone.
 #
-#     benchmarks/serve_uss.sh <installed launcher> <model.onnx> [rounds] [signed launcher]
+#     benchmarks/serve_uss.sh <installed launcher> <model.onnx> [rounds] [other launcher ...]
 #
 # serve_throughput.py starts every server from a Python process that has imported numpy,
 # onnxruntime and scikit-learn from the same venv, so a source-checkout server (and the stdlib
@@ -12,14 +12,32 @@
 # (benchmarks/_serve_baselines.py); the launcher is `<prefix>/<name>/current/<name>` after
 # `<executable> install --prefix <prefix> --allow-unsigned`. The optional signed launcher is
 # the same model built `--sign-key K.key` and installed `--trust-key K.pub` (the secure
-# default: every start verifies manifest.sig); it adds a row per round.
+# default: every start verifies manifest.sig); it adds a row per round. Every further launcher
+# (e.g. the same model frozen from another commit, to compare two runtimes in one run) adds
+# one more row per round, agent on, in the same interleaved order.
 set -euo pipefail
-launcher=$1 onnx=$2 rounds=${3:-3} signed=${4:-}
+launcher=$1 onnx=$2 rounds=${3:-3}
+others=("${@:4}")
+for i in "${!others[@]}"; do echo "launcher $((i + 2)): ${others[$i]}"; done
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-$here/../.venv/bin/python}
 state=$(mktemp -d)
 trap 'rm -rf "$state"' EXIT
-mem() { awk '/^Private_(Clean|Dirty)/ {u+=$2} /^Rss/ {r=$2} END {printf "USS %.1f MB RSS %.1f MB", u/1024, r/1024}' "/proc/$1/smaps_rollup"; }
+# "alone": USS plus the pages of the Python installation's own files (pyenv's libpython, the
+# venv's numpy/onnxruntime) that another Python process on the machine happened to share at
+# that moment; on a shared machine other helpers' Pythons move the baselines' USS by up to
+# ~5 MB, and "alone" is what it would be with no other Python running. The installed
+# executable maps only its own copies, so there it equals USS.
+prefixes=$("$py" -c 'import sys; print(sys.base_prefix, sys.prefix)')
+mem() {
+    awk -v prefixes="$prefixes" '
+        BEGIN { n = split(prefixes, pre, " ") }
+        /^[0-9a-f]+-[0-9a-f]+ / { ours = 0; for (i = 1; i <= n; i++) if (index($6, pre[i] "/") == 1) ours = 1 }
+        /^Private_(Clean|Dirty)/ { u += $2 }
+        /^Shared_(Clean|Dirty)/ { if (ours) s += $2 }
+        /^Rss/ { r += $2 }
+        END { printf "USS %.1f MB RSS %.1f MB alone %.1f MB", u/1024, r/1024, (u+s)/1024 }' "/proc/$1/smaps"
+}
 one() {  # start, wait until it answers (any HTTP status), read its memory, stop
     "$@" >/dev/null 2>&1 & local pid=$!
     for _ in $(seq 1 300); do
@@ -32,9 +50,9 @@ one() {  # start, wait until it answers (any HTTP status), read its memory, stop
 port=18171
 for r in $(seq 1 "$rounds"); do
     echo "round $r  installed, agent on:     $(one "$launcher" serve --port $port)"
-    if [ -n "$signed" ]; then
-        echo "round $r  signed, agent on:        $(one "$signed" serve --port $port)"
-    fi
+    for i in "${!others[@]}"; do
+        echo "round $r  launcher $((i + 2)), agent on:    $(one "${others[$i]}" serve --port $port)"
+    done
     echo "round $r  installed, --no-monitor: $(one "$launcher" serve --port $port --no-monitor)"
     echo "round $r  stdlib + onnxruntime:    $(one "$py" "$here/_serve_baselines.py" stdlib "$onnx" $port)"
     echo "round $r  uvicorn + onnxruntime:   $(one "$py" "$here/_serve_baselines.py" uvicorn "$onnx" $port)"

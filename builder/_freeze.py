@@ -32,7 +32,9 @@ machine give a byte-identical executable. Every input to the freeze is fixed:
 * the PyInstaller process: ``PYTHONHASHSEED=0`` (set and frozenset order inside code
   objects), ``SOURCE_DATE_EPOCH``, zlib level 9 (``PYINSTALLER_ZLIB_COMPRESSION_LEVEL``,
   whatever the caller's environment says), no ``PYTHONPATH``/``PYTHONHOME``/
-  ``PYTHONOPTIMIZE`` (the spec pins ``optimize=0`` as well);
+  ``PYTHONOPTIMIZE`` (the spec pins the level, :data:`~mlpack_edge.builder._freeze_spec.OPTIMIZE`,
+  as well; the level is part of the cache key, so a runtime frozen at another level is never
+  reused);
 * ``.pyc`` files: PyInstaller writes unchecked hash-based pycs with a zeroed source hash,
   so no source mtime or size is inside;
 * archive order: PyInstaller sorts its TOC; the spec text is sorted JSON; the appended
@@ -242,6 +244,8 @@ def key_material(
         "versions": dict(versions if versions is not None else _versions()),
         "platform": target or platform_tag(),
         "recipe": _recipe(),
+        # Also inside the recipe's digest; named so a changed level shows in key_changes().
+        "optimize": [_freeze_spec.OPTIMIZE, _freeze_spec.DOCSTRING_OPTIMIZE],
     }
 
 
@@ -491,6 +495,7 @@ def _freeze(
                 sources=sources_digest(sources),
                 bootloader=bootloader.path if bootloader is not None else "",
                 glibc_reader=inside(reader),
+                docstring_modules=_freeze_spec.docstring_modules(sources),
             )
         )
         argv = [

@@ -20,8 +20,15 @@ download), except auditwheel-vendored libraries and OpenBLAS (both break);
 is a self-contained extension module that never loads it. Python code is kept as plain
 ``.pyc`` files (``noarchive``) so the onedir launcher does not carry its own copy.
 
+Bytecode is compiled at :data:`OPTIMIZE` (2: no docstrings, no ``assert``) and the frozen
+interpreter runs with the same level (``-OO``: numpy then skips attaching its ~2 MB of
+``add_newdoc`` texts): an idle ``serve`` holds ~2 MB less. The exception is every device module
+that imports click (:func:`docstring_modules`): click makes a command's ``--help`` from its
+function's docstring, so those are compiled at level 1 (docstrings kept, ``assert`` still off).
+The runtime's ``assert`` statements only narrow types for the type checker.
+
 Reproducibility: the spec text is a pure function of its parameters, the bytecode
-optimisation level is pinned (``optimize=0``, whatever ``PYTHONOPTIMIZE`` says), and the
+optimisation level is pinned (:data:`OPTIMIZE`, whatever ``PYTHONOPTIMIZE`` says), and the
 spec writes the list of every file the frozen bytes are made from (``inputs``) so the
 build cache can tell when a system library, a distribution or a tool changed under a
 cached runtime (see :mod:`mlpack_edge.builder._freeze`).
@@ -35,7 +42,17 @@ from collections.abc import Mapping, Sequence
 
 from mlpack_edge.runtime.embedded import LAUNCHER_DATA_NAME
 
-__all__ = ["FACTS_NAME", "EXCLUDES", "KEEP_UNSTRIPPED", "DROP_BINARIES", "excluded_uses", "render_spec"]
+__all__ = [
+    "FACTS_NAME",
+    "EXCLUDES",
+    "KEEP_UNSTRIPPED",
+    "DROP_BINARIES",
+    "OPTIMIZE",
+    "DOCSTRING_OPTIMIZE",
+    "docstring_modules",
+    "excluded_uses",
+    "render_spec",
+]
 
 #: Modules that must never be frozen into a device executable (training stack, web stack,
 #: mlpack's workstation parts) or that the runtime never needs.
@@ -137,6 +154,12 @@ EXCLUDES: tuple[str, ...] = (
 #: (patchelf'd; strip corrupts them: "ELF load command address/offset not page-aligned")
 #: and OpenBLAS (stripping it makes numpy crash).
 KEEP_UNSTRIPPED = r"\.libs/|openblas"
+
+#: Bytecode optimisation level of the frozen modules and of the frozen interpreter (``-OO``).
+OPTIMIZE = 2
+#: Level of the modules whose docstrings are read at run time (:func:`docstring_modules`):
+#: docstrings kept, ``assert`` off as everywhere else.
+DOCSTRING_OPTIMIZE = 1
 
 #: Data file inside every runtime naming what it was frozen from (versions, sources digest).
 FACTS_NAME = "mlpack_runtime.json"
@@ -246,13 +269,46 @@ a = Analysis(
     excludes=_P["excludes"],
     datas=[tuple(d) for d in _P["datas"]] + [(_FACTS, ".")],
     # Pinned: the default follows the building interpreter's -O / PYTHONOPTIMIZE.
-    optimize=0,
+    optimize=_P["optimize"],
     # Modules as plain .pyc files, not one PYZ: the onedir launcher then carries no copy
     # of the Python code (a PYZ lives inside each executable), which saves ~4 MB.
     noarchive=True,
 )
 _write_inputs(a, [shutil.which("strip"), shutil.which("objcopy")])
 a.binaries = _slim(a.binaries)
+
+
+def _with_docstrings(analysis, modules, level):
+    """``analysis.datas`` with each of ``modules`` compiled again at ``level`` (click reads their docstrings).
+
+    With ``noarchive`` every module is a ``.pyc`` data file that PyInstaller compiled at the
+    spec's level; these few are recompiled from the same source by the same function, so
+    the bytes are as reproducible as the rest.
+    """
+    from PyInstaller.building.utils import compile_pymodule
+
+    sources = dict((name, src) for name, src, _kind in analysis._modules_outside_pyz)
+    wanted = dict()
+    for name in modules:
+        if not sources.get(name, "").endswith(".py"):
+            raise SystemExit("mlpack: no source for " + name + " among the frozen modules; update _freeze_spec.py")
+        package = os.path.basename(sources[name]) == "__init__.py"
+        dest = name.replace(".", "/") + ("/__init__" if package else "") + ".pyc"
+        wanted[dest] = name
+    out, found = [], set()
+    for dest, src, kind in analysis.datas:
+        name = wanted.get(dest.replace(os.sep, "/"))
+        if name is not None:
+            src = compile_pymodule(name, sources[name], os.path.join(workpath, "docpycs"), optimize=level)
+            found.add(name)
+        out.append((dest, src, kind))
+    missing = sorted(set(modules) - found)
+    if missing:
+        raise SystemExit("mlpack: PyInstaller collected no .pyc for " + ", ".join(missing) + "; update _freeze_spec.py")
+    return out
+
+
+a.datas = _with_docstrings(a, _P["docstring_modules"], _P["docstring_optimize"])
 
 
 def _glibc_floor(paths):
@@ -297,7 +353,8 @@ if _P["bootloader"]:
 pyz = PYZ(a.pure)
 
 # UTF-8 mode: CSV/JSON on stdin/stdout are UTF-8 whatever the device's locale says.
-options = [("X utf8_mode=1", None, "OPTION")]
+# One "O" per optimisation level: the interpreter runs as the bytecode was compiled (-OO).
+options = [("X utf8_mode=1", None, "OPTION")] + [("O", None, "OPTION")] * _P["optimize"]
 
 launcher = EXE(
     pyz, a.scripts, options, [], exclude_binaries=True, name=_P["name"],
@@ -325,6 +382,7 @@ def render_spec(
     sources: str = "",
     bootloader: str = "",
     glibc_reader: str = "",
+    docstring_modules: Sequence[str] = (),
 ) -> str:
     """The spec text: every input is a JSON literal, so the text is deterministic.
 
@@ -335,7 +393,8 @@ def render_spec(
     ``bootloader`` (mlpack's patched one, :mod:`mlpack_edge.builder._bootloader`; empty: the
     stock one) is copied with its glibc marker set to the floor read by ``glibc_reader``
     (a copy of :mod:`mlpack_edge.builder._glibc`) over every collected file, and both
-    executables are made from that copy.
+    executables are made from that copy. ``docstring_modules`` are compiled at
+    :data:`DOCSTRING_OPTIMIZE`, every other module at :data:`OPTIMIZE`.
     """
     from mlpack_edge.builder._bootloader import _SLOT, MARKER
 
@@ -357,9 +416,36 @@ def render_spec(
         "glibc_reader": glibc_reader,
         "marker": MARKER.decode(),
         "slot": _SLOT,
+        "optimize": OPTIMIZE,
+        "docstring_optimize": DOCSTRING_OPTIMIZE,
+        "docstring_modules": sorted(docstring_modules),
     }
     text = json.dumps(params, sort_keys=True)
     return "from json import dump as json_dump, loads as json_loads\n" + _TEMPLATE.format(params=text)
+
+
+def docstring_modules(sources: Mapping[str, bytes]) -> list[str]:
+    """The staged modules that import click: click builds ``--help`` from their functions' docstrings.
+
+    Any such module keeps its docstrings (a new command module is covered without a list to
+    update); the slow tier checks each frozen command's ``--help`` still says what it does.
+    """
+    found = []
+    for rel, data in sorted(sources.items()):
+        if not rel.endswith(".py"):
+            continue
+        for node in ast.walk(ast.parse(data, filename=rel)):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "click" or n.startswith("click.") for n in names):
+                parts = rel[: -len(".py")].split("/")
+                found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+                break
+    return found
 
 
 def _is_excluded(module: str) -> bool:

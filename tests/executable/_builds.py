@@ -67,7 +67,7 @@ def key_changes(material: dict[str, Any]) -> list[str]:
     changed += [f"{name} {material['versions'].get(name)!r} -> {now['versions'].get(name)!r}"
                 for name in sorted(material["versions"].keys() | now["versions"].keys())
                 if material["versions"].get(name) != now["versions"].get(name)]
-    return changed + [what for what in ("platform", "recipe") if material[what] != now[what]]
+    return changed + [what for what in ("platform", "recipe", "optimize") if material.get(what) != now.get(what)]
 
 
 def assert_reused(infos: list[str], material: dict[str, Any]) -> None:

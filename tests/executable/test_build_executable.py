@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ import pytest
 
 from mlpack_edge.builder import _freeze
 from mlpack_edge.builder._freeze_inputs import INPUTS_NAME, record_inputs, stale_reason
+from mlpack_edge.builder import _freeze_spec
 from mlpack_edge.builder._freeze_spec import excluded_uses
 from mlpack_edge.builder.executable import build_executable, executable_name
 from mlpack_edge.errors import PackagingError
@@ -30,6 +32,43 @@ def test_cache_key_is_stable_and_follows_every_runtime_source() -> None:
         changed[path] = changed[path] + b"\n# changed\n"
         assert _freeze.runtime_key(changed, VERSIONS) != key, path
     assert _freeze.runtime_key(sources, {**VERSIONS, "onnxruntime": "1.33.0"}) != key
+
+
+def test_cache_key_follows_the_optimisation_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime frozen at another bytecode level (e.g. the old -O0 one) is never reused."""
+    sources = _freeze.stage_sources()
+    key = _freeze.runtime_key(sources, VERSIONS)
+    monkeypatch.setattr(_freeze_spec, "OPTIMIZE", 0)
+    assert _freeze.runtime_key(sources, VERSIONS) != key
+    monkeypatch.setattr(_freeze_spec, "OPTIMIZE", 2)
+    monkeypatch.setattr(_freeze_spec, "DOCSTRING_OPTIMIZE", 0)
+    assert _freeze.runtime_key(sources, VERSIONS) != key
+
+
+def test_every_click_module_keeps_its_docstrings_and_the_rest_runs_at_oo() -> None:
+    """click builds --help from docstrings: each module defining a command is compiled keeping them."""
+    sources = _freeze.stage_sources()
+    keep = _freeze_spec.docstring_modules(sources)
+    commands = sorted(rel[: -len(".py")].replace("/", ".") for rel, data in sources.items()
+                      if rel.endswith(".py") and _defines_click_command(data))
+    assert commands and set(commands) <= set(keep), (commands, keep)
+    assert "mlpack_edge.runtime.server" not in keep
+    spec = _freeze_spec.render_spec(
+        name="x", script="s", stage="st", scratch="sc", inputs="i", hiddenimports=[], docstring_modules=keep
+    )
+    assert '"optimize": 2' in spec and '"docstring_optimize": 1' in spec
+    assert '[("O", None, "OPTION")] * _P["optimize"]' in spec
+
+
+def _defines_click_command(source: bytes) -> bool:
+    """A function decorated ``@<x>.command(...)`` or ``@<x>.group(...)`` (click takes its docstring as help)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef):
+            for deco in node.decorator_list:
+                func = deco.func if isinstance(deco, ast.Call) else deco
+                if isinstance(func, ast.Attribute) and func.attr in ("command", "group"):
+                    return True
+    return False
 
 
 def test_staged_sources_are_exactly_the_device_side() -> None:

@@ -8,6 +8,7 @@ files it produced.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
@@ -16,9 +17,11 @@ import re
 import subprocess
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import click
 import numpy as np
 import pytest
 
@@ -102,6 +105,37 @@ def test_onefile_info_verify_predict(built: Built) -> None:
     want_labels, want_proba = _python_api(built.bundle1, built.rows_csv)
     assert labels == want_labels
     assert np.array_equal(proba, want_proba)
+
+
+def _commands(cmd: click.Command, ctx: click.Context, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the device CLI with its argv path (groups and their subcommands)."""
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, name)
+            assert sub is not None, name
+            yield from _commands(sub, click.Context(sub, parent=ctx, info_name=name), (*path, name))
+
+
+def test_frozen_help_keeps_every_command_description(built: Built, installed: Path) -> None:
+    """The runtime is frozen at -OO (no docstrings), but click's --help is made of them: each survives.
+
+    Both the onefile and the installed launcher are the same frozen modules; the installed
+    one is asked for every command (group, subcommand) and must print the first paragraph
+    of that command's docstring as the source checkout has it.
+    """
+    from mlpack_edge.runtime.cli import device_cli
+
+    launcher = installed / NAME / "current" / NAME
+    found = list(_commands(device_cli, click.Context(device_cli, info_name=NAME)))
+    assert {("predict",), ("serve",), ("install",), ("update",), ("agent", "sync")} <= {p for p, _ in found}
+    for path, cmd in found:
+        first = " ".join(inspect.cleandoc(cmd.help or "").split("\n\n")[0].split())
+        assert first, f"{' '.join(path) or 'the group'} has no docstring in the source checkout"
+        for exe in (launcher, built.v1) if path in ((), ("predict",)) else (launcher,):
+            proc = _run(exe, *path, "--help")
+            assert proc.returncode == 0, proc.stderr
+            assert first in " ".join(proc.stdout.split()), f"{exe.name} {' '.join(path)} --help lost: {first!r}"
 
 
 def test_installed_version_runs_without_unpacking(built: Built, installed: Path, tmp_path: Path) -> None:
