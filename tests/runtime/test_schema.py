@@ -222,3 +222,22 @@ def test_dict_row_leaves_anything_unusual_to_the_full_path() -> None:
     assert [str(e) for e in NUMERIC.rows([{"a": True, "b": 1.0}]).errors] == [
         "row 0: field 'a': expected a number, got a boolean"
     ]
+
+
+@pytest.mark.parametrize("odd", [True, "2.5", None, 3, [1.0]])
+def test_all_float_batch_and_one_other_value(odd: object) -> None:
+    """Floats only take one list comparison of their types; one other value takes the
+    general check, which names a bad row as before (and reads a good one the same)."""
+    rows = [{"a": float(i), "b": i + 0.5} for i in range(5)]
+    plain = NUMERIC.rows(rows)
+    assert plain.errors == [] and plain.numeric.tolist() == [[float(i), i + 0.5] for i in range(5)]
+    rows[3] = {"a": 3.0, "b": odd}
+    messages = [str(e) for e in NUMERIC.rows(rows).errors]
+    if odd is True:
+        assert messages == ["row 3: field 'b': expected a number, got a boolean"]
+    elif isinstance(odd, list):
+        assert messages == ["row 3: field 'b': expected a number, got list"]
+    else:
+        got = NUMERIC.rows(rows)
+        assert messages == [] and got.numeric[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert np.isnan(got.numeric[3, 1]) if odd is None else got.numeric[3, 1] == float(odd)
