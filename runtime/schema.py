@@ -441,7 +441,12 @@ class Schema:
             # All floats (what JSON clients mostly send) is settled by one list comparison of
             # the types (identity per item): ~35% less than collecting them into a set.
             types = list(map(type, chain.from_iterable(block)))
-            if types == self._float_types * size or set(types) <= _PLAIN_NUMBERS:
+            if types == self._float_types * size:
+                # Floats only: struct packs them as float64 bytes (~25% less than fromiter); read-only,
+                # which is fine: _complete makes the float32 block the model is fed.
+                flat = np.frombuffer(struct.pack("%dd" % len(types), *chain.from_iterable(block)), np.float64)
+                numeric = flat.reshape(size, len(self.numeric))
+            elif set(types) <= _PLAIN_NUMBERS:
                 try:  # fromiter: no nested-sequence discovery (None reads as NaN, as np.array does)
                     flat = np.fromiter(chain.from_iterable(block), dtype=np.float64, count=size * len(self.numeric))
                     numeric = flat.reshape(size, len(self.numeric))
