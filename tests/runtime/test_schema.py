@@ -241,3 +241,14 @@ def test_all_float_batch_and_one_other_value(odd: object) -> None:
         got = NUMERIC.rows(rows)
         assert messages == [] and got.numeric[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
         assert np.isnan(got.numeric[3, 1]) if odd is None else got.numeric[3, 1] == float(odd)
+
+
+def test_large_float_batch_takes_the_set_check() -> None:
+    """Beyond a request-sized block the types are not listed (memory): same block, same errors."""
+    from mlpack_edge.runtime import schema as schema_module
+
+    n = schema_module._LISTED_TYPES // 2 + 1  # 2 numeric features: just over the limit
+    rows = [{"a": float(i), "b": 0.5} for i in range(n)]
+    assert NUMERIC.rows(rows).numeric[:, 0].tolist() == [float(i) for i in range(n)]
+    rows[-1] = {"a": 1.0, "b": True}
+    assert [str(e) for e in NUMERIC.rows(rows).errors] == [f"row {n - 1}: field 'b': expected a number, got a boolean"]
