@@ -22,7 +22,9 @@ The baseline is the whole ``python -c 'import numpy, onnxruntime'`` process (the
 interpreter the runtime is frozen from). Each figure is the median of ``--runs`` (>= 7)
 runs, the commands interleaved run by run so the shared machine's noise hits all alike,
 after one warm-up run each (page cache). "monitor" runs have the agent on, as an
-installed device runs (its state folder exists); "no_monitor" pass ``--no-monitor``.
+installed device runs (its state folder exists); "no_monitor" pass ``--no-monitor``;
+"signed_monitor" is the same model built ``--sign-key`` and installed ``--trust-key`` (the
+secure default: every start verifies the Ed25519 signature), agent on.
 
 ``serve`` memory is measured twice: idle after a warm-up of single-row requests, and at
 peak under load (16 client threads, a connection per request). Each as RSS, USS (pages
@@ -66,9 +68,11 @@ TARGETS = {
     "rebuild_s": 15.0,
     "size_mb": 36.0,
     "ratio_exit_monitor": 1.2,
+    "ratio_exit_signed_monitor": 1.2,
     "ratio_exit_no_monitor": 1.2,
     "ratio_first_row_monitor": 1.2,
     "ratio_first_row_no_monitor": 1.2,
+    "ratio_first_row_signed_monitor": 1.2,
     "serve_idle_rss_mb": 60.0,
     "serve_no_monitor_idle_rss_mb": 60.0,
 }
@@ -205,6 +209,7 @@ def main() -> None:
         parser.error("--runs: at least 7 (medians of fewer runs are too noisy here)")
 
     from mlpack_edge.builder import build
+    from mlpack_edge.builder.signing import generate_key
     from mlpack_edge.runtime.embedded import open_appended
 
     work = Path(tempfile.mkdtemp(prefix="mlpack-bench-exe-"))
@@ -239,10 +244,19 @@ def main() -> None:
         installed = prefix / name / "current" / name
         row_csv = _one_row_csv(work)
 
+        # the same model signed, installed trusting its key (runtime cached: a rebuild)
+        pair = generate_key(work / "keys", "bench")
+        signed = build(_spec_copy(work, "1.0.2", 0.25), work / "dist-signed", sign_key=pair.private).executable
+        assert signed is not None
+        install_signed = [str(signed), "install", "--prefix", str(work / "prefix-signed"), "--trust-key", str(pair.public)]
+        subprocess.run(install_signed, check=True, capture_output=True, env=env)
+        installed_signed = work / "prefix-signed" / name / "current" / name
+
         python_cmd = [sys.executable, "-m", "mlpack_edge.cli", "device", "--bundle", str(second.bundle_dir)]
         commands = {
             "baseline": [sys.executable, "-c", "import numpy, onnxruntime"],
             "monitor": [str(installed), "predict", str(row_csv)],
+            "signed_monitor": [str(installed_signed), "predict", str(row_csv)],
             "no_monitor": [str(installed), "predict", "--no-monitor", str(row_csv)],
             "python_no_monitor": [*python_cmd, "predict", "--no-monitor", str(row_csv)],  # same code, not frozen
         }
@@ -250,7 +264,7 @@ def main() -> None:
         baseline = timed["baseline"][0]
         results["baseline_import_numpy_onnxruntime_s"] = round(baseline, 3)
         results["baseline_import_numpy_onnxruntime_min_s"] = round(MINIMA["baseline"], 3)
-        for name in ("monitor", "no_monitor", "python_no_monitor"):
+        for name in ("monitor", "signed_monitor", "no_monitor", "python_no_monitor"):
             exit_s, first_s = timed[name]
             assert first_s is not None
             results[f"{name}_exit_s"] = round(exit_s, 3)

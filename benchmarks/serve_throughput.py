@@ -1,7 +1,7 @@
 """``serve`` under wrk on loopback, interleaved with the servers a user would write instead.
 
     .venv/bin/python benchmarks/serve_throughput.py [--rounds 3] [--duration 5] [--connections 16]
-        [--batch 100] [--models breast_cancer,fleet_faults] [--protocols]
+        [--batch 100] [--models breast_cancer,fleet_faults] [--loads single,batch] [--protocols]
 
 For each example model (breast_cancer: LogisticRegression on 30 numeric features;
 fleet_faults: HistGradientBoosting with categorical columns), built with the builder, it
@@ -201,6 +201,8 @@ def _one_server(
         peak.start()
         server = psutil.Process(proc.pid)
         for load, body in (("single", json.dumps(rows[0])), ("batch", json.dumps(rows))):
+            if load not in args.loads:
+                continue
             cpu0 = sum(server.cpu_times()[:2])
             got[load] = _wrk(url, body, args.duration, args.connections, work)
             got[load]["cpu_us"] = (sum(server.cpu_times()[:2]) - cpu0) / max(got[load]["requests"], 1) * 1e6
@@ -235,11 +237,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="rows per batched request")
     ap.add_argument("--models", default="breast_cancer,fleet_faults")
     ap.add_argument("--servers", default=",".join(SERVERS), help="of serve, 'serve --no-monitor', installed, uvicorn, stdlib")
+    ap.add_argument("--loads", default="single,batch", help="of single, batch: which wrk runs to make")
     ap.add_argument("--protocols", action="store_true", help="also MLflow /invocations and KServe v2 infer against serve")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: install it (Debian/Ubuntu: apt-get install -y wrk)")
     servers = args.servers.split(",")
+    args.loads = args.loads.split(",")
 
     with tempfile.TemporaryDirectory(prefix="mlpack-serve-bench-") as tmp:
         work = Path(tmp)

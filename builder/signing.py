@@ -2,9 +2,10 @@
 
 ``mlpack keys generate`` makes an Ed25519 key pair; ``mlpack build --sign-key KEY``
 signs each bundle's ``manifest.json`` (which holds every file's sha256) into
-``manifest.sig``. Devices verify with the public key only, through the OpenSSL that
-Python already loads (:mod:`mlpack_edge.runtime._trust`), so ``cryptography`` — a vetted
-implementation, used for generating and signing — stays on the workstation.
+``manifest.sig``. Devices verify with the public key only, in pure Python
+(:mod:`mlpack_edge.runtime._ed25519`, cross-checked against ``cryptography`` in the tests),
+so ``cryptography`` — a vetted implementation, used for generating and signing — stays on
+the workstation.
 
 Key files: the private key is unencrypted PKCS8 PEM written with mode 0600 and never
 overwritten; a private key readable by group or others is refused when loaded (as ssh

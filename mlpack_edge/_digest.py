@@ -1,11 +1,11 @@
-"""sha256 of small byte strings without loading OpenSSL (the device start-up path)."""
+"""sha256/sha512 of small byte strings without loading OpenSSL (the device start-up path)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["sha256_hex"]
+__all__ = ["sha256_hex", "sha512"]
 
 
 #: Inputs from this size on are hashed by OpenSSL (see :func:`sha256_hex`).
@@ -30,7 +30,13 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha512(data: bytes) -> bytes:
+    """Raw sha512 of ``data`` by CPython's builtin (Ed25519's hash of a manifest: a few KB)."""
+    return _builtin_sha512()(data).digest()
+
+
 _BUILTIN: Callable[[bytes], Any] | None = None
+_BUILTIN_512: Callable[[bytes], Any] | None = None
 
 
 def _builtin() -> Callable[[bytes], Any]:
@@ -46,3 +52,18 @@ def _builtin() -> Callable[[bytes], Any]:
                 from hashlib import sha256  # type: ignore[assignment]
         _BUILTIN = sha256
     return _BUILTIN
+
+
+def _builtin_sha512() -> Callable[[bytes], Any]:
+    """CPython's own sha512 constructor, looked up once (hashlib's if this Python lacks it)."""
+    global _BUILTIN_512
+    if _BUILTIN_512 is None:
+        try:  # _sha2 from Python 3.12, _sha512 before
+            from _sha2 import sha512  # type: ignore[import-not-found]
+        except ImportError:
+            try:
+                from _sha512 import sha512  # type: ignore[import-not-found,no-redef]
+            except ImportError:  # a Python built without its own sha512
+                from hashlib import sha512  # type: ignore[assignment]
+        _BUILTIN_512 = sha512
+    return _BUILTIN_512

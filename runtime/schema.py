@@ -54,6 +54,7 @@ _PLAIN_NUMBERS = frozenset({float, int, type(None), np.float64, np.float32, np.i
 # a missing value takes the numpy conversion, where it becomes NaN).
 _PACKABLE = _PLAIN_NUMBERS - {type(None)}
 _MAX_LISTED = 10
+_LISTED_TYPES = 1 << 16  # Schema.rows: up to this many numeric values, their types go into a list
 _F32 = np.dtype(np.float32)
 
 
@@ -438,7 +439,17 @@ class Schema:
         if self.numeric:
             # The common case (plain numbers) converts the whole numeric block in one call.
             block = table if self.all_numeric else [self._numeric_values(t) for t in table]
-            if set(map(type, chain.from_iterable(block))) <= _PLAIN_NUMBERS:
+            # All floats (what JSON clients mostly send) is settled by one list comparison of
+            # the types (identity per item): ~35% less than collecting them into a set. Only for
+            # a request-sized block: the list (and struct's argument tuple) hold a pointer per value.
+            count = size * len(self.numeric)
+            types = list(map(type, chain.from_iterable(block))) if count <= _LISTED_TYPES else None
+            if types is not None and types == self._float_types * size:
+                # Floats only: struct packs them as float64 bytes (~25% less than fromiter); read-only,
+                # which is fine: _complete makes the float32 block the model is fed.
+                flat = np.frombuffer(struct.pack("%dd" % count, *chain.from_iterable(block)), np.float64)
+                numeric = flat.reshape(size, len(self.numeric))
+            elif set(map(type, chain.from_iterable(block)) if types is None else types) <= _PLAIN_NUMBERS:
                 try:  # fromiter: no nested-sequence discovery (None reads as NaN, as np.array does)
                     flat = np.fromiter(chain.from_iterable(block), dtype=np.float64, count=size * len(self.numeric))
                     numeric = flat.reshape(size, len(self.numeric))

@@ -29,3 +29,13 @@ def test_small_inputs_do_not_load_openssl() -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [hashlib.sha256(b"x" * 1000).hexdigest(), "False", "True"]
+
+
+@pytest.mark.parametrize("size", [0, 111, 112, 128, 5000])
+def test_sha512_is_hashlibs_and_leaves_openssl_unloaded(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert _digest.sha512(data) == hashlib.sha512(data).digest()
+    probe = "import sys\nfrom mlpack_edge._digest import sha512\nsha512(b'x')\nprint('_hashlib' in sys.modules)\n"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False"]

@@ -1,6 +1,6 @@
 """Signing through the real device executable (slow: builds two signed executables through ``mlpack build``).
 
-The frozen runtime has no ``cryptography``: it verifies with the libcrypto it ships.
+The frozen runtime has no ``cryptography``: it verifies with its pure-Python Ed25519 (no OpenSSL loaded).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def test_the_executable_carries_the_signature_but_not_the_private_key(built: Bui
         assert secret not in data
 
 
-def test_verify_checks_the_signature_with_the_shipped_openssl(built: Built, keys: Keys) -> None:
+def test_verify_checks_the_signature_in_the_frozen_runtime(built: Built, keys: Keys) -> None:
     proc = _run(built.v1, "--trust-key", keys.signer.public, "verify")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith(f"; signed by trusted key {keys.signer.key_id}")

@@ -222,3 +222,33 @@ def test_dict_row_leaves_anything_unusual_to_the_full_path() -> None:
     assert [str(e) for e in NUMERIC.rows([{"a": True, "b": 1.0}]).errors] == [
         "row 0: field 'a': expected a number, got a boolean"
     ]
+
+
+@pytest.mark.parametrize("odd", [True, "2.5", None, 3, [1.0]])
+def test_all_float_batch_and_one_other_value(odd: object) -> None:
+    """Floats only take one list comparison of their types; one other value takes the
+    general check, which names a bad row as before (and reads a good one the same)."""
+    rows = [{"a": float(i), "b": i + 0.5} for i in range(5)]
+    plain = NUMERIC.rows(rows)
+    assert plain.errors == [] and plain.numeric.tolist() == [[float(i), i + 0.5] for i in range(5)]
+    rows[3] = {"a": 3.0, "b": odd}
+    messages = [str(e) for e in NUMERIC.rows(rows).errors]
+    if odd is True:
+        assert messages == ["row 3: field 'b': expected a number, got a boolean"]
+    elif isinstance(odd, list):
+        assert messages == ["row 3: field 'b': expected a number, got list"]
+    else:
+        got = NUMERIC.rows(rows)
+        assert messages == [] and got.numeric[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+        assert np.isnan(got.numeric[3, 1]) if odd is None else got.numeric[3, 1] == float(odd)
+
+
+def test_large_float_batch_takes_the_set_check() -> None:
+    """Beyond a request-sized block the types are not listed (memory): same block, same errors."""
+    from mlpack_edge.runtime import schema as schema_module
+
+    n = schema_module._LISTED_TYPES // 2 + 1  # 2 numeric features: just over the limit
+    rows = [{"a": float(i), "b": 0.5} for i in range(n)]
+    assert NUMERIC.rows(rows).numeric[:, 0].tolist() == [float(i) for i in range(n)]
+    rows[-1] = {"a": 1.0, "b": True}
+    assert [str(e) for e in NUMERIC.rows(rows).errors] == [f"row {n - 1}: field 'b': expected a number, got a boolean"]
