@@ -380,13 +380,11 @@ class Agent:
             except IndexError:
                 break
             store.capture(h, items, t)
-        while True:
-            try:
-                ids, preds, t = self._remembered.popleft()
-            except IndexError:
-                break
-            self._remembered_rows -= len(ids)
-            store.remember(h, ids, preds, t)
+        pending = self._remembered
+        items = [pending.popleft() for _ in range(len(pending))]  # what is there now; later ones wait
+        if items:
+            self._remembered_rows -= sum(map(len, next(zip(*items))))
+            store.remember_many(h, items)
         if store.flush():
             self._writes += 1
 

@@ -266,6 +266,39 @@ class FeedbackStore:
         with self._lock:  # a flush swaps the buffer under this lock: nothing appended to a list being written
             self._buffer.extend(rows)
 
+    def remember_many(self, model: str, items: Sequence[tuple[Sequence[str], Sequence[float], float]]) -> None:
+        """:meth:`remember` of each ``(ids, predictions, when)`` in turn, in one pass and one lock.
+
+        The agent drains ~2,048 single-row requests at a time on ``serve``'s tick thread, whose
+        Python holds the GIL from the request thread: a call per request was ~10k instructions
+        (~7 ms of GIL a drain on this machine), against ~3k here.
+        """
+        rows: list[tuple[str, str, float, float]] = []
+        blocks: list[_Block] = []
+        bad: Exception | None = None
+        for ids, predictions, when in items:
+            if isinstance(ids, IdRun) and ids:
+                blob = _pack(predictions)
+                if len(blob) != 8 * len(ids):
+                    bad = ValueError(f"{len(ids)} ids for {len(blob) // 8} predictions")
+                    continue
+                blocks.append((model, ids.prefix, ids.first, when, blob))
+                continue
+            kept = len(rows)
+            try:
+                if len(ids) == 1 == len(predictions):  # a single-row request: no iterators to make (~3x)
+                    rows.append((model, ids[0], when, float(predictions[0])))
+                    continue
+                rows.extend(zip(itertools.repeat(model), ids, itertools.repeat(when), map(float, predictions)))
+            except (TypeError, ValueError) as exc:  # none of this call's rows, as remember
+                del rows[kept:]
+                bad = exc
+        with self._lock:
+            self._buffer.extend(rows)
+            self._blocks.extend(blocks)
+        if bad is not None:  # as remember would have: the others are kept
+            raise bad
+
     def capture(self, model: str, items: Sequence[tuple[str, dict[str, Any], Any]], when: float | None = None) -> None:
         """Offer ``(id, row, output)`` to the day's reservoir of captured rows (opt-in; buffered)."""
         t = self._clock() if when is None else when

@@ -54,14 +54,29 @@ class LatencyHistogram:
 
     def add_array(self, values: np.ndarray | Iterable[float]) -> None:
         """Vectorised :meth:`add_many` (same buckets) for a flush of many latencies at once."""
-        v = np.asarray(values, dtype=np.float64).ravel()
+        if isinstance(values, np.ndarray):
+            v = values.astype(np.float64).ravel()  # a copy: worked on in place below
+        else:  # a flush's tuple of floats: fromiter skips asarray's shape discovery
+            v = np.fromiter(values, dtype=np.float64)
         if v.size == 0:
             return
-        idx = np.ceil(np.log(np.maximum(v, _MIN_VALUE)) / _LOG_GAMMA).astype(np.int64)
-        idx[v <= _MIN_VALUE] = _MIN_INDEX
-        keys, counts = np.unique(idx, return_counts=True)
+        low = v <= _MIN_VALUE
+        np.maximum(v, _MIN_VALUE, out=v)
+        np.log(v, out=v)
+        v /= _LOG_GAMMA
+        np.ceil(v, out=v)
+        idx = v.astype(np.int64)
+        idx[low] = _MIN_INDEX
+        lo = int(idx.min())
+        counts = np.bincount(idx - lo) if int(idx.max()) - lo < 65536 else None
         b = self.buckets
-        for i, c in zip(keys.tolist(), counts.tolist()):
+        if counts is None:  # absurd spreads (days next to µs): unique's sort, not a huge bincount
+            keys, n = np.unique(idx, return_counts=True)
+            pairs = zip(keys.tolist(), n.tolist())
+        else:
+            at = np.flatnonzero(counts)
+            pairs = zip((at + lo).tolist(), counts[at].tolist())
+        for i, c in pairs:
             b[i] = b.get(i, 0) + c
 
     def merge(self, other: LatencyHistogram) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import itertools
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,30 @@ __all__ = ["Recorder", "DEFAULT_WINDOW_SECONDS", "DEFAULT_BUFFER_ROWS"]
 
 DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_BUFFER_ROWS = 1024
+
+
+_DTYPE = operator.attrgetter("dtype")
+
+
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(arrays)`` along axis 0, by joining their bytes when they share one dtype.
+
+    A flush stacks ~500 one-row arrays: ``concatenate`` inspects each (~1.9k instructions a
+    row), ``b"".join`` only takes each one's buffer (~0.5k); with the dtype check ~0.9k. Arrays
+    that are not C-contiguous, or of mixed or non-numeric dtypes, take ``concatenate``.
+    """
+    first = arrays[0]
+    if len(arrays) == 1:
+        return first
+    dtype = first.dtype
+    if dtype.kind in "fiub" and len(set(map(_DTYPE, arrays))) == 1:
+        try:
+            data = b"".join(arrays)  # type: ignore[arg-type]
+        except (BufferError, ValueError, TypeError):  # a strided view has no simple buffer
+            pass
+        else:
+            return np.frombuffer(data, dtype).reshape(-1, *first.shape[1:])
+    return np.concatenate(arrays)
 
 
 class _Layout:
@@ -157,10 +182,8 @@ class Recorder:
         self.model_hash = model_hash
         self.window_seconds = float(window_seconds)
         self.on_window = on_window
-        #: Close due windows from ``record`` itself. The agent turns this off while its
-        #: thread rolls windows on time, so a request never waits for the outbox write.
-        self.auto_roll = True
         self._clock = clock
+        self.auto_roll = True
         self._buffer_rows = buffer_rows
         self._layout = _Layout(profile)
         self._n_num = len(self._layout.numeric)
@@ -179,6 +202,9 @@ class Recorder:
         # predictions, latency, requests, rows).
         self._calls: collections.deque[tuple[Any, ...]] = collections.deque()
         self._buffered = 0  # rows + calls waiting in _calls
+        # record_row's single rows, as (numeric, categorical, predictions, latency): a 4-tuple is
+        # all a row needs (requests and rows are 1).
+        self._rows: collections.deque[tuple[Any, Any, Any, float]] = collections.deque()
         # record_row's budget: how many more single rows may be appended before the buffer is
         # full or a checkpoint is due by rows. A single-row call only counts it down (one
         # attribute, not two counters and two comparisons); _sync folds the rows it took into
@@ -247,13 +273,26 @@ class Recorder:
         or full buffer takes :meth:`record` (which checks the shapes).
         """
         room = self._room
-        if room > 0 and not (self.auto_roll and self._clock() >= self._due):
-            # No lock: deque.append is atomic, and the countdown only decides when to flush
-            # (a lost decrement under a race just flushes a bit later; see record).
-            self._room = room - 1
-            self._calls.append((numeric, categorical, predictions, latency_s, 1, 1))
-            return
+        if room > 0:
+            clock = self._row_clock  # None without auto_roll: the agent's thread rolls windows
+            if clock is None or clock() < self._due:
+                # No lock: deque.append is atomic, and the countdown only decides when to flush
+                # (a lost decrement under a race just flushes a bit later; see record).
+                self._room = room - 1
+                self._rows.append((numeric, categorical, predictions, latency_s))
+                return
         self.record(numeric, categorical, predictions, latency_s)
+
+    @property
+    def auto_roll(self) -> bool:
+        """Close due windows from ``record`` itself. The agent turns this off while its thread
+        rolls windows on time, so a request never waits for the outbox write."""
+        return self._auto_roll
+
+    @auto_roll.setter
+    def auto_roll(self, on: bool) -> None:
+        self._auto_roll = bool(on)
+        self._row_clock: Callable[[], float] | None = self._clock if on else None
 
     def _sync(self) -> None:
         """Fold the rows record_row took since the last refill into ``_buffered``/``_rows_since``."""
@@ -432,22 +471,35 @@ class Recorder:
         return closed
 
     def _flush_locked(self) -> None:
-        pending = self._calls
-        if not pending:
+        rows_q, calls_q = self._rows, self._calls
+        if not rows_q and not calls_q:
             return
         # Take what is there now; calls appended meanwhile wait for the next flush.
-        calls = [pending.popleft() for _ in range(len(pending))]
+        rows = [rows_q.popleft() for _ in range(len(rows_q))]
+        calls = [calls_q.popleft() for _ in range(len(calls_q))]
         self._sync()
         self._buffered = 0
         self._refill()
-        nums, cats, preds, lats, reqs, ns = zip(*calls)  # transpose in C, not a Python loop
         w = self._open
-        w.requests += sum(reqs)
-        w.rows += sum(ns)
-        if reqs.count(1) == len(reqs):
+        nums: tuple[Any, ...] = ()
+        cats: tuple[Any, ...] = ()
+        preds: tuple[Any, ...] = ()
+        if rows:
+            nums, cats, preds, lats = zip(*rows)  # transpose in C, not a Python loop
+            w.requests += len(rows)
+            w.rows += len(rows)
             w.latency.add_array(lats)
-        else:
-            w.latency.add_array(np.repeat(np.asarray(lats, dtype=np.float64), np.asarray(reqs, dtype=np.int64)))
+        if calls:
+            c_nums, c_cats, c_preds, c_lats, reqs, ns = zip(*calls)
+            w.requests += sum(reqs)
+            w.rows += sum(ns)
+            if reqs.count(1) == len(reqs):
+                w.latency.add_array(c_lats)
+            else:
+                w.latency.add_array(np.repeat(np.asarray(c_lats, dtype=np.float64), np.asarray(reqs, dtype=np.int64)))
+            nums += c_nums
+            cats += c_cats
+            preds += c_preds
         self._bin_locked(nums, cats, preds)
 
     def _bin_locked(
@@ -459,17 +511,19 @@ class Recorder:
         w, layout = self._open, self._layout
         num = [x for x in nums if x is not None]
         if num and self._n_num:
-            w.numeric.add(layout.binner.count(num[0] if len(num) == 1 else np.concatenate(num)))
-        cat = [c for c in cats if c]
-        for j in range(self._n_cat):
-            values = itertools.chain.from_iterable(c[j] for c in cat)
+            w.numeric.add(layout.binner.count(_stack(num)))
+        # One column at a time: zip transposes the calls' sequences in C (a generator or
+        # itemgetter per call and column cost ~3x as much on a flush of single rows).
+        columns = zip(*[c for c in cats if c]) if self._n_cat else ()
+        for j, column in enumerate(columns):
+            values = itertools.chain.from_iterable(column)
             missing, unseen = count_categorical(layout.cat_index[j], values, w.cat_counts[j])
             w.cat_missing[j] += missing
             w.cat_unseen[j] += unseen
         pred = [p for p in preds if p is not None]
         if pred:
-            try:  # 1-D arrays (as the runtime passes them) join twice as fast along axis 0
-                joined = np.concatenate(pred)
+            try:
+                joined = _stack(pred)
             except ValueError:  # mixed shapes: flatten each
                 joined = np.concatenate(pred, axis=None)
             w.add_predictions(layout, joined.reshape(-1))

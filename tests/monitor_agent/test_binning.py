@@ -40,6 +40,47 @@ def test_numeric_binner_matches_bin_numeric_per_column(compare_max_edges: int, m
             assert (got.missing[j], got.below[j], got.above[j]) == (want.missing, want.below, want.above)
 
 
+def test_numeric_binner_float32_matches_bin_numeric() -> None:
+    """float32 rows (what the runtime records) are compared as float32 against edges rounded up to
+    float32: values one float32 step either side of an edge, and on it, land as in float64."""
+    rng = np.random.default_rng(5)
+    profiles = _profiles(rng)
+    binner = NumericBinner(profiles)
+    edges = np.array(profiles[0].edges + profiles[3].edges)
+    near = np.concatenate([edges, np.nextafter(edges.astype(np.float32), np.float32(np.inf)).astype(float),
+                           np.nextafter(edges.astype(np.float32), np.float32(-np.inf)).astype(float)])
+    assert (near.astype(np.float32).astype(float) != near).any()  # some edges fall between float32 values
+    for rows in (1, 9, 2041, 4100):  # 2041 > one chunk; 4100 identical values fill every byte lane
+        x = rng.normal(scale=4, size=(rows, len(profiles))).astype(np.float32)
+        if rows == 4100:
+            x[:] = np.float32(0.25)
+        else:
+            x[rng.random(x.shape) < 0.1] = np.nan
+            x[0, 0] = np.inf
+            x[-1, 1] = -np.inf
+        k = min(rows, near.size)
+        x[:k, 0] = near[:k]
+        x[:k, 3] = near[::-1][:k]
+        got = binner.count(x)
+        for j, p in enumerate(profiles):
+            want = bin_numeric(np.array(p.edges), x[:, j].astype(np.float64), p.min, p.max)
+            assert binner.column(got, j).tolist() == want.counts.tolist(), (rows, p.name)
+            assert (got.missing[j], got.below[j], got.above[j]) == (want.missing, want.below, want.above)
+
+
+def test_ceil_f32_is_the_smallest_float32_not_below() -> None:
+    e = np.array([0.1, -0.1, 1.0, 1e39, -1e39, np.inf, -np.inf, np.nan, 3.4028234663852886e38])
+    c = _binning._ceil_f32(e)
+    assert c.dtype == np.float32
+    ok = ~np.isnan(e)
+    assert (c[ok].astype(float) >= e[ok]).all()
+    up = ok & (e != -np.inf)  # nothing lies below -inf
+    with np.errstate(over="ignore"):
+        below = np.nextafter(c[up], np.float32(-np.inf)).astype(float)
+    assert (below < e[up]).all()
+    assert np.isnan(c[~ok]).all()
+
+
 def test_count_categorical_matches_bin_categorical() -> None:
     index = {"blue": 0, "red": 1}
     values = ["blue", "red", "", None, float("nan"), "green", "blue", 3, "red", "red"]

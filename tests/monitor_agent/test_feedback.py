@@ -332,3 +332,31 @@ def test_agent_hands_labels_to_the_outbox_and_status_shows_kpis(state: Path, clo
         assert box.models()[MODEL_HASH]["wire"]["kpi"] == kpi  # the collector learns the gates with the model
     con = sqlite3.connect(state / "feedback.sqlite")
     assert con.execute("SELECT COUNT(*) FROM handoffs").fetchone()[0] == 0
+
+
+def test_remember_many_buffers_what_remember_would(tmp_path: Path, clock: FakeClock) -> None:
+    """The agent's drain hands a list of requests over at once: single ids, plain id lists,
+    generated runs (one block row each) and a run whose predictions do not match its ids
+    (refused, the others kept), exactly as one ``remember`` per request."""
+    maker = IdMaker()
+    items = [([maker.one()], (1,), 10.0), (["given-a", "given-b"], [0, 2], 11.0), (maker.many(3), [2, 1, 0], 12.0),
+             ([maker.one()], [0.0], 13.0), (maker.many(2), [1], 14.0), (["x"], ["not a number"], 15.0)]
+    stores = []
+    for many in (False, True):
+        store = _store(tmp_path / str(many), clock)
+        errors = 0
+        if many:
+            with pytest.raises(ValueError):
+                store.remember_many(MODEL_HASH, items)
+        else:
+            for ids, preds, t in items:
+                try:
+                    store.remember(MODEL_HASH, ids, preds, t)
+                except ValueError:
+                    errors += 1
+            assert errors == 2
+        stores.append((list(store._buffer), list(store._blocks)))  # noqa: SLF001 - what flush will write
+        assert store.flush() == 7
+        store.close()
+    assert stores[0] == stores[1]
+    assert len(stores[1][0]) == 4 and len(stores[1][1]) == 1
