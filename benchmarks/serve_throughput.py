@@ -23,8 +23,9 @@ Each server gets a single-row ``POST /predict`` run and a ``--batch``-row run of
 (``psutil``'s ``memory_full_info().uss``: the pages only this process holds) idle after one
 request, and the highest USS sampled every 0.1 s during the load. Reported: min and
 median over the rounds of req/s, p50, p99 and the server's CPU time per request (user +
-system, all its threads: the figure a loaded shared machine moves least), and the ratios
-against ``uvicorn`` (speed) and ``stdlib`` (memory). The benchmark's own process has numpy
+system, all its threads: the figure a loaded shared machine moves least), split into the
+main thread and the others (``serve``'s monitoring agent, onnxruntime's pool) and the system
+part, and the ratios against ``uvicorn`` (speed) and ``stdlib`` (memory). The benchmark's own process has numpy
 and onnxruntime loaded, so their library pages are shared, not in any server's USS.
 ``--protocols`` adds MLflow ``/invocations`` (``dataframe_split``) and KServe v2 ``infer``
 (one JSON tensor per feature) runs of the same batch against ``serve`` (agent on) alone.
@@ -93,6 +94,12 @@ def _install(spec: Path, work: Path) -> Path:
     name = result.manifest["name"]
     print(f"{spec.parent.name}: installed {result.executable.name} ({result.executable.stat().st_size / 1e6:.2f} MB)", flush=True)
     return prefix / name / "current" / name
+
+
+def _main_thread_cpu(server: psutil.Process) -> float:
+    """CPU seconds of the server's main thread (the one whose id is the pid): the other threads
+    (``serve``'s monitoring agent, onnxruntime's pool) are the rest of the process's figure."""
+    return next((t.user_time + t.system_time for t in server.threads() if t.id == server.pid), 0.0)
 
 
 def _device_env() -> dict[str, str]:
@@ -203,9 +210,13 @@ def _one_server(
         for load, body in (("single", json.dumps(rows[0])), ("batch", json.dumps(rows))):
             if load not in args.loads:
                 continue
-            cpu0 = sum(server.cpu_times()[:2])
+            cpu0, main0 = server.cpu_times(), _main_thread_cpu(server)
             got[load] = _wrk(url, body, args.duration, args.connections, work)
-            got[load]["cpu_us"] = (sum(server.cpu_times()[:2]) - cpu0) / max(got[load]["requests"], 1) * 1e6
+            cpu1, main1 = server.cpu_times(), _main_thread_cpu(server)
+            per = 1e6 / max(got[load]["requests"], 1)
+            got[load]["cpu_us"] = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * per
+            got[load]["sys_us"] = (cpu1.system - cpu0.system) * per
+            got[load]["main_us"] = (main1 - main0) * per
         if args.protocols and kind == "serve":
             columns = list(rows[0])
             split = {"dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}}
@@ -287,6 +298,12 @@ def _report(example: str, runs: dict[str, list[dict[str, Any]]], args: argparse.
             if bad or sock:
                 line += f"   non-2xx {bad} socket errors {sorted(sock)}"
             print(line)
+            if cpu is not None and "main_us" in rs[0][load]:
+                main = _stats([x[load]["main_us"] for x in rs])
+                other = _stats([x[load]["cpu_us"] - x[load]["main_us"] for x in rs])
+                system = _stats([x[load]["sys_us"] for x in rs])
+                print(f"  {'':12} {'':18} CPU us/req (min / median): main thread {main[0]:.0f} / {main[1]:.0f},"
+                      f" other threads {other[0]:.0f} / {other[1]:.0f}, of all: system {system[0]:.0f} / {system[1]:.0f}")
     for kind, rs in runs.items():
         idle = _stats([x["idle_uss"] for x in rs])
         loaded = _stats([x["loaded_uss"] for x in rs])
