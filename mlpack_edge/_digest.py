@@ -55,7 +55,11 @@ def _builtin() -> Callable[[bytes], Any]:
 
 
 def _builtin_sha512() -> Callable[[bytes], Any]:
-    """CPython's own sha512 constructor, looked up once (hashlib's if this Python lacks it)."""
+    """CPython's own sha512 constructor, looked up once (hashlib's if this Python lacks it).
+
+    Spelled out like :func:`_builtin`, not shared through ``__import__(name)``: PyInstaller
+    collects ``_sha512`` (an extension module in ``lib-dynload``) only from a static import.
+    """
     global _BUILTIN_512
     if _BUILTIN_512 is None:
         try:  # _sha2 from Python 3.12, _sha512 before
