@@ -254,17 +254,7 @@ class FeedbackStore:
         are kept as one block row (prefix, counter range, packed predictions): a batch of
         100 costs one insert instead of 100 index entries.
         """
-        t = self._clock() if when is None else when
-        if isinstance(ids, IdRun) and ids:
-            block = (model, ids.prefix, ids.first, t, _pack(predictions))
-            if len(block[4]) != 8 * len(ids):
-                raise ValueError(f"{len(ids)} ids for {len(block[4]) // 8} predictions")
-            with self._lock:
-                self._blocks.append(block)
-            return
-        rows = list(zip(itertools.repeat(model), ids, itertools.repeat(t), map(float, predictions)))
-        with self._lock:  # a flush swaps the buffer under this lock: nothing appended to a list being written
-            self._buffer.extend(rows)
+        self.remember_many(model, ((ids, predictions, self._clock() if when is None else when),))
 
     def remember_many(self, model: str, items: Sequence[tuple[Sequence[str], Sequence[float], float]]) -> None:
         """:meth:`remember` of each ``(ids, predictions, when)`` in turn, in one pass and one lock.
@@ -277,20 +267,18 @@ class FeedbackStore:
         blocks: list[_Block] = []
         bad: Exception | None = None
         for ids, predictions, when in items:
-            if isinstance(ids, IdRun) and ids:
-                blob = _pack(predictions)
-                if len(blob) != 8 * len(ids):
-                    bad = ValueError(f"{len(ids)} ids for {len(blob) // 8} predictions")
-                    continue
-                blocks.append((model, ids.prefix, ids.first, when, blob))
-                continue
             kept = len(rows)
             try:
-                if len(ids) == 1 == len(predictions):  # a single-row request: no iterators to make (~3x)
+                if isinstance(ids, IdRun) and ids:
+                    blob = _pack(predictions)
+                    if len(blob) != 8 * len(ids):
+                        raise ValueError(f"{len(ids)} ids for {len(blob) // 8} predictions")
+                    blocks.append((model, ids.prefix, ids.first, when, blob))
+                elif len(ids) == 1 == len(predictions):  # a single-row request: no iterators to make (~3x)
                     rows.append((model, ids[0], when, float(predictions[0])))
-                    continue
-                rows.extend(zip(itertools.repeat(model), ids, itertools.repeat(when), map(float, predictions)))
-            except (TypeError, ValueError) as exc:  # none of this call's rows, as remember
+                else:
+                    rows.extend(zip(itertools.repeat(model), ids, itertools.repeat(when), map(float, predictions)))
+            except (TypeError, ValueError, OverflowError) as exc:  # none of this request's rows; the others stay
                 del rows[kept:]
                 bad = exc
         with self._lock:

@@ -336,10 +336,12 @@ def test_agent_hands_labels_to_the_outbox_and_status_shows_kpis(state: Path, clo
 
 def test_remember_many_buffers_what_remember_would(tmp_path: Path, clock: FakeClock) -> None:
     """The agent's drain hands a list of requests over at once: single ids, plain id lists,
-    generated runs (one block row each) and a run whose predictions do not match its ids
-    (refused, the others kept), exactly as one ``remember`` per request."""
+    generated runs (one block row each), a run whose predictions do not match its ids and a
+    run with a prediction that is no number (each refused, the others kept, the ones after
+    it too), exactly as one ``remember`` per request."""
     maker = IdMaker()
-    items = [([maker.one()], (1,), 10.0), (["given-a", "given-b"], [0, 2], 11.0), (maker.many(3), [2, 1, 0], 12.0),
+    items = [([maker.one()], (1,), 10.0), (maker.many(2), [1, "not a number"], 10.5),
+             (["given-a", "given-b"], [0, 2], 11.0), (maker.many(3), [2, 1, 0], 12.0),
              ([maker.one()], [0.0], 13.0), (maker.many(2), [1], 14.0), (["x"], ["not a number"], 15.0)]
     stores = []
     for many in (False, True):
@@ -354,7 +356,7 @@ def test_remember_many_buffers_what_remember_would(tmp_path: Path, clock: FakeCl
                     store.remember(MODEL_HASH, ids, preds, t)
                 except ValueError:
                     errors += 1
-            assert errors == 2
+            assert errors == 3
         stores.append((list(store._buffer), list(store._blocks)))  # noqa: SLF001 - what flush will write
         assert store.flush() == 7
         store.close()
