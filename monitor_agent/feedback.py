@@ -97,6 +97,7 @@ CREATE TABLE IF NOT EXISTS sample_days (model TEXT NOT NULL, day INTEGER NOT NUL
 """
 SAMPLES_PER_HANDOFF = 200
 _BLOCK_ROWS = "COALESCE(SUM(last - first + 1), 0)"
+_EVICT_SPANS = 256  # blocks read per eviction step at most
 _Block = tuple[str, str, int, float, bytes]  # (model hash, id prefix, first counter, time, packed predictions)
 
 
@@ -391,29 +392,48 @@ class FeedbackStore:
     @staticmethod
     def _evict_oldest(conn: sqlite3.Connection, over: int) -> None:
         """Delete the ``over`` oldest predictions, single rows and blocks alike (a block is cut
-        from its oldest end when only part of it must go)."""
+        from its oldest end when only part of it must go; on equal times single rows go first).
+
+        Every read here follows ``blocks_by_time`` (whose entries end with the primary key, so
+        ``ORDER BY time, model, prefix, first`` is the index's own order): the former
+        ``ORDER BY time, first`` sorted the whole table, blobs and all, once per evicted block --
+        a full store (``max_pending``) took ~1 ms a batch request on the tick thread.
+        """
         while over > 0:
-            block = conn.execute(
-                "SELECT model, prefix, first, last, time, preds FROM blocks ORDER BY time, first LIMIT 1").fetchone()
             oldest_row = conn.execute("SELECT MIN(time) FROM predictions").fetchone()[0]
-            if block is None or (oldest_row is not None and oldest_row <= block[4]):
-                bound = math.inf if block is None else block[4]
-                n = conn.execute(
+            oldest_block = conn.execute("SELECT MIN(time) FROM blocks").fetchone()[0]
+            if oldest_block is None and oldest_row is None:
+                return
+            if oldest_block is None or (oldest_row is not None and oldest_row <= oldest_block):
+                bound = math.inf if oldest_block is None else oldest_block
+                over -= conn.execute(
                     "DELETE FROM predictions WHERE (model, id) IN "
                     "(SELECT model, id FROM predictions WHERE time <= ? ORDER BY time LIMIT ?)", (bound, over)).rowcount
-                if n == 0:
-                    return
-                over -= n
                 continue
-            model, prefix, first, last, _, blob = block
-            size = last - first + 1
-            if size <= over:
-                conn.execute("DELETE FROM blocks WHERE model = ? AND prefix = ? AND first = ?", (model, prefix, first))
+            # Blocks older than every single row, oldest first: whole ones go, the last may be cut.
+            spans = conn.execute(
+                "SELECT model, prefix, first, last, time FROM blocks WHERE time < ? "
+                "ORDER BY time, model, prefix, first LIMIT ?",
+                (math.inf if oldest_row is None else oldest_row, min(over, _EVICT_SPANS))).fetchall()
+            whole = 0
+            for model, prefix, first, last, _ in spans:
+                size = last - first + 1
+                if size > over:
+                    blob = conn.execute("SELECT preds FROM blocks WHERE model = ? AND prefix = ? AND first = ?",
+                                        (model, prefix, first)).fetchone()[0]
+                    conn.execute("UPDATE blocks SET first = ?, preds = ? WHERE model = ? AND prefix = ? AND first = ?",
+                                 (first + over, blob[8 * over :], model, prefix, first))
+                    over = 0
+                    break
+                whole += 1
                 over -= size
-            else:
-                conn.execute("UPDATE blocks SET first = ?, preds = ? WHERE model = ? AND prefix = ? AND first = ?",
-                             (first + over, blob[8 * over :], model, prefix, first))
-                over = 0
+            if whole:  # those before the last one's time in one statement (all of them are in spans)
+                t_last = spans[whole - 1][4]
+                conn.execute("DELETE FROM blocks WHERE time < ?", (t_last,))
+                for model, prefix, first, _, t in spans[:whole]:
+                    if t == t_last:
+                        conn.execute("DELETE FROM blocks WHERE model = ? AND prefix = ? AND first = ?",
+                                     (model, prefix, first))
 
     def _lookup(self, conn: sqlite3.Connection, key: int, pid: str) -> tuple[float, float, bool, bool] | None:
         """``(time, prediction, labelled, in a block)`` of a stored prediction, or ``None``."""

@@ -362,3 +362,38 @@ def test_remember_many_buffers_what_remember_would(tmp_path: Path, clock: FakeCl
         store.close()
     assert stores[0] == stores[1]
     assert len(stores[1][0]) == 4 and len(stores[1][1]) == 1
+
+
+def test_eviction_keeps_the_newest_across_many_blocks_ties_and_cut_blocks(state: Path, clock: FakeClock) -> None:
+    """Eviction reads the oldest blocks a run at a time: the kept predictions are still exactly
+    the newest ``max_pending`` in (time, single rows before blocks, creation) order, over
+    several flushes, blocks of equal times, a step of many whole blocks and a cut block."""
+    import random
+
+    rng = random.Random(5)
+    store = _store(state, clock, join_seconds=10**6, max_pending=57)
+    maker = IdMaker()
+    order: list[tuple[float, int, int, str]] = []  # (time, 0 single / 1 block, creation, id)
+    start = clock()
+    for flush in range(4):
+        for k in range(30):
+            if rng.random() < 0.3:
+                clock.advance(1)
+            t = clock()
+            if rng.random() < 0.25:
+                pid = f"user-{flush}-{k}"
+                store.remember(MODEL_HASH, [pid], [0])
+                order.append((t, 0, len(order), pid))
+            else:
+                ids = maker.many(rng.randint(2, 9))
+                store.remember(MODEL_HASH, ids, [1] * len(ids))
+                order.extend((t, 1, len(order) + i, pid) for i, pid in enumerate(ids))
+        store.flush()
+        order.sort()
+        evicted, order = order[:-57], order[-57:]
+        assert store.stats()["pending"] == 57
+        if flush == 3:
+            assert start < order[0][0] and evicted
+            got = store.add_labels(MODEL_HASH, TARGET, [(pid, "no") for _, _, _, pid in evicted + order])
+            assert got == ["unmatched"] * len(evicted) + ["matched"] * 57
+    store.close()
