@@ -102,7 +102,14 @@ _Block = tuple[str, str, int, float, bytes]  # (model hash, id prefix, first cou
 
 
 def _pack(predictions: Sequence[float]) -> bytes:
-    """Predictions as little-endian float64s: 8 bytes each, one blob per block."""
+    """Predictions as little-endian float64s: 8 bytes each, one blob per block.
+
+    A numpy array (the runtime's class codes or values) converts in one C call: ``map(float)``
+    over it made a numpy scalar per element (100 codes: ~7.5 us of the tick thread, ~0.5 us).
+    """
+    astype = getattr(predictions, "astype", None)  # numpy without importing it
+    if astype is not None:
+        return astype("<f8").tobytes()
     a = array("d", map(float, predictions))
     if sys.byteorder != "little":
         a.byteswap()

@@ -397,3 +397,21 @@ def test_eviction_keeps_the_newest_across_many_blocks_ties_and_cut_blocks(state:
             got = store.add_labels(MODEL_HASH, TARGET, [(pid, "no") for _, _, _, pid in evicted + order])
             assert got == ["unmatched"] * len(evicted) + ["matched"] * 57
     store.close()
+
+
+def test_a_run_remembered_with_numpy_codes_is_stored_as_with_a_list(tmp_path: Path, clock: FakeClock) -> None:
+    """The runtime hands numpy arrays (int64 class codes, float values): the same block bytes as
+    a list of the same numbers, and an array of non-numbers is refused like the list."""
+    maker = IdMaker()
+    blobs = []
+    for preds in ([2, 0, 1], np.array([2, 0, 1], dtype=np.int64), np.array([2.0, 0.0, 1.0], dtype=np.float32)):
+        store = _store(tmp_path / str(len(blobs)), clock)
+        store.remember(MODEL_HASH, maker.many(3), preds)
+        blobs.append(store._blocks[0][4])  # noqa: SLF001 - what flush will write
+        store.close()
+    assert blobs[0] == blobs[1] == blobs[2] and len(blobs[0]) == 24
+    store = _store(tmp_path / "bad", clock)
+    with pytest.raises(ValueError):
+        store.remember(MODEL_HASH, maker.many(2), np.array(["x", "y"]))
+    assert store.flush() == 0
+    store.close()
