@@ -415,3 +415,22 @@ def test_a_run_remembered_with_numpy_codes_is_stored_as_with_a_list(tmp_path: Pa
         store.remember(MODEL_HASH, maker.many(2), np.array(["x", "y"]))
     assert store.flush() == 0
     store.close()
+
+
+@pytest.mark.parametrize("start", [1, 250, 256, 65530, 2**40 - 3])
+def test_generated_runs_are_spelled_as_single_ids_across_low_byte_boundaries(start: int) -> None:
+    """A run's ids are made 256 at a time from a table of low bytes: each must be the one
+    spelling ``one`` gives its counter (no zero padding), across the 0xff -> 0x100 steps."""
+    from mlpack_edge.monitor_agent._ids import IdRun, split_id
+
+    maker = IdMaker(start)
+    runs = [maker.many(n) for n in (1, 3, 300, 2)]
+    following = maker.one()
+    prefix = following[: following.rindex("-") + 1]
+    counter = start
+    for run in runs:
+        assert isinstance(run, IdRun) and (run.prefix, run.first) == (prefix, counter)
+        assert run == [f"{prefix}{k:x}" for k in range(counter, counter + len(run))]
+        assert [split_id(pid) for pid in run] == [(prefix, k) for k in range(counter, counter + len(run))]
+        counter += len(run)
+    assert following == f"{prefix}{counter:x}" and maker.many(0) == []
