@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 
-__all__ = ["IdMaker", "IdRun", "split_id"]
+__all__ = ["IdMaker", "IdRun", "IdSpan", "split_id"]
 
 
 class IdRun(list[str]):
@@ -19,6 +20,31 @@ class IdRun(list[str]):
         super().__init__(ids)
         self.prefix = prefix
         self.first = first
+
+    def span(self) -> IdSpan:
+        """The run without its strings: what the agent holds until its drain (~0.1 KB, not ~6 KB a 100)."""
+        return IdSpan(self.prefix, self.first, len(self))
+
+
+class IdSpan:
+    """A run of generated ids as ``(prefix, first, n)``; iterating spells the ids again."""
+
+    __slots__ = ("prefix", "first", "n")
+
+    def __init__(self, prefix: str, first: int, n: int) -> None:
+        self.prefix, self.first, self.n = prefix, first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_spell(self.prefix, self.first, self.n))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdSpan) and (self.prefix, self.first, self.n) == (other.prefix, other.first, other.n)
+
+    def __repr__(self) -> str:
+        return f"IdSpan({self.prefix!r}, {self.first}, {self.n})"
 
 
 def split_id(pid: str) -> tuple[str, int] | None:
@@ -36,6 +62,20 @@ def split_id(pid: str) -> tuple[str, int] | None:
 # Counter spellings by their low byte: bare below 256, two digits after a higher part.
 _LOW_BARE = tuple(f"{i:x}" for i in range(256))
 _LOW_PADDED = tuple(f"{i:02x}" for i in range(256))
+
+
+def _spell(prefix: str, first: int, n: int) -> list[str]:
+    """``prefix`` + the hex spelling of each counter ``first`` .. ``first + n - 1``, 256 at a time:
+    one ``join`` and one ``split`` per 256 ids instead of a ``%x`` per id."""
+    ids: list[str] = []
+    k, last = first, first + n - 1
+    while k <= last:
+        high, low = divmod(k, 256)
+        take = min(last - k + 1, 256 - low)
+        head, table = (f"{prefix}{high:x}", _LOW_PADDED) if high else (prefix, _LOW_BARE)
+        ids += (head + ("," + head).join(table[low : low + take])).split(",")  # ids hold no ","
+        k += take
+    return ids
 
 
 class IdMaker:
@@ -61,13 +101,6 @@ class IdMaker:
         if n <= 0:
             return []
         last = next(itertools.islice(self._count, n - 1, n))
-        first = k = last - n + 1
-        p = self._prefix
-        ids: list[str] = []
-        while k <= last:
-            high, low = divmod(k, 256)
-            take = min(last - k + 1, 256 - low)
-            head, table = (f"{p}{high:x}", _LOW_PADDED) if high else (p, _LOW_BARE)
-            ids += (head + ("," + head).join(table[low : low + take])).split(",")  # ids hold no ","
-            k += take
-        return IdRun(ids, p, first)
+        first = last - n + 1
+        ids = _spell(self._prefix, first, n)
+        return IdRun(ids, self._prefix, first)

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpack_edge.errors import AgentError
 from mlpack_edge.monitor_agent import _spool
-from mlpack_edge.monitor_agent._ids import IdMaker, IdRun, split_id
+from mlpack_edge.monitor_agent._ids import IdMaker, IdRun, IdSpan, split_id
 from mlpack_edge.monitor_agent._store import CACHE_KIB, immediate_tx
 from mlpack_edge.monitor_agent.wire import Feedback, Residuals, Window
 
@@ -277,7 +277,7 @@ class FeedbackStore:
         for ids, predictions, when in items:
             kept = len(rows)
             try:
-                if isinstance(ids, IdRun) and ids:
+                if isinstance(ids, (IdRun, IdSpan)) and ids:  # a span: the agent's compact hold of a run
                     blob = _pack(predictions)
                     if len(blob) != 8 * len(ids):
                         raise ValueError(f"{len(ids)} ids for {len(blob) // 8} predictions")

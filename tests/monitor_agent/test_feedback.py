@@ -434,3 +434,20 @@ def test_generated_runs_are_spelled_as_single_ids_across_low_byte_boundaries(sta
         assert [split_id(pid) for pid in run] == [(prefix, k) for k in range(counter, counter + len(run))]
         counter += len(run)
     assert following == f"{prefix}{counter:x}" and maker.many(0) == []
+
+
+def test_a_run_held_as_a_span_is_stored_and_spelled_as_the_run(tmp_path: Path, clock: FakeClock) -> None:
+    """The agent holds a batch's run as an IdSpan (no strings) until its drain: the store makes
+    the same block of it, and iterating it (the one-shot spool) gives the run's ids."""
+    run = IdMaker(250).many(10)
+    span = run.span()
+    assert len(span) == 10 and list(span) == run
+    blocks = []
+    for ids in (run, span):
+        store = _store(tmp_path / type(ids).__name__, clock)
+        store.remember_many(MODEL_HASH, [(ids, np.arange(10) % 3, clock())])
+        blocks.append(store._blocks)  # noqa: SLF001 - what flush will write
+        assert store.flush() == 10
+        assert store.add_labels(MODEL_HASH, TARGET, [(run[7], "no")]) == ["matched"]
+        store.close()
+    assert blocks[0] == blocks[1] and len(blocks[0]) == 1
