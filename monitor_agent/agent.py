@@ -209,8 +209,12 @@ class Agent:
         self._feedback: FeedbackStore | None = None
         self._ids: IdMaker | None = None
         self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
-        self._remembered_rows = 0  # ids remembered and not yet drained
-        self._held_rows = 0  # what they hold, in single-id rows (see RUN_IDS_PER_HELD_ROW)
+        # Ids remembered and what they hold (in single-id rows, see RUN_IDS_PER_HELD_ROW), as
+        # totals in (written by remember only) and out (by the drains, under _draining only):
+        # one counter with += on the request thread and -= on the tick thread lost updates
+        # when the GIL changed hands between the tick's read and write (its -= called sum).
+        self._rows_in = self._rows_out = 0
+        self._held_in = self._held_out = 0
         self._drain_rows = REMEMBER_ROWS  # TICK_DRAIN_ROWS once started
         self._wake = threading.Event()  # the tick thread's: ids to write (or stop)
         self._writes = 0  # ids drained, windows stored, checkpoints written: when a malloc_trim may help
@@ -335,6 +339,11 @@ class Agent:
                                                    self._clock, c.capture_max_rows_per_day)
         return self._feedback
 
+    @property
+    def _remembered_rows(self) -> int:
+        """Ids remembered and not yet drained (or spooled)."""
+        return self._rows_in - self._rows_out
+
     def new_ids(self, n: int) -> list[str]:
         """``n`` fresh prediction ids (unique across processes and restarts)."""
         if self._ids is None:
@@ -352,12 +361,12 @@ class Agent:
         n = len(ids)
         if type(ids) is IdRun:  # held without its strings (the reply has them)
             self._remembered.append((ids.span(), predictions, self._clock()))
-            self._held_rows += 1 + n // RUN_IDS_PER_HELD_ROW
+            self._held_in += 1 + n // RUN_IDS_PER_HELD_ROW
         else:
             self._remembered.append((ids, predictions, self._clock()))
-            self._held_rows += n
-        self._remembered_rows += n
-        if self._held_rows >= self._drain_rows:
+            self._held_in += n
+        self._rows_in += n
+        if self._held_in - self._held_out >= self._drain_rows:
             if not self._started:
                 self._drain_remembered()
             elif not self._wake.is_set():
@@ -396,8 +405,8 @@ class Agent:
             taken = next(zip(*items))
             rows = sum(map(len, taken))
             spans = list(map(len, filter(IdSpan.__instancecheck__, taken)))  # C loops: ~2,048 items a drain
-            self._remembered_rows -= rows
-            self._held_rows -= rows - sum(spans) + len(spans) + sum(map(RUN_IDS_PER_HELD_ROW.__rfloordiv__, spans))
+            self._rows_out += rows
+            self._held_out += rows - sum(spans) + len(spans) + sum(map(RUN_IDS_PER_HELD_ROW.__rfloordiv__, spans))
             store.remember_many(h, items)
         if store.flush():
             self._writes += 1
@@ -482,7 +491,7 @@ class Agent:
                     self._store(w)
                 return False
         self._remembered.clear()
-        self._remembered_rows = self._held_rows = 0
+        self._rows_out, self._held_out = self._rows_in, self._held_in
         return True
 
     def checkpoint(self) -> bool:
