@@ -208,7 +208,7 @@ class Agent:
         self._uploader: Uploader | None = None
         self._feedback: FeedbackStore | None = None
         self._ids: IdMaker | None = None
-        self._remembered: collections.deque[tuple[list[str], Any, float]] = collections.deque()
+        self._remembered: collections.deque[tuple[list[str] | IdSpan, Any, float]] = collections.deque()
         # Ids remembered and what they hold (in single-id rows, see RUN_IDS_PER_HELD_ROW), as
         # totals in (written by remember only) and out (by the drains, under _draining only):
         # one counter with += on the request thread and -= on the tick thread lost updates

@@ -266,7 +266,7 @@ class FeedbackStore:
         """
         self.remember_many(model, ((ids, predictions, self._clock() if when is None else when),))
 
-    def remember_many(self, model: str, items: Sequence[tuple[Sequence[str], Sequence[float], float]]) -> None:
+    def remember_many(self, model: str, items: Sequence[tuple[Sequence[str] | IdSpan, Sequence[float], float]]) -> None:
         """:meth:`remember` of each ``(ids, predictions, when)`` in turn, in one pass and one lock.
 
         The agent drains ~2,048 single-row requests at a time on ``serve``'s tick thread, whose
