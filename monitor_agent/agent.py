@@ -209,11 +209,10 @@ class Agent:
         self._feedback: FeedbackStore | None = None
         self._ids: IdMaker | None = None
         self._remembered: collections.deque[tuple[list[str] | IdSpan, Any, float]] = collections.deque()
-        # Ids remembered and what they hold (in single-id rows, see RUN_IDS_PER_HELD_ROW), as
-        # totals in (written by remember only) and out (by the drains, under _draining only):
-        # one counter with += on the request thread and -= on the tick thread lost updates
-        # when the GIL changed hands between the tick's read and write (its -= called sum).
-        self._rows_in = self._rows_out = 0
+        # What the remembered ids hold (in single-id rows, see RUN_IDS_PER_HELD_ROW), as totals
+        # in (written by remember only) and out (by the drains, under _draining only): one
+        # counter with += on the request thread and -= on the tick thread lost updates when
+        # the GIL changed hands between the tick's read and write (its -= called sum).
         self._held_in = self._held_out = 0
         self._drain_rows = REMEMBER_ROWS  # TICK_DRAIN_ROWS once started
         self._wake = threading.Event()  # the tick thread's: ids to write (or stop)
@@ -341,8 +340,8 @@ class Agent:
 
     @property
     def _remembered_rows(self) -> int:
-        """Ids remembered and not yet drained (or spooled)."""
-        return self._rows_in - self._rows_out
+        """Ids remembered and not yet drained (or spooled): counted when asked (a one-shot exit), not per request."""
+        return sum(map(len, next(zip(*self._remembered), ())))
 
     def new_ids(self, n: int) -> list[str]:
         """``n`` fresh prediction ids (unique across processes and restarts)."""
@@ -358,14 +357,12 @@ class Agent:
         rows writes them to the join store, so a one-shot ``predict`` loads SQLite only at
         exit, as the rest of the agent does.
         """
-        n = len(ids)
         if type(ids) is IdRun:  # held without its strings (the reply has them)
-            self._remembered.append((ids.span(), predictions, self._clock()))
-            self._held_in += 1 + n // RUN_IDS_PER_HELD_ROW
+            self._held_in += 1 + len(ids) // RUN_IDS_PER_HELD_ROW
+            ids = ids.span()
         else:
-            self._remembered.append((ids, predictions, self._clock()))
-            self._held_in += n
-        self._rows_in += n
+            self._held_in += len(ids)
+        self._remembered.append((ids, predictions, self._clock()))
         if self._held_in - self._held_out >= self._drain_rows:
             if not self._started:
                 self._drain_remembered()
@@ -405,7 +402,6 @@ class Agent:
             taken = next(zip(*items))
             rows = sum(map(len, taken))
             spans = list(map(len, filter(IdSpan.__instancecheck__, taken)))  # C loops: ~2,048 items a drain
-            self._rows_out += rows
             self._held_out += rows - sum(spans) + len(spans) + sum(map(RUN_IDS_PER_HELD_ROW.__rfloordiv__, spans))
             store.remember_many(h, items)
         if store.flush():
@@ -491,7 +487,7 @@ class Agent:
                     self._store(w)
                 return False
         self._remembered.clear()
-        self._rows_out, self._held_out = self._rows_in, self._held_in
+        self._held_out = self._held_in
         return True
 
     def checkpoint(self) -> bool:
