@@ -1,6 +1,6 @@
 """Batch throughput, our ``Model.predict_proba`` vs a default ``InferenceSession``, each side in its own process.
 
-    .venv/bin/python benchmarks/batch_procs.py [--rounds 5] [--calls 15] [--batch-rows 20000]
+    .venv/bin/python benchmarks/batch_procs.py [--rounds 12] [--calls 6] [--batch-rows 20000]
 
 Issue 14 goal 4b: a batch through the Python API at ≥ 0.95× the throughput of an
 ``InferenceSession`` with default options. ``predict_latency.py`` times both in one
@@ -8,7 +8,9 @@ process, where the 2-thread sessions' spinning workers compete with each other o
 2-core machine (its readings swing 0.6-1.4×). Here each side runs in a fresh Python
 process (imports, load, 3 warm-up calls, then ``--calls`` timed calls of the same batch,
 read from one ``.npy``), the processes alternate side by side, model by model, for
-``--rounds`` rounds. Bundles are the breast_cancer ones of ``predict_latency.py``, built once.
+``--rounds`` rounds (many short rounds: on a shared machine the load moves within minutes,
+and both sides should sample the same spread of it). Bundles are the breast_cancer ones of
+``predict_latency.py``, built once.
 
 Sides: ``api`` (``open_model(bundle).predict_proba(X)``), ``ort`` (``InferenceSession(path)
 .run(None, {"X": X})``, default options: labels and probabilities), ``ort_proba`` (the same
@@ -92,8 +94,8 @@ def _bundles(work: Path, models: list[str], batch_rows: int) -> tuple[dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=15, help="timed calls per process")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--calls", type=int, default=6, help="timed calls per process")
     ap.add_argument("--batch-rows", type=int, default=20_000)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--sides", default="api,ort,ort_proba", help="the first is ours, each other one a baseline")
