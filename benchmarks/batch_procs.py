@@ -81,7 +81,7 @@ def _bundles(work: Path, models: list[str], batch_rows: int) -> tuple[dict[str, 
 
     import predict_latency as pl  # benchmarks/ is sys.path[0] when run as a script
 
-    bundles = {}
+    bundles: dict[str, Path] = {}
     for label in models:
         est, scale = pl.ESTIMATORS[label]
         bundles[label] = pl._build(work, label, est, scale).bundle_dir

@@ -60,7 +60,7 @@ def batch_threads(cpus: Iterable[int] | None = None, sysfs: Path = _SYS_CPU) -> 
         except AttributeError:  # pragma: no cover - not on Linux
             return max(1, os.cpu_count() or 1)
     usable = list(cpus)
-    cores = set()
+    cores: set[str] = set()
     for cpu in usable:
         try:
             cores.add((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())
