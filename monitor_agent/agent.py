@@ -78,9 +78,10 @@ REMEMBER_ROWS = 50_000  # one-shot: prediction ids buffered before they go to th
 TICK_DRAIN_ROWS = 2_048
 # A run of generated ids (a batch request's) is held as an IdSpan and its predictions array,
 # ~9 B a row against ~250 for a single id: it counts one row per this many of its ids (plus
-# one) towards TICK_DRAIN_ROWS. Batches of 100 then drain ~290 requests a transaction instead
-# of ~20 (fleet_faults: 7.3 -> 4.2 us of the tick thread a request, 1/15 of the wakes).
-RUN_IDS_PER_HELD_ROW = 16
+# one) towards TICK_DRAIN_ROWS. Batches of 100 then drain ~79 requests a transaction instead
+# of ~20 (fleet_faults: tick thread 7.3 -> 4.7 us a request, process_time; a quarter of the
+# wakes). 16 (~290 a transaction, 4.2 us) cost serve ~2.5 MB more USS under batch load.
+RUN_IDS_PER_HELD_ROW = 4
 # How often (at most) the tick thread hands the C heap's free pages back to the OS (glibc's
 # malloc_trim) after it wrote something: opening the stores and writing ids leave freed but
 # kept pages behind (~1.2 MB of an idle serve's 31 MB after start); a trim costs 0.1-0.3 ms of

@@ -37,7 +37,7 @@ against 200 µs for 100 rows). Disk: about 60 bytes per pending single-row predi
 generated ids (measured in ``benchmarks/feedback.py``), about 9 in a batch of 100; memory:
 only the predictions since the last write (the agent holds a run as an :class:`IdSpan`, not
 its strings). A full store evicts along ``blocks_by_time``, whole blocks a statement: a batch
-of 100 costs the tick thread ~11 µs full, ~5 µs fresh (``benchmarks/feedback_batch_ids.py``).
+of 100 costs the tick thread ~12 µs full, ~5 µs fresh (``benchmarks/feedback_batch_ids.py``).
 """
 
 from __future__ import annotations
