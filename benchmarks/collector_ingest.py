@@ -27,7 +27,9 @@ holds exactly the windows acknowledged, and breaks one upload down in-process
 ``--processes 1 2`` instead compares PostgreSQL with 1 and 2 collector processes sharing
 one database (each its own devices and half the connections) against SQLite with one,
 interleaved over ``--rounds`` rounds, with min and median and the fleet size each rate
-serves at one upload per device per minute.
+serves at one upload per device per minute, and the CPU per upload of the collector
+processes and of the PostgreSQL backends serving them (``/proc``, via psutil): on shared
+cores the steadier figure, and what bounds the rate.
 """
 
 from __future__ import annotations
