@@ -27,6 +27,9 @@ categorical ColumnTransformer, columns layout). For each, in one run:
 
 Ratios are measured in the same run, so they survive a noisy shared machine better
 than absolute numbers; the timing loops alternate between the sides being compared.
+The default-settings batch table of 2. times four spinning 2-thread sessions in one
+process, which compete for a 2-core machine: benchmarks/batch_procs.py reads the same
+comparison with each side in its own process (issue 14 goal 4b's figure).
 """
 
 from __future__ import annotations

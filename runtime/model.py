@@ -45,7 +45,7 @@ __all__ = ["Recorder", "Prediction", "BatchResult", "Model", "open_model"]
 T = TypeVar("T")
 
 #: A batch of at least this many rows runs on a second session with one intra-op thread per
-#: usable core, unless the caller chose ``threads``. One thread is right for single rows and
+#: usable physical core (session.batch_threads), unless the caller chose ``threads``. One thread is right for single rows and
 #: small requests (see :mod:`.session`), but a default ``InferenceSession`` uses every core
 #: and was 1.5-1.9x faster on 100k-row batches of tree and MLP models; the second session
 #: is made on the first large batch only, so a ``serve`` that never sees one never pays for it.
@@ -470,7 +470,7 @@ class Model:
         return result
 
     def _large_batch_runner(self) -> Any:
-        """The runner for large batches: a spinning session with one thread per usable core (made once)."""
+        """The runner for large batches: a spinning session with one thread per usable physical core (made once)."""
         if self._batch_run is None:
             with self._batch_lock:
                 if self._batch_run is None:

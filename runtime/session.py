@@ -16,8 +16,9 @@ shared and noisy, so trust the ratios more than the numbers):
 
 So :class:`~mlpack_edge.runtime.model.Model` and ``serve`` default to **1** thread (single
 rows; ``serve`` gets its parallelism from concurrent requests), batch ``predict``
-defaults to one thread per usable core (:func:`batch_threads`) on a second session that
-spins, and the single-row session never spins. ``--threads`` / ``threads=`` override
+defaults to one thread per usable physical core (:func:`batch_threads`, the count a default
+``InferenceSession`` picks) on a second session that spins, and the single-row session
+never spins. ``--threads`` / ``threads=`` override
 (one session, no spinning). Graph optimisation is done once, at load.
 """
 
@@ -25,7 +26,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,12 +41,32 @@ __all__ = ["DEFAULT_THREADS", "batch_threads", "session_options", "create_sessio
 DEFAULT_THREADS = 1
 
 
-def batch_threads() -> int:
-    """Threads for large batches: the usable cores of this process (its CPU affinity)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+_SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+def batch_threads(cpus: Iterable[int] | None = None, sysfs: Path = _SYS_CPU) -> int:
+    """Threads for large batches: the physical cores among this process's usable CPUs.
+
+    A default ``InferenceSession`` (the goal's baseline) runs one thread per physical core:
+    SMT siblings share one core's units, and with spinning on a sibling's spin slows the
+    thread doing the work. Counting only the CPUs this process may run on (``cpus``, default
+    its affinity) keeps a container pinned to fewer CPUs from oversubscribing them, which the
+    default does not. Cores are told apart by ``cpuN/topology/thread_siblings_list`` under
+    ``sysfs``; without it each usable CPU counts as a core.
+    """
+    if cpus is None:
+        try:
+            cpus = os.sched_getaffinity(0)
+        except AttributeError:  # pragma: no cover - not on Linux
+            return max(1, os.cpu_count() or 1)
+    usable = list(cpus)
+    cores: set[str] = set()
+    for cpu in usable:
+        try:
+            cores.add((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip())
+        except OSError:
+            return max(1, len(usable))
+    return max(1, len(cores))
 
 
 def session_options(threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:

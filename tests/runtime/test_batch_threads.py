@@ -40,3 +40,26 @@ def test_a_large_batch_gives_the_same_answers_as_one_thread(name: str, request: 
     # a small batch and a single row after a large one still agree
     assert np.array_equal(default.predict(rows[:3]), single.predict(rows[:3]))
     assert default.predict(rows[0]) == single.predict(rows[0])
+
+
+def _sysfs(root: Path, siblings: dict[int, str]) -> Path:
+    """A fake /sys/devices/system/cpu: ``cpuN/topology/thread_siblings_list`` per CPU."""
+    for cpu, text in siblings.items():
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "thread_siblings_list").write_text(text + "\n")
+    return root
+
+
+def test_large_batches_get_one_thread_per_physical_core_as_a_default_session(tmp_path: Path) -> None:
+    # 2 cores with 2 SMT threads each, numbered as Linux does (siblings 0 and 2, 1 and 3)
+    sysfs = _sysfs(tmp_path, {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"})
+    assert batch_threads(cpus=[0, 1, 2, 3], sysfs=sysfs) == 2  # not 4: a default InferenceSession runs 2
+    assert batch_threads(cpus=[0, 2], sysfs=sysfs) == 1  # pinned to both halves of one core
+    assert batch_threads(cpus=[0, 1], sysfs=sysfs) == 2
+    assert batch_threads(cpus=[3], sysfs=sysfs) == 1
+
+
+def test_without_a_cpu_topology_every_usable_cpu_is_a_core(tmp_path: Path) -> None:
+    assert batch_threads(cpus=[0, 1, 2], sysfs=tmp_path / "missing") == 3
+    assert batch_threads(cpus=[], sysfs=tmp_path) == 1
