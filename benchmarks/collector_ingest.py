@@ -27,7 +27,9 @@ holds exactly the windows acknowledged, and breaks one upload down in-process
 ``--processes 1 2`` instead compares PostgreSQL with 1 and 2 collector processes sharing
 one database (each its own devices and half the connections) against SQLite with one,
 interleaved over ``--rounds`` rounds, with min and median and the fleet size each rate
-serves at one upload per device per minute.
+serves at one upload per device per minute, and the CPU per upload of the collector
+processes and of the PostgreSQL backends serving them (``/proc``, via psutil): on shared
+cores the steadier figure, and what bounds the rate.
 """
 
 from __future__ import annotations
@@ -308,6 +310,7 @@ def scaling(seconds: int, connections: int, processes: list[int], rounds: int, p
     rng = np.random.default_rng(0)
     text, models = agent_batch(model, per_batch, rng)
     runs: dict[tuple[str, int], list[float]] = {}
+    cpu_runs: dict[tuple[str, int], list[list[float]]] = {}
     with scratch_db("sqlite") as sqlite_url, scratch_db("postgres") as pg_url:
         urls = {"sqlite": sqlite_url, "postgres": pg_url}
         tokens = {b: [(f"bench-{i:03d}", admin.add_device(u, f"bench-{i:03d}")) for i in range(DEVICES)]
@@ -327,7 +330,10 @@ def scaling(seconds: int, connections: int, processes: list[int], rounds: int, p
                         script = lua_script(text, tokens[backend][k * share : (k + 1) * share], per_batch, 1,
                                             run_no * 10_000_000, models)
                         jobs.append(_wrk_start(url + "/api/v1/ingest", seconds, script, max(1, connections // n)))
+                    time.sleep(0.5)  # the collectors' writer connections are open once uploads flow
+                    cpu0 = _cpu_seconds(procs, backend)
                     results = [parse_wrk(_wrk_wait(j)) for j in jobs]
+                    cpu1 = _cpu_seconds(procs, backend)
                     stored = _count(db_url) - before
                 finally:
                     for proc, _ in procs:
@@ -339,12 +345,21 @@ def scaling(seconds: int, connections: int, processes: list[int], rounds: int, p
                 extra = stored - ok * per_batch
                 exact = 0 <= extra <= connections * per_batch
                 runs.setdefault((backend, n), []).append(rps)
+                # CPU per upload over the last ``seconds - 0.5`` s of the run (wrk's own count is for all of it).
+                per = [(b - a) / max(1.0, rps * (seconds - 0.5)) * 1e6 for a, b in zip(cpu0, cpu1)]
+                cpu_runs.setdefault((backend, n), []).append(per)
                 print(f"round {r + 1} [{backend}] {n} process(es): {rps:.0f} uploads/s "
                       f"(p99 {max(x['p99_ms'] or 0 for x in results):.1f} ms, non-2xx {sum(x['non2xx'] for x in results)}); "
+                      f"CPU µs per upload: collector(s) {per[0]:.0f}, PostgreSQL backends {per[1]:.0f}; "
                       f"stored {stored} windows for {ok} acked uploads ({'ok' if exact else 'MISMATCH'}) ({_load()})",
                       flush=True)
     base = runs[("sqlite", 1)]
-    print(f"\n{per_batch}-window uploads, {rounds} rounds of {seconds} s, min / median uploads/s:")
+    print(f"\n{per_batch}-window uploads, {rounds} rounds of {seconds} s, median CPU µs per upload "
+          "(collector processes / PostgreSQL backends serving them):")
+    for key, xs in cpu_runs.items():
+        print(f"  {key[0]}, {key[1]} process(es): {statistics.median(x[0] for x in xs):.0f} / "
+              f"{statistics.median(x[1] for x in xs):.0f}")
+    print(f"{per_batch}-window uploads, {rounds} rounds of {seconds} s, min / median uploads/s:")
     print(f"  SQLite, 1 process (baseline): {min(base):.0f} / {statistics.median(base):.0f}")
     pg1 = runs.get(("postgres", 1))
     for n in processes:
@@ -405,6 +420,28 @@ def write_stage(backend: str, group: int, rounds: int) -> list[float]:
             assert all(isinstance(o, Ack) and o.stored for o in outs)
         storage.close()
     return out
+
+
+def _cpu_seconds(procs: list[tuple[subprocess.Popen[str], str]], backend: str) -> tuple[float, float]:
+    """CPU seconds used so far by the collector processes, and by the PostgreSQL backends
+    serving their connections (found by client port; 0 with SQLite, which runs in-process)."""
+    import psutil
+
+    own = [psutil.Process(p.pid) for p, _ in procs]
+    collectors = sum(sum(x.cpu_times()[:2]) for x in own)
+    if backend != "postgres":
+        return collectors, 0.0
+    ports = {c.laddr.port for x in own for c in x.net_connections("tcp") if c.raddr and c.raddr.port == 5432}
+    import psycopg
+
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        pids = [r[0] for r in conn.execute("SELECT pid, client_port FROM pg_stat_activity").fetchall()
+                if r[1] in ports] if ports else []
+    server = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            server += sum(psutil.Process(pid).cpu_times()[:2])
+    return collectors, server
 
 
 def _load() -> str:

@@ -36,6 +36,7 @@ from mlpack_edge.collector import page, queries
 from mlpack_edge.collector.alerts import Alerter, Condition, alert_dict
 from mlpack_edge.collector.delivery import Dispatcher, RetryPolicy
 from mlpack_edge.collector.webhooks import public_url
+from mlpack_edge.collector._fast_route import route_first
 from mlpack_edge.collector._openapi import INGEST_OPENAPI
 from mlpack_edge.collector.auth import bearer_token, hash_token, peer_fingerprint
 from mlpack_edge.collector.metrics import CONTENT_TYPE, Metrics
@@ -417,6 +418,16 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
             reply["updates"] = updates
         return JSONResponse(reply)
 
+    def ingest_error(exc: Exception) -> Response | None:
+        """What the app's exception handlers reply for an exception ``ingest`` lets out."""
+        if isinstance(exc, Rejected):
+            return _error(exc.status, exc.message, exc.retry_after)
+        if isinstance(exc, StorageError):
+            log.warning("storage: %s", exc)
+            return _error(503, "collector: storage unavailable, retry later", retry_after=5)
+        return None
+
+    route_first(app, "POST", "/api/v1/ingest", ingest, ingest_error)
     register_rollout(app, storage, config, rollouts, _read_limited)
 
     # ------------------------------------------------------------------ JSON API

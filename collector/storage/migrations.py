@@ -26,6 +26,19 @@ TYPES = {
 #: A step is a statement, or a function of the write transaction and the time (a backfill).
 Step = str | Callable[[Any, float], None]
 
+
+def _leave_room(tx: Any, now: float) -> None:
+    """Every upload rewrites ~4 roll-up rows and its device's row. With full pages the new
+    version lands on another page and every index of the table gets an entry for it
+    (measured: a quarter of roll-up updates, and the index clean-up they cause showed in the
+    server's profile); room left on each page keeps them "heap-only". Measured in the write
+    stage: the PostgreSQL backend's CPU per upload 170-175 -> 140-160 µs. Pages written
+    from now on get it; SQLite has no such setting."""
+    if tx._s.dialect == "postgres":
+        for table in ("rollups", "devices"):
+            tx._c.execute(f"ALTER TABLE {table} SET (fillfactor = 70)")
+
+
 MIGRATIONS: list[tuple[int, str, list[Step]]] = [
     (
         1,
@@ -294,6 +307,12 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
             _range_totals.backfill,
         ],
     ),
+    (
+        10,
+        "PostgreSQL: room in roll-up and device pages for their updates (fillfactor 70)",
+        [_leave_room],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
+

@@ -177,3 +177,14 @@ def test_postgres_holds_a_devices_roll_up_rows_from_the_first_round_trip_and_the
                 assert not locked and n >= 3, device  # the fleet's minute, hour and day
             except psycopg.errors.LockNotAvailable:
                 assert locked, device
+
+
+def test_postgres_leaves_room_on_the_pages_every_upload_updates(storage: SqlStorage) -> None:
+    """Migration 10: roll-up and device pages keep 30% free, so the rows every upload rewrites
+    are updated in place on their page (no new index entries)."""
+    if storage.dialect != "postgres":
+        pytest.skip("fillfactor: PostgreSQL only")
+    with storage.write() as tx:
+        rows = tx._exec("SELECT relname, reloptions FROM pg_class WHERE relname IN ('rollups', 'devices') "
+                        "AND relnamespace = current_schema()::regnamespace").fetchall()
+    assert dict(rows) == {"rollups": ["fillfactor=70"], "devices": ["fillfactor=70"]}
