@@ -152,18 +152,22 @@ def test_a_started_agent_wakes_its_tick_to_write_ids_every_so_many_rows(
     tmp_path: Path, model: ModelInfo, clock: FakeClock
 ) -> None:
     """Ids wait in memory for the tick only up to TICK_DRAIN_ROWS rows (a second of a busy serve's
-    ids as Python objects was megabytes); past that, the tick thread is woken to write them."""
-    from mlpack_edge.monitor_agent.agent import TICK_DRAIN_ROWS
+    ids as Python objects was megabytes); past that, the tick thread is woken to write them. A
+    batch's generated run is held without its strings: it counts 1 + n // RUN_IDS_PER_HELD_ROW."""
+    from mlpack_edge.monitor_agent.agent import RUN_IDS_PER_HELD_ROW, TICK_DRAIN_ROWS
 
     agent = Agent.open(model, tmp_path, AgentConfig(window_seconds=60), clock=clock, sampler=fixed_sampler)
     agent.start()
+    runs = -(-(TICK_DRAIN_ROWS // 2) // (1 + 100 // RUN_IDS_PER_HELD_ROW))  # runs of 100 to the bound
     try:
         agent._wake = wake = _RecordingEvent()  # noqa: SLF001 - the tick thread waits on the old one until its timeout
-        few = agent.new_ids(TICK_DRAIN_ROWS // 2)
-        agent.remember(few, np.zeros(len(few)))
+        given = [f"given-{i}" for i in range(TICK_DRAIN_ROWS // 2)]
+        agent.remember(given, np.zeros(len(given)))
         assert wake.sets == 0  # below the bound: the next tick writes them
-        more = agent.new_ids(TICK_DRAIN_ROWS // 2)
-        agent.remember(more, np.ones(len(more)))
+        for _ in range(runs - 1):
+            agent.remember(agent.new_ids(100), np.ones(100))
+        assert wake.sets == 0  # runs - 1 runs of 100 (thousands of ids) are still below it
+        agent.remember(agent.new_ids(100), np.ones(100))
         assert wake.sets == 1
         agent.remember(agent.new_ids(1), np.ones(1))
         assert wake.sets == 1  # one wake per drain, not one per request
@@ -175,7 +179,8 @@ def test_a_started_agent_wakes_its_tick_to_write_ids_every_so_many_rows(
         stored += con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
     finally:
         con.close()
-    assert stored == TICK_DRAIN_ROWS + 1  # all written by the exit at the latest, none twice
+    assert stored == len(given) + 100 * runs + 1  # all written by the exit at the latest, none twice
+    assert agent._remembered_rows == 0 and agent._held_in == agent._held_out > 0  # noqa: SLF001 - all drained
 
 
 def test_the_stores_keep_a_small_sqlite_page_cache(tmp_path: Path, model: ModelInfo, clock: FakeClock) -> None:

@@ -362,3 +362,92 @@ def test_remember_many_buffers_what_remember_would(tmp_path: Path, clock: FakeCl
         store.close()
     assert stores[0] == stores[1]
     assert len(stores[1][0]) == 4 and len(stores[1][1]) == 1
+
+
+def test_eviction_keeps_the_newest_across_many_blocks_ties_and_cut_blocks(state: Path, clock: FakeClock) -> None:
+    """Eviction reads the oldest blocks a run at a time: the kept predictions are still exactly
+    the newest ``max_pending`` in (time, single rows before blocks, creation) order, over
+    several flushes, blocks of equal times, a step of many whole blocks and a cut block."""
+    import random
+
+    rng = random.Random(5)
+    store = _store(state, clock, join_seconds=10**6, max_pending=57)
+    maker = IdMaker()
+    order: list[tuple[float, int, int, str]] = []  # (time, 0 single / 1 block, creation, id)
+    start = clock()
+    for flush in range(4):
+        for k in range(30):
+            if rng.random() < 0.3:
+                clock.advance(1)
+            t = clock()
+            if rng.random() < 0.25:
+                pid = f"user-{flush}-{k}"
+                store.remember(MODEL_HASH, [pid], [0])
+                order.append((t, 0, len(order), pid))
+            else:
+                ids = maker.many(rng.randint(2, 9))
+                store.remember(MODEL_HASH, ids, [1] * len(ids))
+                order.extend((t, 1, len(order) + i, pid) for i, pid in enumerate(ids))
+        store.flush()
+        order.sort()
+        evicted, order = order[:-57], order[-57:]
+        assert store.stats()["pending"] == 57
+        if flush == 3:
+            assert start < order[0][0] and evicted
+            got = store.add_labels(MODEL_HASH, TARGET, [(pid, "no") for _, _, _, pid in evicted + order])
+            assert got == ["unmatched"] * len(evicted) + ["matched"] * 57
+    store.close()
+
+
+def test_a_run_remembered_with_numpy_codes_is_stored_as_with_a_list(tmp_path: Path, clock: FakeClock) -> None:
+    """The runtime hands numpy arrays (int64 class codes, float values): the same block bytes as
+    a list of the same numbers, and an array of non-numbers is refused like the list."""
+    maker = IdMaker()
+    blobs = []
+    for preds in ([2, 0, 1], np.array([2, 0, 1], dtype=np.int64), np.array([2.0, 0.0, 1.0], dtype=np.float32)):
+        store = _store(tmp_path / str(len(blobs)), clock)
+        store.remember(MODEL_HASH, maker.many(3), preds)
+        blobs.append(store._blocks[0][4])  # noqa: SLF001 - what flush will write
+        store.close()
+    assert blobs[0] == blobs[1] == blobs[2] and len(blobs[0]) == 24
+    store = _store(tmp_path / "bad", clock)
+    with pytest.raises(ValueError):
+        store.remember(MODEL_HASH, maker.many(2), np.array(["x", "y"]))
+    assert store.flush() == 0
+    store.close()
+
+
+@pytest.mark.parametrize("start", [1, 250, 256, 65530, 2**40 - 3])
+def test_generated_runs_are_spelled_as_single_ids_across_low_byte_boundaries(start: int) -> None:
+    """A run's ids are made 256 at a time from a table of low bytes: each must be the one
+    spelling ``one`` gives its counter (no zero padding), across the 0xff -> 0x100 steps."""
+    from mlpack_edge.monitor_agent._ids import IdRun, split_id
+
+    maker = IdMaker(start)
+    runs = [maker.many(n) for n in (1, 3, 300, 2)]
+    following = maker.one()
+    prefix = following[: following.rindex("-") + 1]
+    counter = start
+    for run in runs:
+        assert isinstance(run, IdRun) and (run.prefix, run.first) == (prefix, counter)
+        assert run == [f"{prefix}{k:x}" for k in range(counter, counter + len(run))]
+        assert [split_id(pid) for pid in run] == [(prefix, k) for k in range(counter, counter + len(run))]
+        counter += len(run)
+    assert following == f"{prefix}{counter:x}" and maker.many(0) == []
+
+
+def test_a_run_held_as_a_span_is_stored_and_spelled_as_the_run(tmp_path: Path, clock: FakeClock) -> None:
+    """The agent holds a batch's run as an IdSpan (no strings) until its drain: the store makes
+    the same block of it, and iterating it (the one-shot spool) gives the run's ids."""
+    run = IdMaker(250).many(10)
+    span = run.span()
+    assert len(span) == 10 and list(span) == run
+    blocks = []
+    for ids in (run, span):
+        store = _store(tmp_path / type(ids).__name__, clock)
+        store.remember_many(MODEL_HASH, [(ids, np.arange(10) % 3, clock())])
+        blocks.append(store._blocks)  # noqa: SLF001 - what flush will write
+        assert store.flush() == 10
+        assert store.add_labels(MODEL_HASH, TARGET, [(run[7], "no")]) == ["matched"]
+        store.close()
+    assert blocks[0] == blocks[1] and len(blocks[0]) == 1
