@@ -8,7 +8,7 @@ the runtime and measures, in the same run and interleaved in blocks so machine n
 hits both sides alike:
 
 1. single-row ``Model.predict`` p50 with the agent's recorder attached vs without
-   (target ≤ 1.05×). Both the end-to-end runtime path and the recorder alone
+   (target ≤ 1.05×), and ``Model.predict_proba``'s. Both the end-to-end runtime path and the recorder alone
    (``InferenceSession.run`` + ``Recorder.record_row`` vs ``run``) are shown, because the
    runtime takes a faster validation path when no recorder is attached;
 2. the single-row call that flushes the buffer (bins ~511 rows): the longest pause a
@@ -96,6 +96,10 @@ def single_row(bundle: Bundle, info: ModelInfo, calls: int, rounds: int = 1) -> 
     if rounds > 1:
         print(f"  Model.predict(dict row) p50 over {rounds} rounds: off µs {_spread(offs)}, on µs {_spread(ons)},"
               f" ratio {_spread(ratios)}")
+
+    off, on = _p50_pair(lambda: plain.predict_proba(pick()), lambda: watched.predict_proba(pick()), calls)
+    print(f"  Model.predict_proba(dict row) p50 off {off * 1e6:5.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}"
+          "   (off runs into a bound output; on also asks for the label)")
 
     # The recorder alone: the same session run, with and without record() after it.
     batch = watched.schema.rows([rows[0]], 0)

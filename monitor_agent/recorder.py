@@ -204,7 +204,11 @@ class Recorder:
         self._buffered = 0  # rows + calls waiting in _calls
         # record_row's single rows, as (numeric, categorical, predictions, latency): a 4-tuple is
         # all a row needs (requests and rows are 1).
-        self._rows: collections.deque[tuple[Any, Any, Any, float]] = collections.deque()
+        # Kept flat in one list, 4 items a row, by one list.extend of a 4-tuple (atomic under the
+        # GIL, so the list always holds whole rows): the tuple is freed at once, so a row leaves
+        # no GC-tracked object behind (kept tuples made the collector run and traverse them).
+        self._rows: list[Any] = []
+        self._row_extend = self._rows.extend
         # record_row's budget: how many more single rows may be appended before the buffer is
         # full or a checkpoint is due by rows. A single-row call only counts it down (one
         # attribute, not two counters and two comparisons); _sync folds the rows it took into
@@ -276,10 +280,10 @@ class Recorder:
         if room > 0:
             clock = self._row_clock  # None without auto_roll: the agent's thread rolls windows
             if clock is None or clock() < self._due:
-                # No lock: deque.append is atomic, and the countdown only decides when to flush
+                # No lock: list.extend of a tuple is atomic, and the countdown only decides when to flush
                 # (a lost decrement under a race just flushes a bit later; see record).
                 self._room = room - 1
-                self._rows.append((numeric, categorical, predictions, latency_s))
+                self._row_extend((numeric, categorical, predictions, latency_s))
                 return
         self.record(numeric, categorical, predictions, latency_s)
 
@@ -475,19 +479,21 @@ class Recorder:
         if not rows_q and not calls_q:
             return
         # Take what is there now; calls appended meanwhile wait for the next flush.
-        rows = [rows_q.popleft() for _ in range(len(rows_q))]
+        taken = len(rows_q)
+        rows = rows_q[:taken]
+        del rows_q[:taken]  # rows extended meanwhile stay for the next flush
         calls = [calls_q.popleft() for _ in range(len(calls_q))]
         self._sync()
         self._buffered = 0
         self._refill()
         w = self._open
-        nums: tuple[Any, ...] = ()
-        cats: tuple[Any, ...] = ()
-        preds: tuple[Any, ...] = ()
+        nums: list[Any] = []
+        cats: list[Any] = []
+        preds: list[Any] = []
         if rows:
-            nums, cats, preds, lats = zip(*rows)  # transpose in C, not a Python loop
-            w.requests += len(rows)
-            w.rows += len(rows)
+            nums, cats, preds, lats = rows[0::4], rows[1::4], rows[2::4], rows[3::4]
+            w.requests += len(lats)
+            w.rows += len(lats)
             w.latency.add_array(lats)
         if calls:
             c_nums, c_cats, c_preds, c_lats, reqs, ns = zip(*calls)

@@ -355,6 +355,17 @@ class Model:
                 except Exception as exc:
                     raise _inference_failed(exc, 1) from None
         t0 = _clock() if self._recorder is not None else 0.0
+        if type(X) is dict and self._dict_row is not None and self._recorder is not None:
+            # A recorder wants the label too: one run for both outputs, inlined as in predict
+            # (the row's array is made from immutable bytes, so the recorder keeps it as it is).
+            x = self._dict_row(X)
+            if x is not None:
+                try:
+                    out = self._run(self._outputs, {self._matrix_input: x}, None)
+                except Exception as exc:
+                    raise self._failed(exc) from None
+                self._record_row(x, (), self._code_arrays[out[0].item()], _clock() - t0)
+                return out[1][0]  # type: ignore[no-any-return]
         fast = self._fast(X)
         if fast is not None:
             return self._run_one(fast, t0, self._outputs)[1][0]

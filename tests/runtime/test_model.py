@@ -383,3 +383,17 @@ def test_dict_rows_from_many_threads_get_their_own_answers(binary_bundle: Path) 
     for t in threads:
         t.join()
     assert wrong == []
+
+
+def test_predict_proba_of_a_dict_row_with_a_recorder(binary_bundle: Path) -> None:
+    """The recorder gets the row, the label's class index and the time; the answer is the one without it."""
+    rec = CountingRecorder()
+    model = open_model(binary_bundle, recorder=rec)
+    plain = open_model(binary_bundle)
+    row = {n: 0.25 * (i + 1) for i, n in enumerate(model.feature_names)}
+    assert model.predict_proba(row).tobytes() == plain.predict_proba(row).tobytes()
+    assert model.predict(row) == plain.predict(row)
+    (numeric, _, codes, t, _), (_, _, codes2, _, _) = rec.records
+    assert numeric.tolist() == [[0.25 * (i + 1) for i in range(len(model.feature_names))]]
+    assert codes.tolist() == codes2.tolist() == [model.classes.index(plain.predict(row))]
+    assert t > 0
