@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpack_edge.monitor_agent._ids import IdRun
 from mlpack_edge.runtime._shortest import shortest_float32
 
 __all__ = ["float_texts", "short_floats", "json_floats", "finite_or_none", "error_record", "predictions_json"]
@@ -129,9 +130,12 @@ def predictions_json(result: Any, ids: Sequence[str] | None) -> bytes | None:
         encoded = {label: ENCODE(label) for label in set(labels)}
         width = len(names)
         columns = [[encoded[label] for label in labels], *(texts[c::width] for c in range(width))]
-    template = "{" + keys + (', "id": %s}' if ids is not None else "}")
+    # Generated ids (an IdRun: hex digits and "-") are written as they are, inside the template's
+    # quotes; any other id (the caller's) is escaped.
+    plain = type(ids) is IdRun
+    template = "{" + keys + ((', "id": "%s"}' if plain else ', "id": %s}') if ids is not None else "}")
     if ids is not None:
-        columns.append(list(map(encode_basestring, ids)))
+        columns.append(ids if plain else list(map(encode_basestring, ids)))
     rows: list[str] = list(map(template.__mod__, zip(*columns))) if result.ok.size else []
     errors = result.errors
     if errors:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from mlpack_edge.monitor_agent._ids import IdMaker
 from mlpack_edge.runtime._format import ENCODE, VECTOR_MIN, json_float_texts, json_floats, predictions_json, short_floats
 from mlpack_edge.runtime._shortest import shortest_float32
 
@@ -127,7 +128,8 @@ def test_the_batch_answer_is_byte_for_byte_the_encoders() -> None:
         _Result(2, [], errors[:1] * 2, (0, 1), labels=np.zeros(0, dtype=np.int64), probabilities=np.zeros((0, 2), np.float32)),
     ]
     for result in cases:
-        for ids in (None, [f"{k:x}-id\"%s" for k in range(len(result.ok))]):
+        generated = IdMaker(start=250).many(len(result.ok))  # written unescaped, across a spelling step
+        for ids in (None, [f"{k:x}-id\"%s" for k in range(len(result.ok))], generated):
             assert predictions_json(result, ids) == _encoded(result, ids)
     nan = _Result(1, [0], [], (0, 1), labels=np.array([0]), probabilities=np.array([[np.nan, 1.0]], np.float32))
     assert predictions_json(nan, None) is None  # null in JSON: the caller's encoder writes it
