@@ -315,4 +315,3 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
 ]
 
 LATEST = MIGRATIONS[-1][0]
-
