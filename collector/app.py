@@ -418,16 +418,7 @@ def create_app(storage: Storage, config: CollectorConfig, conditions: Sequence[C
             reply["updates"] = updates
         return JSONResponse(reply)
 
-    def ingest_error(exc: Exception) -> Response | None:
-        """What the app's exception handlers reply for an exception ``ingest`` lets out."""
-        if isinstance(exc, Rejected):
-            return _error(exc.status, exc.message, exc.retry_after)
-        if isinstance(exc, StorageError):
-            log.warning("storage: %s", exc)
-            return _error(503, "collector: storage unavailable, retry later", retry_after=5)
-        return None
-
-    route_first(app, "POST", "/api/v1/ingest", ingest, ingest_error)
+    route_first(app, "POST", "/api/v1/ingest", ingest)
     register_rollout(app, storage, config, rollouts, _read_limited)
 
     # ------------------------------------------------------------------ JSON API

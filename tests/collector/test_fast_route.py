@@ -32,10 +32,11 @@ def _app(seen: list[str]) -> FastAPI:
             raise RuntimeError("bug")
         return JSONResponse({"got": body.decode()})
 
-    def on_error(exc: Exception) -> Response | None:
-        return JSONResponse({"error": "mapped"}, status_code=409) if isinstance(exc, KeyError) else None
+    @app.exception_handler(LookupError)  # KeyError's base: found along the MRO, as Starlette does
+    async def mapped(_: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "mapped"}, status_code=409)
 
-    route_first(app, "POST", "/hot", hot, on_error)
+    route_first(app, "POST", "/hot", hot)
     return app
 
 
