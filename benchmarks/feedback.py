@@ -46,12 +46,13 @@ def _rows(n: int) -> list[dict[str, float]]:
     return out
 
 
-def _bundle(arg: str | None, work: Path) -> Path:
+def _bundle(arg: str | None, work: Path, example: str = "breast_cancer") -> Path:
+    """``--bundle`` if given, else ``example`` built (no executable) under ``work``."""
     if arg:
         return Path(arg)
     from mlpack_edge.builder import build
 
-    return build(ROOT / "examples" / "breast_cancer" / "mlpack.toml", work / "dist", executable=False).bundle_dir
+    return build(ROOT / "examples" / example / "mlpack.toml", work / "dist", executable=False).bundle_dir
 
 
 def _block(conn: http.client.HTTPConnection, bodies: list[bytes]) -> float:

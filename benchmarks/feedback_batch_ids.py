@@ -27,16 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bundle(arg: str | None, work: Path) -> Path:
-    if arg:
-        return Path(arg)
-    from mlpack_edge.builder import build
-
-    return build(ROOT / "examples" / "fleet_faults" / "mlpack.toml", work / "dist", executable=False).bundle_dir
+from feedback import _bundle  # benchmarks/ is sys.path[0] when run as a script
 
 
 def one_round(bundle: Path, work: Path, batch: int, requests: int, fill: int, max_pending: int) -> tuple[float, float]:
@@ -84,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bundle = _bundle(args.bundle, work)
+        bundle = _bundle(args.bundle, work, "fleet_faults")
         for name, fill in (("fresh", 0), ("full", args.max_pending)):
             runs = [one_round(bundle, work, args.batch, args.requests, fill, args.max_pending) for _ in range(args.rounds)]
             for part, values in (("request thread", [r[0] for r in runs]), ("tick thread", [r[1] for r in runs])):
