@@ -8,7 +8,9 @@ the runtime and measures, in the same run and interleaved in blocks so machine n
 hits both sides alike:
 
 1. single-row ``Model.predict`` p50 with the agent's recorder attached vs without
-   (target ≤ 1.05×), and ``Model.predict_proba``'s. Both the end-to-end runtime path and the recorder alone
+   (target ≤ 1.05×), and ``Model.predict_proba``'s. The recorder is as the running agent
+   (``serve``) has it: ``auto_roll`` off, its thread rolls windows, and the model appends rows
+   to the recorder's row sink; one line also shows ``auto_roll`` on (a one-shot CLI run). Both the end-to-end runtime path and the recorder alone
    (``InferenceSession.run`` + ``Recorder.record_row`` vs ``run``) are shown, because the
    runtime takes a faster validation path when no recorder is attached;
 2. the single-row call that flushes the buffer (bins ~511 rows): the longest pause a
@@ -78,7 +80,9 @@ def _spread(values: list[float]) -> str:
 def single_row(bundle: Bundle, info: ModelInfo, calls: int, rounds: int = 1) -> None:
     plain = Model(bundle, threads=1)
     rec = Recorder(info.profile, info.content_hash, on_window=lambda w: None)
+    rec.auto_roll = False  # as under serve: the agent's thread rolls windows
     watched = Model(bundle, threads=1, recorder=rec)
+    one_shot = Model(bundle, threads=1, recorder=Recorder(info.profile, info.content_hash, on_window=lambda w: None))
     rows = _rows(bundle, 64)
     i = [0]
 
@@ -96,6 +100,9 @@ def single_row(bundle: Bundle, info: ModelInfo, calls: int, rounds: int = 1) -> 
     if rounds > 1:
         print(f"  Model.predict(dict row) p50 over {rounds} rounds: off µs {_spread(offs)}, on µs {_spread(ons)},"
               f" ratio {_spread(ratios)}")
+
+    off, on = _p50_pair(lambda: plain.predict(pick()), lambda: one_shot.predict(pick()), calls)
+    print(f"  Model.predict(dict row) p50, auto_roll on: off {off * 1e6:5.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}")
 
     off, on = _p50_pair(lambda: plain.predict_proba(pick()), lambda: watched.predict_proba(pick()), calls)
     print(f"  Model.predict_proba(dict row) p50 off {off * 1e6:5.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}"

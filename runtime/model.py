@@ -217,6 +217,12 @@ class Model:
         self._recorder = recorder
         # The single-row path calls the agent's lean entry point when the recorder has one.
         self._record_row: Any = None if recorder is None else getattr(recorder, "record_row", recorder.record)
+        # A classifier's single rows go straight into the agent recorder's row_sink list (no call
+        # into the recorder, no label -> code lookup per row) while the list is shorter than the
+        # recorder's sink_cap (0 while it rolls windows itself); else record_row, or record when full.
+        sink = getattr(recorder, "row_sink", None) if self._classifier else None
+        self._sink: list[Any] | None = None if sink is None else sink(self._class_pos)
+        self._sink_owner: Any = recorder
         # Single rows ask onnxruntime for the one output the call returns (labels or values for
         # predict, probabilities for predict_proba without a recorder): turning an output into
         # a numpy array (an object array of class names, for labels) is part of every run.
@@ -274,7 +280,13 @@ class Model:
                     raise self._failed(exc) from None
                 value = out.item()  # the label or value, also the key of its code array
                 if record is not None:
-                    record(x, (), self._code_arrays[value] if self._classifier else out.reshape(-1), _clock() - t0)
+                    rows = self._sink
+                    if rows is None:
+                        record(x, (), self._code_arrays[value] if self._classifier else out.reshape(-1), _clock() - t0)
+                    elif len(rows) < self._sink_owner.sink_cap:
+                        rows.extend((x, (), value, _clock() - t0))
+                    else:
+                        self._record_full(x, (), self._code_arrays[value], _clock() - t0)
                 return value
         fast = self._fast(X)
         if fast is not None:
@@ -364,7 +376,13 @@ class Model:
                     out = self._run(self._outputs, {self._matrix_input: x}, None)
                 except Exception as exc:
                     raise self._failed(exc) from None
-                self._record_row(x, (), self._code_arrays[out[0].item()], _clock() - t0)
+                rows = self._sink
+                if rows is None:
+                    self._record_row(x, (), self._code_arrays[out[0].item()], _clock() - t0)
+                elif len(rows) < self._sink_owner.sink_cap:
+                    rows.extend((x, (), out[0].item(), _clock() - t0))
+                else:
+                    self._record_full(x, (), self._code_arrays[out[0].item()], _clock() - t0)
                 return out[1][0]  # type: ignore[no-any-return]
         fast = self._fast(X)
         if fast is not None:
@@ -538,13 +556,29 @@ class Model:
             out: list[np.ndarray] = self._run(outputs, fast[0], None)
         except Exception as exc:
             raise self._failed(exc) from None
-        record = self._record_row
-        if record is not None:
+        if self._record_row is not None:
             numeric = fast[1] if fast[3] else fast[1].copy()  # never keep the caller's buffer
-            # A shared read-only [code] array per class: no array made per call.
-            codes = self._code_arrays[out[0][0]] if self._classifier else out[0].reshape(-1)
-            record(numeric if self._has_numeric else None, fast[2], codes, _clock() - t0)
+            if not self._has_numeric:
+                numeric = None
+            rows = self._sink
+            if rows is not None and len(rows) < self._sink_owner.sink_cap:
+                rows.extend((numeric, fast[2], out[0][0], _clock() - t0))
+            else:
+                # A shared read-only [code] array per class: no array made per call.
+                codes = self._code_arrays[out[0][0]] if self._classifier else out[0].reshape(-1)
+                if rows is None:
+                    self._record_row(numeric, fast[2], codes, _clock() - t0)
+                else:
+                    self._record_full(numeric, fast[2], codes, _clock() - t0)
         return out
+
+    def _record_full(self, numeric: np.ndarray | None, categorical: Any, predictions: np.ndarray, latency_s: float) -> None:
+        """A single row the recorder's row sink did not take: ``record``, which flushes, when the
+        sink is full; ``record_row`` while the recorder rolls windows itself (``sink_cap`` 0)."""
+        if self._sink_owner.sink_cap:
+            self._sink_owner.record(numeric, categorical, predictions, latency_s)
+        else:
+            self._record_row(numeric, categorical, predictions, latency_s)
 
     def _failed(self, exc: BaseException) -> InferenceError:
         """A single row's run failed: count it (with a recorder) and say what onnxruntime said."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import tracemalloc
 
@@ -208,3 +209,105 @@ def test_record_row_counts_as_record_does(profile: Profile, auto_roll: bool) -> 
         assert len(checkpoints) > 20  # every 5 rows, between the window ends
     else:
         assert checkpoints == []
+
+
+_LABELS = ("maybe", "no", "yes")  # the profile's prediction categories, in class order
+_CODES = {c: i for i, c in enumerate(_LABELS)}
+
+
+def _sink_row(rec: Recorder, rows: list, num: np.ndarray, cat: list, label: str, latency: float) -> None:
+    """What the runtime's single-row path does with a row sink (Model.predict with the agent's recorder)."""
+    if len(rows) < rec.sink_cap:
+        rows.extend((num, cat, label, latency))
+    else:
+        rec.record(num, cat, np.array([_CODES[label]]), latency)
+
+
+def test_row_sink_counts_as_record_does(profile: Profile) -> None:
+    """Rows appended to a row sink give the same windows as ``record`` of the same rows, across
+    flushes, snapshots and window rolls by the agent's thread; labels become the same class codes."""
+    results = []
+    for use_sink in (False, True):
+        clock = FakeClock()
+        sink: list[Window] = []
+        rec = _recorder(profile, clock, sink, buffer_rows=16)  # a flush every 7 sunk rows
+        rec.auto_roll = False
+        rows = rec.row_sink(_CODES)
+        assert rec.sink_cap == 4 * 7
+        rng = np.random.default_rng(8)
+        snapshots = []
+        for i in range(150):
+            num, cat, pred = traffic(rng, 1)
+            if use_sink:
+                _sink_row(rec, rows, num, cat, _LABELS[int(pred[0])], 0.001 * (1 + i % 7))
+            else:
+                rec.record(num, cat, pred, 0.001 * (1 + i % 7))
+            if i % 9 == 0:
+                rec.record(*traffic(rng, 3), 0.002)  # a batch between single rows
+            if i % 40 == 0:
+                snapshots.append(rec.snapshot().to_dict())  # type: ignore[union-attr]
+            clock.advance(1.0)  # 150 s: two window ends on the way
+            rec.roll()  # the agent's tick
+            assert len(rows) <= rec.sink_cap
+        rec.close()
+        results.append(([w.to_dict() for w in sink], snapshots))
+    assert results[0] == results[1]
+    windows = results[1][0]
+    assert len(windows) == 3 and sum(w["requests"] for w in windows) == 150 + 17
+
+
+def test_row_sink_is_off_while_record_rolls_windows(profile: Profile, clock: FakeClock) -> None:
+    """With auto_roll on a row needs record_row's clock check: sink_cap is 0 until the agent turns it off."""
+    rec = _recorder(profile, clock, [], buffer_rows=64)
+    rows = rec.row_sink(_CODES)
+    assert rec.sink_cap == 0
+    rec.auto_roll = False
+    assert rec.sink_cap == 4 * 31
+    num, cat, _ = traffic(np.random.default_rng(1), 1)
+    _sink_row(rec, rows, num, cat, "yes", 0.001)
+    rec.auto_roll = True  # the agent stopping: kept rows still count
+    assert rec.sink_cap == 0
+    w = rec.close()
+    assert w is not None and (w.requests, w.rows, w.predictions.bins) == (1, 1, [0, 0, 1])  # type: ignore[union-attr]
+
+
+def test_row_sink_loses_nothing_while_the_agent_flushes_and_rolls(profile: Profile, clock: FakeClock) -> None:
+    """Four threads append single rows while another rolls windows and takes snapshots: every
+    row is counted once, in some window (the appends race the flush's copy and delete)."""
+    sink: list[Window] = []
+    rec = _recorder(profile, clock, sink, buffer_rows=64)
+    rec.auto_roll = False
+    rows = rec.row_sink(_CODES)
+    num, cat, _ = traffic(np.random.default_rng(9), 1)
+    done = threading.Event()
+
+    def work(k: int) -> None:
+        for i in range(3000):
+            _sink_row(rec, rows, num, cat, _LABELS[(i + k) % 3], 1e-5)
+
+    def agent() -> None:
+        while not done.is_set():
+            clock.advance(7.0)
+            rec.roll()
+            rec.snapshot()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    ticker = threading.Thread(target=agent)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads every few bytecodes: the races happen
+    try:
+        ticker.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        done.set()
+        ticker.join()
+        sys.setswitchinterval(interval)
+    rec.close()
+    assert len(sink) > 1  # rows landed in several windows
+    total = merge_windows(sink)
+    assert (total.requests, total.rows, total.latency.count) == (12000, 12000, 12000)
+    assert total.predictions is not None and total.predictions.bins == [4000, 4000, 4000]
+    assert sum(total.features["colour"].bins) + total.features["colour"].missing + total.features["colour"].unseen == 12000
