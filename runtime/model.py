@@ -16,7 +16,9 @@ Three ways in, for three kinds of caller:
 A plainly valid single row skips the general validator and the Batch/BatchResult
 machinery (``Schema.fast_row`` / ``Schema.fast_columns``), and the recorder hook costs
 one ``is None`` test when no recorder is set: together they keep a single-row call
-within a microsecond or so of a bare ``InferenceSession.run``.
+within a microsecond or so of a bare ``InferenceSession.run``. With the running agent's
+recorder, a classifier's single row is one ``list.extend`` into the recorder's row sink
+(:meth:`~mlpack_edge.monitor_agent.recorder.Recorder.row_sink`), no call into the recorder.
 """
 
 from __future__ import annotations
