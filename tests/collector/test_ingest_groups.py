@@ -92,6 +92,44 @@ def test_a_group_is_judged_upload_by_upload_and_the_rollups_hold_the_stored_wind
     assert len(s.rollups("d", int(T0) - DAY, int(T0) + DAY, device="a")) == 2
 
 
+def test_every_device_row_of_a_group_gets_its_own_uploads(storage: SqlStorage) -> None:
+    """Device rows are locked and written back in bulk: with many devices in a group, named
+    in an order where byte order and a locale's differ, each row ends with its own last seq,
+    model and outbox, a revoked device's row is left as it was, and a second group finds
+    rows the first one moved."""
+    s = storage
+    profile = make_profile()
+    h = model_hash("g", "1")
+    names = ["b", "A", "a", "Z", "é", "e", "_x", "10", "9"]
+    devs = {n: SimDevice(n, profile, h, seed=i) for i, n in enumerate(names)}
+    for n in [*names, "revoked"]:
+        s.add_device(n, hash_token(n), 0.0)
+    s.revoke_device("revoked", 1.0)
+    gone = SimDevice("revoked", profile, h)
+
+    def batch(d: SimDevice, count: int, produced: int, first: bool = False):
+        windows = [d.window(T0 + 60 * i) for i in range(count)]
+        payload = d.batch(windows, name="g", version="1", include_model=first, outbox={"produced": produced})
+        return parse_batch(payload, d.name, hash_token(d.name))
+
+    known: dict = {}
+    group = [batch(devs[n], i + 1, 100 + i, first=True) for i, n in enumerate(names)]
+    out = apply_batches(s, [*group[:4], batch(gone, 1, 1, first=True), *group[4:]], known, T0 + 100)
+    assert isinstance(out[4], Rejected) and out[4].status == 401
+    rows = {r.name: r for r in s.devices()}
+    for i, n in enumerate(names):
+        assert (rows[n].last_seen, rows[n].last_model, rows[n].last_seq, rows[n].outbox) == (
+            T0 + 100, h, i, {"produced": 100 + i}), n
+    assert (rows["revoked"].last_seen, rows["revoked"].last_seq, rows["revoked"].outbox) == (None, None, None)
+    # Again, in another order: every row was rewritten above, so each lives somewhere else now.
+    out = apply_batches(s, [batch(devs[n], 1, 200 + i) for i, n in enumerate(reversed(names))], known, T0 + 200)
+    assert all(isinstance(o, Ack) for o in out)
+    rows = {r.name: r for r in s.devices()}
+    for i, n in enumerate(reversed(names)):
+        assert (rows[n].last_seen, rows[n].last_seq, rows[n].outbox) == (T0 + 200, names.index(n) + 1,
+                                                                         {"produced": 200 + i}), n
+
+
 def test_roll_up_rows_deleted_under_a_running_writer_are_inserted_again(storage: SqlStorage) -> None:
     """The writer remembers which roll-up rows exist (to skip their INSERT); a row deleted
     behind its back (a restore, a manual prune) is inserted again, not lost or a 503."""

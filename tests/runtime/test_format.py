@@ -126,6 +126,9 @@ def test_the_batch_answer_is_byte_for_byte_the_encoders() -> None:
         _Result(n, list(range(n)), [], (0, 1), labels=rng.integers(0, 2, n), probabilities=probabilities),
         _Result(n, list(range(n)), [], (), values=(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 12, n)).astype(np.float32)),
         _Result(2, [], errors[:1] * 2, (0, 1), labels=np.zeros(0, dtype=np.int64), probabilities=np.zeros((0, 2), np.float32)),
+        _Result(0, [], [], (0, 1), labels=np.zeros(0, dtype=np.int64), probabilities=np.zeros((0, 2), np.float32)),  # []
+        _Result(2, [0, 1], [], ("a%", "b"), labels=np.array(["b", "a%"], dtype=object),  # every row predicted: one %
+                probabilities=np.array([[1e-4, 3e38], [0.5, 1e6]], np.float32)),
     ]
     for result in cases:
         generated = IdMaker(start=250).many(len(result.ok))  # written unescaped, across a spelling step
