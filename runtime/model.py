@@ -283,12 +283,12 @@ class Model:
                 value = out.item()  # the label or value, also the key of its code array
                 if record is not None:
                     rows = self._sink
-                    if rows is None:
-                        record(x, (), self._code_arrays[value] if self._classifier else out.reshape(-1), _clock() - t0)
-                    elif len(rows) < self._sink_owner.sink_cap:
+                    if rows is not None and len(rows) < self._sink_owner.sink_cap:
                         rows.extend((x, (), value, _clock() - t0))
                     else:
-                        self._record_full(x, (), self._code_arrays[value], _clock() - t0)
+                        if rows is not None and self._sink_owner.sink_cap:
+                            record = self._sink_owner.record  # the sink is full: record flushes it
+                        record(x, (), self._code_arrays[value] if self._classifier else out.reshape(-1), _clock() - t0)
                 return value
         fast = self._fast(X)
         if fast is not None:
@@ -379,12 +379,13 @@ class Model:
                 except Exception as exc:
                     raise self._failed(exc) from None
                 rows = self._sink
-                if rows is None:
-                    self._record_row(x, (), self._code_arrays[out[0].item()], _clock() - t0)
-                elif len(rows) < self._sink_owner.sink_cap:
+                if rows is not None and len(rows) < self._sink_owner.sink_cap:
                     rows.extend((x, (), out[0].item(), _clock() - t0))
                 else:
-                    self._record_full(x, (), self._code_arrays[out[0].item()], _clock() - t0)
+                    record = self._record_row
+                    if rows is not None and self._sink_owner.sink_cap:
+                        record = self._sink_owner.record  # the sink is full: record flushes it
+                    record(x, (), self._code_arrays[out[0].item()], _clock() - t0)
                 return out[1][0]  # type: ignore[no-any-return]
         fast = self._fast(X)
         if fast is not None:
@@ -568,19 +569,11 @@ class Model:
             else:
                 # A shared read-only [code] array per class: no array made per call.
                 codes = self._code_arrays[out[0][0]] if self._classifier else out[0].reshape(-1)
-                if rows is None:
-                    self._record_row(numeric, fast[2], codes, _clock() - t0)
-                else:
-                    self._record_full(numeric, fast[2], codes, _clock() - t0)
+                record = self._record_row
+                if rows is not None and self._sink_owner.sink_cap:
+                    record = self._sink_owner.record  # the sink is full: record flushes it
+                record(numeric, fast[2], codes, _clock() - t0)
         return out
-
-    def _record_full(self, numeric: np.ndarray | None, categorical: Any, predictions: np.ndarray, latency_s: float) -> None:
-        """A single row the recorder's row sink did not take: ``record``, which flushes, when the
-        sink is full; ``record_row`` while the recorder rolls windows itself (``sink_cap`` 0)."""
-        if self._sink_owner.sink_cap:
-            self._sink_owner.record(numeric, categorical, predictions, latency_s)
-        else:
-            self._record_row(numeric, categorical, predictions, latency_s)
 
     def _failed(self, exc: BaseException) -> InferenceError:
         """A single row's run failed: count it (with a recorder) and say what onnxruntime said."""
