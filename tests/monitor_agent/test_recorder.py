@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import tracemalloc
 
@@ -12,6 +11,8 @@ import pytest
 from mlpack_edge.monitor_agent.profile import Profile, bin_categorical, bin_numeric
 from mlpack_edge.monitor_agent.recorder import Recorder
 from mlpack_edge.monitor_agent.wire import Window, merge_windows
+
+from tests._race import race
 
 from .helpers import MODEL_HASH, T0, FakeClock, fixed_sampler, traffic
 
@@ -279,32 +280,17 @@ def test_row_sink_loses_nothing_while_the_agent_flushes_and_rolls(profile: Profi
     rec.auto_roll = False
     rows = rec.row_sink(_CODES)
     num, cat, _ = traffic(np.random.default_rng(9), 1)
-    done = threading.Event()
 
     def work(k: int) -> None:
         for i in range(3000):
             _sink_row(rec, rows, num, cat, _LABELS[(i + k) % 3], 1e-5)
 
     def agent() -> None:
-        while not done.is_set():
-            clock.advance(7.0)
-            rec.roll()
-            rec.snapshot()
+        clock.advance(7.0)
+        rec.roll()
+        rec.snapshot()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    ticker = threading.Thread(target=agent)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # switch threads every few bytecodes: the races happen
-    try:
-        ticker.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        done.set()
-        ticker.join()
-        sys.setswitchinterval(interval)
+    race(work, 4, agent)
     rec.close()
     assert len(sink) > 1  # rows landed in several windows
     total = merge_windows(sink)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ from mlpack_edge.monitor_agent.agent import ModelInfo
 from mlpack_edge.monitor_agent.recorder import Recorder
 from mlpack_edge.monitor_agent.wire import Window, merge_windows
 from mlpack_edge.runtime import Bundle, Model
+from tests._race import race
 
 T0 = 1_700_000_000.0
 
@@ -75,7 +75,6 @@ def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle:
     model = Model(bundle, recorder=rec)
     got: Counter[Any] = Counter()
     lock = threading.Lock()
-    done = threading.Event()
 
     def work(k: int) -> None:
         mine = Counter(model.predict(rows[(i + k) % len(rows)]) for i in range(400))
@@ -83,25 +82,11 @@ def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle:
             got.update(mine)
 
     def agent() -> None:
-        while not done.is_set():
-            now[0] += 20.0
-            rec.roll()
-            rec.snapshot()
+        now[0] += 20.0
+        rec.roll()
+        rec.snapshot()
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    ticker = threading.Thread(target=agent)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        ticker.start()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        done.set()
-        ticker.join()
-        sys.setswitchinterval(interval)
+    race(work, 4, agent, switch_s=1e-5)
     rec.close()
     total = merge_windows(sink)
     assert (total.requests, total.rows, total.latency.count) == (1600, 1600, 1600)
