@@ -289,9 +289,14 @@ class Recorder:
         (with the label's code), which flushes. ``codes`` maps each label to its class index:
         a flush maps a whole block of labels at once instead of one dict lookup per call.
         The arrays are kept by reference until the next flush, as with :meth:`record`.
+        Callers with the same ``codes`` share one list (appends from several are whole rows
+        all the same), so a process that opens its model again and again keeps one sink.
         """
-        rows: list[Any] = []
         with self._lock:
+            for rows, known in self._sinks:
+                if known == codes:
+                    return rows
+            rows = []
             self._sinks = [*self._sinks, (rows, dict(codes))]  # a new list: _sunk reads it without the lock
         return rows
 

@@ -93,3 +93,20 @@ def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle:
     assert total.predictions is not None
     assert total.predictions.bins == [got[c] for c in model.classes]
     assert len(sink) > 1  # rows landed in several windows
+
+
+def test_models_opened_again_on_one_recorder_share_its_row_sink(binary_bundle: Path) -> None:
+    """A process that opens its model again (a reload) on the same recorder keeps one row sink,
+    not one more list per model for every flush to visit; both models' rows are counted."""
+    bundle = Bundle.open(binary_bundle)
+    rows = bundle.read_json("golden.json")["rows"]
+    sink: list[Window] = []
+    rec = _recorder(bundle, sink, buffer_rows=1024)
+    rec.auto_roll = False
+    models = [Model(bundle, recorder=rec) for _ in range(50)]
+    assert len({id(m._sink) for m in models}) == 1  # noqa: SLF001 - the list the recorder holds
+    labels = Counter(m.predict(row) for m in models[:2] for row in rows)
+    rec.close()
+    (w,) = sink
+    assert (w.requests, w.rows) == (2 * len(rows), 2 * len(rows))
+    assert w.predictions is not None and w.predictions.bins == [labels[c] for c in models[0].classes]
