@@ -61,6 +61,19 @@ def _take(rows: list[Any]) -> list[Any]:
     return got
 
 
+def _fold_rows(w: _Open, flat: list[Any], nums: list[Any], cats: list[Any]) -> list[Any]:
+    """Count single rows kept flat (4 items a row: numeric, categorical, prediction, latency)
+    into ``w`` as one request each, append their inputs to ``nums``/``cats`` for binning, and
+    return their predictions (class codes from record_row, labels from a row sink)."""
+    lats = flat[3::4]
+    w.requests += len(lats)
+    w.rows += len(lats)
+    w.latency.add_array(lats)
+    nums += flat[0::4]
+    cats += flat[1::4]
+    return flat[2::4]
+
+
 def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """``np.concatenate(arrays)`` along axis 0, by joining their bytes when they share one dtype.
 
@@ -542,10 +555,7 @@ class Recorder:
         cats: list[Any] = []
         preds: list[Any] = []
         if rows:
-            nums, cats, preds, lats = rows[0::4], rows[1::4], rows[2::4], rows[3::4]
-            w.requests += len(lats)
-            w.rows += len(lats)
-            w.latency.add_array(lats)
+            preds += _fold_rows(w, rows, nums, cats)
         if calls:
             c_nums, c_cats, c_preds, c_lats, reqs, ns = zip(*calls)
             w.requests += sum(reqs)
@@ -559,13 +569,7 @@ class Recorder:
             preds += c_preds
         for got, (_, codes) in zip(sunk, self._sinks):
             if got:
-                lats = got[3::4]
-                w.requests += len(lats)
-                w.rows += len(lats)
-                w.latency.add_array(lats)
-                nums += got[0::4]
-                cats += got[1::4]
-                labels = got[2::4]
+                labels = _fold_rows(w, got, nums, cats)
                 preds.append(np.fromiter(map(codes.__getitem__, labels), np.int64, len(labels)))
         self._bin_locked(nums, cats, preds)
 
