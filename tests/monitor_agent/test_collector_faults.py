@@ -205,7 +205,10 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_nothing(tmp_path:
     # 30 kills at least; more (up to 90) while fewer than 3 landed in an upload or a write: on a
     # loaded machine the child is slower and the random delays hit other phases more often.
     iterations = 0
-    while iterations < 30 or (iterations < 90 and min(landed().count("upload"), landed().count("write")) < 3):
+    def enough(where: list[str]) -> bool:
+        return where.count("upload") >= 3 and where.count("write") >= 3
+
+    while iterations < 30 or (iterations < 90 and not enough(landed())):
         run = iterations
         iterations += 1
         cmd = [*base, str(run), str(journal)]
