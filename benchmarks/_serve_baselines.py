@@ -52,12 +52,16 @@ class _Predictor:
                 feeds[name] = np.array([[np.nan if r.get(name) is None else r[name]] for r in rows], dtype=np.float32)
         return feeds
 
+    @staticmethod
+    def batch_reply(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+        return {"predictions": [{"label": lab, "probabilities": p}
+                                for lab, p in zip(labels.tolist(), probabilities.tolist())]}
+
     def predict(self, payload: Any) -> dict[str, Any]:
         rows = payload if isinstance(payload, list) else [payload]
         labels, probabilities = self.sess.run(None, self._feeds(rows))
         if isinstance(payload, list):
-            return {"predictions": [{"label": lab, "probabilities": p}
-                                    for lab, p in zip(labels.tolist(), probabilities.tolist())]}
+            return self.batch_reply(labels, probabilities)
         return {"label": labels.tolist()[0], "probabilities": probabilities[0].tolist()}
 
 
