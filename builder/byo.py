@@ -46,7 +46,7 @@ import pandas as pd
 
 from mlpack_edge.builder.convert import Converted
 from mlpack_edge.builder.data import Dataset
-from mlpack_edge.builder.parity import ParityResult
+from mlpack_edge.builder.parity import ParityResult, label_is_argmax
 from mlpack_edge.builder.spec import DataSpec, FeatureSpec, OnnxSpec
 from mlpack_edge.errors import ConversionError, DataError, ParityError
 from mlpack_edge.runtime import _datetime
@@ -642,7 +642,11 @@ def prove(got: Outputs, expected: Outputs, frame: pd.DataFrame, ds: Dataset, tol
             f" ({detail}max abs diff {'NaN' if math.isinf(worst) else f'{worst:.3g}'}, tolerance {tolerance:g});"
             f" first at data line {first}{hint}"
         )
-    return ParityResult(n, 0, agreement, worst, tolerance, int(missing.sum()))
+    argmax = None
+    if ds.task != "regression":
+        assert got.labels is not None and got.probabilities is not None
+        argmax = label_is_argmax(got.labels, got.probabilities, ds.classes)
+    return ParityResult(n, 0, agreement, worst, tolerance, int(missing.sum()), argmax)
 
 
 def not_proven(tolerance: float) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from mlpack_edge.errors import ParityError
 from mlpack_edge.runtime.golden import Golden
 from mlpack_edge.runtime.manifest import Feature
 
-__all__ = ["UNSEEN_PROBE", "ParityResult", "Proof", "prove"]
+__all__ = ["UNSEEN_PROBE", "ParityResult", "Proof", "label_is_argmax", "prove"]
 
 #: The category value probes use for "never seen in training".
 UNSEEN_PROBE = "__mlpack_unseen__"
@@ -48,13 +48,17 @@ class ParityResult:
     max_abs_diff: float
     tolerance: float
     missing_rows: int = 0  # compared rows with a missing value (NaN, or "" for a category)
+    # classification only: on every compared row the ONNX label is the class of the highest
+    # probability (the first on a tie), so a recorder may take a row's class from its
+    # probabilities (Model.predict_proba does, without asking onnxruntime for the label)
+    label_is_argmax: bool | None = None
 
     @property
     def passed(self) -> bool:
         return self.max_abs_diff <= self.tolerance and self.label_agreement in (None, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "rows": self.rows,
             "probe_rows": self.probe_rows,
             "missing_rows": self.missing_rows,
@@ -63,6 +67,9 @@ class ParityResult:
             "tolerance": self.tolerance,
             "passed": self.passed,
         }
+        if self.label_is_argmax is not None:
+            d["label_is_argmax"] = self.label_is_argmax
+        return d
 
     def describe(self) -> str:
         missing = f"{self.missing_rows} with missing values; " if self.missing_rows else ""
@@ -106,7 +113,8 @@ def prove(model: Model, converted: Converted, data: Dataset, tolerance: float, s
     max_diff = float(diff.max()) if diff.size else 0.0
     agreement = None if data.task == "regression" else float(1.0 - labels_bad.mean())
     missing_rows = int(_missing_mask(frame, data).sum())
-    result = ParityResult(len(data.x_test), len(probes), agreement, max_diff, tolerance, missing_rows)
+    argmax = None if data.task == "regression" else label_is_argmax(ox["labels"], ox["probabilities"], data.classes)
+    result = ParityResult(len(data.x_test), len(probes), agreement, max_diff, tolerance, missing_rows, argmax)
     if bad.any():
         raise ParityError(_explain(bad, labels_bad, diff, groups, frame, data, tolerance, sk))
     golden = _golden(model, data, probes, tolerance)
@@ -238,6 +246,23 @@ def _onnx_outputs(converted: Converted, frame: pd.DataFrame, data: Dataset, layo
     if data.task == "regression":
         return {"values": np.asarray(out[0]).ravel()}
     return {"labels": np.asarray(out[0]).ravel(), "probabilities": np.asarray(out[1])}
+
+
+def label_is_argmax(labels: np.ndarray, probabilities: np.ndarray, classes: Sequence[Any]) -> bool:
+    """Whether every row's label is the class of its highest probability (the first on a tie).
+
+    True for most converters (linear models, trees, boosting, networks); not for an SVC,
+    whose label comes from its decision function and its probabilities from Platt scaling.
+    """
+    if len(labels) == 0 or probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
+        return False
+    top = np.asarray(probabilities).argmax(axis=1)
+    return all(_same(a, classes[k]) for a, k in zip(labels, top.tolist(), strict=True))
+
+
+def _same(label: Any, cls: Any) -> bool:
+    v = _norm(label)
+    return bool(v == cls) or str(v) == str(cls)
 
 
 def _norm(v: Any) -> Any:

@@ -239,8 +239,9 @@ class Recorder:
         # no GC-tracked object behind (kept tuples made the collector run and traverse them).
         self._rows: list[Any] = []
         self._row_extend = self._rows.extend
-        # row_sink's lists, each with the label -> class code map its rows are counted by.
-        self._sinks: list[tuple[list[Any], dict[Any, int]]] = []
+        # row_sink's lists, each with the label -> class code map its rows are counted by, and
+        # proba_sink's, each with its number of classes.
+        self._sinks: list[tuple[list[Any], dict[Any, int] | int]] = []
         # record_row's budget: how many more single rows may be appended before the buffer is
         # full or a checkpoint is due by rows. A single-row call only counts it down (one
         # attribute, not two counters and two comparisons); _sync folds the rows it took into
@@ -311,6 +312,24 @@ class Recorder:
                     return rows
             rows = []
             self._sinks = [*self._sinks, (rows, dict(codes))]  # a new list: _sunk reads it without the lock
+        return rows
+
+    def proba_sink(self, n_classes: int) -> list[Any]:
+        """A :meth:`row_sink` whose rows carry bytes: ``(numeric, (), probabilities, latency_s)``,
+        ``numeric`` the row's ``n_numeric`` float32 values and ``probabilities`` its
+        ``n_classes`` float32 probabilities, each as bytes (copied out of arrays the caller
+        reuses). The flush counts each row's class as its highest probability (the first on a
+        tie): for a model whose label is just that, proven by its build. A matrix model's
+        rows only (every feature numeric), appended under the same rules as row_sink's.
+        """
+        if self._n_cat:
+            raise ValueError("proba_sink takes rows of numeric features only; the profile has categorical ones")
+        with self._lock:
+            for rows, known in self._sinks:
+                if type(known) is int and known == n_classes:
+                    return rows
+            rows = []
+            self._sinks = [*self._sinks, (rows, int(n_classes))]
         return rows
 
     def _sunk(self) -> int:
@@ -568,7 +587,14 @@ class Recorder:
             cats += c_cats
             preds += c_preds
         for got, (_, codes) in zip(sunk, self._sinks):
-            if got:
+            if not got:
+                continue
+            if type(codes) is int:  # proba_sink's rows: bytes in, classes from the probabilities
+                n = len(got) // 4
+                nums.append(np.frombuffer(b"".join(got[0::4]), np.float32).reshape(n, -1))
+                labels = _fold_rows(w, got, [], cats)
+                preds.append(np.frombuffer(b"".join(labels), np.float32).reshape(n, codes).argmax(axis=1))
+            else:
                 labels = _fold_rows(w, got, nums, cats)
                 preds.append(np.fromiter(map(codes.__getitem__, labels), np.int64, len(labels)))
         self._bin_locked(nums, cats, preds)

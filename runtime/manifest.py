@@ -33,7 +33,10 @@ Format ``mlpack.manifest/1`` (``manifest.json``, canonical JSON, no wall-clock t
       "gates": [{"gate": "precision >= 0.9", "metric": "precision", "op": ">=",
                  "threshold": 0.9, "value": 0.95, "passed": true}],
       "parity": {"rows": 114, "probe_rows": 40, "label_agreement": 1.0,
-                 "max_abs_diff": 1.2e-07, "tolerance": 0.0001, "passed": true},
+                 "max_abs_diff": 1.2e-07, "tolerance": 0.0001, "passed": true,
+                 "label_is_argmax": true},   # classification: every compared row's label was
+                                             # its top class (a recorder may take it from the
+                                             # probabilities; older bundles lack it)
       "drift": {"psi_warn": 0.1, "psi_drift": 0.2},
       "lineage": {"spec_sha256": "...", "data_sha256": "...", "seed": 0, "estimator": "...",
                   "python": "3.11.7", "sklearn": "...", "skl2onnx": "...", "onnx": "...",

@@ -236,6 +236,14 @@ class Model:
         # predict_proba of one row without a recorder: (run, input row, input bytes, output row)
         # sets made by _new_bound, one per thread in flight; None where the output cannot be bound.
         self._bound: list[_Bound] | None = [] if self._bindable() else None
+        # With a recorder, predict_proba of one row runs bound as well, where the build proved the
+        # model's label is the class of its highest probability (parity.label_is_argmax): the row's
+        # input and probabilities go to the recorder's proba_sink as bytes, and its flush takes the
+        # classes from the probabilities (no label output asked for, no label looked up per row).
+        proba_sink = getattr(recorder, "proba_sink", None)
+        self._proba_sink: list[Any] | None = None
+        if proba_sink is not None and self._bound is not None and self._label_is_argmax():
+            self._proba_sink = proba_sink(len(self.classes))
 
     # ------------------------------------------------------------------ facts
 
@@ -369,6 +377,35 @@ class Model:
                 except Exception as exc:
                     raise _inference_failed(exc, 1) from None
         t0 = _clock() if self._recorder is not None else 0.0
+        sunk = self._proba_sink
+        if sunk is not None and len(sunk) < self._sink_owner.sink_cap:
+            # The bound run of the first branch, with a recorder (see _proba_sink): the input's
+            # and the probabilities' bytes are copied out before the binding goes back.
+            assert bound is not None
+            if type(X) is np.ndarray:
+                fill = X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X))
+            else:
+                fill = type(X) is dict
+            if fill:
+                try:
+                    slot = bound.pop()
+                except IndexError:
+                    slot = self._new_bound()
+                try:
+                    if type(X) is dict:
+                        fill = self.schema.dict_row_into(X, slot[2])
+                    else:
+                        slot[1][...] = X
+                    if fill:
+                        try:
+                            slot[0]()
+                        except Exception as exc:
+                            raise self._failed(exc) from None
+                        p = slot[3]
+                        sunk.extend((bytes(slot[2]), (), p.tobytes(), _clock() - t0))
+                        return p.copy()
+                finally:
+                    bound.append(slot)
         if type(X) is dict and self._dict_row is not None and self._recorder is not None:
             # A recorder wants the label too: one run for both outputs, inlined as in predict
             # (the row's array is made from immutable bytes, so the recorder keeps it as it is).
@@ -530,6 +567,12 @@ class Model:
         shape = next(o.shape for o in self._session.get_outputs() if o.name == self._proba_out[0])
         rows = shape[0] if len(shape) == 2 else 0
         return len(shape) == 2 and shape[1] == len(self.classes) and (rows is None or rows == 1 or isinstance(rows, str))
+
+    def _label_is_argmax(self) -> bool:
+        """The build's proof that every compared row's label was its top class (bundles built
+        before it have no such field: their recorder takes labels from the model)."""
+        parity = self.manifest.data.get("parity")
+        return isinstance(parity, dict) and parity.get("label_is_argmax") is True
 
     def _new_bound(self) -> _Bound:
         """A binding for one row's probabilities (the first call, or one more thread in flight)."""

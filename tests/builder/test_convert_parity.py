@@ -130,3 +130,16 @@ def test_probes_cover_missing_and_unseen_and_golden_replays(project: Project) ->
     assert check.passed, check.describe()
     assert golden.tolerance == 1e-4 and len(golden.rows) <= 48
     assert json.loads((result.bundle_dir / "golden.json").read_bytes())["format"] == "mlpack.golden/1"
+
+
+def test_label_is_argmax_needs_every_row_and_takes_the_first_class_on_a_tie() -> None:
+    """The proof the device's recorder relies on: one row whose label is not its top class
+    (an SVC's decision function against its Platt probabilities can do that) makes it False."""
+    from mlpack_edge.builder.parity import label_is_argmax
+
+    proba = np.array([[0.2, 0.8], [0.7, 0.3], [0.5, 0.5]], np.float32)
+    assert label_is_argmax(np.array(["b", "a", "a"], object), proba, ["a", "b"])
+    assert not label_is_argmax(np.array(["b", "a", "b"], object), proba, ["a", "b"])  # a tie is the first class
+    assert not label_is_argmax(np.array(["a", "a", "a"], object), proba, ["a", "b"])
+    assert label_is_argmax(np.array([1, 0, 0], np.int64), proba, [0, 1])  # int64 labels, JSON int classes
+    assert not label_is_argmax(np.array([], object), proba[:0], ["a", "b"])  # nothing compared proves nothing

@@ -122,6 +122,10 @@ def _check_classifier(project: Project, data_name: str) -> Any:
     np.testing.assert_array_equal(labels, result.estimator.predict(x))
     np.testing.assert_allclose(proba, result.estimator.predict_proba(x), atol=1e-4, rtol=0)
     assert m["output"]["classes"] == [str(c) if isinstance(c, str) else c for c in result.estimator.classes_]
+    # The build's proof a device's recorder relies on (Model.predict_proba with a recorder takes a
+    # row's class from its probabilities): the label is the top class here too, on fresh rows.
+    assert m["parity"]["label_is_argmax"] is True
+    np.testing.assert_array_equal(labels, np.asarray(result.estimator.classes_)[proba.argmax(axis=1)])
     return result
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mlpack_edge.monitor_agent.agent import ModelInfo
@@ -63,9 +67,10 @@ def test_agent_mode_records_what_record_row_does(name: str, request: pytest.Fixt
     assert sum(windows[1]["predictions"]["bins"]) == calls
 
 
-def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle: Path) -> None:
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle: Path, method: str) -> None:
     """Four threads predict while the agent's thread rolls windows and takes snapshots: each
-    row's label is counted once, in some window."""
+    row's label is counted once, in some window (predict_proba's rows through the proba sink)."""
     bundle = Bundle.open(binary_bundle)
     rows = bundle.read_json("golden.json")["rows"]
     now = [T0]
@@ -75,9 +80,16 @@ def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle:
     model = Model(bundle, recorder=rec)
     got: Counter[Any] = Counter()
     lock = threading.Lock()
+    if method == "predict":
+        call = model.predict
+    else:
+        assert model._proba_sink is not None  # noqa: SLF001 - the path under test is taken
+
+        def call(row: dict[str, Any]) -> Any:
+            return model.classes[int(model.predict_proba(row).argmax())]
 
     def work(k: int) -> None:
-        mine = Counter(model.predict(rows[(i + k) % len(rows)]) for i in range(400))
+        mine = Counter(call(rows[(i + k) % len(rows)]) for i in range(400))
         with lock:
             got.update(mine)
 
@@ -110,3 +122,64 @@ def test_models_opened_again_on_one_recorder_share_its_row_sink(binary_bundle: P
     (w,) = sink
     assert (w.requests, w.rows) == (2 * len(rows), 2 * len(rows))
     assert w.predictions is not None and w.predictions.bins == [labels[c] for c in models[0].classes]
+
+
+def _without_argmax_proof(src: Path, dst: Path) -> Path:
+    """A copy of a bundle as built before the proof existed: its parity section lacks it."""
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_bytes())
+    del manifest["parity"]["label_is_argmax"]
+    (dst / "manifest.json").write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")))
+    return dst
+
+
+@pytest.mark.parametrize("proof", [True, False])
+def test_predict_proba_records_the_top_class_where_the_build_proved_it_is_the_label(
+    binary_bundle: Path, tmp_path: Path, proof: bool
+) -> None:
+    """With the build's proof, predict_proba of a single row (dict or float32 array) runs bound
+    and its rows go to the proba sink as bytes; the window equals the one record_row's path
+    (labels from the model) gives. Without it (an older bundle) the label is asked for as before."""
+    path = binary_bundle if proof else _without_argmax_proof(binary_bundle, tmp_path / "old")
+    bundle = Bundle.open(path)
+    rows = bundle.read_json("golden.json")["rows"]
+    windows = []
+    for agent in (False, True):
+        sink: list[Window] = []
+        rec = _recorder(bundle, sink, buffer_rows=4096)
+        rec.auto_roll = not agent
+        model = Model(bundle, recorder=rec)
+        assert (model._proba_sink is not None) == proof  # noqa: SLF001 - the path under test
+        got = []
+        for row in rows * 3:
+            got.append(model.predict_proba(row))
+            got.append(model.predict_proba(np.array([row[k] for k in model.feature_names], np.float32)))
+        if proof:  # complete rows are in the proba sink (agent mode), the others went through record_row
+            complete = sum(all(isinstance(v, float) and math.isfinite(v) for v in row.values()) for row in rows)
+            assert 0 < complete < len(rows)  # golden rows include probes with missing values
+            assert len(model._proba_sink) == (4 * 2 * 3 * complete if agent else 0)  # noqa: SLF001
+        rec.close()
+        (w,) = sink
+        assert (w.requests, w.rows, w.latency.count) == (len(got), len(got), len(got))
+        windows.append(({k: v for k, v in w.to_dict().items() if k != "latency"}, np.array(got)))
+    assert windows[0][0] == windows[1][0]
+    np.testing.assert_array_equal(windows[0][1], windows[1][1])  # the same probabilities returned
+    assert windows[0][0]["predictions"]["bins"] == [
+        int((windows[0][1].argmax(axis=1) == k).sum()) for k in range(len(model.classes))
+    ]
+
+
+def test_proba_sink_is_shared_and_numeric_only(binary_bundle: Path, mixed_bundle: Path) -> None:
+    """Models opened again on one recorder share its proba sink; a model with categorical
+    features has none (its rows are not one float32 matrix), and the recorder refuses one."""
+    bundle = Bundle.open(binary_bundle)
+    rec = _recorder(bundle, [])
+    rec.auto_roll = False
+    models = [Model(bundle, recorder=rec) for _ in range(5)]
+    assert len({id(m._proba_sink) for m in models}) == 1  # noqa: SLF001 - the list the recorder holds
+    mixed = Bundle.open(mixed_bundle)
+    mrec = _recorder(mixed, [])
+    mrec.auto_roll = False
+    assert Model(mixed, recorder=mrec)._proba_sink is None  # noqa: SLF001
+    with pytest.raises(ValueError, match="proba_sink takes rows of numeric features only"):
+        mrec.proba_sink(3)
