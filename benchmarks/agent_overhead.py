@@ -104,9 +104,15 @@ def single_row(bundle: Bundle, info: ModelInfo, calls: int, rounds: int = 1) -> 
     off, on = _p50_pair(lambda: plain.predict(pick()), lambda: one_shot.predict(pick()), calls)
     print(f"  Model.predict(dict row) p50, auto_roll on: off {off * 1e6:5.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}")
 
-    off, on = _p50_pair(lambda: plain.predict_proba(pick()), lambda: watched.predict_proba(pick()), calls)
-    print(f"  Model.predict_proba(dict row) p50 off {off * 1e6:5.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}"
-          "   (off runs into a bound output; on also asks for the label)")
+    pr: list[float] = []
+    for _ in range(rounds):
+        off, on = _p50_pair(lambda: plain.predict_proba(pick()), lambda: watched.predict_proba(pick()), calls)
+        pr.append(on / off)
+        bound = "both run into a bound output" if watched._proba_sink is not None else "on also asks for the label"
+        print(f"  Model.predict_proba(dict row) p50 off {off * 1e6:5.1f} µs   on {on * 1e6:7.1f} µs   ratio {on / off:.3f}"
+              f"   ({bound})")
+    if rounds > 1:
+        print(f"  Model.predict_proba(dict row) p50 ratio over {rounds} rounds: {_spread(pr)}")
 
     # The recorder alone: the same session run, with and without record() after it.
     batch = watched.schema.rows([rows[0]], 0)

@@ -348,6 +348,41 @@ class Model:
                         return slot[3].copy()
                 finally:
                     bound.append(slot)
+        elif (sunk := self._proba_sink) is not None and len(sunk) < self._sink_owner.sink_cap:
+            # The first branch with a recorder (see _proba_sink): the input's and the
+            # probabilities' bytes go to the sink, copied out before the binding goes back.
+            t0 = _clock()
+            if type(X) is dict:
+                try:
+                    slot = bound.pop()  # type: ignore[union-attr]  # _proba_sink is only set with a binding
+                except IndexError:
+                    slot = self._new_bound()
+                try:
+                    if self.schema.dict_row_into(X, slot[2]):
+                        try:
+                            slot[0]()
+                        except Exception as exc:
+                            raise self._failed(exc) from None
+                        p = slot[3]
+                        sunk.extend((bytes(slot[2]), (), p.tobytes(), _clock() - t0))
+                        return p.copy()
+                finally:
+                    bound.append(slot)  # type: ignore[union-attr]
+            elif type(X) is np.ndarray and X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X)):
+                try:
+                    slot = bound.pop()  # type: ignore[union-attr]
+                except IndexError:
+                    slot = self._new_bound()
+                slot[1][...] = X
+                try:
+                    slot[0]()
+                    p = slot[3]
+                    sunk.extend((bytes(slot[2]), (), p.tobytes(), _clock() - t0))
+                    return p.copy()
+                except Exception as exc:
+                    raise self._failed(exc) from None
+                finally:
+                    bound.append(slot)  # type: ignore[union-attr]
         elif self._recorder is None and self._matrix_input is not None:
             # The same rows where the model's output cannot be bound (see _bindable).
             x = None
@@ -377,35 +412,6 @@ class Model:
                 except Exception as exc:
                     raise _inference_failed(exc, 1) from None
         t0 = _clock() if self._recorder is not None else 0.0
-        sunk = self._proba_sink
-        if sunk is not None and len(sunk) < self._sink_owner.sink_cap:
-            # The bound run of the first branch, with a recorder (see _proba_sink): the input's
-            # and the probabilities' bytes are copied out before the binding goes back.
-            assert bound is not None
-            if type(X) is np.ndarray:
-                fill = X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X))
-            else:
-                fill = type(X) is dict
-            if fill:
-                try:
-                    slot = bound.pop()
-                except IndexError:
-                    slot = self._new_bound()
-                try:
-                    if type(X) is dict:
-                        fill = self.schema.dict_row_into(X, slot[2])
-                    else:
-                        slot[1][...] = X
-                    if fill:
-                        try:
-                            slot[0]()
-                        except Exception as exc:
-                            raise self._failed(exc) from None
-                        p = slot[3]
-                        sunk.extend((bytes(slot[2]), (), p.tobytes(), _clock() - t0))
-                        return p.copy()
-                finally:
-                    bound.append(slot)
         if type(X) is dict and self._dict_row is not None and self._recorder is not None:
             # A recorder wants the label too: one run for both outputs, inlined as in predict
             # (the row's array is made from immutable bytes, so the recorder keeps it as it is).
@@ -416,7 +422,9 @@ class Model:
                 except Exception as exc:
                     raise self._failed(exc) from None
                 rows = self._sink
-                if rows is not None and len(rows) < self._sink_owner.sink_cap:
+                # With a proba sink, a row it could take gets here only when it is full: record
+                # flushes it (the row sink would only fill up as well, the slow path for twice as long).
+                if rows is not None and len(rows) < self._sink_owner.sink_cap and self._proba_sink is None:
                     rows.extend((x, (), out[0].item(), _clock() - t0))
                 else:
                     record = self._record_row

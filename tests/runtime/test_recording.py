@@ -183,3 +183,25 @@ def test_proba_sink_is_shared_and_numeric_only(binary_bundle: Path, mixed_bundle
     assert Model(mixed, recorder=mrec)._proba_sink is None  # noqa: SLF001
     with pytest.raises(ValueError, match="proba_sink takes rows of numeric features only"):
         mrec.proba_sink(3)
+
+
+def test_a_full_proba_sink_is_flushed_not_spilled_into_the_row_sink(binary_bundle: Path) -> None:
+    """When the proba sink is full, the next row is recorded by a call that flushes it: the
+    label row sink stays empty (filling it too would keep rows on the slow path twice as long)."""
+    bundle = Bundle.open(binary_bundle)
+    rows = [r for r in bundle.read_json("golden.json")["rows"]
+            if all(isinstance(v, float) and math.isfinite(v) for v in r.values())]
+    sink: list[Window] = []
+    rec = _recorder(bundle, sink, buffer_rows=16)
+    rec.auto_roll = False
+    model = Model(bundle, recorder=rec)
+    assert model._proba_sink is not None and model._sink is not None  # noqa: SLF001
+    held = []
+    for i in range(60):
+        model.predict_proba(rows[i % len(rows)])
+        held.append(len(model._proba_sink) // 4)  # noqa: SLF001
+        assert model._sink == []  # noqa: SLF001
+    assert max(held) == rec.sink_cap // 4 and held.count(0) >= 5  # filled, then flushed, again and again
+    rec.close()
+    (w,) = sink
+    assert (w.requests, w.rows) == (60, 60)
