@@ -326,6 +326,9 @@ def _brought(timer: _Timer, rep: Reporter, spec: Spec, ds: Dataset, own: byo.Onn
             )
         else:
             section = byo.not_proven(spec.parity.tolerance)
+            if ds.task != "regression" and held.labels is not None and held.probabilities is not None:
+                # a fact of the graph alone (no reference needed), on the held-out rows it answered
+                section["label_is_argmax"] = parity.label_is_argmax(held.labels, held.probabilities, ds.classes)
             st.summary = f"{byo.NOT_PROVEN}: set [model] reference_outputs to prove it"
         golden = byo.golden(bound, spec.parity.tolerance, where)
     return _Done(ds, bound.layout, bound.converted, evaluation, y_pred, section, golden, lineage)

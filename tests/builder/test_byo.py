@@ -58,7 +58,7 @@ def test_network_with_reference_outputs_is_gated_proven_and_runs_on_the_runtime(
     assert m["output"] == {"classes": CLASSES, "label": "label", "probabilities": "probs"}
     lin = m["lineage"]
     assert lin["estimator"] == "ONNX model (numpy-test)" and lin["onnx_file"] == "net.onnx" and len(lin["onnx_sha256"]) == 64
-    assert "proven" not in p
+    assert "proven" not in p and p["label_is_argmax"] is True
     # The unchanged runtime serves it: labels by name, probabilities as numpy computed them.
     model = open_model(bundle)
     x = _x(data, ["a", "b", "c"])[:5]
@@ -75,6 +75,7 @@ def test_without_reference_outputs_parity_is_recorded_as_not_proven(project: Pro
     result = project.build()
     p = result.manifest["parity"]
     assert p["status"] == "not proven (no reference outputs)" and p["proven"] is False and p["max_abs_diff"] is None
+    assert p["label_is_argmax"] is True  # the graph's own answers: its label is its top class
     card = (result.bundle_dir / "model_card.html").read_text()
     assert "parity not proven" in card and "Parity: not proven" in card
     assert "no reference outputs were given" in card
