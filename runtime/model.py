@@ -58,7 +58,7 @@ BATCH_THREADS_ROWS = 1024
 # The last item says whether the numeric array is ours (not a view of the caller's buffer).
 _FastRow = tuple[dict[str, np.ndarray], np.ndarray, list[list[str]], bool]
 # A bound single-row run: (run, input row [F], the input's bytes, output row [C]); see session.bound_row.
-_Bound = tuple[Any, np.ndarray, memoryview, np.ndarray]
+_Bound = tuple[Any, np.ndarray, memoryview, np.ndarray, memoryview]
 _F32 = np.dtype(np.float32)
 _clock = time.perf_counter
 
@@ -233,7 +233,7 @@ class Model:
         # A dict row of a matrix model goes straight to a float32 array (Schema.dict_row).
         self._dict_row: Any = self.schema.dict_row if self._matrix_input is not None else None
         self._inputs: list[np.ndarray] = []  # reusable [1, F] inputs for predict_proba of a dict row
-        # predict_proba of one row without a recorder: (run, input row, input bytes, output row)
+        # predict_proba of one row: (run, input row, input bytes, output row, output bytes)
         # sets made by _new_bound, one per thread in flight; None where the output cannot be bound.
         self._bound: list[_Bound] | None = [] if self._bindable() else None
         # With a recorder, predict_proba of one row runs bound as well, where the build proved the
@@ -363,9 +363,8 @@ class Model:
                             slot[0]()
                         except Exception as exc:
                             raise self._failed(exc) from None
-                        p = slot[3]
-                        sunk.extend((bytes(slot[2]), (), p.tobytes(), _clock() - t0))
-                        return p.copy()
+                        sunk.extend((slot[2].tobytes(), (), slot[4].tobytes(), _clock() - t0))
+                        return slot[3].copy()
                 finally:
                     bound.append(slot)  # type: ignore[union-attr]
             elif type(X) is np.ndarray and X.dtype is _F32 and X.shape == self._row_shape and math.isfinite(X.dot(X)):
@@ -376,9 +375,8 @@ class Model:
                 slot[1][...] = X
                 try:
                     slot[0]()
-                    p = slot[3]
-                    sunk.extend((bytes(slot[2]), (), p.tobytes(), _clock() - t0))
-                    return p.copy()
+                    sunk.extend((slot[2].tobytes(), (), slot[4].tobytes(), _clock() - t0))
+                    return slot[3].copy()
                 except Exception as exc:
                     raise self._failed(exc) from None
                 finally:
@@ -585,7 +583,7 @@ class Model:
     def _new_bound(self) -> _Bound:
         """A binding for one row's probabilities (the first call, or one more thread in flight)."""
         run, x, out = bound_row(self._session, self._matrix_input, self.schema.width, self._proba_out[0], len(self.classes))  # type: ignore[arg-type]
-        return run, x[0], memoryview(x).cast("B"), out[0]
+        return run, x[0], memoryview(x).cast("B"), out[0], memoryview(out).cast("B")
 
     def _fast_matrix(self, X: Any) -> _FastRow | None:
         x = self.schema.fast_row(X)
