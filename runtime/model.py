@@ -18,7 +18,10 @@ machinery (``Schema.fast_row`` / ``Schema.fast_columns``), and the recorder hook
 one ``is None`` test when no recorder is set: together they keep a single-row call
 within a microsecond or so of a bare ``InferenceSession.run``. With the running agent's
 recorder, a classifier's single row is one ``list.extend`` into the recorder's row sink
-(:meth:`~mlpack_edge.monitor_agent.recorder.Recorder.row_sink`), no call into the recorder.
+(:meth:`~mlpack_edge.monitor_agent.recorder.Recorder.row_sink`), no call into the recorder;
+``predict_proba``'s runs into a bound output as without a recorder, its input and
+probabilities going to :meth:`~mlpack_edge.monitor_agent.recorder.Recorder.proba_sink` as
+bytes, where the build proved the label is the most probable class.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ BATCH_THREADS_ROWS = 1024
 # A plainly valid single row skips Batch and BatchResult: (feeds, numeric [1, n], categorical).
 # The last item says whether the numeric array is ours (not a view of the caller's buffer).
 _FastRow = tuple[dict[str, np.ndarray], np.ndarray, list[list[str]], bool]
-# A bound single-row run: (run, input row [F], the input's bytes, output row [C]); see session.bound_row.
+# A bound single-row run: (run, input row [F], its bytes, output row [C], its bytes); see session.bound_row.
 _Bound = tuple[Any, np.ndarray, memoryview, np.ndarray, memoryview]
 _F32 = np.dtype(np.float32)
 _clock = time.perf_counter
