@@ -306,13 +306,7 @@ class Recorder:
         Callers with the same ``codes`` share one list (appends from several are whole rows
         all the same), so a process that opens its model again and again keeps one sink.
         """
-        with self._lock:
-            for rows, known in self._sinks:
-                if known == codes:
-                    return rows
-            rows = []
-            self._sinks = [*self._sinks, (rows, dict(codes))]  # a new list: _sunk reads it without the lock
-        return rows
+        return self._sink_for(dict(codes))
 
     def proba_sink(self, n_classes: int) -> list[Any]:
         """A :meth:`row_sink` whose rows carry bytes: ``(numeric, (), probabilities, latency_s)``,
@@ -324,12 +318,16 @@ class Recorder:
         """
         if self._n_cat:
             raise ValueError("proba_sink takes rows of numeric features only; the profile has categorical ones")
+        return self._sink_for(int(n_classes))
+
+    def _sink_for(self, key: dict[Any, int] | int) -> list[Any]:
+        """The sink list kept for ``key`` (a row_sink's codes, a proba_sink's class count), made once."""
         with self._lock:
             for rows, known in self._sinks:
-                if type(known) is int and known == n_classes:
+                if type(known) is type(key) and known == key:
                     return rows
-            rows = []
-            self._sinks = [*self._sinks, (rows, int(n_classes))]
+            rows: list[Any] = []
+            self._sinks = [*self._sinks, (rows, key)]  # a new list: _sunk reads it without the lock
         return rows
 
     def _sunk(self) -> int:
