@@ -14,7 +14,9 @@ request body on a bounded queue after its answer is computed (a full queue drops
 sample, counted), and one background thread runs both models on it, so answers never
 change and the cost on the request path is one queue put. The thread keeps to a duty cycle
 (``budget``, a tenth of one core by default): after spending ``t`` on a sample it skips
-new ones for ``t·(1-budget)/budget``; skipped samples are counted in ``dropped``.
+new ones for ``t·(1-budget)/budget``, and those that arrive while it works; skipped samples
+are counted in ``dropped``. (Samples queued while it worked used to be compared back to back,
+each rest sized by the last one alone: a flood of requests took the thread over its budget.)
 :func:`compare` does it on a fixed set of rows (``<model> update``, which has no live traffic: the golden probe inputs
 of both builds). :meth:`ShadowStats.verdict` says why a candidate fails, if it does.
 """
@@ -22,6 +24,7 @@ of both builds). :meth:`ShadowStats.verdict` says why a candidate fails, if it d
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -239,6 +242,12 @@ class LiveShadow:
             payload = self._queue.get()
             if payload is None:
                 return
+            if time.perf_counter() < self._resume_at:  # queued before this rest began: skipped too
+                with self._lock:
+                    self.stats.dropped += 1
+                continue
+            if self.budget < 1.0:  # busy: new samples are skipped, not queued behind this one
+                self._resume_at = math.inf
             rows = payload if isinstance(payload, list) else [payload]
             started = time.perf_counter()
             try:
