@@ -14,9 +14,9 @@ request body on a bounded queue after its answer is computed (a full queue drops
 sample, counted), and one background thread runs both models on it, so answers never
 change and the cost on the request path is one queue put. The thread keeps to a duty cycle
 (``budget``, a tenth of one core by default): after spending ``t`` on a sample it skips
-new ones for ``t·(1-budget)/budget``, and those that arrive while it works; skipped samples
-are counted in ``dropped``. (Samples queued while it worked used to be compared back to back,
-each rest sized by the last one alone: a flood of requests took the thread over its budget.)
+new ones for ``t·(1-budget)/budget``, and those that arrive while it works (queued and
+compared back to back, they would each rest only for the last one's time: a flood of
+requests would take the thread over its budget); skipped samples are counted in ``dropped``.
 :func:`compare` does it on a fixed set of rows (``<model> update``, which has no live traffic: the golden probe inputs
 of both builds). :meth:`ShadowStats.verdict` says why a candidate fails, if it does.
 """
@@ -228,14 +228,16 @@ class LiveShadow:
 
         Skipped (and counted) while the worker is over its budget or the queue is full."""
         if time.perf_counter() < self._resume_at:
-            with self._lock:
-                self.stats.dropped += 1
+            self._skip()
             return
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
-            with self._lock:
-                self.stats.dropped += 1
+            self._skip()
+
+    def _skip(self) -> None:
+        with self._lock:
+            self.stats.dropped += 1
 
     def _work(self) -> None:
         while True:
@@ -243,8 +245,7 @@ class LiveShadow:
             if payload is None:
                 return
             if time.perf_counter() < self._resume_at:  # queued before this rest began: skipped too
-                with self._lock:
-                    self.stats.dropped += 1
+                self._skip()
                 continue
             if self.budget < 1.0:  # busy: new samples are skipped, not queued behind this one
                 self._resume_at = math.inf
