@@ -17,10 +17,16 @@ every so many seconds and rows; the check rides on the clock read ``auto_roll`` 
 anyway, so a ``serve`` request (``auto_roll`` off, the agent's thread checkpoints) pays
 nothing for it.
 
-With ``auto_roll`` off the runtime does not even call into the recorder for a single row: it
-appends the row to a list it got from :meth:`Recorder.row_sink` while the list is shorter than
-:attr:`Recorder.sink_cap` (one Python call per row was a third of what recording cost a
-~6 µs linear model), and the labels become class codes at flush, in one pass.
+The runtime does not even call into the recorder for a single row: it appends the row to a
+list it got from :meth:`Recorder.row_sink` while the list is shorter than
+:attr:`Recorder.sink_cap` and its own ``time.perf_counter()`` reading is below
+:attr:`Recorder.sink_until` (one Python call per row was a third of what recording cost a
+~6 µs linear model), and the labels become class codes at flush, in one pass. With
+``auto_roll`` off the deadline is infinite (the agent's thread rolls windows); with it on,
+it is the window's end or the next checkpoint, whichever comes first, read on the runtime's
+clock, so a sunk row lands in the window a ``record_row`` of it would. A recorder with an
+injected ``clock`` (tests, replays) cannot say when that is on ``perf_counter``: while it
+rolls its own windows its sinks stay shut (``sink_cap`` 0) and rows take ``record_row``.
 """
 
 from __future__ import annotations
@@ -211,9 +217,15 @@ class Recorder:
         self.on_window = on_window
         self._clock = clock
         #: Items (4 a row) a list from row_sink may hold before its owner must call record: 0
-        #: while auto_roll is on (a row then needs the clock check record_row does).
+        #: while auto_roll is on with an injected clock (a row then needs record_row's clock check).
         self.sink_cap = 0
-        self.auto_roll = True
+        #: The ``time.perf_counter()`` reading before which a sink may take a row: the window's
+        #: end or the next checkpoint while auto_roll is on, else never.
+        self.sink_until = math.inf
+        # The sinks' deadline needs this recorder's clock read on perf_counter: only the wall clock can be.
+        self._sink_ticks: Callable[[], float] | None = time.perf_counter if clock is time.time else None
+        self._auto_roll = True
+        self._row_clock: Callable[[], float] | None = clock
         self._buffer_rows = buffer_rows
         self._layout = _Layout(profile)
         self._n_num = len(self._layout.numeric)
@@ -248,7 +260,7 @@ class Recorder:
         # _buffered and _rows_since before anything reads them.
         self._room = 0
         self._room_start = 0
-        self._refill()
+        self.auto_roll = True  # computes the budgets
 
     # ------------------------------------------------------------------ hot path
 
@@ -295,13 +307,15 @@ class Recorder:
         self._refill()
 
     def row_sink(self, codes: dict[Any, int]) -> list[Any]:
-        """A list a classifier's single-row path appends its rows to itself, with ``auto_roll`` off.
+        """A list a classifier's single-row path appends its rows to itself.
 
         Append each row as one ``list.extend`` of ``(numeric [1, n_numeric] or None,
         categorical, label, latency_s)`` (atomic under the GIL: the list always holds whole
-        rows), and only while ``len(rows) < recorder.sink_cap``; otherwise call :meth:`record`
-        (with the label's code), which flushes. ``codes`` maps each label to its class index:
-        a flush maps a whole block of labels at once instead of one dict lookup per call.
+        rows), and only while ``len(rows) < recorder.sink_cap`` and ``time.perf_counter()``,
+        read when the call began, is below ``recorder.sink_until``; otherwise call
+        :meth:`record` (with the label's code), which flushes, rolls and checkpoints.
+        ``codes`` maps each label to its class index: a flush maps a whole block of labels at
+        once instead of one dict lookup per call.
         The arrays are kept by reference until the next flush, as with :meth:`record`.
         Callers with the same ``codes`` share one list (appends from several are whole rows
         all the same), so a process that opens its model again and again keeps one sink.
@@ -328,6 +342,8 @@ class Recorder:
                     return rows
             rows: list[Any] = []
             self._sinks = [*self._sinks, (rows, key)]  # a new list: _sunk reads it without the lock
+            self._sync()
+            self._refill()  # a checkpoint by rows is shared by one more list
         return rows
 
     def _sunk(self) -> int:
@@ -368,14 +384,11 @@ class Recorder:
 
     @auto_roll.setter
     def auto_roll(self, on: bool) -> None:
-        self._auto_roll = bool(on)
-        self._row_clock: Callable[[], float] | None = self._clock if on else None
-        if on:
-            self.sink_cap = 0  # row_sink's owners call record_row again
-        else:
-            with self._lock:
-                self._sync()
-                self._refill()
+        with self._lock:
+            self._sync()  # rows taken before the switch, counted under the old mode
+            self._auto_roll = bool(on)
+            self._row_clock = self._clock if on else None
+            self._refill()
 
     def _sync(self) -> None:
         """Fold the rows record_row took since the last refill into ``_buffered``/``_rows_since``."""
@@ -387,15 +400,26 @@ class Recorder:
         self._room_start = self._room
 
     def _refill(self) -> None:
-        """Recompute record_row's budget from ``_buffered``, ``_rows_since`` and ``_due_rows``
-        (the rows it may take while ``buffered + 2 < buffer_rows`` and ``rows_since + 1 < due_rows``)."""
-        room = (self._buffer_rows - self._buffered - 1) // 2
+        """Recompute record_row's budget and the sinks' cap and deadline from ``_buffered``,
+        ``_rows_since``, ``_due_rows`` and ``_due`` (the rows they may take while
+        ``buffered + 2 < buffer_rows`` and ``rows_since + 1 < due_rows``)."""
         # A row_sink list may fill to the same room (its rows are not in _buffered): with the
         # record_row rows, at most one buffer's worth is kept.
-        self.sink_cap = 0 if self._auto_roll else 4 * max(0, room)
-        if self.auto_roll and self._due_rows != math.inf:
-            room = min(room, int(self._due_rows) - self._rows_since - 1)
-        self._room = self._room_start = max(0, room)
+        room = max(0, (self._buffer_rows - self._buffered - 1) // 2)
+        if not self._auto_roll:
+            self.sink_cap = 4 * room
+            self.sink_until = math.inf
+        else:
+            if self._due_rows != math.inf:
+                # A checkpoint by rows is a promise: record_row and every sink share what is left.
+                room = max(0, min(room, int(self._due_rows) - self._rows_since - 1)) // (1 + len(self._sinks))
+            ticks = self._sink_ticks
+            if ticks is None:
+                self.sink_cap = 0
+            else:
+                self.sink_until = ticks() + (self._due - self._clock())
+                self.sink_cap = 4 * room
+        self._room = self._room_start = room
 
     def _record_auto(
         self,
@@ -413,11 +437,14 @@ class Recorder:
             self.roll(now)
         self._calls.append((numeric, categorical, predictions, latency_s, requests, n))
         self._buffered += n + 1
-        if self._buffered >= self._buffer_rows:
+        sunk = self._sunk() if self._sinks else 0
+        # A sink at its cap is flushed too: under a checkpoint by rows the cap is below the buffer's room.
+        if self._buffered + sunk >= self._buffer_rows or (sunk and any(len(r) >= self.sink_cap for r, _ in self._sinks)):
             with self._lock:
-                self._flush_locked()
+                self._flush_locked()  # the sinks' rows join _rows_since there
+            sunk = 0
         self._rows_since += n
-        if now >= self._due or self._rows_since >= self._due_rows:
+        if now >= self._due or self._rows_since + sunk // 2 >= self._due_rows:
             self._on_due()
 
     def _record_now(
@@ -472,6 +499,7 @@ class Recorder:
             return
         callback = self.on_checkpoint
         with self._lock:
+            self._flush_locked()  # the sinks' rows count towards a checkpoint by rows
             due = now >= self._next_checkpoint or self._rows_since >= self._due_rows
             if due:
                 self._reset_checkpoint_locked(now)
@@ -565,6 +593,8 @@ class Recorder:
         rows = _take(rows_q)
         calls = [calls_q.popleft() for _ in range(len(calls_q))]
         self._sync()
+        if self._auto_roll:
+            self._rows_since += sum(map(len, sunk)) // 4
         self._buffered = 0
         self._refill()
         w = self._open

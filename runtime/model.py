@@ -16,8 +16,9 @@ Three ways in, for three kinds of caller:
 A plainly valid single row skips the general validator and the Batch/BatchResult
 machinery (``Schema.fast_row`` / ``Schema.fast_columns``), and the recorder hook costs
 one ``is None`` test when no recorder is set: together they keep a single-row call
-within a microsecond or so of a bare ``InferenceSession.run``. With the running agent's
-recorder, a classifier's single row is one ``list.extend`` into the recorder's row sink
+within a microsecond or so of a bare ``InferenceSession.run``. With the agent's recorder
+(running, or rolling its own windows on the wall clock), a classifier's single row is one
+``list.extend`` into the recorder's row sink
 (:meth:`~mlpack_edge.monitor_agent.recorder.Recorder.row_sink`), no call into the recorder;
 ``predict_proba``'s runs into a bound output as without a recorder, its input and
 probabilities going to :meth:`~mlpack_edge.monitor_agent.recorder.Recorder.proba_sink` as
@@ -224,7 +225,8 @@ class Model:
         self._record_row: Any = None if recorder is None else getattr(recorder, "record_row", recorder.record)
         # A classifier's single rows go straight into the agent recorder's row_sink list (no call
         # into the recorder, no label -> code lookup per row) while the list is shorter than the
-        # recorder's sink_cap (0 while it rolls windows itself); else record_row, or record when full.
+        # recorder's sink_cap and the call began before its sink_until (the window's end or next
+        # checkpoint while it rolls windows itself); else record_row, or record when full or due.
         sink = getattr(recorder, "row_sink", None) if self._classifier else None
         self._sink: list[Any] | None = None if sink is None else sink(self._class_pos)
         self._sink_owner: Any = recorder
@@ -294,7 +296,7 @@ class Model:
                 value = out.item()  # the label or value, also the key of its code array
                 if record is not None:
                     rows = self._sink
-                    if rows is not None and len(rows) < self._sink_owner.sink_cap:
+                    if rows is not None and len(rows) < self._sink_owner.sink_cap and t0 < self._sink_owner.sink_until:
                         rows.extend((x, (), value, _clock() - t0))
                     else:
                         if rows is not None and self._sink_owner.sink_cap:
@@ -351,10 +353,13 @@ class Model:
                         return slot[3].copy()
                 finally:
                     bound.append(slot)
-        elif (sunk := self._proba_sink) is not None and len(sunk) < self._sink_owner.sink_cap:
+        elif (
+            (sunk := self._proba_sink) is not None
+            and len(sunk) < self._sink_owner.sink_cap
+            and (t0 := _clock()) < self._sink_owner.sink_until
+        ):
             # The first branch with a recorder (see _proba_sink): the input's and the
             # probabilities' bytes go to the sink, copied out before the binding goes back.
-            t0 = _clock()
             if type(X) is dict:
                 try:
                     slot = bound.pop()  # type: ignore[union-attr]  # _proba_sink is only set with a binding
@@ -425,7 +430,8 @@ class Model:
                 rows = self._sink
                 # With a proba sink, a row it could take gets here only when it is full: record
                 # flushes it (the row sink would only fill up as well, the slow path for twice as long).
-                if rows is not None and len(rows) < self._sink_owner.sink_cap and self._proba_sink is None:
+                if (rows is not None and len(rows) < self._sink_owner.sink_cap and t0 < self._sink_owner.sink_until
+                        and self._proba_sink is None):
                     rows.extend((x, (), out[0].item(), _clock() - t0))
                 else:
                     record = self._record_row
@@ -616,7 +622,7 @@ class Model:
             if not self._has_numeric:
                 numeric = None
             rows = self._sink
-            if rows is not None and len(rows) < self._sink_owner.sink_cap:
+            if rows is not None and len(rows) < self._sink_owner.sink_cap and t0 < self._sink_owner.sink_until:
                 rows.extend((numeric, fast[2], out[0][0], _clock() - t0))
             else:
                 # A shared read-only [code] array per class: no array made per call.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import tracemalloc
 
 import numpy as np
@@ -257,8 +259,9 @@ def test_row_sink_counts_as_record_does(profile: Profile) -> None:
     assert len(windows) == 3 and sum(w["requests"] for w in windows) == 150 + 17
 
 
-def test_row_sink_is_off_while_record_rolls_windows(profile: Profile, clock: FakeClock) -> None:
-    """With auto_roll on a row needs record_row's clock check: sink_cap is 0 until the agent turns it off."""
+def test_row_sink_is_off_while_record_rolls_windows_on_an_injected_clock(profile: Profile, clock: FakeClock) -> None:
+    """With auto_roll on and an injected clock (its window end cannot be read on the runtime's
+    perf_counter) a row needs record_row's clock check: sink_cap is 0 until the agent turns it off."""
     rec = _recorder(profile, clock, [], buffer_rows=64)
     rows = rec.row_sink(_CODES)
     assert rec.sink_cap == 0
@@ -270,6 +273,56 @@ def test_row_sink_is_off_while_record_rolls_windows(profile: Profile, clock: Fak
     assert rec.sink_cap == 0
     w = rec.close()
     assert w is not None and (w.requests, w.rows, w.predictions.bins) == (1, 1, [0, 0, 1])  # type: ignore[union-attr]
+
+
+def _timed_sink_row(rec: Recorder, rows: list, num: np.ndarray, cat: list, label: str) -> bool:
+    """What the runtime's single-row path does with a recorder rolling its own windows on the
+    wall clock: the sink takes a row only before ``sink_until``, read on perf_counter when the
+    call begins. Returns whether the sink took it."""
+    t0 = time.perf_counter()
+    if len(rows) < rec.sink_cap and t0 < rec.sink_until:
+        rows.extend((num, cat, label, 1e-5))
+        return True
+    rec.record(num, cat, np.array([_CODES[label]]), 1e-5)
+    return False
+
+
+def test_row_sink_takes_rows_until_the_window_ends_on_the_wall_clock(profile: Profile) -> None:
+    """A recorder rolling its own windows on the wall clock opens its sinks until the window's
+    end, read on perf_counter: rows sunk before it are in that window, rows after it in the next
+    (without the deadline the later rows would sit in the sink and join the closed window)."""
+    width = 1.0
+    now = time.time()
+    time.sleep(math.ceil(now / width) * width - now + 0.02)  # early in a window
+    sink: list[Window] = []
+    rec = Recorder(profile, MODEL_HASH, window_seconds=width, on_window=sink.append, buffer_rows=64)
+    assert rec.auto_roll and rec.sink_cap == 4 * 31
+    assert abs((rec.sink_until - time.perf_counter()) - (rec.window_end - time.time())) < 0.05
+    rows = rec.row_sink(_CODES)
+    num, cat, _ = traffic(np.random.default_rng(2), 1)
+    assert all(_timed_sink_row(rec, rows, num, cat, "yes") for _ in range(20))
+    time.sleep(max(0.0, rec.window_end - time.time()) + 0.02)
+    took = [_timed_sink_row(rec, rows, num, cat, "no") for _ in range(20)]
+    assert not took[0] and all(took[1:])  # the first row after the end rolls the window and reopens the sink
+    rec.close()
+    assert [w.predictions.bins for w in sink] == [[0, 0, 20], [0, 20, 0]]  # type: ignore[union-attr]
+
+
+def test_row_sinks_keep_checkpoints_by_rows_while_record_rolls_windows(profile: Profile) -> None:
+    """Checkpoints every 10 rows stay every 10 rows or fewer when rows go through the sinks
+    (record_row and every sink share what is left before the next one)."""
+    sink: list[Window] = []
+    rec = Recorder(profile, MODEL_HASH, window_seconds=10**9, on_window=sink.append, buffer_rows=64)
+    seen: list[int] = []
+    rec.set_checkpoints(lambda: seen.append(rec.snapshot().rows), 0, 10)  # type: ignore[union-attr]
+    rows, other = rec.row_sink(_CODES), rec.row_sink({"maybe": 0, "yes": 1, "no": 2})
+    num, cat, _ = traffic(np.random.default_rng(3), 1)
+    took = [_timed_sink_row(rec, rows if i % 3 else other, num, cat, "yes") for i in range(200)]
+    assert sum(took) > 100  # most rows went through a sink
+    steps = np.diff([0, *seen])
+    assert len(seen) >= 19 and steps.max() <= 10, seen
+    w = rec.close()
+    assert w is not None and w.rows == 200
 
 
 def test_row_sink_loses_nothing_while_the_agent_flushes_and_rolls(profile: Profile, clock: FakeClock) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,39 @@ def test_agent_mode_records_what_record_row_does(name: str, request: pytest.Fixt
     assert sum(windows[1]["predictions"]["bins"]) == calls
 
 
+@pytest.mark.parametrize("name", ["binary_bundle", "mixed_bundle"])
+def test_a_recorder_rolling_its_own_windows_on_the_wall_clock_takes_rows_through_the_sinks(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    """A recorder left rolling its own windows (a Python API user's, as one-shot ``predict`` has it)
+    on the wall clock: single rows go to the sinks, not through record_row, and the window equals
+    the one record_row's path gives (an injected clock keeps that path), but for latencies."""
+    bundle = Bundle.open(request.getfixturevalue(name))
+    rows = bundle.read_json("golden.json")["rows"]
+    windows = []
+    for wall in (False, True):
+        sink: list[Window] = []
+        info = ModelInfo.from_bundle_bytes(bundle.manifest.raw, bundle.read("profile.json"), "test")
+        rec = Recorder(info.profile, info.content_hash, window_seconds=10**9, clock=time.time if wall else (lambda: T0),
+                       on_window=sink.append, buffer_rows=16)
+        assert rec.auto_roll
+        by_row = [0]
+        record_row = rec.record_row
+
+        def counted(*args: Any) -> None:
+            by_row[0] += 1
+            record_row(*args)
+
+        rec.record_row = counted  # type: ignore[method-assign]
+        calls = _calls(Model(bundle, recorder=rec), rows)
+        assert (by_row[0] == 0) if wall else (by_row[0] > calls // 2), by_row
+        rec.close()
+        (w,) = sink
+        assert (w.requests, w.rows, w.latency.count) == (calls, calls, calls)
+        windows.append({k: v for k, v in w.to_dict().items() if k not in ("latency", "start", "end")})
+    assert windows[0] == windows[1]
+
+
 @pytest.mark.parametrize("method", ["predict", "predict_proba"])
 def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle: Path, method: str) -> None:
     """Four threads predict while the agent's thread rolls windows and takes snapshots: each
@@ -99,6 +133,44 @@ def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle:
         rec.snapshot()
 
     race(work, 4, agent, switch_s=1e-5)
+    rec.close()
+    total = merge_windows(sink)
+    assert (total.requests, total.rows, total.latency.count) == (1600, 1600, 1600)
+    assert total.predictions is not None
+    assert total.predictions.bins == [got[c] for c in model.classes]
+    assert len(sink) > 1  # rows landed in several windows
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_a_recorder_rolling_its_own_windows_loses_no_row_across_threads(binary_bundle: Path, method: str) -> None:
+    """Four threads predict into a recorder that rolls its own 20-ms windows on the wall clock
+    (the calls that find a window ended or a sink full roll and flush it) while another takes
+    snapshots, as checkpoints do: each row's label is counted once, in some window."""
+    bundle = Bundle.open(binary_bundle)
+    rows = bundle.read_json("golden.json")["rows"]
+    sink: list[Window] = []
+    info = ModelInfo.from_bundle_bytes(bundle.manifest.raw, bundle.read("profile.json"), "test")
+    rec = Recorder(info.profile, info.content_hash, window_seconds=0.02, on_window=sink.append, buffer_rows=16)
+    model = Model(bundle, recorder=rec)
+    assert rec.auto_roll and rec.sink_cap > 0
+    got: Counter[Any] = Counter()
+    lock = threading.Lock()
+
+    def call(row: dict[str, Any]) -> Any:
+        if method == "predict":
+            return model.predict(row)
+        return model.classes[int(model.predict_proba(row).argmax())]
+
+    def work(k: int) -> None:
+        mine = Counter(call(rows[(i + k) % len(rows)]) for i in range(400))
+        with lock:
+            got.update(mine)
+
+    def checkpoint() -> None:
+        rec.snapshot()
+        time.sleep(0.001)
+
+    race(work, 4, checkpoint, switch_s=1e-5)
     rec.close()
     total = merge_windows(sink)
     assert (total.requests, total.rows, total.latency.count) == (1600, 1600, 1600)
