@@ -102,16 +102,35 @@ def test_a_recorder_rolling_its_own_windows_on_the_wall_clock_takes_rows_through
 
 
 @pytest.mark.parametrize("method", ["predict", "predict_proba"])
-def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle: Path, method: str) -> None:
-    """Four threads predict while the agent's thread rolls windows and takes snapshots: each
-    row's label is counted once, in some window (predict_proba's rows through the proba sink)."""
+@pytest.mark.parametrize("mode", ["agent", "own_windows"])
+def test_no_row_is_lost_across_threads_flushes_and_rolls(binary_bundle: Path, method: str, mode: str) -> None:
+    """Four threads predict while windows roll and snapshots are taken: each row's label is
+    counted once, in some window (predict_proba's rows through the proba sink). ``agent``: the
+    agent's thread rolls windows and takes snapshots; ``own_windows``: the recorder rolls its
+    own 20-ms windows on the wall clock, from the calls that find one ended or a sink full,
+    while another thread takes snapshots as checkpoints do."""
     bundle = Bundle.open(binary_bundle)
     rows = bundle.read_json("golden.json")["rows"]
-    now = [T0]
     sink: list[Window] = []
-    rec = _recorder(bundle, sink, clock=lambda: now[0])
-    rec.auto_roll = False
+    if mode == "agent":
+        now = [T0]
+        rec = _recorder(bundle, sink, clock=lambda: now[0])
+        rec.auto_roll = False
+
+        def tick() -> None:
+            now[0] += 20.0
+            rec.roll()
+            rec.snapshot()
+    else:
+        info = ModelInfo.from_bundle_bytes(bundle.manifest.raw, bundle.read("profile.json"), "test")
+        rec = Recorder(info.profile, info.content_hash, window_seconds=0.02, on_window=sink.append, buffer_rows=16)
+
+        def tick() -> None:
+            rec.snapshot()
+            time.sleep(0.001)
+
     model = Model(bundle, recorder=rec)
+    assert rec.sink_cap > 0  # the sinks are open: the path under test is taken
     got: Counter[Any] = Counter()
     lock = threading.Lock()
     if method == "predict":
@@ -127,50 +146,7 @@ def test_agent_mode_loses_no_row_across_threads_flushes_and_rolls(binary_bundle:
         with lock:
             got.update(mine)
 
-    def agent() -> None:
-        now[0] += 20.0
-        rec.roll()
-        rec.snapshot()
-
-    race(work, 4, agent, switch_s=1e-5)
-    rec.close()
-    total = merge_windows(sink)
-    assert (total.requests, total.rows, total.latency.count) == (1600, 1600, 1600)
-    assert total.predictions is not None
-    assert total.predictions.bins == [got[c] for c in model.classes]
-    assert len(sink) > 1  # rows landed in several windows
-
-
-@pytest.mark.parametrize("method", ["predict", "predict_proba"])
-def test_a_recorder_rolling_its_own_windows_loses_no_row_across_threads(binary_bundle: Path, method: str) -> None:
-    """Four threads predict into a recorder that rolls its own 20-ms windows on the wall clock
-    (the calls that find a window ended or a sink full roll and flush it) while another takes
-    snapshots, as checkpoints do: each row's label is counted once, in some window."""
-    bundle = Bundle.open(binary_bundle)
-    rows = bundle.read_json("golden.json")["rows"]
-    sink: list[Window] = []
-    info = ModelInfo.from_bundle_bytes(bundle.manifest.raw, bundle.read("profile.json"), "test")
-    rec = Recorder(info.profile, info.content_hash, window_seconds=0.02, on_window=sink.append, buffer_rows=16)
-    model = Model(bundle, recorder=rec)
-    assert rec.auto_roll and rec.sink_cap > 0
-    got: Counter[Any] = Counter()
-    lock = threading.Lock()
-
-    def call(row: dict[str, Any]) -> Any:
-        if method == "predict":
-            return model.predict(row)
-        return model.classes[int(model.predict_proba(row).argmax())]
-
-    def work(k: int) -> None:
-        mine = Counter(call(rows[(i + k) % len(rows)]) for i in range(400))
-        with lock:
-            got.update(mine)
-
-    def checkpoint() -> None:
-        rec.snapshot()
-        time.sleep(0.001)
-
-    race(work, 4, checkpoint, switch_s=1e-5)
+    race(work, 4, tick, switch_s=1e-5)
     rec.close()
     total = merge_windows(sink)
     assert (total.requests, total.rows, total.latency.count) == (1600, 1600, 1600)
