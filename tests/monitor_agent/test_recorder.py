@@ -297,7 +297,7 @@ def test_row_sink_takes_rows_until_the_window_ends_on_the_wall_clock(profile: Pr
     sink: list[Window] = []
     rec = Recorder(profile, MODEL_HASH, window_seconds=width, on_window=sink.append, buffer_rows=64)
     assert rec.auto_roll and rec.sink_cap == 4 * 31
-    assert abs((rec.sink_until - time.perf_counter()) - (rec.window_end - time.time())) < 0.05
+    assert abs((rec.sink_until - time.perf_counter()) - (rec.window_end - time.time())) < 0.5
     rows = rec.row_sink(_CODES)
     num, cat, _ = traffic(np.random.default_rng(2), 1)
     assert all(_timed_sink_row(rec, rows, num, cat, "yes") for _ in range(20))
