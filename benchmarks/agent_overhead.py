@@ -10,7 +10,9 @@ hits both sides alike:
 1. single-row ``Model.predict`` p50 with the agent's recorder attached vs without
    (target ≤ 1.05×), and ``Model.predict_proba``'s. The recorder is as the running agent
    (``serve``) has it: ``auto_roll`` off, its thread rolls windows, and the model appends rows
-   to the recorder's row sink; one line also shows ``auto_roll`` on (a one-shot CLI run). Both the end-to-end runtime path and the recorder alone
+   to the recorder's row sink; both methods are also measured with ``auto_roll`` on (a
+   Python API user's ``Recorder``, an agent not started), whose sinks take rows until the
+   window's end. Both the end-to-end runtime path and the recorder alone
    (``InferenceSession.run`` + ``Recorder.record_row`` vs ``run``) are shown, because the
    runtime takes a faster validation path when no recorder is attached;
 2. the single-row call that flushes the buffer (bins ~511 rows): the longest pause a
